@@ -1,0 +1,1 @@
+"""distributed (see DESIGN §2)."""

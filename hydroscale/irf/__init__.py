@@ -1,0 +1,45 @@
+"""Impulse-response functions: registry, catalogue, sub-step sampling and bounds.
+
+Register a custom IRF with a kernel that maps float64 parameter tensors (routing-step units) to
+a sub-step kernel; see :class:`IRFSpec`::
+
+    from hydroscale.irf import IRFSpec, register_irf, from_ramp_response
+
+    def triangle(p, n_taps, substeps):
+        base = p["base"].unsqueeze(-1)
+        ...  # return [..., n_taps]
+
+    register_irf(IRFSpec("triangle", triangle, params=("base",), bounds={"base": (0.1, 5)}))
+"""
+
+from . import _catalogue  # noqa: F401  (registers the built-in IRFs)
+from ._catalogue import from_ramp_response, muskingum_coefficients
+from ._registry import (
+    IRFSpec,
+    UnstableParametersError,
+    get_irf,
+    irf_kernel,
+    list_irfs,
+    register_irf,
+    stack_params,
+)
+from ._sampling import average_substeps, spread_to_substeps, substep_kernel_to_step
+from ._transforms import bounds_tensor, from_bounded, to_bounded
+
+__all__ = [
+    "IRFSpec",
+    "UnstableParametersError",
+    "average_substeps",
+    "bounds_tensor",
+    "from_bounded",
+    "from_ramp_response",
+    "get_irf",
+    "irf_kernel",
+    "list_irfs",
+    "muskingum_coefficients",
+    "register_irf",
+    "spread_to_substeps",
+    "stack_params",
+    "substep_kernel_to_step",
+    "to_bounded",
+]

@@ -1,0 +1,215 @@
+r"""The built-in impulse responses.
+
+Continuous-time IRFs :math:`u(t)` are sampled for step-averaged flows: inflow held constant
+over one sub-step of length :math:`\Delta t`, outflow averaged over each sub-step.  With the
+ramp response :math:`S_2(t) = \int_0^t \int_0^s u(r)\,dr\,ds` this is exactly
+
+.. math:: h_k = \frac{S_2((k+1)\Delta t) - 2 S_2(k\Delta t) + S_2((k-1)\Delta t)}{\Delta t},
+
+which sums to one (mass is conserved) and needs no renormalisation.  Muskingum is discrete by
+definition and is the impulse response of its difference equation at the sub-step.
+All arithmetic is float64; time-like parameters are in routing steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ._registry import CheckFn, IRFSpec, register_irf
+
+__all__ = ["from_ramp_response", "muskingum_coefficients"]
+
+Params = dict[str, torch.Tensor]
+
+
+def from_ramp_response(
+    ramp: Callable[[torch.Tensor], torch.Tensor], n_taps: int, substeps: int, like: torch.Tensor
+) -> torch.Tensor:
+    """Kernel ``[..., n_taps]`` from a ramp response ``S2(t)`` (t ``[..., n_taps + 2]``, steps).
+
+    ``ramp`` is evaluated at ``t = k / substeps`` for ``k = -1 .. n_taps``; it must return 0
+    for ``t <= 0`` and broadcast over the parameter shape of ``like``.
+    """
+    k = torch.arange(-1, n_taps + 1, dtype=torch.float64, device=like.device)
+    t = (k / substeps).expand(*like.shape, n_taps + 2)
+    s2 = ramp(t)
+    return (s2[..., 2:] - 2.0 * s2[..., 1:-1] + s2[..., :-2]) * substeps
+
+
+def _pos(t: torch.Tensor) -> torch.Tensor:
+    return torch.clamp(t, min=0.0)
+
+
+# ---------------------------------------------------------------- pure lag
+def _pure_lag(p: Params, n: int, f: int) -> torch.Tensor:
+    d = p["delay"].unsqueeze(-1)
+    return from_ramp_response(lambda t: _pos(t - d), n, f, p["delay"])
+
+
+def _check_nonneg(name: str) -> CheckFn:
+    def check(p: Params, f: int) -> tuple[str, torch.Tensor] | None:
+        bad = p[name] < 0
+        return (f"{name} must be >= 0", bad) if bad.any() else None
+
+    return check
+
+
+register_irf(
+    IRFSpec(
+        name="pure_lag",
+        kernel=_pure_lag,
+        params=("delay",),
+        bounds={"delay": (0.0, 10.0)},
+        check=_check_nonneg("delay"),
+        doc="translation by `delay` routing steps (fractional delays interpolate linearly)",
+    )
+)
+
+
+# ---------------------------------------------------------------- linear storage
+def _linear_storage(p: Params, n: int, f: int) -> torch.Tensor:
+    tau = p["tau"].unsqueeze(-1)
+
+    def ramp(t: torch.Tensor) -> torch.Tensor:
+        tp = _pos(t)
+        return tp + tau * torch.expm1(-tp / tau)
+
+    return from_ramp_response(ramp, n, f, p["tau"])
+
+
+def _check_positive(*names: str) -> CheckFn:
+    def check(p: Params, f: int) -> tuple[str, torch.Tensor] | None:
+        for name in names:
+            bad = p[name] <= 0
+            if bad.any():
+                return f"{name} must be > 0", bad
+        return None
+
+    return check
+
+
+register_irf(
+    IRFSpec(
+        name="linear_storage",
+        kernel=_linear_storage,
+        params=("tau",),
+        bounds={"tau": (0.01, 10.0)},
+        check=_check_positive("tau"),
+        doc="linear reservoir, u(t) = exp(-t/tau)/tau, tau in routing steps",
+    )
+)
+
+
+# ---------------------------------------------------------------- Nash cascade
+def _nash_cascade(p: Params, n: int, f: int) -> torch.Tensor:
+    tau = p["tau"].unsqueeze(-1)
+    shape = p["n"].unsqueeze(-1)
+
+    def ramp(t: torch.Tensor) -> torch.Tensor:
+        tp = _pos(t)
+        x = tp / tau
+        a = shape.expand_as(x)
+        return tp * torch.special.gammainc(a, x) - shape * tau * torch.special.gammainc(a + 1, x)
+
+    return from_ramp_response(ramp, n, f, p["tau"])
+
+
+register_irf(
+    IRFSpec(
+        name="nash_cascade",
+        kernel=_nash_cascade,
+        params=("tau", "n"),
+        bounds={"tau": (0.01, 10.0), "n": (1.0, 10.0)},
+        check=_check_positive("tau", "n"),
+        differentiable=("tau",),
+        doc="n linear reservoirs in series (gamma IRF), tau in routing steps; "
+        "n may be fractional and carries no gradient",
+    )
+)
+
+
+# ---------------------------------------------------------------- Hayami (diffusive wave)
+def _hayami(p: Params, n: int, f: int) -> torch.Tensor:
+    length = p["L"].unsqueeze(-1)
+    diff = p["D"].unsqueeze(-1)
+    cel = p["c"].unsqueeze(-1)
+    mu = length / cel  # mean travel time (steps)
+    lam = length * length / (2.0 * diff)  # inverse-Gaussian shape (steps)
+
+    def ramp(t: torch.Tensor) -> torch.Tensor:
+        tp = torch.clamp(t, min=1e-300)
+        r = torch.sqrt(lam / tp)
+        a = r * (tp / mu - 1.0)
+        b = -r * (tp / mu + 1.0)
+        e = torch.exp(2.0 * lam / mu + torch.special.log_ndtr(b))  # e^{2λ/μ} Φ(b), no overflow
+        cdf = torch.special.ndtr(a) + e
+        partial_mean = mu * (torch.special.ndtr(a) - e)  # ∫_0^t s u(s) ds
+        return torch.where(t > 0, tp * cdf - partial_mean, torch.zeros_like(tp))
+
+    return from_ramp_response(ramp, n, f, p["L"])
+
+
+register_irf(
+    IRFSpec(
+        name="hayami",
+        kernel=_hayami,
+        params=("L", "D", "c"),
+        bounds={"L": (10.0, 1.0e5), "D": (1.0e2, 1.0e8), "c": (1.0e2, 1.0e6)},
+        check=_check_positive("L", "D", "c"),
+        doc="diffusive-wave (Hayami) IRF: reach length L (m), diffusivity D (m²/step), "
+        "celerity c (m/step); the inverse-Gaussian travel-time law",
+    )
+)
+
+
+# ---------------------------------------------------------------- Muskingum
+def muskingum_coefficients(
+    k: torch.Tensor, x: torch.Tensor, dt: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Muskingum C0, C1, C2 for ``Q[t+1] = C0 I[t+1] + C1 I[t] + C2 Q[t]`` at step ``dt``."""
+    den = 2.0 * k * (1.0 - x) + dt
+    c0 = (dt - 2.0 * k * x) / den
+    c1 = (dt + 2.0 * k * x) / den
+    c2 = (2.0 * k * (1.0 - x) - dt) / den
+    return c0, c1, c2
+
+
+def _muskingum(p: Params, n: int, f: int) -> torch.Tensor:
+    c0, c1, c2 = (c.unsqueeze(-1) for c in muskingum_coefficients(p["k"], p["x"], 1.0 / f))
+    if n == 1:
+        return c0
+    j = torch.arange(1, n - 1, dtype=torch.float64, device=c0.device)
+    powers = torch.cat([torch.ones_like(c2), c2**j], dim=-1)  # C2^(m-1), m = 1..n-1
+    return torch.cat([c0, (c1 + c0 * c2) * powers], dim=-1)
+
+
+def _check_muskingum(p: Params, f: int) -> tuple[str, torch.Tensor] | None:
+    k, x = p["k"], p["x"]
+    bad = (k <= 0) | (x < 0) | (x > 0.5)
+    if bad.any():
+        return "Muskingum needs k > 0 and 0 <= x <= 0.5", bad
+    c0, _, c2 = muskingum_coefficients(k, x, 1.0 / f)
+    neg = (c0 < 0) | (c2 < 0)
+    if neg.any():
+        i = tuple(torch.nonzero(neg)[0].tolist())
+        return (
+            f"negative Muskingum coefficient at sub-step dt=1/{f} step (first: k={float(k[i]):.4g},"
+            f" x={float(x[i]):.3g} steps gives C0={float(c0[i]):.3g}, C2={float(c2[i]):.3g}); "
+            "non-negative coefficients need 2kx <= dt <= 2k(1-x): change substeps or k, x",
+            neg,
+        )
+    return None
+
+
+register_irf(
+    IRFSpec(
+        name="muskingum",
+        kernel=_muskingum,
+        params=("k", "x"),
+        bounds={"k": (0.01, 5.0), "x": (0.0, 0.5)},
+        check=_check_muskingum,
+        doc="Muskingum: storage constant k (routing steps), weighting x (-)",
+    )
+)

@@ -1,0 +1,202 @@
+"""The IRF registry: one frozen spec per impulse response, registered by name."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = [
+    "IRFSpec",
+    "UnstableParametersError",
+    "register_irf",
+    "get_irf",
+    "list_irfs",
+    "stack_params",
+    "irf_kernel",
+]
+
+KernelFn = Callable[[dict[str, torch.Tensor], int, int], torch.Tensor]
+CheckFn = Callable[[dict[str, torch.Tensor], int], "tuple[str, torch.Tensor] | None"]
+
+
+class UnstableParametersError(ValueError):
+    """IRF parameters that give a kernel with negative coefficients or unbounded growth."""
+
+
+@dataclass(frozen=True)
+class IRFSpec:
+    """An impulse-response family.
+
+    Attributes
+    ----------
+    name : registry key.
+    kernel : ``kernel(params, n_taps, substeps) -> Tensor [..., n_taps]``.  ``params`` maps
+        each parameter name to a float64 tensor of shape ``[...]`` in routing-step time units;
+        the result is the response at sub-step resolution ``dt = 1 / substeps``: tap ``k`` is
+        the outflow averaged over sub-step ``k`` for a unit inflow held during sub-step 0.
+    params : parameter names, in column order.
+    bounds : name -> (low, high), the default calibration range (routing-step units).
+    check : optional ``check(params, substeps) -> (message, bad_mask) or None`` that flags
+        invalid or unstable parameters (``bad_mask`` has the parameters' shape).
+    differentiable : names of parameters that carry gradients.
+    doc : one-line description with units.
+    """
+
+    name: str
+    kernel: KernelFn
+    params: tuple[str, ...]
+    bounds: Mapping[str, tuple[float, float]]
+    check: CheckFn | None = None
+    differentiable: tuple[str, ...] = field(default=())
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.isidentifier():
+            raise ValueError(f"IRF name must be an identifier, got {self.name!r}")
+        if not self.params or len(set(self.params)) != len(self.params):
+            raise ValueError(f"IRF {self.name!r}: params must be unique names, got {self.params}")
+        if set(self.bounds) != set(self.params):
+            raise ValueError(
+                f"IRF {self.name!r}: bounds must name exactly the params {self.params}, "
+                f"got {sorted(self.bounds)}"
+            )
+        for p, (lo, hi) in self.bounds.items():
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                raise ValueError(f"IRF {self.name!r}: bounds of {p!r} must be finite lo < hi")
+        if not self.differentiable:
+            object.__setattr__(self, "differentiable", self.params)
+
+    @property
+    def n_params(self) -> int:
+        return len(self.params)
+
+
+_REGISTRY: dict[str, IRFSpec] = {}
+
+
+def register_irf(spec: IRFSpec, *, overwrite: bool = False) -> IRFSpec:
+    """Register ``spec`` under ``spec.name``; refuse to replace an existing one silently."""
+    if not isinstance(spec, IRFSpec):
+        raise TypeError(f"register_irf takes an IRFSpec, got {type(spec).__name__}")
+    if spec.name in _REGISTRY and not overwrite:
+        raise ValueError(
+            f"an IRF named {spec.name!r} is already registered; pass overwrite=True to replace it"
+        )
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_irf(name: str | IRFSpec) -> IRFSpec:
+    """Look up a registered IRF by name (an :class:`IRFSpec` is returned as is)."""
+    if isinstance(name, IRFSpec):
+        return name
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown IRF {name!r}; registered IRFs: {', '.join(sorted(_REGISTRY))}"
+        ) from None
+
+
+def list_irfs() -> list[str]:
+    """Names of the registered IRFs."""
+    return sorted(_REGISTRY)
+
+
+def stack_params(spec: IRFSpec, params: Any, n: int | None = None) -> torch.Tensor:
+    """Parameters as a tensor ``[..., P]`` with columns in ``spec.params`` order.
+
+    ``params`` is a tensor/array ``[..., P]``, or a mapping name -> values (scalars broadcast
+    to ``n`` reaches when ``n`` is given).  A missing or unknown name is an error.
+    """
+    if isinstance(params, Mapping):
+        missing = [p for p in spec.params if p not in params]
+        unknown = [p for p in params if p not in spec.params]
+        if missing or unknown:
+            raise ValueError(
+                f"IRF {spec.name!r} takes parameters {list(spec.params)}; "
+                f"missing {missing}, unknown {unknown}"
+            )
+        cols = [torch.as_tensor(params[p]) for p in spec.params]
+        dtype = torch.promote_types(cols[0].dtype, torch.float32)
+        for c in cols[1:]:
+            dtype = torch.promote_types(dtype, c.dtype)
+        shape = torch.broadcast_shapes(*(c.shape for c in cols))
+        if n is not None and shape == ():
+            shape = (n,)
+        return torch.stack([c.to(dtype).expand(shape) for c in cols], dim=-1)
+    t = torch.as_tensor(params)
+    if not t.is_floating_point():
+        t = t.to(torch.float64)
+    if t.shape[-1:] != (spec.n_params,):
+        raise ValueError(
+            f"IRF {spec.name!r} params must be [..., {spec.n_params}] with columns "
+            f"{list(spec.params)}, got shape {tuple(t.shape)}"
+        )
+    return t
+
+
+def _where(mask: torch.Tensor, labels: Any) -> str:
+    rows = torch.nonzero(mask.reshape(-1)).flatten()
+    n = rows.numel()
+    shown = rows[:10].tolist()
+    if labels is not None:
+        flat = [int(v) for v in torch.as_tensor(labels).reshape(-1)[rows[:10]].tolist()]
+        text = f"{n} reach(es), ids {flat}"
+    else:
+        text = f"{n} row(s) {shown}"
+    return text + (" ..." if n > 10 else "")
+
+
+def irf_kernel(
+    irf: str | IRFSpec,
+    params: Any,
+    n_taps: int,
+    substeps: int = 1,
+    *,
+    allow_unstable: bool = False,
+    labels: Any = None,
+) -> torch.Tensor:
+    """Sample an IRF at sub-step resolution.
+
+    Parameters
+    ----------
+    irf : registered name or spec.
+    params : ``[..., P]`` tensor or mapping name -> ``[...]`` (routing-step time units).
+    n_taps : number of sub-steps of the kernel.
+    substeps : f, sub-steps per routing step (``dt = 1/f`` routing steps).
+    allow_unstable : accept parameters the IRF's check rejects (e.g. Muskingum with a
+        negative coefficient); otherwise :class:`UnstableParametersError`.
+    labels : optional ``[...]`` reach ids used to name offending rows in errors.
+
+    Returns
+    -------
+    Tensor ``[..., n_taps]``, float64 arithmetic, cast back to the dtype of ``params``.
+    """
+    spec = get_irf(irf)
+    if int(substeps) != substeps or substeps < 1:
+        raise ValueError(f"substeps must be a positive integer, got {substeps}")
+    if n_taps < 1:
+        raise ValueError(f"n_taps must be >= 1, got {n_taps}")
+    p = stack_params(spec, params)
+    cols = {name: p[..., i].to(torch.float64) for i, name in enumerate(spec.params)}
+    for name in spec.params:
+        if name not in spec.differentiable:
+            cols[name] = cols[name].detach()
+    bad = ~torch.isfinite(p).all(dim=-1)
+    if bad.any():
+        raise ValueError(f"IRF {spec.name!r}: non-finite parameters at {_where(bad, labels)}")
+    if spec.check is not None and not allow_unstable:
+        found = spec.check(cols, int(substeps))
+        if found is not None:
+            msg, mask = found
+            raise UnstableParametersError(
+                f"IRF {spec.name!r}: {msg}; offending {_where(mask, labels)} "
+                "(pass allow_unstable=True to route anyway)"
+            )
+    h = spec.kernel(cols, int(n_taps), int(substeps))
+    return h.to(p.dtype)
