@@ -1,1 +1,28 @@
-"""io (see DESIGN §2)."""
+"""File formats (DESIGN §2): NWM RouteLink/CHRTOUT/USGS, RAPID files, Zarr stores, CF NetCDF.
+
+Submodules: :mod:`~hydroscale.io.nwm`, :mod:`~hydroscale.io.rapid`,
+:mod:`~hydroscale.io.zarr_store`; the bundled real basin is :func:`load_lower_colorado`.
+"""
+
+from . import nwm
+from ._common import IOFormatError
+from .datasets import LowerColorado, load_lower_colorado
+from .nwm import (
+    gauge_table,
+    observations_at_reaches,
+    read_chrtout,
+    read_routelink,
+    read_usgs_timeslices,
+)
+
+__all__ = [
+    "IOFormatError",
+    "LowerColorado",
+    "gauge_table",
+    "load_lower_colorado",
+    "nwm",
+    "observations_at_reaches",
+    "read_chrtout",
+    "read_routelink",
+    "read_usgs_timeslices",
+]

@@ -1,0 +1,262 @@
+"""National Water Model files: ``RouteLink.nc``, CHRTOUT time slices, USGS time slices.
+
+* :func:`read_routelink` -> :class:`~hydroscale.network.RiverNetwork` (``link`` -> ``to``) with
+  the per-link attributes renamed to hydroscale names and units (length m, musk s, ...).
+* :func:`read_chrtout` -> ``xarray.Dataset`` of ``(reach, time)`` variables (``q_lateral``,
+  ``streamflow``; m³/s) from hourly ``*.CHRTOUT_DOMAIN1`` files, rows in a given reach order.
+* :func:`read_usgs_timeslices` -> ``xarray.Dataset`` ``(station, time)`` of 15-minute
+  observations (``discharge`` m³/s, ``quality`` 0..1); :func:`gauge_table` and
+  :func:`observations_at_reaches` join stations to reaches through RouteLink ``gages``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ..network import RiverNetwork
+from ._common import (
+    FLOW_UNITS,
+    LENGTH_UNITS,
+    SECOND_UNITS,
+    IOFormatError,
+    as_path_list,
+    check_times,
+    check_units,
+    decode_strings,
+    require_vars,
+)
+
+__all__ = [
+    "ROUTELINK_ATTRS",
+    "gauge_table",
+    "observations_at_reaches",
+    "read_chrtout",
+    "read_routelink",
+    "read_usgs_timeslices",
+]
+
+logger = logging.getLogger(__name__)
+
+#: RouteLink variable -> (hydroscale attribute, accepted units or None)
+ROUTELINK_ATTRS: dict[str, tuple[str, frozenset[str] | None]] = {
+    "Length": ("length", LENGTH_UNITS),  # m
+    "So": ("slope", None),  # m/m
+    "n": ("manning_n", None),
+    "MusK": ("musk", SECOND_UNITS),  # s
+    "MusX": ("musx", None),
+    "BtmWdth": ("bottom_width", LENGTH_UNITS),  # m
+    "TopWdth": ("top_width", LENGTH_UNITS),  # m
+    "ChSlp": ("side_slope", None),
+    "order": ("order", None),
+    "alt": ("altitude", LENGTH_UNITS),  # m
+    "lat": ("lat", None),
+    "lon": ("lon", None),
+    "NHDWaterbodyComID": ("waterbody", None),
+    "gages": ("gages", None),
+}
+
+
+def read_routelink(
+    path: Any, *, attrs: Mapping[str, tuple[str, frozenset[str] | None]] | None = None
+) -> RiverNetwork:
+    """Read an NWM ``RouteLink.nc`` as a river network.
+
+    Parameters
+    ----------
+    path : the RouteLink NetCDF file.
+    attrs : RouteLink variable -> (attribute name, accepted units); default
+        :data:`ROUTELINK_ATTRS`.  Variables absent from the file are skipped.
+
+    Returns
+    -------
+    RiverNetwork with ids = ``link`` (NHD COMIDs) in file order, outlets where ``to`` is 0,
+    and attributes ``length`` (m), ``slope`` (m/m), ``manning_n``, ``musk`` (s), ``musx``,
+    ``gages`` (USGS station ids as stripped strings, ``""`` for ungauged reaches), ``lat``,
+    ``lon`` (degrees) and the others of :data:`ROUTELINK_ATTRS` that the file holds.
+    """
+    attrs = ROUTELINK_ATTRS if attrs is None else attrs
+    with xr.open_dataset(path, decode_times=False) as ds:
+        require_vars(ds, ["link", "to"], path)
+        link = ds["link"].values.astype(np.int64)
+        to = ds["to"].values.astype(np.int64)
+        values: dict[str, np.ndarray] = {}
+        for var, (name, units) in attrs.items():
+            if var not in ds.variables:
+                continue
+            if units is not None:
+                check_units(ds[var].attrs.get("units"), units, path, var, sorted(units)[0])
+            v = ds[var].values
+            values[name] = decode_strings(v) if v.dtype.kind in "SOU" else v
+    missing_to = np.setdiff1d(to[to > 0], link)
+    if missing_to.size:
+        raise IOFormatError(
+            path,
+            "to",
+            f"downstream links {missing_to[:5].tolist()} ({missing_to.size} in all) are not in "
+            "`link`; the RouteLink subset is not closed: set them to 0 (outlet) or add the links",
+        )
+    net = RiverNetwork.from_arrays(link, to, **values)
+    logger.info("read %s: %d reaches, %d outlets", path, net.n_reaches, net.outlets.size)
+    return net
+
+
+def _order_rows(ids: np.ndarray, reach_ids: np.ndarray | None, path: str) -> np.ndarray:
+    """Row index into ``ids`` for every id of ``reach_ids`` (all must be present)."""
+    if reach_ids is None:
+        return np.arange(ids.size)
+    order = np.argsort(ids)
+    pos = np.searchsorted(ids[order], reach_ids)
+    pos = np.clip(pos, 0, ids.size - 1)
+    found = ids[order][pos] == reach_ids
+    if not found.all():
+        raise IOFormatError(
+            path,
+            "feature_id",
+            f"reaches {reach_ids[~found][:5].tolist()} ({int((~found).sum())} in all) of the "
+            "network are missing from the file; use the matching network or subset it",
+        )
+    return order[pos]
+
+
+def read_chrtout(
+    paths: Any,
+    variables: Sequence[str] = ("q_lateral", "streamflow"),
+    *,
+    reach_ids: Any = None,
+    dtype: Any = np.float32,
+) -> xr.Dataset:
+    """Read NWM CHRTOUT time slices (one file per time) into ``(reach, time)`` arrays.
+
+    Parameters
+    ----------
+    paths : a directory (``*CHRTOUT*`` files sorted by name), a glob, or a list of files in
+        increasing time order.
+    variables : flow variables to read (units must be m³/s).
+    reach_ids : optional int64 [N]: the rows, in this order (e.g. ``network.ids``); every id
+        must be in every file (extra file reaches are dropped).  Default: the first file's
+        ``feature_id`` order.
+    dtype : dtype of the returned values (float32 by default; CHRTOUT stores 0.01-0.1 m³/s
+        packed integers).
+
+    Returns
+    -------
+    Dataset with ``variables`` ``[reach, time]`` (m³/s), coordinates ``reach`` (ids) and
+    ``time`` (datetime64, the file's valid time: the end of the hour the flows average).
+    """
+    files = as_path_list(paths, "*CHRTOUT*")
+    rows = None if reach_ids is None else np.asarray(reach_ids, dtype=np.int64)
+    times: list[np.datetime64] = []
+    data: dict[str, list[np.ndarray]] = {v: [] for v in variables}
+    for f in files:
+        with xr.open_dataset(f) as ds:
+            require_vars(ds, ["feature_id", "time", *variables], f)
+            ids = ds["feature_id"].values.astype(np.int64)
+            if rows is None:
+                rows = ids
+            idx = _order_rows(ids, rows, f)
+            t = np.atleast_1d(ds["time"].values)
+            if t.size != 1:
+                raise IOFormatError(f, "time", f"a CHRTOUT slice holds one time, got {t.size}")
+            times.append(t[0])
+            for v in variables:
+                check_units(ds[v].attrs.get("units"), FLOW_UNITS, f, v, "m3 s-1")
+                arr = ds[v].values
+                if arr.ndim == 2:  # (time, feature_id) layout
+                    arr = arr[0]
+                data[v].append(arr[idx].astype(dtype))
+    t = np.array(times, dtype="datetime64[ns]")
+    try:
+        check_times(t, files[0] if len(files) == 1 else f"{files[0]} .. {files[-1]}", "time")
+    except IOFormatError as err:
+        raise IOFormatError(
+            err.path, "time", str(err).split(": ", 1)[1] + " (one file per time step)"
+        ) from None
+    out = xr.Dataset(
+        {v: (("reach", "time"), np.stack(data[v], axis=1)) for v in variables},
+        coords={"reach": rows, "time": t},
+    )
+    for v in variables:
+        out[v].attrs["units"] = "m3 s-1"
+    out.attrs["source"] = f"NWM CHRTOUT ({len(files)} files from {files[0]})"
+    return out
+
+
+def read_usgs_timeslices(paths: Any, *, min_quality: float = 0.01) -> xr.Dataset:
+    """Read NWM USGS time slices (``*.usgsTimeSlice.ncdf``) into ``(station, time)`` arrays.
+
+    Parameters
+    ----------
+    paths : a directory (``*usgsTimeSlice*`` files sorted by name), a glob, or a list of files
+        in increasing time order.
+    min_quality : observations with ``discharge_quality / 100`` below this are NaN.
+
+    Returns
+    -------
+    Dataset with ``discharge`` ``[station, time]`` (m³/s, NaN = no observation) and
+    ``quality`` (0..1), coordinates ``station`` (stripped USGS ids, sorted) and ``time``
+    (each slice's ``sliceCenterTimeUTC``; records within the slice window are placed there).
+    """
+    files = as_path_list(paths, "*usgsTimeSlice*")
+    recs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    centers = []
+    for f in files:
+        with xr.open_dataset(f, decode_times=False) as ds:
+            require_vars(ds, ["stationId", "discharge"], f)
+            check_units(ds["discharge"].attrs.get("units"), FLOW_UNITS, f, "discharge", "m3 s-1")
+            center = ds.attrs.get("sliceCenterTimeUTC")
+            if center is None:
+                raise IOFormatError(f, "sliceCenterTimeUTC", "missing global attribute")
+            centers.append(np.datetime64(str(center).replace("_", "T"), "ns"))
+            st = decode_strings(ds["stationId"].values)
+            q = ds["discharge"].values.astype(np.float64)
+            qual = (
+                ds["discharge_quality"].values.astype(np.float64) / 100.0
+                if "discharge_quality" in ds.variables
+                else np.ones_like(q)
+            )
+            recs.append((st, q, qual))
+    t = check_times(np.array(centers), f"{files[0]} .. {files[-1]}", "sliceCenterTimeUTC")
+    stations = np.unique(np.concatenate([r[0] for r in recs]))
+    dis = np.full((stations.size, t.size), np.nan)
+    qual = np.zeros((stations.size, t.size))
+    for j, (st, q, ql) in enumerate(recs):
+        i = np.searchsorted(stations, st)
+        dis[i, j] = np.where(ql >= min_quality, q, np.nan)
+        qual[i, j] = ql
+    return xr.Dataset(
+        {
+            "discharge": (("station", "time"), dis, {"units": "m3 s-1"}),
+            "quality": (("station", "time"), qual),
+        },
+        coords={"station": stations, "time": t},
+        attrs={"source": f"USGS time slices ({len(files)} files from {files[0]})"},
+    )
+
+
+def gauge_table(network: RiverNetwork) -> tuple[np.ndarray, np.ndarray]:
+    """``(station ids [G] str, reach ids [G] int64)`` of the gauged reaches (``gages`` != "")."""
+    if "gages" not in network.attrs:
+        raise KeyError("the network has no 'gages' attribute; read it with read_routelink")
+    g = np.asarray(network.attrs["gages"]).astype(str)
+    has = np.flatnonzero(np.char.strip(g) != "")
+    return np.char.strip(g[has]), network.ids[has]
+
+
+def observations_at_reaches(obs: xr.Dataset | xr.DataArray, network: RiverNetwork) -> xr.DataArray:
+    """USGS ``discharge`` ``(station, time)`` -> ``(reach, time)`` on the gauged reaches.
+
+    Stations without a gauged reach are dropped; the result has a ``station`` coordinate
+    along ``reach``.  Gauged reaches without observations are all-NaN rows.
+    """
+    da = obs["discharge"] if isinstance(obs, xr.Dataset) else obs
+    stations, reaches = gauge_table(network)
+    have = np.isin(stations, da["station"].values)
+    out = da.reindex(station=stations).rename(station="reach")
+    out = out.assign_coords(reach=reaches, station=("reach", stations))
+    logger.info("%d of %d gauged reaches have observations", int(have.sum()), stations.size)
+    return out
