@@ -139,14 +139,15 @@ def _hayami(p: Params, n: int, f: int) -> torch.Tensor:
     lam = length * length / (2.0 * diff)  # inverse-Gaussian shape (steps)
 
     def ramp(t: torch.Tensor) -> torch.Tensor:
-        tp = torch.clamp(t, min=1e-300)
+        pos = t > 0
+        tp = torch.where(pos, t, torch.ones_like(t))  # a safe dummy keeps gradients finite
         r = torch.sqrt(lam / tp)
         a = r * (tp / mu - 1.0)
         b = -r * (tp / mu + 1.0)
         e = torch.exp(2.0 * lam / mu + torch.special.log_ndtr(b))  # e^{2λ/μ} Φ(b), no overflow
         cdf = torch.special.ndtr(a) + e
         partial_mean = mu * (torch.special.ndtr(a) - e)  # ∫_0^t s u(s) ds
-        return torch.where(t > 0, tp * cdf - partial_mean, torch.zeros_like(tp))
+        return torch.where(pos, tp * cdf - partial_mean, torch.zeros_like(tp))
 
     return from_ramp_response(ramp, n, f, p["L"])
 
@@ -186,7 +187,7 @@ def _muskingum(p: Params, n: int, f: int) -> torch.Tensor:
 
 
 def _check_muskingum(p: Params, f: int) -> tuple[str, torch.Tensor] | None:
-    k, x = p["k"], p["x"]
+    k, x = p["k"].detach(), p["x"].detach()
     bad = (k <= 0) | (x < 0) | (x > 0.5)
     if bad.any():
         return "Muskingum needs k > 0 and 0 <= x <= 0.5", bad
@@ -195,8 +196,8 @@ def _check_muskingum(p: Params, f: int) -> tuple[str, torch.Tensor] | None:
     if neg.any():
         i = tuple(torch.nonzero(neg)[0].tolist())
         return (
-            f"negative Muskingum coefficient at sub-step dt=1/{f} step (first: k={float(k[i]):.4g},"
-            f" x={float(x[i]):.3g} steps gives C0={float(c0[i]):.3g}, C2={float(c2[i]):.3g}); "
+            f"negative Muskingum coefficient at sub-step dt=1/{f} step (first: k={float(k[i]):.4g}"
+            f" steps, x={float(x[i]):.3g} gives C0={float(c0[i]):.3g}, C2={float(c2[i]):.3g}); "
             "non-negative coefficients need 2kx <= dt <= 2k(1-x): change substeps or k, x",
             neg,
         )
