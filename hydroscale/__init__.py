@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from . import irf, network, routing
+from .api import accumulate, downstream, route, upstream
 from .irf import IRFSpec, register_irf
 from .network import RiverNetwork
 from .routing import route_oracle
@@ -13,4 +14,16 @@ __version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-__all__ = ["IRFSpec", "RiverNetwork", "irf", "network", "register_irf", "route_oracle", "routing"]
+__all__ = [
+    "IRFSpec",
+    "RiverNetwork",
+    "accumulate",
+    "downstream",
+    "irf",
+    "network",
+    "register_irf",
+    "route",
+    "route_oracle",
+    "routing",
+    "upstream",
+]

@@ -1,0 +1,386 @@
+"""Array in, array out: :func:`route`, :func:`accumulate`, :func:`upstream`, :func:`downstream`.
+
+These functions meet users in the array library they already use and return the same type,
+device and dtype: numpy arrays, torch tensors (CPU or CUDA, autograd flows through), cupy and
+jax arrays (through DLPack, without copies), dask arrays (lazy) and ``xarray.DataArray``
+(aligned by reach id, labels kept).  They convert arrays and nothing more: routing goes to the
+engine :func:`hydroscale.routing.select_engine` picks, accumulation is a level-by-level sum.
+
+Layout (DESIGN §1): plain arrays are ``[N, T]`` or ``[B, N, T]`` (``accumulate`` and the
+neighbour operations also take ``[N]``) with reaches in network order; a ``DataArray`` has dims
+``reach``, optionally ``time`` and at most one batch dimension (e.g. ``member``) in any order,
+and a ``reach`` coordinate holding reach ids, matched to the network's ids in any order.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import weakref
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._adapters import (
+    REACH,
+    array_kind,
+    compute_dtype,
+    is_dataarray,
+    map_reach_blocks,
+    reach_alignment,
+    to_torch,
+    xarray_adapter,
+)
+from .irf import IRFSpec, get_irf, stack_params
+from .network import RiverNetwork
+from .routing import select_engine
+from .routing._engines import ENV_VAR
+
+__all__ = ["route", "accumulate", "upstream", "downstream", "SMALL_WORK"]
+
+logger = logging.getLogger(__name__)
+
+#: Routing problems of at most this many reach-sub-steps (B·N·T·f) go to the simplest engine
+#: (the float64 oracle): no set-up cost, and exact.  Larger ones go to the fastest engine.
+SMALL_WORK = 1 << 20
+
+# Exponent of time in each built-in IRF parameter's unit, to convert SI values (seconds) to
+# routing steps when ``dt`` is given: value_steps = value_si * dt ** -exponent.
+_TIME_EXPONENT: dict[str, dict[str, int]] = {
+    "pure_lag": {"delay": 1},
+    "linear_storage": {"tau": 1},
+    "nash_cascade": {"tau": 1},
+    "muskingum": {"k": 1},
+    "hayami": {"D": -1, "c": -1},
+}
+
+
+# ---------------------------------------------------------------------------- routing
+@xarray_adapter("runoff", time_required=True)
+def route(
+    network: RiverNetwork,
+    runoff: Any,
+    irf: str | IRFSpec = "muskingum",
+    params: Any = None,
+    *,
+    dt: float | datetime.timedelta | np.timedelta64 | str | None = None,
+    substeps: int = 1,
+    engine: str | None = None,
+    allow_unstable: bool = False,
+) -> Any:
+    r"""Route lateral inflow through ``network``: discharge leaving every reach.
+
+    Applies :math:`Q_j = h_j \circledast (r_j + \sum_{i \to j} Q_i)` exactly (DESIGN §1).
+
+    Parameters
+    ----------
+    network : RiverNetwork
+        The river network (N reaches).
+    runoff : array ``[N, T]`` or ``[B, N, T]``, or DataArray with dims ``reach``, ``time``
+        and optionally one batch dim
+        Lateral inflow (m³/s, averaged over each routing step).  numpy, torch (CPU/CUDA),
+        cupy, jax, dask or xarray (any of those inside).  Dask arrays stay lazy: they may be
+        chunked over the batch axis, and over reaches only where every chunk holds whole basins
+        (in network order); otherwise the reach axis, and always the time axis, are rechunked
+        to one chunk.  The dask path is not differentiable.
+    irf : str or IRFSpec
+        Registered impulse response: ``"muskingum"`` (k, x), ``"linear_storage"`` (tau),
+        ``"nash_cascade"`` (tau, n), ``"pure_lag"`` (delay), ``"hayami"`` (L, D, c), ...
+    params : mapping or array
+        Per-reach parameters: a mapping name -> scalar or ``[N]`` array, or an ``[N, P]``
+        array with columns in the IRF's order.  Any supported array type; a DataArray with a
+        ``reach`` coordinate is aligned by id (an ``[reach, P]`` one may name its columns).
+        Torch tensors keep their autograd graph.
+    dt : float (seconds), timedelta, numpy timedelta64 or pandas string (``"1D"``), optional
+        Length of a routing step.  ``None`` (default): time-like parameters are in routing
+        steps.  Given: they are in seconds (``k``, ``tau``, ``delay`` in s; hayami ``D`` in
+        m²/s and ``c`` in m/s) and are converted with ``dt``.
+    substeps : int
+        f, route at ``Δt / f``: inflow spread evenly over sub-steps, outflow averaged back.
+    engine : str, optional
+        Engine name (see :func:`hydroscale.routing.list_engines`); default: the
+        ``HYDROSCALE_ENGINE`` environment variable, else the oracle for small problems
+        (at most :data:`SMALL_WORK` reach-sub-steps) and the best-ranked engine otherwise.
+    allow_unstable : bool
+        Accept parameters the IRF's check rejects (e.g. Muskingum with a negative C0).
+
+    Returns
+    -------
+    Discharge (m³/s, averaged over each routing step) with the shape, type, device and dtype of
+    ``runoff`` (integer inputs give float64); a DataArray keeps dims, coords, attrs and name.
+
+    Raises
+    ------
+    TypeError
+        ``runoff`` or ``params`` of an unsupported type.
+    ValueError
+        Wrong shape or dims, reach ids that do not match the network, bad parameters.
+    """
+    spec = get_irf(irf)
+    n = network.n_reaches
+    kind = array_kind(runoff, "runoff")
+    if runoff.ndim not in (2, 3) or runoff.shape[-2] != n:
+        raise ValueError(
+            f"runoff must be [N, T] or [B, N, T] with N = {n} reaches of the network, "
+            f"got shape {tuple(runoff.shape)}"
+        )
+    if int(substeps) != substeps or substeps < 1:
+        raise ValueError(f"substeps must be a positive integer, got {substeps!r}")
+    p = _params_tensor(network, spec, params, dt)
+    run = partial(
+        _route_block, spec=spec, substeps=int(substeps), engine=engine,
+        allow_unstable=allow_unstable,
+    )
+    if kind == "dask":
+        return map_reach_blocks(
+            runoff,
+            network,
+            run,
+            reach_axis=runoff.ndim - 2,
+            whole_axes=(runoff.ndim - 1,),
+            reach_args=(p.detach().cpu().numpy(),),
+            dtype=_float_result_dtype(runoff.dtype),
+            name="route",
+        )
+    return run(network, runoff, p)
+
+
+def _route_block(
+    network: RiverNetwork,
+    runoff: Any,
+    params: torch.Tensor | np.ndarray,
+    *,
+    spec: IRFSpec,
+    substeps: int,
+    engine: str | None,
+    allow_unstable: bool,
+) -> Any:
+    r, back = to_torch(runoff)
+    work = compute_dtype(r.dtype)
+    out_dtype = r.dtype if r.is_floating_point() else torch.float64
+    added = r.ndim == 2
+    rb = (r.unsqueeze(0) if added else r).to(work)
+    p = torch.as_tensor(params).to(device=rb.device, dtype=work)
+    size = rb.shape[0] * rb.shape[1] * rb.shape[2] * substeps
+    if engine is None and not os.environ.get(ENV_VAR) and size <= SMALL_WORK:
+        engine = "oracle"
+    eng = select_engine(rb.device, explicit=engine)
+    logger.debug("route: %s reach-sub-steps on %s with engine %s", size, rb.device, eng.name)
+    q = eng.fn(network, rb, spec.name, p, substeps, allow_unstable=allow_unstable)
+    return back((q[0] if added else q).to(out_dtype))
+
+
+def _float_result_dtype(dtype: Any) -> np.dtype:
+    dtype = np.dtype(dtype)
+    return dtype if dtype.kind == "f" else np.dtype(np.float64)
+
+
+# ---------------------------------------------------------------------------- parameters
+def _dt_seconds(dt: Any) -> float:
+    if isinstance(dt, datetime.timedelta):
+        seconds = dt.total_seconds()
+    elif isinstance(dt, np.timedelta64):
+        seconds = float(dt / np.timedelta64(1, "s"))
+    elif isinstance(dt, str):
+        import pandas as pd
+
+        seconds = pd.Timedelta(dt).total_seconds()
+    elif isinstance(dt, (int, float, np.integer, np.floating)) and not isinstance(dt, bool):
+        seconds = float(dt)
+    else:
+        raise TypeError(
+            f"dt must be seconds (float), a timedelta, a numpy timedelta64 or a string like "
+            f"'1D', got {dt!r}"
+        )
+    if not np.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"dt must be a positive duration, got {dt!r}")
+    return seconds
+
+
+def _param_values(network: RiverNetwork, value: Any, name: str) -> torch.Tensor:
+    """One parameter column (scalar or ``[N]``) or table (``[N, P]``) as a tensor in network
+    order; DataArrays are aligned by reach id, dask arrays computed."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be numeric, got {value!r}")
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return torch.tensor(float(value), dtype=torch.float64)
+    if isinstance(value, (list, tuple)):
+        value = np.asarray(value, dtype=np.float64)
+    if is_dataarray(value):
+        if REACH in value.dims:
+            order = reach_alignment(network, value[REACH].values, name)
+            value = value.transpose(REACH, ...)
+            if order is not None:
+                value = value.isel({REACH: order})
+        value = value.data
+    kind = array_kind(value, name)
+    if kind == "dask":
+        value = value.compute()
+        kind = array_kind(value, name)
+    t, _ = to_torch(value, kind)
+    return t if t.is_floating_point() else t.to(torch.float64)
+
+
+def _params_tensor(network: RiverNetwork, spec: IRFSpec, params: Any, dt: Any) -> torch.Tensor:
+    """``params`` as an ``[N, P]`` tensor (routing-step units, network order)."""
+    n = network.n_reaches
+    if params is None:
+        raise ValueError(
+            f"params are required: IRF {spec.name!r} takes {list(spec.params)} "
+            f"(default calibration bounds {dict(spec.bounds)})"
+        )
+    if is_dataarray(params) and params.ndim == 2 and REACH in params.dims:
+        other = next(d for d in params.dims if d != REACH)
+        if other in params.coords and set(map(str, params[other].values)) == set(spec.params):
+            params = {p: params.sel({other: p}) for p in spec.params}
+    if isinstance(params, Mapping):
+        cols = {k: _param_values(network, v, f"params[{k!r}]") for k, v in params.items()}
+        device = next((c.device for c in cols.values() if c.device.type != "cpu"), None)
+        if device is not None:
+            cols = {k: c.to(device) for k, c in cols.items()}
+        for k, c in cols.items():
+            if c.ndim > 1 or (c.ndim == 1 and c.shape[0] != n):
+                raise ValueError(
+                    f"params[{k!r}] must be a scalar or [N = {n}] values, got {tuple(c.shape)}"
+                )
+        p = stack_params(spec, cols, n=n)
+    else:
+        p = stack_params(spec, _param_values(network, params, "params"))
+    if tuple(p.shape) != (n, spec.n_params):
+        raise ValueError(
+            f"params must be [N = {n}, P = {spec.n_params}] (columns {list(spec.params)}), "
+            f"got {tuple(p.shape)}"
+        )
+    if dt is not None:
+        exps = _TIME_EXPONENT.get(spec.name)
+        if exps is None:
+            raise ValueError(
+                f"IRF {spec.name!r} declares no parameter units, so dt cannot convert them; "
+                "pass params in routing-step units and dt=None"
+            )
+        seconds = _dt_seconds(dt)
+        scale = [seconds ** -exps.get(name, 0) for name in spec.params]
+        p = p * torch.tensor(scale, dtype=p.dtype, device=p.device)
+    return p
+
+
+# ---------------------------------------------------------------------------- accumulation
+_PLANS: weakref.WeakKeyDictionary[RiverNetwork, dict[torch.device, list]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _level_plan(network: RiverNetwork, device: torch.device) -> list[tuple[torch.Tensor, ...]]:
+    """Per level (upstream first): (reaches with a downstream reach, their downstream reach)."""
+    per_device = _PLANS.setdefault(network, {})
+    plan = per_device.get(device)
+    if plan is None:
+        order, ptr, down = network.topo_order, network.level_ptr, network.downstream
+        plan = []
+        for lv in range(network.n_levels - 1):  # the top level drains nowhere
+            src = order[ptr[lv] : ptr[lv + 1]]
+            src = src[down[src] >= 0]
+            plan.append(
+                (torch.from_numpy(src).to(device), torch.from_numpy(down[src]).to(device))
+            )
+        per_device[device] = plan
+    return plan
+
+
+def _accumulate_t(network: RiverNetwork, x: torch.Tensor) -> torch.Tensor:
+    acc = x.clone()
+    for src, dst in _level_plan(network, x.device):
+        acc.index_add_(1, dst, acc.index_select(1, src))
+    return acc
+
+
+def _upstream_t(network: RiverNetwork, x: torch.Tensor) -> torch.Tensor:
+    down = network.downstream
+    has = np.flatnonzero(down >= 0)
+    src = torch.from_numpy(has).to(x.device)
+    dst = torch.from_numpy(down[has]).to(x.device)
+    return torch.zeros_like(x).index_add_(1, dst, x.index_select(1, src))
+
+
+def _downstream_t(network: RiverNetwork, x: torch.Tensor, fill_value: Any) -> torch.Tensor:
+    down = torch.from_numpy(network.downstream).to(x.device)
+    out = x.index_select(1, down.clamp(min=0))
+    outlet = (down < 0).view(1, -1, 1)
+    return torch.where(outlet, torch.as_tensor(fill_value, dtype=x.dtype, device=x.device), out)
+
+
+def _reach_op(network: RiverNetwork, field: Any, op: Any, name: str, summing: bool) -> Any:
+    n = network.n_reaches
+    kind = array_kind(field, "field")
+    axis = 0 if field.ndim <= 2 else 1
+    if field.ndim not in (1, 2, 3) or field.shape[axis] != n:
+        raise ValueError(
+            f"field must be [N], [N, T] or [B, N, T] with N = {n} reaches of the network, "
+            f"got shape {tuple(field.shape)}"
+        )
+    block = partial(_reach_op_block, op=op, summing=summing)
+    if kind == "dask":
+        dtype = np.dtype(np.int64) if field.dtype == bool and summing else field.dtype
+        return map_reach_blocks(field, network, block, reach_axis=axis, dtype=dtype, name=name)
+    return block(network, field)
+
+
+def _reach_op_block(network: RiverNetwork, field: Any, *, op: Any, summing: bool) -> Any:
+    x, back = to_torch(field)
+    shape = x.shape
+    out_dtype = torch.int64 if (x.dtype == torch.bool and summing) else x.dtype
+    canon = x.reshape(1, shape[0], -1) if x.ndim <= 2 else x
+    if summing:
+        canon = canon.to(compute_dtype(x.dtype, integer_ok=True))
+    y = op(network, canon)
+    return back(y.reshape(shape).to(out_dtype))
+
+
+@xarray_adapter("field", time_required=False)
+def accumulate(network: RiverNetwork, field: Any) -> Any:
+    """Upstream sum: each reach's value plus the values of all reaches upstream of it.
+
+    The flow accumulation of a per-reach quantity (area, runoff volume, a count), at every
+    time step independently: ``routing with pure_lag(delay=0)``, computed directly by one
+    index-add per topological level (no FFT).
+
+    Parameters
+    ----------
+    network : RiverNetwork
+        The river network (N reaches).
+    field : array ``[N]``, ``[N, T]`` or ``[B, N, T]``, or DataArray with dim ``reach`` and
+        optionally ``time`` and one batch dim
+        Values per reach (any unit), in network order for plain arrays.  numpy, torch
+        (autograd flows), cupy, jax, dask or xarray.  Dask arrays stay lazy, chunked freely
+        over batch and time, and over reaches only where every chunk holds whole basins (else
+        the reach axis is rechunked to one chunk).
+
+    Returns
+    -------
+    The accumulated field, with ``field``'s shape, type, device and dtype (bool gives int64).
+    """
+    return _reach_op(network, field, _accumulate_t, "accumulate", summing=True)
+
+
+@xarray_adapter("field", time_required=False)
+def upstream(network: RiverNetwork, field: Any) -> Any:
+    """Sum of the values of the upstream-adjacent reaches of each reach (0 at headwaters).
+
+    ``field`` and the result are as in :func:`accumulate`.
+    """
+    return _reach_op(network, field, _upstream_t, "upstream", summing=True)
+
+
+@xarray_adapter("field", time_required=False)
+def downstream(network: RiverNetwork, field: Any, fill_value: float = 0) -> Any:
+    """The value of each reach's downstream reach; ``fill_value`` at outlets.
+
+    ``field`` and the result are as in :func:`accumulate` (the dtype is kept, bool included).
+    """
+    op = partial(_downstream_t, fill_value=fill_value)
+    return _reach_op(network, field, op, "downstream", summing=False)
+
