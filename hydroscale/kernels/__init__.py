@@ -1,1 +1,37 @@
-"""kernels (see DESIGN §2)."""
+"""Block-sparse causal path convolution: Triton kernels and their torch reference (DESIGN §2).
+
+The one operation: a sparse set of paths ``p = (src_p -> dst_p)``, each with a causal kernel
+of ``K`` taps ``w[p, :]``, maps an input ``x [B, S, T]`` to ``y [B, D, T]``::
+
+    y[b, d, t] = Σ_{p: dst_p = d} Σ_{k=0}^{K-1} w[p, k] · xx[b, src_p, t - k]
+
+where ``xx`` is ``x`` preceded by the carried history ``hist [B, S, K - 1]`` (the last ``K - 1``
+input steps of the previous time chunk; zeros at the start), so evaluating time in chunks and
+carrying ``hist = xx[..., -(K - 1):]`` gives exactly the unchunked result.
+
+- :class:`PathLayout` ``.from_pairs(src, dst, n_src, n_dst)``: the paths sorted by destination
+  (forward) and by source (backward), built with two vectorised sorts.
+- :func:`path_conv` ``(x, w, layout, hist=None, backend="auto", precision=None)``:
+  differentiable w.r.t. ``x``, ``w`` and ``hist``.  Backward:
+  ``grad_x[b, s, t] = Σ_{p: src_p = s} Σ_k w[p, k] grad_y[b, dst_p, t + k]`` (the part at
+  ``t < 0`` is ``grad_hist``) and
+  ``grad_w[p, k] = Σ_{b, t} grad_y[b, dst_p, t] xx[b, src_p, t - k]``.
+- :func:`select_backend` ``(device, explicit=None)``: ``"triton"`` on CUDA when importable,
+  ``"torch"`` otherwise; ``$HYDROSCALE_KERNEL_BACKEND`` overrides.
+- :func:`path_conv_reference`: the same operation in plain torch ops (autograd through torch).
+
+Only this package imports Triton, and only when it is installed.
+"""
+
+from ._layout import PathLayout
+from ._path_conv import BACKENDS, path_conv, select_backend, triton_available
+from ._reference import path_conv_reference
+
+__all__ = [
+    "BACKENDS",
+    "PathLayout",
+    "path_conv",
+    "path_conv_reference",
+    "select_backend",
+    "triton_available",
+]

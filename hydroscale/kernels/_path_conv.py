@@ -1,0 +1,188 @@
+"""The public block-sparse causal path convolution, its autograd Function and backend choice."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from . import _reference as ref
+from ._layout import PathLayout
+
+try:  # Triton is optional: importing hydroscale.kernels must work without it
+    from . import _triton_ops
+except ImportError:  # pragma: no cover - depends on the environment
+    _triton_ops = None
+
+__all__ = ["BACKENDS", "path_conv", "select_backend", "triton_available"]
+
+logger = logging.getLogger(__name__)
+
+ENV_VAR = "HYDROSCALE_KERNEL_BACKEND"
+BACKENDS = ("torch", "triton")
+PRECISIONS = ("ieee", "tf32", "tf32x3")
+_TRITON_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
+def triton_available() -> bool:
+    """Whether the Triton kernels can be imported."""
+    return _triton_ops is not None
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def select_backend(device: torch.device | str, explicit: str | None = None) -> str:
+    """The kernel backend for tensors on ``device``: ``"torch"`` or ``"triton"``.
+
+    ``explicit`` (``"auto"``/None means no choice), else ``$HYDROSCALE_KERNEL_BACKEND``, else
+    Triton on CUDA when importable and torch otherwise.  Triton on CPU needs
+    ``TRITON_INTERPRET=1`` (slow; for tests).
+    """
+    dev = torch.device(device)
+    name = explicit if explicit not in (None, "auto") else os.environ.get(ENV_VAR) or None
+    if name in (None, "auto"):
+        return "triton" if dev.type == "cuda" and triton_available() else "torch"
+    if name not in BACKENDS:
+        raise ValueError(f"unknown kernel backend {name!r}; choose one of {BACKENDS} or 'auto'")
+    if name == "triton":
+        if not triton_available():
+            raise RuntimeError(
+                "backend 'triton' requested but triton is not importable; "
+                "pip install 'hydroscale[triton]' or use backend='torch'"
+            )
+        if dev.type != "cuda" and not _interpreting():
+            raise RuntimeError(
+                f"backend 'triton' needs CUDA tensors, got device {dev}; set TRITON_INTERPRET=1 "
+                "to run the kernels on CPU (slow) or use backend='torch'"
+            )
+    return name
+
+
+def _check(
+    x: torch.Tensor, w: torch.Tensor, layout: PathLayout, hist: torch.Tensor | None
+) -> None:
+    if x.ndim != 3:
+        raise ValueError(f"x must be [B, S, T], got {tuple(x.shape)}")
+    if w.ndim != 2:
+        raise ValueError(f"w must be [P, K], got {tuple(w.shape)}")
+    if x.shape[1] != layout.n_src:
+        raise ValueError(f"x must have S = layout.n_src = {layout.n_src} rows, got {x.shape[1]}")
+    if w.shape[0] != layout.n_paths:
+        raise ValueError(
+            f"w must have P = layout.n_paths = {layout.n_paths} rows, got {w.shape[0]}"
+        )
+    if w.shape[1] < 1:
+        raise ValueError(f"w needs at least one tap, got shape {tuple(w.shape)}")
+    if not (x.is_floating_point() and w.is_floating_point()):
+        raise TypeError(f"x and w must be floating point, got {x.dtype} and {w.dtype}")
+    if x.device != w.device or x.device != layout.device:
+        raise ValueError(
+            f"x ({x.device}), w ({w.device}) and layout ({layout.device}) must share a device; "
+            "use layout.to(device)"
+        )
+    if hist is not None:
+        want = (x.shape[0], x.shape[1], w.shape[1] - 1)
+        if tuple(hist.shape) != want:
+            raise ValueError(f"hist must be [B, S, K - 1] = {want}, got {tuple(hist.shape)}")
+        if hist.device != x.device:
+            raise ValueError(f"hist is on {hist.device} but x is on {x.device}")
+
+
+class _PathConvFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w, hist, layout, backend, precision):  # noqa: D102
+        ctx.layout, ctx.backend, ctx.precision = layout, backend, precision
+        ctx.save_for_backward(x, w, hist)
+        if backend == "triton":
+            return _triton_ops.path_conv_forward(x, w, layout, hist, precision=precision)
+        return ref.torch_forward(x, w, layout, hist)
+
+    @staticmethod
+    def backward(ctx, grad_y):  # noqa: D102
+        x, w, hist = ctx.saved_tensors
+        layout, backend, precision = ctx.layout, ctx.backend, ctx.precision
+        need_x, need_w, need_hist = ctx.needs_input_grad[:3]
+        grad_y = grad_y.contiguous()
+        gx = gw = gh = None
+        if backend == "triton":
+            if need_x or need_hist:
+                gx, gh = _triton_ops.path_conv_backward_input(
+                    grad_y, w, layout, x.shape[1], want_hist=need_hist, precision=precision
+                )
+            if need_w:
+                gw = _triton_ops.path_conv_backward_weight(
+                    grad_y, x, layout, w.shape[1], hist, precision=precision
+                )
+        else:
+            if need_x or need_hist:
+                gx, gh = ref.torch_backward_input(grad_y.to(x.dtype), w, layout)
+            if need_w:
+                gw = ref.torch_backward_weight(grad_y.to(x.dtype), x, layout, w.shape[1], hist)
+        gx = gx.to(x.dtype) if need_x else None
+        gh = gh.to(hist.dtype) if need_hist else None
+        gw = gw.to(w.dtype) if need_w else None
+        return gx, gw, gh, None, None, None
+
+
+def path_conv(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    layout: PathLayout,
+    hist: torch.Tensor | None = None,
+    backend: str = "auto",
+    precision: str | None = None,
+) -> torch.Tensor:
+    r"""Block-sparse causal convolution along paths (differentiable in ``x``, ``w``, ``hist``).
+
+    .. math::
+        y[b, d, t] = \sum_{p:\,dst_p = d} \sum_{k=0}^{K-1} w[p, k]\; xx[b, src_p, t - k]
+
+    where ``xx`` is ``x`` preceded along time by ``hist`` (the last ``K - 1`` steps of the
+    previous time chunk; zeros when None), so that chunked evaluation equals unchunked.
+
+    Parameters
+    ----------
+    x : Tensor ``[B, S, T]``
+        Input signal per source row (e.g. runoff, m³/s per step).
+    w : Tensor ``[P, K]``
+        Causal kernel of each path of ``layout`` (tap ``k`` = delay of ``k`` steps).
+    layout : PathLayout
+        The paths (``S = layout.n_src``, ``D = layout.n_dst``, ``P = layout.n_paths``).
+    hist : Tensor ``[B, S, K - 1]``, optional
+        Input history: ``hist[..., j]`` is the input at time ``j - (K - 1)``.
+    backend : {"auto", "torch", "triton"}
+        See :func:`select_backend`.
+    precision : {"ieee", "tf32", "tf32x3"}, optional
+        Triton matmul precision for float32 inputs (default ``"tf32x3"``: float32 accuracy on
+        tensor cores; ``"tf32"`` is faster with ~1e-4 relative error).  bf16/fp16 inputs are
+        multiplied in their precision with float32 accumulation; float64 always uses ``"ieee"``.
+
+    Returns
+    -------
+    Tensor ``[B, D, T]``
+        Same dtype as ``x`` (float32 for bf16/fp16 inputs on the Triton backend).
+    """
+    _check(x, w, layout, hist)
+    name = select_backend(x.device, backend)
+    if name == "triton":
+        if x.dtype not in _TRITON_DTYPES:
+            raise TypeError(f"triton backend supports {_TRITON_DTYPES}, got x of {x.dtype}")
+        if precision is None:
+            precision = "tf32x3"
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if w.dtype != x.dtype:
+            w = w.to(x.dtype)
+        if hist is not None and hist.dtype != x.dtype:
+            hist = hist.to(x.dtype)
+    else:
+        w = w.to(x.dtype)
+        if hist is not None:
+            hist = hist.to(x.dtype)
+    x = x.contiguous()
+    w = w.contiguous()
+    hist = hist.contiguous() if hist is not None else None
+    return _PathConvFunction.apply(x, w, hist, layout, name, precision)

@@ -1,0 +1,139 @@
+"""Launchers of the Triton path-convolution kernels (forward, grad_x/grad_hist, grad_w)."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._layout import PathLayout
+from ._triton_kernels import _path_conv_fwd_kernel, _path_conv_grad_w_kernel
+
+__all__ = ["path_conv_forward", "path_conv_backward_input", "path_conv_backward_weight"]
+
+_MAX_BM = 64
+_NUM_WARPS = 4
+
+
+def _block_len(k: int) -> int:
+    """Time-block length ``L``: a power of two >= max(16, K) (tl.dot needs dims >= 16)."""
+    return max(16, triton.next_power_of_2(k))
+
+
+def _pick_bm(n_blocks: int, max_bm: int = _MAX_BM) -> int:
+    """Blocks per tile: the largest of 16..max_bm that wastes the fewest padded blocks."""
+    best, best_waste = 16, None
+    bm = 16
+    while bm <= max_bm:
+        waste = triton.cdiv(n_blocks, bm) * bm - n_blocks
+        if best_waste is None or waste <= best_waste:
+            best, best_waste = bm, waste
+        bm *= 2
+    return best
+
+
+def _acc_dtype(dtype: torch.dtype) -> tuple[torch.dtype, tl.dtype]:
+    if dtype == torch.float64:
+        return torch.float64, tl.float64
+    return torch.float32, tl.float32
+
+
+def _precision(dtype: torch.dtype, precision: str) -> str:
+    return precision if dtype == torch.float32 else "ieee"
+
+
+def path_conv_forward(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    layout: PathLayout,
+    hist: torch.Tensor | None = None,
+    precision: str = "tf32x3",
+) -> torch.Tensor:
+    """``y [B, D, T]`` (float32, or float64 for float64 inputs) from contiguous ``x [B, S, T]``,
+    ``w [P, K]`` and ``hist [B, S, K - 1]`` of one dtype."""
+    batch, n_src, n_t = x.shape
+    k = w.shape[1]
+    acc_torch, acc_tl = _acc_dtype(x.dtype)
+    y = torch.empty(batch, layout.n_dst, n_t, dtype=acc_torch, device=x.device)
+    if layout.n_dst == 0 or n_t == 0 or batch == 0:
+        return y
+    blk = _block_len(k)
+    bm = _pick_bm(triton.cdiv(n_t, blk))
+    n_tiles = triton.cdiv(n_t, bm * blk)
+    has_hist = hist is not None and k > 1
+    grid = (layout.n_dst * n_tiles, batch)
+    _path_conv_fwd_kernel[grid](
+        x, hist if has_hist else x, w,
+        layout.dst_ptr, layout.by_dst_path, layout.by_dst_src,
+        y, y,
+        n_t, k, n_src, layout.n_dst, n_tiles, 0,
+        L=blk, BM=bm, REVERSE=False, HAS_IHIST=has_hist, HAS_OHIST=False,
+        PRECISION=_precision(x.dtype, precision), ACC_DTYPE=acc_tl, num_warps=_NUM_WARPS,
+    )
+    return y
+
+
+def path_conv_backward_input(
+    grad_y: torch.Tensor,
+    w: torch.Tensor,
+    layout: PathLayout,
+    n_src: int,
+    want_hist: bool = True,
+    precision: str = "tf32x3",
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``grad_x [B, S, T]`` and ``grad_hist [B, S, K - 1]`` (None unless ``want_hist``):
+    the same kernel on the transposed layout, anti-causal in time."""
+    batch, _, n_t = grad_y.shape
+    k = w.shape[1]
+    grad_y = grad_y.to(w.dtype).contiguous()
+    acc_torch, acc_tl = _acc_dtype(w.dtype)
+    gx = torch.empty(batch, n_src, n_t, dtype=acc_torch, device=grad_y.device)
+    gh = torch.zeros(batch, n_src, k - 1, dtype=acc_torch, device=grad_y.device)
+    if n_src == 0 or batch == 0 or n_t == 0:
+        gx.zero_()
+        return gx, (gh if want_hist else None)
+    blk = _block_len(k)
+    has_ohist = want_hist and k > 1
+    origin = -blk if has_ohist else 0
+    bm = _pick_bm(triton.cdiv(n_t - origin, blk))
+    n_tiles = triton.cdiv(n_t - origin, bm * blk)
+    grid = (n_src * n_tiles, batch)
+    _path_conv_fwd_kernel[grid](
+        grad_y, grad_y, w,
+        layout.src_ptr, layout.by_src_path, layout.by_src_dst,
+        gx, gh,
+        n_t, k, layout.n_dst, n_src, n_tiles, origin,
+        L=blk, BM=bm, REVERSE=True, HAS_IHIST=False, HAS_OHIST=has_ohist,
+        PRECISION=_precision(w.dtype, precision), ACC_DTYPE=acc_tl, num_warps=_NUM_WARPS,
+    )
+    return gx, (gh if want_hist else None)
+
+
+def path_conv_backward_weight(
+    grad_y: torch.Tensor,
+    x: torch.Tensor,
+    layout: PathLayout,
+    k: int,
+    hist: torch.Tensor | None = None,
+    precision: str = "tf32x3",
+) -> torch.Tensor:
+    """``grad_w [P, K]``: ``Σ_{b,t} grad_y[b, dst_p, t] · xx[b, src_p, t - k]``."""
+    batch, n_src, n_t = x.shape
+    grad_y = grad_y.to(x.dtype).contiguous()
+    acc_torch, acc_tl = _acc_dtype(x.dtype)
+    gw = torch.zeros(layout.n_paths, k, dtype=acc_torch, device=x.device)
+    if layout.n_paths == 0 or batch == 0 or n_t == 0:
+        return gw
+    blk = _block_len(k)
+    bm = _pick_bm(triton.cdiv(n_t, blk), max_bm=128)
+    n_tiles = triton.cdiv(n_t, bm * blk)
+    has_hist = hist is not None and k > 1
+    _path_conv_grad_w_kernel[(layout.n_paths,)](
+        x, hist if has_hist else x, grad_y,
+        layout.by_dst_path, layout.src, layout.dst,
+        gw,
+        n_t, k, n_src, layout.n_dst, batch, n_tiles,
+        L=blk, BM=bm, HAS_HIST=has_hist,
+        PRECISION=_precision(x.dtype, precision), ACC_DTYPE=acc_tl, num_warps=_NUM_WARPS,
+    )
+    return gw
