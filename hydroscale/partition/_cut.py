@@ -238,4 +238,3 @@ def merge_small_clusters(
     wave[new_label] = cut.wave
     logger.debug("merged %d small clusters into %d", small.size, int(group.max()) + 1)
     return CutResult(new_label[cut.cluster_of], cut.cut_child, size, tt, wave)
-

@@ -294,9 +294,7 @@ def partition_network(
     src_reach = cut.cut_child
     dst_reach = network.downstream[src_reach]
     src_c, dst_c = cut.cluster_of[src_reach], cut.cluster_of[dst_reach]
-    placed = place_clusters(
-        cut.wave, cwork, src_c, dst_c, int(n_workers), balance_tol=balance_tol
-    )
+    placed = place_clusters(cut.wave, cwork, src_c, dst_c, int(n_workers), balance_tol=balance_tol)
     # Topological numbering: by wave, then worker, then the order of the cut.
     order = np.lexsort((placed, cut.wave))
     relabel = np.empty_like(order)

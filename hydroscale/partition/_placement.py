@@ -24,9 +24,7 @@ def wave_loads(
 ) -> np.ndarray:
     """Work per (wave, worker), float64 ``[n_waves, n_workers]``."""
     n_waves = int(wave.max()) + 1 if wave.size else 0
-    flat = np.bincount(
-        wave * n_workers + worker, weights=work, minlength=n_waves * n_workers
-    )
+    flat = np.bincount(wave * n_workers + worker, weights=work, minlength=n_waves * n_workers)
     return flat.reshape(n_waves, n_workers)
 
 
@@ -97,9 +95,14 @@ def place_clusters(
     dst_cluster: np.ndarray,
     n_workers: int,
     *,
-    balance_tol: float = 0.05,
+    balance_tol: float = 0.02,
 ) -> np.ndarray:
     """Place clusters on ``n_workers`` workers, wave by wave.
+
+    Two sweeps are tried and the one with fewer cross-worker edges kept: downstream first
+    (a cluster follows the worker of the cluster it drains into, so a whole upstream chain
+    lands where its outlet is) and upstream first (a cluster follows the worker holding most
+    of its upstream work).
 
     Parameters
     ----------
@@ -107,25 +110,54 @@ def place_clusters(
     work : float [C], cost of each cluster (e.g. reaches).
     src_cluster, dst_cluster : int [E], cluster DAG edges (upstream -> downstream).
     n_workers : W.
-    balance_tol : a cluster follows its upstream chain only while its worker's load in the wave
-        stays under ``(1 + balance_tol)`` times the wave's mean per-worker load.
+    balance_tol : a cluster follows its chain only while its worker's load in the wave stays
+        under ``(1 + balance_tol)`` times the wave's mean per-worker load.
 
     Returns
     -------
     int64 [C], the worker of each cluster.
     """
     n_c = wave.size
-    worker = np.zeros(n_c, dtype=np.int64)
     if n_workers <= 1 or n_c == 0:
-        return worker
+        return np.zeros(n_c, dtype=np.int64)
     work = np.asarray(work, dtype=np.float64)
+    best, best_cross = None, -1
+    for downstream_first in (True, False):
+        worker = _sweep(
+            wave, work, src_cluster, dst_cluster, n_workers, balance_tol, downstream_first
+        )
+        cross = int(np.count_nonzero(worker[src_cluster] != worker[dst_cluster]))
+        logger.debug(
+            "placement (downstream_first=%s): %d cross-worker edges", downstream_first, cross
+        )
+        if best is None or cross < best_cross:
+            best, best_cross = worker, cross
+    return best
+
+
+def _sweep(
+    wave: np.ndarray,
+    work: np.ndarray,
+    src_cluster: np.ndarray,
+    dst_cluster: np.ndarray,
+    n_workers: int,
+    balance_tol: float,
+    downstream_first: bool,
+) -> np.ndarray:
+    n_c = wave.size
+    worker = np.full(n_c, -1, dtype=np.int64)
+    n_waves = int(wave.max()) + 1
     by_wave = np.argsort(wave, kind="stable")
-    wptr = np.searchsorted(wave[by_wave], np.arange(int(wave.max()) + 2))
-    e_order = np.argsort(wave[dst_cluster], kind="stable")
-    src_w, dst_w = src_cluster[e_order], dst_cluster[e_order]
-    eptr = np.searchsorted(wave[dst_w], np.arange(int(wave.max()) + 2))
+    wptr = np.searchsorted(wave[by_wave], np.arange(n_waves + 1))
+    # The edges that tie a cluster of wave w to already placed clusters: its outgoing edges
+    # (downstream first) or its incoming edges (upstream first).
+    mine, other = (src_cluster, dst_cluster) if downstream_first else (dst_cluster, src_cluster)
+    e_order = np.argsort(wave[mine], kind="stable")
+    mine, other = mine[e_order], other[e_order]
+    eptr = np.searchsorted(wave[mine], np.arange(n_waves + 1))
     local = np.empty(n_c, dtype=np.int64)
-    for w in range(wptr.size - 1):
+    waves = range(n_waves - 1, -1, -1) if downstream_first else range(n_waves)
+    for w in waves:
         members = by_wave[wptr[w] : wptr[w + 1]]
         items = work[members]
         target = items.sum() / n_workers * (1.0 + balance_tol)
@@ -133,8 +165,9 @@ def place_clusters(
         a, b = int(eptr[w]), int(eptr[w + 1])
         if b > a:
             local[members] = np.arange(members.size)
+            weight = work[other[a:b]] if not downstream_first else np.ones(b - a)
             score = np.zeros(members.size * n_workers)
-            np.add.at(score, local[dst_w[a:b]] * n_workers + worker[src_w[a:b]], work[src_w[a:b]])
+            np.add.at(score, local[mine[a:b]] * n_workers + worker[other[a:b]], weight)
             score = score.reshape(members.size, n_workers)
             pref = np.where(score.max(axis=1) > 0, score.argmax(axis=1), -1)
         assign = np.empty(members.size, dtype=np.int64)

@@ -97,8 +97,7 @@ def plot_partition(p: Partition, path: str | Path) -> Path:
         title="within-cluster travel time",
     )
     fig.suptitle(
-        f"{p.n_reaches} reaches, {p.n_clusters} clusters, {p.n_waves} waves, "
-        f"{p.n_workers} workers"
+        f"{p.n_reaches} reaches, {p.n_clusters} clusters, {p.n_waves} waves, {p.n_workers} workers"
     )
     fig.tight_layout()
     fig.savefig(path, dpi=100)

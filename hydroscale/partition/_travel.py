@@ -35,7 +35,8 @@ def _numeric_mean(spec: IRFSpec, p: np.ndarray, substeps: int, max_steps: int) -
             break
         n_taps *= 2
     k = torch.arange(n_taps, dtype=torch.float64)
-    return ((h * (k + 0.5)).sum(dim=-1) / mass / substeps).numpy()
+    # inflow held over sub-step 0 and outflow averaged per sub-step: the delay of tap k is k dt
+    return ((h * k).sum(dim=-1) / mass / substeps).numpy()
 
 
 def travel_time_bound(
