@@ -4,7 +4,7 @@ Submodules: :mod:`~hydroscale.io.nwm`, :mod:`~hydroscale.io.rapid`,
 :mod:`~hydroscale.io.zarr_store`; the bundled real basin is :func:`load_lower_colorado`.
 """
 
-from . import nwm
+from . import nwm, rapid
 from ._common import IOFormatError
 from .datasets import LowerColorado, load_lower_colorado
 from .nwm import (
@@ -21,6 +21,7 @@ __all__ = [
     "gauge_table",
     "load_lower_colorado",
     "nwm",
+    "rapid",
     "observations_at_reaches",
     "read_chrtout",
     "read_routelink",
