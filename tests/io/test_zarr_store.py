@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from nwm_files import LINKS
+
+from hydroscale.io import IOFormatError, read_routelink
+from hydroscale.io.rapid import write_rapid_inflow
+from hydroscale.io.zarr_store import (
+    create_output_store,
+    ingest,
+    ingest_main,
+    open_forcing,
+    open_output,
+    write_block,
+)
+from hydroscale.network import RiverNetwork
+
+T0 = np.datetime64("2021-08-23T00:00", "ns")
+
+
+def _da(ids, steps=5):
+    ids = np.asarray(ids, np.int64)
+    vals = ids[:, None] * 100.0 + np.arange(steps)[None, :]
+    t = T0 + np.arange(steps) * np.timedelta64(1, "h")
+    return xr.DataArray(vals, {"reach": ids, "time": t}, ("reach", "time"))
+
+
+def test_ingest_chrtout_in_cluster_order_and_read_back(nwm_dir, tmp_path):
+    net = read_routelink(nwm_dir / "RouteLink.nc")
+    order = np.array([15, 13, 11, 12, 14])  # e.g. reaches sorted by cluster
+    root = ingest(nwm_dir / "chrt", tmp_path / "f.zarr", network=net, reach_order=order,
+                  chunks=(2, 2), time_is_end=True)
+    arr = root["runoff"]
+    assert arr.chunks == (2, 2) and arr.metadata.zarr_format == 3
+    assert arr.metadata.dimension_names == ("reach", "time")
+    np.testing.assert_array_equal(root["reach"][:], order)
+    # q_lateral = last digit of the id + 10 h (see nwm_files)
+    np.testing.assert_array_equal(arr[:, :], (order % 10)[:, None] + 10.0 * np.arange(3))
+    f = open_forcing(tmp_path / "f.zarr", net)
+    assert f.interval_s == 3600.0 and f.attrs["units"] == "m3 s-1"
+    assert f.attrs["provenance"]["source"].endswith("chrt")
+    assert f.time[0] == np.datetime64("2021-08-22T23:00")  # interval start of the 00:00 file
+    np.testing.assert_array_equal(f.ids[f.rows], net.ids)
+    da = f.to_xarray()
+    np.testing.assert_array_equal(da.values, (LINKS % 10)[:, None] + 10.0 * np.arange(3))
+    np.testing.assert_array_equal(f.read(slice(1, 3), slice(2, 3)), [[23.0], [21.0]])
+
+
+def test_ingest_rapid_inflow_csv_and_dataarray(tmp_path):
+    net = RiverNetwork.from_arrays([3, 1, 2], [2, 2, 0])
+    times = T0 + np.arange(4) * np.timedelta64(3, "h")
+    q = np.arange(12.0).reshape(3, 4)
+    write_rapid_inflow(tmp_path / "in.nc", q, [3, 1, 2], times, 10800.0)
+    ingest(tmp_path / "in.nc", tmp_path / "a.zarr", network=net)
+    np.testing.assert_allclose(open_forcing(tmp_path / "a.zarr", net).to_xarray().values, q)
+    (tmp_path / "w.csv").write_text(
+        "time,1,2\n2021-08-23T00:00,1.5,2.5\n2021-08-23T01:00,3.5,4.5\n")
+    root = ingest(tmp_path / "w.csv", tmp_path / "b.zarr")
+    np.testing.assert_array_equal(root["runoff"][:], [[1.5, 3.5], [2.5, 4.5]])
+    assert ingest_main([str(tmp_path / "w.csv"), str(tmp_path / "c.zarr")]) == 0
+    np.testing.assert_array_equal(zarr.open_group(tmp_path / "c.zarr")["reach"][:], [1, 2])
+    ingest(_da([7, 8]), tmp_path / "d.zarr")
+    assert zarr.open_group(tmp_path / "d.zarr").attrs["interval_s"] == 3600.0
+
+
+def test_forcing_id_mismatch_and_bad_sources(tmp_path):
+    ingest(_da([1, 2, 3]), tmp_path / "f.zarr")
+    other = RiverNetwork.from_arrays([1, 2, 4], [2, 0, 0])
+    with pytest.raises(IOFormatError, match=r"f.zarr \[reach\].*missing from the store \[4\]"
+                       r".*not in the network \[3\]"):
+        open_forcing(tmp_path / "f.zarr", other)
+    with pytest.raises(IOFormatError, match=r"reaches missing from the source: \[4\]"):
+        ingest(_da([1, 2, 3]), tmp_path / "g.zarr", network=other)
+    with pytest.raises(IOFormatError, match=r"\[reach\].*listed twice: \[2\]"):
+        ingest(_da([1, 2, 2]), tmp_path / "h.zarr")
+    (tmp_path / "u.csv").write_text("time,1\n2021-08-23T01:00,1\n2021-08-23T00:00,2\n")
+    with pytest.raises(IOFormatError, match=r"u.csv \[time\].*not sorted"):
+        ingest(tmp_path / "u.csv", tmp_path / "u.zarr")
+    xr.Dataset({"q": (("feature_id", "time"), np.ones((2, 2)), {"units": "mm"})},
+               coords={"feature_id": [1, 2], "time": T0 + np.arange(2) * np.timedelta64(1, "h")}
+               ).to_netcdf(tmp_path / "mm.nc")
+    with pytest.raises(IOFormatError, match=r"mm.nc \[q\].*'mm'"):
+        ingest(tmp_path / "mm.nc", tmp_path / "mm.zarr")
+    with pytest.raises(IOFormatError, match=r"not a hydroscale output store"):
+        open_output(tmp_path / "f.zarr")
+
+
+def test_output_store_region_writes(tmp_path):
+    ids = np.array([5, 6, 7, 8])
+    t = T0 + np.arange(6) * np.timedelta64(1, "D")
+    create_output_store(tmp_path / "o.zarr", ids, t, chunks=(2, 3),
+                        run={"engine": "oracle", "irf": "muskingum"})
+    write_block(tmp_path / "o.zarr", 2, 3, np.full((2, 3), 7.0))
+    write_block(tmp_path / "o.zarr", 0, 0, np.arange(6.0).reshape(2, 3))
+    with pytest.raises(ValueError, match=r"outside the store \(4, 6\)"):
+        write_block(tmp_path / "o.zarr", 3, 0, np.ones((2, 2)))
+    net = RiverNetwork.from_arrays([8, 7, 6, 5], [0, 8, 8, 7])
+    out = open_output(tmp_path / "o.zarr", net)
+    np.testing.assert_array_equal(out["reach"].values, [8, 7, 6, 5])
+    np.testing.assert_array_equal(out.values[0], [np.nan] * 3 + [7.0] * 3)
+    np.testing.assert_array_equal(out.values[3], [0.0, 1.0, 2.0] + [np.nan] * 3)
+    assert out.attrs["run"]["engine"] == "oracle" and out.attrs["interval_s"] == 86400.0
