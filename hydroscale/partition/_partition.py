@@ -70,6 +70,7 @@ class Partition:
     n_workers : W.
     options : the bounds used (``max_reaches``, ``min_reaches``, ``max_travel_time``, ...).
     checksums : ``{"ids": ..., "topology": ...}`` of the network it was built for.
+    timings : seconds spent per phase when it was built (``cut``, ``merge``, ``place``, ...).
     """
 
     cluster_of: np.ndarray
@@ -85,6 +86,7 @@ class Partition:
     n_workers: int
     options: dict[str, Any] = field(default_factory=dict)
     checksums: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ sizes and views
     @property
@@ -188,6 +190,7 @@ class Partition:
             "n_workers": self.n_workers,
             "checksums": self.checksums,
             "options": self.options,
+            "timings": self.timings,
         }
         (path / "partition.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
         logger.info("saved %r to %s", self, path)
@@ -232,6 +235,7 @@ class Partition:
             n_workers=int(meta["n_workers"]),
             options=meta["options"],
             checksums=meta["checksums"],
+            timings=meta.get("timings", {}),
         )
 
 
@@ -280,9 +284,13 @@ def partition_network(
         raise PartitionError(f"n_workers must be a positive integer, got {n_workers}")
     if min_reaches is None:
         min_reaches = max(1, int(max_reaches) // 4)
-    t0 = time.perf_counter()
+    clock = _Clock()
+    _ = (network.topo_order, network.level_ptr)  # cached topology, timed apart
+    clock.lap("topology")
     cut = cut_forest(network, max_reaches, travel_time, max_travel_time)
+    clock.lap("cut")
     cut = merge_small_clusters(network, cut, int(max_reaches), int(min_reaches))
+    clock.lap("merge")
     n = network.n_reaches
     if work is None:
         cwork = cut.size.astype(np.float64)
@@ -295,6 +303,7 @@ def partition_network(
     dst_reach = network.downstream[src_reach]
     src_c, dst_c = cut.cluster_of[src_reach], cut.cluster_of[dst_reach]
     placed = place_clusters(cut.wave, cwork, src_c, dst_c, int(n_workers), balance_tol=balance_tol)
+    clock.lap("place")
     # Topological numbering: by wave, then worker, then the order of the cut.
     order = np.lexsort((placed, cut.wave))
     relabel = np.empty_like(order)
@@ -323,5 +332,22 @@ def partition_network(
         },
         checksums=network_checksums(network),
     )
-    logger.info("partitioned in %.2f s: %r", time.perf_counter() - t0, part)
+    clock.lap("number")
+    part.timings = clock.laps
+    logger.info("partitioned in %.2f s (%s): %r", clock.total, clock.laps, part)
     return part
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self.last, 4)
+        self.last = now
+
+    @property
+    def total(self) -> float:
+        return self.last - self.start
