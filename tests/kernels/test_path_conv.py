@@ -1,0 +1,185 @@
+"""path_conv (torch and Triton backends) against a dense float64 loop, chunking, gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from kernel_cases import TRITON_DEVICE, brute_force, requires_triton
+
+from hydroscale.kernels import PathLayout, path_conv, path_conv_reference, select_backend
+
+# (batch, n_src, n_dst, T, K, n_paths, extra): T not a multiple of the 16-step block or of the
+# tile, rows without paths, a row with one path, a row with many paths, K = 1, K > 16 (L = 32)
+CASES = {
+    "basic": (1, 5, 4, 37, 3, 9, {}),
+    "batch_empty_rows": (2, 6, 7, 20, 4, 10, {"empty_dst": (0, 3, 6)}),
+    "one_path": (1, 3, 3, 17, 5, 1, {}),
+    "many_paths": (1, 8, 3, 33, 2, 4, {"heavy_dst": 1, "heavy": 24}),
+    "k1": (2, 4, 4, 19, 1, 6, {}),
+    "k_long": (1, 4, 3, 50, 19, 5, {}),
+    "short_t": (1, 3, 2, 3, 6, 4, {}),
+}
+TOL = {torch.float64: 1e-11, torch.float32: 2e-5}
+
+
+def _backends():
+    out = ["torch"]
+    if TRITON_DEVICE is not None:
+        out.append("triton")
+    return out
+
+
+def _device(backend):
+    return TRITON_DEVICE if backend == "triton" else "cpu"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("with_hist", [False, True])
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("backend", _backends())
+def test_forward_matches_brute_force(make_case, backend, case, with_hist, dtype):
+    batch, n_src, n_dst, n_t, n_taps, n_paths, extra = CASES[case]
+    layout, x, w, hist, src, dst = make_case(batch, n_src, n_dst, n_t, n_taps, n_paths, **extra)
+    hist = hist if with_hist else None
+    expect = brute_force(x, w, src, dst, n_dst, hist)
+    dev = _device(backend)
+    y = path_conv(
+        x.to(dev, dtype), w.to(dev, dtype), layout.to(dev),
+        None if hist is None else hist.to(dev, dtype), backend=backend, precision="ieee",
+    )
+    assert y.shape == (batch, n_dst, n_t)
+    assert y.dtype == dtype
+    scale = expect.abs().max().clamp_min(1.0)
+    assert (y.double().cpu() - expect).abs().max() <= TOL[dtype] * scale
+    if "empty_dst" in extra:
+        assert torch.all(y[:, list(extra["empty_dst"])] == 0)
+
+
+def test_reference_matches_brute_force(make_case):
+    layout, x, w, hist, src, dst = make_case(2, 5, 4, 23, 4, 11)
+    expect = brute_force(x, w, src, dst, 4, hist)
+    torch.testing.assert_close(path_conv_reference(x, w, layout, hist), expect)
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_chunked_equals_unchunked(make_case, backend):
+    layout, x, w, hist, _, _ = make_case(2, 6, 5, 41, 5, 14)
+    dev = _device(backend)
+    x, w, hist, layout = x.to(dev), w.to(dev), hist.to(dev), layout.to(dev)
+    whole = path_conv(x, w, layout, hist, backend=backend)
+    cut = 18
+    first = path_conv(x[..., :cut], w, layout, hist, backend=backend)
+    carried = torch.cat([hist, x[..., :cut]], dim=-1)[..., -(w.shape[1] - 1) :]
+    second = path_conv(x[..., cut:], w, layout, carried, backend=backend)
+    torch.testing.assert_close(torch.cat([first, second], dim=-1), whole, rtol=0, atol=1e-12)
+
+
+def test_gradcheck_torch_backend(make_case):
+    layout, x, w, hist, _, _ = make_case(2, 4, 3, 9, 3, 7)
+    inputs = tuple(t.clone().requires_grad_() for t in (x, w, hist))
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: path_conv(a, b, layout, c, backend="torch"), inputs
+    )
+
+
+def _grads(fn, x, w, hist, grad_y):
+    x, w, hist = (t.clone().requires_grad_() for t in (x, w, hist))
+    fn(x, w, hist).backward(grad_y)
+    return x.grad, w.grad, hist.grad
+
+
+@pytest.mark.parametrize("backend", _backends())
+@pytest.mark.parametrize("case", ["batch_empty_rows", "many_paths", "k1", "k_long"])
+def test_gradients_match_reference_autograd(make_case, backend, case):
+    batch, n_src, n_dst, n_t, n_taps, n_paths, extra = CASES[case]
+    layout, x, w, hist, _, _ = make_case(batch, n_src, n_dst, n_t, n_taps, n_paths, **extra)
+    grad_y = torch.randn(batch, n_dst, n_t, dtype=torch.float64)
+    expect = _grads(lambda a, b, c: path_conv_reference(a, b, layout, c), x, w, hist, grad_y)
+    dev = _device(backend)
+    got = _grads(
+        lambda a, b, c: path_conv(a, b, layout.to(dev), c, backend=backend),
+        x.to(dev), w.to(dev), hist.to(dev), grad_y.to(dev),
+    )
+    for name, g, e in zip(("x", "w", "hist"), got, expect):
+        assert g.shape == e.shape, name
+        torch.testing.assert_close(g.cpu(), e, rtol=1e-10, atol=1e-10, msg=name)
+
+
+@requires_triton
+@pytest.mark.parametrize("precision", ["ieee", "tf32x3"])
+def test_triton_float32_gradients_match_torch(make_case, precision):
+    layout, x, w, hist, _, _ = make_case(2, 6, 5, 45, 6, 15, heavy_dst=2, heavy=6)
+    dev = TRITON_DEVICE
+    x, w, hist = (t.float().to(dev) for t in (x, w, hist))
+    layout = layout.to(dev)
+    grad_y = torch.randn(2, 5, 45, device=dev)
+    expect = _grads(lambda a, b, c: path_conv(a, b, layout, c, backend="torch"), x, w, hist, grad_y)
+    got = _grads(
+        lambda a, b, c: path_conv(a, b, layout, c, backend="triton", precision=precision),
+        x, w, hist, grad_y,
+    )
+    for g, e in zip(got, expect):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
+
+
+@requires_triton
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
+            TRITON_DEVICE == "cpu", reason="the Triton CPU interpreter mis-loads bfloat16")),
+        torch.float16,
+    ],
+)
+def test_triton_half_storage(make_case, dtype):
+    """bf16/fp16 storage with float32 accumulation: error at the storage precision."""
+    layout, x, w, _, src, dst = make_case(1, 5, 4, 40, 4, 12)
+    expect = brute_force(x.to(dtype), w.to(dtype), src, dst, 4)  # exact on the rounded inputs
+    dev = TRITON_DEVICE
+    y = path_conv(x.to(dev, dtype), w.to(dev, dtype), layout.to(dev), backend="triton")
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y.double().cpu(), expect, rtol=1e-5, atol=1e-5)
+
+
+def test_only_needed_gradients(make_case):
+    layout, x, w, hist, _, _ = make_case(1, 3, 3, 10, 2, 4)
+    wr = w.clone().requires_grad_()
+    path_conv(x, wr, layout, hist, backend="torch").sum().backward()
+    expect = _grads(lambda a, b, c: path_conv_reference(a, b, layout, c), x, w, hist,
+                    torch.ones(1, 3, 10, dtype=torch.float64))[1]
+    torch.testing.assert_close(wr.grad, expect)
+
+
+def test_select_backend(monkeypatch):
+    monkeypatch.delenv("HYDROSCALE_KERNEL_BACKEND", raising=False)
+    assert select_backend("cpu") == "torch"
+    assert select_backend("cpu", "torch") == "torch"
+    monkeypatch.setenv("HYDROSCALE_KERNEL_BACKEND", "torch")
+    assert select_backend("cuda") == "torch"
+    with pytest.raises(ValueError, match="unknown kernel backend 'cublas'"):
+        select_backend("cpu", "cublas")
+
+
+def test_select_backend_triton_on_cpu_needs_interpreter(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1|not importable"):
+        select_backend("cpu", "triton")
+
+
+def test_input_validation(make_case):
+    layout, x, w, hist, _, _ = make_case(1, 3, 2, 8, 3, 4)
+    with pytest.raises(ValueError, match=r"x must be \[B, S, T\], got \(3, 8\)"):
+        path_conv(x[0], w, layout)
+    with pytest.raises(ValueError, match="layout.n_src = 3 rows, got 2"):
+        path_conv(x[:, :2], w, layout)
+    with pytest.raises(ValueError, match="layout.n_paths = 4 rows, got 3"):
+        path_conv(x, w[:3], layout)
+    with pytest.raises(ValueError, match=r"hist must be \[B, S, K - 1\] = \(1, 3, 2\)"):
+        path_conv(x, w, layout, hist[..., :1])
+
+
+def test_empty_layout():
+    layout = PathLayout.from_pairs(torch.zeros(0, dtype=torch.long),
+                                   torch.zeros(0, dtype=torch.long), 3, 2)
+    y = path_conv(torch.ones(1, 3, 5), torch.ones(0, 4), layout, backend="torch")
+    assert torch.equal(y, torch.zeros(1, 2, 5))
