@@ -267,3 +267,59 @@ def test_travel_time_bound_closed_forms_match_kernel_centroids() -> None:
     np.testing.assert_allclose(travel_time_bound("muskingum", p := params["muskingum"]), p[:, 0])
     bound = travel_time_bound("muskingum", n_reaches=3, factor=1.5, margin=0.1)
     np.testing.assert_allclose(bound, 1.5 * 5.0 + 0.1)  # k upper bound 5 steps
+
+
+def _components(down: np.ndarray, cut_mask: np.ndarray) -> np.ndarray:
+    """Component sizes of the forest once the edges i -> down[i] with cut_mask[i] are removed."""
+    n = down.size
+    label = np.arange(n)
+    for _ in range(n):  # pointer chasing, tiny trees only
+        nxt = np.where((down >= 0) & ~cut_mask, label[np.maximum(down, 0)], label)
+        if np.array_equal(nxt, label):
+            break
+        label = nxt
+    return np.bincount(label)[np.unique(label)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cut_uses_the_fewest_connected_clusters(seed: int) -> None:
+    from hydroscale.partition._cut import cut_forest
+
+    rng = np.random.default_rng(seed)
+    net = continental_forest(11, seed=seed, cap=11)
+    max_reaches = int(rng.integers(2, 6))
+    cut = cut_forest(net, max_reaches)
+    edges = np.flatnonzero(net.downstream >= 0)
+    best = net.n_reaches
+    for bits in range(1 << edges.size):  # every set of cut edges
+        mask = np.zeros(net.n_reaches, dtype=bool)
+        mask[edges[[(bits >> b) & 1 == 1 for b in range(edges.size)]]] = True
+        sizes = _components(net.downstream, mask)
+        if sizes.max() <= max_reaches:
+            best = min(best, sizes.size)
+    assert cut.size.size == best
+    assert cut.size.max() <= max_reaches
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_invariants_on_random_forests(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    net = continental_forest(int(rng.integers(200, 800)), seed=seed, cap=300, shuffle=True)
+    t = rng.uniform(0.0, 1.0, net.n_reaches)
+    max_reaches = int(rng.integers(5, 60))
+    max_tt = float(rng.uniform(1.0, 6.0))
+    workers = int(rng.integers(1, 5))
+    part = partition_network(
+        net, max_reaches=max_reaches, travel_time=t, max_travel_time=max_tt, n_workers=workers
+    )
+    np.testing.assert_array_equal(np.bincount(part.cluster_of), part.size)
+    assert part.size.max() <= max_reaches
+    brute = _longest_paths(net, part.cluster_of, t)
+    np.testing.assert_allclose(part.travel_time, brute, rtol=1e-12)
+    assert brute.max() <= max_tt
+    has = np.flatnonzero(net.downstream >= 0)
+    cut = has[part.cluster_of[has] != part.cluster_of[net.downstream[has]]]
+    np.testing.assert_array_equal(np.sort(part.src_reach), cut)
+    assert np.all(part.src_cluster < part.dst_cluster)
+    assert np.all(part.wave[part.dst_cluster] > part.wave[part.src_cluster])
+    assert part.worker.max() < workers
