@@ -269,26 +269,44 @@ def _params_tensor(network: RiverNetwork, spec: IRFSpec, params: Any, dt: Any) -
 
 
 # ---------------------------------------------------------------------------- accumulation
-_PLANS: weakref.WeakKeyDictionary[RiverNetwork, dict[torch.device, list]] = (
-    weakref.WeakKeyDictionary()
-)
+_CACHE: weakref.WeakKeyDictionary[RiverNetwork, dict[Any, Any]] = weakref.WeakKeyDictionary()
+
+
+def _cached(network: RiverNetwork, key: str, device: torch.device, build: Any) -> Any:
+    per_network = _CACHE.setdefault(network, {})
+    if (key, device) not in per_network:
+        per_network[key, device] = build()
+    return per_network[key, device]
+
+
+def _index(a: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.tensor(a, dtype=torch.int64, device=device)
 
 
 def _level_plan(network: RiverNetwork, device: torch.device) -> list[tuple[torch.Tensor, ...]]:
     """Per level (upstream first): (reaches with a downstream reach, their downstream reach)."""
-    per_device = _PLANS.setdefault(network, {})
-    plan = per_device.get(device)
-    if plan is None:
+
+    def build() -> list[tuple[torch.Tensor, ...]]:
         order, ptr, down = network.topo_order, network.level_ptr, network.downstream
         plan = []
         for lv in range(network.n_levels - 1):  # the top level drains nowhere
             src = order[ptr[lv] : ptr[lv + 1]]
             src = src[down[src] >= 0]
-            plan.append(
-                (torch.from_numpy(src).to(device), torch.from_numpy(down[src]).to(device))
-            )
-        per_device[device] = plan
-    return plan
+            plan.append((_index(src, device), _index(down[src], device)))
+        return plan
+
+    return _cached(network, "levels", device, build)
+
+
+def _edges(network: RiverNetwork, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """(downstream index [N] with -1 at outlets, edge sources [E], edge targets [E])."""
+
+    def build() -> tuple[torch.Tensor, ...]:
+        down = network.downstream
+        has = np.flatnonzero(down >= 0)
+        return _index(down, device), _index(has, device), _index(down[has], device)
+
+    return _cached(network, "edges", device, build)
 
 
 def _accumulate_t(network: RiverNetwork, x: torch.Tensor) -> torch.Tensor:
@@ -299,15 +317,12 @@ def _accumulate_t(network: RiverNetwork, x: torch.Tensor) -> torch.Tensor:
 
 
 def _upstream_t(network: RiverNetwork, x: torch.Tensor) -> torch.Tensor:
-    down = network.downstream
-    has = np.flatnonzero(down >= 0)
-    src = torch.from_numpy(has).to(x.device)
-    dst = torch.from_numpy(down[has]).to(x.device)
+    _, src, dst = _edges(network, x.device)
     return torch.zeros_like(x).index_add_(1, dst, x.index_select(1, src))
 
 
 def _downstream_t(network: RiverNetwork, x: torch.Tensor, fill_value: Any) -> torch.Tensor:
-    down = torch.from_numpy(network.downstream).to(x.device)
+    down, _, _ = _edges(network, x.device)
     out = x.index_select(1, down.clamp(min=0))
     outlet = (down < 0).view(1, -1, 1)
     return torch.where(outlet, torch.as_tensor(fill_value, dtype=x.dtype, device=x.device), out)
