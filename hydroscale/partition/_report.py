@@ -68,7 +68,7 @@ def report_text(p: Partition) -> str:
 
 
 def plot_partition(p: Partition, path: str | Path) -> Path:
-    """Four panels: cluster sizes, work per wave stacked by worker, imbalance, travel times."""
+    """Four panels: cluster sizes, work per wave and worker shares, imbalance, travel times."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,14 +80,19 @@ def plot_partition(p: Partition, path: str | Path) -> Path:
     fig, ax = plt.subplots(2, 2, figsize=(11, 8))
     ax[0, 0].hist(p.size, bins=50, color="tab:blue")
     ax[0, 0].set(xlabel="reaches per cluster", ylabel="clusters", title="cluster sizes")
+    total = load.sum(axis=1)
+    share = load / np.where(total > 0, total, 1.0)[:, None]
     bottom = np.zeros(p.n_waves)
     for k in range(p.n_workers):
-        ax[0, 1].bar(waves, load[:, k], bottom=bottom, width=1.0, label=f"worker {k}")
-        bottom += load[:, k]
-    ax[0, 1].set(xlabel="wave", ylabel="work", title="work per wave, by worker")
-    ax[0, 1].set_yscale("log" if bottom.max() > 100 * max(bottom.min(), 1) else "linear")
+        ax[0, 1].bar(waves, share[:, k], bottom=bottom, width=1.0, label=f"worker {k}")
+        bottom += share[:, k]
+    ax[0, 1].set(xlabel="wave", ylabel="share of the wave's work", title="work per wave")
     if p.n_workers <= 8:
-        ax[0, 1].legend(fontsize=7)
+        ax[0, 1].legend(fontsize=7, loc="lower left")
+    twin = ax[0, 1].twinx()
+    twin.plot(waves, total, "k.-", ms=3, label="total work")
+    twin.set_yscale("log")
+    twin.set_ylabel("total work (black)")
     ax[1, 0].plot(waves, 100 * p.wave_imbalance(), "o-", ms=3)
     ax[1, 0].set(xlabel="wave", ylabel="max / mean worker load - 1 (%)", title="load imbalance")
     ax[1, 1].hist(p.travel_time, bins=50, color="tab:green")

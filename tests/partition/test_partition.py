@@ -52,6 +52,20 @@ def _longest_paths(net: RiverNetwork, cluster_of: np.ndarray, t: np.ndarray) -> 
     return best
 
 
+def _longest_paths_by_level(net: RiverNetwork, cluster_of: np.ndarray, t: np.ndarray):
+    """Same as :func:`_longest_paths`, from the outlets upwards one level at a time."""
+    to_exit = np.zeros(net.n_reaches)
+    order, ptr, down = net.topo_order, net.level_ptr, net.downstream
+    for lv in range(net.n_levels - 1, -1, -1):
+        j = order[ptr[lv] : ptr[lv + 1]]
+        d = np.maximum(down[j], 0)
+        inside = (down[j] >= 0) & (cluster_of[d] == cluster_of[j])
+        to_exit[j] = t[j] + np.where(inside, to_exit[d], 0.0)
+    best = np.zeros(cluster_of.max() + 1)
+    np.maximum.at(best, cluster_of, to_exit)
+    return best
+
+
 def test_every_reach_in_exactly_one_cluster(part: Partition, forest: RiverNetwork) -> None:
     assert part.cluster_of.shape == (forest.n_reaches,)
     assert part.cluster_of.min() == 0 and part.cluster_of.max() == part.n_clusters - 1
@@ -323,3 +337,18 @@ def test_invariants_on_random_forests(seed: int) -> None:
     assert np.all(part.src_cluster < part.dst_cluster)
     assert np.all(part.wave[part.dst_cluster] > part.wave[part.src_cluster])
     assert part.worker.max() < workers
+
+
+def test_lower_colorado_real_network() -> None:
+    from hydroscale.io.datasets import load_lower_colorado
+
+    net = load_lower_colorado().network
+    t = net.attrs["musk"] / 3600.0  # NWM MusK (s) in hourly routing steps
+    part = partition_network(net, max_reaches=256, travel_time=t, max_travel_time=24.0)
+    assert part.size.max() <= 256
+    np.testing.assert_allclose(part.travel_time, _longest_paths_by_level(net, part.cluster_of, t))
+    assert part.travel_time.max() <= 24.0
+    # the slowest river path must be cut into pieces of <= 24 steps, one wave each at least
+    slowest = _longest_paths_by_level(net, np.zeros(net.n_reaches, dtype=np.int64), t).max()
+    assert slowest > 100.0
+    assert part.n_waves >= int(np.ceil(slowest / 24.0))
