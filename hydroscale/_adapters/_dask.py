@@ -66,7 +66,10 @@ def map_reach_blocks(
     nets = (
         [network]
         if len(bounds) == 2
-        else [network.subnetwork(np.arange(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
+        else [
+            network.subnetwork(np.arange(a, b)) if b > a else None
+            for a, b in zip(bounds[:-1], bounds[1:])
+        ]
     )
     meta = x._meta.astype(dtype)
     blocks = x.to_delayed()
@@ -76,6 +79,13 @@ def map_reach_blocks(
         k = idx[reach_axis]
         shape = tuple(x.chunks[a][i] for a, i in enumerate(idx))
         sl = slice(int(bounds[k]), int(bounds[k + 1]))
-        task = call(nets[k], blocks[idx], *(a[sl] for a in reach_args))
+        if nets[k] is None:  # an empty reach chunk
+            task = dask.delayed(_astype, pure=True)(blocks[idx], dtype)
+        else:
+            task = call(nets[k], blocks[idx], *(a[sl] for a in reach_args))
         out[idx] = da.from_delayed(task, shape=shape, dtype=dtype, meta=meta)
     return da.block(out.tolist())
+
+
+def _astype(block: Any, dtype: Any) -> Any:
+    return block.astype(dtype)
