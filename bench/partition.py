@@ -43,28 +43,13 @@ def one(n: int, seed: int, workers: int, max_reaches: int, out: Path | None) -> 
         n_workers=workers,
     )
     part_s = time.perf_counter() - t1
-    load = part.wave_load()
-    total = load.sum(axis=1)
-    enough = total >= 4 * workers * max_reaches
-    imb = part.wave_imbalance()
     row = {
-        "reaches": n,
-        "basins": int(net.outlets.size),
-        "levels": net.n_levels,
         "generate_s": round(gen_s, 2),
         "partition_s": round(part_s, 2),
-        "phases_s": part.timings,
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
-        "clusters": part.n_clusters,
-        "waves": part.n_waves,
-        "reaches_per_cluster_mean": round(float(part.size.mean()), 1),
-        "max_in_cluster_travel_time": round(float(part.travel_time.max()), 3),
-        "transfer_edges": part.n_transfer_edges,
-        "cross_worker_edges": part.cross_worker_edges(),
-        "critical_path_work": part.critical_path_work(),
-        "balanceable_waves": int(enough.sum()),
-        "max_imbalance_balanceable": round(float(imb[enough].max()), 4) if enough.any() else 0,
-        "max_imbalance_all": round(float(imb.max()), 4),
+        "basins": int(net.outlets.size),
+        "levels": net.n_levels,
+        **part.summary(),
     }
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

@@ -136,6 +136,36 @@ class Partition:
         a, b = np.searchsorted(self.dst_cluster, [cluster, cluster + 1])
         return np.arange(a, b)
 
+    @cached_property
+    def _by_src(self) -> np.ndarray:
+        return np.argsort(self.src_cluster, kind="stable")
+
+    def edges_out_of(self, cluster: int) -> np.ndarray:
+        """Positions (into the transfer-edge arrays) of the edges leaving ``cluster``."""
+        order = self._by_src
+        a, b = np.searchsorted(self.src_cluster[order], [cluster, cluster + 1])
+        return order[a:b]
+
+    def check_network(self, network: RiverNetwork, where: str = "the partition") -> None:
+        """Raise :class:`PartitionError` unless this partition was built for ``network``.
+
+        Compares the number of reaches and checksums of the reach ids and downstream links.
+        """
+        if self.n_reaches != network.n_reaches:
+            raise PartitionError(
+                f"{where} was built for {self.n_reaches} reaches, the network has "
+                f"{network.n_reaches}: re-run partition_network for this network"
+            )
+        now = network_checksums(network)
+        for what, value in self.checksums.items():
+            if now.get(what) != value:
+                raise PartitionError(
+                    f"{where} does not match this network: {what} checksum {value} was "
+                    f"recorded, the network gives {now.get(what)} (same size, different "
+                    f"{'reach ids' if what == 'ids' else 'downstream links'}); re-run "
+                    "partition_network for this network"
+                )
+
     # ------------------------------------------------------------------ derived figures
     def wave_load(self) -> np.ndarray:
         """Work per wave and worker, float64 ``[n_waves, n_workers]``."""
@@ -164,6 +194,41 @@ class Partition:
     def cross_worker_edges(self) -> int:
         """Transfer edges whose two clusters sit on different workers."""
         return int(np.count_nonzero(self.worker[self.src_cluster] != self.worker[self.dst_cluster]))
+
+    def summary(self, balanceable_clusters: float = 4.0) -> dict[str, Any]:
+        """Headline figures as a dict (JSON-serialisable).
+
+        A wave counts as *balanceable* when its work is at least ``balanceable_clusters`` full
+        clusters (``max_reaches`` reaches, or the largest cluster's work with a custom cost)
+        per worker; ``max_imbalance_balanceable`` is the worst imbalance over those waves.
+        """
+        load = self.wave_load()
+        imb = self.wave_imbalance()
+        unit = float(self.options.get("max_reaches") or 1)
+        if self.options.get("work") != "reaches":
+            unit = float(self.work.max()) if self.work.size else 1.0
+        enough = load.sum(axis=1) >= balanceable_clusters * self.n_workers * unit
+        return {
+            "reaches": self.n_reaches,
+            "clusters": self.n_clusters,
+            "waves": self.n_waves,
+            "workers": self.n_workers,
+            "reaches_per_cluster": {
+                "min": int(self.size.min()),
+                "median": float(np.median(self.size)),
+                "mean": float(self.size.mean()),
+                "max": int(self.size.max()),
+            },
+            "max_in_cluster_travel_time": float(self.travel_time.max()),
+            "transfer_edges": self.n_transfer_edges,
+            "cross_worker_edges": self.cross_worker_edges(),
+            "total_work": float(self.work.sum()),
+            "critical_path_work": self.critical_path_work(),
+            "balanceable_waves": int(enough.sum()),
+            "max_imbalance_balanceable": float(imb[enough].max()) if enough.any() else 0.0,
+            "max_imbalance": float(imb.max()) if imb.size else 0.0,
+            "timings_s": dict(self.timings),
+        }
 
     def report(self) -> str:
         """A text table: clusters, waves, reaches per cluster, critical path, balance, edges."""
@@ -214,29 +279,22 @@ class Partition:
             raise PartitionError(
                 f"{path} holds format {meta.get('format')!r}, this version reads {_FORMAT!r}"
             )
-        if meta["n_reaches"] != network.n_reaches:
+        if meta["n_reaches"] != network.n_reaches:  # before reading the arrays
             raise PartitionError(
                 f"the partition at {path} was built for {meta['n_reaches']} reaches, the network "
                 f"has {network.n_reaches}: re-run partition_network for this network"
             )
-        now = network_checksums(network)
-        for what, value in meta["checksums"].items():
-            if now.get(what) != value:
-                raise PartitionError(
-                    f"the partition at {path} does not match this network: {what} checksum "
-                    f"{value} was saved, the network gives {now.get(what)} (same size, different "
-                    f"{'reach ids' if what == 'ids' else 'downstream links'}); re-run "
-                    "partition_network for this network"
-                )
         with np.load(path / "partition.npz", allow_pickle=False) as z:
             arrays = {k: z[k] for k in _ARRAYS}
-        return cls(
+        part = cls(
             **arrays,
             n_workers=int(meta["n_workers"]),
             options=meta["options"],
             checksums=meta["checksums"],
             timings=meta.get("timings", {}),
         )
+        part.check_network(network, where=f"the partition at {path}")
+        return part
 
 
 def partition_network(

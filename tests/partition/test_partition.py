@@ -85,6 +85,10 @@ def test_transfer_edges_are_exactly_the_cut_edges(part: Partition, forest: River
     np.testing.assert_array_equal(part.src_cluster, part.cluster_of[part.src_reach])
     np.testing.assert_array_equal(part.dst_cluster, part.cluster_of[part.dst_reach])
     assert part.n_transfer_edges == cut.size > 0
+    for c in range(part.n_clusters):
+        into, out = part.edges_into(c), part.edges_out_of(c)
+        np.testing.assert_array_equal(into, np.flatnonzero(part.dst_cluster == c))
+        np.testing.assert_array_equal(np.sort(out), np.flatnonzero(part.src_cluster == c))
 
 
 def test_bounds_hold_and_travel_times_are_exact(
@@ -179,6 +183,11 @@ def test_load_balance_on_a_million_reaches() -> None:
     mean = total[enough] / 4
     assert np.all(load[enough].max(axis=1) <= 1.10 * mean)
     assert np.all(load[enough].min(axis=1) >= 0.90 * mean)
+    summary = part.summary()
+    assert summary["balanceable_waves"] == enough.sum()
+    assert summary["max_imbalance_balanceable"] == pytest.approx(
+        (load[enough].max(axis=1) / mean).max() - 1
+    )
     assert part.size.max() <= 1024 and part.travel_time.max() <= 16.0
     # chains stay together: most transfer edges do not cross workers
     assert part.cross_worker_edges() < 0.3 * part.n_transfer_edges
@@ -242,6 +251,9 @@ def test_save_load_round_trip_and_mismatch(part: Partition, forest: RiverNetwork
         Partition.load(path, forest.reorder(np.arange(forest.n_reaches)[::-1]))
     with pytest.raises(PartitionError, match="built for 3000 reaches"):
         Partition.load(path, continental_forest(100, seed=4))
+    part.check_network(forest)
+    with pytest.raises(PartitionError, match="built for 3000 reaches"):
+        part.check_network(continental_forest(10, seed=0))
     with pytest.raises(PartitionError, match="no saved partition"):
         Partition.load(tmp_path / "nothing", forest)
 
