@@ -98,11 +98,11 @@ def main() -> None:
             f"{r['peak_rss_gb']:>7.2f} {r['clusters']:>9} {r['waves']:>6} "
             f"{r['transfer_edges']:>7} {r['cross_worker_edges']:>9} "
             f"{r['critical_path_work']:>10.0f} {r['max_imbalance_balanceable']:>9.2%} "
-            f"{r['max_imbalance_all']:>9.2%}",
+            f"{r['max_imbalance']:>9.2%}",
             flush=True,
         )
         print(
-            f"{'':>10} phases (s): {r['phases_s']}; balanceable waves "
+            f"{'':>10} phases (s): {r['timings_s']}; balanceable waves "
             f"(>= 4 full clusters per worker): {r['balanceable_waves']}",
             flush=True,
         )
