@@ -13,7 +13,7 @@ a sub-step kernel; see :class:`IRFSpec`::
 """
 
 from . import _catalogue  # noqa: F401  (registers the built-in IRFs)
-from ._catalogue import from_ramp_response, muskingum_coefficients
+from ._catalogue import from_ramp_response, muskingum_coefficients, muskingum_from_length
 from ._registry import (
     IRFSpec,
     UnstableParametersError,
@@ -37,6 +37,7 @@ __all__ = [
     "irf_kernel",
     "list_irfs",
     "muskingum_coefficients",
+    "muskingum_from_length",
     "register_irf",
     "spread_to_substeps",
     "stack_params",

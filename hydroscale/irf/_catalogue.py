@@ -19,7 +19,7 @@ import torch
 
 from ._registry import CheckFn, IRFSpec, register_irf
 
-__all__ = ["from_ramp_response", "muskingum_coefficients"]
+__all__ = ["from_ramp_response", "muskingum_coefficients", "muskingum_from_length"]
 
 Params = dict[str, torch.Tensor]
 
@@ -192,7 +192,7 @@ def _check_muskingum(p: Params, f: int) -> tuple[str, torch.Tensor] | None:
     if bad.any():
         return "Muskingum needs k > 0 and 0 <= x <= 0.5", bad
     c0, _, c2 = muskingum_coefficients(k, x, 1.0 / f)
-    neg = (c0 < 0) | (c2 < 0)
+    neg = (c0 < -1e-12) | (c2 < -1e-12)  # rounding at the stability edge is fine
     if neg.any():
         i = tuple(torch.nonzero(neg)[0].tolist())
         return (
@@ -214,3 +214,28 @@ register_irf(
         doc="Muskingum: storage constant k (routing steps), weighting x (-)",
     )
 )
+
+
+def muskingum_from_length(
+    length_m: torch.Tensor,
+    celerity_m_s: float,
+    step_seconds: float,
+    substeps: int,
+    x: float = 0.2,
+) -> dict[str, torch.Tensor]:
+    """Muskingum ``k`` (routing steps) and ``x`` from reach length and a wave celerity.
+
+    ``k = L / c`` is the kinematic travel time.  So that every coefficient is non-negative at
+    the sub-step ``dt = 1/substeps``, ``k`` is raised to at least ``dt / (2 (1 - x))`` (very
+    short reaches) and ``x`` is lowered to at most ``dt / (2k)`` (long reaches, which then
+    attenuate a little more).
+    """
+    length = torch.as_tensor(length_m, dtype=torch.float64)
+    if torch.any(length <= 0) or celerity_m_s <= 0 or step_seconds <= 0:
+        raise ValueError("reach lengths, celerity and step length must be positive")
+    dt = 1.0 / substeps
+    if not 0.0 <= x <= 0.5:
+        raise ValueError(f"x must be in [0, 0.5], got {x}")
+    k = torch.clamp(length / celerity_m_s / step_seconds, min=dt / (2 * (1 - x)))
+    xs = torch.clamp(torch.full_like(k, x), max=dt / (2 * k))
+    return {"k": k, "x": xs}

@@ -197,3 +197,17 @@ def test_bounded_transform_round_trip() -> None:
     torch.testing.assert_close(to_bounded(from_bounded(v, lo, hi), lo, hi), v)
     with pytest.raises(ValueError, match="outside"):
         from_bounded(_t(6.0, 0.3), lo, hi)
+
+
+def test_muskingum_from_length_gives_nonnegative_coefficients() -> None:
+    from hydroscale.irf import muskingum_from_length
+
+    length = torch.tensor([1.0, 500.0, 2700.0, 61000.0], dtype=f64)
+    p = muskingum_from_length(length, 1.0, 3600.0, 12, x=0.2)
+    # 2700 m at 1 m/s is 0.75 h; 1 m is raised to dt / (2 (1 - x)) = 1/19.2 h
+    np.testing.assert_allclose(p["k"].numpy(), [1 / 19.2, 500 / 3600, 0.75, 61000 / 3600])
+    x_long = 1 / 12 / (2 * 61000 / 3600)
+    np.testing.assert_allclose(p["x"].numpy(), [0.2, 0.2, 1 / 12 / 1.5, x_long])
+    c0, c1, c2 = muskingum_coefficients(p["k"], p["x"], 1 / 12)
+    assert torch.all(c0 >= -1e-15) and torch.all(c2 >= -1e-15)
+    irf_kernel("muskingum", p, 8, 12)  # passes the stability check
