@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from ..network import RiverNetwork
-from .oracle import as_batched_runoff, causal_conv_fft
+from .oracle import as_batched_runoff
 
 __all__ = ["rapid_coefficients", "route_rapid"]
 
@@ -126,27 +126,30 @@ def route_rapid(
         [c1.unsqueeze(-1), (c2 + c1 * c3).unsqueeze(-1) * c3p[:, : length - 1]], dim=-1
     )
     ext = torch.repeat_interleave(q, f, dim=-1)  # [B, N, S], sub-step s+1 uses interval s // f
-    up = torch.zeros_like(ext)  # U_j at sub-steps 1..S
-    up0 = torch.zeros_like(q0)  # U_j at sub-step 0 (from Qinit)
+    nfft = 1 << max(1, int(2 * length - 1).bit_length())
+    h_up_f = torch.fft.rfft(h_up, n=nfft)  # [N, F], once for all levels
     down = torch.tensor(network.downstream, device=device)
     has = down >= 0
-    up0 = up0.index_add(1, down[has], q0[:, has])
+    up0 = torch.zeros_like(q0).index_add(1, down[has], q0[:, has])  # U at sub-step 0 (Qinit)
+    # the parts that do not depend on upstream discharge, for all reaches at once
+    local = torch.fft.irfft(torch.fft.rfft(ext, n=nfft) * torch.fft.rfft(h_lat, n=nfft), n=nfft)
+    local = local[..., :length] + (c2 * up0 + c3 * q0).unsqueeze(-1) * c3p
+    up = torch.zeros_like(ext)  # U_j at sub-steps 1..S
     states = torch.empty(bsz, n, length, dtype=torch.float64, device=device)  # Q at 1..S
     order = torch.tensor(network.topo_order, device=device)
     ptr = network.level_ptr
     for lv in range(network.n_levels):
         idx = order[int(ptr[lv]) : int(ptr[lv + 1])]
-        free = (c2[idx] * up0[:, idx] + c3[idx] * q0[:, idx]).unsqueeze(-1) * c3p[idx]
-        out = (
-            causal_conv_fft(up[:, idx], h_up[idx])
-            + causal_conv_fft(ext[:, idx], h_lat[idx])
-            + free
-        )
+        if lv == 0:  # headwaters: no upstream inflow
+            out = local[:, idx]
+        else:
+            spec = torch.fft.rfft(up[:, idx], n=nfft) * h_up_f[idx]
+            out = torch.fft.irfft(spec, n=nfft)[..., :length] + local[:, idx]
         states[:, idx] = out
         d = down[idx]
         keep = d >= 0
         if bool(keep.any()):
-            up = up.index_add(1, d[keep], out[:, keep])
+            up.index_add_(1, d[keep], out[:, keep])
     starts = torch.cat([q0.unsqueeze(-1), states[..., :-1]], dim=-1)  # Q at 0..S-1
     qout = starts.reshape(bsz, n, steps, f).mean(dim=-1)
     qfinal = states[..., -1]
