@@ -91,3 +91,21 @@ def test_rapid_mode_errors():
     k[2] = -1.0
     with pytest.raises(ValueError, match=r"reaches \[20\]"):
         route_rapid(net, np.ones((n, 2)), k, np.full(n, 0.2), 3600.0, 900.0)
+
+
+def test_rapid_mode_gradients_match_finite_differences():
+    net = RiverNetwork.from_arrays(IDS, DOWN)
+    n = len(IDS)
+    rng = np.random.default_rng(3)
+    qext = torch.tensor(rng.uniform(0, 5, (n, 3)), requires_grad=True)
+    k = torch.tensor(rng.uniform(1800, 7200, n), requires_grad=True)
+    x = torch.tensor(rng.uniform(0.05, 0.4, n), requires_grad=True)
+    q0 = torch.tensor(rng.uniform(0, 2, n), requires_grad=True)
+
+    w = torch.tensor(rng.uniform(-1, 1, (n, 3)))
+
+    def f(qe, kk, xx, qi):
+        qout, qfinal = route_rapid(net, qe, kk, xx, 3600.0, 1200.0, qinit=qi)
+        return (qout * w).sum() + qfinal.sum() / 10.0
+
+    assert torch.autograd.gradcheck(f, (qext, k, x, q0), eps=1e-6, atol=1e-6, rtol=1e-5)
