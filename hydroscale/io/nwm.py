@@ -145,8 +145,10 @@ def read_chrtout(
 
     Returns
     -------
-    Dataset with ``variables`` ``[reach, time]`` (m³/s), coordinates ``reach`` (ids) and
-    ``time`` (datetime64, the file's valid time: the end of the hour the flows average).
+    Dataset with ``variables`` ``[reach, time]`` (m³/s; NaN where the file holds its fill
+    value, e.g. NWM ``streamflow`` on lake reaches), coordinates ``reach`` (ids) and ``time``
+    (datetime64, the file's valid time: ``q_lateral`` is the mean over the hour ending there,
+    ``streamflow`` the instantaneous value).  All files are read into memory.
     """
     files = as_path_list(paths, "*CHRTOUT*")
     rows = None if reach_ids is None else np.asarray(reach_ids, dtype=np.int64)

@@ -307,6 +307,7 @@ def _match(ids: np.ndarray, network: RiverNetwork, store: Any) -> np.ndarray:
 def open_forcing(store: Any, network: RiverNetwork) -> ForcingStore:
     """Open a forcing store made by :func:`ingest`; its ids must be the network's ids."""
     root, arr = _open(store, "forcing")
+    check_units(root.attrs.get("units"), FLOW_UNITS, store, "units", "m3 s-1")
     ids = root["reach"][:].astype(np.int64)
     if ids.size != arr.shape[0]:
         raise IOFormatError(store, "reach", f"{ids.size} ids for {arr.shape[0]} rows")

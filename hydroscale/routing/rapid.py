@@ -91,6 +91,9 @@ def route_rapid(
     (Qout, Qfinal) : float64 ``[..., N, T]`` (m³/s; mean over each interval of the discharges
     at the start of its sub-steps) and ``[..., N]`` (m³/s; instantaneous, end of the run),
     on the device of ``qext``, with the rank of ``qext``.
+
+    Memory is ``O(B · N · T · f)`` float64 (like the oracle): route long runs in time chunks,
+    passing ``Qfinal`` of one chunk as ``qinit`` of the next (exact, as RAPID's restarts).
     """
     f = _substeps(float(dt_s), float(dtR_s))
     n = network.n_reaches

@@ -86,6 +86,10 @@ def test_forcing_id_mismatch_and_bad_sources(tmp_path):
         ingest(tmp_path / "mm.nc", tmp_path / "mm.zarr")
     with pytest.raises(IOFormatError, match=r"not a hydroscale output store"):
         open_output(tmp_path / "f.zarr")
+    g = zarr.open_group(tmp_path / "f.zarr", mode="r+")
+    g.attrs["units"] = "mm h-1"
+    with pytest.raises(IOFormatError, match=r"f.zarr \[units\].*'mm h-1'"):
+        open_forcing(tmp_path / "f.zarr", RiverNetwork.from_arrays([1, 2, 3], [2, 0, 0]))
 
 
 def test_output_store_region_writes(tmp_path):
