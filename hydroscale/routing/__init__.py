@@ -1,10 +1,19 @@
-"""Routing engines: the float64 oracle, the engine registry (and LTIRouter/StagedRouter)."""
+"""Routing engines: the float64 oracle, the engine registry, LTIRouter and StagedRouter."""
 
+from . import _engines_builtin  # noqa: F401  (registers the torch and triton engines)
 from ._engines import EngineSpec, get_engine, list_engines, register_engine, select_engine
+from ._rivtree import RivTree, RivTreeCluster
+from ._router import LTIRouter, RouterState, RoutingKernels, StagedRouter
 from .oracle import causal_conv_fft, route_oracle
 
 __all__ = [
     "EngineSpec",
+    "LTIRouter",
+    "RivTree",
+    "RivTreeCluster",
+    "RouterState",
+    "RoutingKernels",
+    "StagedRouter",
     "causal_conv_fft",
     "get_engine",
     "list_engines",

@@ -1,0 +1,437 @@
+"""Issue 3 figures: the single-GPU block-sparse engine on the DESIGN §5 workload, beside DiffRoute.
+
+    python bench/engine.py --reaches 100000 1000000 --out results/
+
+Workload (DESIGN §5): ``continental_forest(N, seed)``, T = 3650 daily steps, Muskingum with
+k ~ U(1, 3) h (= U(1/24, 3/24) steps) and x ~ U(0.1, 0.3), f = 24 hourly sub-steps, batch 1,
+float32, uniform random runoff.  Our kernel window is chosen per run from the parameters
+(``window="auto"``, reported with the truncated mass); DiffRoute runs with its 32-day window.
+
+Error vs the float64 oracle: the oracle cannot hold 1M x 87600 sub-steps, so it is evaluated
+on a subset of whole basins (``--oracle-reaches`` reaches, ``--oracle-days`` days), routed by
+the oracle, by us (same partition settings, float32) and by DiffRoute.
+
+DiffRoute (``pip install diffroute==0.1.0``; benchmark only, never a hydroscale dependency) is
+optional: without it, or with ``--no-diffroute``, its columns are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import os
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hydroscale.network import RiverNetwork, continental_forest
+from hydroscale.partition import partition_network, travel_time_bound
+from hydroscale.routing import RivTreeCluster, StagedRouter, route_oracle
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+class Timer:
+    def __enter__(self):
+        _sync()
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        _sync()
+        self.s = time.perf_counter() - self.t0
+
+
+def _reset_peak() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_gb() -> float:
+    return torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else float("nan")
+
+
+def workload(n: int, seed: int, n_t: int, device: torch.device):
+    net = continental_forest(n, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    k = rng.uniform(1 / 24, 3 / 24, net.n_reaches)
+    x = rng.uniform(0.1, 0.3, net.n_reaches)
+    params = np.stack([k, x], axis=1)
+    g = torch.Generator(device=device).manual_seed(seed + 2)
+    runoff = torch.rand(1, net.n_reaches, n_t, device=device, generator=g)
+    return net, params, runoff
+
+
+def partition(net: RiverNetwork, params: np.ndarray, args) -> np.ndarray:
+    tt = travel_time_bound("muskingum", params, substeps=args.substeps)
+    part = partition_network(net, max_reaches=args.max_reaches, travel_time=tt,
+                             max_travel_time=args.max_travel_time)
+    return part.cluster_of
+
+
+def ours(net, params, runoff, args, grad: bool, window=None):
+    """Partition, set up, forward (and forward+backward); returns a dict of figures."""
+    res: dict = {}
+    dev = runoff.device
+    with Timer() as t:
+        cl = partition(net, params, args)
+    res["partition_s"] = t.s
+    with Timer() as t:
+        cs0 = RivTreeCluster(net, cl)
+        order = cs0.order  # store reaches in engine order: every wave is a contiguous slice
+        net2 = net.reorder(order)
+        cs = RivTreeCluster(net2, cl[order])
+        p = torch.tensor(params[order], device=dev)
+        router = StagedRouter(cs, "muskingum", substeps=args.substeps,
+                              window=window or args.window, allow_unstable=True, device=dev,
+                              precision=args.precision)
+        router.prepare()
+        with torch.no_grad():
+            kern = router.aggregate(p)
+    res["setup_s"] = t.s
+    res.update(clusters=cs.n_clusters, waves=cs.n_waves, exits=cs.n_exits,
+               paths=router._n_r + router._n_u, window=kern.window,
+               max_truncated_mass=float(np.nanmax(kern.truncated_mass)))
+    r = runoff[:, torch.as_tensor(order, device=dev)]
+    with torch.no_grad():
+        router(r, kernels=kern)  # warm-up (Triton compile)
+        _reset_peak()
+        times = []
+        for _ in range(args.repeat):
+            with Timer() as t:
+                q = router(r, kernels=kern)
+            times.append(t.s)
+    res["forward_s"] = float(np.median(times))
+    res["forward_peak_gb"] = _peak_gb()
+    res["reach_steps_per_s"] = net.n_reaches * runoff.shape[-1] / res["forward_s"]
+    res["q"] = (q, order)
+    if args.profile:
+        res["forward_top_kernels"] = profile_forward(lambda: router(r, kernels=kern))
+    if grad:
+        del q
+        res.pop("q")
+        pg = p.clone().requires_grad_(True)
+
+        def step(timers=None):
+            t = timers if timers is not None else [Timer(), Timer(), Timer()]
+            with t[0]:
+                kg = router.aggregate(pg)
+            with t[1]:
+                loss = router(r, kernels=kg).square().mean()
+            with t[2]:
+                loss.backward()
+            return t
+
+        try:
+            step()  # warm-up: compiles the backward kernels
+            pg.grad = None
+            _reset_peak()
+            ta, tf, tb = step()
+            res["fwd_bwd_s"] = ta.s + tf.s + tb.s
+            res["fwd_bwd_parts_s"] = {"aggregate": ta.s, "route": tf.s, "backward": tb.s}
+            res["fwd_bwd_peak_gb"] = _peak_gb()
+            res["grad_finite"] = bool(torch.isfinite(pg.grad).all())
+        except torch.cuda.OutOfMemoryError:
+            res["fwd_bwd_s"] = "OOM"
+        del r
+    return res
+
+
+def profile_forward(fn, top: int = 8) -> list:
+    """The ``top`` device kernels of one call of ``fn`` by total time (name, ms, calls)."""
+    if not torch.cuda.is_available():
+        return []
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        _sync()
+    rows = []
+    for e in prof.key_averages():
+        dev_us = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
+        rows.append((e.key[:60], round(dev_us / 1e3, 2), e.count))
+    rows.sort(key=lambda x: -x[1])
+    return rows[:top]
+
+
+# ---------------------------------------------------------------------------- DiffRoute
+def _import_diffroute():
+    shim = types.ModuleType("tqdm.notebook")
+    import tqdm as _tqdm
+
+    shim.tqdm = _tqdm.tqdm
+    sys.modules.setdefault("tqdm.notebook", shim)
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    import diffroute
+    from diffroute.graph_utils import define_schedule
+
+    return diffroute, define_schedule
+
+
+def diffroute_run(net, params, runoff, args, grad: bool):
+    import networkx as nx
+    import pandas as pd
+
+    diffroute, define_schedule = _import_diffroute()
+    res: dict = {}
+    dev = runoff.device
+    down = net.downstream
+    src = np.flatnonzero(down >= 0)
+    quiet = io.StringIO()
+    with Timer() as t, contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+        g = nx.DiGraph()
+        g.add_nodes_from(range(net.n_reaches))
+        g.add_edges_from(zip(src.tolist(), down[src].tolist()))
+        pdf = pd.DataFrame({"x": params[:, 1], "k": params[:, 0]})
+        clusters_g, transfer = define_schedule(g, plength_thr=args.dr_plength,
+                                               node_thr=args.dr_nodes)
+        gs = diffroute.RivTreeCluster(clusters_g, transfer, irf_fn="muskingum",
+                                      include_index_diag=True, param_df=pdf).to(dev)
+        model = diffroute.LTIStagedRouter(max_delay=args.dr_window, dt=1 / args.substeps).to(dev)
+        model.model.conv.conv_imp = "triton" if dev.type == "cuda" else "legacy"
+    res["setup_s"] = t.s
+    res["clusters"] = len(gs)
+    nodes = torch.as_tensor(np.asarray(gs.nodes, dtype=np.int64), device=dev)
+    x = runoff[:, nodes].contiguous()
+    try:
+        with torch.no_grad():
+            model(x, gs)
+            _reset_peak()
+            times = []
+            for _ in range(args.repeat):
+                with Timer() as t:
+                    y = model(x, gs)
+                times.append(t.s)
+        res["forward_s"] = float(np.median(times))
+        res["forward_peak_gb"] = _peak_gb()
+        res["reach_steps_per_s"] = net.n_reaches * runoff.shape[-1] / res["forward_s"]
+        q = torch.empty_like(y)
+        q[:, nodes] = y
+        res["q"] = q
+        del y
+    except torch.cuda.OutOfMemoryError:
+        res["forward_s"] = "OOM"
+    if grad and "q" in res:
+        del res["q"]
+        _reset_peak()
+        plist = [gg.params.clone().requires_grad_(True) for gg in gs]
+        try:
+            for _ in range(2):  # the first pass compiles the backward kernels
+                _reset_peak()
+                with Timer() as t:
+                    y = model(x, gs, plist)
+                    y.square().mean().backward()
+                del y
+            res["fwd_bwd_s"] = t.s
+            res["fwd_bwd_peak_gb"] = _peak_gb()
+        except torch.cuda.OutOfMemoryError:
+            res["fwd_bwd_s"] = "OOM"
+        del plist
+    return res
+
+
+# ---------------------------------------------------------------------------- accuracy
+def basin_subset(net: RiverNetwork, target: int) -> np.ndarray:
+    """Whole basins, largest first among those not above ``target``, totalling ~target."""
+    basin = net.basin
+    outs, sizes = np.unique(basin, return_counts=True)
+    take, total = [], 0
+    for i in np.argsort(-sizes, kind="stable"):
+        if sizes[i] <= target - total:
+            take.append(outs[i])
+            total += sizes[i]
+        if total >= 0.8 * target:
+            break
+    return np.isin(basin, take)
+
+
+def errors(q: torch.Tensor, q0: torch.Tensor, outlet: int) -> dict:
+    d = (q.double() - q0).flatten()
+    rel = float(d.norm() / q0.flatten().norm())
+    o, o0 = q[0, outlet].double(), q0[0, outlet]
+    nse = float(1 - ((o - o0) ** 2).sum() / ((o0 - o0.mean()) ** 2).sum())
+    return {"rel_l2": rel, "nse_outlet": nse}
+
+
+def accuracy(net, params, runoff, args, with_dr: bool) -> dict:
+    mask = basin_subset(net, args.oracle_reaches)
+    n_t = args.oracle_days
+    if mask.sum() < args.oracle_reaches // 2:
+        # no mid-sized basins (e.g. 100k = one 98k basin + small ones): take the smallest basin
+        # above the target and shorten the period to keep reaches x days (oracle memory)
+        outs, sizes = np.unique(net.basin, return_counts=True)
+        big = np.flatnonzero(sizes >= args.oracle_reaches)
+        pick = big[np.argmin(sizes[big])]
+        mask = net.basin == outs[pick]
+        n_t = max(60, int(args.oracle_days * args.oracle_reaches / sizes[pick]))
+    sub = net.subnetwork(mask)
+    idx = torch.as_tensor(np.flatnonzero(mask), device=runoff.device)
+    r = runoff[:, idx, :n_t].contiguous()
+    p = params[mask]
+    with Timer() as t:
+        q0 = route_oracle(sub, r.double(), "muskingum", torch.tensor(p, device=r.device),
+                          substeps=args.substeps, allow_unstable=True)
+    sizes = np.bincount(sub.basin, minlength=sub.n_reaches)
+    outlet = int(np.argmax(sizes))
+    out = {"reaches": sub.n_reaches, "days": n_t, "basins": int(sub.outlets.size),
+           "oracle_s": t.s}
+    mine = ours(sub, p, r, argparse.Namespace(**{**vars(args), "profile": False}), grad=False)
+    q, order = mine.pop("q")
+    qn = torch.empty_like(q)
+    qn[:, torch.as_tensor(order, device=q.device)] = q
+    out["ours"] = errors(qn, q0, outlet)
+    out["ours"]["window"] = mine["window"]
+    out["ours"]["max_truncated_mass"] = mine["max_truncated_mass"]
+    if args.also_tf32:
+        a2 = argparse.Namespace(**{**vars(args), "precision": "tf32", "profile": False})
+        q, order = ours(sub, p, r, a2, grad=False).pop("q")
+        qn[:, torch.as_tensor(order, device=q.device)] = q
+        out["ours_tf32"] = errors(qn, q0, outlet)
+    if with_dr:
+        try:
+            dr = diffroute_run(sub, p, r, args, grad=False)
+            out["diffroute"] = errors(dr["q"], q0, outlet) if "q" in dr else {"error": "OOM"}
+        except Exception as e:  # noqa: BLE001  (report whatever DiffRoute raises)
+            out["diffroute"] = {"error": f"{type(e).__name__}: {e}"[:300]}
+    return out
+
+
+def gpu_check(args) -> dict:
+    """Small exactness checks on the device: partitioned routing with sub-steps vs the oracle,
+    float64 and float32, unchunked and in two time chunks with carried state."""
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    net = continental_forest(3000, seed=5)
+    rng = np.random.default_rng(5)
+    p = np.stack([rng.uniform(1 / 24, 3 / 24, net.n_reaches),
+                  rng.uniform(0.1, 0.3, net.n_reaches)], axis=1)
+    r = torch.rand(2, net.n_reaches, 120, device=dev, dtype=torch.float64)
+    q0 = route_oracle(net, r, "muskingum", torch.tensor(p, device=dev), substeps=24,
+                      allow_unstable=True)
+    cs = RivTreeCluster(net, partition(net, p, argparse.Namespace(
+        substeps=24, max_reaches=128, max_travel_time=1.0)))
+    out = {"reaches": net.n_reaches, "clusters": cs.n_clusters, "exits": cs.n_exits}
+    for dtype in (torch.float64, torch.float32):
+        router = StagedRouter(cs, "muskingum", substeps=24, window=12, dtype=dtype,
+                              allow_unstable=True, device=dev, precision=args.precision)
+        with torch.no_grad():
+            kern = router.aggregate(torch.tensor(p, device=dev))
+            q = router(r, kernels=kern)
+            qa, st = router(r[..., :50], kernels=kern, return_state=True)
+            qb = router(r[..., 50:], kernels=kern, state=st)
+        qc = torch.cat([qa, qb], dim=-1)
+        name = str(dtype).replace("torch.", "")
+        out[name] = {
+            "rel_l2": float((q.double() - q0).norm() / q0.norm()),
+            "chunked_vs_whole_max_abs": float((qc - q).abs().max()),
+            "max_truncated_mass": float(np.nanmax(kern.truncated_mass)),
+        }
+    return out
+
+
+def fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--reaches", type=int, nargs="*", default=[100_000, 1_000_000])
+    ap.add_argument("--days", type=int, default=3650)
+    ap.add_argument("--substeps", type=int, default=24)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--window", default="auto", help="kernel window in days, or 'auto'")
+    ap.add_argument("--max-reaches", type=int, default=1024)
+    ap.add_argument("--max-travel-time", type=float, default=3.0, help="days within a cluster")
+    ap.add_argument("--precision", default=None, help="Triton matmul precision")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-grad", action="store_true")
+    ap.add_argument("--no-diffroute", action="store_true")
+    ap.add_argument("--dr-window", type=int, default=32)
+    ap.add_argument("--dr-plength", type=int, default=10**5)
+    ap.add_argument("--dr-nodes", type=int, default=10**4)
+    ap.add_argument("--oracle-reaches", type=int, default=40_000)
+    ap.add_argument("--oracle-days", type=int, default=365)
+    ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--check", action="store_true", help="small exactness checks first")
+    ap.add_argument("--profile", action="store_true", help="top device kernels of a forward")
+    ap.add_argument("--also-tf32", action="store_true", help="accuracy with tf32 matmuls too")
+    ap.add_argument("--out", default=None, help="folder for results.json and table.md")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.window != "auto":
+        args.window = int(args.window)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with_dr = not args.no_diffroute
+    if with_dr:
+        try:
+            _import_diffroute()
+        except ImportError:
+            with_dr = False
+    results = []
+    if args.check:
+        chk = gpu_check(args)
+        print(json.dumps({"check": chk}), flush=True)
+        results.append({"check": chk})
+    for n in args.reaches:
+        net, params, runoff = workload(n, args.seed, args.days, dev)
+        row: dict = {"reaches": net.n_reaches, "days": args.days, "device": str(
+            torch.cuda.get_device_name() if dev.type == "cuda" else "cpu")}
+        if not args.skip_accuracy:
+            row["accuracy"] = accuracy(net, params, runoff, args, with_dr)
+            print(json.dumps({"reaches": n, "accuracy": row["accuracy"]}), flush=True)
+        mine = ours(net, params, runoff, args, grad=not args.no_grad)
+        mine.pop("q", None)
+        row["ours"] = mine
+        print(json.dumps({"reaches": n, "ours": mine}), flush=True)
+        if with_dr:
+            try:
+                dr = diffroute_run(net, params, runoff, args, grad=not args.no_grad)
+                dr.pop("q", None)
+            except Exception as e:  # noqa: BLE001
+                dr = {"error": f"{type(e).__name__}: {e}"[:300]}
+            row["diffroute"] = dr
+            print(json.dumps({"reaches": n, "diffroute": dr}), flush=True)
+        results.append(row)
+        del runoff
+        _reset_peak()
+    lines = ["| reaches | engine | partition s | setup s | forward s | reach-steps/s | "
+             "fwd+bwd s | peak GB fwd / fwd+bwd | rel L2 | NSE outlet |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in results:
+        if "check" in row:
+            continue
+        acc = row.get("accuracy", {})
+        for name in ("ours", "diffroute"):
+            if name not in row:
+                continue
+            m, a = row[name], acc.get(name, {})
+            lines.append(
+                f"| {row['reaches']} | {name} | {fmt(m.get('partition_s', '-'))} | "
+                f"{fmt(m.get('setup_s', '-'))} | {fmt(m.get('forward_s', m.get('error', '-')))} | "
+                f"{fmt(m.get('reach_steps_per_s', '-'))} | {fmt(m.get('fwd_bwd_s', '-'))} | "
+                f"{fmt(m.get('forward_peak_gb', '-'))} / {fmt(m.get('fwd_bwd_peak_gb', '-'))} | "
+                f"{fmt(a.get('rel_l2', '-'))} | {fmt(a.get('nse_outlet', '-'))} |"
+            )
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+        (out / "table.md").write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,333 @@
+"""Path-kernel aggregation: the reach -> reach kernels ``h_i ⊛ … ⊛ h_j`` inside clusters.
+
+For every pair ``(i, j)`` of one cluster with ``i`` upstream of (or equal to) ``j``, the path
+kernel ``P_ij = h_i ⊛ … ⊛ h_j`` is built at SUB-STEP resolution (``L = K f`` taps for a window
+of ``K`` routing steps), hop by hop: the pairs whose path has ``d`` edges are the pairs of
+``d - 1`` edges extended by one reach, ``P = P_prev ⊛ h_dst`` (zero-padded FFT, truncated to
+``L`` taps: exact for those taps, no wrap-around, no renormalisation).  All clusters are
+processed together, one batched convolution per hop.
+
+From ``P`` the engine needs four kinds of step-resolution kernels (``M[K, a, c] = P[K f + a - c]``,
+``P[<0] = 0``), see :mod:`hydroscale.routing._router`:
+
+- ``R -> reach`` : runoff of ``i`` -> step-averaged discharge of ``j``,
+  ``H[K] = (1/f) Σ_{a,c} M[K, a, c]`` (:func:`~hydroscale.irf.substep_kernel_to_step`);
+- ``R -> exit`` : runoff of ``i`` -> sub-step ``a`` outflow of exit ``j``, ``Σ_c M[K, a, c]``;
+- ``U -> reach`` : transfer channel ``c`` of inlet ``i`` -> discharge of ``j``,
+  ``(1/f) Σ_a M[K, a, c]``;
+- ``U -> exit`` : transfer channel ``c`` of inlet ``i`` -> outflow channel ``a`` of exit ``j``,
+  ``M[K, a, c]``.
+
+The truncated mass of a pair is ``Π_m mass(h_m) - Σ_K H[K]``: the part of the path's response
+that falls beyond the window; it is reported per cluster (max over the cluster's pairs).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..irf import IRFSpec, irf_kernel, substep_kernel_to_step
+from ._rivtree import RivTreeCluster
+
+__all__ = ["PairPlan", "PathKernels", "plan_pairs", "device_hops", "aggregate", "auto_window"]
+
+logger = logging.getLogger(__name__)
+
+_FFT_CHUNK = 1 << 24  # complex elements per FFT chunk
+
+
+@dataclass
+class PairPlan:
+    """Parameter-independent enumeration of the path pairs of some clusters (numpy int64).
+
+    ``hops[d] = (src, dst, parent)``: the pairs whose path has ``d`` edges; ``parent`` indexes
+    the pairs of hop ``d - 1`` they extend (``-1`` at hop 0).  ``reaches`` are the global
+    indices of the reaches involved (rows of the per-reach kernel table), ``slot[N]`` maps a
+    global reach index to its row (``-1`` outside).  ``rows_*`` give, for every kernel kind,
+    the (hop, index in hop) of its pairs, in the engine's row order (see ``_router``).
+    """
+
+    reaches: np.ndarray
+    slot: np.ndarray
+    hops: list
+    n_pairs: int
+
+
+def plan_pairs(cs: RivTreeCluster, clusters: np.ndarray | None = None) -> PairPlan:
+    """Enumerate the in-cluster path pairs of ``clusters`` (all when None), hop by hop."""
+    if clusters is None:
+        reaches = cs.order.copy()
+    else:
+        keep = np.zeros(cs.n_clusters, dtype=bool)
+        keep[np.asarray(clusters, dtype=np.int64)] = True
+        reaches = cs.order[keep[cs.cluster_of[cs.order]]]
+    slot = np.full(cs.n_reaches, -1, dtype=np.int64)
+    slot[reaches] = np.arange(reaches.size)
+    src = reaches.copy()
+    dst = reaches.copy()
+    hops = [(src, dst, np.full(src.size, -1, dtype=np.int64))]
+    total = src.size
+    while True:
+        nxt = cs.down_in[dst]
+        ok = np.flatnonzero(nxt >= 0)
+        if ok.size == 0:
+            break
+        src, dst = src[ok], nxt[ok]
+        hops.append((src, dst, ok))
+        total += ok.size
+    logger.debug("planned %d path pairs over %d hops for %d reaches", total, len(hops),
+                 reaches.size)
+    return PairPlan(reaches=reaches, slot=slot, hops=hops, n_pairs=total)
+
+
+class _TruncConv(torch.autograd.Function):
+    """``out[p] = (prev[p] ⊛ h[idx[p]])[:L]`` with a lean backward (saves ``prev`` and ``h``)."""
+
+    @staticmethod
+    def forward(ctx, prev, h, idx, save_dtype):  # noqa: D102
+        # the saved copy may be narrower (float32) to halve the memory kept for backward
+        ctx.save_for_backward(prev.to(save_dtype or prev.dtype), h, idx)
+        return _conv_rows(prev, h, idx, correlate=False)
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        prev, h, idx = ctx.saved_tensors
+        prev = prev.to(g.dtype)
+        g_prev = g_h = None
+        if ctx.needs_input_grad[0]:
+            g_prev = _conv_rows(g, h, idx, correlate=True)
+        if ctx.needs_input_grad[1]:
+            g_h = torch.zeros_like(h)
+            g_h.index_add_(0, idx, _conv_rows(g, prev, None, correlate=True))
+        return g_prev, g_h, None, None
+
+
+def _conv_rows(
+    a: torch.Tensor, b: torch.Tensor, idx: torch.Tensor | None, *, correlate: bool
+) -> torch.Tensor:
+    """Row-wise truncated causal convolution (or its adjoint, a correlation) of ``a [n, L]``
+    with ``b[idx]`` (or ``b`` when ``idx`` is None), by zero-padded FFT in chunks."""
+    n, length = a.shape
+    nfft = 1 << max(1, (2 * length - 1).bit_length())
+    out = torch.empty_like(a)
+    step = max(1, _FFT_CHUNK // (nfft // 2 + 1))
+    for r0 in range(0, n, step):
+        ar = a[r0 : r0 + step]
+        br = b[r0 : r0 + step] if idx is None else b[idx[r0 : r0 + step]]
+        fb = torch.fft.rfft(br, n=nfft)
+        if correlate:
+            fb = fb.conj()
+        out[r0 : r0 + step] = torch.fft.irfft(torch.fft.rfft(ar, n=nfft) * fb, n=nfft)[
+            :, :length
+        ]
+    return out
+
+
+def _phase_sums(p: torch.Tensor, f: int, over: str) -> torch.Tensor:
+    """``[n, f, K]`` polyphase step kernels of sub-step kernels ``p [n, K f]``.
+
+    ``over="c"``: ``Σ_c P[K f + a - c]`` indexed by ``a`` (runoff -> exit channel ``a``);
+    ``over="a"``: ``(1/f) Σ_a P[K f + a - c]`` indexed by ``c`` (channel ``c`` -> reach).
+    """
+    n, length = p.shape
+    k = length // f
+    c = torch.nn.functional.pad(torch.cumsum(p, dim=-1), (f + 1, 0))  # c[m + f + 1] = Σ_{<=m}
+    kk = torch.arange(k, device=p.device).view(1, k) * f
+    ph = torch.arange(f, device=p.device).view(f, 1)
+    if over == "c":  # Σ_{m = Kf+a-f+1}^{Kf+a} P[m]
+        hi, lo = kk + ph, kk + ph - f
+    else:  # Σ_{m = Kf-c}^{Kf+f-1-c} P[m]
+        hi, lo = kk + f - 1 - ph, kk - 1 - ph
+    out = c.index_select(1, (hi + f + 1).reshape(-1)) - c.index_select(1, (lo + f + 1).reshape(-1))
+    out = out.view(n, f, k)
+    return out if over == "c" else out / f
+
+
+def _phase_matrix(p: torch.Tensor, f: int) -> torch.Tensor:
+    """``[n, f(a), f(c), K]`` with ``M[a, c, K] = P[K f + a - c]`` (zero for negative index)."""
+    n, length = p.shape
+    k = length // f
+    pp = torch.nn.functional.pad(p, (f, 0))
+    kk = torch.arange(k, device=p.device).view(1, 1, k) * f
+    a = torch.arange(f, device=p.device).view(f, 1, 1)
+    c = torch.arange(f, device=p.device).view(1, f, 1)
+    return pp.index_select(1, (kk + a - c + f).reshape(-1)).view(n, f, f, k)
+
+
+@dataclass
+class PathKernels:
+    """The aggregated step-resolution kernels of a set of clusters.
+
+    Attributes
+    ----------
+    window : K, taps per kernel (routing steps).
+    r_reach : ``[n, K]`` runoff -> reach kernels, one per pair of hop order ``plan.hops``.
+    r_exit : ``[n_rx, f, K]`` runoff -> exit channel kernels (pairs whose dst is an exit).
+    u_reach : ``[n_ur, f, K]`` inlet channel -> reach kernels (pairs whose src is an inlet).
+    u_exit : ``[n_ue, f(a), f(c), K]`` inlet channel ``c`` -> exit channel ``a`` kernels.
+    truncated : ``[n]`` truncated mass per pair (float64, detached).
+    """
+
+    window: int
+    r_reach: torch.Tensor
+    r_exit: torch.Tensor
+    u_reach: torch.Tensor
+    u_exit: torch.Tensor
+    truncated: torch.Tensor
+
+
+def reach_mass(spec: IRFSpec, params: torch.Tensor, n_taps: int, substeps: int) -> torch.Tensor:
+    """``[n, 3]`` (mass, mean, variance in sub-steps) of each reach's kernel over ``n_taps``."""
+    out = []
+    t = torch.arange(n_taps, device=params.device, dtype=torch.float64)
+    step = max(1, (1 << 24) // n_taps)
+    with torch.no_grad():
+        for r0 in range(0, params.shape[0], step):
+            h = irf_kernel(spec, params[r0 : r0 + step].to(torch.float64), n_taps, substeps,
+                           allow_unstable=True)
+            m = h.sum(-1)
+            mean = (h * t).sum(-1) / m
+            var = (h * t * t).sum(-1) / m - mean**2
+            out.append(torch.stack([m, mean, var.clamp_min(0)], dim=-1))
+    return torch.cat(out) if out else params.new_zeros(0, 3, dtype=torch.float64)
+
+
+def auto_window(
+    cs: RivTreeCluster,
+    plan: PairPlan,
+    spec: IRFSpec,
+    params: torch.Tensor,
+    substeps: int,
+    *,
+    n_sigma: float = 10.0,
+    probe_steps: int = 64,
+    max_window: int = 366,
+) -> int:
+    """A window K (routing steps) covering ``mean + n_sigma · sd`` of every in-cluster path.
+
+    Means and variances of the per-reach kernels (over ``probe_steps`` steps) add up along a
+    path; the bound is conservative for the IRFs of the catalogue.  The truncated mass that
+    remains is measured exactly by :func:`aggregate`.
+    """
+    f = substeps
+    stats = reach_mass(spec, params[torch.as_tensor(plan.reaches, device=params.device)],
+                       probe_steps * f, f).cpu().numpy()
+    mean = np.zeros(plan.reaches.size)
+    var = np.zeros(plan.reaches.size)
+    best = 0.0
+    for d, (_, dst, parent) in enumerate(plan.hops):
+        if d == 0:
+            mean, var = stats[plan.slot[dst], 1], stats[plan.slot[dst], 2]
+        else:
+            mean = mean[parent] + stats[plan.slot[dst], 1]
+            var = var[parent] + stats[plan.slot[dst], 2]
+        if mean.size:
+            best = max(best, float(np.max(mean + n_sigma * np.sqrt(var))))
+    k = int(math.ceil((best + 1) / f)) + 1
+    if k > max_window:
+        logger.warning("auto window %d steps capped at %d", k, max_window)
+        k = max_window
+    return max(k, 2)
+
+
+@dataclass
+class _DeviceHop:
+    dst_slot: torch.Tensor  # [n_d] row of the per-reach kernel table
+    parent: torch.Tensor | None  # [n_d] index into the previous hop
+    exit_sel: torch.Tensor | None  # pairs whose dst is an exit
+    inlet_sel: torch.Tensor | None  # pairs whose src is an inlet
+    both_sel: torch.Tensor | None  # both
+
+
+def device_hops(
+    plan: PairPlan, exit_mask: np.ndarray, inlet_mask: np.ndarray, device: torch.device
+) -> list[_DeviceHop]:
+    """The hop index tensors of ``plan`` on ``device`` (built once per router)."""
+
+    def sel(mask: np.ndarray) -> torch.Tensor | None:
+        idx = np.flatnonzero(mask)
+        return torch.as_tensor(idx, device=device) if idx.size else None
+
+    out = []
+    for d, (src, dst, parent) in enumerate(plan.hops):
+        ex, inl = exit_mask[dst], inlet_mask[src]
+        out.append(_DeviceHop(
+            dst_slot=torch.as_tensor(plan.slot[dst], device=device),
+            parent=None if d == 0 else torch.as_tensor(parent, device=device),
+            exit_sel=sel(ex), inlet_sel=sel(inl), both_sel=sel(ex & inl),
+        ))
+    return out
+
+
+def aggregate(
+    plan: PairPlan,
+    hops: list[_DeviceHop],
+    spec: IRFSpec,
+    params: torch.Tensor,
+    substeps: int,
+    window: int,
+    *,
+    dtype: torch.dtype = torch.float64,
+    save_dtype: torch.dtype | None = None,
+    mass_taps: int | None = None,
+) -> PathKernels:
+    """Aggregate the path kernels of ``plan`` (differentiable w.r.t. ``params``).
+
+    Parameters
+    ----------
+    plan, hops : from :func:`plan_pairs` and :func:`device_hops`.
+    params : ``[N, P]`` per-reach parameters in network order (routing-step units).
+    window : K, taps of every step kernel; the sub-step kernels have ``K · f`` taps.
+    dtype : arithmetic of the aggregation (float64 by default).
+    save_dtype : dtype of the sub-step kernels kept for the backward pass (default ``dtype``;
+        float32 halves the memory of a float32 calibration).
+    mass_taps : sub-steps over which each reach's full kernel mass is measured for the
+        truncation report (default ``8 K f``).
+
+    Returns
+    -------
+    :class:`PathKernels`, rows in hop order (hop 0 first), each kind restricted to its pairs.
+    """
+    f = substeps
+    length = window * f
+    dev = params.device
+    rows = torch.as_tensor(plan.reaches, device=dev)
+    p_rows = params.index_select(0, rows)
+    h = irf_kernel(spec, p_rows, length, f, allow_unstable=True).to(dtype)
+    mass = reach_mass(spec, p_rows.detach(), mass_taps or 8 * length, f)[:, 0]
+    r_reach, r_exit, u_reach, u_exit, trunc = [], [], [], [], []
+    prev = mprod = None
+    for hop in hops:
+        if hop.parent is None:
+            cur = h.index_select(0, hop.dst_slot)
+            mprod = mass.index_select(0, hop.dst_slot)
+        else:
+            cur = _TruncConv.apply(prev.index_select(0, hop.parent), h, hop.dst_slot, save_dtype)
+            mprod = mprod.index_select(0, hop.parent) * mass.index_select(0, hop.dst_slot)
+        step = substep_kernel_to_step(cur, f)
+        r_reach.append(step)
+        trunc.append(mprod - step.detach().to(torch.float64).sum(-1))
+        if hop.exit_sel is not None:
+            r_exit.append(_phase_sums(cur.index_select(0, hop.exit_sel), f, "c"))
+        if hop.inlet_sel is not None:
+            u_reach.append(_phase_sums(cur.index_select(0, hop.inlet_sel), f, "a"))
+        if hop.both_sel is not None:
+            u_exit.append(_phase_matrix(cur.index_select(0, hop.both_sel), f))
+        prev = cur
+
+    def cat(parts: list, shape: tuple) -> torch.Tensor:
+        return torch.cat(parts) if parts else h.new_zeros(shape)
+
+    return PathKernels(
+        window=window,
+        r_reach=cat(r_reach, (0, window)),
+        r_exit=cat(r_exit, (0, f, window)),
+        u_reach=cat(u_reach, (0, f, window)),
+        u_exit=cat(u_exit, (0, f, f, window)),
+        truncated=torch.cat(trunc).detach(),
+    )

@@ -1,0 +1,283 @@
+"""Clusters of a river network: :class:`RivTree` (one cluster) and :class:`RivTreeCluster`.
+
+A partition assigns every reach to a cluster, ``cluster_of[N]``, with ids ``0..C-1`` numbered
+in topological order of the cluster DAG (every edge that leaves a cluster goes to a cluster
+with a larger id).  A cluster may be a forest of several in-trees with several exits.
+
+Vocabulary used throughout the routing engine:
+
+- *exit*: a reach whose downstream reach lies in another cluster.  Its outflow crosses the
+  boundary at sub-step resolution as ``f`` polyphase channels (``[B, f, T]``: channel ``a``
+  holds the discharge of sub-step ``a`` of every routing step).
+- *inlet*: a reach that receives the outflow of one or more exits of upstream clusters.  Its
+  transfer inflow is the sum of those exits' channels.
+- *wave*: the clusters whose upstream clusters are all in earlier waves (cluster-DAG levels);
+  the clusters of one wave are independent and are routed in one batch.
+
+The *engine order* sorts reaches by (wave, cluster, network index); every wave and
+every cluster is then a contiguous range of it, and so are its exits and inlets.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..network import RiverNetwork
+from ..network._validation import _some
+
+__all__ = ["RivTree", "RivTreeCluster"]
+
+logger = logging.getLogger(__name__)
+
+
+def _ranges(keys: np.ndarray, n_keys: int) -> np.ndarray:
+    """CSR pointer ``[n_keys + 1]`` of a sorted int array of keys."""
+    return np.searchsorted(keys, np.arange(n_keys + 1)).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class RivTree:
+    """One cluster of a :class:`RivTreeCluster` (a view; arrays are numpy int64).
+
+    Attributes
+    ----------
+    cluster : the cluster id.
+    wave : its wave (cluster-DAG level).
+    reaches : ``[n]`` global reach indices (network order), in engine order.
+    ids : ``[n]`` reach ids.
+    downstream : ``[n]`` local index of the downstream reach inside the cluster, ``-1`` where
+        the reach is an exit or an outlet of the network.
+    exits : ``[n_exit]`` local indices of the exit reaches (engine order of exits).
+    exit_to : ``[n_exit, 2]`` (downstream cluster, global reach index of the inlet) per exit.
+    inlets : ``[n_inlet]`` local indices of the inlet reaches.
+    inlet_from : list of ``[k, 2]`` arrays (upstream cluster, global exit reach index) per inlet.
+    params : ``[n, P]`` per-reach parameters in this cluster's order, when given.
+    """
+
+    cluster: int
+    wave: int
+    reaches: np.ndarray
+    ids: np.ndarray
+    downstream: np.ndarray
+    exits: np.ndarray
+    exit_to: np.ndarray
+    inlets: np.ndarray
+    inlet_from: list
+    params: Any = None
+
+    def __len__(self) -> int:
+        return int(self.reaches.size)
+
+    @property
+    def n_exits(self) -> int:
+        return int(self.exits.size)
+
+    @property
+    def n_inlets(self) -> int:
+        return int(self.inlets.size)
+
+
+class RivTreeCluster:
+    """All clusters of a network with their transfer tables, built vectorised.
+
+    Parameters
+    ----------
+    network : the river network (N reaches).
+    cluster_of : int ``[N]``, cluster id of every reach, ``0..C-1``, numbered in topological
+        order of the cluster DAG (any such assignment is valid; clusters need not be
+        connected).
+
+    Attributes (numpy int64 unless said otherwise)
+    ----------------------------------------------
+    n_clusters, n_waves, n_exits, n_inlets : counts.
+    cluster_of : ``[N]``.  wave_of : ``[C]`` wave of every cluster.
+    order : ``[N]`` engine order (global reach indices); ``position`` its inverse.
+    reach_ptr_cluster ``[C, 2]`` (start, stop), reach_ptr_wave ``[W+1]`` : ranges in
+        engine order.
+    down_in : ``[N]`` downstream reach index if inside the same cluster else ``-1``.
+    exit_reach : ``[E]`` exits (global reach index) in engine order; ``exit_inlet`` ``[E]``
+        the inlet number (``0..n_inlets-1``) each exit feeds; ``exit_ptr_cluster`` ``[C, 2]``,
+        ``exit_ptr_wave`` ``[W+1]``.
+    inlet_reach : ``[I]`` inlets (global reach index) in engine order; ``inlet_ptr_cluster/wave``.
+    transfers : ``[E, 4]`` table (src cluster, exit reach, dst cluster, inlet reach).
+    """
+
+    def __init__(self, network: RiverNetwork, cluster_of: Any) -> None:
+        n = network.n_reaches
+        cl = np.asarray(cluster_of)
+        if cl.shape != (n,):
+            raise ValueError(f"cluster_of must be [N={n}], got shape {cl.shape}")
+        if not np.issubdtype(cl.dtype, np.integer):
+            raise ValueError(f"cluster_of must hold integer cluster ids, got dtype {cl.dtype}")
+        cl = cl.astype(np.int64)
+        if n and cl.min() < 0:
+            bad = np.flatnonzero(cl < 0)
+            raise ValueError(
+                f"cluster_of must be >= 0; reaches {_some(network.ids[bad])} have "
+                f"{_some(cl[bad])}"
+            )
+        n_clusters = int(cl.max()) + 1 if n else 0
+        counts = np.bincount(cl, minlength=n_clusters)
+        if n and (counts == 0).any():
+            empty = np.flatnonzero(counts == 0)
+            raise ValueError(
+                f"cluster ids must be 0..C-1 without gaps; clusters {_some(empty)} are empty "
+                "(renumber with np.unique(cluster_of, return_inverse=True) in topological order)"
+            )
+        down = network.downstream
+        has = down >= 0
+        src = np.flatnonzero(has)
+        cross = src[cl[src] != cl[down[src]]]
+        back = cross[cl[down[cross]] < cl[cross]]
+        if back.size:
+            raise ValueError(
+                "cluster ids must follow the cluster DAG (upstream clusters have smaller ids); "
+                f"reaches {_some(network.ids[back])} in clusters {_some(cl[back])} drain into "
+                f"reaches {_some(network.ids[down[back]])} of clusters {_some(cl[down[back]])}"
+            )
+        self.network = network
+        self.n_reaches = n
+        self.n_clusters = n_clusters
+        self.cluster_of = cl
+        self.down_in = np.where(has, down, -1)
+        self.down_in[cross] = -1
+
+        # waves: longest-path level of the cluster DAG (ids are topological, so one pass in
+        # id order suffices; it is vectorised over the edges leaving each wave instead)
+        src_c, dst_c = cl[cross], cl[down[cross]]
+        wave = np.zeros(n_clusters, dtype=np.int64)
+        if cross.size:
+            edges = np.unique(np.stack([src_c, dst_c], axis=1), axis=0)
+            for _ in range(n_clusters):
+                new = wave.copy()
+                np.maximum.at(new, edges[:, 1], wave[edges[:, 0]] + 1)
+                if np.array_equal(new, wave):
+                    break
+                wave = new
+        self.wave_of = wave
+        self.n_waves = int(wave.max()) + 1 if n_clusters else 0
+
+        # inside a cluster reaches keep the network's order (DFS orders give cache locality; a
+        # network reordered by ``order`` makes the engine order the identity)
+        self.order = np.lexsort((np.arange(n), cl, wave[cl])).astype(np.int64)
+        self.position = np.empty(n, dtype=np.int64)
+        self.position[self.order] = np.arange(n)
+        cl_sorted = cl[self.order]
+        self.reach_ptr_cluster = self._cluster_ranges(cl_sorted)
+        self.reach_ptr_wave = _ranges(wave[cl_sorted], self.n_waves)
+
+        # exits and inlets, in engine order
+        exits = cross[np.argsort(self.position[cross], kind="stable")]
+        self.exit_reach = exits
+        inlets = np.unique(down[exits])
+        inlets = inlets[np.argsort(self.position[inlets], kind="stable")]
+        self.inlet_reach = inlets
+        inlet_no = np.full(n, -1, dtype=np.int64)
+        inlet_no[inlets] = np.arange(inlets.size)
+        self.exit_inlet = inlet_no[down[exits]]
+        self.inlet_of_reach = inlet_no
+        exit_no = np.full(n, -1, dtype=np.int64)
+        exit_no[exits] = np.arange(exits.size)
+        self.exit_of_reach = exit_no
+        self.exit_ptr_cluster = self._cluster_ranges(cl[exits])
+        self.exit_ptr_wave = _ranges(wave[cl[exits]], self.n_waves)
+        self.inlet_ptr_cluster = self._cluster_ranges(cl[inlets])
+        self.inlet_ptr_wave = _ranges(wave[cl[inlets]], self.n_waves)
+        self.transfers = np.stack([cl[exits], exits, cl[down[exits]], down[exits]], axis=1)
+        logger.debug(
+            "RivTreeCluster: %d reaches, %d clusters, %d waves, %d exits, %d inlets",
+            n, n_clusters, self.n_waves, exits.size, inlets.size,
+        )
+
+    def _cluster_ranges(self, keys: np.ndarray) -> np.ndarray:
+        """``[C, 2]`` (start, stop) of every cluster in an engine-ordered array whose cluster
+        ids are ``keys`` (clusters are contiguous there, in (wave, id) order)."""
+        counts = np.bincount(keys, minlength=self.n_clusters)
+        seq = np.lexsort((np.arange(self.n_clusters), self.wave_of))
+        starts = np.zeros(self.n_clusters, dtype=np.int64)
+        starts[seq] = np.concatenate([[0], np.cumsum(counts[seq])[:-1]]).astype(np.int64)
+        return np.stack([starts, starts + counts], axis=1)
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def single(cls, network: RiverNetwork) -> RivTreeCluster:
+        """The whole network as one cluster (no transfers)."""
+        return cls(network, np.zeros(network.n_reaches, dtype=np.int64))
+
+    @classmethod
+    def by_basin(cls, network: RiverNetwork) -> RivTreeCluster:
+        """One cluster per basin (no transfers)."""
+        _, cl = np.unique(network.basin, return_inverse=True)
+        return cls(network, cl.astype(np.int64))
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def n_exits(self) -> int:
+        return int(self.exit_reach.size)
+
+    @property
+    def n_inlets(self) -> int:
+        return int(self.inlet_reach.size)
+
+    def __len__(self) -> int:
+        return self.n_clusters
+
+    def __iter__(self):
+        return (self[c] for c in range(self.n_clusters))
+
+    def __repr__(self) -> str:
+        return (
+            f"RivTreeCluster({self.n_reaches} reaches, {self.n_clusters} clusters, "
+            f"{self.n_waves} waves, {self.n_exits} exits)"
+        )
+
+    def clusters_in_wave(self, wave: int) -> np.ndarray:
+        """Cluster ids of ``wave``, in engine order."""
+        cs = np.flatnonzero(self.wave_of == wave)
+        return cs[np.argsort(self.reach_ptr_cluster[cs, 0], kind="stable")]
+
+    def cluster_reaches(self, c: int) -> np.ndarray:
+        """Global reach indices of cluster ``c`` in engine order ``[n_c]``."""
+        a, b = self.reach_ptr_cluster[c]
+        return self.order[a:b]
+
+    def __getitem__(self, c: int) -> RivTree:
+        if not 0 <= c < self.n_clusters:
+            raise IndexError(f"cluster {c} out of range [0, {self.n_clusters})")
+        reaches = self.cluster_reaches(c)
+        local = np.full(self.n_reaches, -1, dtype=np.int64)
+        local[reaches] = np.arange(reaches.size)
+        d = self.down_in[reaches]
+        ea, eb = self.exit_ptr_cluster[c]
+        ia, ib = self.inlet_ptr_cluster[c]
+        exits = self.exit_reach[ea:eb]
+        inlets = self.inlet_reach[ia:ib]
+        down = self.network.downstream
+        feeding = [self.exit_reach[self.exit_inlet == i] for i in range(ia, ib)]
+        return RivTree(
+            cluster=int(c),
+            wave=int(self.wave_of[c]),
+            reaches=reaches,
+            ids=self.network.ids[reaches],
+            downstream=np.where(d >= 0, local[np.maximum(d, 0)], -1),
+            exits=local[exits],
+            exit_to=np.stack([self.cluster_of[down[exits]], down[exits]], axis=1),
+            inlets=local[inlets],
+            inlet_from=[np.stack([self.cluster_of[f], f], axis=1) for f in feeding],
+        )
+
+    def hop_depth(self) -> np.ndarray:
+        """``[N]`` number of reaches on the in-cluster path from each reach to its cluster exit
+        or outlet (1 for an exit); the number of path kernels with this reach as source."""
+        depth = np.ones(self.n_reaches, dtype=np.int64)
+        ptr = self.network.level_ptr
+        for lv in range(self.network.n_levels - 1, -1, -1):
+            idx = self.network.topo_order[ptr[lv] : ptr[lv + 1]]
+            d = self.down_in[idx]
+            ok = d >= 0
+            depth[idx[ok]] += depth[d[ok]]
+        return depth

@@ -1,0 +1,574 @@
+"""The block-sparse routing engine: :class:`StagedRouter` (many clusters) and :class:`LTIRouter`.
+
+Routing a set of clusters is one sparse causal convolution per wave
+(:func:`hydroscale.kernels.path_conv`) with the aggregated path kernels of
+:mod:`._aggregation`:
+
+- sources: the runoff of the wave's reaches (call ``R``) and the ``f`` polyphase transfer
+  channels of its inlets (call ``U``);
+- destinations: the wave's reaches (step-averaged discharge) followed by the ``f`` polyphase
+  channels of its exits (sub-step outflow, the transfer buffers of downstream clusters).
+
+The transfer across cluster boundaries is therefore exact at sub-step resolution; the only
+approximation is the kernel window, whose truncated mass is reported per cluster
+(:attr:`StagedRouter.truncated_mass`).
+
+State carried between time chunks (:class:`RouterState`) is the input history the kernels
+still need: the last ``K - 1`` steps of runoff of every reach and of every inlet channel.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..irf import get_irf, irf_kernel, stack_params
+from ..kernels import PathLayout, path_conv
+from ._aggregation import PathKernels, aggregate, auto_window, device_hops, plan_pairs
+from ._rivtree import RivTreeCluster
+
+__all__ = ["RouterState", "RoutingKernels", "StagedRouter", "LTIRouter"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RouterState:
+    """Input history carried between time chunks (plain tensors; save/load as ``.npz``).
+
+    Attributes
+    ----------
+    runoff_hist : ``[B, n, K - 1]`` the last ``K - 1`` steps of runoff (m³/s) of the reaches
+        (network order for a :class:`StagedRouter`, cluster order for one cluster).
+    inflow_hist : ``[B, n_inlet, f, K - 1]`` the last ``K - 1`` steps of the sub-step transfer
+        inflow of the inlets (engine order), channel ``a`` = sub-step ``a`` of each step.
+    """
+
+    runoff_hist: torch.Tensor
+    inflow_hist: torch.Tensor
+
+    def save(self, path: str | Path) -> Path:
+        """Write the state to ``path`` (``.npz``, no pickle)."""
+        path = Path(path)
+        np.savez(
+            path,
+            runoff_hist=self.runoff_hist.detach().cpu().numpy(),
+            inflow_hist=self.inflow_hist.detach().cpu().numpy(),
+        )
+        return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+
+    @classmethod
+    def load(cls, path: str | Path, device: Any = None) -> RouterState:
+        """Read a state written by :meth:`save`."""
+        with np.load(Path(path), allow_pickle=False) as z:
+            return cls(
+                torch.as_tensor(z["runoff_hist"], device=device),
+                torch.as_tensor(z["inflow_hist"], device=device),
+            )
+
+    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> RouterState:
+        return RouterState(self.runoff_hist.to(device, dtype), self.inflow_hist.to(device, dtype))
+
+
+@dataclass
+class RoutingKernels:
+    """Aggregated kernels in engine row order (``wr [P_R, K]``, ``wu [P_U, K]``), the window
+    ``K`` and the truncated mass per cluster ``[C]`` (float64 numpy; NaN for clusters not
+    routed by this router)."""
+
+    wr: torch.Tensor
+    wu: torch.Tensor
+    window: int
+    truncated_mass: np.ndarray
+
+
+@dataclass
+class _Group:
+    """One batch of independent clusters (a wave, or one cluster) and its two layouts."""
+
+    reaches: torch.Tensor  # [n] global reach indices, engine order
+    r0: int
+    e0: int
+    e1: int
+    i0: int
+    i1: int
+    rows_r: tuple[int, int]
+    rows_u: tuple[int, int]
+    layout_r: PathLayout
+    layout_u: PathLayout | None
+    contiguous: bool
+
+    n_ef: int  # exit channel rows (first rows of the output)
+
+    @property
+    def n(self) -> int:
+        return int(self.reaches.numel())
+
+
+class StagedRouter:
+    """Route all clusters of a :class:`RivTreeCluster` on one device, wave after wave.
+
+    Parameters
+    ----------
+    clusters : the partitioned network.
+    irf : registered IRF name or spec.
+    substeps : f, routing at ``dt = Δt / f`` (runoff spread evenly, discharge averaged).
+    window : K, kernel taps in routing steps, or ``"auto"`` (resolved from the parameters at
+        the first :meth:`aggregate`, then fixed; see :func:`~._aggregation.auto_window`).
+    dtype : compute dtype of runoff and discharge (float32 default; float64 for tests).
+    storage_dtype : optional ``torch.bfloat16``/``torch.float16``: runoff, transfer buffers and
+        kernels are stored in it, products accumulate in float32 (Triton backend).
+    backend : kernel backend, ``"auto"``, ``"torch"`` or ``"triton"``.
+    device : where the router's index tensors live (default CPU).
+    allow_unstable : accept parameters the IRF's check rejects (see :func:`irf_kernel`).
+    only : optional cluster ids to route (default all); with a subset, :meth:`forward_chunk`
+        is the entry point (the distributed runtime routes its own clusters).
+    precision : Triton matmul precision (see :func:`~hydroscale.kernels.path_conv`).
+    """
+
+    def __init__(
+        self,
+        clusters: RivTreeCluster,
+        irf: Any,
+        *,
+        substeps: int = 1,
+        window: int | str = "auto",
+        dtype: torch.dtype = torch.float32,
+        storage_dtype: torch.dtype | None = None,
+        backend: str = "auto",
+        device: Any = None,
+        allow_unstable: bool = False,
+        only: Any = None,
+        precision: str | None = None,
+    ) -> None:
+        if int(substeps) != substeps or substeps < 1:
+            raise ValueError(f"substeps must be a positive integer, got {substeps}")
+        if window != "auto" and (int(window) != window or int(window) < 1):
+            raise ValueError(f"window must be a positive number of steps or 'auto', got {window}")
+        if storage_dtype not in (None, torch.bfloat16, torch.float16, dtype):
+            raise ValueError(
+                f"storage_dtype must be None, bfloat16 or float16, got {storage_dtype}"
+            )
+        self.clusters = clusters
+        self.spec = get_irf(irf)
+        self.f = int(substeps)
+        self.window = None if window == "auto" else int(window)
+        self.dtype = dtype
+        self.storage_dtype = storage_dtype if storage_dtype not in (None, dtype) else None
+        self.backend = backend
+        self.precision = precision
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.allow_unstable = allow_unstable
+        cs = clusters
+        self.only = None if only is None else np.unique(np.asarray(only, dtype=np.int64))
+        self.plan = plan_pairs(cs, self.only)
+        self._exit_mask = cs.exit_of_reach >= 0
+        self._inlet_mask = cs.inlet_of_reach >= 0
+        self._build_rows()
+        self._groups: dict[Any, _Group] = {}
+        self._hops = None
+        self.truncated_mass: np.ndarray | None = None
+        logger.info(
+            "StagedRouter: %d reaches, %d clusters, %d waves, %d + %d paths (f=%d)",
+            self.plan.reaches.size, cs.n_clusters, cs.n_waves, self._n_r, self._n_u, self.f,
+        )
+
+    # ------------------------------------------------------------------ index building
+    def _build_rows(self) -> None:
+        """Path end points of calls R and U in global codes, sorted by cluster (engine rank)."""
+        cs, f, dev = self.clusters, self.f, self.device
+        n = cs.n_reaches
+        t = lambda a: torch.as_tensor(a, device=dev)  # noqa: E731
+        srcs = t(np.concatenate([h[0] for h in self.plan.hops]))
+        dsts = t(np.concatenate([h[1] for h in self.plan.hops]))
+        pos, exit_no, inlet_no = t(cs.position), t(cs.exit_of_reach), t(cs.inlet_of_reach)
+        ex = t(self._exit_mask)[dsts]
+        inl = t(self._inlet_mask)[srcs]
+        both = inl & ex
+        ar = torch.arange(f, device=dev)
+        n_rr, n_rx = srcs.numel(), int(ex.sum())
+        # call R: runoff -> reach, runoff -> exit channel a
+        r_src = torch.cat([pos[srcs], pos[srcs[ex]].repeat_interleave(f)])
+        r_dst = torch.cat([pos[dsts], n + (exit_no[dsts[ex]] * f).repeat_interleave(f)
+                           + ar.repeat(n_rx)])
+        r_w = torch.arange(n_rr + n_rx * f, device=dev)
+        # call U: inlet channel c -> reach, inlet channel c -> exit channel a
+        n_ur, n_ue = int(inl.sum()), int(both.sum())
+        ue_in = inlet_no[srcs[both]].view(-1, 1, 1) * f + ar.view(1, 1, f)
+        ue_out = n + exit_no[dsts[both]].view(-1, 1, 1) * f + ar.view(1, f, 1)
+        u_src = torch.cat([(inlet_no[srcs[inl]] * f).repeat_interleave(f) + ar.repeat(n_ur),
+                           ue_in.expand(n_ue, f, f).reshape(-1)])
+        u_dst = torch.cat([pos[dsts[inl]].repeat_interleave(f), ue_out.expand(n_ue, f, f)
+                           .reshape(-1)])
+        u_w = torch.arange(n_ur * f + n_ue * f * f, device=dev)
+        crank = np.empty(cs.n_clusters, dtype=np.int64)
+        crank[np.lexsort((np.arange(cs.n_clusters), cs.wave_of))] = np.arange(cs.n_clusters)
+        self._crank = crank
+        order_c = t(crank[cs.cluster_of])  # reach -> cluster rank
+        order_r = t(cs.order)
+        inlet_r = t(cs.inlet_reach)
+        r_key = order_c[order_r[r_src]]
+        u_key = order_c[inlet_r[u_src // f]] if u_src.numel() else u_src
+        sr = torch.sort(r_key, stable=True)
+        su = torch.sort(u_key, stable=True)
+        self._r_src, self._r_dst, self._r_w = r_src[sr.indices], r_dst[sr.indices], r_w[sr.indices]
+        self._u_src, self._u_dst, self._u_w = u_src[su.indices], u_dst[su.indices], u_w[su.indices]
+        self._r_key, self._u_key = sr.values, su.values
+        self._n_r, self._n_u = int(r_src.numel()), int(u_src.numel())
+
+    def _group(self, key: Any) -> _Group:
+        """The group of ``key`` = ("wave", w) or ("cluster", c), built once and cached."""
+        if key in self._groups:
+            return self._groups[key]
+        cs, f, n = self.clusters, self.f, self.clusters.n_reaches
+        kind, v = key
+        if kind == "wave":
+            cl = cs.clusters_in_wave(v)
+            r0, r1 = int(cs.reach_ptr_wave[v]), int(cs.reach_ptr_wave[v + 1])
+            e0, e1 = int(cs.exit_ptr_wave[v]), int(cs.exit_ptr_wave[v + 1])
+            i0, i1 = int(cs.inlet_ptr_wave[v]), int(cs.inlet_ptr_wave[v + 1])
+        else:
+            cl = np.array([v])
+            r0, r1 = (int(x) for x in cs.reach_ptr_cluster[v])
+            e0, e1 = (int(x) for x in cs.exit_ptr_cluster[v])
+            i0, i1 = (int(x) for x in cs.inlet_ptr_cluster[v])
+        if self.only is not None and not np.isin(cl, self.only).all():
+            raise ValueError(f"{kind} {v} has clusters outside this router's subset")
+        ranks = self._crank[cl]
+        k0, k1 = int(ranks.min()), int(ranks.max()) + 1
+        n_g = r1 - r0
+
+        def rows(keys: torch.Tensor) -> tuple[int, int]:
+            b = torch.tensor([k0, k1], device=keys.device)
+            a = torch.searchsorted(keys, b).tolist() if keys.numel() else [0, 0]
+            return int(a[0]), int(a[1])
+
+        n_ef = (e1 - e0) * f
+
+        def local_dst(d: torch.Tensor) -> torch.Tensor:
+            # exit channels first: their rows sum ~f times more paths than a reach's, and the
+            # kernel schedules rows in order, so heavy rows start first (shorter tail)
+            return torch.where(d < n, n_ef + d - r0, d - n - e0 * f)
+
+        ra, rb = rows(self._r_key)
+        layout_r = PathLayout.from_pairs(
+            self._r_src[ra:rb] - r0, local_dst(self._r_dst[ra:rb]), n_g, n_g + (e1 - e0) * f
+        )
+        ua, ub = rows(self._u_key)
+        layout_u = None
+        if i1 > i0:
+            layout_u = PathLayout.from_pairs(
+                self._u_src[ua:ub] - i0 * f, local_dst(self._u_dst[ua:ub]), (i1 - i0) * f,
+                n_g + (e1 - e0) * f,
+            )
+        reaches = torch.as_tensor(self.clusters.order[r0:r1], device=self.device)
+        contiguous = bool(np.array_equal(self.clusters.order[r0:r1], np.arange(r0, r1)))
+        g = _Group(reaches, r0, e0, e1, i0, i1, (ra, rb), (ua, ub), layout_r, layout_u,
+                   contiguous, n_ef)
+        self._groups[key] = g
+        return g
+
+    def prepare(self) -> StagedRouter:
+        """Build the path layouts of every wave now (else on first use)."""
+        for w in range(self.clusters.n_waves):
+            if self.only is None:
+                self._group(("wave", w))
+        return self
+
+    # ------------------------------------------------------------------ kernels
+    def _params(self, params: Any) -> torch.Tensor:
+        n = self.clusters.n_reaches
+        p = stack_params(self.spec, params, n=n)
+        if p.shape != (n, self.spec.n_params):
+            raise ValueError(
+                f"params must be [N={n}, P={self.spec.n_params}] (columns "
+                f"{list(self.spec.params)}), got {tuple(p.shape)}"
+            )
+        p = p.to(self.device)
+        if not self.allow_unstable:
+            rows = torch.as_tensor(self.plan.reaches, device=self.device)
+            irf_kernel(self.spec, p[rows].detach(), 1, self.f,
+                       labels=torch.as_tensor(self.clusters.network.ids[self.plan.reaches]))
+        return p
+
+    def aggregate(self, params: Any, *, agg_dtype: torch.dtype = torch.float64) -> RoutingKernels:
+        """Path kernels for ``params`` ``[N, P]`` (network order; routing-step units),
+        differentiable w.r.t. them.  Resolves an ``"auto"`` window on first use.  The
+        aggregation runs in ``agg_dtype``; for a narrower router ``dtype`` the sub-step kernels
+        kept for backward are stored in ``dtype``."""
+        p = self._params(params)
+        if self.window is None:
+            with torch.no_grad():
+                self.window = auto_window(self.clusters, self.plan, self.spec, p.detach(), self.f)
+            logger.info("auto window: %d steps", self.window)
+        save = self.dtype if self.dtype.itemsize < agg_dtype.itemsize else None
+        if self._hops is None:
+            self._hops = device_hops(self.plan, self._exit_mask, self._inlet_mask, self.device)
+        pk: PathKernels = aggregate(
+            self.plan, self._hops, self.spec, p, self.f, self.window, dtype=agg_dtype,
+            save_dtype=save,
+        )
+        k = self.window
+        store = self.storage_dtype or self.dtype
+        wr = torch.cat([pk.r_reach, pk.r_exit.reshape(-1, k)]).index_select(0, self._r_w)
+        wu = torch.cat([pk.u_reach.reshape(-1, k), pk.u_exit.reshape(-1, k)])
+        wr, wu = wr.to(store), wu.index_select(0, self._u_w).to(store)
+        trunc = np.full(self.clusters.n_clusters, np.nan)
+        src_all = np.concatenate([h[0] for h in self.plan.hops])
+        per = pk.truncated.abs().cpu().numpy()
+        cl = self.clusters.cluster_of[src_all]
+        present = np.unique(cl)
+        trunc[present] = 0.0
+        np.maximum.at(trunc, cl, per)
+        self.truncated_mass = trunc
+        worst = np.nanmax(trunc) if present.size else 0.0
+        logger.info("aggregated %d pairs, window %d, max truncated mass %.3g",
+                    self.plan.n_pairs, k, worst)
+        return RoutingKernels(wr, wu, k, trunc)
+
+    # ------------------------------------------------------------------ routing
+    def _conv(self, x: torch.Tensor, w: torch.Tensor, layout: PathLayout,
+              hist: torch.Tensor | None) -> torch.Tensor:
+        if self.storage_dtype is not None:
+            x = x.to(self.storage_dtype)
+            hist = None if hist is None else hist.to(self.storage_dtype)
+            if x.device.type != "cuda":  # the torch backend computes in float32
+                x, w = x.to(self.dtype), w.to(self.dtype)
+                hist = None if hist is None else hist.to(self.dtype)
+        return path_conv(x, w, layout, hist, backend=self.backend,
+                         precision=self.precision).to(self.dtype)
+
+    def _route_group(
+        self, g: _Group, kern: RoutingKernels, runoff: torch.Tensor, inflow: torch.Tensor | None,
+        hist_r: torch.Tensor | None, hist_u: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``y [B, n_exit f + n_g, T]`` (exit channels, then reaches) of one group from its
+        runoff ``[B, n_g, T]`` and inlet inflow ``[B, n_inlet, f, T]`` (group order)."""
+        ra, rb = g.rows_r
+        y = self._conv(runoff, kern.wr[ra:rb], g.layout_r, hist_r)
+        if g.layout_u is not None:
+            b, ni, f, t = inflow.shape
+            ua, ub = g.rows_u
+            hu = None if hist_u is None else hist_u.reshape(b, ni * f, -1)
+            y = y + self._conv(inflow.reshape(b, ni * f, t), kern.wu[ua:ub], g.layout_u, hu)
+        return y
+
+    def _check_runoff(self, runoff: Any, n: int) -> torch.Tensor:
+        r = torch.as_tensor(runoff)
+        if r.ndim != 3 or r.shape[1] != n:
+            raise ValueError(f"runoff must be [B, N={n}, T], got {tuple(r.shape)}")
+        return r.to(self.device, self.dtype)
+
+    def init_state(self, batch: int, k: int | None = None) -> RouterState:
+        """A zero state (nothing flowed before) for all reaches and inlets."""
+        k = k or self.window
+        if k is None:
+            raise RuntimeError("the window is not resolved yet: call aggregate(params) first")
+        cs = self.clusters
+        z = torch.zeros
+        return RouterState(
+            z(batch, cs.n_reaches, k - 1, device=self.device, dtype=self.dtype),
+            z(batch, cs.n_inlets, self.f, k - 1, device=self.device, dtype=self.dtype),
+        )
+
+    def forward(
+        self,
+        runoff: Any,
+        params: Any = None,
+        *,
+        kernels: RoutingKernels | None = None,
+        state: RouterState | None = None,
+        return_state: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, RouterState]:
+        """Route ``runoff`` ``[B, N, T]`` (m³/s per routing step, network order).
+
+        Give ``params`` ``[N, P]`` (aggregated on the fly, differentiable) or precomputed
+        ``kernels``.  ``state`` carries the input history of the previous time chunk (zeros
+        when None).  Returns discharge ``[B, N, T]`` (m³/s, step-averaged, ``dtype``), and the
+        new state when ``return_state``.
+        """
+        if self.only is not None:
+            raise RuntimeError("a router built for a subset of clusters routes with forward_chunk")
+        kern = kernels if kernels is not None else self.aggregate(params)
+        cs, f = self.clusters, self.f
+        r = self._check_runoff(runoff, cs.n_reaches)
+        b, _, t = r.shape
+        k = kern.window
+        if state is not None:
+            self._check_state(state, b, cs.n_reaches, cs.n_inlets, k)
+        q = torch.empty(b, cs.n_reaches, t, device=r.device, dtype=self.dtype)
+        inflow = torch.zeros(b, cs.n_inlets, f, t, device=r.device, dtype=self.dtype)
+        exit_inlet = torch.as_tensor(cs.exit_inlet, device=r.device)
+        for w in range(cs.n_waves):
+            g = self._group(("wave", w))
+            if g.contiguous:
+                rg = r[:, g.r0 : g.r0 + g.n]
+                hr = None if state is None else state.runoff_hist[:, g.r0 : g.r0 + g.n]
+            else:
+                rg = r.index_select(1, g.reaches)
+                hr = None if state is None else state.runoff_hist.index_select(1, g.reaches)
+            ug = inflow[:, g.i0 : g.i1].clone() if g.i1 > g.i0 else None
+            hu = None if state is None or g.i1 == g.i0 else state.inflow_hist[:, g.i0 : g.i1]
+            y = self._route_group(g, kern, rg, ug, hr, hu)
+            if g.contiguous:
+                q[:, g.r0 : g.r0 + g.n] = y[:, g.n_ef :]
+            else:
+                q.index_copy_(1, g.reaches, y[:, g.n_ef :])
+            if g.e1 > g.e0:
+                out = y[:, : g.n_ef].reshape(b, g.e1 - g.e0, f, t)
+                inflow.index_add_(1, exit_inlet[g.e0 : g.e1], out)
+        if not return_state:
+            return q
+        new = RouterState(self._roll(state.runoff_hist if state else None, r, k),
+                          self._roll(state.inflow_hist if state else None, inflow, k))
+        return q, new
+
+    __call__ = forward
+
+    @staticmethod
+    def _roll(hist: torch.Tensor | None, x: torch.Tensor, k: int) -> torch.Tensor:
+        """The last ``k - 1`` steps of ``[hist, x]`` along time."""
+        if hist is None:
+            hist = x.new_zeros(*x.shape[:-1], k - 1)
+        return torch.cat([hist.to(x.dtype), x], dim=-1)[..., x.shape[-1] :].detach().clone()
+
+    def _check_state(self, state: RouterState, b: int, n: int, ni: int, k: int) -> None:
+        want_r, want_u = (b, n, k - 1), (b, ni, self.f, k - 1)
+        if tuple(state.runoff_hist.shape) != want_r or tuple(state.inflow_hist.shape) != want_u:
+            raise ValueError(
+                f"state must hold runoff_hist {want_r} and inflow_hist {want_u} (window {k}), "
+                f"got {tuple(state.runoff_hist.shape)} and {tuple(state.inflow_hist.shape)}"
+            )
+
+    def forward_chunk(
+        self,
+        cluster: int,
+        runoff_chunk: Any,
+        inflow: torch.Tensor | None,
+        state: RouterState | None,
+        kernels: RoutingKernels,
+    ) -> tuple[torch.Tensor, torch.Tensor, RouterState]:
+        """Route one cluster over one time chunk (the step the distributed runtime calls).
+
+        Parameters
+        ----------
+        cluster : cluster id ``c``.
+        runoff_chunk : ``[B, n_c, T]`` runoff of the cluster's reaches, in the order of
+            ``clusters[c].reaches`` (m³/s averaged per routing step).
+        inflow : ``[B, n_inlet_c, f, T]`` sub-step transfer inflow of the cluster's inlets
+            (``clusters[c].inlets`` order): the sum of the outflow buffers of the upstream
+            exits feeding each inlet (see :meth:`inflow_for`); None when it has no inlet or
+            nothing flows in.
+        state : carried history of this cluster (:meth:`init_cluster_state` for zeros).
+        kernels : from :meth:`aggregate`.
+
+        Returns
+        -------
+        discharge ``[B, n_c, T]`` (m³/s, step-averaged), outflow ``[B, n_exit_c, f, T]``
+        (sub-step outflow of the cluster's exits, ``clusters[c].exits`` order, channel ``a``
+        = sub-step ``a`` of each step), and the new state.
+        """
+        g = self._group(("cluster", int(cluster)))
+        r = self._check_runoff(runoff_chunk, g.n)
+        b, _, t = r.shape
+        n_in = g.i1 - g.i0
+        if n_in and inflow is None:
+            inflow = torch.zeros(b, n_in, self.f, t, device=r.device, dtype=self.dtype)
+        if n_in:
+            want = (b, n_in, self.f, t)
+            if tuple(inflow.shape) != want:
+                raise ValueError(f"inflow of cluster {cluster} must be {want}, got "
+                                 f"{tuple(inflow.shape)}")
+            inflow = inflow.to(self.device, self.dtype)
+        k = kernels.window
+        if state is not None:
+            self._check_state(state, b, g.n, n_in, k)
+        y = self._route_group(g, kernels, r, inflow if n_in else None,
+                              None if state is None else state.runoff_hist,
+                              None if state is None or not n_in else state.inflow_hist)
+        out = y[:, : g.n_ef].reshape(b, g.e1 - g.e0, self.f, t)
+        u = inflow if n_in else r.new_zeros(b, 0, self.f, t)
+        new = RouterState(self._roll(state.runoff_hist if state else None, r, k),
+                          self._roll(state.inflow_hist if state else None, u, k))
+        return y[:, g.n_ef :], out, new
+
+    def init_cluster_state(self, cluster: int, batch: int) -> RouterState:
+        """A zero state for one cluster."""
+        g = self._group(("cluster", int(cluster)))
+        k = self.window
+        if k is None:
+            raise RuntimeError("the window is not resolved yet: call aggregate(params) first")
+        return RouterState(
+            torch.zeros(batch, g.n, k - 1, device=self.device, dtype=self.dtype),
+            torch.zeros(batch, g.i1 - g.i0, self.f, k - 1, device=self.device, dtype=self.dtype),
+        )
+
+    def inflow_for(self, cluster: int, outflows: dict[int, torch.Tensor]) -> torch.Tensor | None:
+        """Sum the upstream exit buffers feeding ``cluster`` into its inlet inflow.
+
+        ``outflows`` maps an upstream cluster id to its outflow ``[B, n_exit, f, T]`` (as
+        returned by :meth:`forward_chunk`); returns ``[B, n_inlet_c, f, T]`` or None.
+        """
+        cs = self.clusters
+        i0, i1 = (int(x) for x in cs.inlet_ptr_cluster[cluster])
+        if i1 == i0:
+            return None
+        feeding = np.flatnonzero((cs.exit_inlet >= i0) & (cs.exit_inlet < i1))
+        acc = None
+        for e in feeding:
+            src = int(cs.cluster_of[cs.exit_reach[e]])
+            if src not in outflows:
+                raise KeyError(f"outflow of upstream cluster {src} (feeding cluster {cluster}) "
+                               "is missing")
+            buf = outflows[src][:, e - int(cs.exit_ptr_cluster[src, 0])]
+            if acc is None:
+                b, f, t = buf.shape
+                acc = buf.new_zeros(b, i1 - i0, f, t)
+            acc[:, int(cs.exit_inlet[e]) - i0] += buf
+        return acc
+
+
+class LTIRouter(StagedRouter):
+    """Route one cluster (by default a whole network as a single cluster).
+
+    ``LTIRouter(network, irf, ...)`` routes ``network`` as one cluster;
+    ``LTIRouter(clusters, irf, cluster=c, ...)`` routes cluster ``c`` of a
+    :class:`RivTreeCluster` given its transfer inflow.  Other options as :class:`StagedRouter`.
+    """
+
+    def __init__(self, tree: Any, irf: Any, *, cluster: int | None = None, **options: Any):
+        if isinstance(tree, RivTreeCluster):
+            if cluster is None:
+                if tree.n_clusters != 1:
+                    raise ValueError("pass cluster=c to route one cluster of a RivTreeCluster")
+                cluster = 0
+            cs = tree
+        else:
+            cs = RivTreeCluster.single(tree)
+            cluster = 0
+        self.cluster = int(cluster)
+        super().__init__(cs, irf, only=[self.cluster], **options)
+
+    def forward(  # type: ignore[override]
+        self,
+        runoff: Any,
+        params: Any = None,
+        *,
+        inflow: torch.Tensor | None = None,
+        kernels: RoutingKernels | None = None,
+        state: RouterState | None = None,
+        return_state: bool = False,
+    ):
+        """Route ``runoff`` ``[B, n_c, T]`` (cluster order) with optional transfer ``inflow``
+        ``[B, n_inlet, f, T]``; returns discharge ``[B, n_c, T]`` (and the state)."""
+        kern = kernels if kernels is not None else self.aggregate(params)
+        q, out, new = self.forward_chunk(self.cluster, runoff, inflow, state, kern)
+        self.last_outflow = out
+        return (q, new) if return_state else q
+
+    __call__ = forward
