@@ -1,1 +1,52 @@
-"""distributed (see DESIGN §2)."""
+"""The Dask runtime (DESIGN §3): cluster start-up, wave scheduler, transfer futures, Zarr I/O.
+
+::
+
+    from hydroscale.distributed import start_cluster, route_distributed
+
+    client = start_cluster()                       # local-cuda if GPUs are visible
+    part = partition_network(net, max_reaches=16384, travel_time=tt, max_travel_time=8.0,
+                             n_workers=len(client.scheduler_info()["workers"]))
+    summary = route_distributed(client, net, part, "forcing.zarr", "discharge.zarr",
+                                "muskingum", params, substeps=24, time_chunk=365)
+
+Clusters of one wave placed on one worker form a *group*, routed by one task per time chunk
+on that worker; groups exchange sub-step transfer buffers as Dask futures.
+"""
+
+from ._config import (
+    CONFIG_KINDS,
+    ClusterConfigError,
+    config_path,
+    gpus_visible,
+    load_config,
+    render_job_script,
+    start_cluster,
+)
+from ._forcing import SyntheticForcing, ZarrForcing, hash_uniform
+from ._plan import WavePlan, map_workers, plan_waves
+from ._runtime import RunSummary, io_floor, route_distributed, synthesize_forcing_store
+from ._sizeof import TransferBuffer, register_sizeof, tensor_nbytes
+
+__all__ = [
+    "CONFIG_KINDS",
+    "ClusterConfigError",
+    "RunSummary",
+    "SyntheticForcing",
+    "TransferBuffer",
+    "WavePlan",
+    "ZarrForcing",
+    "config_path",
+    "gpus_visible",
+    "hash_uniform",
+    "io_floor",
+    "load_config",
+    "map_workers",
+    "plan_waves",
+    "register_sizeof",
+    "render_job_script",
+    "route_distributed",
+    "start_cluster",
+    "synthesize_forcing_store",
+    "tensor_nbytes",
+]

@@ -1,0 +1,321 @@
+"""Cluster start-up from the YAML files of ``cluster_configs/`` (DESIGN §2, §3).
+
+A config is a YAML mapping with a ``kind`` and that kind's keys::
+
+    kind: local-cuda          # local-cpu | local-cuda | scheduler | slurm
+    n_workers: null           # one worker per visible GPU
+    host: 127.0.0.1
+    dashboard_address: "127.0.0.1:8787"
+
+:func:`load_config` validates it (an unknown key, or a value of the wrong type, is a
+:class:`ClusterConfigError` naming the file, the key, the expected type and the value);
+:func:`start_cluster` starts (or connects to) the cluster and returns a
+``distributed.Client``.  ``config=None`` picks ``local-cuda`` when GPUs are visible and
+``local-cpu`` otherwise.  Schedulers and dashboards bind to 127.0.0.1 unless the config says
+otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "CONFIG_KINDS",
+    "ClusterConfigError",
+    "config_path",
+    "gpus_visible",
+    "load_config",
+    "render_job_script",
+    "start_cluster",
+]
+
+logger = logging.getLogger(__name__)
+
+_OPT = type(None)
+_STR = (str,)
+_INT = (int,)
+_NUM = (int, float)
+_BOOL = (bool,)
+_LIST = (list,)
+_MAP = (dict,)
+
+#: Schema per kind: key -> (allowed Python types, default).  ``None`` defaults are left to
+#: the library started (Dask picks the number of workers, threads, ...).
+CONFIG_KINDS: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
+    "local-cpu": {
+        "n_workers": (_INT + (_OPT,), None),
+        "threads_per_worker": (_INT + (_OPT,), None),
+        "processes": (_BOOL, True),
+        "memory_limit": (_STR + _INT + (_OPT,), "auto"),
+        "host": (_STR, "127.0.0.1"),
+        "dashboard_address": (_STR + (_OPT,), "127.0.0.1:8787"),
+        "local_directory": (_STR + (_OPT,), None),
+        "silence_logs": (_STR + _INT + _BOOL, "ERROR"),
+        "env": (_MAP, {}),
+    },
+    "local-cuda": {
+        "CUDA_VISIBLE_DEVICES": (_STR + _LIST + (_OPT,), None),
+        "n_workers": (_INT + (_OPT,), None),
+        "threads_per_worker": (_INT, 1),
+        "memory_limit": (_STR + _INT + (_OPT,), "auto"),
+        "device_memory_limit": (_STR + _NUM + (_OPT,), "default"),
+        "protocol": (_STR + (_OPT,), None),
+        "rmm_pool_size": (_STR + _INT + (_OPT,), None),
+        "host": (_STR, "127.0.0.1"),
+        "dashboard_address": (_STR + (_OPT,), "127.0.0.1:8787"),
+        "local_directory": (_STR + (_OPT,), None),
+        "silence_logs": (_STR + _INT + _BOOL, "ERROR"),
+        "env": (_MAP, {}),
+    },
+    "scheduler": {
+        "address": (_STR + (_OPT,), None),
+        "scheduler_file": (_STR + (_OPT,), None),
+        "timeout": (_NUM, 30),
+        "wait_for_workers": (_INT + (_OPT,), None),
+    },
+    "slurm": {
+        "jobs": (_INT, 1),
+        "cores": (_INT, 16),
+        "memory": (_STR, "64GB"),
+        "processes": (_INT, 1),
+        "job_cpu": (_INT + (_OPT,), None),
+        "job_mem": (_STR + (_OPT,), None),
+        "queue": (_STR + (_OPT,), None),
+        "account": (_STR + (_OPT,), None),
+        "walltime": (_STR, "01:00:00"),
+        "interface": (_STR + (_OPT,), None),
+        "local_directory": (_STR + (_OPT,), None),
+        "log_directory": (_STR + (_OPT,), None),
+        "python": (_STR + (_OPT,), None),
+        "worker_command": (_STR + (_OPT,), None),
+        "worker_extra_args": (_LIST, []),
+        "job_extra_directives": (_LIST, []),
+        "job_script_prologue": (_LIST, []),
+        "host": (_STR, "127.0.0.1"),
+        "dashboard_address": (_STR + (_OPT,), "127.0.0.1:8787"),
+        "wait_for_workers": (_INT + (_OPT,), None),
+    },
+}
+
+
+class ClusterConfigError(ValueError):
+    """A cluster config that cannot be used; the message names the file and the key."""
+
+
+def _type_names(types: tuple[type, ...]) -> str:
+    names = {str: "string", int: "integer", float: "number", bool: "boolean", list: "list",
+             dict: "mapping", type(None): "null"}
+    return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in types))
+
+
+def _configs_dir() -> Path:
+    env = os.environ.get("HYDROSCALE_CLUSTER_CONFIGS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "cluster_configs"
+
+
+def config_path(name: str) -> Path:
+    """The YAML file for ``name``: an existing path, or ``<name>.yaml`` in the configs folder
+    (``$HYDROSCALE_CLUSTER_CONFIGS`` or the repository's ``cluster_configs/``)."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    cand = _configs_dir() / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+    if cand.is_file():
+        return cand
+    known = sorted(q.stem for q in _configs_dir().glob("*.yaml")) if _configs_dir().is_dir() \
+        else []
+    raise ClusterConfigError(
+        f"cluster config {name!r} is neither a file nor one of {known} in {_configs_dir()} "
+        "(set HYDROSCALE_CLUSTER_CONFIGS to a folder of configs)"
+    )
+
+
+def load_config(config: str | os.PathLike | dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """Read and validate a cluster config.
+
+    Parameters
+    ----------
+    config : a config name (``"local-cpu"``), a YAML path, or an already-parsed mapping.
+    overrides : keys replacing the file's (e.g. ``n_workers=2``), validated the same way.
+
+    Returns
+    -------
+    dict with ``kind`` and every key of that kind (defaults filled in) and ``source``.
+
+    Raises
+    ------
+    ClusterConfigError
+        Not a mapping, a missing or unknown ``kind``, an unknown key, or a value of the
+        wrong type (the message names the key, the expected type and the value).
+    """
+    if isinstance(config, dict):
+        raw, source = dict(config), "<dict>"
+    else:
+        path = config_path(os.fspath(config))
+        source = str(path)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ClusterConfigError(f"{source}: not valid YAML: {err}") from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ClusterConfigError(
+                f"{source}: a cluster config must be a mapping of keys, got "
+                f"{type(raw).__name__}"
+            )
+    raw.update(overrides)
+    kind = raw.pop("kind", None)
+    if kind not in CONFIG_KINDS:
+        raise ClusterConfigError(
+            f"{source}: key 'kind' must be one of {sorted(CONFIG_KINDS)}, got {kind!r}"
+        )
+    schema = CONFIG_KINDS[kind]
+    unknown = sorted(set(raw) - set(schema))
+    if unknown:
+        raise ClusterConfigError(
+            f"{source}: unknown keys {unknown} for kind {kind!r}; allowed: {sorted(schema)}"
+        )
+    out: dict[str, Any] = {"kind": kind, "source": source}
+    for key, (types, default) in schema.items():
+        val = raw.get(key, default)
+        ok = isinstance(val, types) and not (isinstance(val, bool) and bool not in types)
+        if not ok:
+            raise ClusterConfigError(
+                f"{source}: key {key!r} must be {_type_names(types)}, got {val!r} "
+                f"({type(val).__name__})"
+            )
+        out[key] = val
+    if kind == "scheduler" and not (out["address"] or out["scheduler_file"]):
+        raise ClusterConfigError(f"{source}: kind 'scheduler' needs 'address' or "
+                                 "'scheduler_file'")
+    for key in ("n_workers", "threads_per_worker", "jobs", "cores", "processes"):
+        if key in out and out[key] is not None and out[key] < (0 if key == "jobs" else 1):
+            raise ClusterConfigError(f"{source}: key {key!r} must be positive, got {out[key]}")
+    return out
+
+
+def gpus_visible() -> int:
+    """Number of CUDA devices visible to this process (0 without a GPU or a driver)."""
+    try:
+        from dask_cuda.utils import get_n_gpus
+
+        return int(get_n_gpus())
+    except Exception:  # noqa: BLE001 - no driver, no NVML: no GPU
+        pass
+    try:
+        import torch
+
+        return int(torch.cuda.device_count())
+    except Exception:  # noqa: BLE001
+        return 0
+
+
+def _slurm_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
+    kw = {k: cfg[k] for k in ("cores", "memory", "processes", "job_cpu", "job_mem", "queue",
+                              "account", "walltime",
+                              "interface", "local_directory", "log_directory", "python",
+                              "worker_command", "worker_extra_args", "job_extra_directives",
+                              "job_script_prologue") if cfg[k] is not None}
+    return kw
+
+
+def render_job_script(config: str | os.PathLike | dict[str, Any],
+                      scheduler: str = "tcp://127.0.0.1:8786", **overrides: Any) -> str:
+    """The SLURM batch script a ``slurm`` config submits per job (no scheduler started).
+
+    ``scheduler`` is the address the workers connect to.
+    """
+    cfg = load_config(config, **overrides)
+    if cfg["kind"] != "slurm":
+        raise ClusterConfigError(f"{cfg['source']}: render_job_script needs kind 'slurm', got "
+                                 f"{cfg['kind']!r}")
+    from dask_jobqueue.slurm import SLURMJob
+
+    job = SLURMJob(scheduler=scheduler, name="hydroscale-worker", **_slurm_kwargs(cfg))
+    return job.job_script()
+
+
+def _log_level(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+def _local_cpu(cfg: dict[str, Any]) -> Any:
+    from distributed import LocalCluster
+
+    kw = {k: cfg[k] for k in ("n_workers", "threads_per_worker", "processes", "memory_limit",
+                              "host", "dashboard_address", "local_directory", "silence_logs")
+          if cfg[k] is not None}
+    kw["silence_logs"] = _log_level(kw["silence_logs"])
+    if cfg["env"]:
+        os.environ.update({k: str(v) for k, v in cfg["env"].items()})
+    return LocalCluster(**kw)
+
+
+def _local_cuda(cfg: dict[str, Any]) -> Any:
+    from dask_cuda import LocalCUDACluster
+
+    kw = {k: cfg[k] for k in ("CUDA_VISIBLE_DEVICES", "n_workers", "threads_per_worker",
+                              "memory_limit", "device_memory_limit", "protocol",
+                              "rmm_pool_size", "host", "dashboard_address",
+                              "local_directory", "silence_logs") if cfg[k] is not None}
+    kw["silence_logs"] = _log_level(kw["silence_logs"])
+    if cfg["env"]:
+        os.environ.update({k: str(v) for k, v in cfg["env"].items()})
+    return LocalCUDACluster(**kw)
+
+
+def _slurm(cfg: dict[str, Any]) -> Any:
+    from dask_jobqueue import SLURMCluster
+
+    cluster = SLURMCluster(scheduler_options={"host": cfg["host"],
+                                              "dashboard_address": cfg["dashboard_address"]},
+                           **_slurm_kwargs(cfg))
+    cluster.scale(jobs=cfg["jobs"])
+    return cluster
+
+
+def start_cluster(config: str | os.PathLike | dict[str, Any] | None = None,
+                  **overrides: Any) -> Any:
+    """Start (or connect to) a Dask cluster and return a connected ``distributed.Client``.
+
+    Parameters
+    ----------
+    config : config name or path (see :func:`load_config`), a mapping, or None: ``local-cuda``
+        when GPUs are visible, else ``local-cpu``.
+    overrides : config keys replacing the file's (e.g. ``n_workers=2``).
+
+    Returns
+    -------
+    distributed.Client; for a cluster it started, ``client.cluster`` is that cluster (close
+    both with ``client.close(); client.cluster.close()``, or use the client as a context
+    manager and close the cluster after).
+    """
+    from distributed import Client
+
+    if config is None:
+        config = "local-cuda" if gpus_visible() else "local-cpu"
+        logger.info("start_cluster: no config given, %d GPU(s) visible: using %s",
+                    gpus_visible(), config)
+    cfg = load_config(config, **overrides)
+    kind = cfg["kind"]
+    if kind == "scheduler":
+        if cfg["scheduler_file"]:
+            client = Client(scheduler_file=cfg["scheduler_file"], timeout=cfg["timeout"])
+        else:
+            client = Client(cfg["address"], timeout=cfg["timeout"])
+    else:
+        cluster = {"local-cpu": _local_cpu, "local-cuda": _local_cuda, "slurm": _slurm}[kind](cfg)
+        client = Client(cluster)
+    if cfg.get("wait_for_workers"):
+        client.wait_for_workers(cfg["wait_for_workers"])
+    logger.info("cluster %s (%s): %d workers, dashboard %s", kind, cfg["source"],
+                len(client.scheduler_info().get("workers", {})), client.dashboard_link)
+    return client

@@ -1,0 +1,152 @@
+"""The wave plan: groups of clusters (one wave on one worker) and their dependencies.
+
+All clusters of one wave placed on one worker are independent of each other (an edge
+between clusters always goes to a later wave), so they are routed together by one task
+per time chunk: a *group*.  Groups are numbered by (wave, worker), a topological order of
+the group DAG, and the network partitioned by group is a valid
+:class:`~hydroscale.routing.RivTreeCluster`: its in-group path pairs are exactly the
+in-cluster pairs of the partition, so routing by group equals routing by cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..network import RiverNetwork
+from ..partition import Partition
+from ..routing import RivTreeCluster
+
+__all__ = ["WavePlan", "plan_waves", "map_workers"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class WavePlan:
+    """Groups of clusters and what flows between them.
+
+    Attributes
+    ----------
+    network : the routed network (N reaches).
+    groups : :class:`RivTreeCluster` of the network by group (G groups).
+    group_of : int64 ``[N]`` group of every reach.
+    group_wave, group_worker : int64 ``[G]`` wave and partition worker index of every group.
+    upstream : list of ``G`` int64 arrays: the groups whose exits feed each group.
+    rows : int64 ``[G, 2]`` (start, stop) row range of every group in :attr:`order`.
+    order : int64 ``[N]`` engine order (global reach indices); groups are contiguous row
+        ranges of it.  The output store's rows follow it; a forcing store ingested with
+        ``reach_order=plan.reach_ids`` is read by contiguous row ranges.
+    n_workers : W, the partition's worker count.
+    """
+
+    network: RiverNetwork
+    groups: RivTreeCluster
+    group_of: np.ndarray
+    group_wave: np.ndarray
+    group_worker: np.ndarray
+    upstream: list[np.ndarray]
+    rows: np.ndarray
+    order: np.ndarray
+    n_workers: int
+
+    @property
+    def n_groups(self) -> int:
+        return int(self.group_wave.size)
+
+    @property
+    def n_waves(self) -> int:
+        return int(self.group_wave.max()) + 1 if self.group_wave.size else 0
+
+    @property
+    def reach_ids(self) -> np.ndarray:
+        """int64 ``[N]`` reach ids in :attr:`order` (the row order of the stores)."""
+        return self.network.ids[self.order]
+
+    def groups_of_worker(self, worker: int) -> np.ndarray:
+        """Group ids placed on partition worker ``worker``, in topological order."""
+        return np.flatnonzero(self.group_worker == worker)
+
+    def n_exits(self, group: int) -> int:
+        a, b = self.groups.exit_ptr_cluster[group]
+        return int(b - a)
+
+    def cross_worker_exits(self) -> int:
+        """Exits whose downstream group lies on another worker (their buffers travel)."""
+        t = self.groups.transfers
+        return int(np.sum(self.group_worker[t[:, 0]] != self.group_worker[t[:, 2]]))
+
+    def summary(self) -> dict[str, Any]:
+        sizes = np.diff(self.rows, axis=1).ravel()
+        return {
+            "reaches": int(self.network.n_reaches),
+            "groups": self.n_groups,
+            "waves": self.n_waves,
+            "workers": self.n_workers,
+            "exits": int(self.groups.n_exits),
+            "cross_worker_exits": self.cross_worker_exits(),
+            "largest_group": int(sizes.max()) if sizes.size else 0,
+            "reaches_per_worker": [int(sizes[self.group_worker == w].sum())
+                                   for w in range(self.n_workers)],
+        }
+
+
+def plan_waves(network: RiverNetwork, partition: Partition) -> WavePlan:
+    """Group the partition's clusters by (wave, worker) and tabulate the group DAG.
+
+    Parameters
+    ----------
+    network : the network the partition was built for (checked by its checksums).
+    partition : from :func:`hydroscale.partition.partition_network` with ``n_workers`` the
+        number of workers (or GPUs) to run on.
+    """
+    if not isinstance(network, RiverNetwork):
+        raise TypeError(f"network must be a RiverNetwork, got {type(network).__name__}")
+    if not isinstance(partition, Partition):
+        raise TypeError(f"partition must be a Partition, got {type(partition).__name__}")
+    partition.check_network(network, "the partition given to the distributed runtime")
+    key = partition.wave * partition.n_workers + partition.worker
+    uniq, group_of_cluster = np.unique(key, return_inverse=True)
+    group_wave = (uniq // partition.n_workers).astype(np.int64)
+    group_worker = (uniq % partition.n_workers).astype(np.int64)
+    group_of = group_of_cluster.astype(np.int64)[partition.cluster_of]
+    cs = RivTreeCluster(network, group_of)
+    g = cs.n_clusters
+    t = cs.transfers
+    pairs = np.unique(t[:, [2, 0]], axis=0) if t.size else np.zeros((0, 2), np.int64)
+    ptr = np.searchsorted(pairs[:, 0], np.arange(g + 1))
+    upstream = [pairs[ptr[i] : ptr[i + 1], 1] for i in range(g)]
+    plan = WavePlan(network, cs, group_of, group_wave, group_worker, upstream,
+                    cs.reach_ptr_cluster.copy(), cs.order.copy(), int(partition.n_workers))
+    logger.info("wave plan: %s", plan.summary())
+    return plan
+
+
+def map_workers(client: Any, n_workers: int) -> list[str]:
+    """Worker addresses for partition workers ``0..n_workers-1``.
+
+    Workers are taken in the order of their names (Dask-CUDA names them by GPU index),
+    then addresses.  A partition built for W workers runs on a cluster of exactly W workers.
+    """
+    info = client.scheduler_info(n_workers=-1)["workers"] if _takes_n(client) else \
+        client.scheduler_info()["workers"]
+    addrs = sorted(info, key=lambda a: (str(info[a].get("name", "")), a))
+    if len(addrs) != n_workers:
+        raise ValueError(
+            f"the partition places clusters on {n_workers} workers but the cluster has "
+            f"{len(addrs)} ({addrs}); partition again with n_workers={len(addrs)} or start "
+            f"{n_workers} workers"
+        )
+    return addrs
+
+
+def _takes_n(client: Any) -> bool:
+    import inspect
+
+    try:
+        return "n_workers" in inspect.signature(client.scheduler_info).parameters
+    except (TypeError, ValueError):
+        return False
