@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,7 @@ from ._common import (
 __all__ = [
     "ROUTELINK_ATTRS",
     "gauge_table",
+    "iter_chrtout",
     "observations_at_reaches",
     "read_chrtout",
     "read_routelink",
@@ -154,6 +155,37 @@ def read_chrtout(
     rows = None if reach_ids is None else np.asarray(reach_ids, dtype=np.int64)
     times: list[np.datetime64] = []
     data: dict[str, list[np.ndarray]] = {v: [] for v in variables}
+    for _, ids, t, values in iter_chrtout(files, variables, reach_ids=rows, dtype=dtype):
+        rows = ids
+        times.append(t)
+        for v in variables:
+            data[v].append(values[v])
+    out = xr.Dataset(
+        {v: (("reach", "time"), np.stack(data[v], axis=1)) for v in variables},
+        coords={"reach": rows, "time": np.array(times, dtype="datetime64[ns]")},
+    )
+    for v in variables:
+        out[v].attrs["units"] = "m3 s-1"
+    out.attrs["source"] = f"NWM CHRTOUT ({len(files)} files from {files[0]})"
+    return out
+
+
+def iter_chrtout(
+    paths: Any,
+    variables: Sequence[str] = ("q_lateral",),
+    *,
+    reach_ids: Any = None,
+    dtype: Any = np.float32,
+) -> Iterator[tuple[str, np.ndarray, np.datetime64, dict[str, np.ndarray]]]:
+    """Stream CHRTOUT files one at a time (for ingesting more than fits in memory).
+
+    Yields ``(path, reach ids [N], time, {variable: values [N]})`` with rows in ``reach_ids``
+    order (default: the first file's); checks variables, units, ids and that each file's time
+    is later than the previous one (the error names the file).
+    """
+    files = as_path_list(paths, "*CHRTOUT*")
+    rows = None if reach_ids is None else np.asarray(reach_ids, dtype=np.int64)
+    last: np.datetime64 | None = None
     for f in files:
         with xr.open_dataset(f) as ds:
             require_vars(ds, ["feature_id", "time", *variables], f)
@@ -164,28 +196,23 @@ def read_chrtout(
             t = np.atleast_1d(ds["time"].values)
             if t.size != 1:
                 raise IOFormatError(f, "time", f"a CHRTOUT slice holds one time, got {t.size}")
-            times.append(t[0])
+            t0 = t[0].astype("datetime64[ns]")
+            if last is not None and t0 <= last:
+                what = "duplicated" if t0 == last else "not sorted"
+                raise IOFormatError(
+                    f, "time",
+                    f"times are {what}: {t0} follows {last}; pass one file per time step, "
+                    "in increasing time",
+                )
+            last = t0
+            values = {}
             for v in variables:
                 check_units(ds[v].attrs.get("units"), FLOW_UNITS, f, v, "m3 s-1")
                 arr = ds[v].values
                 if arr.ndim == 2:  # (time, feature_id) layout
                     arr = arr[0]
-                data[v].append(arr[idx].astype(dtype))
-    t = np.array(times, dtype="datetime64[ns]")
-    try:
-        check_times(t, files[0] if len(files) == 1 else f"{files[0]} .. {files[-1]}", "time")
-    except IOFormatError as err:
-        raise IOFormatError(
-            err.path, "time", str(err).split(": ", 1)[1] + " (one file per time step)"
-        ) from None
-    out = xr.Dataset(
-        {v: (("reach", "time"), np.stack(data[v], axis=1)) for v in variables},
-        coords={"reach": rows, "time": t},
-    )
-    for v in variables:
-        out[v].attrs["units"] = "m3 s-1"
-    out.attrs["source"] = f"NWM CHRTOUT ({len(files)} files from {files[0]})"
-    return out
+                values[v] = arr[idx].astype(dtype)
+        yield f, rows, t0, values
 
 
 def read_usgs_timeslices(paths: Any, *, min_quality: float = 0.01) -> xr.Dataset:

@@ -123,7 +123,7 @@ def _read_netcdf_var(path: str, variable: str | None) -> xr.DataArray:
 def load_source(source: Any, *, variable: str | None = None) -> xr.DataArray:
     """A ``(reach, time)`` DataArray (m³/s) from a supported source.
 
-    ``source`` is an ``xarray.DataArray`` ``(reach, time)``; a directory or glob of NWM
+    ``source`` is an ``xarray.DataArray`` ``(reach, time)``; a directory, glob or list of NWM
     CHRTOUT files (``variable`` default ``q_lateral``); a RAPID inflow NetCDF (``m3_riv`` or
     ``Qext``); a NetCDF with a ``(reach|feature_id|rivid, time)`` variable; or a wide CSV
     (``time,<id>,<id>,...``).
@@ -133,12 +133,12 @@ def load_source(source: Any, *, variable: str | None = None) -> xr.DataArray:
             raise ValueError(f"a DataArray source must have dims (reach, time), got {source.dims}")
         check_times(source["time"].values, "<DataArray>", "time")
         return source
-    p = os.fspath(source)
-    if os.path.isdir(p) or any(c in p for c in "*?[") or "CHRTOUT" in os.path.basename(p):
+    if _is_chrtout(source):
         from .nwm import read_chrtout
 
         var = variable or "q_lateral"
-        return read_chrtout(p, (var,))[var]
+        return read_chrtout(source, (var,))[var]
+    p = os.fspath(source)
     if p.endswith(".csv"):
         return _read_csv(p)
     return _read_netcdf_var(p, variable)
@@ -176,7 +176,8 @@ def ingest(
     reach_order : int64 reach ids giving the row order (e.g. reaches sorted by cluster).
     variable : CHRTOUT/NetCDF variable to ingest.
     name : array name in the store.
-    chunks : (reach chunk, time chunk).
+    chunks : (reach chunk, time chunk).  CHRTOUT files are streamed ``chunks[1]`` files at a
+        time (memory ``N x chunks[1]``); other sources are loaded whole.
     time_is_end : the source's times mark interval ends (NWM CHRTOUT valid times): store the
         interval starts (``t - interval``).
     provenance : extra attributes recorded under ``provenance``.
@@ -185,50 +186,41 @@ def ingest(
     -------
     The zarr group.
     """
-    da = load_source(source, variable=variable)
-    src_ids = da["reach"].values.astype(np.int64)
-    where = None if isinstance(source, xr.DataArray) else source
-    u, c = np.unique(src_ids, return_counts=True)
-    if (c > 1).any():
-        raise IOFormatError(where, "reach", f"reach ids listed twice: {_some(u[c > 1])}")
     if reach_order is None and network is not None:
         reach_order = network.ids
-    if reach_order is not None:
-        order_ids = np.asarray(reach_order, np.int64)
-        missing = np.setdiff1d(order_ids, src_ids)
-        if missing.size:
-            msg = f"reaches missing from the source: {_some(missing)}"
-            raise IOFormatError(where, "reach", msg)
-        if network is not None:
-            extra = np.setdiff1d(order_ids, network.ids)
-            if extra.size or order_ids.size != network.n_reaches:
-                raise ValueError(
-                    f"reach_order must be a permutation of the network's ids; not in the "
-                    f"network: {_some(extra)}, {order_ids.size} ids for {network.n_reaches}"
-                )
-        dropped = src_ids.size - order_ids.size
-        if dropped:
-            logger.info("ingest: %d source reaches not in the order are dropped", dropped)
-        da = da.sel(reach=order_ids)
-    t = da["time"].values.astype("datetime64[ns]")
-    dt = da.attrs.get("interval_s") or _interval(t)
+    order_ids = None if reach_order is None else np.asarray(reach_order, np.int64)
+    if order_ids is not None and network is not None:
+        extra = np.setdiff1d(order_ids, network.ids)
+        if extra.size or order_ids.size != network.n_reaches:
+            raise ValueError(
+                f"reach_order must be a permutation of the network's ids; not in the "
+                f"network: {_some(extra)}, {order_ids.size} ids for {network.n_reaches}"
+            )
+    root = None
+    if _is_chrtout(source):
+        root, ids, t, n_files = _stream_chrtout(source, store, variable or "q_lateral", name,
+                                                order_ids, chunks, overwrite)
+        first = os.fspath(source[0] if isinstance(source, (list, tuple)) else source)
+        src_name = f"NWM CHRTOUT ({n_files} files from {first})"
+        dt = _interval(t)
+    else:
+        da = load_source(source, variable=variable)
+        ids, t = _select_rows(da, order_ids, source), da["time"].values
+        da = da.sel(reach=ids)
+        dt = da.attrs.get("interval_s") or _interval(t)
+        root = _create_array(store, name, da.shape, chunks, overwrite)
+        root[name][:] = np.asarray(da.values, np.float32)
+        src = source if isinstance(source, (str, os.PathLike)) else da.attrs.get("source")
+        src_name = os.fspath(src) if isinstance(src, os.PathLike) else str(src or "array")
+    t = np.asarray(t).astype("datetime64[ns]")
     if time_is_end:
         if dt is None:
             raise ValueError("time_is_end needs regular times to know the interval")
         t = t - np.timedelta64(int(dt), "s")
-    root = zarr.open_group(store, mode="w" if overwrite else "w-")
-    n, steps = da.shape
-    arr = root.create_array(
-        name, shape=(n, steps), dtype="float32",
-        chunks=(min(chunks[0], max(n, 1)), min(chunks[1], max(steps, 1))),
-        compressors=_compressors(), fill_value=np.nan, dimension_names=("reach", "time"),
-    )
-    arr[:] = np.asarray(da.values, np.float32)
-    root.create_array("reach", data=da["reach"].values.astype(np.int64),
-                      chunks=(max(n, 1),), dimension_names=("reach",))
+    n, steps = ids.size, t.size
+    root.create_array("reach", data=ids, chunks=(max(n, 1),), dimension_names=("reach",))
     root.create_array("time", data=_to_seconds(t), chunks=(max(steps, 1),),
                       dimension_names=("time",))
-    src = source if isinstance(source, (str, os.PathLike)) else da.attrs.get("source", "array")
     root.attrs.update({
         "hydroscale_store": "forcing",
         "variable": name,
@@ -237,15 +229,81 @@ def ingest(
         "time_meaning": "start of each interval; values are interval means",
         "interval_s": dt,
         "provenance": {
-            "source": os.fspath(src) if isinstance(src, os.PathLike) else str(src),
+            "source": src_name,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "hydroscale_version": _version(),
             "reach_order": "given" if reach_order is not None else "source",
             **(provenance or {}),
         },
     })
-    logger.info("ingested %s -> %s: %d reaches x %d steps", src, store, n, steps)
+    logger.info("ingested %s -> %s: %d reaches x %d steps", src_name, store, n, steps)
     return root
+
+
+def _is_chrtout(source: Any) -> bool:
+    if isinstance(source, (list, tuple)):
+        return all("CHRTOUT" in os.path.basename(os.fspath(p)) for p in source)
+    if not isinstance(source, (str, os.PathLike)):
+        return False
+    p = os.fspath(source)
+    return os.path.isdir(p) or any(c in p for c in "*?[") or "CHRTOUT" in os.path.basename(p)
+
+
+def _create_array(store: Any, name: str, shape: tuple[int, int], chunks: tuple[int, int],
+                  overwrite: bool) -> zarr.Group:
+    root = zarr.open_group(store, mode="w" if overwrite else "w-")
+    n, steps = shape
+    root.create_array(
+        name, shape=(n, steps), dtype="float32",
+        chunks=(min(chunks[0], max(n, 1)), min(chunks[1], max(steps, 1))),
+        compressors=_compressors(), fill_value=np.nan, dimension_names=("reach", "time"),
+    )
+    return root
+
+
+def _select_rows(da: xr.DataArray, order_ids: np.ndarray | None, source: Any) -> np.ndarray:
+    """The store's row ids: ``order_ids`` (all in the source) or the source's own ids."""
+    src_ids = da["reach"].values.astype(np.int64)
+    where = None if isinstance(source, xr.DataArray) else source
+    u, c = np.unique(src_ids, return_counts=True)
+    if (c > 1).any():
+        raise IOFormatError(where, "reach", f"reach ids listed twice: {_some(u[c > 1])}")
+    if order_ids is None:
+        return src_ids
+    missing = np.setdiff1d(order_ids, src_ids)
+    if missing.size:
+        raise IOFormatError(where, "reach", f"reaches missing from the source: {_some(missing)}")
+    if src_ids.size > order_ids.size:
+        logger.info("ingest: %d source reaches not in the order are dropped",
+                    src_ids.size - order_ids.size)
+    return order_ids
+
+
+def _stream_chrtout(source: Any, store: Any, variable: str, name: str,
+                    order_ids: np.ndarray | None, chunks: tuple[int, int], overwrite: bool):
+    """CHRTOUT files -> the store, ``chunks[1]`` files at a time (bounded memory)."""
+    from ._common import as_path_list
+    from .nwm import iter_chrtout
+
+    files = as_path_list(source, "*CHRTOUT*")
+    root = arr = None
+    ids = order_ids
+    times: list[np.datetime64] = []
+    block: list[np.ndarray] = []
+    tc = max(1, int(chunks[1]))
+    for _, rows, t, values in iter_chrtout(files, (variable,), reach_ids=order_ids):
+        if root is None:
+            ids = rows
+            root = _create_array(store, name, (rows.size, len(files)), chunks, overwrite)
+            arr = root[name]
+        times.append(t)
+        block.append(values[variable])
+        if len(block) == tc:
+            arr[:, len(times) - tc : len(times)] = np.stack(block, 1)
+            block = []
+    if block:
+        arr[:, len(times) - len(block) : len(times)] = np.stack(block, 1)
+    return root, ids, np.array(times), len(files)
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ def test_ingest_chrtout_in_cluster_order_and_read_back(nwm_dir, tmp_path):
     np.testing.assert_array_equal(arr[:, :], (order % 10)[:, None] + 10.0 * np.arange(3))
     f = open_forcing(tmp_path / "f.zarr", net)
     assert f.interval_s == 3600.0 and f.attrs["units"] == "m3 s-1"
-    assert f.attrs["provenance"]["source"].endswith("chrt")
+    assert f.attrs["provenance"]["source"].startswith("NWM CHRTOUT (3 files from ")
     assert f.time[0] == np.datetime64("2021-08-22T23:00")  # interval start of the 00:00 file
     np.testing.assert_array_equal(f.ids[f.rows], net.ids)
     da = f.to_xarray()
@@ -107,3 +107,12 @@ def test_output_store_region_writes(tmp_path):
     np.testing.assert_array_equal(out.values[0], [np.nan] * 3 + [7.0] * 3)
     np.testing.assert_array_equal(out.values[3], [0.0, 1.0, 2.0] + [np.nan] * 3)
     assert out.attrs["run"]["engine"] == "oracle" and out.attrs["interval_s"] == 86400.0
+
+
+def test_chrtout_streaming_checks_ids_and_time_order(nwm_dir, tmp_path):
+    bigger = RiverNetwork.from_arrays([11, 12, 13, 14, 15, 16], [13, 13, 15, 15, 0, 0])
+    with pytest.raises(IOFormatError, match=r"CHRTOUT_DOMAIN1 \[feature_id\].*\[16\]"):
+        ingest(nwm_dir / "chrt", tmp_path / "a.zarr", network=bigger)
+    files = sorted((nwm_dir / "chrt").iterdir())
+    with pytest.raises(IOFormatError, match=r"202108230000.CHRTOUT_DOMAIN1 \[time\].*not sorted"):
+        ingest([files[1], files[0]], tmp_path / "b.zarr", chunks=(8, 1))
