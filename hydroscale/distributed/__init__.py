@@ -25,12 +25,19 @@ from ._config import (
 )
 from ._forcing import SyntheticForcing, ZarrForcing, hash_uniform
 from ._plan import WavePlan, map_workers, plan_waves
-from ._runtime import RunSummary, io_floor, route_distributed, synthesize_forcing_store
+from ._runtime import (
+    DistributedRouter,
+    RunSummary,
+    io_floor,
+    route_distributed,
+    synthesize_forcing_store,
+)
 from ._sizeof import TransferBuffer, register_sizeof, tensor_nbytes
 
 __all__ = [
     "CONFIG_KINDS",
     "ClusterConfigError",
+    "DistributedRouter",
     "RunSummary",
     "SyntheticForcing",
     "TransferBuffer",

@@ -32,15 +32,21 @@ from ._forcing import SyntheticForcing, ZarrForcing, as_forcing
 from ._plan import WavePlan, map_workers, plan_waves
 from ._worker import (
     aggregate_task,
+    begin_task,
     copy_task,
     finish_task,
-    reset_peak_task,
     route_task,
     setup_task,
     teardown_task,
 )
 
-__all__ = ["RunSummary", "io_floor", "route_distributed", "synthesize_forcing_store"]
+__all__ = [
+    "DistributedRouter",
+    "RunSummary",
+    "io_floor",
+    "route_distributed",
+    "synthesize_forcing_store",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -123,35 +129,165 @@ def _create_output(output_store: Any, plan: WavePlan, time: np.ndarray, time_chu
     return path
 
 
-def _setup(client: Any, plan: WavePlan, addrs: list[str], run_id: str, forcing: Any,
-           output: str | None, router_options: dict[str, Any] | None,
-           params: Any) -> list[dict[str, Any]]:
+def _scatter_network(client: Any, plan: WavePlan) -> list[Any]:
     net = plan.network
-    arrays = client.scatter([net.ids, net.downstream, plan.group_of], broadcast=True,
-                            hash=False)
-    p = params
-    if params is not None and not callable(params):
-        p = client.scatter(np.asarray(torch.as_tensor(params).detach().cpu().numpy()),
-                           broadcast=True, hash=False)
-    futs = [_submit(client, setup_task, run_id, *arrays, plan.groups_of_worker(w), forcing,
-                    output, router_options, p, addr=a, key=f"hydroscale-setup-{run_id}-{w}")
-            for w, a in enumerate(addrs)]
-    out = client.gather(futs)
-    del arrays, p, futs
-    return out
+    return client.scatter([net.ids, net.downstream, plan.group_of], broadcast=True, hash=False)
 
 
-def _finish(client: Any, addrs: list[str], run_id: str, last: dict[int, list[Any]]
-            ) -> list[dict[str, Any]]:
-    futs = [_submit(client, finish_task, run_id, *last.get(w, []), addr=a,
-                    key=f"hydroscale-finish-{run_id}-{w}") for w, a in enumerate(addrs)]
+def _on_workers(client: Any, addrs: list[str], fn: Any, *args: Any, tag: str,
+                per_worker: Any = None) -> list[Any]:
+    """Run ``fn`` once on every worker (``per_worker(w)`` adds worker-specific arguments)."""
+    futs = [_submit(client, fn, *args, *(per_worker(w) if per_worker else ()), addr=a,
+                    key=f"hydroscale-{tag}-{w}") for w, a in enumerate(addrs)]
     return client.gather(futs)
 
 
-def _teardown(client: Any, addrs: list[str], run_id: str) -> None:
-    futs = [_submit(client, teardown_task, run_id, addr=a,
-                    key=f"hydroscale-teardown-{run_id}-{w}") for w, a in enumerate(addrs)]
-    client.gather(futs)
+class DistributedRouter:
+    """A routing set-up resident on the workers of a Dask cluster; route passes reuse it.
+
+    Construction scatters the network once, builds on every worker a
+    :class:`~hydroscale.routing.StagedRouter` over its own groups (on its device) and
+    aggregates their path kernels with one common window; :meth:`route` then runs passes
+    (forcing store -> output store) and :meth:`close` frees the workers.
+
+    Parameters
+    ----------
+    client, network, partition, irf, params, substeps, window, dtype, storage_dtype,
+    backend, precision, allow_unstable : see :func:`route_distributed`.
+    plan : a :func:`plan_waves` result to reuse.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        network: RiverNetwork,
+        partition: Partition,
+        irf: Any,
+        params: Any,
+        substeps: int = 1,
+        *,
+        window: int | str = "auto",
+        dtype: torch.dtype = torch.float32,
+        storage_dtype: torch.dtype | None = None,
+        backend: str = "auto",
+        precision: str | None = None,
+        allow_unstable: bool = False,
+        plan: WavePlan | None = None,
+    ) -> None:
+        tic = time.perf_counter()
+        self.client = client
+        self.plan = plan or plan_waves(network, partition)
+        self.addrs = map_workers(client, self.plan.n_workers)
+        self.run_id = uuid.uuid4().hex[:10]
+        self.irf, self.substeps, self.dtype = irf, int(substeps), dtype
+        options = {"irf": irf, "substeps": int(substeps), "window": window, "dtype": dtype,
+                   "storage_dtype": storage_dtype, "backend": backend, "precision": precision,
+                   "allow_unstable": allow_unstable}
+        arrays = _scatter_network(client, self.plan)
+        pf = params
+        if params is not None and not callable(params):
+            pf = client.scatter(np.asarray(torch.as_tensor(params).detach().cpu().numpy()),
+                                broadcast=True, hash=False)
+        info = _on_workers(client, self.addrs, setup_task, self.run_id, *arrays,
+                           tag=f"setup-{self.run_id}",
+                           per_worker=lambda w: (self.plan.groups_of_worker(w), options, pf))
+        self.window = max(int(i["window"]) for i in info)
+        agg = _on_workers(client, self.addrs, aggregate_task, self.run_id, self.window,
+                          tag=f"aggregate-{self.run_id}")
+        self._shipped = (arrays, pf)  # keep the scattered arrays alive until close()
+        self.max_truncated_mass = max(a["max_truncated_mass"] for a in agg)
+        self.worker_setup = [{**i, **a} for i, a in zip(info, agg)]
+        self.setup_s = time.perf_counter() - tic
+        self._closed = False
+        logger.info("DistributedRouter %s: %d groups on %d workers set up in %.2f s "
+                    "(window %d, max truncated mass %.3g)", self.run_id, self.plan.n_groups,
+                    len(self.addrs), self.setup_s, self.window, self.max_truncated_mass)
+
+    def route(
+        self,
+        forcing_store: Any,
+        output_store: Any,
+        time_chunk: int = 365,
+        *,
+        n_steps: int | None = None,
+        reach_chunk: int = 65536,
+        run_metadata: dict[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> RunSummary:
+        """One pass from zero state: forcing -> discharge (see :func:`route_distributed`)."""
+        if self._closed:
+            raise RuntimeError("this DistributedRouter is closed")
+        plan, client, addrs = self.plan, self.client, self.addrs
+        forcing = as_forcing(forcing_store)
+        steps = int(n_steps or forcing.n_steps)
+        if steps > forcing.n_steps or steps < 1:
+            raise ValueError(f"n_steps must lie in [1, {forcing.n_steps}], got {n_steps}")
+        chunks = _chunks(steps, time_chunk)
+        pass_id = uuid.uuid4().hex[:10]
+        output = None
+        if output_store is not None:
+            meta = {
+                "engine": "hydroscale.distributed", "irf": str(self.irf),
+                "substeps": self.substeps, "window": self.window,
+                "max_truncated_mass": self.max_truncated_mass, "time_chunk": int(time_chunk),
+                "dtype": str(self.dtype), "forcing": forcing.describe(), "run_id": pass_id,
+                "partition": {k: v for k, v in plan.summary().items()
+                              if k != "reaches_per_worker"},
+                **(run_metadata or {}),
+            }
+            output = _create_output(output_store, plan, forcing.time[:steps], int(time_chunk),
+                                    reach_chunk, forcing.interval_s, meta, overwrite)
+        _on_workers(client, addrs, begin_task, self.run_id, pass_id, forcing, output,
+                    tag=f"begin-{pass_id}")
+        t0 = time.perf_counter()
+        g_n = plan.n_groups
+        futs: dict[tuple[int, int], Any] = {}
+        for k, (a, b) in enumerate(chunks):
+            for g in range(g_n):
+                w = int(plan.group_worker[g])
+                ups = [futs[(int(u), k)] for u in plan.upstream[g] if plan.n_exits(int(u))]
+                futs[(g, k)] = _submit(
+                    client, route_task, self.run_id, g, k, a, b, futs.get((g, k - 1)), *ups,
+                    addr=addrs[w], key=f"hydroscale-route-{pass_id}-{g}-{k}",
+                    priority=-(k * g_n + g))
+        last: dict[int, list[Any]] = {}
+        for g in range(g_n):
+            last.setdefault(int(plan.group_worker[g]), []).append(futs[(g, len(chunks) - 1)])
+        try:
+            _wait_logged(list(futs.values()), f"route {pass_id}")
+            per = _on_workers(client, addrs, finish_task, self.run_id, tag=f"finish-{pass_id}",
+                              per_worker=lambda w: tuple(last.get(w, [])))
+        finally:
+            futs.clear()
+            last.clear()
+        wall = time.perf_counter() - t0
+        summ = RunSummary(
+            kind="route", reaches=plan.network.n_reaches, steps=steps,
+            time_chunk=int(time_chunk), chunks=len(chunks), groups=g_n, waves=plan.n_waves,
+            workers=len(addrs), tasks=g_n * len(chunks), setup_s=self.setup_s, wall_s=wall,
+            reach_steps_per_s=plan.network.n_reaches * steps / wall, window=self.window,
+            max_truncated_mass=self.max_truncated_mass,
+            checksum=float(sum(p["checksum"] for p in per)),
+            peak_gpu_bytes=[max(p["peak_bytes"], s["peak_bytes"])
+                            for p, s in zip(per, self.worker_setup)],
+            per_worker=per, plan=plan.summary(), output_store=output,
+        )
+        logger.info("%s", summ)
+        return summ
+
+    def close(self) -> None:
+        """Drop the run on every worker (frees their device memory)."""
+        if not self._closed:
+            _on_workers(self.client, self.addrs, teardown_task, self.run_id,
+                        tag=f"teardown-{self.run_id}")
+            self._shipped = None
+            self._closed = True
+
+    def __enter__(self) -> DistributedRouter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def route_distributed(
@@ -209,82 +345,15 @@ def route_distributed(
 
     Returns
     -------
-    RunSummary
+    RunSummary (``setup_s``: the set-up on the workers; ``wall_s``: the pass).
     """
-    t_setup = time.perf_counter()
-    plan = plan or plan_waves(network, partition)
-    addrs = map_workers(client, plan.n_workers)
-    forcing = as_forcing(forcing_store)
-    steps = int(n_steps or forcing.n_steps)
-    if steps > forcing.n_steps or steps < 1:
-        raise ValueError(f"n_steps must lie in [1, {forcing.n_steps}], got {n_steps}")
-    chunks = _chunks(steps, time_chunk)
-    run_id = uuid.uuid4().hex[:10]
-    meta = {
-        "engine": "hydroscale.distributed.route_distributed",
-        "irf": str(irf), "substeps": int(substeps), "time_chunk": int(time_chunk),
-        "dtype": str(dtype), "forcing": forcing.describe(), "run_id": run_id,
-        "partition": {k: v for k, v in plan.summary().items() if k != "reaches_per_worker"},
-        **(run_metadata or {}),
-    }
-    output = None
-    if output_store is not None:
-        output = _create_output(output_store, plan, forcing.time[:steps], int(time_chunk),
-                                reach_chunk, forcing.interval_s, meta, overwrite)
-    options = {"irf": irf, "substeps": int(substeps), "window": window, "dtype": dtype,
-               "storage_dtype": storage_dtype, "backend": backend, "precision": precision,
-               "allow_unstable": allow_unstable}
-    info = _setup(client, plan, addrs, run_id, forcing, output, options, params)
-    k_win = max(int(i["window"]) for i in info)
-    agg = client.gather([_submit(client, aggregate_task, run_id, k_win, addr=a,
-                                 key=f"hydroscale-aggregate-{run_id}-{w}")
-                         for w, a in enumerate(addrs)])
-    if output is not None:
-        import zarr
-
-        root = zarr.open_group(output, mode="r+")
-        root.attrs["run"] = {**root.attrs["run"], "window": k_win,
-                             "max_truncated_mass": max(a["max_truncated_mass"] for a in agg)}
-    setup_s = time.perf_counter() - t_setup
-    logger.info("route_distributed %s: set up in %.2f s (window %d)", run_id, setup_s, k_win)
-
-    t0 = time.perf_counter()
-    g_n = plan.n_groups
-    futs: dict[tuple[int, int], Any] = {}
-    for k, (a, b) in enumerate(chunks):
-        for g in range(g_n):
-            w = int(plan.group_worker[g])
-            ups = [futs[(int(u), k)] for u in plan.upstream[g] if plan.n_exits(int(u))]
-            futs[(g, k)] = _submit(
-                client, route_task, run_id, g, k, a, b, futs.get((g, k - 1)), *ups,
-                addr=addrs[w], key=f"hydroscale-route-{run_id}-{g}-{k}",
-                priority=-(k * g_n + g))
-    last: dict[int, list[Any]] = {}
-    for g in range(g_n):
-        last.setdefault(int(plan.group_worker[g]), []).append(futs[(g, len(chunks) - 1)])
-    try:
-        _wait_logged(list(futs.values()), f"route {run_id}")
-        per = _finish(client, addrs, run_id, last)
-    finally:
-        futs.clear()
-        last.clear()
-    wall = time.perf_counter() - t0
-    _teardown(client, addrs, run_id)
-    for p, s, a in zip(per, info, agg):
-        p.update(setup_s=s["setup_s"], aggregate_s=a["aggregate_s"], device=s["device"],
-                 groups=s["groups"])
-    summ = RunSummary(
-        kind="route", reaches=plan.network.n_reaches, steps=steps, time_chunk=int(time_chunk),
-        chunks=len(chunks), groups=g_n, waves=plan.n_waves, workers=len(addrs),
-        tasks=g_n * len(chunks), setup_s=setup_s, wall_s=wall,
-        reach_steps_per_s=plan.network.n_reaches * steps / wall, window=k_win,
-        max_truncated_mass=max(a["max_truncated_mass"] for a in agg),
-        checksum=float(sum(p["checksum"] for p in per)),
-        peak_gpu_bytes=[max(p["peak_bytes"], a["peak_bytes"]) for p, a in zip(per, agg)],
-        per_worker=per, plan=plan.summary(), output_store=output,
-    )
-    logger.info("%s", summ)
-    return summ
+    with DistributedRouter(client, network, partition, irf, params, substeps, window=window,
+                           dtype=dtype, storage_dtype=storage_dtype, backend=backend,
+                           precision=precision, allow_unstable=allow_unstable,
+                           plan=plan) as dr:
+        return dr.route(forcing_store, output_store, time_chunk, n_steps=n_steps,
+                        reach_chunk=reach_chunk, run_metadata=run_metadata,
+                        overwrite=overwrite)
 
 
 def io_floor(
@@ -305,7 +374,7 @@ def io_floor(
     blocks (host -> device) and write an output store of the same size (device -> host ->
     Zarr), with the same (group, chunk) tasks and writers, but no routing and no
     dependencies between tasks."""
-    t_setup = time.perf_counter()
+    tic = time.perf_counter()
     plan = plan or plan_waves(network, partition)
     addrs = map_workers(client, plan.n_workers)
     forcing = as_forcing(forcing_store)
@@ -318,10 +387,13 @@ def io_floor(
                                 reach_chunk, forcing.interval_s,
                                 {"engine": "hydroscale.distributed.io_floor",
                                  "forcing": forcing.describe()}, overwrite, variable)
-    info = _setup(client, plan, addrs, run_id, forcing, output, None, None)
-    client.gather([_submit(client, reset_peak_task, addr=a, key=f"hydroscale-reset-{run_id}-{w}")
-                   for w, a in enumerate(addrs)])
-    setup_s = time.perf_counter() - t_setup
+    arrays = _scatter_network(client, plan)
+    info = _on_workers(client, addrs, setup_task, run_id, *arrays, tag=f"setup-{run_id}",
+                       per_worker=lambda w: (plan.groups_of_worker(w), None, None))
+    del arrays
+    _on_workers(client, addrs, begin_task, run_id, run_id, forcing, output,
+                tag=f"begin-{run_id}")
+    setup_s = time.perf_counter() - tic
     t0 = time.perf_counter()
     futs = []
     last: dict[int, list[Any]] = {}
@@ -335,12 +407,13 @@ def io_floor(
             last.setdefault(w, []).append(f)
     try:
         _wait_logged(futs, f"io floor {run_id}")
-        per = _finish(client, addrs, run_id, last)
+        per = _on_workers(client, addrs, finish_task, run_id, tag=f"finish-{run_id}",
+                          per_worker=lambda w: tuple(last.get(w, [])))
     finally:
         futs.clear()
         last.clear()
     wall = time.perf_counter() - t0
-    _teardown(client, addrs, run_id)
+    _on_workers(client, addrs, teardown_task, run_id, tag=f"teardown-{run_id}")
     for p, s in zip(per, info):
         p.update(setup_s=s["setup_s"], device=s["device"], groups=s["groups"])
     summ = RunSummary(

@@ -100,20 +100,22 @@ class _Writer:
 
 @dataclass
 class _WorkerRun:
+    """A worker's part of a run: built once by :func:`setup_task`, reused by every pass
+    (:func:`begin_task` resets the per-pass forcing, writer, carried states and figures)."""
+
     run_id: str
     device: torch.device
     network: RiverNetwork
     groups: RivTreeCluster
     mine: np.ndarray
-    forcing: Any
     router: StagedRouter | None = None
     params: torch.Tensor | None = None
     kernels: RoutingKernels | None = None
+    forcing: Any = None
     states: dict[int, RouterState] = field(default_factory=dict)
     writer: _Writer | None = None
     checksum: torch.Tensor | None = None
-    timers: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "route": 0.0,
-                                                               "d2h": 0.0})
+    timers: dict[str, float] = field(default_factory=dict)
     tasks: int = 0
 
 
@@ -151,15 +153,15 @@ def _sync(device: torch.device) -> None:
 
 
 def setup_task(run_id: str, ids: np.ndarray, downstream: np.ndarray, group_of: np.ndarray,
-               mine: np.ndarray, forcing: Any, output_store: str | None,
-               router_options: dict[str, Any] | None, params: Any) -> dict[str, Any]:
+               mine: np.ndarray, router_options: dict[str, Any] | None,
+               params: Any) -> dict[str, Any]:
     """Build the worker's run: network, groups, router over ``mine``; returns its local
     window (``"auto"``: the window covering its own paths) and timings."""
     t = time.perf_counter()
     dev = _device()
     net = RiverNetwork(ids, downstream)
     cs = RivTreeCluster(net, group_of)
-    run = _WorkerRun(run_id, dev, net, cs, np.asarray(mine, np.int64), forcing.open(net))
+    run = _WorkerRun(run_id, dev, net, cs, np.asarray(mine, np.int64))
     out: dict[str, Any] = {"device": str(dev), "groups": int(run.mine.size)}
     if router_options is not None:
         opts = dict(router_options)
@@ -179,9 +181,6 @@ def setup_task(run_id: str, ids: np.ndarray, downstream: np.ndarray, group_of: n
                                             run.params.to(torch.float64), run.router.f)
         else:
             out["window"] = int(window)
-    if output_store is not None:
-        run.writer = _Writer(output_store, run_id, _worker())
-    run.checksum = torch.zeros((), dtype=torch.float64, device=dev)
     _runs()[run_id] = run
     _sync(dev)
     out["setup_s"] = time.perf_counter() - t
@@ -200,6 +199,21 @@ def aggregate_task(run_id: str, window: int) -> dict[str, Any]:
     return {"aggregate_s": time.perf_counter() - t,
             "max_truncated_mass": float(np.nanmax(trunc)) if np.isfinite(trunc).any() else 0.0,
             "peak_bytes": _peak(run.device)}
+
+
+def begin_task(run_id: str, pass_id: str, forcing: Any, output_store: str | None) -> bool:
+    """Start a pass: open the forcing on this worker, a writer for the output store, zero
+    carried states (nothing flowed before the first step) and figures."""
+    run = _get(run_id)
+    run.forcing = forcing.open(run.network)
+    run.writer = None if output_store is None else _Writer(output_store, pass_id, _worker())
+    run.states = {}
+    run.checksum = torch.zeros((), dtype=torch.float64, device=run.device)
+    run.timers = {"read": 0.0, "route": 0.0, "d2h": 0.0}
+    run.tasks = 0
+    if run.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(run.device)
+    return True
 
 
 def _peak(dev: torch.device) -> int:
@@ -252,7 +266,7 @@ def copy_task(run_id: str, group: int, chunk: int, t0: int, t1: int) -> None:
 
 
 def finish_task(run_id: str, *last: Any) -> dict[str, Any]:
-    """Wait for the worker's pending writes; return its figures and drop the run."""
+    """End a pass: wait for the worker's pending writes; return its figures."""
     run = _get(run_id)
     tic = time.perf_counter()
     if run.writer is not None:
@@ -272,6 +286,7 @@ def finish_task(run_id: str, *last: Any) -> dict[str, Any]:
                                + s.inflow_hist.numel() * s.inflow_hist.element_size()
                                for s in run.states.values())),
     }
+    run.writer, run.forcing, run.states = None, None, {}
     return out
 
 
@@ -281,11 +296,5 @@ def teardown_task(run_id: str) -> bool:
     if run is not None and run.device.type == "cuda":
         del run
         torch.cuda.empty_cache()
-    return True
-
-
-def reset_peak_task() -> bool:
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
     return True
 
