@@ -226,16 +226,24 @@ def _rows_for(file_ids: np.ndarray, network: RiverNetwork | None, path: Any,
 
 
 def read_rapid_inflow(
-    path: Any, network: RiverNetwork | None = None, *, allow_extra: bool = False
+    path: Any,
+    network: RiverNetwork | None = None,
+    *,
+    allow_extra: bool = False,
+    interval_s: float | None = None,
+    start: Any = None,
 ) -> xr.DataArray:
     """Read RAPID external inflow (``m3_riv`` m³/interval or ``Qext`` m³/s) as m³/s.
 
     Parameters
     ----------
     path : inflow NetCDF with ``rivid``, ``time``, ``time_bnds`` (optional when times are
-        regular) and ``m3_riv`` or ``Qext`` ``(time, rivid)``.
+        regular) and ``m3_riv`` or ``Qext`` ``(time, rivid)``.  Legacy files (ids in
+        ``COMID``, dimension ``Time``, no ``time`` variable) need ``interval_s`` and ``start``.
     network : if given, rows follow ``network.ids``; file rivids not in the network are an
         error unless ``allow_extra``; network reaches missing from the file are an error.
+    interval_s, start : the interval (s) and the first interval's start (datetime64 or ISO
+        string) for files without a ``time`` variable.
 
     Returns
     -------
@@ -243,7 +251,8 @@ def read_rapid_inflow(
     starts; attribute ``interval_s`` (s).
     """
     with netCDF4.Dataset(path) as ds:
-        require_vars(ds, ["rivid", "time"], path)
+        id_name = "rivid" if "rivid" in ds.variables else "COMID"
+        require_vars(ds, [id_name], path)
         name = "m3_riv" if "m3_riv" in ds.variables else "Qext"
         if name not in ds.variables:
             raise IOFormatError(
@@ -252,25 +261,36 @@ def read_rapid_inflow(
                 f"{sorted(ds.variables)}",
             )
         var = ds.variables[name]
-        if var.dimensions != ("time", "rivid"):
+        if len(var.dimensions) != 2 or var.dimensions[1] != ds.variables[id_name].dimensions[0]:
             raise IOFormatError(
-                path, name, f"dimensions must be (time, rivid), got {var.dimensions}"
+                path, name, f"dimensions must be (time, {id_name}), got {var.dimensions}"
             )
         units = getattr(var, "units", None)
         if name == "m3_riv":
             check_units(units, VOLUME_UNITS, path, name, "m3 (volume per interval)")
         else:
             check_units(units, FLOW_UNITS, path, name, "m3 s-1")
-        rivid = np.asarray(ds.variables["rivid"][:], np.int64)
-        times = check_times(_decode_time(ds, path), path, "time")
+        rivid = np.asarray(ds.variables[id_name][:], np.int64)
         raw = np.asarray(var[:], np.float64).T  # [rivid, time]
-        if "time_bnds" in ds.variables:
-            bnds = np.asarray(ds.variables["time_bnds"][:], np.int64)
-            widths = np.unique(bnds[:, 1] - bnds[:, 0])
-        elif times.size > 1:
-            widths = np.unique(np.diff(times).astype("timedelta64[s]").astype(np.int64))
+        if "time" in ds.variables:
+            times = check_times(_decode_time(ds, path), path, "time")
+            if "time_bnds" in ds.variables:
+                bnds = np.asarray(ds.variables["time_bnds"][:], np.int64)
+                widths = np.unique(bnds[:, 1] - bnds[:, 0])
+            elif times.size > 1:
+                widths = np.unique(np.diff(times).astype("timedelta64[s]").astype(np.int64))
+            else:
+                raise IOFormatError(path, "time_bnds", "one time and no time_bnds: "
+                                    "interval unknown; pass interval_s")
+            if interval_s is not None:
+                widths = np.array([interval_s])
         else:
-            raise IOFormatError(path, "time_bnds", "one time and no time_bnds: interval unknown")
+            if interval_s is None or start is None:
+                raise IOFormatError(path, "time", "no time variable (legacy RAPID file): pass "
+                                    "interval_s and start")
+            widths = np.array([interval_s])
+            step = np.timedelta64(int(round(interval_s)), "s")
+            times = np.datetime64(start, "s") + np.arange(raw.shape[1]) * step
     if widths.size != 1 or widths[0] <= 0:
         raise IOFormatError(path, "time_bnds", f"intervals must be equal and > 0, got {widths} s")
     dt = float(widths[0])

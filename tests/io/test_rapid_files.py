@@ -165,3 +165,18 @@ def test_bad_rapid_files(tmp_path):
         read_k(tmp_path / "k.csv", 2)
     with pytest.raises(IOFormatError, match=r"k.csv \[k\].*2 values for 3 reaches"):
         read_k(tmp_path / "k.csv", 3)
+
+
+def test_legacy_inflow_without_time(tmp_path):
+    with netCDF4.Dataset(tmp_path / "old.nc", "w") as ds:
+        ds.createDimension("Time", 2)
+        ds.createDimension("COMID", 2)
+        ds.createVariable("COMID", "i4", ("COMID",))[:] = [20, 10]
+        v = ds.createVariable("m3_riv", "f4", ("Time", "COMID"))
+        v[:] = [[360.0, 720.0], [1080.0, 0.0]]
+    with pytest.raises(IOFormatError, match=r"old.nc \[time\].*pass interval_s and start"):
+        read_rapid_inflow(tmp_path / "old.nc")
+    net = RiverNetwork.from_arrays([10, 20], [20, 0])
+    da = read_rapid_inflow(tmp_path / "old.nc", net, interval_s=3600.0, start="2000-01-01")
+    np.testing.assert_allclose(da.values, [[0.2, 0.0], [0.1, 0.3]])
+    assert da["time"].values[1] == np.datetime64("2000-01-01T01:00")
