@@ -37,7 +37,11 @@ def _mean(xp: Any, x: Any, w: Any) -> Any:
 
 def nse(sim: Any, obs: Any) -> Any:
     """Nash-Sutcliffe efficiency ``[...]`` of ``sim`` vs ``obs`` ``[..., T]`` (1 is perfect)."""
-    xp, s, o, w = _prepare(sim, obs)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _nse(*_prepare(sim, obs))
+
+
+def _nse(xp: Any, s: Any, o: Any, w: Any) -> Any:
     mo = _mean(xp, o, w)
     den = (((o - mo[..., None]) ** 2) * w).sum(-1)
     num = (((s - o) ** 2) * w).sum(-1)
@@ -46,8 +50,15 @@ def nse(sim: Any, obs: Any) -> Any:
 
 
 def kge(sim: Any, obs: Any) -> Any:
-    """Kling-Gupta efficiency ``[...]`` of ``sim`` vs ``obs`` ``[..., T]`` (1 is perfect)."""
-    xp, s, o, w = _prepare(sim, obs)
+    """Kling-Gupta efficiency ``[...]`` of ``sim`` vs ``obs`` ``[..., T]`` (1 is perfect).
+
+    NaN where the observations have no variance or zero mean (or no valid step).
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _kge(*_prepare(sim, obs))
+
+
+def _kge(xp: Any, s: Any, o: Any, w: Any) -> Any:
     ms, mo = _mean(xp, s, w), _mean(xp, o, w)
     ds, do = (s - ms[..., None]) * w, (o - mo[..., None]) * w
     n = w.sum(-1)
