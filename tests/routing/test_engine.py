@@ -1,0 +1,322 @@
+"""The block-sparse engine (RivTreeCluster, path kernels, StagedRouter, LTIRouter) against the
+float64 oracle router."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from _engine_cases import random_clusters, random_forest
+
+from hydroscale.kernels import triton_available
+from hydroscale.network import RiverNetwork
+from hydroscale.routing import (
+    LTIRouter,
+    RivTreeCluster,
+    RouterState,
+    StagedRouter,
+    route_oracle,
+    select_engine,
+)
+
+N_T = 30
+
+
+def _params(irf: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    u = rng.uniform
+    return {
+        "muskingum": lambda: np.stack([u(0.3, 0.8, n), u(0.05, 0.3, n)], 1),
+        "linear_storage": lambda: u(0.2, 0.8, (n, 1)),
+        "nash_cascade": lambda: np.stack([u(0.1, 0.4, n), u(1.0, 3.0, n)], 1),
+        "pure_lag": lambda: u(0.0, 0.9, (n, 1)),
+        "hayami": lambda: np.stack([u(1e4, 3e4, n), u(1e7, 3e7, n), u(4e4, 8e4, n)], 1),
+    }[irf]()
+
+
+@pytest.fixture(scope="module")
+def forest() -> RiverNetwork:
+    return random_forest([12, 3, 20, 0], seed=1)
+
+
+@pytest.fixture(scope="module")
+def clusters(forest) -> RivTreeCluster:
+    cs = RivTreeCluster(forest, random_clusters(forest, 0.25, 0.5, seed=2))
+    assert cs.n_clusters > 3 and cs.n_exits > 3 and cs.n_waves > 2
+    return cs
+
+
+def _rel(q: torch.Tensor, q0: torch.Tensor) -> float:
+    return float((q - q0).norm() / q0.norm())
+
+
+# ----------------------------------------------------------------------------- structure
+def test_transfer_tables_on_hand_made_tree(small_tree):
+    # ids 6 3 1 9 4 2 5 ; 1,2 -> 3 -> 5 -> 6 ; 4 -> 5 ; 9 alone
+    idx = {int(i): k for k, i in enumerate(small_tree.ids)}
+    cl = np.zeros(7, dtype=np.int64)
+    for rid, c in {1: 0, 2: 0, 3: 0, 4: 1, 9: 1, 5: 2, 6: 2}.items():
+        cl[idx[rid]] = c
+    cs = RivTreeCluster(small_tree, cl)
+    assert (cs.n_clusters, cs.n_waves, cs.n_exits, cs.n_inlets) == (3, 2, 2, 1)
+    assert sorted(small_tree.ids[cs.exit_reach].tolist()) == [3, 4]
+    assert small_tree.ids[cs.inlet_reach].tolist() == [5]
+    assert cs.wave_of.tolist() == [0, 0, 1]
+    t = cs[2]
+    assert sorted(t.ids.tolist()) == [5, 6] and t.n_inlets == 1 and t.n_exits == 0
+    assert sorted(small_tree.ids[t.inlet_from[0][:, 1]].tolist()) == [3, 4]
+    down_ids = [t.ids[d] if d >= 0 else 0 for d in t.downstream]
+    assert dict(zip(t.ids.tolist(), down_ids)) == {5: 6, 6: 0}
+    t0 = cs[0]
+    assert t0.exit_to[:, 0].tolist() == [2] and small_tree.ids[t0.exit_to[0, 1]] == 5
+
+
+def test_cluster_of_errors_name_reaches(small_tree):
+    idx = {int(i): k for k, i in enumerate(small_tree.ids)}
+    cl = np.zeros(7, dtype=np.int64)
+    cl[idx[6]] = 0
+    cl[[idx[r] for r in (1, 2, 3, 4, 5, 9)]] = 1  # 5 (cluster 1) drains into 6 (cluster 0)
+    with pytest.raises(ValueError, match=r"upstream clusters have smaller ids.*\[5\]"):
+        RivTreeCluster(small_tree, cl)
+    with pytest.raises(ValueError, match="without gaps"):
+        RivTreeCluster(small_tree, np.where(np.arange(7) < 3, 0, 2))
+    with pytest.raises(ValueError, match=r"must be \[N=7\]"):
+        RivTreeCluster(small_tree, np.zeros(6, dtype=np.int64))
+
+
+# ----------------------------------------------------------------------------- exactness
+@pytest.mark.parametrize(
+    "irf, substeps",
+    [("muskingum", 1), ("muskingum", 3), ("linear_storage", 2), ("nash_cascade", 1),
+     ("pure_lag", 2), ("hayami", 1)],
+)
+def test_partitioned_equals_oracle(forest, clusters, irf, substeps):
+    rng = np.random.default_rng(3)
+    p = torch.tensor(_params(irf, forest.n_reaches, rng))
+    r = torch.rand(2, forest.n_reaches, N_T, dtype=torch.float64,
+                   generator=torch.Generator().manual_seed(4))
+    q0 = route_oracle(forest, r, irf, p, substeps=substeps, allow_unstable=True)
+    router = StagedRouter(clusters, irf, substeps=substeps, window=N_T, dtype=torch.float64,
+                          backend="torch", allow_unstable=True)
+    q = router(r, p)
+    assert q.shape == q0.shape and q.dtype == torch.float64
+    # the window covers the whole series here, so only the tail beyond it is dropped
+    assert np.nanmax(router.truncated_mass) < 1e-9
+    assert _rel(q, q0) < 1e-10
+
+
+def test_partitioned_equals_whole_network(forest, clusters):
+    rng = np.random.default_rng(5)
+    p = torch.tensor(_params("muskingum", forest.n_reaches, rng))
+    r = torch.rand(1, forest.n_reaches, N_T, dtype=torch.float64)
+    kw = dict(substeps=4, window=N_T, dtype=torch.float64, backend="torch", allow_unstable=True)
+    q_part = StagedRouter(clusters, "muskingum", **kw)(r, p)
+    q_whole = LTIRouter(forest, "muskingum", **kw)(r, p)  # one cluster, no transfers
+    q0 = route_oracle(forest, r, "muskingum", p, substeps=4, allow_unstable=True)
+    assert _rel(q_part, q_whole) < 1e-10
+    assert _rel(q_whole, q0) < 1e-10
+
+
+def test_truncated_mass_reported_and_bounds_the_error(forest):
+    cs = RivTreeCluster.by_basin(forest)
+    rng = np.random.default_rng(6)
+    p = torch.tensor(rng.uniform(1.0, 2.0, (forest.n_reaches, 1)))  # slow linear stores
+    r = torch.ones(1, forest.n_reaches, N_T, dtype=torch.float64)
+    q0 = route_oracle(forest, r, "linear_storage", p)
+    short = StagedRouter(cs, "linear_storage", window=4, dtype=torch.float64, backend="torch")
+    long = StagedRouter(cs, "linear_storage", window=N_T, dtype=torch.float64, backend="torch")
+    q_short, q_long = short(r, p), long(r, p)
+    m_short, m_long = short.truncated_mass, long.truncated_mass
+    assert m_short.shape == (cs.n_clusters,) and m_short.max() > 0.5
+    assert np.all(m_long <= m_short + 1e-15) and m_long.min() < 1e-6
+    # with unit inflow the discharge deficit of a reach is at most the mass its paths lose
+    deficit = (q0 - q_short)[0, :, -1]
+    assert torch.all(deficit >= -1e-12)
+    n_up = torch.tensor(_n_upstream(forest), dtype=torch.float64)
+    assert torch.all(deficit <= torch.tensor(m_short[cs.cluster_of]) * n_up + 1e-12)
+    assert _rel(q_long, q0) < _rel(q_short, q0)
+
+
+def _n_upstream(net: RiverNetwork) -> np.ndarray:
+    """Reaches upstream of (and including) each reach."""
+    n = np.ones(net.n_reaches)
+    for lv in range(net.n_levels):
+        idx = net.topo_order[net.level_ptr[lv] : net.level_ptr[lv + 1]]
+        d = net.downstream[idx]
+        ok = d >= 0
+        np.add.at(n, d[ok], n[idx[ok]])
+    return n
+
+
+def test_auto_window_keeps_truncation_small(forest, clusters):
+    rng = np.random.default_rng(7)
+    p = torch.tensor(_params("muskingum", forest.n_reaches, rng))
+    router = StagedRouter(clusters, "muskingum", substeps=3, dtype=torch.float64,
+                          backend="torch", allow_unstable=True)
+    r = torch.rand(1, forest.n_reaches, N_T, dtype=torch.float64)
+    q = router(r, p)
+    assert 2 <= router.window <= N_T
+    assert np.nanmax(router.truncated_mass) < 1e-7
+    q0 = route_oracle(forest, r, "muskingum", p, substeps=3, allow_unstable=True)
+    assert _rel(q, q0) < 1e-7
+
+
+def test_unstable_parameters_are_refused_unless_allowed(forest, clusters):
+    p = torch.tensor(np.stack([np.full(forest.n_reaches, 3 / 24), np.full(forest.n_reaches, .3)],
+                              1))
+    router = StagedRouter(clusters, "muskingum", substeps=24, window=4, backend="torch")
+    with pytest.raises(ValueError, match="allow_unstable"):
+        router.aggregate(p)
+
+
+# ----------------------------------------------------------------------------- time chunks
+def test_chunked_equals_unchunked_and_state_resumes(forest, clusters, tmp_path):
+    rng = np.random.default_rng(8)
+    p = torch.tensor(_params("muskingum", forest.n_reaches, rng))
+    r = torch.rand(2, forest.n_reaches, N_T, dtype=torch.float64)
+    router = StagedRouter(clusters, "muskingum", substeps=3, window=8, dtype=torch.float64,
+                          backend="torch", allow_unstable=True)
+    kern = router.aggregate(p)
+    whole = router(r, kernels=kern)
+    qa, st = router(r[..., :11], kernels=kern, return_state=True)
+    assert st.runoff_hist.shape == (2, forest.n_reaches, 7)
+    assert st.inflow_hist.shape == (2, clusters.n_inlets, 3, 7)
+    path = st.save(tmp_path / "state.npz")
+    qb, st2 = router(r[..., 11:15], kernels=kern, state=RouterState.load(path), return_state=True)
+    qc = router(r[..., 15:], kernels=kern, state=st2)  # chunk shorter/longer than the window
+    chunked = torch.cat([qa, qb, qc], dim=-1)
+    assert torch.allclose(chunked, whole, rtol=0, atol=1e-13 * float(whole.abs().max()))
+    with pytest.raises(ValueError, match="window 8"):
+        router(r, kernels=kern, state=router.init_state(1))
+
+
+def test_forward_chunk_per_cluster_matches_staged(forest, clusters):
+    """The distributed runtime's step: route cluster by cluster, passing outflow buffers."""
+    rng = np.random.default_rng(9)
+    p = torch.tensor(_params("muskingum", forest.n_reaches, rng))
+    r = torch.rand(1, forest.n_reaches, N_T, dtype=torch.float64)
+    router = StagedRouter(clusters, "muskingum", substeps=2, window=10, dtype=torch.float64,
+                          backend="torch", allow_unstable=True)
+    kern = router.aggregate(p)
+    want = router(r, kernels=kern)
+    got = torch.empty_like(want)
+    outflows: dict[int, torch.Tensor] = {}
+    for c in range(clusters.n_clusters):
+        reaches = clusters[c].reaches
+        inflow = router.inflow_for(c, outflows)
+        state = router.init_cluster_state(c, 1)
+        # two time chunks with carried state
+        q1, out1, state = router.forward_chunk(c, r[:, reaches, :13], _part(inflow, 0, 13),
+                                               state, kern)
+        q2, out2, _ = router.forward_chunk(c, r[:, reaches, 13:], _part(inflow, 13, None),
+                                           state, kern)
+        got[:, reaches] = torch.cat([q1, q2], -1)
+        outflows[c] = torch.cat([out1, out2], -1)
+        assert outflows[c].shape == (1, clusters[c].n_exits, 2, N_T)
+    assert torch.allclose(got, want, rtol=0, atol=1e-12)
+
+
+def _part(x, a, b):
+    return None if x is None else x[..., a:b]
+
+
+def test_lti_router_on_one_cluster_with_inflow(forest, clusters):
+    rng = np.random.default_rng(10)
+    p = torch.tensor(_params("muskingum", forest.n_reaches, rng))
+    r = torch.rand(1, forest.n_reaches, N_T, dtype=torch.float64)
+    staged = StagedRouter(clusters, "muskingum", substeps=2, window=10, dtype=torch.float64,
+                          backend="torch", allow_unstable=True)
+    kern = staged.aggregate(p)
+    q_all = staged(r, kernels=kern)
+    c = int(np.argmax([clusters[i].n_inlets for i in range(clusters.n_clusters)]))
+    # upstream exits' buffers, from routing every cluster once
+    outflows = {}
+    for u in range(c):
+        _, outflows[u], _ = staged.forward_chunk(u, r[:, clusters[u].reaches],
+                                                 staged.inflow_for(u, outflows), None, kern)
+    one = LTIRouter(clusters, "muskingum", cluster=c, substeps=2, window=10,
+                    dtype=torch.float64, backend="torch", allow_unstable=True)
+    q = one(r[:, clusters[c].reaches], p, inflow=staged.inflow_for(c, outflows))
+    assert torch.allclose(q, q_all[:, clusters[c].reaches], rtol=0, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- gradients
+def test_gradcheck_params_and_runoff():
+    net = random_forest([3, 1], seed=11)
+    cs = RivTreeCluster(net, random_clusters(net, 0.3, 0.0, seed=12))
+    rng = np.random.default_rng(13)
+    p = torch.tensor(_params("muskingum", net.n_reaches, rng), requires_grad=True)
+    r = torch.rand(1, net.n_reaches, 8, dtype=torch.float64, requires_grad=True)
+    router = StagedRouter(cs, "muskingum", substeps=2, window=5, dtype=torch.float64,
+                          backend="torch", allow_unstable=True)
+    assert torch.autograd.gradcheck(lambda pp, rr: router(rr, pp), (p, r), fast_mode=True)
+
+
+def test_gradient_matches_oracle_gradient():
+    net = random_forest([5, 2], seed=14)
+    cs = RivTreeCluster(net, random_clusters(net, 0.3, 0.3, seed=15))
+    rng = np.random.default_rng(16)
+    p0 = _params("linear_storage", net.n_reaches, rng)
+    r = torch.rand(1, net.n_reaches, 16, dtype=torch.float64)
+    w = torch.rand(1, net.n_reaches, 16, dtype=torch.float64)
+    p1 = torch.tensor(p0, requires_grad=True)
+    p2 = torch.tensor(p0, requires_grad=True)
+    router = StagedRouter(cs, "linear_storage", substeps=2, window=16, dtype=torch.float64,
+                          backend="torch")
+    (router(r, p1) * w).sum().backward()
+    (route_oracle(net, r, "linear_storage", p2, substeps=2) * w).sum().backward()
+    assert torch.allclose(p1.grad, p2.grad, rtol=1e-6, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------- storage, engines
+def test_bf16_storage_error_is_reported_and_bounded(forest, clusters):
+    rng = np.random.default_rng(17)
+    p = torch.tensor(_params("muskingum", forest.n_reaches, rng))
+    r = torch.rand(1, forest.n_reaches, N_T, dtype=torch.float32)
+    q0 = route_oracle(forest, r.double(), "muskingum", p, substeps=2, allow_unstable=True)
+    kw = dict(substeps=2, window=N_T, backend="torch", allow_unstable=True)
+    q32 = StagedRouter(clusters, "muskingum", **kw)(r, p)
+    q16 = StagedRouter(clusters, "muskingum", storage_dtype=torch.bfloat16, **kw)(r, p)
+    assert q16.dtype == torch.float32
+    e32, e16 = _rel(q32.double(), q0), _rel(q16.double(), q0)
+    assert e32 < 1e-6
+    # bf16 keeps 8 bits of mantissa: ~2e-3 per stored value, averaged over the sums
+    assert 1e-5 < e16 < 1e-2
+
+
+def test_engines_registered_and_dispatch(forest, clusters):
+    assert select_engine("cpu").name == "torch"
+    if triton_available():
+        assert select_engine("cuda").name == "triton"
+    rng = np.random.default_rng(18)
+    p = torch.tensor(_params("nash_cascade", forest.n_reaches, rng))
+    r = torch.rand(2, forest.n_reaches, N_T, dtype=torch.float64)
+    q = select_engine("cpu").fn(forest, r, "nash_cascade", p, 2,
+                                cluster_of=clusters.cluster_of, window=N_T)
+    q0 = route_oracle(forest, r, "nash_cascade", p, substeps=2)
+    assert _rel(q, q0) < 1e-10
+
+
+@pytest.mark.skipif(
+    not (triton_available() and os.environ.get("TRITON_INTERPRET") == "1"),
+    reason="the Triton path runs on CPU only under TRITON_INTERPRET=1",
+)
+@pytest.mark.parametrize("substeps, window", [(1, 3), (3, 5)])
+def test_triton_path_matches_oracle(substeps, window):
+    net = random_forest([6, 2], seed=19)
+    cs = RivTreeCluster(net, random_clusters(net, 0.3, 0.5, seed=20))
+    rng = np.random.default_rng(21)
+    p = torch.tensor(_params("muskingum", net.n_reaches, rng))
+    r = torch.rand(2, net.n_reaches, 20, dtype=torch.float64)
+    q0 = route_oracle(net, r, "muskingum", p, substeps=substeps, allow_unstable=True)
+    router = StagedRouter(cs, "muskingum", substeps=substeps, window=window,
+                          dtype=torch.float64, backend="triton", allow_unstable=True)
+    kern = router.aggregate(p)
+    q = router(r, kernels=kern)
+    # a short window: compare within the reported truncation
+    bound = float(np.nanmax(kern.truncated_mass)) * float(r.max()) * net.n_reaches + 1e-12
+    assert float((q - q0).abs().max()) <= bound
+    ref = StagedRouter(cs, "muskingum", substeps=substeps, window=window, dtype=torch.float64,
+                       backend="torch", allow_unstable=True)(r, kernels=kern)
+    assert torch.allclose(q, ref, rtol=1e-12, atol=1e-12)
