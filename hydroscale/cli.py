@@ -1,14 +1,362 @@
-"""The ``hydroscale`` command line."""
+"""The ``hydroscale`` command line.
+
+Exit codes: 0 success; 1 the run failed (bad data, a library error, an interrupted cluster);
+2 usage error: bad flags, an invalid workflow file or cluster config (the message names the key
+and what it expects); 130 interrupted with Ctrl-C.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import runpy
 import sys
+import time
+from pathlib import Path
+from typing import Any
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130
+
+logger = logging.getLogger("hydroscale.cli")
+
+DESCRIPTION = """\
+Exact, differentiable river routing for continental networks, on one device or a Dask cluster.
+
+A run is described by a workflow file (YAML, see workflows/) and/or flags; any workflow value
+can be changed from the command line with --set SECTION.KEY=VALUE.
+
+start here:
+  hydroscale demo                                   route the bundled Lower Colorado basin
+  hydroscale route workflows/demo.yaml              the same as a workflow (Zarr + PNG out)
+  hydroscale route --reaches 100000 --steps 365     synthetic network and runoff, one device
+  hydroscale route workflows/route.yaml --cluster local-cpu
+                                                    the same on a local Dask cluster
+  hydroscale route workflows/route.yaml --show-schema   every workflow key and its default
+"""
+
+EPILOG = """\
+exit codes: 0 ok, 1 the run failed, 2 bad flags or an invalid workflow/cluster config,
+130 interrupted.  Add -v for progress logs, -vv for debug logs and tracebacks.
+"""
+
+
+class _Usage(Exception):
+    """A usage problem found after parsing (exit code 2)."""
+
+
+# ------------------------------------------------------------------------------ helpers
+def _progress_factory(enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    def make(desc: str, total: int | None, unit: str) -> Any:
+        return tqdm(total=total, desc=desc, unit=unit, disable=None if enabled else True,
+                    dynamic_ncols=True, leave=False)
+
+    return make
+
+
+def _network_values(spec: str | None) -> dict[str, Any]:
+    if spec is None:
+        return {}
+    if spec in ("synthetic", "lower_colorado"):
+        return {"network.source": spec}
+    suffix = Path(spec).suffix.lower()
+    if suffix in (".nc", ".nc4", ".netcdf"):
+        return {"network.source": "routelink", "network.path": spec}
+    if suffix in (".csv", ".txt"):
+        return {"network.source": "rapid", "network.path": spec}
+    raise _Usage(f"--network {spec!r}: expected 'synthetic', 'lower_colorado', a RouteLink "
+                 "NetCDF (.nc) or a RAPID rapid_connect CSV (.csv)")
+
+
+def _forcing_values(spec: str | None) -> dict[str, Any]:
+    if spec is None:
+        return {}
+    if spec in ("synthetic", "lower_colorado"):
+        return {"forcing.source": spec}
+    return {"forcing.source": "zarr", "forcing.path": spec}
+
+
+def _param_values(items: list[str]) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise _Usage(f"--param {item!r}: expected NAME=VALUE, e.g. --param k=0.5 or "
+                         "--param 'k={uniform: [1, 3], units: hours}'")
+        out[name.strip()] = yaml.safe_load(text)
+    return out
+
+
+def _route_values(args: argparse.Namespace) -> dict[str, Any]:
+    """Typed workflow values from the flags of ``route``/``partition``/``bench``."""
+    v: dict[str, Any] = {}
+    v.update(_network_values(args.network))
+    v.update(_forcing_values(getattr(args, "forcing", None)))
+    flat = {
+        "reaches": "network.reaches", "seed": "network.seed", "steps": "forcing.steps",
+        "irf": "routing.irf", "substeps": "routing.substeps", "time_chunk": "routing.time_chunk",
+        "engine": "routing.engine", "device": "routing.device", "out": "output.dir",
+        "max_reaches": "partition.max_reaches", "max_travel_time": "partition.max_travel_time",
+        "workers": "partition.workers", "cluster": "cluster",
+    }
+    for attr, key in flat.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            v[key] = value
+    if getattr(args, "params", None):
+        v["routing.params"] = _param_values(args.params)
+    if getattr(args, "allow_unstable", False):
+        v["routing.allow_unstable"] = True
+    if getattr(args, "overwrite", False):
+        v["output.overwrite"] = True
+    if getattr(args, "reach", None):
+        v["output.hydrographs.reaches"] = list(args.reach)
+    return v
+
+
+def _load(args: argparse.Namespace, kind: str, values: dict[str, Any]) -> dict[str, Any]:
+    from .workflows import load_workflow
+
+    if args.workflow is not None and not Path(args.workflow).is_file():
+        raise _Usage(f"workflow file {args.workflow!r} does not exist")
+    return load_workflow(args.workflow, args.overrides, kind=kind, values=values)
+
+
+def _show_schema(kind: str) -> int:
+    from .workflows import SCHEMAS, describe
+
+    print(f"keys of a {kind!r} workflow (dotted names work with --set):")
+    for line in describe(SCHEMAS[kind]):
+        print("  " + line)
+    return EXIT_OK
+
+
+def _show_config(cfg: dict[str, Any]) -> int:
+    import yaml
+
+    print(yaml.safe_dump(cfg, sort_keys=False), end="")
+    return EXIT_OK
+
+
+def _fmt_rate(x: Any) -> str:
+    return "n/a" if not x else f"{x:.3g}"
+
+
+def _print_route_summary(s: dict[str, Any]) -> None:
+    out = s["outputs"]
+    eng = f"{s['engine']} on {s['device']}"
+    if s.get("window"):
+        eng += f", window {s['window']} steps"
+    if s.get("clusters"):
+        eng += f", {s['clusters']} clusters in {s['waves']} waves"
+    if s.get("workers"):
+        eng += f", {s['workers']} workers"
+    lines = [
+        "hydroscale route: done",
+        f"  reaches      {s['reaches']:,}",
+        f"  steps        {s['steps']:,} of {s['interval_s']:g} s, {s['substeps']} sub-steps "
+        f"each, IRF {s['irf']}",
+        f"  engine       {eng}",
+        f"  wall time    {s['wall_s']:.1f} s (inputs {s['inputs_s']:.1f}, partition "
+        f"{s['partition_s']:.1f}, set-up {s['setup_s']:.1f}, routing {s['route_s']:.1f})",
+        f"  throughput   {_fmt_rate(s['reach_steps_per_s_routing'])} reach-steps/s routing, "
+        f"{_fmt_rate(s['reach_steps_per_s_wall'])} overall",
+    ]
+    if s.get("window_is_run_length"):
+        lines.append("  truncation   none: the window spans the whole run (taps beyond it never "
+                     "act)")
+    elif s.get("max_truncated_mass") is not None:
+        lines.append(f"  truncation   largest kernel mass beyond the window "
+                     f"{s['max_truncated_mass']:.2e}")
+    lines.append(f"  discharge    {out['store'] or '(not written: output.store is null)'}")
+    if out["hydrographs"]:
+        ids = ", ".join(str(i) for i in out["hydrograph_reaches"])
+        lines.append(f"  hydrographs  {out['hydrographs']} (reaches {ids})")
+    lines.append(f"  summary      {out['summary']}")
+    print("\n".join(lines))
+
+
+def _start_cluster(config: Any) -> Any:
+    from .distributed import start_cluster
+
+    t0 = time.perf_counter()
+    client = start_cluster(config)
+    n = len(client.scheduler_info().get("workers", {}))
+    print(f"hydroscale: Dask cluster with {n} workers started in "
+          f"{time.perf_counter() - t0:.1f} s; dashboard: {client.dashboard_link}", flush=True)
+    return client
+
+
+def _close_cluster(client: Any) -> None:
+    cluster = getattr(client, "cluster", None)
+    client.close()
+    if cluster is not None:
+        cluster.close()
+
+
+# ------------------------------------------------------------------------------ commands
+def _route(args: argparse.Namespace) -> int:
+    if args.show_schema:
+        return _show_schema("route")
+    cfg = _load(args, "route", _route_values(args))
+    if args.check:
+        return _show_config(cfg)
+    from .workflows import run_route
+
+    progress = _progress_factory(not args.no_progress)
+    client = _start_cluster(cfg["cluster"]) if cfg["cluster"] is not None else None
+    try:
+        result = run_route(cfg, progress=progress, client=client)
+    finally:
+        if client is not None:
+            _close_cluster(client)
+    _print_route_summary(result.summary)
+    return EXIT_OK
+
+
+def _partition(args: argparse.Namespace) -> int:
+    if args.show_schema:
+        return _show_schema("route")
+    values = _route_values(args)
+    cfg = _load(args, "route", values)
+    if args.check:
+        return _show_config(cfg)
+    from .workflows import run_partition
+
+    out = args.out or str(Path(cfg["output"]["dir"]) / "partition")
+    s = run_partition(cfg, out, progress=_progress_factory(not args.no_progress))
+    print(Path(s["outputs"]["report"]).read_text(), end="")
+    print(f"hydroscale partition: {s['reaches']:,} reaches -> {s.get('clusters')} clusters, "
+          f"{s.get('waves')} waves in {s['partition_s']:.2f} s")
+    for key in ("report", "figure", "partition", "summary"):
+        print(f"  {key:<10} {s['outputs'][key]}")
+    return EXIT_OK
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    if args.show_schema:
+        return _show_schema("ingest")
+    pos = list(args.paths)
+    workflow = None
+    values: dict[str, Any] = {}
+    if len(pos) == 1 and pos[0].lower().endswith((".yaml", ".yml")):
+        workflow = pos[0]
+    elif len(pos) == 2:
+        values = {"ingest.source": pos[0], "ingest.store": pos[1]}
+    elif pos:
+        raise _Usage("ingest takes a workflow file (WORKFLOW.yaml) or SOURCE STORE, got "
+                     f"{len(pos)} paths: {pos}")
+    flags = {"variable": "ingest.variable", "name": "ingest.name",
+             "routelink": "ingest.routelink", "rapid_connect": "ingest.rapid_connect",
+             "reach_order": "ingest.reach_order"}
+    for attr, key in flags.items():
+        if getattr(args, attr) is not None:
+            values[key] = getattr(args, attr)
+    if args.chunks is not None:
+        try:
+            values["ingest.chunks"] = [int(v) for v in args.chunks.split(",")]
+        except ValueError:
+            raise _Usage(f"--chunks {args.chunks!r}: expected REACH,TIME, e.g. 4096,512") \
+                from None
+    if args.time_is_end:
+        values["ingest.time_is_end"] = True
+    if args.overwrite:
+        values["ingest.overwrite"] = True
+    args.workflow = workflow
+    cfg = _load(args, "ingest", values)
+    if args.check:
+        return _show_config(cfg)
+    from .workflows import run_ingest
+
+    progress = _progress_factory(not args.no_progress)
+    bar = progress("ingest", None, "store")
+    s = run_ingest(cfg, command="hydroscale ingest " + " ".join(args.argv))
+    bar.update(1)
+    bar.close()
+    print(f"hydroscale ingest: {s['reaches']:,} reaches x {s['steps']:,} steps "
+          f"(interval {s['interval_s']} s) -> {s['store']} [{s['variable']}, chunks "
+          f"{s['chunks']}] in {s['wall_s']:.1f} s")
+    return EXIT_OK
+
+
+def _bench_dir() -> Path | None:
+    for cand in (Path.cwd() / "bench", Path(__file__).resolve().parents[1] / "bench"):
+        if cand.is_dir():
+            return cand
+    return None
+
+
+def _bench(args: argparse.Namespace) -> int:
+    if args.show_schema:
+        return _show_schema("benchmark")
+    if args.list or args.script:
+        folder = _bench_dir()
+        if folder is None:
+            raise _Usage("the bench/ scripts live in the source checkout (not in an installed "
+                         "package): run from the repository root")
+        scripts = sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_"))
+        if args.list:
+            print(f"bench scripts in {folder} (run: hydroscale bench --script NAME -- ARGS):")
+            for name in scripts:
+                doc = (folder / f"{name}.py").read_text().split('"""')
+                first = doc[1].strip().splitlines()[0] if len(doc) > 2 else ""
+                print(f"  {name:<12} {first}")
+            return EXIT_OK
+        if args.script not in scripts:
+            raise _Usage(f"--script {args.script!r}: no such bench script; choose from "
+                         f"{scripts}")
+        extra = list(args.script_args)
+        if extra[:1] == ["--"]:
+            extra = extra[1:]
+        old = sys.argv
+        sys.argv = [str(folder / f"{args.script}.py"), *extra]
+        try:
+            runpy.run_path(sys.argv[0], run_name="__main__")
+        finally:
+            sys.argv = old
+        return EXIT_OK
+    if args.script_args:
+        raise _Usage(f"unexpected arguments {args.script_args}: extra arguments go to a bench "
+                     "script (--script NAME -- ARGS)")
+    cfg = _load(args, "benchmark", _route_values(args))
+    if args.check:
+        return _show_config(cfg)
+    from .workflows import run_benchmark
+
+    r = run_benchmark(cfg, progress=_progress_factory(not args.no_progress))
+    print(f"hydroscale bench: {r['reaches']:,} reaches x {r['steps']:,} steps "
+          f"(f = {r['substeps']}), {r['engine']} on {r['device']}, {r['dtype']}")
+    print(f"  partition {r['partition_s']:.2f} s, set-up {r['setup_s']:.2f} s, forward "
+          f"{r['forward_s']:.3f} s (median of {len(r['forward_runs_s'])}), "
+          f"{_fmt_rate(r['reach_steps_per_s'])} reach-steps/s")
+    if "oracle" in r:
+        o = r["oracle"]
+        print(f"  vs float64 oracle on {o['reaches']:,} reaches x {o['steps']} steps: "
+              f"rel. L2 {o['rel_l2']:.2e}, NSE at outlet {o['largest_outlet_id']} "
+              f"{o['nse_largest_outlet']:.6f}")
+    print(f"  results   {r['outputs']['summary']}")
+    return EXIT_OK
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .workflows import WorkflowError, load_workflow
+
+    bad = 0
+    for path in args.files:
+        try:
+            cfg = load_workflow(path)
+        except (WorkflowError, FileNotFoundError) as err:
+            bad += 1
+            print(f"{path}: INVALID\n{err}", file=sys.stderr)
+        else:
+            print(f"{path}: ok ({cfg['kind']} workflow)")
+    return EXIT_USAGE if bad else EXIT_OK
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -24,13 +372,177 @@ def _demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ------------------------------------------------------------------------------ parser
+def _workflow_args(p: argparse.ArgumentParser, kind: str) -> None:
+    p.add_argument("workflow", nargs="?", default=None,
+                   help=f"workflow YAML file (kind: {kind}); without it the built-in defaults "
+                   "plus the flags below")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="KEY=VALUE",
+                   help="override any workflow value, e.g. --set routing.substeps=24 "
+                   "(repeatable; values are YAML)")
+    p.add_argument("--show-schema", action="store_true",
+                   help="list every workflow key with its type and default, then exit")
+    p.add_argument("--check", action="store_true",
+                   help="validate and print the resolved workflow, run nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _network_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("network and routing (shortcuts for --set)")
+    g.add_argument("--network", metavar="SOURCE",
+                   help="'synthetic', 'lower_colorado' (bundled), a RouteLink .nc or a RAPID "
+                   "rapid_connect .csv")
+    g.add_argument("--reaches", type=_positive_int, metavar="N",
+                   help="synthetic network size (network.reaches)")
+    g.add_argument("--seed", type=int, help="synthetic network seed (network.seed)")
+    g.add_argument("--irf", help="impulse response: muskingum, linear_storage, nash_cascade, "
+                   "pure_lag, hayami (routing.irf)")
+    g.add_argument("--param", dest="params", action="append", default=[], metavar="NAME=VALUE",
+                   help="IRF parameter for every reach: a number or e.g. "
+                   "'{uniform: [1, 3], units: hours}' (repeatable; routing.params)")
+    g.add_argument("--substeps", type=_positive_int, help="sub-steps per step (routing.substeps)")
+    g.add_argument("--max-reaches", type=_positive_int,
+                   help="most reaches per cluster (partition.max_reaches)")
+    g.add_argument("--max-travel-time", type=float, metavar="STEPS",
+                   help="bound on in-cluster travel time (partition.max_travel_time)")
+    g.add_argument("--workers", type=_positive_int,
+                   help="workers to place clusters on (partition.workers)")
+    g.add_argument("--allow-unstable", action="store_true",
+                   help="accept negative Muskingum coefficients (routing.allow_unstable)")
+
+
+def _run_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("forcing, execution and output (shortcuts for --set)")
+    g.add_argument("--forcing", metavar="SOURCE",
+                   help="'synthetic', 'lower_colorado' or a Zarr forcing store "
+                   "(from `hydroscale ingest`)")
+    g.add_argument("--steps", type=_positive_int, help="routing steps (forcing.steps)")
+    g.add_argument("--time-chunk", type=_positive_int, metavar="STEPS",
+                   help="steps per time chunk (routing.time_chunk)")
+    g.add_argument("--engine", choices=("auto", "torch", "triton", "oracle"),
+                   help="single-device engine (routing.engine)")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                   help="single-device run: where to route (routing.device)")
+    g.add_argument("--cluster", metavar="CONFIG",
+                   help="run on a Dask cluster: a cluster_configs/*.yaml path or name "
+                   "(local-cpu, local-cuda, scheduler, slurm)")
+    g.add_argument("--out", metavar="DIR", help="output folder (output.dir)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output store (output.overwrite)")
+    g.add_argument("--reach", type=int, action="append", metavar="ID",
+                   help="also plot this reach's hydrograph (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     ap = argparse.ArgumentParser(
-        prog="hydroscale",
-        description="Exact, differentiable river routing for continental networks.",
+        prog="hydroscale", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    ap.add_argument("--version", action="version", version=f"hydroscale {__version__}")
+    ap.add_argument("-v", "--verbose", action="count", default=0,
+                    help="more log output (-v info, -vv debug and tracebacks)")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    route = sub.add_parser(
+        "route", formatter_class=fmt,
+        help="route runoff through a river network (one device, or a Dask cluster)",
+        description="Route lateral inflow through a river network and write discharge "
+        "(Zarr, m³/s), hydrograph PNGs and summary.json.\n\n"
+        "Inputs come from a workflow file and/or flags: a synthetic continental forest, an NWM "
+        "RouteLink or a RAPID network; synthetic runoff, a Zarr forcing store or the bundled "
+        "basin's NWM inflow.  Without --cluster the run stays on one device (CUDA if visible); "
+        "with --cluster (or a `cluster:` key) it runs on Dask workers and prints the "
+        "dashboard URL.\n\nexamples:\n"
+        "  hydroscale route workflows/route.yaml\n"
+        "  hydroscale route workflows/route.yaml --cluster cluster_configs/local-cpu.yaml\n"
+        "  hydroscale route --reaches 1000000 --steps 30 --engine oracle --out out/1M\n"
+        "  hydroscale route workflows/route.yaml --set routing.substeps=24 --set "
+        "forcing.steps=730",
+    )
+    _workflow_args(route, "route")
+    _network_flags(route)
+    _run_flags(route)
+    route.set_defaults(func=_route)
+
+    part = sub.add_parser(
+        "partition", formatter_class=fmt,
+        help="cut a network into clusters and waves; write a report and a PNG",
+        description="Partition the workflow's network into clusters bounded in reaches and "
+        "travel time, order them in waves and place them on workers; writes "
+        "partition_report.txt, partition.png, partition.npz and partition_summary.json.\n\n"
+        "examples:\n  hydroscale partition workflows/route.yaml --workers 4 --out out/part\n"
+        "  hydroscale partition --reaches 1000000 --max-reaches 1024 --workers 8",
+    )
+    _workflow_args(part, "route")
+    _network_flags(part)
+    part.add_argument("--out", metavar="DIR",
+                      help="output folder (default: <output.dir>/partition)")
+    part.set_defaults(func=_partition, forcing=None)
+
+    ing = sub.add_parser(
+        "ingest", formatter_class=fmt,
+        help="turn CHRTOUT/RAPID/NetCDF/CSV forcing into a (reach, time) Zarr store",
+        description="Write lateral inflow as a (reach, time) float32 Zarr store that `route` "
+        "reads chunk by chunk.  Give SOURCE STORE, or a workflow file (kind: ingest).\n\n"
+        "examples:\n  hydroscale ingest 'data/*.CHRTOUT_DOMAIN1' forcing.zarr --routelink "
+        "RouteLink.nc --time-is-end\n  hydroscale ingest workflows/ingest.yaml",
+    )
+    ing.add_argument("paths", nargs="*", metavar="PATH",
+                     help="WORKFLOW.yaml, or SOURCE (file, folder or glob) and STORE")
+    ing.add_argument("--set", dest="overrides", action="append", default=[],
+                     metavar="KEY=VALUE", help="override a workflow value (ingest.KEY=VALUE)")
+    ing.add_argument("--show-schema", action="store_true", help="list the workflow keys")
+    ing.add_argument("--check", action="store_true", help="validate and print, run nothing")
+    ing.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ing.add_argument("--variable", help="variable to read (CHRTOUT default q_lateral)")
+    ing.add_argument("--name", help="array name in the store (default runoff)")
+    ing.add_argument("--routelink", help="RouteLink.nc: rows follow its reaches")
+    ing.add_argument("--rapid-connect", help="rapid_connect.csv: rows follow its reaches")
+    ing.add_argument("--reach-order", help="text file of reach ids: the row order")
+    ing.add_argument("--chunks", metavar="REACH,TIME", help="chunk sizes (default 4096,512)")
+    ing.add_argument("--time-is-end", action="store_true",
+                     help="source times mark interval ends (NWM CHRTOUT)")
+    ing.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    ing.set_defaults(func=_ingest)
+
+    bench = sub.add_parser(
+        "bench", formatter_class=fmt,
+        help="time routing and check it against the float64 oracle; or run a bench script",
+        description="Run a benchmark workflow (kind: benchmark, or a route workflow with "
+        "default benchmark settings): partition, set-up and forward times, reach-steps/s, and "
+        "the error against the float64 oracle on whole basins.  Writes benchmark.json.\n"
+        "With --script, run one of the repository's bench/*.py scripts instead.\n\n"
+        "examples:\n  hydroscale bench workflows/benchmark.yaml\n"
+        "  hydroscale bench --list\n  hydroscale bench --script partition -- --reaches 1000000",
+    )
+    _workflow_args(bench, "benchmark")
+    _network_flags(bench)
+    _run_flags(bench)
+    bench.add_argument("--list", action="store_true", help="list the bench/ scripts")
+    bench.add_argument("--script", metavar="NAME", help="run bench/NAME.py with the arguments "
+                       "after --")
+    bench.add_argument("script_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    bench.set_defaults(func=_bench)
+
+    val = sub.add_parser("validate", help="check workflow files (exit 2 if any is invalid)",
+                         description="Validate workflow files without running them.")
+    val.add_argument("files", nargs="+", metavar="WORKFLOW")
+    val.set_defaults(func=_validate)
+
     demo = sub.add_parser(
         "demo",
         help="route the bundled Lower Colorado basin (NWM data) and write discharge + PNG",
@@ -46,18 +558,41 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    from .distributed import ClusterConfigError
+    from .workflows import WorkflowError
+
+    return (_Usage, WorkflowError, ClusterConfigError)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 ok, 1 failed run, 2 usage error)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     ap = build_parser()
-    args = ap.parse_args(argv)
-    level = logging.WARNING - 10 * min(2, args.verbose + 1)
+    try:
+        args = ap.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help/--version (0) or a usage error (2)
+        return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
+    args.argv = argv
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
         ap.print_help()
         return EXIT_USAGE
+    usage = _usage_errors()
     try:
         return args.func(args)
-    except (ValueError, KeyError, FileNotFoundError) as exc:
+    except usage as exc:
+        print(f"hydroscale {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"hydroscale {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - every failure becomes exit code 1 with a message
+        logger.debug("hydroscale %s failed", args.command, exc_info=True)
         print(f"hydroscale {args.command}: error: {exc}", file=sys.stderr)
+        if args.verbose < 2:
+            print("(run with -vv for the traceback)", file=sys.stderr)
         return EXIT_ERROR
 
 

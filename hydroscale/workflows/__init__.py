@@ -1,0 +1,46 @@
+"""Workflows: YAML files that describe a run (route, benchmark, ingest), validated on load.
+
+::
+
+    from hydroscale.workflows import load_workflow, run_route
+
+    cfg = load_workflow("workflows/route.yaml", ["routing.substeps=24"], kind="route")
+    result = run_route(cfg)
+    print(result.summary["wall_s"], result.store)
+
+Every key is checked: unknown keys, wrong types and inconsistent values raise
+:class:`WorkflowError` naming the key and what was expected.  ``hydroscale route --show-schema``
+lists every key with its default.
+"""
+
+from __future__ import annotations
+
+from ._inputs import Forcing, RouteInputs, build_inputs, build_network, build_params
+from ._route import RouteResult, hydrograph_reaches, route_single, run_route
+from ._schema import WorkflowError, apply_overrides, describe, validate
+from ._spec import KINDS, SCHEMAS, load_workflow, workflow_from_mapping
+from ._tasks import basin_subset, run_benchmark, run_ingest, run_partition
+
+__all__ = [
+    "KINDS",
+    "SCHEMAS",
+    "Forcing",
+    "RouteInputs",
+    "RouteResult",
+    "WorkflowError",
+    "apply_overrides",
+    "basin_subset",
+    "build_inputs",
+    "build_network",
+    "build_params",
+    "describe",
+    "hydrograph_reaches",
+    "load_workflow",
+    "route_single",
+    "run_benchmark",
+    "run_ingest",
+    "run_partition",
+    "run_route",
+    "validate",
+    "workflow_from_mapping",
+]

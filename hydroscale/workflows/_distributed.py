@@ -1,0 +1,172 @@
+"""Run a ``route`` workflow on a Dask cluster (:func:`hydroscale.distributed.route_distributed`).
+
+The client partitions the network over the cluster's workers and hands the forcing to the
+workers as a description (a Zarr store path, or the synthetic source they generate
+themselves); discharge goes from the workers straight to the output store.  The bundled
+basin's forcing is first written to ``<output.dir>/forcing.zarr``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._inputs import RouteInputs
+from ._route import NullProgress, Progress
+
+__all__ = ["route_distributed_workflow"]
+
+logger = logging.getLogger(__name__)
+
+
+def _forcing_source(cfg: dict[str, Any], inputs: RouteInputs, out_dir: Path) -> Any:
+    from ..distributed import SyntheticForcing
+
+    frc = cfg["forcing"]
+    if frc["source"] == "synthetic":
+        return SyntheticForcing(n_steps=frc["steps"], seed=frc["seed"], scale=float(frc["scale"]),
+                                start=frc["start"].rstrip("Z"), interval_s=frc["interval_s"])
+    if frc["source"] == "zarr":
+        return frc["path"]
+    import xarray as xr
+
+    from ..io import ingest
+
+    f = inputs.forcing
+    da = xr.DataArray(f.read(0, f.n_steps), {"reach": inputs.network.ids, "time": f.times},
+                      ("reach", "time"), attrs={"units": "m3 s-1", "interval_s": f.interval_s})
+    path = out_dir / "forcing.zarr"
+    ingest(da, path, network=inputs.network, overwrite=True,
+           provenance={"source": f.source})
+    logger.info("wrote the bundled forcing to %s for the workers", path)
+    return str(path)
+
+
+class _TaskWatcher:
+    """Feeds a progress bar with the number of finished routing tasks, polled from the
+    scheduler (the runtime names them ``hydroscale-route-<run>-<group>-<chunk>``)."""
+
+    def __init__(self, client: Any, bar: Any, period: float = 0.5) -> None:
+        self.client, self.bar, self.period = client, bar, period
+        self.done = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    @staticmethod
+    def _count(dask_scheduler: Any = None) -> int:
+        n = 0
+        for key, ts in dask_scheduler.tasks.items():
+            if str(key).startswith("hydroscale-route-") and ts.state in ("memory", "erred"):
+                n += 1
+        return n
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period):
+            try:
+                n = self.client.run_on_scheduler(self._count)
+            except Exception:  # noqa: BLE001 - progress is best effort; the run reports errors
+                return
+            if n > self.done:
+                self.bar.update(n - self.done)
+                self.done = n
+
+    def __enter__(self) -> _TaskWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def _kept_rows(store: str, ids: np.ndarray) -> np.ndarray:
+    import zarr
+
+    root = zarr.open_group(store, mode="r")
+    arr = root[root.attrs["variable"]]
+    if ids.size == 0:
+        return np.zeros((0, arr.shape[1]), np.float32)
+    sid = root["reach"][:]
+    order = np.argsort(sid)
+    rows = order[np.searchsorted(sid[order], ids)]
+    srt = np.argsort(rows)
+    got = arr.get_orthogonal_selection((rows[srt], slice(None)))
+    out = np.empty_like(got)
+    out[srt] = got
+    return out
+
+
+def route_distributed_workflow(
+    cfg: dict[str, Any],
+    inputs: RouteInputs,
+    client: Any,
+    *,
+    keep: np.ndarray,
+    progress: Progress = NullProgress,
+) -> tuple[dict[str, Any], np.ndarray, Path | None]:
+    """Route on the cluster of ``client``; returns (run facts, discharge of ``keep`` [k, T],
+    output store path)."""
+    from ..distributed import plan_waves, route_distributed
+    from ..partition import partition_network, travel_time_bound
+
+    rt, pc, out = cfg["routing"], cfg["partition"], cfg["output"]
+    out_dir = Path(out["dir"])
+    net = inputs.network
+    workers = len(client.scheduler_info().get("workers", {}))
+    n_workers = pc["workers"] or workers
+    if n_workers != workers:
+        raise ValueError(f"partition.workers = {n_workers} but the cluster has {workers} "
+                         "workers; leave partition.workers null to use them all")
+    store: Path | None = None
+    if out["store"] is not None:
+        store = out_dir / out["store"]
+        if store.exists():
+            if not out["overwrite"]:
+                raise FileExistsError(
+                    f"the output store {str(store)!r} exists; pass --overwrite (or set "
+                    "output.overwrite=true) to replace it, or choose another output.store")
+            shutil.rmtree(store)
+    source = _forcing_source(cfg, inputs, out_dir)
+    t0 = time.perf_counter()
+    bar = progress("partition", None, "step")
+    travel = None
+    if pc["max_travel_time"] is not None:
+        travel = travel_time_bound(rt["irf"], inputs.params, substeps=rt["substeps"])
+    part = partition_network(net, max_reaches=pc["max_reaches"], travel_time=travel,
+                             max_travel_time=pc["max_travel_time"], n_workers=n_workers)
+    plan = plan_waves(net, part)
+    bar.update(1)
+    bar.close()
+    partition_s = time.perf_counter() - t0
+    steps = inputs.forcing.n_steps
+    n_chunks = -(-steps // rt["time_chunk"])
+    backend = "auto" if rt["engine"] == "auto" else rt["engine"]
+    bar = progress("route tasks", plan.n_groups * n_chunks, "task")
+    with _TaskWatcher(client, bar) as watch:
+        summ = route_distributed(
+            client, net, part, source, None if store is None else str(store), rt["irf"],
+            inputs.params, substeps=rt["substeps"], time_chunk=rt["time_chunk"],
+            window=rt["window"], dtype=torch.float64 if rt["dtype"] == "float64"
+            else torch.float32, backend=backend, allow_unstable=rt["allow_unstable"],
+            n_steps=steps, reach_chunk=out["reach_chunk"], plan=plan,
+            run_metadata={"workflow": cfg.get("name") or "route"},
+        )
+    bar.update(max(0, plan.n_groups * n_chunks - watch.done))
+    bar.close()
+    facts = {
+        "engine": f"distributed/{backend}", "device": "cluster", "dtype": rt["dtype"],
+        "workers": summ.workers, "clusters": part.n_clusters, "groups": summ.groups,
+        "waves": summ.waves, "tasks": summ.tasks, "window": summ.window,
+        "max_truncated_mass": summ.max_truncated_mass, "partition_s": partition_s,
+        "setup_s": summ.setup_s, "route_s": summ.wall_s, "checksum": summ.checksum,
+    }
+    if store is None:
+        return facts, np.zeros((0, steps), np.float32), None
+    return facts, _kept_rows(str(store), net.ids[keep]), store

@@ -1,0 +1,189 @@
+"""Build a run's inputs from a validated workflow: network, forcing reader, parameters."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..irf import get_irf
+from ..network import RiverNetwork, continental_forest
+from ._spec import TIME_UNITS
+
+__all__ = ["Forcing", "RouteInputs", "build_inputs", "build_network", "build_params"]
+
+logger = logging.getLogger(__name__)
+
+@dataclass
+class Forcing:
+    """Lateral inflow in network order.
+
+    ``times`` [T] datetime64 interval starts; ``interval_s`` step length (s); ``read(t0, t1)``
+    returns float32 ``[N, t1 - t0]`` m³/s (interval means) in network order.
+    """
+
+    times: np.ndarray
+    interval_s: float
+    read: Any
+    source: str
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.times.size)
+
+
+@dataclass
+class RouteInputs:
+    """Everything a run needs: network, forcing, parameters ``[N, P]`` (float64, routing-step
+    units), gauged reach ids and reference series for the hydrograph figures."""
+
+    network: RiverNetwork
+    forcing: Forcing
+    params: torch.Tensor
+    gauges: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    references: dict[str, Any] = field(default_factory=dict)
+
+
+def build_network(net: dict[str, Any]) -> tuple[RiverNetwork, Any]:
+    """The network a workflow's ``network`` section names, and the bundled basin if used."""
+    src = net["source"]
+    if src == "synthetic":
+        return continental_forest(net["reaches"], seed=net["seed"]), None
+    if src == "routelink":
+        from ..io import read_routelink
+
+        return read_routelink(net["path"]), None
+    if src == "rapid":
+        from ..io.rapid import read_rapid_connect
+
+        return read_rapid_connect(net["path"], riv_bas_id=net["riv_bas_id"]), None
+    from ..io import load_lower_colorado
+
+    basin = load_lower_colorado()
+    return basin.network, basin
+
+
+def _synthetic_forcing(frc: dict[str, Any], n: int) -> Forcing:
+    """Uniform runoff from the counter hash the distributed runtime uses, so a single-device
+    and a cluster run of one workflow see the same values whatever the time chunk."""
+    from ..distributed import hash_uniform
+
+    steps, scale, seed = frc["steps"], float(frc["scale"]), frc["seed"]
+    dt = float(frc["interval_s"])
+    start = np.datetime64(frc["start"].rstrip("Z"), "s")
+    times = (start + (np.arange(steps) * dt).astype("timedelta64[s]")).astype("datetime64[ns]")
+    reaches = torch.arange(n)
+
+    def read(t0: int, t1: int) -> np.ndarray:
+        out = hash_uniform(reaches, t0, t1, seed)
+        return (out.mul_(scale) if scale != 1.0 else out).numpy()
+
+    return Forcing(times, dt, read, f"synthetic U(0, {scale}) m3/s, seed {seed}")
+
+
+def _zarr_forcing(frc: dict[str, Any], network: RiverNetwork) -> Forcing:
+    from ..io import open_forcing
+
+    fs = open_forcing(frc["path"], network)
+    steps = fs.time.size if frc["steps"] is None else min(frc["steps"], fs.time.size)
+    if frc["steps"] is not None and frc["steps"] > fs.time.size:
+        raise ValueError(
+            f"forcing.steps = {frc['steps']} but the store {frc['path']!r} holds "
+            f"{fs.time.size} steps; lower forcing.steps or leave it null"
+        )
+    if fs.interval_s is None:
+        raise ValueError(f"the forcing store {frc['path']!r} has irregular or unknown times "
+                         "(no interval_s attribute); re-ingest regular time steps")
+    rows = fs.rows
+
+    def read(t0: int, t1: int) -> np.ndarray:
+        return np.asarray(fs.array.get_orthogonal_selection((rows, slice(t0, t1))), np.float32)
+
+    return Forcing(fs.time[:steps], float(fs.interval_s), read, f"zarr {frc['path']}")
+
+
+def _bundled_forcing(frc: dict[str, Any], basin: Any) -> Forcing:
+    q = basin.q_lateral
+    steps = q.sizes["time"] if frc["steps"] is None else min(frc["steps"], q.sizes["time"])
+    vals = np.ascontiguousarray(q.values[:, :steps], np.float32)
+    t_end = q["time"].values[:steps]
+    dt = float((t_end[1] - t_end[0]) / np.timedelta64(1, "s")) if t_end.size > 1 else 3600.0
+    starts = t_end - np.timedelta64(int(dt), "s")  # CHRTOUT times mark the end of the hour
+
+    def read(t0: int, t1: int) -> np.ndarray:
+        return vals[:, t0:t1]
+
+    return Forcing(starts, dt, read, "bundled Lower Colorado NWM q_lateral")
+
+
+def _param_values(name: str, spec: Any, network: RiverNetwork, interval_s: float,
+                  fallback_seed: int) -> np.ndarray:
+    n = network.n_reaches
+    if not isinstance(spec, dict):
+        values = np.full(n, float(spec))
+    elif "uniform" in spec:
+        lo, hi = spec["uniform"]
+        rng = np.random.default_rng([spec.get("seed", fallback_seed), *name.encode()])
+        values = rng.uniform(lo, hi, n)
+    elif "attribute" in spec:
+        attr = spec["attribute"]
+        if attr not in network.attrs:
+            raise ValueError(
+                f"routing.params.{name}: the network has no attribute {attr!r}; it has "
+                f"{sorted(network.attrs)}"
+            )
+        values = np.asarray(network.attrs[attr], np.float64)
+    else:
+        values = np.loadtxt(spec["file"], delimiter=",", dtype=np.float64, ndmin=2)[:, 0]
+        if values.size != n:
+            raise ValueError(
+                f"routing.params.{name}: {spec['file']!r} has {values.size} values for {n} "
+                "reaches (one per line, in network order)"
+            )
+    values = values * float(spec.get("factor", 1.0)) if isinstance(spec, dict) else values
+    unit = spec.get("units", "steps") if isinstance(spec, dict) else "steps"
+    if TIME_UNITS[unit] is not None:
+        values = values * TIME_UNITS[unit] / interval_s
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise ValueError(
+            f"routing.params.{name}: non-finite values at reaches "
+            f"{network.ids[bad][:5].tolist()} ({int(bad.sum())} in all)"
+        )
+    return values
+
+
+def build_params(routing: dict[str, Any], network: RiverNetwork, interval_s: float,
+                 seed: int = 0) -> torch.Tensor:
+    """Per-reach parameters ``[N, P]`` (float64, routing-step units, the IRF's column order)."""
+    spec = get_irf(routing["irf"])
+    cols = [_param_values(p, routing["params"][p], network, interval_s, seed)
+            for p in spec.params]
+    return torch.from_numpy(np.stack(cols, axis=-1))
+
+
+def build_inputs(cfg: dict[str, Any]) -> RouteInputs:
+    """Network, forcing and parameters of a validated ``route``/``benchmark`` workflow."""
+    network, basin = build_network(cfg["network"])
+    frc = cfg["forcing"]
+    if frc["source"] == "synthetic":
+        forcing = _synthetic_forcing(frc, network.n_reaches)
+    elif frc["source"] == "zarr":
+        forcing = _zarr_forcing(frc, network)
+    else:
+        forcing = _bundled_forcing(frc, basin)
+    params = build_params(cfg["routing"], network, forcing.interval_s, cfg["network"]["seed"])
+    gauges = np.zeros(0, np.int64)
+    refs: dict[str, Any] = {}
+    if basin is not None:
+        gauges = np.asarray(basin.gauged_reaches, np.int64)
+        refs = {"NWM streamflow": basin.streamflow, "USGS": basin.usgs_at_reaches}
+    elif "gages" in network.attrs:
+        g = np.asarray(network.attrs["gages"]).astype(str)
+        gauges = network.ids[np.char.strip(g) != ""]
+    logger.info("inputs: %d reaches, %d steps of %s s, forcing %s", network.n_reaches,
+                forcing.n_steps, forcing.interval_s, forcing.source)
+    return RouteInputs(network, forcing, params, gauges, refs)

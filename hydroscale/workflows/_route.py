@@ -1,0 +1,329 @@
+"""Run a ``route`` workflow on one device: partition, time chunks with carried state, Zarr out.
+
+The run streams: forcing is read one time chunk at a time, routed with the state carried from
+the previous chunk, and written to the output store; only the reaches chosen for hydrographs are
+kept in memory.  Progress is reported through a ``progress(desc, total, unit)`` factory (the CLI
+passes tqdm bars; the default reports nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..io import write_block
+from ..network import RiverNetwork
+from ._inputs import RouteInputs, build_inputs
+
+__all__ = ["NullProgress", "RouteResult", "hydrograph_reaches", "run_route", "route_single"]
+
+logger = logging.getLogger(__name__)
+
+
+class NullProgress:
+    """A progress bar that shows nothing (``update``, ``close``, context manager)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> NullProgress:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+Progress = Callable[..., Any]  # (desc, total, unit) -> object with update() and close()
+
+
+@dataclass
+class RouteResult:
+    """What a run produced: ``summary`` (also written as JSON) and the file paths."""
+
+    summary: dict[str, Any]
+    store: Path | None
+    figure: Path | None
+    summary_path: Path
+
+
+def hydrograph_reaches(network: RiverNetwork, hydro: dict[str, Any],
+                       gauges: np.ndarray) -> np.ndarray:
+    """Reach indices to plot: chosen ids, the outlets of the largest basins, then gauged
+    reaches with the most upstream reaches first (at most ``max_panels``, no repeats)."""
+    picks: list[int] = []
+    if hydro["reaches"]:
+        picks.extend(network.index_of(np.asarray(hydro["reaches"], np.int64)).tolist())
+    if hydro["outlets"]:
+        size = np.bincount(network.basin, minlength=network.n_reaches)
+        outlets = network.outlets[np.argsort(-size[network.outlets], kind="stable")]
+        picks.extend(outlets[: hydro["outlets"]].tolist())
+    if hydro["gauges"] and gauges.size:
+        from ..api import accumulate
+
+        g = network.index_of(gauges)
+        upstream = accumulate(network, np.ones(network.n_reaches))[g]
+        picks.extend(g[np.argsort(-upstream, kind="stable")].tolist())
+    seen: dict[int, None] = {}
+    for i in picks:
+        seen.setdefault(int(i), None)
+    return np.asarray(list(seen)[: hydro["max_panels"]], np.int64)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("routing.device is 'cuda' but torch sees no CUDA device; use "
+                           "routing.device=cpu or auto")
+    return torch.device(name)
+
+
+def _open_store(cfg: dict[str, Any], inputs: RouteInputs, extra: dict[str, Any]) -> Path | None:
+    out = cfg["output"]
+    if out["store"] is None:
+        return None
+    from ..io import create_output_store
+
+    path = Path(out["dir"]) / out["store"]
+    if path.exists():
+        if not out["overwrite"]:
+            raise FileExistsError(
+                f"the output store {str(path)!r} exists; pass --overwrite (or set "
+                "output.overwrite=true) to replace it, or choose another output.store"
+            )
+        shutil.rmtree(path)
+    rt = cfg["routing"]
+    create_output_store(
+        path, inputs.network.ids, inputs.forcing.times,
+        chunks=(out["reach_chunk"], rt["time_chunk"]), interval_s=inputs.forcing.interval_s,
+        run={"workflow": cfg.get("name") or "route", "irf": rt["irf"],
+             "substeps": rt["substeps"], "forcing": inputs.forcing.source, **extra},
+    )
+    return path
+
+
+def _steady_base(inputs: RouteInputs, initial: str) -> tuple[np.ndarray | None, Any]:
+    """With a steady start: the first step's inflow ``r0`` [N] and its accumulation [N]."""
+    if initial != "steady":
+        return None, None
+    from ..api import accumulate
+
+    r0 = inputs.forcing.read(0, 1)[:, 0].astype(np.float64)
+    return r0, accumulate(inputs.network, r0)
+
+
+def route_single(
+    cfg: dict[str, Any],
+    inputs: RouteInputs,
+    *,
+    progress: Progress = NullProgress,
+    keep: np.ndarray | None = None,
+    write: bool = True,
+) -> tuple[dict[str, Any], np.ndarray, Path | None]:
+    """Route on one device; returns (run facts, discharge of the ``keep`` reaches [k, T], store).
+
+    The facts hold timings (``partition_s``, ``setup_s``, ``route_s``), the engine, the
+    window and the largest truncated kernel mass.
+    """
+    rt, part_cfg = cfg["routing"], cfg["partition"]
+    net, forcing = inputs.network, inputs.forcing
+    n, steps, tc = net.n_reaches, forcing.n_steps, rt["time_chunk"]
+    device = _device(rt["device"])
+    dtype = torch.float64 if rt["dtype"] == "float64" else torch.float32
+    keep = np.zeros(0, np.int64) if keep is None else keep
+    kept = np.zeros((keep.size, steps), np.float32)
+    base, acc = _steady_base(inputs, rt["initial"])
+    facts: dict[str, Any] = {"device": str(device), "dtype": rt["dtype"]}
+    n_chunks = -(-steps // tc)
+    if rt["engine"] == "oracle":
+        from ..routing import route_oracle
+
+        facts.update(engine="oracle", partition_s=0.0, setup_s=0.0)
+        store = _open_store(cfg, inputs, {"engine": "oracle"}) if write else None
+        t0 = time.perf_counter()
+        r = forcing.read(0, steps).astype(np.float64)
+        if base is not None:
+            r = r - base[:, None]
+        q = route_oracle(net, r, rt["irf"], inputs.params, substeps=rt["substeps"],
+                         allow_unstable=rt["allow_unstable"])
+        q = np.asarray(q, np.float64) + (0.0 if acc is None else np.asarray(acc)[:, None])
+        if store is not None:
+            write_block(store, 0, 0, q)
+        kept[:] = q[keep]
+        facts["route_s"] = time.perf_counter() - t0
+        return facts, kept, store
+
+    from ..partition import partition_network, travel_time_bound
+    from ..routing import RivTreeCluster, StagedRouter
+
+    t0 = time.perf_counter()
+    bar = progress("partition", None, "step")
+    travel = None
+    if part_cfg["max_travel_time"] is not None:
+        travel = travel_time_bound(rt["irf"], inputs.params, substeps=rt["substeps"])
+    part = partition_network(net, max_reaches=part_cfg["max_reaches"], travel_time=travel,
+                             max_travel_time=part_cfg["max_travel_time"])
+    bar.update(1)
+    bar.close()
+    t1 = time.perf_counter()
+    backend = "auto" if rt["engine"] == "auto" else rt["engine"]
+    router = StagedRouter(
+        RivTreeCluster(net, part.cluster_of), rt["irf"], substeps=rt["substeps"],
+        window=rt["window"], dtype=dtype, backend=backend, device=device,
+        allow_unstable=rt["allow_unstable"],
+    )
+    if rt["window"] == "auto":
+        # Taps beyond the run's length never act: a window longer than the run is wasted work.
+        from ..routing._aggregation import auto_window
+
+        with torch.no_grad():
+            k_auto = auto_window(router.clusters, router.plan, router.spec,
+                                 inputs.params.to(device), rt["substeps"])
+        router.window = max(1, min(int(k_auto), steps))
+        facts["window_is_run_length"] = router.window < int(k_auto)
+    with torch.no_grad():
+        kernels = router.aggregate(inputs.params.to(device))
+    t2 = time.perf_counter()
+    trunc = router.truncated_mass
+    facts.update(
+        engine=f"staged/{backend}", clusters=part.n_clusters, waves=part.n_waves,
+        window=int(kernels.window), partition_s=t1 - t0, setup_s=t2 - t1,
+        max_truncated_mass=None if trunc is None or np.size(trunc) == 0
+        else float(np.max(trunc)),
+    )
+    store = _open_store(cfg, inputs, {"engine": facts["engine"], "window": kernels.window}) \
+        if write else None
+    base_t = None if base is None else torch.as_tensor(base, dtype=dtype, device=device)
+    acc_t = None if acc is None else torch.as_tensor(np.asarray(acc), dtype=dtype, device=device)
+    state = None
+    route_s = 0.0
+    bar = progress("route", n_chunks, "chunk")
+    with torch.no_grad():
+        for c in range(n_chunks):
+            a, b = c * tc, min(steps, (c + 1) * tc)
+            r = torch.from_numpy(forcing.read(a, b)).to(device=device, dtype=dtype)
+            if base_t is not None:
+                r = r - base_t[:, None]
+            ts = time.perf_counter()
+            q, state = router(r.unsqueeze(0), kernels=kernels, state=state, return_state=True)
+            q = q[0]
+            if acc_t is not None:
+                q = q + acc_t[:, None]
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            route_s += time.perf_counter() - ts
+            qn = q.to(torch.float32).cpu().numpy()
+            if store is not None:
+                write_block(store, 0, a, qn)
+            kept[:, a:b] = qn[keep]
+            bar.update(1)
+    bar.close()
+    facts["route_s"] = route_s
+    if n * steps:
+        logger.info("routed %d reaches x %d steps in %.2f s", n, steps, route_s)
+    return facts, kept, store
+
+
+def _figure(path: Path, inputs: RouteInputs, keep: np.ndarray, kept: np.ndarray,
+            title: str) -> Path | None:
+    if keep.size == 0:
+        return None
+    from ..plotting import plot_hydrographs
+
+    net, f = inputs.network, inputs.forcing
+    t_end = f.times + np.timedelta64(int(round(f.interval_s)), "s")
+    panels = []
+    for row, i in enumerate(keep):
+        rid = int(net.ids[i])
+        series = {"hydroscale": (t_end, kept[row])}
+        for label, ref in inputs.references.items():
+            if rid in ref["reach"].values:
+                s = ref.sel(reach=rid)
+                if bool(np.isfinite(s.values).any()):
+                    series[label] = (s["time"].values, s.values)
+        kind = "outlet" if net.downstream[i] < 0 else "reach"
+        panels.append((f"{kind} {rid}", series))
+    return plot_hydrographs(path, panels, title=title)
+
+
+def _peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB on Linux
+
+
+def run_route(
+    cfg: dict[str, Any],
+    *,
+    progress: Progress = NullProgress,
+    client: Any = None,
+    inputs: RouteInputs | None = None,
+) -> RouteResult:
+    """Run a validated ``route`` workflow; write the store, the hydrograph PNG and
+    ``summary.json`` under ``output.dir``.
+
+    With ``client`` (a ``distributed.Client``) the run goes through
+    :mod:`hydroscale.distributed`; otherwise on one device (:func:`route_single`).
+    """
+    t_start = time.perf_counter()
+    out_dir = Path(cfg["output"]["dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bar = progress("inputs", None, "step")
+    inputs = inputs if inputs is not None else build_inputs(cfg)
+    bar.update(1)
+    bar.close()
+    t_inputs = time.perf_counter() - t_start
+    net, steps = inputs.network, inputs.forcing.n_steps
+    keep = hydrograph_reaches(net, cfg["output"]["hydrographs"], inputs.gauges)
+    if client is not None:
+        from ._distributed import route_distributed_workflow
+
+        if cfg["output"]["store"] is None:  # discharge stays on the workers: nothing to plot
+            keep = keep[:0]
+        facts, kept, store = route_distributed_workflow(cfg, inputs, client, keep=keep,
+                                                        progress=progress)
+    else:
+        facts, kept, store = route_single(cfg, inputs, progress=progress, keep=keep)
+    label = cfg.get("name") or f"{cfg['network']['source']} network"
+    fig = _figure(out_dir / "hydrographs.png", inputs, keep, kept,
+                  f"hydroscale: {label}, {cfg['routing']['irf']}")
+    wall = time.perf_counter() - t_start
+    reach_steps = net.n_reaches * steps
+    summary = {
+        "workflow": cfg.get("name"),
+        "reaches": net.n_reaches,
+        "steps": steps,
+        "substeps": cfg["routing"]["substeps"],
+        "interval_s": inputs.forcing.interval_s,
+        "irf": cfg["routing"]["irf"],
+        **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in facts.items()},
+        "inputs_s": round(t_inputs, 3),
+        "wall_s": round(wall, 3),
+        "reach_steps_per_s_routing": reach_steps / facts["route_s"] if facts["route_s"] else None,
+        "reach_steps_per_s_wall": reach_steps / wall,
+        "peak_rss_gb": round(_peak_rss_gb(), 2),
+        "outputs": {
+            "store": None if store is None else str(store),
+            "hydrographs": None if fig is None else str(fig),
+            "hydrograph_reaches": net.ids[keep].tolist(),
+        },
+    }
+    js = out_dir / "summary.json"
+    summary["outputs"]["summary"] = str(js)
+    js.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    logger.info("summary written to %s", js)
+    return RouteResult(summary, store, fig, js)

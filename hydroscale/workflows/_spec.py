@@ -1,0 +1,326 @@
+"""The workflow kinds (``route``, ``benchmark``, ``ingest``), their schemas and loading.
+
+A workflow file is YAML with a top-level ``kind``; every other key is checked against the
+kind's schema (:data:`SCHEMAS`), unknown keys included.  Relative paths are relative to the
+directory the command runs in.  ``hydroscale <command> --show-schema`` prints every key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ._schema import Field, WorkflowError, apply_overrides, set_values, validate
+
+__all__ = ["KINDS", "SCHEMAS", "TIME_UNITS", "load_workflow", "workflow_from_mapping"]
+
+#: Seconds per unit for parameters given with ``units`` (divided by the step length).
+TIME_UNITS: dict[str, float | None] = {
+    "steps": None, "seconds": 1.0, "minutes": 60.0, "hours": 3600.0, "days": 86400.0,
+}
+
+
+def _check_param(value: Any) -> str | None:
+    """A parameter is a number, ``{uniform: [lo, hi]}``, ``{attribute: name}`` or
+    ``{file: path}`` (the last two optionally with ``units`` and ``factor``)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return None
+    if not isinstance(value, Mapping):
+        return (f"expected a number, {{uniform: [low, high]}}, {{attribute: NAME}} or "
+                f"{{file: PATH}}, got {type(value).__name__} {value!r}")
+    sources = [k for k in ("uniform", "attribute", "file") if k in value]
+    extra = sorted(set(value) - {"uniform", "attribute", "file", "units", "factor", "seed"})
+    if len(sources) != 1 or extra:
+        return (f"expected exactly one of uniform/attribute/file (plus optional units, factor, "
+                f"seed), got keys {sorted(value)}")
+    if "uniform" in value:
+        u = value["uniform"]
+        if (not isinstance(u, list) or len(u) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in u)
+                or u[0] > u[1]):
+            return f"uniform: expected [low, high] with low <= high, got {u!r}"
+    for key in ("attribute", "file"):
+        if key in value and not (isinstance(value[key], str) and value[key]):
+            return f"{key}: expected a string, got {value[key]!r}"
+    if "units" in value and value["units"] not in TIME_UNITS:
+        return f"units: expected one of {sorted(TIME_UNITS)}, got {value['units']!r}"
+    f = value.get("factor", 1.0)
+    if not isinstance(f, (int, float)) or isinstance(f, bool):
+        return f"factor: expected a number, got {f!r}"
+    return None
+
+
+def _check_params(value: Any) -> str | None:
+    for name, v in value.items():
+        why = _check_param(v)
+        if why:
+            return f"parameter {name!r}: {why}"
+    return None
+
+
+def _check_cluster(value: Any) -> str | None:
+    if isinstance(value, (str, Mapping)):
+        return None
+    return f"expected a cluster config path or mapping, got {type(value).__name__} {value!r}"
+
+
+def _check_chunks(value: Any) -> str | None:
+    if (isinstance(value, list) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+        return None
+    return f"expected [reach_chunk, time_chunk] (two positive integers), got {value!r}"
+
+
+NETWORK = {
+    "source": Field("str", "synthetic", "where the river network comes from",
+                    choices=("synthetic", "routelink", "rapid", "lower_colorado")),
+    "path": Field("str", None, "RouteLink.nc (routelink) or rapid_connect.csv (rapid)",
+                  nullable=True),
+    "riv_bas_id": Field("str", None, "RAPID riv_bas_id.csv: route only these reaches",
+                        nullable=True),
+    "reaches": Field("int", 100_000, "synthetic: number of reaches (DESIGN §5 forest)",
+                     minimum=2),
+    "seed": Field("int", 0, "synthetic: random seed of the forest", minimum=0),
+}
+
+FORCING = {
+    "source": Field("str", "synthetic", "lateral inflow: synthetic uniform runoff, a Zarr "
+                    "store from `hydroscale ingest`, or the bundled basin's NWM q_lateral",
+                    choices=("synthetic", "zarr", "lower_colorado")),
+    "path": Field("str", None, "zarr: the forcing store", nullable=True),
+    "steps": Field("int", None, "number of routing steps (synthetic: required; zarr/bundled: "
+                   "the first N, null = all)", minimum=1, nullable=True),
+    "start": Field("str", "2000-01-01T00:00:00", "synthetic: time of the first step (UTC)"),
+    "interval_s": Field("float", 86400.0, "synthetic: step length in seconds", minimum=1),
+    "scale": Field("float", 1.0, "synthetic: runoff ~ U(0, scale) m³/s", minimum=0),
+    "seed": Field("int", 0, "synthetic: random seed of the runoff", minimum=0),
+}
+
+ROUTING = {
+    "irf": Field("str", "muskingum", "impulse response (hydroscale.irf registry name)"),
+    "params": Field("mapping", {"k": 1.0, "x": 0.2},
+                    "per-reach IRF parameters: NAME: number | {uniform: [lo, hi]} | "
+                    "{attribute: ATTR} | {file: PATH}; optional units (steps, seconds, minutes, "
+                    "hours, days) and factor", check=_check_params),
+    "substeps": Field("int", 1, "sub-steps per routing step (f, e.g. 24 for daily runoff "
+                      "routed hourly)", minimum=1),
+    "time_chunk": Field("int", 365, "routing steps per time chunk (state carried between "
+                        "chunks; also the output's time chunk)", minimum=1),
+    "window": Field("int", "auto", "kernel window in routing steps", minimum=1,
+                    also=("auto",)),
+    "engine": Field("str", "auto", "single-device engine: the block-sparse router (auto "
+                    "picks triton on CUDA, torch on CPU) or the float64 oracle (small runs)",
+                    choices=("auto", "torch", "triton", "oracle")),
+    "device": Field("str", "auto", "single-device run: cpu, cuda or auto",
+                    choices=("auto", "cpu", "cuda")),
+    "dtype": Field("str", "float32", "compute dtype", choices=("float32", "float64")),
+    "allow_unstable": Field("bool", False, "accept parameters whose Muskingum coefficients "
+                            "are negative (e.g. k x > dt/2)"),
+    "initial": Field("str", "dry", "initial state: dry rivers, or the steady state of the "
+                     "first step's inflow", choices=("dry", "steady")),
+}
+
+PARTITION = {
+    "max_reaches": Field("int", 1024, "most reaches per cluster", minimum=1),
+    "max_travel_time": Field("float", None, "bound on the longest in-cluster travel time "
+                             "(routing steps); null = no bound", minimum=0, nullable=True),
+    "workers": Field("int", None, "workers to place clusters on (default: the cluster's "
+                     "workers, or 1)", minimum=1, nullable=True),
+}
+
+HYDROGRAPHS = {
+    "reaches": Field("ids", [], "reach ids to plot"),
+    "gauges": Field("bool", True, "plot gauged reaches (RouteLink `gages`, bundled basin)"),
+    "outlets": Field("int", 2, "plot the outlets of the N largest basins", minimum=0),
+    "max_panels": Field("int", 6, "at most this many panels", minimum=1),
+}
+
+OUTPUT = {
+    "dir": Field("str", "out/route", "folder for the summary, PNGs and (by default) Zarr"),
+    "store": Field("str", "discharge.zarr", "discharge Zarr store (relative to dir); null = "
+                   "do not write discharge", nullable=True),
+    "overwrite": Field("bool", False, "replace an existing store"),
+    "reach_chunk": Field("int", 65536, "reach chunk of the output store", minimum=1),
+    "hydrographs": HYDROGRAPHS,
+}
+
+BENCHMARK = {
+    "repeat": Field("int", 1, "timed repetitions of the forward pass (after one warm-up)",
+                    minimum=1),
+    "oracle_reaches": Field("int", 20_000, "reaches (whole basins) checked against the float64 "
+                            "oracle", minimum=0),
+    "oracle_steps": Field("int", 60, "steps checked against the oracle", minimum=1),
+}
+
+INGEST = {
+    "source": Field("str", None, "CHRTOUT files/folder/glob, RAPID inflow, (reach, time) NetCDF "
+                    "or wide CSV"),
+    "store": Field("str", None, "output Zarr store"),
+    "variable": Field("str", None, "variable to read (CHRTOUT default q_lateral)", nullable=True),
+    "name": Field("str", "runoff", "array name in the store"),
+    "routelink": Field("str", None, "RouteLink.nc: rows follow its reaches", nullable=True),
+    "rapid_connect": Field("str", None, "rapid_connect.csv: rows follow its reaches",
+                           nullable=True),
+    "reach_order": Field("str", None, "text file of reach ids (one per line): the row order",
+                         nullable=True),
+    "chunks": Field("any", [4096, 512], "[reach_chunk, time_chunk]", check=_check_chunks),
+    "time_is_end": Field("bool", False, "source times mark interval ends (NWM CHRTOUT)"),
+    "overwrite": Field("bool", False, "replace an existing store"),
+}
+
+_KIND = Field("str", None, "what the workflow does",
+              choices=("route", "benchmark", "ingest"))
+_NAME = Field("str", None, "a label for the run", nullable=True)
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "route": {"kind": _KIND, "name": _NAME, "network": NETWORK, "forcing": FORCING,
+              "routing": ROUTING, "partition": PARTITION, "output": OUTPUT,
+              "cluster": Field("any", None, "Dask cluster: a cluster_configs/*.yaml path or an "
+                               "inline mapping; null = single device", nullable=True,
+                               check=_check_cluster)},
+    "ingest": {"kind": _KIND, "name": _NAME, "ingest": INGEST},
+}
+SCHEMAS["benchmark"] = {**SCHEMAS["route"], "benchmark": BENCHMARK}
+KINDS = tuple(SCHEMAS)
+
+
+def _cross_checks(cfg: dict[str, Any]) -> list[str]:
+    """Checks that involve several keys (the schema checks each key alone)."""
+    problems = []
+    kind = cfg["kind"]
+    if kind == "ingest":
+        ing = cfg["ingest"]
+        for key in ("source", "store"):
+            if ing[key] is None:
+                problems.append(f"ingest.{key}: required (a path)")
+        if ing["routelink"] and ing["rapid_connect"]:
+            problems.append("ingest.routelink and ingest.rapid_connect: give at most one")
+        return problems
+    net, frc, rt = cfg["network"], cfg["forcing"], cfg["routing"]
+    if net["source"] in ("routelink", "rapid") and not net["path"]:
+        problems.append(f"network.path: required with network.source {net['source']!r}")
+    if frc["source"] == "zarr" and not frc["path"]:
+        problems.append("forcing.path: required with forcing.source 'zarr' (a forcing store)")
+    if frc["source"] == "synthetic" and frc["steps"] is None:
+        problems.append("forcing.steps: required with forcing.source 'synthetic'")
+    if frc["source"] == "lower_colorado" and net["source"] != "lower_colorado":
+        problems.append("forcing.source 'lower_colorado' needs network.source 'lower_colorado'")
+    if cfg.get("cluster") is not None:
+        if rt["initial"] != "dry":
+            problems.append("routing.initial 'steady' is single-device only: drop the cluster "
+                            "or use routing.initial=dry")
+        if rt["device"] != "auto":
+            problems.append("routing.device: a cluster run uses its workers' devices; leave it "
+                            "'auto'")
+        from ..distributed import ClusterConfigError, load_config
+
+        try:
+            load_config(cfg["cluster"])
+        except (ClusterConfigError, FileNotFoundError) as err:
+            problems.append(f"cluster: {err}")
+    from ..irf import get_irf
+
+    try:
+        spec = get_irf(rt["irf"])
+    except (KeyError, ValueError) as err:
+        problems.append(f"routing.irf: {err}")
+    else:
+        have, want = set(rt["params"]), list(spec.params)
+        missing, unknown = [p for p in want if p not in have], sorted(have - set(want))
+        if missing or unknown:
+            problems.append(
+                f"routing.params: IRF {spec.name!r} takes {want}; missing {missing}, "
+                f"unknown {unknown}"
+            )
+    if rt["engine"] == "oracle" and cfg.get("cluster"):
+        problems.append("routing.engine 'oracle' is single-device: drop the cluster or the "
+                        "engine")
+    return problems
+
+
+def workflow_from_mapping(
+    data: Any,
+    overrides: Iterable[str] = (),
+    *,
+    kind: str | None = None,
+    where: str = "<dict>",
+    values: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Validate a workflow given as a mapping (e.g. loaded YAML); see :func:`load_workflow`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise WorkflowError(where, [f"expected a mapping of keys at the top, got "
+                                    f"{type(data).__name__}"])
+    overrides = list(overrides)
+    k = data.get("kind", kind)
+    if values and "kind" in values:
+        k = values["kind"]
+    for item in overrides:
+        if item.partition("=")[0].strip() == "kind":
+            k = yaml.safe_load(item.partition("=")[2])
+    if k is None:
+        raise WorkflowError(where, [f"kind: required, one of {', '.join(KINDS)}"])
+    if k not in SCHEMAS:
+        raise WorkflowError(where, [f"kind: expected one of {', '.join(map(repr, KINDS))}, "
+                                    f"got {k!r}"])
+    if kind == "benchmark" and k == "route":
+        k = "benchmark"  # a route workflow benchmarks with the default benchmark settings
+    if kind is not None and k != kind and not (kind == "route" and k == "benchmark"):
+        raise WorkflowError(where, [f"kind: this command runs {kind!r} workflows, the file is "
+                                    f"{k!r}"])
+    schema = SCHEMAS[k]
+    merged = set_values({**data, "kind": k}, dict(values or {}), schema)
+    merged = apply_overrides(merged, overrides, schema)
+    cfg = validate(merged, schema, where)
+    problems = _cross_checks(cfg)
+    if problems:
+        raise WorkflowError(where, problems)
+    return cfg
+
+
+def load_workflow(
+    path: str | os.PathLike | None,
+    overrides: Iterable[str] = (),
+    *,
+    kind: str | None = None,
+    values: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Load, override and validate a workflow file.
+
+    Parameters
+    ----------
+    path : the YAML file, or None to start from the defaults of ``kind``.
+    overrides : ``"section.key=value"`` strings (values parsed as YAML), applied before
+        validation.
+    kind : the kind the caller runs (``"route"`` also accepts ``"benchmark"`` files); required
+        when ``path`` is None.
+    values : typed values by dotted key (e.g. from command-line flags), applied before
+        ``overrides``.
+
+    Returns
+    -------
+    The validated workflow: a nested dict with every default filled in.
+
+    Raises
+    ------
+    WorkflowError
+        Unreadable YAML, unknown keys, wrong types or values, inconsistent keys.
+    FileNotFoundError
+        ``path`` does not exist.
+    """
+    if path is None:
+        return workflow_from_mapping({}, overrides, kind=kind, where="(defaults)",
+                                     values=values)
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"workflow file {str(p)!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        raise WorkflowError(str(p), [f"not valid YAML: {err}"]) from None
+    return workflow_from_mapping(data, overrides, kind=kind, where=str(p), values=values)
