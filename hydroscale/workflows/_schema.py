@@ -8,6 +8,7 @@ each naming the dotted key, what was expected and what was found.  The result is
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,11 +40,36 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _is_time(v: Any) -> bool:
+    import numpy as np
+
+    if isinstance(v, (datetime.date, datetime.datetime)):
+        return True
+    if not isinstance(v, str):
+        return False
+    try:
+        np.datetime64(v.rstrip("Z"), "s")
+    except ValueError:
+        return False
+    return True
+
+
+def _normalise(spec: Field, value: Any) -> Any:
+    if spec.kind == "time" and isinstance(value, (datetime.date, datetime.datetime)):
+        if isinstance(value, datetime.datetime) and value.tzinfo is not None:
+            value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+        if not isinstance(value, datetime.datetime):
+            value = datetime.datetime(value.year, value.month, value.day)
+        return value.isoformat(timespec="seconds")
+    return _copy(value)
+
+
 @dataclass(frozen=True)
 class Field:
     """One leaf of a schema.
 
-    ``kind``: ``"int"``, ``"float"``, ``"bool"``, ``"str"``, ``"ids"`` (list of integers),
+    ``kind``: ``"int"``, ``"float"``, ``"bool"``, ``"str"``, ``"time"`` (an ISO 8601 string;
+    YAML timestamps are turned into one), ``"ids"`` (list of integers),
     ``"mapping"`` (any mapping, checked by ``check``), ``"any"``.  ``choices`` restricts
     values; ``minimum``/``maximum`` bound numbers; ``nullable`` accepts ``null``; ``also``
     lists extra accepted literal values (e.g. ``"auto"`` for an integer field); ``check`` is a
@@ -67,6 +93,7 @@ class Field:
             text = {
                 "int": "an integer", "float": "a number", "bool": "true or false",
                 "str": "a string", "ids": "a list of integer reach ids",
+                "time": "an ISO 8601 time such as 2000-01-01T00:00:00",
                 "mapping": "a mapping", "any": "a value",
             }[self.kind]
             if self.minimum is not None and self.maximum is not None:
@@ -94,6 +121,7 @@ class Field:
             "float": _is_number(value),
             "bool": isinstance(value, bool),
             "str": isinstance(value, str) and value != "",
+            "time": _is_time(value),
             "ids": isinstance(value, list) and all(_is_int(v) for v in value),
             "mapping": isinstance(value, Mapping),
             "any": True,
@@ -151,7 +179,7 @@ def _walk(data: Any, schema: Schema, prefix: str, out: dict, problems: list[str]
             elif why:
                 problems.append(f"{name}: {why}")
             else:
-                out[key] = _copy(value)
+                out[key] = _normalise(spec, value)
         else:
             _walk(value, spec, f"{name}.", out[key], problems)
 

@@ -94,7 +94,7 @@ FORCING = {
     "path": Field("str", None, "zarr: the forcing store", nullable=True),
     "steps": Field("int", None, "number of routing steps (synthetic: required; zarr/bundled: "
                    "the first N, null = all)", minimum=1, nullable=True),
-    "start": Field("str", "2000-01-01T00:00:00", "synthetic: time of the first step (UTC)"),
+    "start": Field("time", "2000-01-01T00:00:00", "synthetic: time of the first step (UTC)"),
     "interval_s": Field("float", 86400.0, "synthetic: step length in seconds", minimum=1),
     "scale": Field("float", 1.0, "synthetic: runoff ~ U(0, scale) m³/s", minimum=0),
     "seed": Field("int", 0, "synthetic: random seed of the runoff", minimum=0),
