@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from hydroscale.kernels import PathLayout, path_conv
+from hydroscale.kernels import PathLayout, path_conv, set_launch_config
 from hydroscale.network import continental_forest
 
 
@@ -86,7 +86,7 @@ def bench_one(layout, x, w, backend, precision, repeats, backward=True, grad_x=F
         )
     if backward:
         wr = w.detach().clone().requires_grad_()
-        xr = x.detach().clone().requires_grad_(grad_x)
+        xr = x.detach().clone().requires_grad_() if grad_x else x
 
         def step():
             y = path_conv(xr, wr, layout, backend=backend, precision=precision)
@@ -96,6 +96,49 @@ def bench_one(layout, x, w, backend, precision, repeats, backward=True, grad_x=F
 
         gy = torch.ones(x.shape[0], layout.n_dst, x.shape[2], device=x.device)
         res["fwd_bwd_s"] = _timed(step, repeats)
+    return res
+
+
+# (conv_bm, conv_warps, conv_paths, precision) and (grad_w_bm, grad_w_warps, precision) to time;
+# all compile without register spills for sm_90 (checked with ptxas for L = 16)
+FWD_CONFIGS = [
+    (16, 1, 1, "tf32x3"), (32, 1, 1, "tf32x3"), (16, 2, 2, "tf32x3"), (32, 2, 2, "tf32x3"),
+    (32, 4, 2, "tf32x3"), (16, 1, 1, "ieee"), (32, 2, 1, "ieee"), (16, 2, 2, "ieee"),
+    (32, 4, 4, "ieee"), (16, 1, 1, "tf32"), (16, 2, 2, "tf32"), (32, 4, 4, "tf32"),
+]
+GRAD_W_CONFIGS = [
+    (128, 4, "tf32x3"), (64, 4, "tf32x3"), (32, 2, "tf32x3"), (32, 1, "tf32x3"),
+    (128, 4, "ieee"), (64, 2, "ieee"), (128, 4, "tf32"),
+]
+
+
+def sweep(layout, x, w, macs, repeats):
+    """Time the forward and grad_w kernels over launch configurations."""
+    from hydroscale.kernels import _triton_ops
+
+    res = []
+    previous = set_launch_config()
+    try:
+        for bm, warps, paths, prec in FWD_CONFIGS:
+            set_launch_config(previous, conv_bm=bm, conv_warps=warps, conv_paths=paths)
+            with torch.no_grad():
+                sec = _timed(lambda xx=x, ww=w, pr=prec: path_conv(xx, ww, layout, precision=pr),
+                             repeats)
+            res.append(dict(kernel="fwd", bm=bm, warps=warps, paths=paths, precision=prec,
+                            seconds=sec))
+            print(f"sweep fwd    bm={bm:3d} warps={warps} paths={paths} {prec:>6}: "
+                  f"{sec * 1e3:8.1f} ms  {macs / sec / 1e12:6.2f} TMAC/s", flush=True)
+        gy = torch.ones(x.shape[0], layout.n_dst, x.shape[2], device=x.device)
+        for bm, warps, prec in GRAD_W_CONFIGS:
+            set_launch_config(previous, grad_w_bm=bm, grad_w_warps=warps)
+            sec = _timed(lambda xx=x, g=gy, pr=prec: _triton_ops.path_conv_backward_weight(
+                g, xx, layout, w.shape[1], precision=pr), repeats)
+            res.append(dict(kernel="grad_w", bm=bm, warps=warps, precision=prec, seconds=sec))
+            print(f"sweep grad_w bm={bm:3d} warps={warps}         {prec:>6}: "
+                  f"{sec * 1e3:8.1f} ms  {macs / sec / 1e12:6.2f} TMAC/s", flush=True)
+        del gy
+    finally:
+        set_launch_config(previous)
     return res
 
 
@@ -111,6 +154,7 @@ def main() -> None:
     ap.add_argument("--torch-reaches", type=int, default=20_000,
                     help="size of the torch-vs-Triton comparison (the torch path is slow)")
     ap.add_argument("--grad-x", action="store_true", help="backward also computes grad_x")
+    ap.add_argument("--sweep", action="store_true", help="time launch configurations")
     ap.add_argument("--json", default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cuda", help="cpu: smoke run with TRITON_INTERPRET=1")
@@ -143,19 +187,23 @@ def main() -> None:
     cases = [("triton", prec, torch.float32) for prec in args.precisions]
     if args.bf16:
         cases.append(("triton", "bf16", torch.bfloat16))
+    if args.sweep:
+        out["sweep"] = sweep(layout, x, w, macs, args.repeats)
     ref = None
+    rows = slice(0, min(n, 100_000))  # accuracy compared on the first rows (memory)
     for backend, prec, dtype in cases:
         if dev.type == "cuda":
+            torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         xs, ws = x.to(dtype), w.to(dtype)
         precision = None if prec == "bf16" else prec
         r = bench_one(layout, xs, ws, backend, precision, args.repeats, grad_x=args.grad_x)
         with torch.no_grad():
-            y = path_conv(xs, ws, layout, backend=backend, precision=precision).float()
+            y = path_conv(xs, ws, layout, backend=backend, precision=precision)[:, rows].float()
         if ref is None:
             ref = y
         err = float((y - ref).norm() / ref.norm())
-        del y
+        del y, xs, ws
         r.update(backend=backend, precision=prec, reaches=n, macs_per_s=macs / r["fwd_s"],
                  gbytes_per_s=bytes_min / r["fwd_s"] / 1e9, rel_l2_vs_first=err,
                  peak_gb=torch.cuda.max_memory_allocated() / 1e9 if dev.type == "cuda" else 0.0)

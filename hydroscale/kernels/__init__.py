@@ -19,19 +19,25 @@ carrying ``hist = xx[..., -(K - 1):]`` gives exactly the unchunked result.
 - :func:`select_backend` ``(device, explicit=None)``: ``"triton"`` on CUDA when importable,
   ``"torch"`` otherwise; ``$HYDROSCALE_KERNEL_BACKEND`` overrides.
 - :func:`path_conv_reference`: the same operation in plain torch ops (autograd through torch).
+- :class:`LaunchConfig`, :func:`set_launch_config`, :func:`get_launch_config`: Triton tile
+  sizes, warps and paths per iteration (speed only; ``$HYDROSCALE_KERNEL_LAUNCH`` overrides).
 
 Only this package imports Triton, and only when it is installed.
 """
 
+from ._launch import LaunchConfig, get_launch_config, set_launch_config
 from ._layout import PathLayout
 from ._path_conv import BACKENDS, path_conv, select_backend, triton_available
 from ._reference import path_conv_reference
 
 __all__ = [
     "BACKENDS",
+    "LaunchConfig",
     "PathLayout",
+    "get_launch_config",
     "path_conv",
     "path_conv_reference",
     "select_backend",
+    "set_launch_config",
     "triton_available",
 ]

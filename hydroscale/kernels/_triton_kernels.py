@@ -39,6 +39,7 @@ def _path_conv_fwd_kernel(
     L: tl.constexpr,
     BM: tl.constexpr,
     REVERSE: tl.constexpr,
+    PATHS: tl.constexpr,
     HAS_IHIST: tl.constexpr,
     HAS_OHIST: tl.constexpr,
     PRECISION: tl.constexpr,
@@ -50,8 +51,10 @@ def _path_conv_fwd_kernel(
     tile = pid % n_tiles
     t0 = t_origin + tile * (BM * L)
 
+    # column q of the input tile is offset c = q % 2L of path slot q // 2L of the iteration
     m = tl.arange(0, BM)
-    c = tl.arange(0, 2 * L)
+    q = tl.arange(0, PATHS * 2 * L)
+    c = q % (2 * L)
     i = tl.arange(0, L)
     if REVERSE:
         t_in = t0 + m[:, None] * L + c[None, :]
@@ -66,16 +69,33 @@ def _path_conv_fwd_kernel(
     start = tl.load(row_ptr + row)
     end = tl.load(row_ptr + row + 1)
     acc = tl.zeros([BM, L], dtype=ACC_DTYPE)
-    for e in range(start, end):
-        p = tl.load(ent_path_ptr + e)
-        r = tl.load(ent_in_ptr + e)
-        base = (b * R_in + r) * T
-        a = tl.load(in_ptr + base + t_in, mask=in_ok, other=0.0)
-        if HAS_IHIST:
-            hbase = (b * R_in + r) * (K - 1)
-            a += tl.load(ihist_ptr + hbase + (t_in + K - 1), mask=hist_ok, other=0.0)
-        wt = tl.load(w_ptr + p * K + lag, mask=lag_ok, other=0.0)
-        acc += tl.dot(a, wt, input_precision=PRECISION)
+    if PATHS == 1:
+        for e in range(start, end):
+            p = tl.load(ent_path_ptr + e)
+            r = tl.load(ent_in_ptr + e)
+            base = (b * R_in + r) * T
+            a = tl.load(in_ptr + base + t_in, mask=in_ok, other=0.0)
+            if HAS_IHIST:
+                hbase = (b * R_in + r) * (K - 1)
+                a += tl.load(ihist_ptr + hbase + (t_in + K - 1), mask=hist_ok, other=0.0)
+            wt = tl.load(w_ptr + p * K + lag, mask=lag_ok, other=0.0)
+            acc += tl.dot(a, wt, input_precision=PRECISION)
+    else:
+        # PATHS paths per iteration, stacked along the reduction axis: more loads in flight
+        slot = q // (2 * L)
+        for e0 in range(start, end, PATHS):
+            ent = e0 + slot
+            valid = ent < end
+            p = tl.load(ent_path_ptr + ent, mask=valid, other=0)
+            r = tl.load(ent_in_ptr + ent, mask=valid, other=0)
+            base = (b * R_in + r) * T
+            a = tl.load(in_ptr + base[None, :] + t_in, mask=valid[None, :] & in_ok, other=0.0)
+            if HAS_IHIST:
+                hbase = (b * R_in + r) * (K - 1)
+                a += tl.load(ihist_ptr + hbase[None, :] + (t_in + K - 1),
+                             mask=valid[None, :] & hist_ok, other=0.0)
+            wt = tl.load(w_ptr + p[:, None] * K + lag, mask=valid[:, None] & lag_ok, other=0.0)
+            acc += tl.dot(a, wt, input_precision=PRECISION)
 
     t_out = t0 + m[:, None] * L + i[None, :]
     obase = (b * R_out + row) * T
@@ -130,9 +150,9 @@ def _path_conv_grad_w_kernel(
             gy = tl.load(gy_ptr + gbase + t_out, mask=t_out < T, other=0.0)
             g += tl.dot(tl.trans(a), gy, input_precision=PRECISION)
 
-    # grad_w[k] = Σ of g[c, i] over the diagonal i - c + L = k
+    # grad_w[k] = Σ of g[c, i] over the diagonal i - c + L = k (one small reduction per tap:
+    # a [2L, L, L] one-hot contraction would spill registers)
     lag = i[None, :] - c[:, None] + L
-    k = tl.arange(0, L)
-    on_diag = lag[:, :, None] == k[None, None, :]
-    gw = tl.sum(tl.sum(tl.where(on_diag, g[:, :, None], 0.0), axis=0), axis=0)
-    tl.store(gw_ptr + p * K + k, gw, mask=k < K)
+    for k in tl.static_range(L):
+        if k < K:
+            tl.store(gw_ptr + p * K + k, tl.sum(tl.sum(tl.where(lag == k, g, 0.0), axis=1), axis=0))

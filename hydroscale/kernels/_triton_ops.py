@@ -6,21 +6,18 @@ import torch
 import triton
 import triton.language as tl
 
+from ._launch import get_launch_config
 from ._layout import PathLayout
 from ._triton_kernels import _path_conv_fwd_kernel, _path_conv_grad_w_kernel
 
 __all__ = ["path_conv_forward", "path_conv_backward_input", "path_conv_backward_weight"]
-
-_MAX_BM = 64
-_NUM_WARPS = 4
-
 
 def _block_len(k: int) -> int:
     """Time-block length ``L``: a power of two >= max(16, K) (tl.dot needs dims >= 16)."""
     return max(16, triton.next_power_of_2(k))
 
 
-def _pick_bm(n_blocks: int, max_bm: int = _MAX_BM) -> int:
+def _pick_bm(n_blocks: int, max_bm: int) -> int:
     """Blocks per tile: the largest of 16..max_bm that wastes the fewest padded blocks."""
     best, best_waste = 16, None
     bm = 16
@@ -57,8 +54,9 @@ def path_conv_forward(
     y = torch.empty(batch, layout.n_dst, n_t, dtype=acc_torch, device=x.device)
     if layout.n_dst == 0 or n_t == 0 or batch == 0:
         return y
+    cfg = get_launch_config()
     blk = _block_len(k)
-    bm = _pick_bm(triton.cdiv(n_t, blk))
+    bm = _pick_bm(triton.cdiv(n_t, blk), cfg.conv_bm)
     n_tiles = triton.cdiv(n_t, bm * blk)
     has_hist = hist is not None and k > 1
     grid = (layout.n_dst * n_tiles, batch)
@@ -67,8 +65,8 @@ def path_conv_forward(
         layout.dst_ptr, layout.by_dst_path, layout.by_dst_src,
         y, y,
         n_t, k, n_src, layout.n_dst, n_tiles, 0,
-        L=blk, BM=bm, REVERSE=False, HAS_IHIST=has_hist, HAS_OHIST=False,
-        PRECISION=_precision(x.dtype, precision), ACC_DTYPE=acc_tl, num_warps=_NUM_WARPS,
+        L=blk, BM=bm, REVERSE=False, PATHS=cfg.conv_paths, HAS_IHIST=has_hist, HAS_OHIST=False,
+        PRECISION=_precision(x.dtype, precision), ACC_DTYPE=acc_tl, num_warps=cfg.conv_warps,
     )
     return y
 
@@ -92,10 +90,11 @@ def path_conv_backward_input(
     if n_src == 0 or batch == 0 or n_t == 0:
         gx.zero_()
         return gx, (gh if want_hist else None)
+    cfg = get_launch_config()
     blk = _block_len(k)
     has_ohist = want_hist and k > 1
     origin = -blk if has_ohist else 0
-    bm = _pick_bm(triton.cdiv(n_t - origin, blk))
+    bm = _pick_bm(triton.cdiv(n_t - origin, blk), cfg.conv_bm)
     n_tiles = triton.cdiv(n_t - origin, bm * blk)
     grid = (n_src * n_tiles, batch)
     _path_conv_fwd_kernel[grid](
@@ -103,8 +102,8 @@ def path_conv_backward_input(
         layout.src_ptr, layout.by_src_path, layout.by_src_dst,
         gx, gh,
         n_t, k, layout.n_dst, n_src, n_tiles, origin,
-        L=blk, BM=bm, REVERSE=True, HAS_IHIST=False, HAS_OHIST=has_ohist,
-        PRECISION=_precision(w.dtype, precision), ACC_DTYPE=acc_tl, num_warps=_NUM_WARPS,
+        L=blk, BM=bm, REVERSE=True, PATHS=cfg.conv_paths, HAS_IHIST=False, HAS_OHIST=has_ohist,
+        PRECISION=_precision(w.dtype, precision), ACC_DTYPE=acc_tl, num_warps=cfg.conv_warps,
     )
     return gx, (gh if want_hist else None)
 
@@ -124,8 +123,9 @@ def path_conv_backward_weight(
     gw = torch.zeros(layout.n_paths, k, dtype=acc_torch, device=x.device)
     if layout.n_paths == 0 or batch == 0 or n_t == 0:
         return gw
+    cfg = get_launch_config()
     blk = _block_len(k)
-    bm = _pick_bm(triton.cdiv(n_t, blk), max_bm=128)
+    bm = _pick_bm(triton.cdiv(n_t, blk), cfg.grad_w_bm)
     n_tiles = triton.cdiv(n_t, bm * blk)
     has_hist = hist is not None and k > 1
     _path_conv_grad_w_kernel[(layout.n_paths,)](
@@ -134,6 +134,6 @@ def path_conv_backward_weight(
         gw,
         n_t, k, n_src, layout.n_dst, batch, n_tiles,
         L=blk, BM=bm, HAS_HIST=has_hist,
-        PRECISION=_precision(x.dtype, precision), ACC_DTYPE=acc_tl, num_warps=_NUM_WARPS,
+        PRECISION=_precision(x.dtype, precision), ACC_DTYPE=acc_tl, num_warps=cfg.grad_w_warps,
     )
     return gw

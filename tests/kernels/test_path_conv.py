@@ -6,7 +6,15 @@ import pytest
 import torch
 from kernel_cases import TRITON_DEVICE, brute_force, requires_triton
 
-from hydroscale.kernels import PathLayout, path_conv, path_conv_reference, select_backend
+from hydroscale.kernels import (
+    LaunchConfig,
+    PathLayout,
+    get_launch_config,
+    path_conv,
+    path_conv_reference,
+    select_backend,
+    set_launch_config,
+)
 
 # (batch, n_src, n_dst, T, K, n_paths, extra): T not a multiple of the 16-step block or of the
 # tile, rows without paths, a row with one path, a row with many paths, K = 1, K > 16 (L = 32)
@@ -183,3 +191,44 @@ def test_empty_layout():
                                    torch.zeros(0, dtype=torch.long), 3, 2)
     y = path_conv(torch.ones(1, 3, 5), torch.ones(0, 4), layout, backend="torch")
     assert torch.equal(y, torch.zeros(1, 2, 5))
+
+
+@requires_triton
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(conv_paths=2, conv_bm=32, conv_warps=2),
+        dict(conv_paths=4, conv_bm=16, grad_w_bm=16, grad_w_warps=1),
+        dict(conv_paths=8, conv_bm=64, conv_warps=4, grad_w_bm=32, grad_w_warps=2),
+    ],
+)
+def test_triton_launch_configs(make_case, config):
+    """Results do not depend on the launch configuration (paths per iteration, tiles, warps);
+    rows with fewer paths than a multiple of conv_paths exercise the masked slots."""
+    layout, x, w, hist, src, dst = make_case(2, 7, 6, 70, 5, 17, heavy_dst=3, heavy=9)
+    grad_y = torch.randn(2, 6, 70, dtype=torch.float64)
+    expect_y = brute_force(x, w, src, dst, 6, hist)
+    expect = _grads(lambda a, b, c: path_conv_reference(a, b, layout, c), x, w, hist, grad_y)
+    dev = TRITON_DEVICE
+    lay = layout.to(dev)
+    previous = set_launch_config(**config)
+    try:
+        y = path_conv(x.to(dev), w.to(dev), lay, hist.to(dev), backend="triton")
+        got = _grads(lambda a, b, c: path_conv(a, b, lay, c, backend="triton"),
+                     x.to(dev), w.to(dev), hist.to(dev), grad_y.to(dev))
+    finally:
+        set_launch_config(previous)
+    torch.testing.assert_close(y.cpu(), expect_y, rtol=1e-10, atol=1e-10)
+    for g, e in zip(got, expect):
+        torch.testing.assert_close(g.cpu(), e, rtol=1e-10, atol=1e-10)
+
+
+def test_launch_config_validation_and_env(monkeypatch):
+    with pytest.raises(ValueError, match="conv_paths must be a power of two, got 3"):
+        LaunchConfig(conv_paths=3)
+    monkeypatch.setenv("HYDROSCALE_KERNEL_LAUNCH", "conv_paths=4, conv_bm=32")
+    cfg = get_launch_config()
+    assert (cfg.conv_paths, cfg.conv_bm) == (4, 32)
+    monkeypatch.setenv("HYDROSCALE_KERNEL_LAUNCH", "warps=2")
+    with pytest.raises(ValueError, match="HYDROSCALE_KERNEL_LAUNCH must be 'field=int"):
+        get_launch_config()

@@ -1,0 +1,72 @@
+"""Launch configuration of the Triton kernels (kept free of Triton imports)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+__all__ = ["LaunchConfig", "get_launch_config", "set_launch_config"]
+
+ENV_VAR = "HYDROSCALE_KERNEL_LAUNCH"
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Launch parameters of the Triton kernels (speed only: results do not depend on them).
+
+    conv_bm : most time blocks (of ``L`` steps) per tile of the forward/grad_x kernel.
+    conv_warps : warps per program of the forward/grad_x kernel.
+    conv_paths : paths handled per loop iteration of the forward/grad_x kernel (1, 2, 4, 8).
+    grad_w_bm, grad_w_warps : the same for the grad_w kernel.
+
+    The defaults are the fastest configuration measured on an H100 (``bench/kernels.py
+    --sweep``); ``$HYDROSCALE_KERNEL_LAUNCH="conv_bm=32,conv_paths=4"`` overrides fields.
+    """
+
+    conv_bm: int = 16
+    conv_warps: int = 1
+    conv_paths: int = 1
+    grad_w_bm: int = 128
+    grad_w_warps: int = 4
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if not isinstance(v, int) or v < 1 or v & (v - 1):
+                raise ValueError(f"LaunchConfig.{f.name} must be a power of two, got {v!r}")
+        if self.conv_bm < 16 or self.grad_w_bm < 16:
+            raise ValueError(
+                f"conv_bm and grad_w_bm must be >= 16 (tl.dot), got {self.conv_bm}, "
+                f"{self.grad_w_bm}"
+            )
+
+
+_CONFIG = LaunchConfig()
+
+
+def set_launch_config(config: LaunchConfig | None = None, **fields: int) -> LaunchConfig:
+    """Set the default launch configuration (a whole ``config`` or some ``fields``); returns
+    the previous one."""
+    global _CONFIG
+    previous = _CONFIG
+    _CONFIG = dataclasses.replace(config or _CONFIG, **fields)
+    return previous
+
+
+def get_launch_config() -> LaunchConfig:
+    """The launch configuration in force: the default, updated by ``$HYDROSCALE_KERNEL_LAUNCH``."""
+    spec = os.environ.get(ENV_VAR, "").strip()
+    if not spec:
+        return _CONFIG
+    fields = {}
+    names = {f.name for f in dataclasses.fields(LaunchConfig)}
+    for item in spec.split(","):
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if key not in names or not value.strip().isdigit():
+            raise ValueError(
+                f"${ENV_VAR} must be 'field=int,...' with fields {sorted(names)}, got {spec!r}"
+            )
+        fields[key] = int(value)
+    return dataclasses.replace(_CONFIG, **fields)
