@@ -1,0 +1,412 @@
+"""Gradient calibration of a parameter model against gauges, on one device.
+
+:class:`Calibrator` routes the runoff with the parameters of a
+:class:`~hydroscale.models.ParameterModel`, computes a loss at the gauges over the training
+period (after warm-up), backpropagates through the router into the model, and steps a torch
+optimiser.  It writes checkpoints (model, optimiser state, iteration, RNG states, history) that
+:meth:`Calibrator.load_checkpoint` restores exactly, so a resumed run follows the uninterrupted
+trajectory.  A :class:`CalibrationControl` pauses, resumes or stops it between iterations, and
+listeners (the dashboard) receive one event per iteration.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..irf import get_irf
+from ..models import ParameterModel
+from ..network import RiverNetwork
+from ..routing import RivTreeCluster, StagedRouter, select_engine
+from ._control import CalibrationControl
+from ._levelwise import LevelRouter
+from .losses import gauge_loss, get_loss
+from .metrics import kge, nse
+from .observations import GaugeObservations, Period
+
+__all__ = ["Calibrator", "CHECKPOINT_FORMAT"]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "hydroscale-calibration/1"
+_HISTORY_KEYS = ("iteration", "loss", "nse_median", "nse_min", "kge_median",
+                 "val_nse_median", "val_kge_median", "seconds")
+
+Router = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class Calibrator:
+    """Calibrate ``model`` so that routed discharge matches ``observations``.
+
+    Parameters
+    ----------
+    network : the river network (N reaches).
+    runoff : lateral inflow ``[N, T]`` or ``[B, N, T]`` (m³/s averaged per routing step), on
+        the observations' time axis.
+    observations : gauges by reach id, ``[G, T]`` (NaN where missing).
+    model : parameter model returning ``[N, P]`` (its IRF is the routing IRF).
+    substeps : f, routing at ``Δt / f``.
+    engine : ``"auto"`` (the best registered engine for the device, see
+        :func:`hydroscale.routing.select_engine`; the block-sparse ``"torch"``/``"triton"``
+        engines are built once as a :class:`~hydroscale.routing.StagedRouter` and reused),
+        a registered engine name, ``"levels"`` (:class:`LevelRouter`, fast on CPU for small
+        networks), or a callable ``router(runoff [B, N, T], params [N, P]) -> Q [B, N, T]``.
+    engine_options : options of the engine (``window``, ``max_reaches`` for the partition of
+        the block-sparse engines, ``storage_dtype``, ...).
+    loss : ``"nse"``, ``"kge"`` or ``"vnmse"`` (see :mod:`.losses`).
+    warmup : steps at the start of each period left out of the loss and metrics.
+    train, validation : :class:`Period` (or slice) of the training and validation steps;
+        default: all steps for training, no validation.
+    optimizer : ``"adam"``, ``"sgd"`` or a callable ``params -> torch.optim.Optimizer``.
+    lr : learning rate of the named optimisers.
+    gauge_fraction : fraction of the gauges drawn at random (seeded) for each iteration's loss
+        (1 = all); metrics always use all gauges.
+    checkpoint_dir, checkpoint_every, keep : write a checkpoint every ``checkpoint_every``
+        iterations (and at the end) into ``checkpoint_dir``, keeping the last ``keep``.
+    seed : seed of the calibrator's random generator (gauge sampling).
+    control : a :class:`CalibrationControl` (a new one when None).
+    device, dtype : where and in which dtype to route (default: the model's device, float32).
+    allow_unstable : route parameters the IRF's check rejects (Muskingum with C0 < 0).
+    """
+
+    def __init__(
+        self,
+        network: RiverNetwork,
+        runoff: Any,
+        observations: GaugeObservations,
+        model: ParameterModel,
+        *,
+        substeps: int = 1,
+        engine: str | Router = "auto",
+        engine_options: dict[str, Any] | None = None,
+        loss: str = "nse",
+        warmup: int = 0,
+        train: Period | slice | None = None,
+        validation: Period | slice | None = None,
+        optimizer: str | Callable[..., torch.optim.Optimizer] = "adam",
+        lr: float = 0.05,
+        gauge_fraction: float = 1.0,
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_every: int = 0,
+        keep: int = 3,
+        seed: int = 0,
+        control: CalibrationControl | None = None,
+        device: Any = None,
+        dtype: torch.dtype = torch.float32,
+        allow_unstable: bool = False,
+    ) -> None:
+        self.network = network
+        self.model = model
+        self.spec = get_irf(model.spec)
+        if model.n_reaches != network.n_reaches:
+            raise ValueError(f"the model has {model.n_reaches} reaches, the network "
+                             f"{network.n_reaches}")
+        get_loss(loss)
+        self.loss_name = loss
+        self.device = torch.device(device) if device is not None else _module_device(model)
+        self.dtype = dtype
+        r = torch.as_tensor(runoff)
+        if r.ndim == 2:
+            r = r.unsqueeze(0)
+        if r.ndim != 3 or r.shape[1] != network.n_reaches:
+            raise ValueError(f"runoff must be [N={network.n_reaches}, T] or [B, N, T], got "
+                             f"{tuple(torch.as_tensor(runoff).shape)}")
+        if r.shape[-1] != observations.n_steps:
+            raise ValueError(f"runoff has {r.shape[-1]} steps, the observations "
+                             f"{observations.n_steps}; put them on one time axis")
+        self.runoff = r.to(self.device, dtype)
+        self.observations = observations
+        self.gauges = observations.index_in(network)
+        self._gauges_t = torch.as_tensor(self.gauges, device=self.device)
+        self._obs = torch.as_tensor(observations.values, device=self.device, dtype=dtype)
+        self.train = observations.period(train)
+        self.validation = None if validation is None else observations.period(validation)
+        self.warmup = int(warmup)
+        for name, p in (("train", self.train), ("validation", self.validation)):
+            if p is not None and p.stop - p.start <= self.warmup + 1:
+                raise ValueError(f"the {name} period ({p.stop - p.start} steps) must be longer "
+                                 f"than warmup + 1 = {self.warmup + 1} steps")
+        counts = observations.valid_counts(slice(self.train.start + self.warmup,
+                                                 self.train.stop))
+        if np.all(counts < 2):
+            raise ValueError("no gauge has two observed steps in the training period after "
+                             "warm-up")
+        if np.any(counts < 2):
+            logger.warning("%d gauge(s) have fewer than two observations in the training "
+                           "period and do not count in the loss: reach ids %s",
+                           int((counts < 2).sum()), observations.ids[counts < 2][:10].tolist())
+        self._usable = torch.as_tensor(counts >= 2, device=self.device)
+        if not 0 < gauge_fraction <= 1:
+            raise ValueError(f"gauge_fraction must be in (0, 1], got {gauge_fraction}")
+        self.gauge_fraction = float(gauge_fraction)
+        self.substeps = int(substeps)
+        self.allow_unstable = allow_unstable
+        self.engine_options = dict(engine_options or {})
+        self.router, self.engine_name = self._make_router(engine)
+        self.optimizer = self._make_optimizer(optimizer, lr)
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.control = control or CalibrationControl()
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.checkpoint_every = int(checkpoint_every)
+        self.keep = int(keep)
+        self.iteration = 0
+        self.history: dict[str, list[float]] = {k: [] for k in _HISTORY_KEYS}
+        self.gauge_metrics: dict[str, np.ndarray] = {}
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        logger.info("Calibrator: %d reaches, %d gauges, engine %s, loss %s",
+                    network.n_reaches, len(self.gauges), self.engine_name, loss)
+
+    # ------------------------------------------------------------------ set-up
+    def _make_router(self, engine: str | Router) -> tuple[Router, str]:
+        opts = dict(self.engine_options)
+        if callable(engine):
+            return engine, getattr(engine, "__name__", type(engine).__name__)
+        if engine == "levels":
+            lr = LevelRouter(self.network, self.spec, substeps=self.substeps,
+                             window=int(opts.pop("window", 32)), device=self.device,
+                             allow_unstable=self.allow_unstable)
+            _no_options(opts, "levels")
+            return lr, "levels"
+        spec = select_engine(self.device, None if engine == "auto" else engine)
+        if spec.name in ("torch", "triton"):
+            cluster_of = opts.pop("cluster_of", None)
+            if cluster_of is None:
+                from ..partition import partition_network
+
+                cluster_of = partition_network(
+                    self.network, max_reaches=int(opts.pop("max_reaches", 512))
+                ).cluster_of
+            router = StagedRouter(
+                RivTreeCluster(self.network, cluster_of), self.spec, substeps=self.substeps,
+                dtype=self.dtype, backend=spec.name, device=self.device,
+                allow_unstable=self.allow_unstable, **opts,
+            )
+            return router, spec.name
+        net, irf, f = self.network, self.spec, self.substeps
+
+        def route(runoff: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+            return spec.fn(net, runoff, irf, params, f, allow_unstable=self.allow_unstable,
+                           **opts)
+
+        return route, spec.name
+
+    def _make_optimizer(self, optimizer: Any, lr: float) -> torch.optim.Optimizer:
+        params = list(self.model.parameters())
+        if callable(optimizer):
+            return optimizer(params)
+        named = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+        if optimizer not in named:
+            raise ValueError(f"optimizer must be one of {sorted(named)} or a callable, got "
+                             f"{optimizer!r}")
+        return named[optimizer](params, lr=lr)
+
+    # ------------------------------------------------------------------ one iteration
+    def simulate(self) -> torch.Tensor:
+        """Discharge at the gauges ``[B, G, T]`` with the current parameters (differentiable)."""
+        params = self.model()
+        q = self.router(self.runoff, params.to(self.device))
+        return q.index_select(1, self._gauges_t)
+
+    def _sample_gauges(self) -> torch.Tensor:
+        usable = self._usable.clone()
+        if self.gauge_fraction < 1:
+            idx = torch.nonzero(usable.cpu()).flatten()
+            k = max(1, int(round(self.gauge_fraction * idx.numel())))
+            pick = idx[torch.randperm(idx.numel(), generator=self.generator)[:k]]
+            usable = torch.zeros_like(usable)
+            usable[pick.to(usable.device)] = True
+        return usable
+
+    def step(self) -> dict[str, Any]:
+        """One iteration (forward, loss, backward, optimiser step); returns its record."""
+        t0 = time.perf_counter()
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        sim = self.simulate()
+        use = self._sample_gauges()
+        tr = self.train
+        loss = gauge_loss(self.loss_name, sim[:, use, tr], self._obs[use, tr], self.warmup)
+        loss.backward()
+        self.optimizer.step()
+        self.iteration += 1
+        rec = self._record(sim.detach(), float(loss.detach()), time.perf_counter() - t0)
+        for key in _HISTORY_KEYS:
+            self.history[key].append(rec[key])
+        if self.checkpoint_dir is not None and self.checkpoint_every > 0 \
+                and self.iteration % self.checkpoint_every == 0:
+            self.save_checkpoint()
+        self._emit({"kind": "iteration", **rec})
+        return rec
+
+    def _metrics(self, sim: torch.Tensor, period: slice) -> tuple[np.ndarray, np.ndarray]:
+        a = period.start + self.warmup
+        s = sim[..., a : period.stop].to(torch.float64)
+        o = self._obs[..., a : period.stop].to(torch.float64)
+        g_nse = nse(s, o).mean(0).cpu().numpy()
+        g_kge = kge(s, o).mean(0).cpu().numpy()
+        return g_nse, g_kge
+
+    def _record(self, sim: torch.Tensor, loss: float, seconds: float) -> dict[str, Any]:
+        g_nse, g_kge = self._metrics(sim, self.train)
+        self.gauge_metrics = {"nse": g_nse, "kge": g_kge}
+        rec: dict[str, Any] = {
+            "iteration": self.iteration, "loss": loss, "seconds": seconds,
+            "nse_median": _nanstat(np.nanmedian, g_nse), "nse_min": _nanstat(np.nanmin, g_nse),
+            "kge_median": _nanstat(np.nanmedian, g_kge),
+            "val_nse_median": float("nan"), "val_kge_median": float("nan"),
+        }
+        if self.validation is not None:
+            v_nse, v_kge = self._metrics(sim, self.validation)
+            self.gauge_metrics.update(val_nse=v_nse, val_kge=v_kge)
+            rec["val_nse_median"] = _nanstat(np.nanmedian, v_nse)
+            rec["val_kge_median"] = _nanstat(np.nanmedian, v_kge)
+        if self.device.type == "cuda":
+            rec["device_memory"] = float(torch.cuda.max_memory_allocated(self.device))
+        return rec
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, n_iterations: int, *, target_nse: float | None = None) -> dict[str, list]:
+        """Iterate until ``n_iterations`` in total (counting resumed ones), a stop from the
+        control, or (when ``target_nse`` is given) every usable gauge's training NSE reaching
+        it.  Writes a final checkpoint when a checkpoint directory is set.  Returns
+        :attr:`history`."""
+        self._emit({"kind": "start", "iteration": self.iteration, "total": int(n_iterations),
+                    "gauge_ids": self.observations.ids.tolist(), "engine": self.engine_name})
+        reason = "done"
+        while self.iteration < n_iterations:
+            if self.control.paused:
+                self._emit({"kind": "status", "state": "paused", "iteration": self.iteration})
+                logger.info("calibration paused at iteration %d", self.iteration)
+                while not self.control.wait_while_paused(timeout=0.5):
+                    if self.control.stopped:
+                        break
+                if not self.control.stopped:
+                    self._emit({"kind": "status", "state": "running",
+                                "iteration": self.iteration})
+            if self.control.stopped:
+                reason = "stopped"
+                break
+            self.step()
+            if target_nse is not None:
+                g = self.gauge_metrics["nse"][self._usable.cpu().numpy()]
+                if np.all(g >= target_nse):
+                    reason = "target"
+                    break
+        if self.checkpoint_dir is not None:
+            self.save_checkpoint()
+        logger.info("calibration ended (%s) at iteration %d", reason, self.iteration)
+        self._emit({"kind": "end", "reason": reason, "iteration": self.iteration})
+        return self.history
+
+    def add_listener(self, fn: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``fn(event)`` for each event: ``kind`` = start, iteration, status or end."""
+        self.listeners.append(fn)
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        if event["kind"] == "iteration":
+            event = {**event, "gauge_nse": self.gauge_metrics["nse"].tolist(),
+                     "gauge_kge": self.gauge_metrics["kge"].tolist()}
+        for fn in list(self.listeners):
+            try:
+                fn(event)
+            except Exception:  # a broken display must not kill a long calibration
+                logger.exception("calibration listener %r failed", fn)
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_path(self, iteration: int | None = None) -> Path:
+        if self.checkpoint_dir is None:
+            raise ValueError("no checkpoint_dir was given")
+        it = self.iteration if iteration is None else iteration
+        return self.checkpoint_dir / f"calibration-{it:08d}.pt"
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs, as tensors, numbers, strings, lists and dicts."""
+        rng: dict[str, Any] = {"torch": torch.get_rng_state(),
+                               "generator": self.generator.get_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "iteration": self.iteration,
+            "irf": self.spec.name,
+            "n_reaches": self.network.n_reaches,
+            "gauge_ids": torch.as_tensor(self.observations.ids),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": rng,
+            "history": {k: torch.tensor(v, dtype=torch.float64) for k, v in self.history.items()},
+        }
+
+    def save_checkpoint(self, path: str | Path | None = None) -> Path:
+        """Write :meth:`state_dict` with ``torch.save`` (atomically) and prune old ones."""
+        path = Path(path) if path is not None else self.checkpoint_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+        logger.info("checkpoint %s (iteration %d)", path, self.iteration)
+        if self.checkpoint_dir is not None and self.keep > 0 and path.parent == self.checkpoint_dir:
+            old = sorted(self.checkpoint_dir.glob("calibration-*.pt"))[: -self.keep]
+            for p in old:
+                p.unlink(missing_ok=True)
+        return path
+
+    def load_checkpoint(self, path: str | Path | None = None) -> int:
+        """Restore a checkpoint (default: the latest in ``checkpoint_dir``); returns its
+        iteration.  Loaded with ``weights_only=True``: no arbitrary object is unpickled."""
+        if path is None:
+            path = latest_checkpoint(self.checkpoint_dir)
+            if path is None:
+                raise FileNotFoundError(f"no checkpoint in {self.checkpoint_dir}")
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint "
+                             f"(format {state.get('format')!r})")
+        if state["irf"] != self.spec.name or state["n_reaches"] != self.network.n_reaches:
+            raise ValueError(f"{path} holds {state['irf']} parameters of {state['n_reaches']} "
+                             f"reaches; this calibrator routes {self.spec.name} on "
+                             f"{self.network.n_reaches}")
+        if not np.array_equal(state["gauge_ids"].numpy(), self.observations.ids):
+            raise ValueError(f"{path} was written with other gauges")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.generator.set_state(state["rng"]["generator"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.iteration = int(state["iteration"])
+        self.history = {k: [float(x) for x in state["history"][k]] for k in _HISTORY_KEYS}
+        self.history["iteration"] = [int(x) for x in self.history["iteration"]]
+        logger.info("resumed from %s at iteration %d", path, self.iteration)
+        return self.iteration
+
+
+def latest_checkpoint(directory: str | Path | None) -> Path | None:
+    """The checkpoint with the highest iteration in ``directory`` (None when there is none)."""
+    if directory is None or not Path(directory).is_dir():
+        return None
+    found = sorted(Path(directory).glob("calibration-*.pt"))
+    return found[-1] if found else None
+
+
+def _nanstat(fn: Callable[[np.ndarray], Any], x: np.ndarray) -> float:
+    x = x[np.isfinite(x)]
+    return float(fn(x)) if x.size else float("nan")
+
+
+def _module_device(model: torch.nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _no_options(opts: dict[str, Any], engine: str) -> None:
+    if opts:
+        raise ValueError(f"engine {engine!r} does not take options {sorted(opts)}")
