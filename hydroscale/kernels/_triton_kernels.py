@@ -10,7 +10,9 @@ matrix of the path's taps::
 so a tile of ``BM`` blocks of one output row is ``A [BM, 2L] @ W [2L, L]`` per path, summed
 over the paths of that row on tensor cores, without atomics.  The input tile ``A`` of a path is
 a sliding window over one contiguous row (coalesced, L1-resident); the Toeplitz ``W`` is a
-masked gather of the ``K`` taps.  ``grad_w`` is the correlation ``Aᵀ @ GY [2L, L]`` summed over
+masked gather of the ``K`` taps.  With ``PATHS > 1`` the tiles of ``PATHS`` paths are stacked
+along the reduction axis (``[BM, PATHS·2L] @ [PATHS·2L, L]``) so more loads are in flight per
+iteration.  ``grad_w`` is the correlation ``Aᵀ @ GY [2L, L]`` summed over
 time tiles, then reduced along its diagonals.
 """
 
