@@ -198,6 +198,9 @@ class FreeParameters(ParameterModel):
     @torch.no_grad()
     def set_values(self, values: Any) -> None:
         """Set the parameters to ``values`` ``[N, P]``/``[P]``/mapping (inside the bounds)."""
+        if isinstance(values, Mapping):  # python scalars would otherwise become float32
+            values = {k: torch.as_tensor(np.asarray(v, dtype=np.float64))
+                      for k, v in values.items()}
         v = stack_params(self.spec, values, n=self.n_reaches).to(self.raw.dtype)
         v = v.expand(self.n_reaches, self.spec.n_params)
         try:
