@@ -182,9 +182,13 @@ def _print_route_summary(s: dict[str, Any]) -> None:
     print("\n".join(lines))
 
 
-def _start_cluster(config: Any) -> Any:
+def _start_cluster(config: Any, verbose: int) -> Any:
+    import distributed  # noqa: F401  (configures its loggers, which we then quieten)
+
     from .distributed import start_cluster
 
+    if verbose < 1:
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     t0 = time.perf_counter()
     client = start_cluster(config)
     n = len(client.scheduler_info().get("workers", {}))
@@ -210,7 +214,9 @@ def _route(args: argparse.Namespace) -> int:
     from .workflows import run_route
 
     progress = _progress_factory(not args.no_progress)
-    client = _start_cluster(cfg["cluster"]) if cfg["cluster"] is not None else None
+    client = None
+    if cfg["cluster"] is not None:
+        client = _start_cluster(cfg["cluster"], args.verbose)
     try:
         result = run_route(cfg, progress=progress, client=client)
     finally:
@@ -312,8 +318,6 @@ def _bench(args: argparse.Namespace) -> int:
             raise _Usage(f"--script {args.script!r}: no such bench script; choose from "
                          f"{scripts}")
         extra = list(args.script_args)
-        if extra[:1] == ["--"]:
-            extra = extra[1:]
         old = sys.argv
         sys.argv = [str(folder / f"{args.script}.py"), *extra]
         try:
@@ -483,7 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="cut a network into clusters and waves; write a report and a PNG",
         description="Partition the workflow's network into clusters bounded in reaches and "
         "travel time, order them in waves and place them on workers; writes "
-        "partition_report.txt, partition.png, partition.npz and partition_summary.json.\n\n"
+        "partition_report.txt, partition.png, partition/ (reload with Partition.load) and "
+        "partition_summary.json.\n\n"
         "examples:\n  hydroscale partition workflows/route.yaml --workers 4 --out out/part\n"
         "  hydroscale partition --reaches 1000000 --max-reaches 1024 --workers 8",
     )
@@ -535,7 +540,6 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--list", action="store_true", help="list the bench/ scripts")
     bench.add_argument("--script", metavar="NAME", help="run bench/NAME.py with the arguments "
                        "after --")
-    bench.add_argument("script_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     bench.set_defaults(func=_bench)
 
     val = sub.add_parser("validate", help="check workflow files (exit 2 if any is invalid)",
@@ -568,12 +572,21 @@ def _usage_errors() -> tuple[type[BaseException], ...]:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 ok, 1 failed run, 2 usage error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    script_args: list[str] = []
+    if "--" in argv:  # `hydroscale bench --script NAME -- ARGS`: ARGS go to the script
+        cut = argv.index("--")
+        argv, script_args = argv[:cut], argv[cut + 1 :]
     ap = build_parser()
     try:
         args = ap.parse_args(argv)
     except SystemExit as exc:  # argparse: --help/--version (0) or a usage error (2)
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
     args.argv = argv
+    args.script_args = script_args
+    if script_args and args.command != "bench":
+        print(f"hydroscale: error: arguments after '--' ({script_args}) are only for "
+              "`hydroscale bench --script NAME -- ARGS`", file=sys.stderr)
+        return EXIT_USAGE
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):

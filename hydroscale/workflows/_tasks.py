@@ -23,7 +23,8 @@ logger = logging.getLogger(__name__)
 def run_partition(cfg: dict[str, Any], out_dir: str | Path, *,
                   progress: Progress = NullProgress) -> dict[str, Any]:
     """Partition the workflow's network; write ``partition_report.txt``, ``partition.png``,
-    ``partition.npz`` and ``partition_summary.json`` under ``out_dir``; return the summary."""
+    ``partition/`` (:meth:`~hydroscale.partition.Partition.save`, reload with
+    ``Partition.load``) and ``partition_summary.json`` under ``out_dir``; return the summary."""
     from ..partition import partition_network, travel_time_bound
 
     out = Path(out_dir)
@@ -46,7 +47,7 @@ def run_partition(cfg: dict[str, Any], out_dir: str | Path, *,
     report.write_text(part.report() + "\n")
     png = part.plot(out / "partition.png")
     bar.update(1)
-    saved = part.save(out / "partition.npz")
+    saved = part.save(out / "partition")  # a folder: partition.npz + partition.json
     bar.update(1)
     bar.close()
     summary = {

@@ -1,0 +1,226 @@
+"""The ``hydroscale`` command line: each subcommand on small inputs, outputs and exit codes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from hydroscale.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, main
+from hydroscale.io import open_output
+from hydroscale.routing import route_oracle
+from hydroscale.workflows import build_inputs, load_workflow
+
+sys.path.insert(0, str(Path(__file__).parent / "workflows"))
+from workflow_cases import small_route  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write(path: Path, data) -> str:
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+@pytest.fixture
+def tiny_file(tmp_path) -> str:
+    return _write(tmp_path / "tiny.yaml", small_route(tmp_path / "out"))
+
+
+def test_help_lists_commands_and_exit_codes(capsys):
+    assert main(["--help"]) == EXIT_OK
+    out = capsys.readouterr().out
+    for cmd in ("route", "partition", "ingest", "bench", "demo", "validate"):
+        assert cmd in out
+    assert "exit codes: 0 ok, 1 the run failed, 2 bad flags" in out
+    assert main(["route", "--help"]) == EXIT_OK
+    assert "--set KEY=VALUE" in capsys.readouterr().out
+
+
+def test_no_command_and_bad_flags_are_usage_errors(capsys):
+    assert main([]) == EXIT_USAGE
+    assert main(["route", "--bogus"]) == EXIT_USAGE
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+    assert main(["route", "--substeps", "0"]) == EXIT_USAGE
+    assert "expected a positive integer, got 0" in capsys.readouterr().err
+    assert main(["route", "--engine", "gpu"]) == EXIT_USAGE
+    assert main(["frobnicate"]) == EXIT_USAGE
+    assert main(["route", "--param", "tau"]) == EXIT_USAGE
+    assert "--param 'tau': expected NAME=VALUE" in capsys.readouterr().err
+    assert main(["route", "--", "x"]) == EXIT_USAGE
+    assert main(["route", "--network", "net.shp"]) == EXIT_USAGE
+    assert "a RouteLink NetCDF (.nc) or a RAPID" in capsys.readouterr().err
+
+
+def test_invalid_workflow_files_exit_2_naming_the_key(tmp_path, capsys):
+    wf = small_route(tmp_path)
+    wf["routing"]["substepz"] = 3
+    assert main(["route", _write(tmp_path / "a.yaml", wf)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "routing.substepz: unknown key" in err and "substeps" in err
+    wf = small_route(tmp_path)
+    wf["forcing"]["steps"] = "ten"
+    assert main(["route", _write(tmp_path / "b.yaml", wf)]) == EXIT_USAGE
+    assert "forcing.steps: expected an integer >= 1 or null, got str 'ten'" in \
+        capsys.readouterr().err
+    assert main(["route", str(tmp_path / "missing.yaml")]) == EXIT_USAGE
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["route", _write(tmp_path / "c.yaml", small_route(tmp_path)),
+                 "--set", "routing.window=wide"]) == EXIT_USAGE
+    assert "routing.window: expected an integer >= 1 or 'auto', got str 'wide'" in \
+        capsys.readouterr().err
+
+
+def test_check_prints_resolved_workflow_with_flags_and_overrides(tiny_file, capsys):
+    code = main(["route", tiny_file, "--check", "--substeps", "3", "--set",
+                 "routing.substeps=4", "--steps", "7", "--reach", "5", "--reach", "9"])
+    assert code == EXIT_OK
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["routing"]["substeps"] == 4  # --set is applied after the flags
+    assert cfg["forcing"]["steps"] == 7
+    assert cfg["output"]["hydrographs"]["reaches"] == [5, 9]
+    assert cfg["routing"]["irf"] == "linear_storage"  # from the file
+
+
+def test_show_schema(capsys):
+    assert main(["route", "--show-schema"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "routing.substeps: an integer >= 1 (default: 1)" in out
+    assert "output.hydrographs.reaches" in out
+    assert main(["ingest", "--show-schema"]) == EXIT_OK
+    assert "ingest.time_is_end: true or false" in capsys.readouterr().out
+
+
+def test_route_runs_and_prints_summary(tiny_file, tmp_path, capsys):
+    code = main(["route", tiny_file, "--no-progress", "--out", str(tmp_path / "r"),
+                 "--set", "routing.engine=torch"])
+    assert code == EXIT_OK
+    out = capsys.readouterr().out
+    assert "hydroscale route: done" in out and "reaches      150" in out
+    assert "reach-steps/s routing" in out and str(tmp_path / "r" / "discharge.zarr") in out
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["reaches"] == 150 and summary["steps"] == 12
+    assert Path(summary["outputs"]["hydrographs"]).is_file()
+    cfg = load_workflow(tiny_file)
+    inputs = build_inputs(cfg)
+    q0 = route_oracle(inputs.network, inputs.forcing.read(0, 12).astype(np.float64),
+                      "linear_storage", inputs.params, substeps=2)
+    q = open_output(tmp_path / "r" / "discharge.zarr", inputs.network).values
+    np.testing.assert_allclose(q, np.asarray(q0), rtol=1e-5, atol=1e-5)
+
+
+def test_route_runtime_errors_exit_1(tmp_path, capsys):
+    code = main(["route", "--reaches", "50", "--steps", "4", "--forcing",
+                 str(tmp_path / "nowhere.zarr"), "--out", str(tmp_path / "o"), "--no-progress"])
+    assert code == EXIT_ERROR
+    assert "hydroscale route: error:" in capsys.readouterr().err
+    # Muskingum with k x > dt/2 is refused unless --allow-unstable: a runtime error naming ids
+    code = main(["route", "--reaches", "50", "--steps", "4", "--param", "k=3", "--param",
+                 "x=0.3", "--out", str(tmp_path / "o"), "--no-progress", "--engine", "oracle"])
+    assert code == EXIT_ERROR
+    assert "negative Muskingum coefficient" in capsys.readouterr().err
+
+
+def test_route_on_existing_cluster_matches_oracle(tmp_path, capsys):
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as lc:
+        cluster = _write(tmp_path / "cluster.yaml", {"kind": "scheduler",
+                                                     "address": lc.scheduler_address})
+        wf = small_route(tmp_path / "dist")
+        wf["routing"]["engine"] = "auto"
+        path = _write(tmp_path / "wf.yaml", wf)
+        assert main(["route", path, "--cluster", cluster, "--no-progress"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "Dask cluster with 2 workers" in out and "dashboard: http" in out
+    assert "distributed/auto on cluster" in out and "2 workers" in out
+    cfg = load_workflow(path)
+    inputs = build_inputs(cfg)
+    q0 = route_oracle(inputs.network, inputs.forcing.read(0, 12).astype(np.float64),
+                      "linear_storage", inputs.params, substeps=2)
+    q = open_output(tmp_path / "dist" / "discharge.zarr", inputs.network).values
+    np.testing.assert_allclose(q, np.asarray(q0), rtol=1e-5, atol=1e-5)
+    summary = json.loads((tmp_path / "dist" / "summary.json").read_text())
+    assert summary["workers"] == 2 and summary["tasks"] == summary["groups"] * 3  # 3 chunks
+
+
+def test_partition_command(tiny_file, tmp_path, capsys):
+    code = main(["partition", tiny_file, "--workers", "3", "--max-reaches", "40", "--out",
+                 str(tmp_path / "p"), "--no-progress"])
+    assert code == EXIT_OK
+    out = capsys.readouterr().out
+    s = json.loads((tmp_path / "p" / "partition_summary.json").read_text())
+    assert f"-> {s['clusters']} clusters" in out and s["reaches"] == 150
+    from hydroscale.partition import Partition
+
+    part = Partition.load(s["outputs"]["partition"], build_inputs(load_workflow(tiny_file)).network)
+    assert part.n_workers == 3 and part.options["max_reaches"] == 40
+    assert int(part.size.max()) <= 40
+    for key in ("report", "figure"):
+        assert Path(s["outputs"][key]).is_file()
+
+
+def test_ingest_command_paths_and_workflow(tmp_path, capsys):
+    csv = tmp_path / "q.csv"
+    csv.write_text("time,7,8\n2020-01-01T00:00,1.5,2.5\n2020-01-02T00:00,3.5,4.5\n")
+    store = tmp_path / "q.zarr"
+    assert main(["ingest", str(csv), str(store), "--chunks", "1,2", "--no-progress"]) == EXIT_OK
+    assert "2 reaches x 2 steps (interval 86400.0 s)" in capsys.readouterr().out
+    import zarr
+
+    root = zarr.open_group(store, mode="r")
+    np.testing.assert_array_equal(root["runoff"][:], [[1.5, 3.5], [2.5, 4.5]])
+    assert root["runoff"].chunks == (1, 2)
+    assert main(["ingest", str(csv), str(store)]) == EXIT_ERROR  # exists, no --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    wf = _write(tmp_path / "ing.yaml", {"kind": "ingest", "ingest": {
+        "source": str(csv), "store": str(tmp_path / "w.zarr"), "name": "qlat"}})
+    assert main(["ingest", wf, "--no-progress"]) == EXIT_OK
+    assert "qlat" in zarr.open_group(tmp_path / "w.zarr", mode="r")
+    assert main(["ingest", "a", "b", "c"]) == EXIT_USAGE
+    assert main(["ingest", str(csv), str(tmp_path / "x.zarr"), "--chunks", "a,b"]) == EXIT_USAGE
+    assert main(["ingest", str(tmp_path / "bad.yaml")]) == EXIT_USAGE
+
+
+def test_bench_workflow_and_scripts(tiny_file, tmp_path, capsys):
+    code = main(["bench", tiny_file, "--set", "benchmark.oracle_reaches=80", "--set",
+                 "routing.dtype=float32", "--out", str(tmp_path / "b"), "--no-progress"])
+    assert code == EXIT_OK
+    out = capsys.readouterr().out
+    r = json.loads((tmp_path / "b" / "benchmark.json").read_text())
+    assert "reach-steps/s" in out and f"rel. L2 {r['oracle']['rel_l2']:.2e}" in out
+    assert r["oracle"]["rel_l2"] < 1e-5 and r["reaches"] == 150
+    assert main(["bench", "--list"]) == EXIT_OK
+    listed = capsys.readouterr().out
+    assert "partition" in listed and "network" in listed
+    assert main(["bench", "--script", "nope"]) == EXIT_USAGE
+    assert "no such bench script" in capsys.readouterr().err
+
+
+def test_bench_script_runs_with_its_arguments(capsys):
+    assert main(["bench", "--script", "network", "--", "--reaches", "2000"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "reaches" in out and "2000" in out
+
+
+def test_validate_command(tmp_path, capsys):
+    files = [str(p) for p in sorted((ROOT / "workflows").glob("*.yaml"))]
+    assert len(files) >= 4
+    assert main(["validate", *files]) == EXIT_OK
+    assert capsys.readouterr().out.count(": ok (") == len(files)
+    bad = _write(tmp_path / "bad.yaml", {"kind": "route", "routing": {"irf": 3}})
+    assert main(["validate", files[0], bad]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "bad.yaml: INVALID" in err and "routing.irf: expected a string, got int 3" in err
+
+
+def test_demo_help_keeps_its_options(capsys):
+    assert main(["demo", "--help"]) == EXIT_OK
+    out = capsys.readouterr().out
+    for flag in ("--out", "--substeps", "--dry-start", "--engine"):
+        assert flag in out
