@@ -90,8 +90,9 @@ def ours(net, params, runoff, args, grad: bool, window=None):
     with Timer() as t:
         cs0 = RivTreeCluster(net, cl)
         order = cs0.order  # store reaches in engine order: every wave is a contiguous slice
-        net2 = net.reorder(order)
-        cs = RivTreeCluster(net2, cl[order])
+        identity = bool(np.array_equal(order, np.arange(order.size)))
+        net2 = net if identity else net.reorder(order)
+        cs = cs0 if identity else RivTreeCluster(net2, cl[order])
         p = torch.tensor(params[order], device=dev)
         router = StagedRouter(cs, "muskingum", substeps=args.substeps,
                               window=window or args.window, allow_unstable=True, device=dev,
@@ -103,7 +104,13 @@ def ours(net, params, runoff, args, grad: bool, window=None):
     res.update(clusters=cs.n_clusters, waves=cs.n_waves, exits=cs.n_exits,
                paths=router._n_r + router._n_u, window=kern.window,
                max_truncated_mass=float(np.nanmax(kern.truncated_mass)))
-    r = runoff[:, torch.as_tensor(order, device=dev)]
+    r = runoff if identity else runoff[:, torch.as_tensor(order, device=dev)]
+    if args.profile:
+        def agg_fwd_bwd():
+            k = router.aggregate(p.clone().requires_grad_(True))
+            (k.wr.float().sum() + k.wu.float().sum()).backward()
+
+        res["aggregate_fwd_bwd_top_kernels"] = profile_forward(agg_fwd_bwd, top=12)
     with torch.no_grad():
         router(r, kernels=kern)  # warm-up (Triton compile)
         _reset_peak()
@@ -117,7 +124,8 @@ def ours(net, params, runoff, args, grad: bool, window=None):
     res["reach_steps_per_s"] = net.n_reaches * runoff.shape[-1] / res["forward_s"]
     res["q"] = (q, order)
     if args.profile:
-        res["forward_top_kernels"] = profile_forward(lambda: router(r, kernels=kern))
+        with torch.no_grad():
+            res["forward_top_kernels"] = profile_forward(lambda: router(r, kernels=kern))
     if grad:
         del q
         res.pop("q")
@@ -154,7 +162,7 @@ def profile_forward(fn, top: int = 8) -> list:
         return []
     from torch.profiler import ProfilerActivity, profile
 
-    with torch.no_grad(), profile(activities=[ProfilerActivity.CUDA]) as prof:
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
         fn()
         _sync()
     rows = []
@@ -386,6 +394,15 @@ def main() -> None:
         results.append({"check": chk})
     for n in args.reaches:
         net, params, runoff = workload(n, args.seed, args.days, dev)
+        with Timer() as t:
+            cl = partition(net, params, args)
+        t_part = t.s
+        # store the workload in our engine order once (every engine sees the same data; ours
+        # then routes contiguous slices without a copy of the runoff)
+        order = RivTreeCluster(net, cl).order
+        net, params = net.reorder(order), params[order]
+        runoff = runoff[:, torch.as_tensor(order, device=dev)]
+        _reset_peak()
         row: dict = {"reaches": net.n_reaches, "days": args.days, "device": str(
             torch.cuda.get_device_name() if dev.type == "cuda" else "cpu")}
         if not args.skip_accuracy:
@@ -393,6 +410,7 @@ def main() -> None:
             print(json.dumps({"reaches": n, "accuracy": row["accuracy"]}), flush=True)
         mine = ours(net, params, runoff, args, grad=not args.no_grad)
         mine.pop("q", None)
+        mine["partition_s"] = t_part  # on the network as generated
         row["ours"] = mine
         print(json.dumps({"reaches": n, "ours": mine}), flush=True)
         if with_dr:
@@ -404,6 +422,10 @@ def main() -> None:
             row["diffroute"] = dr
             print(json.dumps({"reaches": n, "diffroute": dr}), flush=True)
         results.append(row)
+        if args.out:  # partial results survive a time limit
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / "results.json").write_text(json.dumps(results, indent=1,
+                                                                    default=str))
         del runoff
         _reset_peak()
     lines = ["| reaches | engine | partition s | setup s | forward s | reach-steps/s | "

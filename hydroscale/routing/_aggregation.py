@@ -185,7 +185,7 @@ def reach_mass(spec: IRFSpec, params: torch.Tensor, n_taps: int, substeps: int) 
     """``[n, 3]`` (mass, mean, variance in sub-steps) of each reach's kernel over ``n_taps``."""
     out = []
     t = torch.arange(n_taps, device=params.device, dtype=torch.float64)
-    step = max(1, (1 << 24) // n_taps)
+    step = max(1, (1 << 26) // n_taps)
     with torch.no_grad():
         for r0 in range(0, params.shape[0], step):
             h = irf_kernel(spec, params[r0 : r0 + step].to(torch.float64), n_taps, substeps,
