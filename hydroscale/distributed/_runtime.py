@@ -194,7 +194,7 @@ class DistributedRouter:
         self.window = max(int(i["window"]) for i in info)
         agg = _on_workers(client, self.addrs, aggregate_task, self.run_id, self.window,
                           tag=f"aggregate-{self.run_id}")
-        self._shipped = (arrays, pf)  # keep the scattered arrays alive until close()
+        arrays = pf = None  # the workers hold what they built; release the scattered data
         self.max_truncated_mass = max(a["max_truncated_mass"] for a in agg)
         self.worker_setup = [{**i, **a} for i, a in zip(info, agg)]
         self.setup_s = time.perf_counter() - tic
@@ -280,7 +280,6 @@ class DistributedRouter:
         if not self._closed:
             _on_workers(self.client, self.addrs, teardown_task, self.run_id,
                         tag=f"teardown-{self.run_id}")
-            self._shipped = None
             self._closed = True
 
     def __enter__(self) -> DistributedRouter:
@@ -347,6 +346,7 @@ def route_distributed(
     -------
     RunSummary (``setup_s``: the set-up on the workers; ``wall_s``: the pass).
     """
+    forcing_store = as_forcing(forcing_store)  # a bad source fails before any set-up
     with DistributedRouter(client, network, partition, irf, params, substeps, window=window,
                            dtype=dtype, storage_dtype=storage_dtype, backend=backend,
                            precision=precision, allow_unstable=allow_unstable,

@@ -1,0 +1,355 @@
+"""Issue 5 figures: distributed routing on 1, 2 and 4 GPUs (Dask-CUDA), Zarr -> Zarr against
+the I/O floor, and a 10M-reach forest on 4 GPUs.
+
+    python bench/distributed.py --out results/            # GPU machine, all rows
+    python bench/distributed.py --cluster local-cpu --reaches 20000 --days 60 \\
+        --big-reaches 40000 --e2e-days 30 --check-reaches 3000 --time-chunk 20   # CPU dry run
+
+Workload (DESIGN §5): ``continental_forest(N, seed)``, Muskingum with k ~ U(1, 3) h and
+x ~ U(0.1, 0.3), daily steps routed hourly (f = 24), float32, batch 1, uniform random
+runoff.  The parameters are computed on each worker from the seed (nothing large passes
+through the client).
+
+Rows
+----
+- ``check``: on 2 workers, a small forest routed by ``route_distributed`` (Zarr forcing ->
+  Zarr output) against the single-device ``StagedRouter`` on the same partition: relative
+  L2 and max error (float32; and float64 with the torch backend).
+- ``scale``: forward routing of ``--reaches`` x ``--days`` on 1, 2, 4 GPUs (one
+  LocalCUDACluster per GPU count; the same partition settings, placed on that many
+  workers).  Runoff is generated ON THE WORKERS by a counter hash of (seed, reach, day): the
+  same data whatever the GPU count (the checksum of all discharge must agree across rows).
+  Discharge is reduced on the workers (no output store: 44 GB per run).  A one-chunk warm-up
+  pass (Triton compilation) precedes the timed pass.
+- ``io_floor`` / ``e2e``: on the largest GPU count, a forcing store of ``--reaches`` x
+  ``--e2e-days`` is written by the workers, then read back and written to an output store
+  of the same size without routing (the floor), then routed Zarr -> Zarr (end to end).
+- ``big``: ``--big-reaches`` on the largest GPU count with time chunks of
+  ``--big-time-chunk`` days: bounded per-worker GPU memory (peak per worker reported).
+
+Every row is printed (and appended to ``rows.jsonl`` in ``--out``) as soon as it is done;
+``results.json`` and ``table.md`` are written at the end.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This file is named like the ``distributed`` package: drop its folder from the import path
+# (run as a script, Python puts it first) so that ``import distributed`` finds Dask's.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from hydroscale.distributed import (  # noqa: E402
+    DistributedRouter,
+    SyntheticForcing,
+    io_floor,
+    plan_waves,
+    route_distributed,
+    start_cluster,
+    synthesize_forcing_store,
+)
+from hydroscale.io import ingest, open_output  # noqa: E402
+from hydroscale.network import continental_forest  # noqa: E402
+from hydroscale.partition import partition_network, travel_time_bound  # noqa: E402
+from hydroscale.routing import RivTreeCluster, StagedRouter  # noqa: E402
+
+log = logging.getLogger("bench.distributed")
+
+
+class MuskingumParams:
+    """DESIGN §5 parameters ``[N, 2]`` (k in days, x) from a seed, evaluated on the workers."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def __call__(self, net) -> np.ndarray:
+        rng = np.random.default_rng(self.seed + 1)
+        k = rng.uniform(1 / 24, 3 / 24, net.n_reaches)
+        x = rng.uniform(0.1, 0.3, net.n_reaches)
+        return np.stack([k, x], axis=1)
+
+
+class Bench:
+    def __init__(self, args) -> None:
+        self.args = args
+        self.t0 = time.perf_counter()
+        self.rows: list[dict] = []
+        self.out = Path(args.out) if args.out else None
+        if self.out:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.scratch = Path(args.scratch)
+        self.scratch.mkdir(parents=True, exist_ok=True)
+
+    def left(self) -> float:
+        return self.args.budget_s - (time.perf_counter() - self.t0)
+
+    def emit(self, row: dict) -> None:
+        row["elapsed_s"] = round(time.perf_counter() - self.t0, 1)
+        self.rows.append(row)
+        line = json.dumps(row, default=str)
+        print(line, flush=True)
+        if self.out:
+            with open(self.out / "rows.jsonl", "a") as fh:
+                fh.write(line + "\n")
+
+    def cluster(self, n: int):
+        a = self.args
+        if a.cluster == "local-cuda":
+            return start_cluster("local-cuda", n_workers=n, dashboard_address=None,
+                                 CUDA_VISIBLE_DEVICES=",".join(str(i) for i in range(n)))
+        return start_cluster(a.cluster, n_workers=n, dashboard_address=None)
+
+    def partition(self, net, n: int):
+        a = self.args
+        tic = time.perf_counter()
+        p = MuskingumParams(a.seed)(net)
+        tt = travel_time_bound("muskingum", p, substeps=a.substeps)
+        part = partition_network(net, max_reaches=a.max_reaches, travel_time=tt,
+                                 max_travel_time=a.max_travel_time, n_workers=n)
+        return part, time.perf_counter() - tic
+
+
+def _close(client) -> None:
+    cluster = getattr(client, "cluster", None)
+    client.close()
+    if cluster is not None:
+        cluster.close()
+
+
+def check(b: Bench) -> None:
+    """2 workers: distributed (Zarr -> Zarr) == single-device StagedRouter."""
+    a = b.args
+    net = continental_forest(a.check_reaches, seed=a.seed + 7)
+    part, _ = b.partition(net, 2)
+    plan = plan_waves(net, part)
+    params = MuskingumParams(a.seed)(net)
+    steps = a.check_days
+    forcing = SyntheticForcing(steps, seed=a.seed + 3, scale=10.0)
+    r = forcing.read(np.arange(net.n_reaches), (0, net.n_reaches), 0, steps,
+                     torch.device("cpu")).numpy()
+    import xarray as xr
+
+    fz = b.scratch / "check_forcing.zarr"
+    ingest(xr.DataArray(r, {"reach": net.ids, "time": forcing.time}, ("reach", "time")), fz,
+           network=net, reach_order=plan.reach_ids, chunks=(4096, a.check_chunk),
+           overwrite=True)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cs = RivTreeCluster(net, part.cluster_of)
+    client = b.cluster(2)
+    try:
+        for dtype, backend in ((torch.float32, "auto"), (torch.float64, "torch")):
+            oz = b.scratch / f"check_out_{str(dtype)[6:]}.zarr"
+            s = route_distributed(client, net, part, str(fz), str(oz), "muskingum", params,
+                                  a.substeps, a.check_chunk, dtype=dtype, backend=backend,
+                                  allow_unstable=True, overwrite=True, plan=plan)
+            got = open_output(str(oz), net).values.astype(np.float64)
+            sr = StagedRouter(cs, "muskingum", substeps=a.substeps, window=s.window,
+                              dtype=dtype, backend=backend, allow_unstable=True, device=dev)
+            with torch.no_grad():
+                ref = sr(torch.tensor(r[None], device=dev, dtype=dtype),
+                         torch.tensor(params, device=dev))[0].double().cpu().numpy()
+            b.emit({
+                "row": "check", "workers": 2, "reaches": net.n_reaches, "days": steps,
+                "dtype": str(dtype), "backend": backend, "chunks": s.chunks,
+                "groups": s.groups, "cross_worker_exits": s.plan["cross_worker_exits"],
+                "window": s.window,
+                "rel_l2": float(np.linalg.norm(got - ref) / np.linalg.norm(ref)),
+                "max_rel": float(np.abs(got - ref).max() / np.abs(ref).max()),
+                "nan": int(np.isnan(got).sum()),
+            })
+    finally:
+        _close(client)
+
+
+def scale(b: Bench, net, n: int, keep: bool = False):
+    a = b.args
+    part, part_s = b.partition(net, n)
+    client = b.cluster(n)
+    forcing = SyntheticForcing(a.days, seed=a.seed + 2)
+    dr = DistributedRouter(client, net, part, "muskingum", MuskingumParams(a.seed), a.substeps,
+                           allow_unstable=True)
+    warm = dr.route(forcing, None, a.time_chunk, n_steps=min(a.time_chunk, a.days))
+    s = dr.route(forcing, None, a.time_chunk)
+    row = {
+        "row": "scale", "gpus": n, "reaches": net.n_reaches, "days": a.days,
+        "time_chunk": a.time_chunk, "partition_s": round(part_s, 2),
+        "setup_s": round(dr.setup_s, 2), "warmup_s": round(warm.wall_s, 2),
+        "forward_s": round(s.wall_s, 3), "reach_steps_per_s": s.reach_steps_per_s,
+        "groups": s.groups, "waves": s.waves, "tasks": s.tasks, "window": s.window,
+        "max_truncated_mass": s.max_truncated_mass,
+        "cross_worker_exits": s.plan["cross_worker_exits"],
+        "peak_gpu_gb": [round(x / 1e9, 2) for x in s.peak_gpu_bytes],
+        "route_s_per_worker": [round(p["route_s"], 2) for p in s.per_worker],
+        "read_s_per_worker": [round(p["read_s"], 2) for p in s.per_worker],
+        "checksum": s.checksum,
+    }
+    base = next((r for r in b.rows if r["row"] == "scale" and r["gpus"] == 1
+                 and r["reaches"] == net.n_reaches), None)
+    if base:
+        row["speedup_vs_1"] = round(base["forward_s"] / s.wall_s, 2)
+        row["checksum_rel_diff_vs_1"] = abs(s.checksum - base["checksum"]) / abs(base["checksum"])
+    b.emit(row)
+    if keep:
+        return client, part, dr
+    dr.close()
+    _close(client)
+    return None
+
+
+def e2e(b: Bench, client, net, part, dr) -> None:
+    a = b.args
+    plan = dr.plan
+    fz, fl, oz = (b.scratch / x for x in ("e2e_forcing.zarr", "e2e_floor.zarr", "e2e_out.zarr"))
+    tic = time.perf_counter()
+    zf = synthesize_forcing_store(client, net, part, fz, SyntheticForcing(
+        a.e2e_days, seed=a.seed + 2), a.e2e_chunk, overwrite=True, plan=plan)
+    write_s = time.perf_counter() - tic
+    gb = net.n_reaches * a.e2e_days * 4 / 1e9
+    floor = io_floor(client, net, part, zf, fl, a.e2e_chunk, overwrite=True, plan=plan)
+    s = dr.route(zf, oz, a.e2e_chunk, overwrite=True)
+    floor2 = io_floor(client, net, part, zf, fl, a.e2e_chunk, overwrite=True, plan=plan)
+    best_floor = min(floor.wall_s, floor2.wall_s)
+    b.emit({
+        "row": "e2e", "gpus": len(dr.addrs), "reaches": net.n_reaches, "days": a.e2e_days,
+        "time_chunk": a.e2e_chunk, "store_gb_raw": round(gb, 2),
+        "forcing_write_s": round(write_s, 2), "io_floor_s": [round(floor.wall_s, 2),
+                                                           round(floor2.wall_s, 2)],
+        "e2e_s": round(s.wall_s, 2), "e2e_over_floor": round(s.wall_s / best_floor, 3),
+        "e2e_reach_steps_per_s": s.reach_steps_per_s,
+        "read_s_per_worker": [round(p["read_s"], 2) for p in s.per_worker],
+        "route_s_per_worker": [round(p["route_s"], 2) for p in s.per_worker],
+        "write_s_per_worker": [round(p["write_s"], 2) for p in s.per_worker],
+        "floor_checksum_equals_forcing": abs(floor.checksum - floor2.checksum) < 1e-6 * abs(
+            floor.checksum),
+    })
+    for p in (fz, fl, oz):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def big(b: Bench, n: int) -> None:
+    a = b.args
+    tic = time.perf_counter()
+    net = continental_forest(a.big_reaches, seed=a.seed)
+    gen_s = time.perf_counter() - tic
+    part, part_s = b.partition(net, n)
+    client = b.cluster(n)
+    try:
+        forcing = SyntheticForcing(a.big_days, seed=a.seed + 2)
+        with DistributedRouter(client, net, part, "muskingum", MuskingumParams(a.seed),
+                               a.substeps, allow_unstable=True) as dr:
+            s = dr.route(forcing, None, a.big_time_chunk)
+        b.emit({
+            "row": "big", "gpus": n, "reaches": net.n_reaches, "days": a.big_days,
+            "time_chunk": a.big_time_chunk, "network_s": round(gen_s, 1),
+            "partition_s": round(part_s, 1), "setup_s": round(dr.setup_s, 1),
+            "forward_s": round(s.wall_s, 2), "reach_steps_per_s": s.reach_steps_per_s,
+            "groups": s.groups, "waves": s.waves, "window": s.window,
+            "peak_gpu_gb": [round(x / 1e9, 2) for x in s.peak_gpu_bytes],
+            "state_gb": [round(p["state_bytes"] / 1e9, 2) for p in s.per_worker],
+            "note": "first pass on fresh workers (includes Triton warm-up if not cached)",
+        })
+    finally:
+        _close(client)
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| row | gpus | reaches | days | seconds | reach-steps/s | speedup | note |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["row"] == "check":
+            lines.append(f"| check | 2 | {r['reaches']} | {r['days']} | | | | {r['dtype']} "
+                         f"rel L2 {r['rel_l2']:.2e}, max {r['max_rel']:.2e} |")
+        elif r["row"] in ("scale", "big"):
+            lines.append(f"| {r['row']} | {r['gpus']} | {r['reaches']} | {r['days']} | "
+                         f"{r['forward_s']} | {r['reach_steps_per_s']:.3g} | "
+                         f"{r.get('speedup_vs_1', '')} | peak GB {r['peak_gpu_gb']} |")
+        elif r["row"] == "e2e":
+            lines.append(f"| e2e | {r['gpus']} | {r['reaches']} | {r['days']} | {r['e2e_s']} "
+                         f"| {r['e2e_reach_steps_per_s']:.3g} | | floor {r['io_floor_s']} s, "
+                         f"ratio {r['e2e_over_floor']} |")
+        elif r["row"] == "skipped":
+            lines.append(f"| skipped | | | | | | | {r['what']}: {r['why']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--cluster", default=None, help="local-cuda (default with GPUs) or local-cpu")
+    ap.add_argument("--gpus", type=int, nargs="*", default=[1, 2, 4])
+    ap.add_argument("--reaches", type=int, default=3_000_000)
+    ap.add_argument("--days", type=int, default=3650)
+    ap.add_argument("--substeps", type=int, default=24)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--time-chunk", type=int, default=365)
+    ap.add_argument("--max-reaches", type=int, default=16384)
+    ap.add_argument("--max-travel-time", type=float, default=8.0, help="days within a cluster")
+    ap.add_argument("--check-reaches", type=int, default=20_000)
+    ap.add_argument("--check-days", type=int, default=90)
+    ap.add_argument("--check-chunk", type=int, default=30)
+    ap.add_argument("--e2e-days", type=int, default=365)
+    ap.add_argument("--e2e-chunk", type=int, default=73)
+    ap.add_argument("--big-reaches", type=int, default=10_000_000)
+    ap.add_argument("--big-days", type=int, default=3650)
+    ap.add_argument("--big-time-chunk", type=int, default=365)
+    ap.add_argument("--skip", nargs="*", default=[], help="rows to skip: check scale e2e big")
+    ap.add_argument("--budget-s", type=float, default=1e9, help="skip rows past this time")
+    ap.add_argument("--scratch", default=os.environ.get("TMPDIR", "/tmp") + "/hs_bench_dist")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
+                        stream=sys.stderr)
+    logging.getLogger("hydroscale.routing").setLevel(logging.WARNING)
+    if args.cluster is None:
+        args.cluster = "local-cuda" if torch.cuda.is_available() else "local-cpu"
+    b = Bench(args)
+    b.emit({"row": "config", **vars(args), "torch": torch.__version__,
+            "gpus_visible": torch.cuda.device_count()})
+
+    def guarded(what: str, fn, *fa):
+        if what in args.skip:
+            return None
+        if b.left() <= 0:
+            b.emit({"row": "skipped", "what": what, "why": "time budget spent"})
+            return None
+        try:
+            return fn(*fa)
+        except Exception as err:  # noqa: BLE001 - a failed row is reported, the bench goes on
+            log.exception("%s failed", what)
+            b.emit({"row": "skipped", "what": what, "why": repr(err)[:500]})
+            return None
+
+    guarded("check", check, b)
+    net = continental_forest(args.reaches, seed=args.seed)
+    kept = None
+    counts = sorted(args.gpus)
+    for n in counts:
+        res = guarded("scale", scale, b, net, n, n == counts[-1])
+        if res is not None:
+            kept = res
+    if kept is not None:
+        client, part, dr = kept
+        guarded("e2e", e2e, b, client, net, part, dr)
+        dr.close()
+        _close(client)
+    del net
+    guarded("big", big, b, counts[-1])
+    if b.out:
+        (b.out / "results.json").write_text(json.dumps(b.rows, indent=1, default=str))
+        (b.out / "table.md").write_text(table(b.rows) + "\n")
+    print(table(b.rows), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Cluster configs: the bundled YAML files, validation errors, SLURM job script rendering."""
+
+from __future__ import annotations
+
+import pytest
+
+from hydroscale.distributed import (
+    CONFIG_KINDS,
+    ClusterConfigError,
+    config_path,
+    load_config,
+    render_job_script,
+)
+
+
+@pytest.mark.parametrize("name", ["local-cpu", "local-cuda", "scheduler", "slurm"])
+def test_bundled_configs_load(name):
+    cfg = load_config(name)
+    assert cfg["kind"] == name
+    assert set(cfg) == set(CONFIG_KINDS[name]) | {"kind", "source"}
+    if "host" in cfg:
+        assert cfg["host"] == "127.0.0.1"
+    if "dashboard_address" in cfg:
+        assert cfg["dashboard_address"].startswith("127.0.0.1:")
+
+
+def test_defaults_and_overrides():
+    cfg = load_config({"kind": "local-cpu"}, n_workers=3)
+    assert cfg["n_workers"] == 3 and cfg["processes"] is True and cfg["host"] == "127.0.0.1"
+    assert load_config("local-cuda")["n_workers"] is None  # one worker per GPU
+
+
+def test_wrong_type_names_key_and_type(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("kind: local-cpu\nn_workers: two\n")
+    with pytest.raises(ClusterConfigError, match=r"bad.yaml: key 'n_workers' must be integer "
+                                                 r"or null, got 'two' \(str\)"):
+        load_config(str(p))
+    with pytest.raises(ClusterConfigError, match="'processes' must be boolean, got 1"):
+        load_config({"kind": "local-cpu", "processes": 1})
+    with pytest.raises(ClusterConfigError, match="'n_workers' must be integer or null, got True"):
+        load_config({"kind": "local-cpu", "n_workers": True})
+
+
+def test_unknown_key_kind_and_shape(tmp_path):
+    with pytest.raises(ClusterConfigError,
+                       match=r"unknown keys \['n_gpus'\] for kind 'local-cuda'"):
+        load_config({"kind": "local-cuda", "n_gpus": 2})
+    with pytest.raises(ClusterConfigError, match=r"key 'kind' must be one of \['local-cpu', "
+                       r"'local-cuda', 'scheduler', 'slurm'\], got 'k8s'"):
+        load_config({"kind": "k8s"})
+    p = tmp_path / "list.yaml"
+    p.write_text("- kind: local-cpu\n")
+    with pytest.raises(ClusterConfigError, match="must be a mapping of keys, got list"):
+        load_config(str(p))
+    with pytest.raises(ClusterConfigError, match="needs 'address' or 'scheduler_file'"):
+        load_config({"kind": "scheduler"})
+    with pytest.raises(ClusterConfigError, match="'n_workers' must be positive, got 0"):
+        load_config({"kind": "local-cpu", "n_workers": 0})
+    with pytest.raises(ClusterConfigError, match="neither a file nor one of"):
+        config_path("no-such-config")
+
+
+def test_slurm_job_script_rendering():
+    script = render_job_script("slurm", scheduler="tcp://10.0.0.5:8786", queue="a100",
+                               walltime="00:30:00", job_extra_directives=["--gres=gpu:2"])
+    lines = script.splitlines()
+    assert lines[0] == "#!/usr/bin/env bash"
+    assert "#SBATCH -p a100" in lines
+    assert "#SBATCH -t 00:30:00" in lines
+    assert "#SBATCH --gres=gpu:2" in lines
+    assert "#SBATCH --cpus-per-task=32" in lines
+    assert "#SBATCH --mem=256GB" in lines
+    cmd = lines[-1]
+    assert "-m dask_cuda.cli tcp://10.0.0.5:8786" in cmd
+    assert "--nthreads 1" in cmd
+    with pytest.raises(ClusterConfigError, match="needs kind 'slurm'"):
+        render_job_script("local-cpu")

@@ -1,0 +1,163 @@
+"""Distributed routing on a 2-worker CPU LocalCluster against the single-device StagedRouter
+(same partition, same window) and the float64 oracle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+import zarr
+
+from hydroscale.distributed import (
+    DistributedRouter,
+    SyntheticForcing,
+    hash_uniform,
+    io_floor,
+    plan_waves,
+    route_distributed,
+)
+from hydroscale.io import ingest, open_output
+from hydroscale.routing import RivTreeCluster, StagedRouter, route_oracle
+
+SUBSTEPS = 3  # sub-steps per routing step: transfers cross at sub-step resolution
+T = 42
+CHUNK = 16  # 3 time chunks: 16 + 16 + 10
+
+
+def _runoff(net, seed=1):
+    return np.random.default_rng(seed).uniform(0.0, 5.0, (net.n_reaches, T)).astype(np.float32)
+
+
+def _times():
+    return np.datetime64("2010-03-01") + np.arange(T).astype("timedelta64[D]")
+
+
+def _staged(net, part, r, params, window, dtype=torch.float64):
+    sr = StagedRouter(RivTreeCluster(net, part.cluster_of), "muskingum", substeps=SUBSTEPS,
+                      window=window, dtype=dtype, allow_unstable=True)
+    with torch.no_grad():
+        return sr(torch.as_tensor(r[None], dtype=dtype), torch.tensor(params))[0].double().numpy()
+
+
+@pytest.fixture(scope="module")
+def stores(forest, tmp_path_factory):
+    net, params, part = forest
+    plan = plan_waves(net, part)
+    r = _runoff(net)
+    da = xr.DataArray(r, {"reach": net.ids, "time": _times()}, ("reach", "time"))
+    root = tmp_path_factory.mktemp("zarr")
+    in_plan = root / "forcing_plan.zarr"
+    in_net = root / "forcing_net.zarr"
+    ingest(da, in_plan, network=net, reach_order=plan.reach_ids, chunks=(64, 8))
+    ingest(da, in_net, network=net, chunks=(64, 8))  # network order: rows gathered
+    return root, r, plan, in_plan, in_net
+
+
+def test_plan_groups_are_wave_worker_sets(forest):
+    net, _, part = forest
+    plan = plan_waves(net, part)
+    g_of_c = plan.group_of
+    # every cluster lies in exactly one group, with the group's wave and worker
+    for c in range(part.n_clusters):
+        gs = np.unique(g_of_c[part.cluster_of == c])
+        assert gs.size == 1
+        assert plan.group_wave[gs[0]] == part.wave[c]
+        assert plan.group_worker[gs[0]] == part.worker[c]
+    # upstream groups = the groups of the partition's transfer edges
+    want = {(int(plan.group_of[s]), int(plan.group_of[d]))
+            for s, d in zip(part.src_reach, part.dst_reach)}
+    got = {(int(u), g) for g in range(plan.n_groups) for u in plan.upstream[g]}
+    assert got == want
+    assert all(u < g for u, g in got)
+    assert plan.cross_worker_exits() == part.cross_worker_edges() > 0
+
+
+@pytest.mark.parametrize("order", ["plan", "network"])
+def test_equals_staged_router_float64(client, forest, stores, order):
+    net, params, part = forest
+    root, r, plan, in_plan, in_net = stores
+    out = root / f"out64_{order}.zarr"
+    s = route_distributed(client, net, part, str(in_plan if order == "plan" else in_net),
+                          str(out), "muskingum", params, SUBSTEPS, CHUNK,
+                          dtype=torch.float64, allow_unstable=True)
+    assert s.chunks == 3 and s.workers == 2 and s.plan["cross_worker_exits"] > 0
+    got = open_output(str(out), net).values.astype(np.float64)
+    ref = _staged(net, part, r, params, s.window)
+    # the store is float32: the only difference is its rounding
+    rel = np.abs(got - ref).max() / np.abs(ref).max()
+    assert rel <= 1e-6
+    assert np.allclose(got, ref.astype(np.float32), rtol=1e-6, atol=0)
+    assert s.checksum == pytest.approx(ref.sum(), rel=1e-12)
+
+
+def test_equals_staged_router_float32_and_oracle(client, forest, stores):
+    net, params, part = forest
+    root, r, plan, in_plan, _ = stores
+    out = root / "out32.zarr"
+    s = route_distributed(client, net, part, str(in_plan), str(out), "muskingum", params,
+                          SUBSTEPS, CHUNK, allow_unstable=True)
+    got = open_output(str(out), net).values.astype(np.float64)
+    ref32 = _staged(net, part, r, params, s.window, torch.float32)
+    assert np.linalg.norm(got - ref32) / np.linalg.norm(ref32) <= 1e-6
+    oracle = route_oracle(net, r.astype(np.float64), "muskingum", params, substeps=SUBSTEPS,
+                          allow_unstable=True)
+    oracle = np.asarray(oracle)
+    # exact up to float32 and the reported truncated mass of the window
+    assert np.linalg.norm(got - oracle) / np.linalg.norm(oracle) <= 1e-5 + s.max_truncated_mass
+
+
+def test_output_metadata(client, forest, stores):
+    net, params, part = forest
+    root, _, plan, in_plan, _ = stores
+    out = root / "out_meta.zarr"
+    s = route_distributed(client, net, part, str(in_plan), str(out), "muskingum", params,
+                          SUBSTEPS, CHUNK, allow_unstable=True, run_metadata={"user": "ci"})
+    g = zarr.open_group(str(out), mode="r")
+    assert g.attrs["hydroscale_store"] == "output"
+    assert g.attrs["units"] == "m3 s-1"
+    assert np.array_equal(g["reach"][:], plan.reach_ids)
+    assert sorted(g["reach"][:].tolist()) == sorted(net.ids.tolist())
+    t = np.datetime64("1970-01-01T00:00:00", "s") + g["time"][:].astype("timedelta64[s]")
+    assert np.array_equal(t.astype("datetime64[D]"), _times())
+    assert g.attrs["interval_s"] == 86400
+    run = g.attrs["run"]
+    assert run["irf"] == "muskingum" and run["substeps"] == SUBSTEPS
+    assert run["window"] == s.window and run["time_chunk"] == CHUNK
+    assert run["partition"]["workers"] == 2 and run["user"] == "ci"
+    da = open_output(str(out), net)
+    assert da.dims == ("reach", "time") and np.array_equal(da["reach"].values, net.ids)
+
+
+def test_synthetic_forcing_reused_router_and_io_floor(client, forest, tmp_path):
+    net, params, part = forest
+    forcing = SyntheticForcing(T, seed=9, scale=3.0)
+    with DistributedRouter(client, net, part, "muskingum", params, SUBSTEPS,
+                           allow_unstable=True, dtype=torch.float64) as dr:
+        a = dr.route(forcing, None, CHUNK)
+        b = dr.route(forcing, None, 20)  # second pass: state reset, other chunking
+    r = (hash_uniform(torch.arange(net.n_reaches), 0, T, 9) * 3.0).numpy()
+    ref = _staged(net, part, r, params, a.window)
+    assert a.checksum == pytest.approx(ref.sum(), rel=1e-12)
+    assert b.checksum == pytest.approx(ref.sum(), rel=1e-12)
+    floor = io_floor(client, net, part, forcing, str(tmp_path / "floor.zarr"), CHUNK)
+    assert floor.checksum == pytest.approx(float(r.astype(np.float64).sum()), rel=1e-9)
+    copied = open_output(str(tmp_path / "floor.zarr"), net).values
+    assert np.array_equal(copied, r)
+
+
+def test_worker_count_must_match(client, forest):
+    from hydroscale.partition import partition_network
+
+    net, params, _ = forest
+    part3 = partition_network(net, max_reaches=24, min_reaches=4, n_workers=3)
+    with pytest.raises(ValueError, match="n_workers=2"):
+        route_distributed(client, net, part3, SyntheticForcing(T), None, "muskingum", params,
+                          SUBSTEPS, CHUNK, allow_unstable=True)
+
+
+def test_array_forcing_is_refused(client, forest):
+    net, params, part = forest
+    with pytest.raises(TypeError, match="ingest"):
+        route_distributed(client, net, part, np.zeros((net.n_reaches, T)), None, "muskingum",
+                          params, SUBSTEPS, CHUNK)
