@@ -31,7 +31,7 @@ can be changed from the command line with --set SECTION.KEY=VALUE.
 start here:
   hydroscale demo                                   route the bundled Lower Colorado basin
   hydroscale route workflows/demo.yaml              the same as a workflow (Zarr + PNG out)
-  hydroscale route --reaches 100000 --steps 365     synthetic network and runoff, one device
+  hydroscale route --reaches 10000 --steps 90       synthetic network and runoff, one device
   hydroscale route workflows/route.yaml --cluster local-cpu
                                                     the same on a local Dask cluster
   hydroscale route workflows/route.yaml --show-schema   every workflow key and its default
@@ -188,9 +188,12 @@ def _start_cluster(config: Any, verbose: int) -> Any:
     from .distributed import start_cluster
 
     if verbose < 1:
+        import warnings
+
         logging.getLogger("distributed").setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", message="Port .* is already in use")
     t0 = time.perf_counter()
-    client = start_cluster(config)
+    client = start_cluster(None if config == "auto" else config)
     n = len(client.scheduler_info().get("workers", {}))
     print(f"hydroscale: Dask cluster with {n} workers started in "
           f"{time.perf_counter() - t0:.1f} s; dashboard: {client.dashboard_link}", flush=True)
@@ -331,6 +334,10 @@ def _bench(args: argparse.Namespace) -> int:
     cfg = _load(args, "benchmark", _route_values(args))
     if args.check:
         return _show_config(cfg)
+    if cfg["cluster"] is not None:
+        raise _Usage("bench times one device; for a cluster run use `hydroscale route ... "
+                     "--cluster CONFIG` (its summary gives wall time and reach-steps/s), or "
+                     "--set cluster=null")
     from .workflows import run_benchmark
 
     r = run_benchmark(cfg, progress=_progress_factory(not args.no_progress))
@@ -377,6 +384,16 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------ parser
+def _desc(*paragraphs: str, examples: tuple[str, ...] = ()) -> str:
+    """A subcommand description: wrapped paragraphs, then examples kept as written."""
+    import textwrap
+
+    text = "\n\n".join(textwrap.fill(p, 88) for p in paragraphs)
+    if examples:
+        text += "\n\nexamples:\n" + "\n".join(f"  {e}" for e in examples)
+    return text
+
+
 def _workflow_args(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("workflow", nargs="?", default=None,
                    help=f"workflow YAML file (kind: {kind}); without it the built-in defaults "
@@ -440,7 +457,8 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
                    help="single-device run: where to route (routing.device)")
     g.add_argument("--cluster", metavar="CONFIG",
                    help="run on a Dask cluster: a cluster_configs/*.yaml path or name "
-                   "(local-cpu, local-cuda, scheduler, slurm)")
+                   "(local-cpu, local-cuda, scheduler, slurm), or 'auto' (local-cuda if GPUs "
+                   "are visible, else local-cpu)")
     g.add_argument("--out", metavar="DIR", help="output folder (output.dir)")
     g.add_argument("--overwrite", action="store_true",
                    help="replace an existing output store (output.overwrite)")
@@ -464,18 +482,22 @@ def build_parser() -> argparse.ArgumentParser:
     route = sub.add_parser(
         "route", formatter_class=fmt,
         help="route runoff through a river network (one device, or a Dask cluster)",
-        description="Route lateral inflow through a river network and write discharge "
-        "(Zarr, m³/s), hydrograph PNGs and summary.json.\n\n"
-        "Inputs come from a workflow file and/or flags: a synthetic continental forest, an NWM "
-        "RouteLink or a RAPID network; synthetic runoff, a Zarr forcing store or the bundled "
-        "basin's NWM inflow.  Without --cluster the run stays on one device (CUDA if visible); "
-        "with --cluster (or a `cluster:` key) it runs on Dask workers and prints the "
-        "dashboard URL.\n\nexamples:\n"
-        "  hydroscale route workflows/route.yaml\n"
-        "  hydroscale route workflows/route.yaml --cluster cluster_configs/local-cpu.yaml\n"
-        "  hydroscale route --reaches 1000000 --steps 30 --engine oracle --out out/1M\n"
-        "  hydroscale route workflows/route.yaml --set routing.substeps=24 --set "
-        "forcing.steps=730",
+        description=_desc(
+            "Route lateral inflow through a river network and write discharge (Zarr, m³/s), "
+            "hydrograph PNGs and summary.json.",
+            "Inputs come from a workflow file and/or flags: a synthetic continental forest, an "
+            "NWM RouteLink or a RAPID network; synthetic runoff, a Zarr forcing store or the "
+            "bundled basin's NWM inflow.  Without --cluster the run stays on one device (CUDA "
+            "if visible); with --cluster (or a `cluster:` key) it runs on Dask workers and "
+            "prints the dashboard URL.  On a CPU-only machine, --engine oracle (float64, "
+            "exact) is the quickest single-device engine for short runs.",
+            examples=(
+                "hydroscale route workflows/route.yaml",
+                "hydroscale route workflows/route.yaml --cluster cluster_configs/local-cpu.yaml",
+                "hydroscale route --reaches 1000000 --steps 30 --engine oracle --out out/1M",
+                "hydroscale route workflows/route.yaml --set routing.substeps=6 "
+                "--set forcing.steps=730",
+            )),
     )
     _workflow_args(route, "route")
     _network_flags(route)
@@ -485,12 +507,13 @@ def build_parser() -> argparse.ArgumentParser:
     part = sub.add_parser(
         "partition", formatter_class=fmt,
         help="cut a network into clusters and waves; write a report and a PNG",
-        description="Partition the workflow's network into clusters bounded in reaches and "
-        "travel time, order them in waves and place them on workers; writes "
-        "partition_report.txt, partition.png, partition/ (reload with Partition.load) and "
-        "partition_summary.json.\n\n"
-        "examples:\n  hydroscale partition workflows/route.yaml --workers 4 --out out/part\n"
-        "  hydroscale partition --reaches 1000000 --max-reaches 1024 --workers 8",
+        description=_desc(
+            "Partition the workflow's network into clusters bounded in reaches and travel "
+            "time, order them in waves and place them on workers; writes partition_report.txt, "
+            "partition.png, partition/ (reload with Partition.load) and "
+            "partition_summary.json.",
+            examples=("hydroscale partition workflows/route.yaml --workers 4 --out out/part",
+                      "hydroscale partition --reaches 1000000 --max-reaches 1024 --workers 8")),
     )
     _workflow_args(part, "route")
     _network_flags(part)
@@ -501,10 +524,12 @@ def build_parser() -> argparse.ArgumentParser:
     ing = sub.add_parser(
         "ingest", formatter_class=fmt,
         help="turn CHRTOUT/RAPID/NetCDF/CSV forcing into a (reach, time) Zarr store",
-        description="Write lateral inflow as a (reach, time) float32 Zarr store that `route` "
-        "reads chunk by chunk.  Give SOURCE STORE, or a workflow file (kind: ingest).\n\n"
-        "examples:\n  hydroscale ingest 'data/*.CHRTOUT_DOMAIN1' forcing.zarr --routelink "
-        "RouteLink.nc --time-is-end\n  hydroscale ingest workflows/ingest.yaml",
+        description=_desc(
+            "Write lateral inflow as a (reach, time) float32 Zarr store that `route` reads "
+            "chunk by chunk.  Give SOURCE STORE, or a workflow file (kind: ingest).",
+            examples=("hydroscale ingest 'data/*.CHRTOUT_DOMAIN1' forcing.zarr --routelink "
+                      "RouteLink.nc --time-is-end",
+                      "hydroscale ingest workflows/ingest.yaml")),
     )
     ing.add_argument("paths", nargs="*", metavar="PATH",
                      help="WORKFLOW.yaml, or SOURCE (file, folder or glob) and STORE")
@@ -527,12 +552,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(
         "bench", formatter_class=fmt,
         help="time routing and check it against the float64 oracle; or run a bench script",
-        description="Run a benchmark workflow (kind: benchmark, or a route workflow with "
-        "default benchmark settings): partition, set-up and forward times, reach-steps/s, and "
-        "the error against the float64 oracle on whole basins.  Writes benchmark.json.\n"
-        "With --script, run one of the repository's bench/*.py scripts instead.\n\n"
-        "examples:\n  hydroscale bench workflows/benchmark.yaml\n"
-        "  hydroscale bench --list\n  hydroscale bench --script partition -- --reaches 1000000",
+        description=_desc(
+            "Run a benchmark workflow (kind: benchmark, or a route workflow with default "
+            "benchmark settings) on one device: partition, set-up and forward times, "
+            "reach-steps/s, and the error against the float64 oracle on whole basins.  Writes "
+            "benchmark.json.  With --script, run one of the repository's bench/*.py scripts "
+            "instead.",
+            examples=("hydroscale bench workflows/benchmark.yaml",
+                      "hydroscale bench workflows/route.yaml --set network.reaches=20000",
+                      "hydroscale bench --list",
+                      "hydroscale bench --script partition -- --reaches 1000000")),
     )
     _workflow_args(bench, "benchmark")
     _network_flags(bench)

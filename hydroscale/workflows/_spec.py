@@ -179,8 +179,9 @@ _NAME = Field("str", None, "a label for the run", nullable=True)
 SCHEMAS: dict[str, dict[str, Any]] = {
     "route": {"kind": _KIND, "name": _NAME, "network": NETWORK, "forcing": FORCING,
               "routing": ROUTING, "partition": PARTITION, "output": OUTPUT,
-              "cluster": Field("any", None, "Dask cluster: a cluster_configs/*.yaml path or an "
-                               "inline mapping; null = single device", nullable=True,
+              "cluster": Field("any", None, "Dask cluster: a cluster_configs/*.yaml path or "
+                               "name, an inline mapping, or 'auto' (local-cuda if GPUs are "
+                               "visible, else local-cpu); null = single device", nullable=True,
                                check=_check_cluster)},
     "ingest": {"kind": _KIND, "name": _NAME, "ingest": INGEST},
 }
@@ -210,16 +211,18 @@ def _cross_checks(cfg: dict[str, Any]) -> list[str]:
     if frc["source"] == "lower_colorado" and net["source"] != "lower_colorado":
         problems.append("forcing.source 'lower_colorado' needs network.source 'lower_colorado'")
     if cfg.get("cluster") is not None:
-        if rt["initial"] != "dry":
-            problems.append("routing.initial 'steady' is single-device only: drop the cluster "
-                            "or use routing.initial=dry")
+        if rt["initial"] != "dry" and frc["source"] != "lower_colorado":
+            problems.append("routing.initial 'steady' on a cluster works with the bundled "
+                            "forcing only (the workers read forcing as it is): use one device "
+                            "or routing.initial=dry")
         if rt["device"] != "auto":
             problems.append("routing.device: a cluster run uses its workers' devices; leave it "
                             "'auto'")
         from ..distributed import ClusterConfigError, load_config
 
         try:
-            load_config(cfg["cluster"])
+            if cfg["cluster"] != "auto":
+                load_config(cfg["cluster"])
         except (ClusterConfigError, FileNotFoundError) as err:
             problems.append(f"cluster: {err}")
     from ..irf import get_irf

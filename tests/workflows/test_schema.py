@@ -176,3 +176,21 @@ def test_route_command_accepts_benchmark_and_bench_accepts_route(tmp_path):
     assert cfg["kind"] == "benchmark" and cfg["benchmark"]["repeat"] == 1
     wf["kind"] = "benchmark"
     assert workflow_from_mapping(wf, kind="route")["kind"] == "benchmark"
+
+
+def test_cluster_runs_refuse_single_device_options(tmp_path):
+    wf = small_route(tmp_path, routing={"initial": "steady", "device": "cpu",
+                                        "engine": "oracle"})
+    wf["cluster"] = "auto"
+    with pytest.raises(WorkflowError) as err:
+        workflow_from_mapping(wf)
+    msg = str(err.value)
+    assert "routing.initial 'steady' on a cluster works with the bundled forcing only" in msg
+    assert "routing.device: a cluster run uses its workers' devices" in msg
+    assert "routing.engine 'oracle' is single-device" in msg
+    wf = small_route(tmp_path)
+    wf["cluster"] = "auto"
+    assert workflow_from_mapping(wf)["cluster"] == "auto"
+    wf["cluster"] = 3
+    with pytest.raises(WorkflowError, match="cluster: expected a cluster config path or mapping"):
+        workflow_from_mapping(wf)
