@@ -66,7 +66,7 @@ def _twin(n: int, t: int, n_gauges: int, seed: int = 0):
     return net, runoff, true, GaugeObservations(net.ids[gauges], q[gauges])
 
 
-def test_twin_experiment_reaches_nse_099_at_every_gauge():
+def test_twin_experiment_reaches_nse_099_at_every_gauge(single_thread):
     """5k reaches, 30 gauges, observations from the float64 oracle with the true parameters;
     the calibration starts from the middle of the bounds (NSE < 0 at the worst gauge)."""
     net, runoff, _, obs = _twin(5000, 100, 30)
@@ -114,7 +114,7 @@ def test_checkpoint_resume_reproduces_the_trajectory(tmp_path):
     assert state["iteration"] == 8 and set(state["rng"]) >= {"torch", "generator"}
 
 
-def test_stop_from_a_listener_and_engine_auto_agrees(tmp_path):
+def test_stop_from_a_listener_and_engine_auto_agrees(tmp_path, single_thread):
     net, runoff, _, obs = _twin(150, 30, 4, seed=2)
     losses = {}
     for engine in ("levels", "auto"):
