@@ -29,6 +29,7 @@ import torch
 
 from ..irf import get_irf, irf_kernel, stack_params
 from ..kernels import PathLayout, path_conv
+from ..network._validation import _some
 from ._aggregation import PathKernels, aggregate, auto_window, device_hops, plan_pairs
 from ._rivtree import RivTreeCluster
 
@@ -129,6 +130,8 @@ class StagedRouter:
     only : optional cluster ids to route (default all); with a subset, :meth:`forward_chunk`
         is the entry point (the distributed runtime routes its own clusters).
     precision : Triton matmul precision (see :func:`~hydroscale.kernels.path_conv`).
+    max_batch_reaches : the clusters of a wave are routed in batches of at most this many
+        reaches (bounds the temporary outputs; one kernel launch per batch).
     """
 
     def __init__(
@@ -145,6 +148,7 @@ class StagedRouter:
         allow_unstable: bool = False,
         only: Any = None,
         precision: str | None = None,
+        max_batch_reaches: int = 1 << 17,
     ) -> None:
         if int(substeps) != substeps or substeps < 1:
             raise ValueError(f"substeps must be a positive integer, got {substeps}")
@@ -164,6 +168,7 @@ class StagedRouter:
         self.precision = precision
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.allow_unstable = allow_unstable
+        self.max_batch = int(max_batch_reaches)
         cs = clusters
         self.only = None if only is None else np.unique(np.asarray(only, dtype=np.int64))
         self.plan = plan_pairs(cs, self.only)
@@ -209,6 +214,7 @@ class StagedRouter:
         crank = np.empty(cs.n_clusters, dtype=np.int64)
         crank[np.lexsort((np.arange(cs.n_clusters), cs.wave_of))] = np.arange(cs.n_clusters)
         self._crank = crank
+        self._by_rank = np.argsort(crank)
         order_c = t(crank[cs.cluster_of])  # reach -> cluster rank
         order_r = t(cs.order)
         inlet_r = t(cs.inlet_reach)
@@ -221,26 +227,41 @@ class StagedRouter:
         self._r_key, self._u_key = sr.values, su.values
         self._n_r, self._n_u = int(r_src.numel()), int(u_src.numel())
 
-    def _group(self, key: Any) -> _Group:
-        """The group of ``key`` = ("wave", w) or ("cluster", c), built once and cached."""
+    def _cluster_key(self, cluster: int) -> tuple[int, int]:
+        k = int(self._crank[int(cluster)])
+        return (k, k + 1)
+
+    def _batches(self) -> list[tuple[int, int]]:
+        """Cluster-rank ranges routed in one call each: the clusters of a wave, split into
+        contiguous runs of at most ``max_batch_reaches`` reaches (bounds the temporaries)."""
+        cs = self.clusters
+        by_rank = np.argsort(self._crank)
+        sizes = np.diff(cs.reach_ptr_cluster[by_rank], axis=1)[:, 0]
+        waves = cs.wave_of[by_rank]
+        out, start, acc = [], 0, 0
+        for k in range(cs.n_clusters):
+            if k > start and (waves[k] != waves[start] or acc + sizes[k] > self.max_batch):
+                out.append((start, k))
+                start, acc = k, 0
+            acc += sizes[k]
+        if cs.n_clusters:
+            out.append((start, cs.n_clusters))
+        return out
+
+    def _group(self, key: tuple[int, int]) -> _Group:
+        """The group of clusters with ranks ``key = (k0, k1)`` (contiguous in engine order),
+        built once and cached."""
         if key in self._groups:
             return self._groups[key]
         cs, f, n = self.clusters, self.f, self.clusters.n_reaches
-        kind, v = key
-        if kind == "wave":
-            cl = cs.clusters_in_wave(v)
-            r0, r1 = int(cs.reach_ptr_wave[v]), int(cs.reach_ptr_wave[v + 1])
-            e0, e1 = int(cs.exit_ptr_wave[v]), int(cs.exit_ptr_wave[v + 1])
-            i0, i1 = int(cs.inlet_ptr_wave[v]), int(cs.inlet_ptr_wave[v + 1])
-        else:
-            cl = np.array([v])
-            r0, r1 = (int(x) for x in cs.reach_ptr_cluster[v])
-            e0, e1 = (int(x) for x in cs.exit_ptr_cluster[v])
-            i0, i1 = (int(x) for x in cs.inlet_ptr_cluster[v])
+        k0, k1 = key
+        cl = self._by_rank[k0:k1]
         if self.only is not None and not np.isin(cl, self.only).all():
-            raise ValueError(f"{kind} {v} has clusters outside this router's subset")
-        ranks = self._crank[cl]
-        k0, k1 = int(ranks.min()), int(ranks.max()) + 1
+            raise ValueError(f"clusters {_some(cl)} are outside this router's subset")
+        first, last = int(cl[0]), int(cl[-1])
+        r0, r1 = int(cs.reach_ptr_cluster[first, 0]), int(cs.reach_ptr_cluster[last, 1])
+        e0, e1 = int(cs.exit_ptr_cluster[first, 0]), int(cs.exit_ptr_cluster[last, 1])
+        i0, i1 = int(cs.inlet_ptr_cluster[first, 0]), int(cs.inlet_ptr_cluster[last, 1])
         n_g = r1 - r0
 
         def rows(keys: torch.Tensor) -> tuple[int, int]:
@@ -275,9 +296,9 @@ class StagedRouter:
 
     def prepare(self) -> StagedRouter:
         """Build the path layouts of every wave now (else on first use)."""
-        for w in range(self.clusters.n_waves):
-            if self.only is None:
-                self._group(("wave", w))
+        if self.only is None:
+            for key in self._batches():
+                self._group(key)
         return self
 
     # ------------------------------------------------------------------ kernels
@@ -355,7 +376,7 @@ class StagedRouter:
             b, ni, f, t = inflow.shape
             ua, ub = g.rows_u
             hu = None if hist_u is None else hist_u.reshape(b, ni * f, -1)
-            y = y + self._conv(inflow.reshape(b, ni * f, t), kern.wu[ua:ub], g.layout_u, hu)
+            y += self._conv(inflow.reshape(b, ni * f, t), kern.wu[ua:ub], g.layout_u, hu)
         return y
 
     def _check_runoff(self, runoff: Any, n: int) -> torch.Tensor:
@@ -404,8 +425,8 @@ class StagedRouter:
         q = torch.empty(b, cs.n_reaches, t, device=r.device, dtype=self.dtype)
         inflow = torch.zeros(b, cs.n_inlets, f, t, device=r.device, dtype=self.dtype)
         exit_inlet = torch.as_tensor(cs.exit_inlet, device=r.device)
-        for w in range(cs.n_waves):
-            g = self._group(("wave", w))
+        for key in self._batches():
+            g = self._group(key)
             if g.contiguous:
                 rg = r[:, g.r0 : g.r0 + g.n]
                 hr = None if state is None else state.runoff_hist[:, g.r0 : g.r0 + g.n]
@@ -473,7 +494,7 @@ class StagedRouter:
         (sub-step outflow of the cluster's exits, ``clusters[c].exits`` order, channel ``a``
         = sub-step ``a`` of each step), and the new state.
         """
-        g = self._group(("cluster", int(cluster)))
+        g = self._group(self._cluster_key(cluster))
         r = self._check_runoff(runoff_chunk, g.n)
         b, _, t = r.shape
         n_in = g.i1 - g.i0
@@ -499,7 +520,7 @@ class StagedRouter:
 
     def init_cluster_state(self, cluster: int, batch: int) -> RouterState:
         """A zero state for one cluster."""
-        g = self._group(("cluster", int(cluster)))
+        g = self._group(self._cluster_key(cluster))
         k = self.window
         if k is None:
             raise RuntimeError("the window is not resolved yet: call aggregate(params) first")

@@ -114,6 +114,9 @@ def test_partitioned_equals_whole_network(forest, clusters):
     q_part = StagedRouter(clusters, "muskingum", **kw)(r, p)
     q_whole = LTIRouter(forest, "muskingum", **kw)(r, p)  # one cluster, no transfers
     q0 = route_oracle(forest, r, "muskingum", p, substeps=4, allow_unstable=True)
+    small = StagedRouter(clusters, "muskingum", max_batch_reaches=8, **kw)  # waves split
+    assert len(small._batches()) > clusters.n_waves
+    assert _rel(small(r, p), q_part) < 1e-13
     assert _rel(q_part, q_whole) < 1e-10
     assert _rel(q_whole, q0) < 1e-10
 
