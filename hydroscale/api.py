@@ -92,8 +92,9 @@ def route(
         ``"nash_cascade"`` (tau, n), ``"pure_lag"`` (delay), ``"hayami"`` (L, D, c), ...
     params : mapping or array
         Per-reach parameters: a mapping name -> scalar or ``[N]`` array, or an ``[N, P]``
-        array with columns in the IRF's order.  Any supported array type; a DataArray with a
-        ``reach`` coordinate is aligned by id (an ``[reach, P]`` one may name its columns).
+        array with columns in the IRF's order.  Any supported array type; plain arrays are in
+        network order (also when ``runoff`` is a DataArray in another order), a DataArray with
+        a ``reach`` coordinate is aligned by id (an ``[reach, P]`` one may name its columns).
         Torch tensors keep their autograd graph.
     dt : float (seconds), timedelta, numpy timedelta64 or pandas string (``"1D"``), optional
         Length of a routing step.  ``None`` (default): time-like parameters are in routing
