@@ -168,8 +168,6 @@ def setup_task(run_id: str, ids: np.ndarray, downstream: np.ndarray, group_of: n
         window = opts.pop("window")
         irf = opts.pop("irf")
         run.router = StagedRouter(cs, irf, only=run.mine, device=dev, window=window, **opts)
-        for g in run.mine:
-            run.router._group(("cluster", int(g)))  # path layouts built once, here
         p = params(net) if callable(params) else params
         run.params = torch.as_tensor(np.asarray(p) if not torch.is_tensor(p) else p,
                                      device=dev)
