@@ -323,3 +323,17 @@ def test_triton_path_matches_oracle(substeps, window):
     ref = StagedRouter(cs, "muskingum", substeps=substeps, window=window, dtype=torch.float64,
                        backend="torch", allow_unstable=True)(r, kernels=kern)
     assert torch.allclose(q, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_step_sampling_equals_substep_kernel_to_step():
+    from hydroscale.irf import substep_kernel_to_step
+    from hydroscale.routing._aggregation import _phase_sums, _step_kernel
+
+    p = torch.rand(6, 5 * 4, dtype=torch.float64, generator=torch.Generator().manual_seed(22))
+    assert torch.allclose(_step_kernel(p, 4), substep_kernel_to_step(p, 4), atol=1e-15)
+    # the polyphase sums, by their definition with P[<0] = 0
+    pp = torch.nn.functional.pad(p, (4, 0))
+    m = torch.stack([torch.stack([pp[:, 4 + kk * 4 + a - c] for c in range(4)], -1)
+                     for kk in range(5) for a in range(4)], 1).view(6, 5, 4, 4)  # [n, K, a, c]
+    assert torch.allclose(_phase_sums(p, 4, "c"), m.sum(-1).transpose(1, 2), atol=1e-15)
+    assert torch.allclose(_phase_sums(p, 4, "a"), m.sum(-2).transpose(1, 2) / 4, atol=1e-15)
