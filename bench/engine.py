@@ -115,7 +115,9 @@ def ours(net, params, runoff, args, grad: bool, window=None):
         router(r, kernels=kern)  # warm-up (Triton compile)
         _reset_peak()
         times = []
+        q = None
         for _ in range(args.repeat):
+            q = None  # free the previous result before routing again
             with Timer() as t:
                 q = router(r, kernels=kern)
             times.append(t.s)
