@@ -7,5 +7,37 @@ from ._parameters import (
     ParameterModel,
     resolve_bounds,
 )
+from .interpolation import CatchmentInterpolator
+
+# .pipelines imports hydroscale.calibration, whose calibrator imports ParameterModel from this
+# package: it must stay after ._parameters (sorted order keeps it there)
+from .pipelines import (
+    HybridPipeline,
+    RoutingStage,
+    SyntheticTwin,
+    Windows,
+    learned_routing,
+    routing_calibration,
+    runoff_routing,
+    split_by_basin,
+    synthetic_twin,
+)
+from .runoff import BucketModel, LSTMRunoff, RunoffModel, synthetic_forcings
 
 __all__ = ["AttributeMLP", "FreeParameters", "ParameterModel", "TIME_EXPONENTS", "resolve_bounds"]
+__all__ += [
+    "BucketModel",
+    "CatchmentInterpolator",
+    "HybridPipeline",
+    "LSTMRunoff",
+    "RoutingStage",
+    "RunoffModel",
+    "SyntheticTwin",
+    "Windows",
+    "learned_routing",
+    "routing_calibration",
+    "runoff_routing",
+    "split_by_basin",
+    "synthetic_forcings",
+    "synthetic_twin",
+]
