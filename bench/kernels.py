@@ -99,12 +99,14 @@ def bench_one(layout, x, w, backend, precision, repeats, backward=True, grad_x=F
     return res
 
 
-# (conv_bm, conv_warps, conv_paths, precision) and (grad_w_bm, grad_w_warps, precision) to time;
-# all compile without register spills for sm_90 (checked with ptxas for L = 16)
+# (conv_bm, conv_warps, conv_paths, conv_padded_taps, precision) and (grad_w_bm, grad_w_warps,
+# precision) to time; none spills registers on sm_90 (ptxas, L = 16)
 FWD_CONFIGS = [
-    (16, 1, 1, "tf32x3"), (32, 1, 1, "tf32x3"), (16, 2, 2, "tf32x3"), (32, 2, 2, "tf32x3"),
-    (32, 4, 2, "tf32x3"), (16, 1, 1, "ieee"), (32, 2, 1, "ieee"), (16, 2, 2, "ieee"),
-    (32, 4, 4, "ieee"), (16, 1, 1, "tf32"), (16, 2, 2, "tf32"), (32, 4, 4, "tf32"),
+    (16, 1, 1, False, "tf32x3"), (16, 1, 1, True, "tf32x3"), (32, 1, 1, True, "tf32x3"),
+    (16, 2, 2, True, "tf32x3"), (32, 2, 2, True, "tf32x3"), (16, 1, 1, True, "ieee"),
+    (32, 2, 1, True, "ieee"), (16, 1, 1, False, "tf32"), (16, 1, 1, True, "tf32"),
+    (32, 1, 1, True, "tf32"), (16, 2, 2, True, "tf32"), (32, 4, 4, True, "tf32"),
+    (64, 4, 1, True, "tf32"),
 ]
 GRAD_W_CONFIGS = [
     (128, 4, "tf32x3"), (64, 4, "tf32x3"), (32, 2, "tf32x3"), (32, 1, "tf32x3"),
@@ -119,14 +121,16 @@ def sweep(layout, x, w, macs, repeats):
     res = []
     previous = set_launch_config()
     try:
-        for bm, warps, paths, prec in FWD_CONFIGS:
-            set_launch_config(previous, conv_bm=bm, conv_warps=warps, conv_paths=paths)
+        for bm, warps, paths, padded, prec in FWD_CONFIGS:
+            set_launch_config(previous, conv_bm=bm, conv_warps=warps, conv_paths=paths,
+                              conv_padded_taps=padded)
             with torch.no_grad():
                 sec = _timed(lambda xx=x, ww=w, pr=prec: path_conv(xx, ww, layout, precision=pr),
                              repeats)
-            res.append(dict(kernel="fwd", bm=bm, warps=warps, paths=paths, precision=prec,
-                            seconds=sec))
-            print(f"sweep fwd    bm={bm:3d} warps={warps} paths={paths} {prec:>6}: "
+            res.append(dict(kernel="fwd", bm=bm, warps=warps, paths=paths, padded=padded,
+                            precision=prec, seconds=sec))
+            print(f"sweep fwd    bm={bm:3d} warps={warps} paths={paths} padded={padded:d} "
+                  f"{prec:>6}: "
                   f"{sec * 1e3:8.1f} ms  {macs / sec / 1e12:6.2f} TMAC/s", flush=True)
         gy = torch.ones(x.shape[0], layout.n_dst, x.shape[2], device=x.device)
         for bm, warps, prec in GRAD_W_CONFIGS:
@@ -134,7 +138,7 @@ def sweep(layout, x, w, macs, repeats):
             sec = _timed(lambda xx=x, g=gy, pr=prec: _triton_ops.path_conv_backward_weight(
                 g, xx, layout, w.shape[1], precision=pr), repeats)
             res.append(dict(kernel="grad_w", bm=bm, warps=warps, precision=prec, seconds=sec))
-            print(f"sweep grad_w bm={bm:3d} warps={warps}         {prec:>6}: "
+            print(f"sweep grad_w bm={bm:3d} warps={warps}                  {prec:>6}: "
                   f"{sec * 1e3:8.1f} ms  {macs / sec / 1e12:6.2f} TMAC/s", flush=True)
         del gy
     finally:

@@ -18,24 +18,32 @@ class LaunchConfig:
     conv_bm : most time blocks (of ``L`` steps) per tile of the forward/grad_x kernel.
     conv_warps : warps per program of the forward/grad_x kernel.
     conv_paths : paths handled per loop iteration of the forward/grad_x kernel (1, 2, 4, 8).
+    conv_padded_taps : read the taps from a zero-padded copy ``[P + 1, 2L]`` (made per call)
+        and load interior time tiles without masks: fewer instructions and registers per path.
     grad_w_bm, grad_w_warps : the same for the grad_w kernel.
 
-    Defaults: the conv kernel's fastest of the configurations timed on an H100 (1M reaches,
-    T = 3650, K = 16: 430 ms for tf32x3 with conv_bm=16, conv_warps=1, conv_paths=1); the grad_w
-    kernel's only timed one.  ``bench/kernels.py --sweep`` times more;
+    Defaults: conv_bm/conv_warps/conv_paths are the fastest of the configurations timed on an
+    H100 (1M reaches, T = 3650, K = 16: 430 ms for tf32x3 with masked taps); conv_padded_taps
+    was not timed on a GPU (ptxas: 22 % fewer instructions per path in interior tiles); the
+    grad_w values are the only ones timed.  ``bench/kernels.py --sweep`` times more;
     ``$HYDROSCALE_KERNEL_LAUNCH="conv_bm=32,conv_paths=2"`` overrides fields.
     """
 
     conv_bm: int = 16
     conv_warps: int = 1
     conv_paths: int = 1
+    conv_padded_taps: bool = True
     grad_w_bm: int = 128
     grad_w_warps: int = 4
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            if not isinstance(v, int) or v < 1 or v & (v - 1):
+            if f.name == "conv_padded_taps":
+                if not isinstance(v, bool):
+                    raise ValueError(f"LaunchConfig.{f.name} must be a bool, got {v!r}")
+                continue
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1 or v & (v - 1):
                 raise ValueError(f"LaunchConfig.{f.name} must be a power of two, got {v!r}")
         if self.conv_bm < 16 or self.grad_w_bm < 16:
             raise ValueError(
@@ -70,5 +78,5 @@ def get_launch_config() -> LaunchConfig:
             raise ValueError(
                 f"${ENV_VAR} must be 'field=int,...' with fields {sorted(names)}, got {spec!r}"
             )
-        fields[key] = int(value)
+        fields[key] = bool(int(value)) if key == "conv_padded_taps" else int(value)
     return dataclasses.replace(_CONFIG, **fields)

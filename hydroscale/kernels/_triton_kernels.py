@@ -10,10 +10,11 @@ matrix of the path's taps::
 so a tile of ``BM`` blocks of one output row is ``A [BM, 2L] @ W [2L, L]`` per path, summed
 over the paths of that row on tensor cores, without atomics.  The input tile ``A`` of a path is
 a sliding window over one contiguous row (coalesced, L1-resident); the Toeplitz ``W`` is a
-masked gather of the ``K`` taps.  With ``PATHS > 1`` the tiles of ``PATHS`` paths are stacked
-along the reduction axis (``[BM, PATHS·2L] @ [PATHS·2L, L]``) so more loads are in flight per
-iteration.  ``grad_w`` is the correlation ``Aᵀ @ GY [2L, L]`` summed over
-time tiles, then reduced along its diagonals.
+gather of the ``K`` taps, unmasked from a zero-padded copy ``[P + 1, 2L]`` of the taps (and
+tiles whose input times all lie in ``[0, T)`` load without masks either).  With ``PATHS > 1``
+the tiles of ``PATHS`` paths are stacked along the reduction axis
+(``[BM, PATHS·2L] @ [PATHS·2L, L]``) so more loads are in flight per iteration.  ``grad_w`` is
+the correlation ``Aᵀ @ GY [2L, L]`` summed over time tiles, then reduced along its diagonals.
 """
 
 from __future__ import annotations
@@ -23,10 +24,85 @@ import triton.language as tl
 
 
 @triton.jit
+def _accumulate_paths(
+    acc,  # [BM, L] accumulator of the output tile
+    in_ptr,  # [B, R_in, T] input rows
+    ihist_ptr,  # [B, R_in, K - 1] input history (read if MASK_IN and HAS_IHIST)
+    w_ptr,  # [P, K] path kernels, or [P + 1, 2L] zero-padded taps at columns L..L+K-1 if PADDED
+    ent_path_ptr,  # [P] int64 path id of each entry
+    ent_in_ptr,  # [P] int64 input row of each entry
+    start,
+    end,
+    b,
+    R_in,
+    T,
+    K,
+    t_in,  # [BM, PATHS * 2L] input time of each input-tile element
+    lag,  # [PATHS * 2L, L] tap index of each Toeplitz element
+    slot,  # [PATHS * 2L] path slot of each reduction column
+    L: tl.constexpr,
+    PATHS: tl.constexpr,
+    MASK_IN: tl.constexpr,
+    PADDED: tl.constexpr,
+    HAS_IHIST: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """Σ over the entries ``start..end`` of one output row of ``A [BM, 2L] @ W [2L, L]``.
+
+    ``MASK_IN=False`` (interior tiles, all input times in ``[0, T)``) and ``PADDED`` (taps
+    outside ``0..K-1`` read as the zeros of the padding) drop the per-element masks."""
+    in_ok = (t_in >= 0) & (t_in < T)
+    hist_ok = (t_in < 0) & (t_in >= 1 - K)
+    lag_ok = (lag >= 0) & (lag < K)
+    w_off = lag + L
+    if PATHS == 1:
+        for e in range(start, end):
+            p = tl.load(ent_path_ptr + e)
+            r = tl.load(ent_in_ptr + e)
+            base = (b * R_in + r) * T
+            if MASK_IN:
+                a = tl.load(in_ptr + base + t_in, mask=in_ok, other=0.0)
+                if HAS_IHIST:
+                    hbase = (b * R_in + r) * (K - 1)
+                    a += tl.load(ihist_ptr + hbase + (t_in + K - 1), mask=hist_ok, other=0.0)
+            else:
+                a = tl.load(in_ptr + base + t_in)
+            if PADDED:
+                wt = tl.load(w_ptr + p * (2 * L) + w_off)
+            else:
+                wt = tl.load(w_ptr + p * K + lag, mask=lag_ok, other=0.0)
+            acc += tl.dot(a, wt, input_precision=PRECISION)
+    else:
+        # PATHS paths per iteration, stacked along the reduction axis: more loads in flight;
+        # empty slots read path 0 with a zero input tile
+        for e0 in range(start, end, PATHS):
+            ent = e0 + slot
+            valid = ent < end
+            p = tl.load(ent_path_ptr + ent, mask=valid, other=0)
+            r = tl.load(ent_in_ptr + ent, mask=valid, other=0)
+            base = (b * R_in + r) * T
+            if MASK_IN:
+                a = tl.load(in_ptr + base[None, :] + t_in, mask=valid[None, :] & in_ok, other=0.0)
+                if HAS_IHIST:
+                    hbase = (b * R_in + r) * (K - 1)
+                    a += tl.load(ihist_ptr + hbase[None, :] + (t_in + K - 1),
+                                 mask=valid[None, :] & hist_ok, other=0.0)
+            else:
+                a = tl.load(in_ptr + base[None, :] + t_in, mask=valid[None, :], other=0.0)
+            if PADDED:
+                wt = tl.load(w_ptr + p[:, None] * (2 * L) + w_off)
+            else:
+                wt = tl.load(w_ptr + p[:, None] * K + lag, mask=valid[:, None] & lag_ok,
+                             other=0.0)
+            acc += tl.dot(a, wt, input_precision=PRECISION)
+    return acc
+
+
+@triton.jit
 def _path_conv_fwd_kernel(
     in_ptr,  # [B, R_in, T] input rows (x forward; grad_y for grad_x)
     ihist_ptr,  # [B, R_in, K - 1] input history, time -(K-1)..-1 (read if HAS_IHIST)
-    w_ptr,  # [P, K] path kernels
+    w_ptr,  # [P, K] path kernels, or [P + 1, 2L] zero-padded taps if PADDED
     row_ptr,  # [R_out + 1] int64 CSR pointer of the entries of each output row
     ent_path_ptr,  # [P] int64 path id of each entry (row order)
     ent_in_ptr,  # [P] int64 input row of each entry
@@ -42,6 +118,7 @@ def _path_conv_fwd_kernel(
     BM: tl.constexpr,
     REVERSE: tl.constexpr,
     PATHS: tl.constexpr,
+    PADDED: tl.constexpr,
     HAS_IHIST: tl.constexpr,
     HAS_OHIST: tl.constexpr,
     PRECISION: tl.constexpr,
@@ -57,47 +134,32 @@ def _path_conv_fwd_kernel(
     m = tl.arange(0, BM)
     q = tl.arange(0, PATHS * 2 * L)
     c = q % (2 * L)
+    slot = q // (2 * L)
     i = tl.arange(0, L)
     if REVERSE:
-        t_in = t0 + m[:, None] * L + c[None, :]
+        t_lo = t0
         lag = c[:, None] - i[None, :]
     else:
-        t_in = t0 + m[:, None] * L + c[None, :] - L
+        t_lo = t0 - L
         lag = i[None, :] - c[:, None] + L
-    lag_ok = (lag >= 0) & (lag < K)
-    in_ok = (t_in >= 0) & (t_in < T)
-    hist_ok = (t_in < 0) & (t_in >= 1 - K)
+    t_in = t_lo + m[:, None] * L + c[None, :]
 
     start = tl.load(row_ptr + row)
     end = tl.load(row_ptr + row + 1)
     acc = tl.zeros([BM, L], dtype=ACC_DTYPE)
-    if PATHS == 1:
-        for e in range(start, end):
-            p = tl.load(ent_path_ptr + e)
-            r = tl.load(ent_in_ptr + e)
-            base = (b * R_in + r) * T
-            a = tl.load(in_ptr + base + t_in, mask=in_ok, other=0.0)
-            if HAS_IHIST:
-                hbase = (b * R_in + r) * (K - 1)
-                a += tl.load(ihist_ptr + hbase + (t_in + K - 1), mask=hist_ok, other=0.0)
-            wt = tl.load(w_ptr + p * K + lag, mask=lag_ok, other=0.0)
-            acc += tl.dot(a, wt, input_precision=PRECISION)
+    if PADDED:
+        if (t_lo >= 0) & (t_lo + (BM + 1) * L <= T):  # interior tile: no input masks
+            acc = _accumulate_paths(acc, in_ptr, ihist_ptr, w_ptr, ent_path_ptr, ent_in_ptr,
+                                    start, end, b, R_in, T, K, t_in, lag, slot, L, PATHS,
+                                    False, True, HAS_IHIST, PRECISION)
+        else:
+            acc = _accumulate_paths(acc, in_ptr, ihist_ptr, w_ptr, ent_path_ptr, ent_in_ptr,
+                                    start, end, b, R_in, T, K, t_in, lag, slot, L, PATHS,
+                                    True, True, HAS_IHIST, PRECISION)
     else:
-        # PATHS paths per iteration, stacked along the reduction axis: more loads in flight
-        slot = q // (2 * L)
-        for e0 in range(start, end, PATHS):
-            ent = e0 + slot
-            valid = ent < end
-            p = tl.load(ent_path_ptr + ent, mask=valid, other=0)
-            r = tl.load(ent_in_ptr + ent, mask=valid, other=0)
-            base = (b * R_in + r) * T
-            a = tl.load(in_ptr + base[None, :] + t_in, mask=valid[None, :] & in_ok, other=0.0)
-            if HAS_IHIST:
-                hbase = (b * R_in + r) * (K - 1)
-                a += tl.load(ihist_ptr + hbase[None, :] + (t_in + K - 1),
-                             mask=valid[None, :] & hist_ok, other=0.0)
-            wt = tl.load(w_ptr + p[:, None] * K + lag, mask=valid[:, None] & lag_ok, other=0.0)
-            acc += tl.dot(a, wt, input_precision=PRECISION)
+        acc = _accumulate_paths(acc, in_ptr, ihist_ptr, w_ptr, ent_path_ptr, ent_in_ptr,
+                                start, end, b, R_in, T, K, t_in, lag, slot, L, PATHS,
+                                True, False, HAS_IHIST, PRECISION)
 
     t_out = t0 + m[:, None] * L + i[None, :]
     obase = (b * R_out + row) * T

@@ -29,6 +29,16 @@ def _pick_bm(n_blocks: int, max_bm: int) -> int:
     return best
 
 
+def _padded_taps(w: torch.Tensor, blk: int) -> torch.Tensor:
+    """``[P + 1, 2L]`` zeros with the taps at columns ``L..L+K-1``: every Toeplitz element
+    ``w[lag]``, ``lag in (-L, 2L)``, then reads ``padded.view(-1)[p * 2L + L + lag]`` without a
+    mask (out-of-range lags land on padding zeros of row p or p + 1)."""
+    n_paths, k = w.shape
+    padded = w.new_zeros(n_paths + 1, 2 * blk)
+    padded[:n_paths, blk : blk + k] = w
+    return padded
+
+
 def _acc_dtype(dtype: torch.dtype) -> tuple[torch.dtype, tl.dtype]:
     if dtype == torch.float64:
         return torch.float64, tl.float64
@@ -60,12 +70,14 @@ def path_conv_forward(
     n_tiles = triton.cdiv(n_t, bm * blk)
     has_hist = hist is not None and k > 1
     grid = (layout.n_dst * n_tiles, batch)
+    taps = _padded_taps(w, blk) if cfg.conv_padded_taps else w
     _path_conv_fwd_kernel[grid](
-        x, hist if has_hist else x, w,
+        x, hist if has_hist else x, taps,
         layout.dst_ptr, layout.by_dst_path, layout.by_dst_src,
         y, y,
         n_t, k, n_src, layout.n_dst, n_tiles, 0,
-        L=blk, BM=bm, REVERSE=False, PATHS=cfg.conv_paths, HAS_IHIST=has_hist, HAS_OHIST=False,
+        L=blk, BM=bm, REVERSE=False, PATHS=cfg.conv_paths,
+        PADDED=cfg.conv_padded_taps, HAS_IHIST=has_hist, HAS_OHIST=False,
         PRECISION=_precision(x.dtype, precision), ACC_DTYPE=acc_tl, num_warps=cfg.conv_warps,
     )
     return y
@@ -97,12 +109,14 @@ def path_conv_backward_input(
     bm = _pick_bm(triton.cdiv(n_t - origin, blk), cfg.conv_bm)
     n_tiles = triton.cdiv(n_t - origin, bm * blk)
     grid = (n_src * n_tiles, batch)
+    taps = _padded_taps(w, blk) if cfg.conv_padded_taps else w
     _path_conv_fwd_kernel[grid](
-        grad_y, grad_y, w,
+        grad_y, grad_y, taps,
         layout.src_ptr, layout.by_src_path, layout.by_src_dst,
         gx, gh,
         n_t, k, layout.n_dst, n_src, n_tiles, origin,
-        L=blk, BM=bm, REVERSE=True, PATHS=cfg.conv_paths, HAS_IHIST=False, HAS_OHIST=has_ohist,
+        L=blk, BM=bm, REVERSE=True, PATHS=cfg.conv_paths,
+        PADDED=cfg.conv_padded_taps, HAS_IHIST=False, HAS_OHIST=has_ohist,
         PRECISION=_precision(w.dtype, precision), ACC_DTYPE=acc_tl, num_warps=cfg.conv_warps,
     )
     return gx, (gh if want_hist else None)

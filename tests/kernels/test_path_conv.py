@@ -26,6 +26,7 @@ CASES = {
     "k1": (2, 4, 4, 19, 1, 6, {}),
     "k_long": (1, 4, 3, 50, 19, 5, {}),
     "short_t": (1, 3, 2, 3, 6, 4, {}),
+    "interior_tiles": (1, 4, 3, 600, 5, 7, {}),  # 256-step tiles away from both ends
 }
 TOL = {torch.float64: 1e-11, torch.float32: 2e-5}
 
@@ -97,7 +98,9 @@ def _grads(fn, x, w, hist, grad_y):
 
 
 @pytest.mark.parametrize("backend", _backends())
-@pytest.mark.parametrize("case", ["batch_empty_rows", "many_paths", "k1", "k_long"])
+@pytest.mark.parametrize(
+    "case", ["batch_empty_rows", "many_paths", "k1", "k_long", "interior_tiles"]
+)
 def test_gradients_match_reference_autograd(make_case, backend, case):
     batch, n_src, n_dst, n_t, n_taps, n_paths, extra = CASES[case]
     layout, x, w, hist, _, _ = make_case(batch, n_src, n_dst, n_t, n_taps, n_paths, **extra)
@@ -200,13 +203,16 @@ def test_empty_layout():
         dict(conv_paths=2, conv_bm=32, conv_warps=2),
         dict(conv_paths=4, conv_bm=16, grad_w_bm=16, grad_w_warps=1),
         dict(conv_paths=8, conv_bm=64, conv_warps=4, grad_w_bm=32, grad_w_warps=2),
+        dict(conv_padded_taps=False),
+        dict(conv_padded_taps=False, conv_paths=4, conv_bm=32),
     ],
 )
 def test_triton_launch_configs(make_case, config):
     """Results do not depend on the launch configuration (paths per iteration, tiles, warps);
     rows with fewer paths than a multiple of conv_paths exercise the masked slots."""
-    layout, x, w, hist, src, dst = make_case(2, 7, 6, 70, 5, 17, heavy_dst=3, heavy=9)
-    grad_y = torch.randn(2, 6, 70, dtype=torch.float64)
+    n_t = 530  # tiles of 16 blocks (256 steps): the second one is interior
+    layout, x, w, hist, src, dst = make_case(2, 7, 6, n_t, 5, 17, heavy_dst=3, heavy=9)
+    grad_y = torch.randn(2, 6, n_t, dtype=torch.float64)
     expect_y = brute_force(x, w, src, dst, 6, hist)
     expect = _grads(lambda a, b, c: path_conv_reference(a, b, layout, c), x, w, hist, grad_y)
     dev = TRITON_DEVICE
@@ -226,9 +232,11 @@ def test_triton_launch_configs(make_case, config):
 def test_launch_config_validation_and_env(monkeypatch):
     with pytest.raises(ValueError, match="conv_paths must be a power of two, got 3"):
         LaunchConfig(conv_paths=3)
-    monkeypatch.setenv("HYDROSCALE_KERNEL_LAUNCH", "conv_paths=4, conv_bm=32")
+    with pytest.raises(ValueError, match="conv_padded_taps must be a bool, got 1"):
+        LaunchConfig(conv_padded_taps=1)
+    monkeypatch.setenv("HYDROSCALE_KERNEL_LAUNCH", "conv_paths=4, conv_bm=32,conv_padded_taps=0")
     cfg = get_launch_config()
-    assert (cfg.conv_paths, cfg.conv_bm) == (4, 32)
+    assert (cfg.conv_paths, cfg.conv_bm, cfg.conv_padded_taps) == (4, 32, False)
     monkeypatch.setenv("HYDROSCALE_KERNEL_LAUNCH", "warps=2")
     with pytest.raises(ValueError, match="HYDROSCALE_KERNEL_LAUNCH must be 'field=int"):
         get_launch_config()
