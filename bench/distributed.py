@@ -177,17 +177,22 @@ def scale(b: Bench, net, n: int, keep: bool = False):
     a = b.args
     part, part_s = b.partition(net, n)
     client = b.cluster(n)
-    forcing = SyntheticForcing(a.days, seed=a.seed + 2)
-    dr = DistributedRouter(client, net, part, "muskingum", MuskingumParams(a.seed), a.substeps,
-                           allow_unstable=True)
-    warm = dr.route(forcing, None, a.time_chunk, n_steps=min(a.time_chunk, a.days))
-    s = dr.route(forcing, None, a.time_chunk)
+    try:
+        forcing = SyntheticForcing(a.days, seed=a.seed + 2)
+        dr = DistributedRouter(client, net, part, "muskingum", MuskingumParams(a.seed),
+                               a.substeps, allow_unstable=True, batch_reaches=a.batch_reaches)
+        warm = dr.route(forcing, None, a.time_chunk, n_steps=min(a.time_chunk, a.days))
+        s = dr.route(forcing, None, a.time_chunk)
+    except BaseException:
+        _close(client)
+        raise
     row = {
         "row": "scale", "gpus": n, "reaches": net.n_reaches, "days": a.days,
         "time_chunk": a.time_chunk, "partition_s": round(part_s, 2),
         "setup_s": round(dr.setup_s, 2), "warmup_s": round(warm.wall_s, 2),
         "forward_s": round(s.wall_s, 3), "reach_steps_per_s": s.reach_steps_per_s,
         "groups": s.groups, "waves": s.waves, "tasks": s.tasks, "window": s.window,
+        "aggregate_s_per_worker": [round(w["aggregate_s"], 1) for w in dr.worker_setup],
         "max_truncated_mass": s.max_truncated_mass,
         "cross_worker_exits": s.plan["cross_worker_exits"],
         "peak_gpu_gb": [round(x / 1e9, 2) for x in s.peak_gpu_bytes],
@@ -248,7 +253,8 @@ def big(b: Bench, n: int) -> None:
     try:
         forcing = SyntheticForcing(a.big_days, seed=a.seed + 2)
         with DistributedRouter(client, net, part, "muskingum", MuskingumParams(a.seed),
-                               a.substeps, allow_unstable=True) as dr:
+                               a.substeps, allow_unstable=True,
+                               batch_reaches=a.batch_reaches) as dr:
             s = dr.route(forcing, None, a.big_time_chunk)
         b.emit({
             "row": "big", "gpus": n, "reaches": net.n_reaches, "days": a.big_days,
@@ -295,6 +301,8 @@ def main() -> None:
     ap.add_argument("--time-chunk", type=int, default=730)
     ap.add_argument("--max-reaches", type=int, default=16384)
     ap.add_argument("--max-travel-time", type=float, default=3.0, help="days within a cluster")
+    ap.add_argument("--batch-reaches", type=int, default=262144,
+                    help="reaches per group and per kernel-aggregation batch")
     ap.add_argument("--check-reaches", type=int, default=20_000)
     ap.add_argument("--check-days", type=int, default=90)
     ap.add_argument("--check-chunk", type=int, default=30)

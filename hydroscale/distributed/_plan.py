@@ -94,7 +94,8 @@ class WavePlan:
         }
 
 
-def plan_waves(network: RiverNetwork, partition: Partition) -> WavePlan:
+def plan_waves(network: RiverNetwork, partition: Partition, *,
+               max_group_reaches: int | None = 262144) -> WavePlan:
     """Group the partition's clusters by (wave, worker) and tabulate the group DAG.
 
     Parameters
@@ -102,16 +103,32 @@ def plan_waves(network: RiverNetwork, partition: Partition) -> WavePlan:
     network : the network the partition was built for (checked by its checksums).
     partition : from :func:`hydroscale.partition.partition_network` with ``n_workers`` the
         number of workers (or GPUs) to run on.
+    max_group_reaches : a (wave, worker) set larger than this is split into several groups
+        of whole clusters (bounds the device memory of one task and of one kernel
+        aggregation); None: no bound.
     """
     if not isinstance(network, RiverNetwork):
         raise TypeError(f"network must be a RiverNetwork, got {type(network).__name__}")
     if not isinstance(partition, Partition):
         raise TypeError(f"partition must be a Partition, got {type(partition).__name__}")
     partition.check_network(network, "the partition given to the distributed runtime")
+    if max_group_reaches is not None and int(max_group_reaches) < 1:
+        raise ValueError(f"max_group_reaches must be positive or None, got {max_group_reaches}")
     key = partition.wave * partition.n_workers + partition.worker
-    uniq, group_of_cluster = np.unique(key, return_inverse=True)
-    group_wave = (uniq // partition.n_workers).astype(np.int64)
-    group_worker = (uniq % partition.n_workers).astype(np.int64)
+    sub = np.zeros(partition.n_clusters, dtype=np.int64)
+    if max_group_reaches is not None and partition.n_clusters:
+        # split each (wave, worker) set, clusters in id order, every max_group_reaches reaches
+        order = np.argsort(key, kind="stable")
+        size = partition.size[order].astype(np.int64)
+        first = np.r_[True, key[order][1:] != key[order][:-1]]
+        csum = np.cumsum(size)
+        start = np.maximum.accumulate(np.where(first, csum - size, 0))
+        sub[order] = (csum - size - start) // int(max_group_reaches)
+    uniq, group_of_cluster = np.unique(np.stack([partition.wave, partition.worker, sub], 1),
+                                       axis=0, return_inverse=True)
+    group_of_cluster = group_of_cluster.ravel()
+    group_wave = uniq[:, 0].astype(np.int64)
+    group_worker = uniq[:, 1].astype(np.int64)
     group_of = group_of_cluster.astype(np.int64)[partition.cluster_of]
     cs = RivTreeCluster(network, group_of)
     g = cs.n_clusters

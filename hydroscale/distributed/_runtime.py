@@ -155,6 +155,10 @@ class DistributedRouter:
     client, network, partition, irf, params, substeps, window, dtype, storage_dtype,
     backend, precision, allow_unstable : see :func:`route_distributed`.
     plan : a :func:`plan_waves` result to reuse.
+    batch_reaches : groups hold at most about this many reaches (larger (wave, worker) sets
+        are split, see :func:`plan_waves`), and each worker aggregates its kernels in batches
+        of groups of at most this many reaches: this bounds device memory at set-up and per
+        task.
     """
 
     def __init__(
@@ -173,16 +177,17 @@ class DistributedRouter:
         precision: str | None = None,
         allow_unstable: bool = False,
         plan: WavePlan | None = None,
+        batch_reaches: int = 262144,
     ) -> None:
         tic = time.perf_counter()
         self.client = client
-        self.plan = plan or plan_waves(network, partition)
+        self.plan = plan or plan_waves(network, partition, max_group_reaches=batch_reaches)
         self.addrs = map_workers(client, self.plan.n_workers)
         self.run_id = uuid.uuid4().hex[:10]
         self.irf, self.substeps, self.dtype = irf, int(substeps), dtype
         options = {"irf": irf, "substeps": int(substeps), "window": window, "dtype": dtype,
                    "storage_dtype": storage_dtype, "backend": backend, "precision": precision,
-                   "allow_unstable": allow_unstable}
+                   "allow_unstable": allow_unstable, "batch_reaches": int(batch_reaches)}
         arrays = _scatter_network(client, self.plan)
         pf = params
         if params is not None and not callable(params):

@@ -108,9 +108,10 @@ class _WorkerRun:
     network: RiverNetwork
     groups: RivTreeCluster
     mine: np.ndarray
-    router: StagedRouter | None = None
+    routers: list[StagedRouter] = field(default_factory=list)
+    router_of: dict[int, int] = field(default_factory=dict)
     params: torch.Tensor | None = None
-    kernels: RoutingKernels | None = None
+    kernels: list[RoutingKernels] = field(default_factory=list)
     forcing: Any = None
     states: dict[int, RouterState] = field(default_factory=dict)
     writer: _Writer | None = None
@@ -167,16 +168,33 @@ def setup_task(run_id: str, ids: np.ndarray, downstream: np.ndarray, group_of: n
         opts = dict(router_options)
         window = opts.pop("window")
         irf = opts.pop("irf")
-        run.router = StagedRouter(cs, irf, only=run.mine, device=dev, window=window, **opts)
+        batch = int(opts.pop("batch_reaches"))
+        # one StagedRouter per batch of groups (at most ``batch`` reaches, or one group): the
+        # kernel aggregation of a batch is what bounds the worker's device memory at set-up
+        sizes = np.diff(cs.reach_ptr_cluster[run.mine], axis=1).ravel()
+        batches: list[list[int]] = [[]]
+        acc = 0
+        for g, n in zip(run.mine.tolist(), sizes.tolist()):
+            if batches[-1] and acc + n > batch:
+                batches.append([])
+                acc = 0
+            batches[-1].append(g)
+            acc += n
+        for i, gs in enumerate(b for b in batches if b):
+            run.routers.append(StagedRouter(cs, irf, only=gs, device=dev, window=window,
+                                            **opts))
+            run.router_of.update({g: i for g in gs})
         p = params(net) if callable(params) else params
         run.params = torch.as_tensor(np.asarray(p) if not torch.is_tensor(p) else p,
                                      device=dev)
+        out["routers"] = len(run.routers)
         if window == "auto":
             from ..routing._aggregation import auto_window
 
             with torch.no_grad():
-                out["window"] = auto_window(cs, run.router.plan, run.router.spec,
-                                            run.params.to(torch.float64), run.router.f)
+                out["window"] = max(
+                    (auto_window(cs, r.plan, r.spec, run.params.to(torch.float64), r.f)
+                     for r in run.routers), default=2)
         else:
             out["window"] = int(window)
     _runs()[run_id] = run
@@ -189,13 +207,19 @@ def aggregate_task(run_id: str, window: int) -> dict[str, Any]:
     """Aggregate the path kernels of the worker's groups with the run's common window."""
     t = time.perf_counter()
     run = _get(run_id)
-    run.router.window = int(window)
-    with torch.no_grad():
-        run.kernels = run.router.aggregate(run.params)
+    run.kernels = []
+    worst = 0.0
+    for r in run.routers:
+        r.window = int(window)
+        with torch.no_grad():
+            k = r.aggregate(run.params)
+        run.kernels.append(k)
+        if np.isfinite(k.truncated_mass).any():
+            worst = max(worst, float(np.nanmax(k.truncated_mass)))
+        if run.device.type == "cuda":
+            torch.cuda.empty_cache()  # the aggregation's temporaries, before the next batch
     _sync(run.device)
-    trunc = run.kernels.truncated_mass
-    return {"aggregate_s": time.perf_counter() - t,
-            "max_truncated_mass": float(np.nanmax(trunc)) if np.isfinite(trunc).any() else 0.0,
+    return {"aggregate_s": time.perf_counter() - t, "max_truncated_mass": worst,
             "peak_bytes": _peak(run.device)}
 
 
@@ -230,11 +254,13 @@ def route_task(run_id: str, group: int, chunk: int, t0: int, t1: int, prev: Any,
     x = run.forcing.read(reaches, (a, b), t0, t1, dev)
     run.timers["read"] += time.perf_counter() - tic
     tic = time.perf_counter()
+    i = run.router_of[int(group)]
+    router = run.routers[i]
     outflows = {u.group: u.data.to(dev) for u in upstream if u is not None}
-    inflow = run.router.inflow_for(group, outflows) if outflows else None
+    inflow = router.inflow_for(group, outflows) if outflows else None
     with torch.no_grad():
-        q, out, new = run.router.forward_chunk(group, x[None], inflow, run.states.get(group),
-                                               run.kernels)
+        q, out, new = router.forward_chunk(group, x[None], inflow, run.states.get(group),
+                                           run.kernels[i])
     run.states[group] = new
     run.checksum += q.sum(dtype=torch.float64)
     _sync(dev)

@@ -132,8 +132,11 @@ def test_output_metadata(client, forest, stores):
 def test_synthetic_forcing_reused_router_and_io_floor(client, forest, tmp_path):
     net, params, part = forest
     forcing = SyntheticForcing(T, seed=9, scale=3.0)
+    # small batches: (wave, worker) sets split into several groups, several routers per worker
     with DistributedRouter(client, net, part, "muskingum", params, SUBSTEPS,
-                           allow_unstable=True, dtype=torch.float64) as dr:
+                           allow_unstable=True, dtype=torch.float64, batch_reaches=40) as dr:
+        assert dr.plan.n_groups > plan_waves(net, part, max_group_reaches=None).n_groups
+        assert sum(w["routers"] for w in dr.worker_setup) > 2
         a = dr.route(forcing, None, CHUNK)
         b = dr.route(forcing, None, 20)  # second pass: state reset, other chunking
     r = (hash_uniform(torch.arange(net.n_reaches), 0, T, 9) * 3.0).numpy()
