@@ -355,6 +355,44 @@ def _bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    if args.show_schema:
+        return _show_schema("calibrate")
+    values = _route_values(args)
+    if "routing.params" in values:
+        raise _Usage("calibrate fits the parameters: give a first guess with --set "
+                     "'model.init={...}' and the truth of a twin with --set "
+                     "'observations.truth={...}' instead of --param")
+    if args.iterations is not None:
+        values["calibration.iterations"] = args.iterations
+    if args.resume:
+        values["calibration.resume"] = True
+    cfg = _load(args, "calibrate", values)
+    if args.check:
+        return _show_config(cfg)
+    from .workflows import run_calibrate
+
+    s = run_calibrate(cfg, progress=_progress_factory(not args.no_progress))
+    lines = [
+        "hydroscale calibrate: done",
+        f"  reaches      {s['reaches']:,}, {s['steps']:,} steps, {s['gauges']} gauges",
+        f"  engine       {s['engine']} on {s['device']}",
+        f"  iterations   {s['iterations']} in {s['train_s']:.1f} s (wall {s['wall_s']:.1f} s)",
+        f"  loss ({s['loss']['name']})   {s['loss']['first']:.4g} -> {s['loss']['last']:.4g}",
+        f"  median NSE   {s['nse_median']['first']:.4f} -> {s['nse_median']['last']:.4f} "
+        f"(training period)",
+    ]
+    if s.get("param_rel_error_median"):
+        for name, e in s["param_rel_error_median"].items():
+            lines.append(f"  {name:<12} median relative error vs truth {e['first_guess']:.3f} "
+                         f"-> {e['calibrated']:.3f}")
+    for key in ("parameters", "history", "hydrographs", "summary"):
+        if s["outputs"][key]:
+            lines.append(f"  {key:<12} {s['outputs'][key]}")
+    print("\n".join(lines))
+    return EXIT_OK
+
+
 def _validate(args: argparse.Namespace) -> int:
     from .workflows import WorkflowError, load_workflow
 
@@ -419,7 +457,7 @@ def _positive_int(text: str) -> int:
     return v
 
 
-def _network_flags(p: argparse.ArgumentParser) -> None:
+def _network_flags(p: argparse.ArgumentParser, partition: bool = True) -> None:
     g = p.add_argument_group("network and routing (shortcuts for --set)")
     g.add_argument("--network", metavar="SOURCE",
                    help="'synthetic', 'lower_colorado' (bundled), a RouteLink .nc or a RAPID "
@@ -433,33 +471,38 @@ def _network_flags(p: argparse.ArgumentParser) -> None:
                    help="IRF parameter for every reach: a number or e.g. "
                    "'{uniform: [1, 3], units: hours}' (repeatable; routing.params)")
     g.add_argument("--substeps", type=_positive_int, help="sub-steps per step (routing.substeps)")
+    g.add_argument("--allow-unstable", action="store_true",
+                   help="accept negative Muskingum coefficients (routing.allow_unstable)")
+    if not partition:
+        return
     g.add_argument("--max-reaches", type=_positive_int,
                    help="most reaches per cluster (partition.max_reaches)")
     g.add_argument("--max-travel-time", type=float, metavar="STEPS",
                    help="bound on in-cluster travel time (partition.max_travel_time)")
     g.add_argument("--workers", type=_positive_int,
                    help="workers to place clusters on (partition.workers)")
-    g.add_argument("--allow-unstable", action="store_true",
-                   help="accept negative Muskingum coefficients (routing.allow_unstable)")
 
 
-def _run_flags(p: argparse.ArgumentParser) -> None:
+def _run_flags(p: argparse.ArgumentParser, calibrate: bool = False) -> None:
     g = p.add_argument_group("forcing, execution and output (shortcuts for --set)")
     g.add_argument("--forcing", metavar="SOURCE",
                    help="'synthetic', 'lower_colorado' or a Zarr forcing store "
                    "(from `hydroscale ingest`)")
     g.add_argument("--steps", type=_positive_int, help="routing steps (forcing.steps)")
-    g.add_argument("--time-chunk", type=_positive_int, metavar="STEPS",
-                   help="steps per time chunk (routing.time_chunk)")
-    g.add_argument("--engine", choices=("auto", "torch", "triton", "oracle"),
-                   help="single-device engine (routing.engine)")
+    engines = ("auto", "levels", "torch", "triton", "oracle") if calibrate else \
+        ("auto", "torch", "triton", "oracle")
+    g.add_argument("--engine", choices=engines, help="single-device engine (routing.engine)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"),
                    help="single-device run: where to route (routing.device)")
+    g.add_argument("--out", metavar="DIR", help="output folder (output.dir)")
+    if calibrate:
+        return
+    g.add_argument("--time-chunk", type=_positive_int, metavar="STEPS",
+                   help="steps per time chunk (routing.time_chunk)")
     g.add_argument("--cluster", metavar="CONFIG",
                    help="run on a Dask cluster: a cluster_configs/*.yaml path or name "
                    "(local-cpu, local-cuda, scheduler, slurm), or 'auto' (local-cuda if GPUs "
                    "are visible, else local-cpu)")
-    g.add_argument("--out", metavar="DIR", help="output folder (output.dir)")
     g.add_argument("--overwrite", action="store_true",
                    help="replace an existing output store (output.overwrite)")
     g.add_argument("--reach", type=int, action="append", metavar="ID",
@@ -570,6 +613,29 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--script", metavar="NAME", help="run bench/NAME.py with the arguments "
                        "after --")
     bench.set_defaults(func=_bench)
+
+    cal = sub.add_parser(
+        "calibrate", formatter_class=fmt,
+        help="fit routing parameters to gauge observations by gradient descent (one device)",
+        description=_desc(
+            "Calibrate a parameter model (free per-reach values, or an MLP from reach "
+            "attributes) so that routed discharge matches gauge observations: a synthetic "
+            "twin (observations routed with known `truth` parameters), a gauge file, or the "
+            "bundled basin's USGS gauges.  Gradients flow through the exact router.  Writes "
+            "parameters.npz, history.json, checkpoints/, hydrographs.png and summary.json.",
+            examples=("hydroscale calibrate workflows/calibrate.yaml",
+                      "hydroscale calibrate workflows/calibrate.yaml --iterations 200 "
+                      "--set calibration.lr=0.1",
+                      "hydroscale calibrate workflows/calibrate.yaml --resume")),
+    )
+    _workflow_args(cal, "calibrate")
+    _network_flags(cal, partition=False)
+    _run_flags(cal, calibrate=True)
+    cal.add_argument("--iterations", type=_positive_int,
+                     help="optimiser iterations (calibration.iterations)")
+    cal.add_argument("--resume", action="store_true",
+                     help="continue from the latest checkpoint (calibration.resume)")
+    cal.set_defaults(func=_calibrate)
 
     val = sub.add_parser("validate", help="check workflow files (exit 2 if any is invalid)",
                          description="Validate workflow files without running them.")

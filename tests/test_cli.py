@@ -16,7 +16,7 @@ from hydroscale.routing import route_oracle
 from hydroscale.workflows import build_inputs, load_workflow
 
 sys.path.insert(0, str(Path(__file__).parent / "workflows"))
-from workflow_cases import small_route  # noqa: E402
+from workflow_cases import small_calibrate, small_route  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -224,3 +224,19 @@ def test_demo_help_keeps_its_options(capsys):
     out = capsys.readouterr().out
     for flag in ("--out", "--substeps", "--dry-start", "--engine"):
         assert flag in out
+
+
+def test_calibrate_command(tmp_path, capsys):
+    path = _write(tmp_path / "cal.yaml", small_calibrate(tmp_path / "c"))
+    assert main(["calibrate", path, "--iterations", "3", "--no-progress"]) == EXIT_OK
+    out = capsys.readouterr().out
+    s = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert s["iterations"] == 3
+    assert "hydroscale calibrate: done" in out and "tau" in out
+    assert f"{s['loss']['first']:.4g} -> {s['loss']['last']:.4g}" in out
+    assert main(["calibrate", path, "--param", "tau=1"]) == EXIT_USAGE
+    assert "calibrate fits the parameters" in capsys.readouterr().err
+    assert main(["calibrate", path, "--set", "observations.truth=null"]) == EXIT_USAGE
+    assert "observations.truth: required" in capsys.readouterr().err
+    assert main(["calibrate", "--show-schema"]) == EXIT_OK
+    assert "model.init" in capsys.readouterr().out

@@ -1,4 +1,5 @@
-"""Workflows: YAML files that describe a run (route, benchmark, ingest), validated on load.
+"""Workflows: YAML files that describe a run (route, benchmark, ingest, calibrate), validated
+on load.
 
 ::
 
@@ -15,6 +16,7 @@ lists every key with its default.
 
 from __future__ import annotations
 
+from ._calibrate import run_calibrate, twin_gauges
 from ._inputs import Forcing, RouteInputs, build_inputs, build_network, build_params
 from ._route import RouteResult, hydrograph_reaches, route_single, run_route
 from ._schema import WorkflowError, apply_overrides, describe, validate
@@ -38,9 +40,11 @@ __all__ = [
     "load_workflow",
     "route_single",
     "run_benchmark",
+    "run_calibrate",
     "run_ingest",
     "run_partition",
     "run_route",
+    "twin_gauges",
     "validate",
     "workflow_from_mapping",
 ]

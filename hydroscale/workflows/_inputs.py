@@ -38,11 +38,12 @@ class Forcing:
 @dataclass
 class RouteInputs:
     """Everything a run needs: network, forcing, parameters ``[N, P]`` (float64, routing-step
-    units), gauged reach ids and reference series for the hydrograph figures."""
+    units; None for a calibration), gauged reach ids and reference series for the hydrograph
+    figures."""
 
     network: RiverNetwork
     forcing: Forcing
-    params: torch.Tensor
+    params: torch.Tensor | None
     gauges: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     references: dict[str, Any] = field(default_factory=dict)
 
@@ -166,7 +167,8 @@ def build_params(routing: dict[str, Any], network: RiverNetwork, interval_s: flo
 
 
 def build_inputs(cfg: dict[str, Any]) -> RouteInputs:
-    """Network, forcing and parameters of a validated ``route``/``benchmark`` workflow."""
+    """Network, forcing and parameters of a validated ``route``/``benchmark``/``calibrate``
+    workflow."""
     network, basin = build_network(cfg["network"])
     frc = cfg["forcing"]
     if frc["source"] == "synthetic":
@@ -175,7 +177,10 @@ def build_inputs(cfg: dict[str, Any]) -> RouteInputs:
         forcing = _zarr_forcing(frc, network)
     else:
         forcing = _bundled_forcing(frc, basin)
-    params = build_params(cfg["routing"], network, forcing.interval_s, cfg["network"]["seed"])
+    params = None
+    if "params" in cfg["routing"]:  # a calibration starts from its parameter model instead
+        params = build_params(cfg["routing"], network, forcing.interval_s,
+                              cfg["network"]["seed"])
     gauges = np.zeros(0, np.int64)
     refs: dict[str, Any] = {}
     if basin is not None:

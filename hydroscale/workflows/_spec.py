@@ -62,6 +62,15 @@ def _check_params(value: Any) -> str | None:
     return None
 
 
+def _check_bounds(value: Any) -> str | None:
+    for name, b in value.items():
+        if (not isinstance(b, list) or len(b) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b)
+                or not b[0] < b[1]):
+            return f"bounds of {name!r}: expected [low, high] with low < high, got {b!r}"
+    return None
+
+
 def _check_cluster(value: Any) -> str | None:
     if isinstance(value, (str, Mapping)):
         return None
@@ -172,8 +181,74 @@ INGEST = {
     "overwrite": Field("bool", False, "replace an existing store"),
 }
 
+CAL_ROUTING = {
+    "irf": ROUTING["irf"],
+    "substeps": ROUTING["substeps"],
+    "engine": Field("str", "auto", "engine: auto (best for the device), levels (level by "
+                    "level, quick on CPU for small networks), torch, triton, oracle",
+                    choices=("auto", "levels", "torch", "triton", "oracle")),
+    "device": ROUTING["device"],
+    "dtype": ROUTING["dtype"],
+    "allow_unstable": ROUTING["allow_unstable"],
+    "window": Field("int", 32, "kernel window in routing steps (levels engine)", minimum=1),
+    "max_reaches": Field("int", 512, "most reaches per cluster (torch/triton engines)",
+                         minimum=1),
+}
+
+OBSERVATIONS = {
+    "source": Field("str", "twin", "twin: discharge routed with known `truth` parameters at "
+                    "the most-drained reaches (a synthetic twin); file: a gauge CSV/NetCDF/Zarr "
+                    "on the forcing's time axis; lower_colorado: the bundled USGS gauges, "
+                    "averaged per step", choices=("twin", "file", "lower_colorado")),
+    "path": Field("str", None, "file: wide CSV (time,<id>,...), NetCDF or Zarr of (reach, "
+                  "time) discharge", nullable=True),
+    "truth": Field("mapping", None, "twin: the true parameters (same forms as routing "
+                   "params)", nullable=True, check=_check_params),
+    "gauges": Field("int", 12, "twin: number of gauges (most-drained reaches, round-robin "
+                    "over the largest basins)", minimum=1),
+    "noise": Field("float", 0.0, "twin: multiplicative Gaussian noise (relative sd)",
+                   minimum=0),
+    "seed": Field("int", 0, "twin: noise seed", minimum=0),
+}
+
+MODEL = {
+    "kind": Field("str", "free", "parameter model: free (one value per reach) or mlp (from "
+                  "reach attributes)", choices=("free", "mlp")),
+    "bounds": Field("mapping", {}, "NAME: [low, high] in routing steps (default: the IRF's "
+                    "bounds)", check=lambda v: _check_bounds(v)),
+    "init": Field("mapping", None, "free: first guess per parameter (same forms as routing "
+                  "params); null = the middle of the bounds", nullable=True,
+                  check=_check_params),
+    "attributes": Field("any", [], "mlp: reach attributes used as inputs",
+                        check=lambda v: None if isinstance(v, list) and all(
+                            isinstance(a, str) for a in v) else "expected a list of names"),
+    "log": Field("any", [], "mlp: attributes taken log1p first",
+                 check=lambda v: None if isinstance(v, list) else "expected a list of names"),
+    "hidden": Field("ids", [32, 32], "mlp: hidden layer widths"),
+    "seed": Field("int", 0, "mlp: weight initialisation seed", minimum=0),
+}
+
+CALIBRATION = {
+    "iterations": Field("int", 50, "optimiser iterations", minimum=1),
+    "loss": Field("str", "nse", "loss at the gauges", choices=("nse", "kge", "vnmse")),
+    "optimizer": Field("str", "adam", "optimiser", choices=("adam", "sgd")),
+    "lr": Field("float", 0.05, "learning rate", minimum=0),
+    "warmup": Field("int", 0, "steps left out of the loss at the start", minimum=0),
+    "validation_fraction": Field("float", 0.0, "last fraction of the steps kept for "
+                                 "validation", minimum=0, maximum=0.9),
+    "gauge_fraction": Field("float", 1.0, "fraction of gauges drawn for each iteration's loss",
+                            minimum=0.01, maximum=1),
+    "checkpoint_every": Field("int", 0, "write a checkpoint every N iterations (0 = at the "
+                              "end only)", minimum=0),
+    "resume": Field("bool", False, "resume from the latest checkpoint in "
+                    "<output.dir>/checkpoints"),
+    "target_nse": Field("float", None, "stop when every gauge's training NSE reaches it",
+                        nullable=True, maximum=1),
+    "seed": Field("int", 0, "gauge sampling seed", minimum=0),
+}
+
 _KIND = Field("str", None, "what the workflow does",
-              choices=("route", "benchmark", "ingest"))
+              choices=("route", "benchmark", "ingest", "calibrate"))
 _NAME = Field("str", None, "a label for the run", nullable=True)
 
 SCHEMAS: dict[str, dict[str, Any]] = {
@@ -186,6 +261,15 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "ingest": {"kind": _KIND, "name": _NAME, "ingest": INGEST},
 }
 SCHEMAS["benchmark"] = {**SCHEMAS["route"], "benchmark": BENCHMARK}
+SCHEMAS["calibrate"] = {
+    "kind": _KIND, "name": _NAME, "network": NETWORK, "forcing": FORCING,
+    "routing": CAL_ROUTING, "observations": OBSERVATIONS, "model": MODEL,
+    "calibration": CALIBRATION,
+    "output": {"dir": Field("str", "out/calibrate", "folder for history.json, parameters, "
+                            "checkpoints, hydrographs and summary.json"),
+               "hydrographs": Field("int", 4, "gauges plotted (observed, first guess, "
+                                    "calibrated)", minimum=0)},
+}
 KINDS = tuple(SCHEMAS)
 
 
@@ -201,15 +285,10 @@ def _cross_checks(cfg: dict[str, Any]) -> list[str]:
         if ing["routelink"] and ing["rapid_connect"]:
             problems.append("ingest.routelink and ingest.rapid_connect: give at most one")
         return problems
-    net, frc, rt = cfg["network"], cfg["forcing"], cfg["routing"]
-    if net["source"] in ("routelink", "rapid") and not net["path"]:
-        problems.append(f"network.path: required with network.source {net['source']!r}")
-    if frc["source"] == "zarr" and not frc["path"]:
-        problems.append("forcing.path: required with forcing.source 'zarr' (a forcing store)")
-    if frc["source"] == "synthetic" and frc["steps"] is None:
-        problems.append("forcing.steps: required with forcing.source 'synthetic'")
-    if frc["source"] == "lower_colorado" and net["source"] != "lower_colorado":
-        problems.append("forcing.source 'lower_colorado' needs network.source 'lower_colorado'")
+    if kind == "calibrate":
+        return problems + _calibrate_checks(cfg)
+    frc, rt = cfg["forcing"], cfg["routing"]
+    problems += _input_checks(cfg)
     if cfg.get("cluster") is not None:
         if rt["initial"] != "dry" and frc["source"] != "lower_colorado":
             problems.append("routing.initial 'steady' on a cluster works with the bundled "
@@ -225,24 +304,72 @@ def _cross_checks(cfg: dict[str, Any]) -> list[str]:
                 load_config(cfg["cluster"])
         except (ClusterConfigError, FileNotFoundError) as err:
             problems.append(f"cluster: {err}")
-    from ..irf import get_irf
-
-    try:
-        spec = get_irf(rt["irf"])
-    except (KeyError, ValueError) as err:
-        problems.append(f"routing.irf: {err}")
-    else:
-        have, want = set(rt["params"]), list(spec.params)
-        missing, unknown = [p for p in want if p not in have], sorted(have - set(want))
-        if missing or unknown:
-            problems.append(
-                f"routing.params: IRF {spec.name!r} takes {want}; missing {missing}, "
-                f"unknown {unknown}"
-            )
+    problems += _irf_params_check(rt["irf"], rt["params"], "routing.params")
     if rt["engine"] == "oracle" and cfg.get("cluster"):
         problems.append("routing.engine 'oracle' is single-device: drop the cluster or the "
                         "engine")
     return problems
+
+
+def _input_checks(cfg: dict[str, Any]) -> list[str]:
+    problems = []
+    net, frc = cfg["network"], cfg["forcing"]
+    if net["source"] in ("routelink", "rapid") and not net["path"]:
+        problems.append(f"network.path: required with network.source {net['source']!r}")
+    if frc["source"] == "zarr" and not frc["path"]:
+        problems.append("forcing.path: required with forcing.source 'zarr' (a forcing store)")
+    if frc["source"] == "synthetic" and frc["steps"] is None:
+        problems.append("forcing.steps: required with forcing.source 'synthetic'")
+    if frc["source"] == "lower_colorado" and net["source"] != "lower_colorado":
+        problems.append("forcing.source 'lower_colorado' needs network.source 'lower_colorado'")
+    return problems
+
+
+def _irf_params_check(irf: str, params: Any, key: str) -> list[str]:
+    from ..irf import get_irf
+
+    try:
+        spec = get_irf(irf)
+    except (KeyError, ValueError) as err:
+        return [f"routing.irf: {err}"]
+    if params is None:
+        return []
+    have, want = set(params), list(spec.params)
+    missing, unknown = [p for p in want if p not in have], sorted(have - set(want))
+    if missing or unknown:
+        return [f"{key}: IRF {spec.name!r} takes {want}; missing {missing}, unknown {unknown}"]
+    return []
+
+
+def _calibrate_checks(cfg: dict[str, Any]) -> list[str]:
+    problems = _input_checks(cfg)
+    obs, model, rt = cfg["observations"], cfg["model"], cfg["routing"]
+    if obs["source"] == "twin" and obs["truth"] is None:
+        problems.append("observations.truth: required with observations.source 'twin' (the "
+                        "parameters that make the observations)")
+    if obs["source"] == "file" and not obs["path"]:
+        problems.append("observations.path: required with observations.source 'file'")
+    if obs["source"] == "lower_colorado" and cfg["network"]["source"] != "lower_colorado":
+        problems.append("observations.source 'lower_colorado' needs network.source "
+                        "'lower_colorado'")
+    problems += _irf_params_check(rt["irf"], obs["truth"], "observations.truth")
+    problems += _irf_params_check(rt["irf"], model["init"], "model.init")
+    names = _irf_names(rt["irf"])
+    unknown = sorted(set(model["bounds"]) - set(names))
+    if names and unknown:
+        problems.append(f"model.bounds: IRF {rt['irf']!r} takes {names}; unknown {unknown}")
+    if model["kind"] == "mlp" and not model["attributes"]:
+        problems.append("model.attributes: required with model.kind 'mlp' (e.g. [length])")
+    return problems
+
+
+def _irf_names(irf: str) -> list[str]:
+    from ..irf import get_irf
+
+    try:
+        return list(get_irf(irf).params)
+    except (KeyError, ValueError):
+        return []
 
 
 def workflow_from_mapping(

@@ -21,3 +21,24 @@ def small_route(out_dir: Any, **sections: Any) -> dict[str, Any]:
     for name, values in sections.items():
         wf.setdefault(name, {}).update(values)
     return wf
+
+
+def small_calibrate(out_dir: Any, **sections: Any) -> dict[str, Any]:
+    """A calibrate workflow mapping: synthetic twin, 80 reaches, 24 daily steps, levels."""
+    wf: dict[str, Any] = {
+        "kind": "calibrate",
+        "name": "tiny-twin",
+        "network": {"source": "synthetic", "reaches": 80, "seed": 2},
+        "forcing": {"source": "synthetic", "steps": 24, "seed": 1, "scale": 3.0},
+        "routing": {"irf": "linear_storage", "engine": "levels", "window": 24,
+                    "dtype": "float64"},
+        "observations": {"source": "twin", "truth": {"tau": {"uniform": [0.5, 2.0],
+                                                             "seed": 4}},
+                         "gauges": 5},
+        "model": {"kind": "free", "bounds": {"tau": [0.2, 4.0]}, "init": {"tau": 1.0}},
+        "calibration": {"iterations": 4, "lr": 0.1, "warmup": 2},
+        "output": {"dir": str(out_dir), "hydrographs": 2},
+    }
+    for name, values in sections.items():
+        wf.setdefault(name, {}).update(values)
+    return wf
