@@ -138,7 +138,7 @@ def ours(net, params, runoff, args, grad: bool, window=None):
             with t[0]:
                 kg = router.aggregate(pg)
             with t[1]:
-                loss = router(r, kernels=kg).square().mean()
+                loss = router(r, kernels=kg).sum()  # Σ Q: touches every reach and step
             with t[2]:
                 loss.backward()
             return t
@@ -241,7 +241,7 @@ def diffroute_run(net, params, runoff, args, grad: bool):
                 _reset_peak()
                 with Timer() as t:
                     y = model(x, gs, plist)
-                    y.square().mean().backward()
+                    y.sum().backward()
                 del y
             res["fwd_bwd_s"] = t.s
             res["fwd_bwd_peak_gb"] = _peak_gb()

@@ -85,54 +85,26 @@ def plan_pairs(cs: RivTreeCluster, clusters: np.ndarray | None = None) -> PairPl
     return PairPlan(reaches=reaches, slot=slot, hops=hops, n_pairs=total)
 
 
-class _HopChain(torch.autograd.Function):
-    """All hops at once: ``cur_0 = h[dst_0]``, ``cur_d = (cur_{d-1}[parent_d] ⊛ h[dst_d])[:L]``.
-
-    One autograd node for the whole chain: the backward walks the hops in reverse with a
-    single gradient buffer for ``h`` (instead of one full-size buffer per hop), and keeps only
-    each hop's gathered input (in ``save_dtype``, e.g. float32 to halve the memory).
-    """
+class _TruncConv(torch.autograd.Function):
+    """``out[p] = (prev[p] ⊛ h[idx[p]])[:L]`` with a lean backward (saves ``prev`` and ``h``)."""
 
     @staticmethod
-    def forward(ctx, h, save_dtype, hops):  # noqa: D102
-        ctx.set_materialize_grads(False)
-        curs, saved, prev = [], [], None
-        for hop in hops:
-            if hop.parent is None:
-                cur = h.index_select(0, hop.dst_slot)
-            else:
-                sel = prev.index_select(0, hop.parent)
-                cur = _conv_rows(sel, h, hop.dst_slot, correlate=False)
-                saved.append(sel.to(save_dtype or sel.dtype))
-            curs.append(cur)
-            prev = cur
-        ctx.save_for_backward(h)
-        ctx.hops, ctx.saved_sel = hops, saved
-        ctx.sizes = [c.shape[0] for c in curs]
-        return tuple(curs)
+    def forward(ctx, prev, h, idx, save_dtype):  # noqa: D102
+        # the saved copy may be narrower (float32) to halve the memory kept for backward
+        ctx.save_for_backward(prev.to(save_dtype or prev.dtype), h, idx)
+        return _conv_rows(prev, h, idx, correlate=False)
 
     @staticmethod
-    def backward(ctx, *grads):  # noqa: D102
-        (h,) = ctx.saved_tensors
-        hops, saved = ctx.hops, ctx.saved_sel
-        grad_h = torch.zeros_like(h)
-        carry = None
-        for d in range(len(hops) - 1, -1, -1):
-            g = grads[d]
-            if carry is not None:
-                g = carry if g is None else g + carry
-            carry = None
-            if g is None:
-                continue
-            hop = hops[d]
-            if hop.parent is None:
-                grad_h.index_add_(0, hop.dst_slot, g)
-                continue
-            sel = saved[d - 1].to(g.dtype)
-            grad_h.index_add_(0, hop.dst_slot, _conv_rows(g, sel, None, correlate=True))
-            g_sel = _conv_rows(g, h, hop.dst_slot, correlate=True)
-            carry = g.new_zeros(ctx.sizes[d - 1], g.shape[1]).index_copy_(0, hop.parent, g_sel)
-        return grad_h, None, None
+    def backward(ctx, g):  # noqa: D102
+        prev, h, idx = ctx.saved_tensors
+        prev = prev.to(g.dtype)
+        g_prev = g_h = None
+        if ctx.needs_input_grad[0]:
+            g_prev = _conv_rows(g, h, idx, correlate=True)
+        if ctx.needs_input_grad[1]:
+            g_h = torch.zeros_like(h)
+            g_h.index_add_(0, idx, _conv_rows(g, prev, None, correlate=True))
+        return g_prev, g_h, None, None
 
 
 def _conv_rows(
@@ -344,12 +316,13 @@ def aggregate(
     h = irf_kernel(spec, p_rows, length, f, allow_unstable=True).to(dtype)
     mass = reach_mass(spec, p_rows.detach(), mass_taps or 8 * length, f)[:, 0]
     r_reach, r_exit, u_reach, u_exit, trunc = [], [], [], [], []
-    curs = _HopChain.apply(h, save_dtype, hops)
-    mprod = None
-    for hop, cur in zip(hops, curs):
+    prev = mprod = None
+    for hop in hops:
         if hop.parent is None:
+            cur = h.index_select(0, hop.dst_slot)
             mprod = mass.index_select(0, hop.dst_slot)
         else:
+            cur = _TruncConv.apply(prev.index_select(0, hop.parent), h, hop.dst_slot, save_dtype)
             mprod = mprod.index_select(0, hop.parent) * mass.index_select(0, hop.dst_slot)
         step = _step_kernel(cur, f)
         r_reach.append(step)
@@ -360,6 +333,7 @@ def aggregate(
             u_reach.append(_phase_sums(cur.index_select(0, hop.inlet_sel), f, "a"))
         if hop.both_sel is not None:
             u_exit.append(_phase_matrix(cur.index_select(0, hop.both_sel), f))
+        prev = cur
 
     def cat(parts: list, shape: tuple) -> torch.Tensor:
         return torch.cat(parts) if parts else h.new_zeros(shape)
