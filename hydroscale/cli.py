@@ -200,7 +200,9 @@ def _start_cluster(config: Any, verbose: int) -> Any:
     return client
 
 
-def _close_cluster(client: Any) -> None:
+def _close_cluster(client: Any, verbose: int) -> None:
+    if verbose < 1:  # the nannies' warnings while shutting down are noise to a user
+        logging.getLogger("distributed").setLevel(logging.ERROR)
     cluster = getattr(client, "cluster", None)
     client.close()
     if cluster is not None:
@@ -224,7 +226,7 @@ def _route(args: argparse.Namespace) -> int:
         result = run_route(cfg, progress=progress, client=client)
     finally:
         if client is not None:
-            _close_cluster(client)
+            _close_cluster(client, args.verbose)
     _print_route_summary(result.summary)
     return EXIT_OK
 

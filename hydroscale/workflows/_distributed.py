@@ -194,7 +194,9 @@ def route_distributed_workflow(
         "engine": f"distributed/{backend}", "device": "cluster", "dtype": rt["dtype"],
         "workers": summ.workers, "clusters": part.n_clusters, "groups": summ.groups,
         "waves": summ.waves, "tasks": summ.tasks, "window": summ.window,
-        "max_truncated_mass": summ.max_truncated_mass, "partition_s": partition_s,
+        "max_truncated_mass": summ.max_truncated_mass,
+        "window_is_run_length": rt["window"] == "auto" and window == steps,
+        "partition_s": partition_s,
         "setup_s": summ.setup_s, "route_s": summ.wall_s, "checksum": summ.checksum,
     }
     if store is None:

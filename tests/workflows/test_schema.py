@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize("name, kind", [("route.yaml", "route"), ("demo.yaml", "route"),
                                         ("benchmark.yaml", "benchmark"),
-                                        ("ingest.yaml", "ingest")])
+                                        ("ingest.yaml", "ingest"),
+                                        ("calibrate.yaml", "calibrate")])
 def test_shipped_workflows_are_valid(name, kind):
     cfg = load_workflow(ROOT / "workflows" / name)
     assert cfg["kind"] == kind
@@ -86,7 +87,7 @@ def test_kind_required_and_checked():
     with pytest.raises(WorkflowError, match="kind: required"):
         workflow_from_mapping({"forcing": {"steps": 3}})
     with pytest.raises(WorkflowError, match="kind: expected one of 'route', 'ingest', "
-                                            "'benchmark', got 'rout'"):
+                                            "'benchmark', 'calibrate', got 'rout'"):
         workflow_from_mapping({"kind": "rout"})
     with pytest.raises(WorkflowError, match="this command runs 'route' workflows"):
         workflow_from_mapping({"kind": "ingest"}, kind="route")
