@@ -30,11 +30,13 @@ can be changed from the command line with --set SECTION.KEY=VALUE.
 
 start here:
   hydroscale demo                                   route the bundled Lower Colorado basin
-  hydroscale route workflows/demo.yaml              the same as a workflow (Zarr + PNG out)
+  hydroscale route workflows/demo.yaml              the same workflow on the default local
+                                                    Dask cluster (Zarr + PNG out)
   hydroscale route --reaches 10000 --steps 90       synthetic network and runoff, one device
   hydroscale route workflows/route.yaml --cluster local-cpu
-                                                    the same on a local Dask cluster
-  hydroscale route workflows/route.yaml --show-schema   every workflow key and its default
+                                                    a synthetic forest on a local Dask cluster
+  hydroscale calibrate workflows/calibrate.yaml     fit parameters to a synthetic twin
+  hydroscale route --show-schema                    every workflow key and its default
 """
 
 EPILOG = """\
