@@ -177,6 +177,7 @@ class StagedRouter:
         self._build_rows()
         self._groups: dict[Any, _Group] = {}
         self._hops = None
+        self._inflow_plans: dict[int, tuple[int, list]] = {}
         self.truncated_mass: np.ndarray | None = None
         logger.info(
             "StagedRouter: %d reaches, %d clusters, %d waves, %d + %d paths (f=%d)",
@@ -422,10 +423,11 @@ class StagedRouter:
         k = kern.window
         if state is not None:
             self._check_state(state, b, cs.n_reaches, cs.n_inlets, k)
-        q = torch.empty(b, cs.n_reaches, t, device=r.device, dtype=self.dtype)
-        inflow = torch.zeros(b, cs.n_inlets, f, t, device=r.device, dtype=self.dtype)
-        exit_inlet = torch.as_tensor(cs.exit_inlet, device=r.device)
-        for key in self._batches():
+        # no in-place writes into shared buffers: under autograd every slice assignment into
+        # one [B, N, T] tensor makes its backward copy the whole gradient once per batch
+        batches = self._batches()
+        qs, outs, inflows = [], [], []
+        for bi, key in enumerate(batches):
             g = self._group(key)
             if g.contiguous:
                 rg = r[:, g.r0 : g.r0 + g.n]
@@ -433,21 +435,44 @@ class StagedRouter:
             else:
                 rg = r.index_select(1, g.reaches)
                 hr = None if state is None else state.runoff_hist.index_select(1, g.reaches)
-            ug = inflow[:, g.i0 : g.i1].clone() if g.i1 > g.i0 else None
+            ug = self._inflow(bi, outs, b, t, r) if g.i1 > g.i0 else None
             hu = None if state is None or g.i1 == g.i0 else state.inflow_hist[:, g.i0 : g.i1]
             y = self._route_group(g, kern, rg, ug, hr, hu)
-            if g.contiguous:
-                q[:, g.r0 : g.r0 + g.n] = y[:, g.n_ef :]
-            else:
-                q.index_copy_(1, g.reaches, y[:, g.n_ef :])
-            if g.e1 > g.e0:
-                out = y[:, : g.n_ef].reshape(b, g.e1 - g.e0, f, t)
-                inflow.index_add_(1, exit_inlet[g.e0 : g.e1], out)
+            qs.append(y[:, g.n_ef :])
+            outs.append(y[:, : g.n_ef].reshape(b, g.e1 - g.e0, f, t))
+            if ug is not None:
+                inflows.append(ug)
+        q = torch.cat(qs, dim=1)  # engine order
+        if not np.array_equal(cs.order, np.arange(cs.n_reaches)):
+            q = q.index_select(1, torch.as_tensor(cs.position, device=q.device))
         if not return_state:
             return q
+        inflow = torch.cat(inflows, 1) if inflows else r.new_zeros(b, 0, f, t)
         new = RouterState(self._roll(state.runoff_hist if state else None, r, k),
                           self._roll(state.inflow_hist if state else None, inflow, k))
         return q, new
+
+    def _inflow(self, bi: int, outs: list, b: int, t: int, like: torch.Tensor) -> torch.Tensor:
+        """Inlet inflow ``[B, n_inlet, f, T]`` of batch ``bi``: the sum of the outflow of the
+        exits (routed in earlier batches) that feed its inlets."""
+        if bi not in self._inflow_plans:
+            cs = self.clusters
+            g = self._group(self._batches()[bi])
+            feed = np.flatnonzero((cs.exit_inlet >= g.i0) & (cs.exit_inlet < g.i1))
+            starts = np.array([self._group(k).e0 for k in self._batches()])
+            kb = np.searchsorted(starts, feed, side="right") - 1
+            dev = self.device
+            plan = []
+            for k in np.unique(kb):
+                sel = feed[kb == k]
+                plan.append((int(k), torch.as_tensor(sel - starts[k], device=dev),
+                             torch.as_tensor(cs.exit_inlet[sel] - g.i0, device=dev)))
+            self._inflow_plans[bi] = (g.i1 - g.i0, plan)
+        n_in, plan = self._inflow_plans[bi]
+        src = torch.cat([outs[k].index_select(1, loc) for k, loc, _ in plan], dim=1)
+        tgt = torch.cat([tg for _, _, tg in plan])
+        zeros = like.new_zeros(b, n_in, self.f, t, dtype=self.dtype)
+        return zeros.index_add(1, tgt, src.to(self.dtype))
 
     __call__ = forward
 
