@@ -105,7 +105,7 @@ def test_runoff_routing_halves_validation_loss(twin, cluster_of):
     lstm.fit_normalisation(twin.forcings, twin.static)
     stage = _stage(twin, cluster_of, interpolator=twin.interpolator)
     pipe = runoff_routing(stage, pm, lstm, twin.forcings, twin.observations, static=twin.static,
-                          windows=Windows(60, warmup=90, stride=5))
+                          windows=Windows(40, warmup=60, stride=5))
     val = (400, 600)
     before = pipe.evaluate(val)["loss"]
     pipe.fit(25, train_period=(0, 400), batch=4, lr=0.03)
