@@ -180,7 +180,8 @@ def scale(b: Bench, net, n: int, keep: bool = False):
     try:
         forcing = SyntheticForcing(a.days, seed=a.seed + 2)
         dr = DistributedRouter(client, net, part, "muskingum", MuskingumParams(a.seed),
-                               a.substeps, allow_unstable=True, batch_reaches=a.batch_reaches)
+                               a.substeps, allow_unstable=True, batch_reaches=a.batch_reaches,
+                               placement=a.placement)
         warm = dr.route(forcing, None, a.time_chunk, n_steps=min(a.time_chunk, a.days))
         s = dr.route(forcing, None, a.time_chunk)
     except BaseException:
@@ -188,6 +189,7 @@ def scale(b: Bench, net, n: int, keep: bool = False):
         raise
     row = {
         "row": "scale", "gpus": n, "reaches": net.n_reaches, "days": a.days,
+        "placement": a.placement,
         "time_chunk": a.time_chunk, "partition_s": round(part_s, 2),
         "setup_s": round(dr.setup_s, 2), "warmup_s": round(warm.wall_s, 2),
         "forward_s": round(s.wall_s, 3), "reach_steps_per_s": s.reach_steps_per_s,
@@ -254,10 +256,11 @@ def big(b: Bench, n: int) -> None:
         forcing = SyntheticForcing(a.big_days, seed=a.seed + 2)
         with DistributedRouter(client, net, part, "muskingum", MuskingumParams(a.seed),
                                a.substeps, allow_unstable=True,
-                               batch_reaches=a.batch_reaches) as dr:
+                               batch_reaches=a.batch_reaches, placement=a.placement) as dr:
             s = dr.route(forcing, None, a.big_time_chunk)
         b.emit({
             "row": "big", "gpus": n, "reaches": net.n_reaches, "days": a.big_days,
+            "placement": a.placement,
             "time_chunk": a.big_time_chunk, "network_s": round(gen_s, 1),
             "partition_s": round(part_s, 1), "setup_s": round(dr.setup_s, 1),
             "forward_s": round(s.wall_s, 2), "reach_steps_per_s": s.reach_steps_per_s,
@@ -303,6 +306,8 @@ def main() -> None:
     ap.add_argument("--max-travel-time", type=float, default=3.0, help="days within a cluster")
     ap.add_argument("--batch-reaches", type=int, default=262144,
                     help="reaches per group and per kernel-aggregation batch")
+    ap.add_argument("--placement", default="basins", choices=["basins", "partition"],
+                    help="clusters on workers: whole basins per worker, or the partition's")
     ap.add_argument("--check-reaches", type=int, default=20_000)
     ap.add_argument("--check-days", type=int, default=90)
     ap.add_argument("--check-chunk", type=int, default=30)

@@ -24,7 +24,7 @@ from ._config import (
     start_cluster,
 )
 from ._forcing import SyntheticForcing, ZarrForcing, hash_uniform
-from ._plan import WavePlan, map_workers, plan_waves
+from ._plan import WavePlan, map_workers, place_basins, plan_waves
 from ._runtime import (
     DistributedRouter,
     RunSummary,
@@ -49,6 +49,7 @@ __all__ = [
     "io_floor",
     "load_config",
     "map_workers",
+    "place_basins",
     "plan_waves",
     "register_sizeof",
     "render_job_script",

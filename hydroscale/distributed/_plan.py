@@ -20,7 +20,7 @@ from ..network import RiverNetwork
 from ..partition import Partition
 from ..routing import RivTreeCluster
 
-__all__ = ["WavePlan", "plan_waves", "map_workers"]
+__all__ = ["WavePlan", "map_workers", "place_basins", "plan_waves"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +94,30 @@ class WavePlan:
         }
 
 
+def place_basins(network: RiverNetwork, n_workers: int) -> np.ndarray:
+    """Worker of every reach such that each basin lies on one worker.
+
+    Basins are packed onto the workers largest first, each onto the least-loaded worker
+    (reaches).  Path kernels never cross basins, so a cluster split by basin keeps its path
+    pairs, and no transfer buffer crosses workers; time chunks keep every worker busy
+    whatever the per-wave balance.
+
+    Returns int64 ``[N]``.
+    """
+    outlets, basin = np.unique(network.basin, return_inverse=True)
+    size = np.bincount(basin, minlength=outlets.size)
+    load = np.zeros(int(n_workers))
+    where = np.empty(outlets.size, dtype=np.int64)
+    for k in np.argsort(-size, kind="stable"):
+        w = int(np.argmin(load))
+        where[k] = w
+        load[w] += size[k]
+    return where[basin]
+
+
 def plan_waves(network: RiverNetwork, partition: Partition, *,
-               max_group_reaches: int | None = 262144) -> WavePlan:
+               max_group_reaches: int | None = 262144,
+               placement: str = "partition") -> WavePlan:
     """Group the partition's clusters by (wave, worker) and tabulate the group DAG.
 
     Parameters
@@ -106,6 +128,9 @@ def plan_waves(network: RiverNetwork, partition: Partition, *,
     max_group_reaches : a (wave, worker) set larger than this is split into several groups
         of whole clusters (bounds the device memory of one task and of one kernel
         aggregation); None: no bound.
+    placement : ``"partition"`` (the partition's ``worker`` of every cluster) or
+        ``"basins"`` (:func:`place_basins`: every basin on one worker, clusters that hold
+        several basins split by basin; no transfer crosses workers).
     """
     if not isinstance(network, RiverNetwork):
         raise TypeError(f"network must be a RiverNetwork, got {type(network).__name__}")
@@ -114,22 +139,32 @@ def plan_waves(network: RiverNetwork, partition: Partition, *,
     partition.check_network(network, "the partition given to the distributed runtime")
     if max_group_reaches is not None and int(max_group_reaches) < 1:
         raise ValueError(f"max_group_reaches must be positive or None, got {max_group_reaches}")
-    key = partition.wave * partition.n_workers + partition.worker
-    sub = np.zeros(partition.n_clusters, dtype=np.int64)
-    if max_group_reaches is not None and partition.n_clusters:
-        # split each (wave, worker) set, clusters in id order, every max_group_reaches reaches
-        order = np.argsort(key, kind="stable")
-        size = partition.size[order].astype(np.int64)
-        first = np.r_[True, key[order][1:] != key[order][:-1]]
-        csum = np.cumsum(size)
-        start = np.maximum.accumulate(np.where(first, csum - size, 0))
-        sub[order] = (csum - size - start) // int(max_group_reaches)
-    uniq, group_of_cluster = np.unique(np.stack([partition.wave, partition.worker, sub], 1),
-                                       axis=0, return_inverse=True)
-    group_of_cluster = group_of_cluster.ravel()
-    group_wave = uniq[:, 0].astype(np.int64)
-    group_worker = uniq[:, 1].astype(np.int64)
-    group_of = group_of_cluster.astype(np.int64)[partition.cluster_of]
+    w_n, c_n = int(partition.n_workers), max(partition.n_clusters, 1)
+    cl = partition.cluster_of
+    if placement == "partition":
+        worker = partition.worker[cl]
+    elif placement == "basins":
+        worker = place_basins(network, w_n)
+    else:
+        raise ValueError(f"placement must be 'partition' or 'basins', got {placement!r}")
+    # pieces: the reaches of one cluster on one worker, keyed (wave, worker, cluster)
+    ukey, piece_of = np.unique((partition.wave[cl] * w_n + worker) * c_n + cl,
+                               return_inverse=True)
+    piece_ww = ukey // c_n  # wave * W + worker
+    psize = np.bincount(piece_of, minlength=ukey.size).astype(np.int64)
+    sub = np.zeros(ukey.size, dtype=np.int64)
+    if max_group_reaches is not None and ukey.size:
+        # split each (wave, worker) set, pieces in cluster order, every max_group_reaches
+        first = np.r_[True, piece_ww[1:] != piece_ww[:-1]]
+        csum = np.cumsum(psize)
+        start = np.maximum.accumulate(np.where(first, csum - psize, 0))
+        sub = (csum - psize - start) // int(max_group_reaches)
+    ugroup, group_of_piece = np.unique(piece_ww * (int(sub.max(initial=0)) + 1) + sub,
+                                       return_inverse=True)
+    group_ww = ugroup // (int(sub.max(initial=0)) + 1)
+    group_wave = (group_ww // w_n).astype(np.int64)
+    group_worker = (group_ww % w_n).astype(np.int64)
+    group_of = group_of_piece.ravel().astype(np.int64)[piece_of.ravel()]
     cs = RivTreeCluster(network, group_of)
     g = cs.n_clusters
     t = cs.transfers

@@ -159,6 +159,8 @@ class DistributedRouter:
         are split, see :func:`plan_waves`), and each worker aggregates its kernels in batches
         of groups of at most this many reaches: this bounds device memory at set-up and per
         task.
+    placement : ``"partition"`` (the partition's placement) or ``"basins"`` (every basin on
+        one worker: no cross-worker transfers), see :func:`plan_waves`.
     """
 
     def __init__(
@@ -178,10 +180,12 @@ class DistributedRouter:
         allow_unstable: bool = False,
         plan: WavePlan | None = None,
         batch_reaches: int = 262144,
+        placement: str = "partition",
     ) -> None:
         tic = time.perf_counter()
         self.client = client
-        self.plan = plan or plan_waves(network, partition, max_group_reaches=batch_reaches)
+        self.plan = plan or plan_waves(network, partition, max_group_reaches=batch_reaches,
+                                       placement=placement)
         self.addrs = map_workers(client, self.plan.n_workers)
         self.run_id = uuid.uuid4().hex[:10]
         self.irf, self.substeps, self.dtype = irf, int(substeps), dtype

@@ -66,8 +66,12 @@ def _deserialize_buffer(header: dict, frames: list) -> TransferBuffer:
     shape = tuple(header["shape"])
     dtype = np.dtype(header["dtype"])
     raw = frames[0] if frames else b""
-    arr = np.frombuffer(bytearray(raw), dtype=dtype).reshape(shape) if raw else np.zeros(
-        shape, dtype)
+    if not len(raw):
+        return TransferBuffer(int(header["group"]), int(header["chunk"]),
+                              torch.zeros(shape, dtype=torch.from_numpy(np.zeros(0, dtype)).dtype))
+    arr = np.frombuffer(raw, dtype=dtype).reshape(shape)
+    if not arr.flags.writeable:  # a read-only frame: torch needs writable memory
+        arr = arr.copy()
     return TransferBuffer(int(header["group"]), int(header["chunk"]), torch.from_numpy(arr))
 
 

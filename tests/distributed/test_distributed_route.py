@@ -107,6 +107,22 @@ def test_equals_staged_router_float32_and_oracle(client, forest, stores):
     assert np.linalg.norm(got - oracle) / np.linalg.norm(oracle) <= 1e-5 + s.max_truncated_mass
 
 
+def test_basin_placement_equals_staged_router(client, forest):
+    net, params, part = forest
+    forcing = SyntheticForcing(T, seed=2, scale=2.0)
+    with DistributedRouter(client, net, part, "muskingum", params, SUBSTEPS, allow_unstable=True,
+                           dtype=torch.float64, placement="basins") as dr:
+        assert dr.plan.cross_worker_exits() == 0
+        per = np.diff(dr.plan.rows, axis=1).ravel()
+        loads = [int(per[dr.plan.group_worker == w].sum()) for w in range(2)]
+        assert max(loads) - min(loads) <= np.bincount(np.unique(
+            net.basin, return_inverse=True)[1]).max()
+        s = dr.route(forcing, None, CHUNK)
+    r = (hash_uniform(torch.arange(net.n_reaches), 0, T, 2) * 2.0).numpy()
+    ref = _staged(net, part, r, params, s.window)  # routed by the partition's clusters
+    assert s.checksum == pytest.approx(ref.sum(), rel=1e-12)
+
+
 def test_output_metadata(client, forest, stores):
     net, params, part = forest
     root, _, plan, in_plan, _ = stores
