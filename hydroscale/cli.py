@@ -412,17 +412,19 @@ def _validate(args: argparse.Namespace) -> int:
     return EXIT_USAGE if bad else EXIT_OK
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from ._demo import run_demo
+DEMO_WORKFLOW = Path(__file__).resolve().parent / "workflows" / "demo.yaml"
 
-    res = run_demo(args.out, substeps=args.substeps, steady_start=not args.dry_start,
-                   engine=args.engine)
-    print(f"routed {res.n_reaches} reaches x {res.n_steps} steps in {res.seconds:.1f} s "
-          f"(engine {res.engine})")
-    print(f"discharge: {res.discharge_path}")
-    print(f"hydrographs: {res.figure_path}")
-    print(f"summary: {res.summary_path}")
-    return EXIT_OK
+
+def _demo(args: argparse.Namespace) -> int:
+    """The packaged demo workflow (``workflows/demo.yaml``) through ``route``."""
+    argv = ["route", str(DEMO_WORKFLOW), "--out", args.out]
+    if args.cluster is not None:
+        argv += ["--cluster", args.cluster]
+    for item in args.set or ():
+        argv += ["--set", item]
+    route_args = build_parser().parse_args(argv)
+    route_args.verbose = args.verbose
+    return _route(route_args)
 
 
 # ------------------------------------------------------------------------------ parser
@@ -648,15 +650,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="route the bundled Lower Colorado basin (NWM data) and write discharge + PNG",
-        description="Route the bundled Lower Colorado (TX) basin: 11,248 reaches, 28 hours of "
-        "NWM lateral inflow, Muskingum; writes discharge.nc, hydrographs.png, summary.json.",
+        help="route the bundled Lower Colorado basin on the default local Dask cluster",
+        description=_desc(
+            "Run the packaged demo workflow (workflows/demo.yaml): the bundled Lower Colorado "
+            "(TX) basin, 11,248 NWM reaches, 28 hours of NWM lateral inflow, Muskingum with "
+            "NWM's MusK/MusX, steady start, on the default local Dask cluster (CUDA if GPUs are "
+            "visible, else CPU). Writes discharge.zarr, a hydrograph PNG and summary.json.",
+            examples=("hydroscale demo", "hydroscale demo --set cluster=null   # one device"),
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
-    demo.add_argument("--substeps", type=int, default=12, help="routing sub-steps per hour")
-    demo.add_argument("--dry-start", action="store_true",
-                      help="start with empty rivers instead of the steady state of hour one")
-    demo.add_argument("--engine", default=None, help="routing engine (default: best available)")
+    demo.add_argument("--cluster", default=None,
+                      help="cluster config (local-cpu, local-cuda or a YAML path; "
+                      "default: the workflow's 'auto')")
+    demo.add_argument("--set", action="append", metavar="KEY=VALUE",
+                      help="override a workflow value, e.g. routing.substeps=4")
     demo.set_defaults(func=_demo)
     return ap
 

@@ -219,11 +219,33 @@ def test_validate_command(tmp_path, capsys):
     assert "bad.yaml: INVALID" in err and "routing.irf: expected a string, got int 3" in err
 
 
-def test_demo_help_keeps_its_options(capsys):
-    assert main(["demo", "--help"]) == EXIT_OK
-    out = capsys.readouterr().out
-    for flag in ("--out", "--substeps", "--dry-start", "--engine"):
-        assert flag in out
+def test_demo_runs_the_packaged_workflow_and_matches_the_oracle(tmp_path, capsys):
+    """`hydroscale demo` on one device: Zarr + PNG + summary, values equal to the oracle."""
+    import numpy as np
+    import torch
+    import zarr
+
+    from hydroscale.api import accumulate
+    from hydroscale.io import load_lower_colorado
+    from hydroscale.routing import route_oracle
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--set", "cluster=null"]) == EXIT_OK
+    assert "hydroscale route: done" in capsys.readouterr().out
+    assert (out / "hydrographs.png").stat().st_size > 10_000
+    assert json.loads((out / "summary.json").read_text())["reaches"] == 11_248
+    q = zarr.open_group(str(out / "discharge.zarr"), mode="r")
+    basin = load_lower_colorado()
+    net = basin.network
+    order = net.index_of(np.asarray(q["reach"][:]))
+    r = torch.from_numpy(basin.q_lateral.values.astype(np.float64))
+    a = net.attrs
+    p = {"k": torch.from_numpy(a["musk"] / 3600.0), "x": torch.from_numpy(a["musx"])}
+    r0 = r[:, :1]
+    want = route_oracle(net, r - r0, "muskingum", p) + accumulate(net, r0)
+    got = np.asarray(q["discharge"][:], dtype=np.float64)
+    err = np.linalg.norm(got - want.numpy()[order]) / np.linalg.norm(want.numpy())
+    assert err < 1e-5
 
 
 def test_calibrate_command(tmp_path, capsys):
