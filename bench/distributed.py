@@ -27,6 +27,10 @@ Rows
 - ``big``: ``--big-reaches`` on the largest GPU count with time chunks of
   ``--big-time-chunk`` days: bounded per-worker GPU memory (peak per worker reported).
 
+``--placement basins`` (default) keeps every basin on one worker (no transfer buffer crosses
+workers); ``--placement partition`` uses the partition's per-wave placement (measured 2x
+slower on 4 GPUs than on 1: half of the transfer edges then cross workers through TCP).
+
 Every row is printed (and appended to ``rows.jsonl`` in ``--out``) as soon as it is done;
 ``results.json`` and ``table.md`` are written at the end.
 """
