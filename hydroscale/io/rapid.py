@@ -22,7 +22,6 @@ import os
 from datetime import datetime, timezone
 from typing import Any
 
-import netCDF4
 import numpy as np
 import xarray as xr
 
@@ -201,7 +200,9 @@ def write_column(path: Any, values: Any, fmt: str = "%.17g") -> None:
     np.savetxt(path, np.asarray(values).reshape(-1, 1), fmt=fmt)
 
 
-def _decode_time(ds: netCDF4.Dataset, path: Any) -> np.ndarray:
+def _decode_time(ds: Any, path: Any) -> np.ndarray:
+    import netCDF4  # lazy: optional on machines that only route
+
     var = ds.variables["time"]
     units = getattr(var, "units", None)
     if units is None:
@@ -250,6 +251,8 @@ def read_rapid_inflow(
     DataArray ``(reach, time)`` float64 m³/s (mean over each interval), ``time`` = interval
     starts; attribute ``interval_s`` (s).
     """
+    import netCDF4  # lazy: optional on machines that only route
+
     with netCDF4.Dataset(path) as ds:
         id_name = "rivid" if "rivid" in ds.variables else "COMID"
         require_vars(ds, [id_name], path)
@@ -310,6 +313,8 @@ def _seconds(times: Any) -> np.ndarray:
 
 
 def _create(path: Any, rivid: np.ndarray, title: str, lon: Any, lat: Any, source: str):
+    import netCDF4  # lazy: optional on machines that only route
+
     ds = netCDF4.Dataset(path, "w", format="NETCDF4")
     ds.createDimension("time", None)
     ds.createDimension("rivid", rivid.size)
@@ -408,6 +413,8 @@ def write_qfinal(
 
 def read_qout(path: Any, network: RiverNetwork | None = None) -> xr.DataArray:
     """Read a RAPID ``Qout`` file as ``(reach, time)`` float32 m³/s (rows per ``network``)."""
+    import netCDF4  # lazy: optional on machines that only route
+
     with netCDF4.Dataset(path) as ds:
         require_vars(ds, ["Qout", "rivid", "time"], path)
         check_units(getattr(ds.variables["Qout"], "units", None), FLOW_UNITS, path, "Qout",
@@ -423,6 +430,8 @@ def read_qout(path: Any, network: RiverNetwork | None = None) -> xr.DataArray:
 def read_qinit(path: Any, network: RiverNetwork | None = None) -> np.ndarray:
     """Initial discharge float64 [N] (m³/s) from a ``Qfinal``-style NetCDF (its last time) or
     a one-column CSV (one value per ``riv_bas_id`` line, RAPID's older ``Qinit`` form)."""
+    import netCDF4  # lazy: optional on machines that only route
+
     p = os.fspath(path)
     if p.endswith(".csv"):
         return _read_column(p, "Qinit", None if network is None else network.n_reaches)
