@@ -107,6 +107,15 @@ def list_irfs() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def _as_float_tensor(value: Any) -> torch.Tensor:
+    """A tensor; Python numbers and lists become float64 (not torch's float32 default)."""
+    if isinstance(value, torch.Tensor) or hasattr(value, "dtype"):
+        t = torch.as_tensor(value)
+    else:
+        t = torch.as_tensor(value, dtype=torch.float64)
+    return t if t.is_floating_point() else t.to(torch.float64)
+
+
 def stack_params(spec: IRFSpec, params: Any, n: int | None = None) -> torch.Tensor:
     """Parameters as a tensor ``[..., P]`` with columns in ``spec.params`` order.
 
@@ -121,7 +130,7 @@ def stack_params(spec: IRFSpec, params: Any, n: int | None = None) -> torch.Tens
                 f"IRF {spec.name!r} takes parameters {list(spec.params)}; "
                 f"missing {missing}, unknown {unknown}"
             )
-        cols = [torch.as_tensor(params[p]) for p in spec.params]
+        cols = [_as_float_tensor(params[p]) for p in spec.params]
         dtype = torch.promote_types(cols[0].dtype, torch.float32)
         for c in cols[1:]:
             dtype = torch.promote_types(dtype, c.dtype)
@@ -129,9 +138,7 @@ def stack_params(spec: IRFSpec, params: Any, n: int | None = None) -> torch.Tens
         if n is not None and shape == ():
             shape = (n,)
         return torch.stack([c.to(dtype).expand(shape) for c in cols], dim=-1)
-    t = torch.as_tensor(params)
-    if not t.is_floating_point():
-        t = t.to(torch.float64)
+    t = _as_float_tensor(params)
     if t.shape[-1:] != (spec.n_params,):
         raise ValueError(
             f"IRF {spec.name!r} params must be [..., {spec.n_params}] with columns "

@@ -211,3 +211,12 @@ def test_muskingum_from_length_gives_nonnegative_coefficients() -> None:
     c0, c1, c2 = muskingum_coefficients(p["k"], p["x"], 1 / 12)
     assert torch.all(c0 >= -1e-15) and torch.all(c2 >= -1e-15)
     irf_kernel("muskingum", p, 8, 12)  # passes the stability check
+
+
+def test_python_numbers_are_float64_parameters() -> None:
+    from hydroscale.irf import stack_params
+
+    p = stack_params(get_irf("muskingum"), {"k": 0.1, "x": [0.2, 0.3]})
+    assert p.dtype == torch.float64 and p.shape == (2, 2)
+    assert float(p[0, 0]) == 0.1  # exactly the Python float, no float32 rounding
+    assert stack_params(get_irf("muskingum"), [[0.1, 0.2]]).dtype == torch.float64
