@@ -1,0 +1,467 @@
+"""The calibration page of the Dask dashboard, and the link between it and a calibration.
+
+How it plugs in: :class:`CalibrationDashboardPlugin` is a scheduler plugin.  When it starts on
+the scheduler it
+
+- adds three routes to the scheduler's HTTP application (the dashboard's tornado app, same
+  port): ``/calibration`` (the page), ``/calibration/state.json`` (what the page polls) and
+  ``/calibration/control`` (POST ``action=pause|resume|stop``);
+- appends ``calibration`` to the dashboard's navigation (the ``pages`` list of
+  ``distributed.dashboard.scheduler.template_variables``, shared by every dashboard page);
+- registers a scheduler handler ``hydroscale_calibration`` through which a calibration running
+  in a client sends its events and receives the page's pause/resume/stop requests.
+
+The page extends the dashboard's own ``base.html`` template (same navigation bar and style) and
+draws with a few lines of JavaScript and SVG, so it needs nothing beyond what the dashboard
+already serves.  It shows the loss and the median training NSE/KGE per iteration, per-gauge
+NSE/KGE, progress, and GPU memory per worker (from the workers' NVML metrics when they have
+GPUs) and of the calibrating device.
+
+On the client side, :func:`attach_dashboard` registers the plugin if needed, forwards a
+:class:`~hydroscale.calibration.Calibrator`'s events and applies the page's requests to its
+:class:`~hydroscale.calibration.CalibrationControl` (a background thread polls while the loop
+is paused).  It returns a :class:`DashboardLink` whose ``url`` is the page's address.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from typing import Any
+
+from distributed.diagnostics.plugin import SchedulerPlugin
+from tornado import web
+
+from ._control import CalibrationControl
+
+__all__ = ["CalibrationDashboardPlugin", "DashboardLink", "attach_dashboard", "PLUGIN_NAME"]
+
+logger = logging.getLogger(__name__)
+
+PLUGIN_NAME = "hydroscale-calibration"
+HANDLER = "hydroscale_calibration"
+_SERIES = ("iteration", "loss", "nse_median", "kge_median", "nse_min", "val_nse_median")
+
+
+class _Board:
+    """What the page shows: the state of the latest calibration run (scheduler side)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        self.run = 0
+        self.state = "idle"
+        self.requested = "running"
+        self.iteration = 0
+        self.total = 0
+        self.engine = ""
+        self.series: dict[str, list[float]] = {k: [] for k in _SERIES}
+        self.gauge_ids: list[int] = []
+        self.gauge_nse: list[float] = []
+        self.gauge_kge: list[float] = []
+        self.device_memory: float | None = None
+        self.updated = time.time()
+
+    def event(self, ev: dict[str, Any]) -> None:
+        with self.lock:
+            kind = ev.get("kind")
+            if kind == "start":
+                run = self.run + 1
+                self.reset()
+                self.run = run
+                self.state = "running"
+                self.total = int(ev.get("total", 0))
+                self.iteration = int(ev.get("iteration", 0))
+                self.gauge_ids = [int(i) for i in ev.get("gauge_ids", [])]
+                self.engine = str(ev.get("engine", ""))
+            elif kind == "iteration":
+                self.iteration = int(ev["iteration"])
+                for k in _SERIES:
+                    self.series[k].append(_num(ev.get(k)))
+                self.gauge_nse = [_num(v) for v in ev.get("gauge_nse", [])]
+                self.gauge_kge = [_num(v) for v in ev.get("gauge_kge", [])]
+                if ev.get("device_memory") is not None:
+                    self.device_memory = _num(ev["device_memory"])
+            elif kind == "status":
+                self.state = str(ev["state"])
+            elif kind == "end":
+                self.state = "stopped" if ev.get("reason") == "stopped" else "finished"
+                self.iteration = int(ev.get("iteration", self.iteration))
+            self.updated = time.time()
+
+    def request(self, action: str) -> str:
+        wanted = {"pause": "paused", "resume": "running", "stop": "stopped"}
+        if action not in wanted:
+            raise ValueError(f"unknown action {action!r}; use pause, resume or stop")
+        with self.lock:
+            if self.requested != "stopped":
+                self.requested = wanted[action]
+            return self.requested
+
+    def snapshot(self, workers: list[dict[str, Any]]) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "run": self.run, "state": self.state, "requested": self.requested,
+                "iteration": self.iteration, "total": self.total, "engine": self.engine,
+                "series": {k: list(v) for k, v in self.series.items()},
+                "gauges": {"ids": list(self.gauge_ids), "nse": list(self.gauge_nse),
+                           "kge": list(self.gauge_kge)},
+                "device_memory": self.device_memory, "workers": workers,
+                "updated": self.updated,
+            }
+
+
+def _num(v: Any) -> float | None:
+    """JSON-safe float (NaN/inf -> None)."""
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _gpu_workers(scheduler: Any) -> list[dict[str, Any]]:
+    """GPU memory per worker from the NVML metrics distributed collects (empty without GPUs)."""
+    out = []
+    for addr, ws in list(scheduler.workers.items()):
+        gpu = (ws.metrics or {}).get("gpu") or {}
+        info = (ws.extra or {}).get("gpu") or {}
+        out.append({"worker": ws.name if ws.name is not None else addr, "address": addr,
+                    "memory_used": gpu.get("memory-used"),
+                    "memory_total": info.get("memory-total"), "gpu": info.get("name")})
+    return out
+
+
+class _Handler(web.RequestHandler):
+    def initialize(self, plugin: CalibrationDashboardPlugin) -> None:
+        self.plugin = plugin
+
+
+class _PageHandler(_Handler):
+    def get(self) -> None:
+        self.write(self.plugin.render_page())
+
+
+class _StateHandler(_Handler):
+    def get(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.write(json.dumps(self.plugin.state()))
+
+
+class _ControlHandler(_Handler):
+    def post(self) -> None:
+        action = self.get_argument("action", None)
+        if action is None and self.request.body:
+            try:
+                action = json.loads(self.request.body).get("action")
+            except (ValueError, AttributeError):
+                action = None
+        try:
+            requested = self.plugin.board.request(str(action))
+        except ValueError as err:
+            raise web.HTTPError(400, str(err)) from None
+        logger.info("dashboard requested %s", requested)
+        self.set_header("Content-Type", "application/json")
+        self.write(json.dumps({"requested": requested}))
+
+
+class CalibrationDashboardPlugin(SchedulerPlugin):
+    """Scheduler plugin serving the calibration page on the dashboard's port.
+
+    Parameters
+    ----------
+    prefix : the dashboard's URL prefix (``dask scheduler --dashboard-prefix``), default ``/``.
+    """
+
+    name = PLUGIN_NAME
+    idempotent = True
+
+    def __init__(self, prefix: str = "/") -> None:
+        self.prefix = "/" + prefix.strip("/") + ("/" if prefix.strip("/") else "")
+        self.scheduler: Any = None
+
+    async def start(self, scheduler: Any) -> None:
+        self.board = _Board()  # made here: the plugin is pickled to reach the scheduler
+        self.scheduler = scheduler
+        scheduler.handlers[HANDLER] = self.handle
+        app = getattr(scheduler, "http_application", None)
+        if app is None:
+            logger.warning("the scheduler serves no dashboard: the calibration page is off")
+            return
+        base = self.prefix + "calibration"
+        app.add_handlers(r".*", [
+            (base, _PageHandler, {"plugin": self}),
+            (base + "/state.json", _StateHandler, {"plugin": self}),
+            (base + "/control", _ControlHandler, {"plugin": self}),
+        ])
+        pages = self._template_variables().get("pages")
+        if pages is not None and "calibration" not in pages:
+            pages.append("calibration")
+        logger.info("calibration page at %s on the dashboard", base)
+
+    def _template_variables(self) -> dict[str, Any]:
+        try:
+            from distributed.dashboard.scheduler import template_variables
+        except ImportError:  # no bokeh: the dashboard has no navigation to join
+            return {"pages": ["calibration"], "plots": [], "jupyter": False}
+        return template_variables(self.scheduler)
+
+    # ------------------------------------------------------------------ data
+    def handle(self, action: str, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Scheduler handler: ``action="event"`` records ``event``; every action returns the
+        state the page requests (``running``, ``paused`` or ``stopped``)."""
+        if action == "event" and event is not None:
+            if event.get("kind") == "start":
+                with self.board.lock:
+                    self.board.requested = "running"
+            self.board.event(event)
+        elif action == "request":
+            self.board.request(str((event or {}).get("action")))
+        elif action not in ("event", "poll"):
+            raise ValueError(f"unknown action {action!r}")
+        with self.board.lock:
+            return {"requested": self.board.requested}
+
+    def state(self) -> dict[str, Any]:
+        """Everything the page shows (JSON-safe)."""
+        return self.board.snapshot(_gpu_workers(self.scheduler))
+
+    def render_page(self) -> str:
+        import distributed.http
+        from jinja2 import ChoiceLoader, DictLoader, Environment, FileSystemLoader
+
+        templates = FileSystemLoader(distributed.http.__path__[0] + "/templates")
+        env = Environment(loader=ChoiceLoader([DictLoader({"calibration.html": _PAGE}),
+                                               templates]), autoescape=True)
+        tv = self._template_variables()
+        return env.get_template("calibration.html").render(
+            pages=tv.get("pages", []), plots=tv.get("plots", []),
+            jupyter=tv.get("jupyter", False), prefix=self.prefix,
+        )
+
+
+class DashboardLink:
+    """Forwards a calibrator's events to the dashboard and applies the page's requests.
+
+    Created by :func:`attach_dashboard`; call :meth:`close` to stop polling (done at the end
+    of the calibration).
+    """
+
+    def __init__(self, client: Any, control: CalibrationControl, interval: float = 0.25):
+        self.client = client
+        self.control = control
+        self.interval = float(interval)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """Address of the calibration page."""
+        link = self.client.dashboard_link
+        base = link.rsplit("/", 1)[0] if link.endswith("/status") else link.rstrip("/")
+        return base + "/calibration"
+
+    def _call(self, action: str, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.client.sync(self.client.scheduler.hydroscale_calibration, action=action,
+                                event=event)
+
+    def _apply(self, reply: dict[str, Any]) -> None:
+        want = reply.get("requested")
+        if want == "stopped" and not self.control.stopped:
+            self.control.stop()
+        elif want == "paused" and not self.control.paused and not self.control.stopped:
+            self.control.pause()
+        elif want == "running" and self.control.paused:
+            self.control.resume()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        """Listener: send ``event``, apply the reply."""
+        self._apply(self._call("event", _jsonable(event)))
+        if event["kind"] == "start":
+            self._start_polling()
+        elif event["kind"] == "end":
+            self.close()
+
+    def _start_polling(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+
+        def poll() -> None:
+            while not self._stop.wait(self.interval):
+                try:
+                    self._apply(self._call("poll"))
+                except Exception:  # the scheduler went away: keep calibrating
+                    logger.warning("calibration dashboard unreachable", exc_info=True)
+                    return
+
+        self._thread = threading.Thread(target=poll, name="hydroscale-dashboard-poll",
+                                        daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop polling the scheduler."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+
+def attach_dashboard(calibrator: Any, client: Any, *, prefix: str = "/",
+                     interval: float = 0.25) -> DashboardLink:
+    """Show ``calibrator`` on the dashboard of ``client``'s scheduler and let the page pause,
+    resume and stop it.  Registers :class:`CalibrationDashboardPlugin` when the scheduler does
+    not have it yet.  Returns the link (``link.url`` is the page's address)."""
+    have = client.run_on_scheduler(lambda dask_scheduler: PLUGIN_NAME in
+                                   dask_scheduler.plugins)
+    if not have:
+        client.register_plugin(CalibrationDashboardPlugin(prefix))
+    link = DashboardLink(client, calibrator.control, interval)
+    calibrator.add_listener(link)
+    logger.info("calibration page: %s", link.url)
+    return link
+
+
+def _jsonable(ev: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in ev.items():
+        if isinstance(v, (list, tuple)):
+            out[k] = [_num(x) if isinstance(x, float) else x for x in v]
+        elif isinstance(v, float):
+            out[k] = _num(v)
+        else:
+            out[k] = v
+    return out
+
+
+_PAGE = r"""{% extends "base.html" %}
+{% block extra_resources %}
+<style>
+  .hs { font-family: sans-serif; padding: 10px 16px; }
+  .hs-row { display: flex; flex-wrap: wrap; gap: 16px; }
+  .hs-card { border: 1px solid #ddd; border-radius: 4px; padding: 8px 12px; }
+  .hs-card h3 { margin: 0 0 6px 0; font-size: 14px; }
+  .hs button { font-size: 14px; margin-right: 6px; padding: 4px 12px; }
+  .hs table { border-collapse: collapse; font-size: 12px; }
+  .hs td, .hs th { border-bottom: 1px solid #eee; padding: 2px 8px; text-align: right; }
+  .hs svg { background: #fafafa; }
+  #hs-gauges-wrap { max-height: 320px; overflow-y: auto; }
+</style>
+{% endblock %}
+{% block content %}
+<div class="hs">
+  <h2>hydroscale calibration</h2>
+  <div class="hs-row">
+    <div class="hs-card">
+      <div>State: <b id="hs-state">idle</b> (requested: <span id="hs-requested">-</span>)</div>
+      <div>Iteration <span id="hs-iteration">0</span> / <span id="hs-total">0</span>
+        &middot; engine <span id="hs-engine">-</span></div>
+      <progress id="hs-progress" value="0" max="1" style="width: 320px"></progress>
+      <div style="margin-top: 6px">
+        <button id="hs-pause" onclick="hsControl('pause')">Pause</button>
+        <button id="hs-resume" onclick="hsControl('resume')">Resume</button>
+        <button id="hs-stop" onclick="hsControl('stop')">Stop</button>
+      </div>
+      <div>Latest: loss <span id="hs-loss">-</span>, median NSE <span id="hs-nse">-</span>,
+        median KGE <span id="hs-kge">-</span>, min NSE <span id="hs-nse-min">-</span></div>
+    </div>
+    <div class="hs-card"><h3>GPU memory</h3>
+      <div id="hs-devmem"></div>
+      <table id="hs-workers"><thead><tr><th>worker</th><th>GPU</th><th>used</th>
+        <th>total</th></tr></thead><tbody></tbody></table>
+    </div>
+  </div>
+  <div class="hs-row" style="margin-top: 12px">
+    <div class="hs-card"><h3>Loss per iteration (log)</h3>
+      <svg id="hs-loss-plot" width="460" height="220"></svg></div>
+    <div class="hs-card"><h3>Median NSE (blue), KGE (orange), min NSE (grey)</h3>
+      <svg id="hs-skill-plot" width="460" height="220"></svg></div>
+  </div>
+  <div class="hs-card" style="margin-top: 12px"><h3>Per gauge (worst NSE first)</h3>
+    <div id="hs-gauges-wrap"><table id="hs-gauges"><thead><tr><th>reach id</th><th>NSE</th>
+      <th>KGE</th></tr></thead><tbody></tbody></table></div>
+  </div>
+</div>
+<script>
+var hsUpdates = 0;
+function hsFmt(v, d) { return (v === null || v === undefined) ? "-" : Number(v).toFixed(d); }
+function hsBytes(v) { return (v === null || v === undefined) ? "-" :
+  (v / 1073741824).toFixed(2) + " GiB"; }
+function hsLine(svg, xs, series, colors, logy) {
+  var w = svg.width.baseVal.value, h = svg.height.baseVal.value, pad = 30;
+  var pts = [], lo = Infinity, hi = -Infinity;
+  series.forEach(function (ys) { ys.forEach(function (y) {
+    if (y === null || (logy && y <= 0)) return;
+    var v = logy ? Math.log10(y) : y; lo = Math.min(lo, v); hi = Math.max(hi, v); }); });
+  var html = "";
+  if (xs.length && isFinite(lo)) {
+    if (hi === lo) { hi = lo + 1; }
+    var x0 = xs[0], x1 = Math.max(xs[xs.length - 1], x0 + 1);
+    series.forEach(function (ys, k) {
+      var p = [];
+      ys.forEach(function (y, i) {
+        if (y === null || (logy && y <= 0)) return;
+        var v = logy ? Math.log10(y) : y;
+        p.push((pad + (xs[i] - x0) / (x1 - x0) * (w - 2 * pad)).toFixed(1) + "," +
+               (h - pad - (v - lo) / (hi - lo) * (h - 2 * pad)).toFixed(1));
+      });
+      html += '<polyline fill="none" stroke-width="2" stroke="' + colors[k] + '" points="' +
+              p.join(" ") + '"/>';
+    });
+    var fl = function (v) { return logy ? "1e" + v.toFixed(1) : v.toFixed(3); };
+    html += '<text x="2" y="' + (pad - 4) + '" font-size="10">' + fl(hi) + '</text>' +
+            '<text x="2" y="' + (h - pad + 12) + '" font-size="10">' + fl(lo) + '</text>' +
+            '<text x="' + (w - pad - 20) + '" y="' + (h - 6) + '" font-size="10">it ' + x1 +
+            '</text>';
+  }
+  svg.innerHTML = html;
+}
+function hsRender(s) {
+  document.getElementById("hs-state").textContent = s.state;
+  document.getElementById("hs-requested").textContent = s.requested;
+  document.getElementById("hs-iteration").textContent = s.iteration;
+  document.getElementById("hs-total").textContent = s.total;
+  document.getElementById("hs-engine").textContent = s.engine || "-";
+  var pr = document.getElementById("hs-progress");
+  pr.max = Math.max(s.total, 1); pr.value = s.iteration;
+  var se = s.series, n = se.iteration.length;
+  document.getElementById("hs-loss").textContent = n ? hsFmt(se.loss[n - 1], 5) : "-";
+  document.getElementById("hs-nse").textContent = n ? hsFmt(se.nse_median[n - 1], 4) : "-";
+  document.getElementById("hs-kge").textContent = n ? hsFmt(se.kge_median[n - 1], 4) : "-";
+  document.getElementById("hs-nse-min").textContent = n ? hsFmt(se.nse_min[n - 1], 4) : "-";
+  hsLine(document.getElementById("hs-loss-plot"), se.iteration, [se.loss], ["#c0392b"], true);
+  hsLine(document.getElementById("hs-skill-plot"), se.iteration,
+         [se.nse_median, se.kge_median, se.nse_min], ["#1f77b4", "#ff7f0e", "#999"], false);
+  var g = s.gauges, order = g.nse.map(function (v, i) { return i; });
+  order.sort(function (a, b) { return (g.nse[a] === null ? -1e9 : g.nse[a]) -
+                                      (g.nse[b] === null ? -1e9 : g.nse[b]); });
+  var rows = order.map(function (i) { return "<tr><td>" + g.ids[i] + "</td><td>" +
+    hsFmt(g.nse[i], 4) + "</td><td>" + hsFmt(g.kge[i], 4) + "</td></tr>"; });
+  document.querySelector("#hs-gauges tbody").innerHTML = rows.join("");
+  document.getElementById("hs-devmem").textContent = s.device_memory === null ?
+    "calibrating device: no GPU" : "calibrating device peak: " + hsBytes(s.device_memory);
+  var wr = s.workers.map(function (w) { return "<tr><td>" + w.worker + "</td><td>" +
+    (w.gpu || "no GPU metrics") + "</td><td>" + hsBytes(w.memory_used) + "</td><td>" +
+    hsBytes(w.memory_total) + "</td></tr>"; });
+  document.querySelector("#hs-workers tbody").innerHTML = wr.join("");
+  hsUpdates += 1;
+  document.body.setAttribute("data-hs-updates", hsUpdates);
+}
+function hsPoll() {
+  fetch("calibration/state.json", {cache: "no-store"}).then(function (r) { return r.json(); })
+    .then(hsRender).catch(function () {}).finally(function () { setTimeout(hsPoll, 500); });
+}
+function hsControl(action) {
+  fetch("calibration/control", {method: "POST", headers: {"Content-Type":
+    "application/x-www-form-urlencoded"}, body: "action=" + action})
+    .then(function (r) { return r.json(); })
+    .then(function (j) { document.getElementById("hs-requested").textContent = j.requested; });
+}
+hsPoll();
+</script>
+{% endblock %}
+"""
