@@ -213,7 +213,7 @@ class GaugeObservations:
         """Read ``variable`` (default: the only data variable) of a Zarr store."""
         import xarray as xr
 
-        with xr.open_zarr(path) as ds:
+        with xr.open_zarr(path, consolidated=False) as ds:
             return cls.from_dataarray(_pick(ds, variable, path).load())
 
     def to_dataarray(self) -> Any:
