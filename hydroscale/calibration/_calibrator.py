@@ -225,7 +225,14 @@ class Calibrator:
         return usable
 
     def step(self) -> dict[str, Any]:
-        """One iteration (forward, loss, backward, optimiser step); returns its record."""
+        """One iteration (forward, loss, backward, optimiser step); returns its record.
+
+        The record holds the loss and the training/validation metrics of the parameters
+        routed in this iteration (before the optimiser updates them): ``iteration``,
+        ``loss``, ``nse_median``, ``nse_min``, ``kge_median``, ``val_nse_median``,
+        ``val_kge_median``, ``seconds`` (and ``device_memory``, peak bytes, on CUDA);
+        per-gauge values are in :attr:`gauge_metrics`.
+        """
         t0 = time.perf_counter()
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)

@@ -129,3 +129,27 @@ def test_stop_from_a_listener_and_engine_auto_agrees(tmp_path, single_thread):
         assert latest_checkpoint(tmp_path / engine).name == "calibration-00000002.pt"
         losses[engine] = cal.history["loss"]
     np.testing.assert_allclose(losses["auto"], losses["levels"], rtol=1e-4)
+
+
+def test_records_train_and_validation_metrics_of_the_routed_parameters(single_thread):
+    """The record of iteration i holds the metrics of the parameters routed in iteration i
+    (before its update), on the training and validation periods after warm-up."""
+    from hydroscale.calibration import Period, kge, nse
+
+    net, runoff, _, obs = _twin(200, 40, 5, seed=4)
+    model = FreeParameters("muskingum", net, bounds={"k": (0.2, 3.0), "x": (0.0, 0.45)},
+                           dtype=torch.float64)
+    cal = Calibrator(net, runoff, obs, model, engine="levels", engine_options={"window": 40},
+                     loss="kge", warmup=4, train=Period(0, 25), validation=Period(25, None),
+                     dtype=torch.float64, allow_unstable=True)
+    p0 = model().detach().clone()
+    cal.run(2)
+    q = route_oracle(net, runoff, "muskingum", p0, allow_unstable=True)[obs.index_in(net)]
+    o = torch.as_tensor(obs.values)
+    tr_nse, tr_kge = nse(q[:, 4:25], o[:, 4:25]), kge(q[:, 4:25], o[:, 4:25])
+    va_nse = nse(q[:, 29:], o[:, 29:])
+    assert cal.history["nse_median"][0] == pytest.approx(float(tr_nse.median()), rel=1e-9)
+    assert cal.history["kge_median"][0] == pytest.approx(float(tr_kge.median()), rel=1e-9)
+    assert cal.history["val_nse_median"][0] == pytest.approx(float(va_nse.median()), rel=1e-9)
+    assert cal.history["loss"][0] == pytest.approx(float((1 - tr_kge).mean()), rel=1e-9)
+    assert cal.history["loss"][1] < cal.history["loss"][0]
