@@ -237,6 +237,8 @@ def _partition(args: argparse.Namespace) -> int:
     if args.show_schema:
         return _show_schema("route")
     values = _route_values(args)
+    if args.workflow is None and args.forcing is None:
+        values.setdefault("forcing.steps", 1)  # partitioning never reads the forcing
     cfg = _load(args, "route", values)
     if args.check:
         return _show_config(cfg)
