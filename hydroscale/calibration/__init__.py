@@ -1,9 +1,9 @@
 """Calibration: losses and metrics, gauge observations, the single-device calibrator with
 checkpoints, and its control switch (DESIGN §2)."""
 
+from ..routing.levelwise import LevelRouter
 from ._calibrator import CHECKPOINT_FORMAT, Calibrator, latest_checkpoint
 from ._control import CalibrationControl
-from ._levelwise import LevelRouter
 from .losses import gauge_loss, get_loss, kge_loss, nse_loss, vnmse, vnmse_loss
 from .metrics import kge, nse
 from .observations import GaugeObservations, Period

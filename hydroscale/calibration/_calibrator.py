@@ -24,9 +24,9 @@ import torch
 from ..irf import get_irf
 from ..models import ParameterModel
 from ..network import RiverNetwork
-from ..routing import RivTreeCluster, StagedRouter, select_engine
+from ..routing import RivTreeCluster, StagedRouter, get_engine, select_engine
+from ..routing.levelwise import LevelRouter, auto_level_window
 from ._control import CalibrationControl
-from ._levelwise import LevelRouter
 from .losses import gauge_loss, get_loss
 from .metrics import kge, nse
 from .observations import GaugeObservations, Period
@@ -54,12 +54,13 @@ class Calibrator:
     model : parameter model returning ``[N, P]`` (its IRF is the routing IRF).
     substeps : f, routing at ``Δt / f``.
     engine : ``"auto"`` (the best registered engine for the device, see
-        :func:`hydroscale.routing.select_engine`; the block-sparse ``"torch"``/``"triton"``
-        engines are built once as a :class:`~hydroscale.routing.StagedRouter` and reused),
-        a registered engine name, ``"levels"`` (:class:`LevelRouter`, fast on CPU for small
-        networks), or a callable ``router(runoff [B, N, T], params [N, P]) -> Q [B, N, T]``.
-    engine_options : options of the engine (``window``, ``max_reaches`` for the partition of
-        the block-sparse engines, ``storage_dtype``, ...).
+        :func:`hydroscale.routing.select_engine`), a registered engine name, or a callable
+        ``router(runoff [B, N, T], params [N, P]) -> Q [B, N, T]``.  The ``"levels"`` engine
+        (:class:`~hydroscale.routing.LevelRouter`) and the block-sparse ``"torch"``/``"triton"``
+        engines (:class:`~hydroscale.routing.StagedRouter`) are built once and reused.
+    engine_options : options of the engine: ``window`` (steps or ``"auto"``, resolved once from
+        the initial parameters) for all three; ``cluster_of`` or ``max_reaches`` (the
+        partition), ``storage_dtype``, ``precision`` for the block-sparse ones.
     loss : ``"nse"``, ``"kge"`` or ``"vnmse"`` (see :mod:`.losses`).
     warmup : steps at the start of each period left out of the loss and metrics.
     train, validation : :class:`Period` (or slice) of the training and validation steps;
@@ -168,14 +169,21 @@ class Calibrator:
         opts = dict(self.engine_options)
         if callable(engine):
             return engine, getattr(engine, "__name__", type(engine).__name__)
-        if engine == "levels":
-            lr = LevelRouter(self.network, self.spec, substeps=self.substeps,
-                             window=int(opts.pop("window", 32)), device=self.device,
-                             allow_unstable=self.allow_unstable)
+        name = select_engine(self.device, None if engine == "auto" else engine).name
+        if name == "levels":  # built once: its index tensors and window are reused
+            window = opts.pop("window", "auto")
             _no_options(opts, "levels")
-            return lr, "levels"
-        spec = select_engine(self.device, None if engine == "auto" else engine)
-        if spec.name in ("torch", "triton"):
+            if window == "auto":
+                with torch.no_grad():
+                    p0 = self.model().detach().to(self.device)
+                window = auto_level_window(self.network, self.spec, p0, self.substeps,
+                                           self.observations.n_steps,
+                                           allow_unstable=self.allow_unstable)
+            router = LevelRouter(self.network, self.spec, substeps=self.substeps,
+                                 window=int(window), device=self.device,
+                                 allow_unstable=self.allow_unstable)
+            return router, "levels"
+        if name in ("torch", "triton"):
             cluster_of = opts.pop("cluster_of", None)
             if cluster_of is None:
                 from ..partition import partition_network
@@ -185,17 +193,18 @@ class Calibrator:
                 ).cluster_of
             router = StagedRouter(
                 RivTreeCluster(self.network, cluster_of), self.spec, substeps=self.substeps,
-                dtype=self.dtype, backend=spec.name, device=self.device,
+                dtype=self.dtype, backend=name, device=self.device,
                 allow_unstable=self.allow_unstable, **opts,
             )
-            return router, spec.name
+            return router, name
+        spec = get_engine(name)
         net, irf, f = self.network, self.spec, self.substeps
 
         def route(runoff: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
             return spec.fn(net, runoff, irf, params, f, allow_unstable=self.allow_unstable,
                            **opts)
 
-        return route, spec.name
+        return route, name
 
     def _make_optimizer(self, optimizer: Any, lr: float) -> torch.optim.Optimizer:
         params = list(self.model.parameters())

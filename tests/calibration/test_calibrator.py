@@ -114,12 +114,16 @@ def test_checkpoint_resume_reproduces_the_trajectory(tmp_path):
     assert state["iteration"] == 8 and set(state["rng"]) >= {"torch", "generator"}
 
 
-def test_stop_from_a_listener_and_engine_auto_agrees(tmp_path, single_thread):
+def test_stop_from_a_listener_and_engines_agree(tmp_path, single_thread):
+    """The level-by-level and the block-sparse engines give the same trajectory; "auto" picks
+    the registry's choice for the device."""
+    from hydroscale.routing import select_engine
+
     net, runoff, _, obs = _twin(150, 30, 4, seed=2)
     losses = {}
-    for engine in ("levels", "auto"):
+    for engine in ("levels", "torch", "auto"):
         model = FreeParameters("muskingum", net, bounds={"k": (0.2, 3.0), "x": (0.0, 0.45)})
-        opts = {"window": 30} if engine == "levels" else {"window": 30, "max_reaches": 64}
+        opts = {"window": 30, "max_reaches": 64} if engine == "torch" else {"window": 30}
         cal = Calibrator(net, runoff, obs, model, engine=engine, engine_options=opts,
                          checkpoint_dir=tmp_path / engine, allow_unstable=True)
         cal.add_listener(lambda ev, c=cal: ev["kind"] == "iteration" and ev["iteration"] >= 2
@@ -128,6 +132,9 @@ def test_stop_from_a_listener_and_engine_auto_agrees(tmp_path, single_thread):
         assert cal.iteration == 2
         assert latest_checkpoint(tmp_path / engine).name == "calibration-00000002.pt"
         losses[engine] = cal.history["loss"]
+        if engine == "auto":
+            assert cal.engine_name == select_engine("cpu").name
+    np.testing.assert_allclose(losses["torch"], losses["levels"], rtol=1e-4)
     np.testing.assert_allclose(losses["auto"], losses["levels"], rtol=1e-4)
 
 
