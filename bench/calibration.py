@@ -31,7 +31,7 @@ from hydroscale.calibration import Calibrator, GaugeObservations
 from hydroscale.models import FreeParameters
 from hydroscale.network import continental_forest
 from hydroscale.partition import partition_network, travel_time_bound
-from hydroscale.routing import RivTreeCluster
+from hydroscale.routing import RivTreeCluster, select_engine
 
 
 def _sync() -> None:
@@ -105,17 +105,16 @@ def main() -> None:
 
     bounds = {"k": (1 / 48, 4 / 24), "x": (0.0, 0.45)}
     start = np.clip(true * rng.uniform(0.7, 1.3, true.shape), [1 / 40, 0.01], [0.16, 0.44])
-    opts = {} if args.engine == "levels" else {"cluster_of": cluster_of}
+    engine = select_engine(dev, None if args.engine == "auto" else args.engine).name
+    opts = {"cluster_of": cluster_of} if engine in ("torch", "triton") else {}
     if args.window != "auto":
         opts["window"] = int(args.window)
-    elif args.engine == "levels":
-        opts["window"] = 4
 
     t0 = time.perf_counter()
     truth_model = FreeParameters("muskingum", net, bounds=bounds, init=true).to(dev)
     dummy = GaugeObservations(net.ids[gauges], np.ones((gauges.size, args.days)))
     twin = Calibrator(net, runoff, dummy, truth_model, substeps=args.substeps,
-                      engine=args.engine, engine_options=dict(opts), device=dev,
+                      engine=engine, engine_options=dict(opts), device=dev,
                       allow_unstable=True)
     with torch.no_grad():
         obs_q = twin.simulate()[0].double().cpu().numpy()
@@ -125,7 +124,7 @@ def main() -> None:
     obs = GaugeObservations(net.ids[gauges], obs_q)
 
     model = FreeParameters("muskingum", net, bounds=bounds, init=start).to(dev)
-    cal = Calibrator(net, runoff, obs, model, substeps=args.substeps, engine=args.engine,
+    cal = Calibrator(net, runoff, obs, model, substeps=args.substeps, engine=engine,
                      engine_options=dict(opts), device=dev, lr=args.lr,
                      warmup=min(30, args.days // 4), allow_unstable=True)
     res["engine"] = cal.engine_name
