@@ -1,14 +1,17 @@
-"""Routing engines: the float64 oracle, the engine registry, LTIRouter and StagedRouter."""
+"""Routing engines: the float64 oracle, the engine registry, LTIRouter/StagedRouter (block-sparse
+path kernels: "torch", "triton") and LevelRouter (level by level: "levels", preferred on CPU)."""
 
 from . import _engines_builtin  # noqa: F401  (registers the torch and triton engines)
 from ._engines import EngineSpec, get_engine, list_engines, register_engine, select_engine
 from ._rivtree import RivTree, RivTreeCluster
 from ._router import LTIRouter, RouterState, RoutingKernels, StagedRouter
+from .levelwise import LevelRouter
 from .oracle import causal_conv_fft, route_oracle
 
 __all__ = [
     "EngineSpec",
     "LTIRouter",
+    "LevelRouter",
     "RivTree",
     "RivTreeCluster",
     "RouterState",

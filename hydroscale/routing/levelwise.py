@@ -1,4 +1,4 @@
-"""A small differentiable router for calibration on one device: level by level, windowed.
+"""The level-by-level engine: one device, windowed kernels, differentiable ("levels").
 
 :class:`LevelRouter` applies the routing recursion of DESIGN §1,
 ``Q_j = h_j ⊛ (r_j + Σ_{i upstream of j} Q_i)``, one topological level at a time, with every
@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from ..irf import average_substeps, get_irf, irf_kernel, spread_to_substeps, stack_params
 from ..network import RiverNetwork
-from ..routing import causal_conv_fft
+from ._engines import EngineSpec, register_engine
+from .oracle import causal_conv_fft
 
 __all__ = ["LevelRouter"]
 
@@ -160,3 +161,40 @@ def _causal_depthwise(u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 
 
 _FFT_THRESHOLD = 1 << 16
+
+
+def auto_level_window(
+    network: RiverNetwork, irf: Any, params: Any, substeps: int, n_steps: int,
+    *, tol: float = 1e-9, allow_unstable: bool = False,
+) -> int:
+    """The shortest window (routing steps, doubling from 32, at most ``n_steps``) whose
+    largest per-reach truncated kernel mass is at most ``tol``."""
+    spec = get_irf(irf)
+    p = stack_params(spec, params, n=network.n_reaches)
+    window = min(32, n_steps)
+    while True:
+        h = irf_kernel(spec, p, window * substeps, substeps, allow_unstable=allow_unstable)
+        lost = float((1.0 - h.detach().sum(-1).double() / substeps).abs().max())
+        if lost <= tol or window >= n_steps:
+            return window
+        window = min(2 * window, n_steps)
+
+
+def _levels_engine(network, runoff, irf, params, substeps=1, *, window="auto",
+                   allow_unstable=False, **options):
+    if options:
+        raise TypeError(f"the 'levels' engine takes no options {sorted(options)}")
+    n_steps = int(runoff.shape[-1])
+    if window == "auto":
+        window = auto_level_window(network, irf, params, substeps, n_steps,
+                                   allow_unstable=allow_unstable)
+    router = LevelRouter(network, irf, substeps=substeps, window=min(int(window), n_steps),
+                         device=runoff.device, allow_unstable=allow_unstable)
+    q = router(runoff, params)
+    lost = float(router.truncated_mass.max()) if router.truncated_mass is not None else 0.0
+    logger.info("levels engine: window %d steps, max truncated kernel mass %.2e", window, lost)
+    return q
+
+
+# Preferred on CPU: no path-kernel aggregation, whose cost dominates there.
+register_engine(EngineSpec("levels", _levels_engine, rank={"cpu": 15, "cuda": 5}))

@@ -17,6 +17,7 @@ from hydroscale.routing import (
     RivTreeCluster,
     RouterState,
     StagedRouter,
+    get_engine,
     route_oracle,
     select_engine,
 )
@@ -289,15 +290,17 @@ def test_bf16_storage_error_is_reported_and_bounded(forest, clusters):
 
 
 def test_engines_registered_and_dispatch(forest, clusters):
-    assert select_engine("cpu").name == "torch"
+    assert select_engine("cpu").name == "levels"  # no path-kernel aggregation on CPU
     if triton_available():
         assert select_engine("cuda").name == "triton"
     rng = np.random.default_rng(18)
     p = torch.tensor(_params("nash_cascade", forest.n_reaches, rng))
     r = torch.rand(2, forest.n_reaches, N_T, dtype=torch.float64)
-    q = select_engine("cpu").fn(forest, r, "nash_cascade", p, 2,
-                                cluster_of=clusters.cluster_of, window=N_T)
+    q = get_engine("torch").fn(forest, r, "nash_cascade", p, 2,
+                               cluster_of=clusters.cluster_of, window=N_T)
     q0 = route_oracle(forest, r, "nash_cascade", p, substeps=2)
+    assert _rel(q, q0) < 1e-10
+    q = select_engine("cpu").fn(forest, r, "nash_cascade", p, 2, window=N_T)
     assert _rel(q, q0) < 1e-10
 
 

@@ -1,8 +1,9 @@
 """Property tests of routing invariants on random small forests (hypothesis).
 
-Checked for the float64 oracle and for the block-sparse "torch" engine (clusters, path kernels,
-polyphase transfers): linearity, causality, time-shift invariance, mass conservation once the
-network has drained, and invariance to the storage order of reaches.
+Checked for the float64 oracle, the level-by-level "levels" engine and the block-sparse "torch"
+engine (clusters, path kernels, polyphase transfers): linearity, causality, time-shift
+invariance, mass conservation once the network has drained, and invariance to the storage order
+of reaches.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from hydroscale.network import RiverNetwork
 from hydroscale.routing import get_engine
 
 f64 = torch.float64
-ENGINES = ["oracle", "torch"]
+ENGINES = ["oracle", "torch", "levels"]
 SETTINGS = settings(max_examples=12, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
