@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 _MM_KM2_TO_M3 = 1.0e3  # 1 mm of depth over 1 km² = 1000 m³
 _LENGTH_TO_KM = {"m": 1.0e-3, "km": 1.0}
+_CHUNK_ELEMENTS = 1 << 25  # gathered products per time chunk in forward()
 
 
 def _some(a: Any, k: int = 8) -> str:
@@ -287,9 +288,15 @@ class CatchmentInterpolator:
         if not depth.is_floating_point():
             depth = depth.to(torch.get_default_dtype())
         cell, reach, w, _ = self._tensors(depth.device, depth.dtype)
-        contrib = depth.index_select(-2, cell) * w.unsqueeze(-1)
-        out = depth.new_zeros(*depth.shape[:-2], self.n_reaches, depth.shape[-1])
-        return out.index_add(-2, reach, contrib)
+        lead, t = depth.shape[:-2], depth.shape[-1]
+        # the gathered [..., nnz, chunk] products are transient: bound them by time chunks
+        chunk = max(1, _CHUNK_ELEMENTS // max(1, self.nnz * int(np.prod(lead, dtype=np.int64))))
+        parts = []
+        for a in range(0, t, chunk):
+            d = depth[..., a : a + chunk]
+            out = d.new_zeros(*lead, self.n_reaches, d.shape[-1])
+            parts.append(out.index_add(-2, reach, d.index_select(-2, cell) * w.unsqueeze(-1)))
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
     __call__ = forward
 

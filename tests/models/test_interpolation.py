@@ -132,3 +132,17 @@ def test_wrong_depth_shape():
     interp = _random_interp()
     with pytest.raises(ValueError, match="n_cells=30"):
         interp(torch.zeros(1, 7, 3))
+
+
+def test_time_chunks_equal_one_pass(monkeypatch):
+    import hydroscale.models.interpolation as mod
+
+    interp = _random_interp(5)
+    depth = torch.rand(2, interp.n_cells, 23, dtype=torch.float64, requires_grad=True)
+    whole = interp(depth)
+    (g_whole,) = torch.autograd.grad(whole.square().sum(), depth)
+    monkeypatch.setattr(mod, "_CHUNK_ELEMENTS", 2 * interp.nnz * 5)  # chunks of 5 steps
+    chunked = interp(depth)
+    (g_chunked,) = torch.autograd.grad(chunked.square().sum(), depth)
+    torch.testing.assert_close(chunked, whole, rtol=1e-15, atol=0)
+    torch.testing.assert_close(g_chunked, g_whole, rtol=1e-15, atol=0)
