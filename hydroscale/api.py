@@ -39,6 +39,7 @@ from .irf import IRFSpec, get_irf, stack_params
 from .network import RiverNetwork
 from .routing import select_engine
 from .routing._engines import ENV_VAR
+from .routing._inputs import check_runoff
 
 __all__ = ["route", "accumulate", "upstream", "downstream", "SMALL_WORK"]
 
@@ -71,6 +72,7 @@ def route(
     substeps: int = 1,
     engine: str | None = None,
     allow_unstable: bool = False,
+    allow_negative: bool = False,
 ) -> Any:
     r"""Route lateral inflow through ``network``: discharge leaving every reach.
 
@@ -108,6 +110,8 @@ def route(
         (at most :data:`SMALL_WORK` reach-sub-steps) and the best-ranked engine otherwise.
     allow_unstable : bool
         Accept parameters the IRF's check rejects (e.g. Muskingum with a negative C0).
+    allow_negative : bool
+        Accept negative lateral inflow (losing reaches); NaN and inf are always refused.
 
     Returns
     -------
@@ -134,7 +138,7 @@ def route(
     p = _params_tensor(network, spec, params, dt)
     run = partial(
         _route_block, spec=spec, substeps=int(substeps), engine=engine,
-        allow_unstable=allow_unstable,
+        allow_unstable=allow_unstable, allow_negative=allow_negative,
     )
     if kind == "dask":
         return map_reach_blocks(
@@ -159,12 +163,14 @@ def _route_block(
     substeps: int,
     engine: str | None,
     allow_unstable: bool,
+    allow_negative: bool,
 ) -> Any:
     r, back = to_torch(runoff)
     work = compute_dtype(r.dtype)
     out_dtype = r.dtype if r.is_floating_point() else torch.float64
     added = r.ndim == 2
     rb = (r.unsqueeze(0) if added else r).to(work)
+    check_runoff(rb, network.ids, allow_negative=allow_negative)
     p = torch.as_tensor(params).to(device=rb.device, dtype=work)
     size = rb.shape[0] * rb.shape[1] * rb.shape[2] * substeps
     if engine is None and not os.environ.get(ENV_VAR) and size <= SMALL_WORK:

@@ -398,6 +398,11 @@ def create_output_store(
     ids = np.asarray(reach_ids, np.int64)
     t = np.asarray(time).astype("datetime64[ns]")
     check_times(t, store, "time")
+    if not overwrite and isinstance(store, (str, os.PathLike)) and os.path.exists(store):
+        raise FileExistsError(
+            f"output store {os.fspath(store)!r} exists and is left untouched; pass "
+            "overwrite=True to replace it, or write to another path"
+        )
     root = zarr.open_group(store, mode="w" if overwrite else "w-")
     n, steps = ids.size, t.size
     root.create_array(variable, shape=(n, steps), dtype="float32",
