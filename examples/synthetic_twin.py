@@ -13,7 +13,12 @@ attributes and discharge at a few gauges:
 It is trained on sliding windows of the first two years (with warm-up) and validated on the
 third year, at the same gauges.  Prints validation NSE/KGE per gauge and the runtime.
 
-Run:  python examples/synthetic_twin.py [--reaches 200] [--iterations 300] [--device cpu]
+Run:  python examples/synthetic_twin.py [--reaches 200] [--iterations 600] [--device cpu]
+
+Measured (2026-11-21, defaults, 2 shared CPU cores under a load of 5-15 from other jobs):
+600 iterations, validation NSE median 0.982 (11 of 16 gauges >= 0.9, the 5 others, at the
+outlets of basins of 1-5 reaches, 0.83-0.88), median KGE 0.942, 1658 s in all; with
+``--iterations 300``: median NSE 0.958, min 0.717, 555 s.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--years", type=int, default=3, help="2/3 training, 1/3 validation")
     ap.add_argument("--grid", type=int, default=8, help="cells per side (10 km cells)")
     ap.add_argument("--gauges", type=int, default=16)
-    ap.add_argument("--iterations", type=int, default=300)
+    ap.add_argument("--iterations", type=int, default=600)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--hidden", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-2, help="Adam; divided by 5 after 2/3")
