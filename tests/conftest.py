@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from hydroscale.network import RiverNetwork
 
@@ -25,3 +26,12 @@ def small_tree() -> RiverNetwork:
     ids = np.array([6, 3, 1, 9, 4, 2, 5])
     down = np.array([0, 5, 3, 0, 5, 3, 6])
     return RiverNetwork.from_arrays(ids, down, length=np.arange(7.0) + 1)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors: intra-op threads only add contention (and minutes) on a busy CI box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -20,12 +20,7 @@ UPSTREAM = [64, 36, 0, 0, 0, 0, 18]  # 6 <- 5; 3 <- 1, 2; 5 <- 3, 4
 DOWNSTREAM = [0, 64, 2, 0, 64, 2, 1]  # 3 -> 5, 1 -> 3, 4 -> 5, 2 -> 3, 5 -> 6; outlets 0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

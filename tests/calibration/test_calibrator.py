@@ -66,7 +66,7 @@ def _twin(n: int, t: int, n_gauges: int, seed: int = 0):
     return net, runoff, true, GaugeObservations(net.ids[gauges], q[gauges])
 
 
-def test_twin_experiment_reaches_nse_099_at_every_gauge(single_thread):
+def test_twin_experiment_reaches_nse_099_at_every_gauge(one_torch_thread):
     """5k reaches, 30 gauges, observations from the float64 oracle with the true parameters;
     the calibration starts from the middle of the bounds (NSE < 0 at the worst gauge)."""
     net, runoff, _, obs = _twin(5000, 100, 30)
@@ -114,7 +114,7 @@ def test_checkpoint_resume_reproduces_the_trajectory(tmp_path):
     assert state["iteration"] == 8 and set(state["rng"]) >= {"torch", "generator"}
 
 
-def test_stop_from_a_listener_and_engines_agree(tmp_path, single_thread):
+def test_stop_from_a_listener_and_engines_agree(tmp_path, one_torch_thread):
     """The level-by-level and the block-sparse engines give the same trajectory; "auto" picks
     the registry's choice for the device."""
     from hydroscale.routing import select_engine
@@ -138,7 +138,7 @@ def test_stop_from_a_listener_and_engines_agree(tmp_path, single_thread):
     np.testing.assert_allclose(losses["auto"], losses["levels"], rtol=1e-4)
 
 
-def test_records_train_and_validation_metrics_of_the_routed_parameters(single_thread):
+def test_records_train_and_validation_metrics_of_the_routed_parameters(one_torch_thread):
     """The record of iteration i holds the metrics of the parameters routed in iteration i
     (before its update), on the training and validation periods after warm-up."""
     from hydroscale.calibration import Period, kge, nse
