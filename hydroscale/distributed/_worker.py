@@ -189,12 +189,8 @@ def setup_task(run_id: str, ids: np.ndarray, downstream: np.ndarray, group_of: n
                                      device=dev)
         out["routers"] = len(run.routers)
         if window == "auto":
-            from ..routing._aggregation import auto_window
-
-            with torch.no_grad():
-                out["window"] = max(
-                    (auto_window(cs, r.plan, r.spec, run.params.to(torch.float64), r.f)
-                     for r in run.routers), default=2)
+            out["window"] = max(
+                (r.auto_window(run.params.to(torch.float64)) for r in run.routers), default=2)
         else:
             out["window"] = int(window)
     _runs()[run_id] = run

@@ -9,7 +9,7 @@ the cluster DAG, groups them into waves and pins each to a worker (DESIGN §3)::
     t = travel_time_bound("muskingum", params, substeps=24)  # [N] routing steps
     part = partition_network(net, max_reaches=1024, travel_time=t, max_travel_time=16.0,
                              n_workers=4)
-    print(part.report())
+    table = part.report()  # a text table; part.plot("partition.png") draws it
 """
 
 from ._cut import PartitionError

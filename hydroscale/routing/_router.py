@@ -303,6 +303,13 @@ class StagedRouter:
         return self
 
     # ------------------------------------------------------------------ kernels
+    def auto_window(self, params: Any) -> int:
+        """The window (routing steps) that ``window="auto"`` resolves to for ``params``:
+        ``mean + 10 sd`` of every in-cluster path's travel time (see ``_aggregation``)."""
+        with torch.no_grad():
+            p = self._params(params).detach()
+            return int(auto_window(self.clusters, self.plan, self.spec, p, self.f))
+
     def _params(self, params: Any) -> torch.Tensor:
         n = self.clusters.n_reaches
         p = stack_params(self.spec, params, n=n)
@@ -325,8 +332,7 @@ class StagedRouter:
         kept for backward are stored in ``dtype``."""
         p = self._params(params)
         if self.window is None:
-            with torch.no_grad():
-                self.window = auto_window(self.clusters, self.plan, self.spec, p.detach(), self.f)
+            self.window = self.auto_window(p)
             logger.info("auto window: %d steps", self.window)
         save = self.dtype if self.dtype.itemsize < agg_dtype.itemsize else None
         if self._hops is None:

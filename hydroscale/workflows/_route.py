@@ -190,11 +190,7 @@ def route_single(
     )
     if rt["window"] == "auto":
         # Taps beyond the run's length never act: a window longer than the run is wasted work.
-        from ..routing._aggregation import auto_window
-
-        with torch.no_grad():
-            k_auto = auto_window(router.clusters, router.plan, router.spec,
-                                 inputs.params.to(device), rt["substeps"])
+        k_auto = router.auto_window(inputs.params.to(device))
         router.window = max(1, min(int(k_auto), steps))
         facts["window_is_run_length"] = router.window < int(k_auto)
     with torch.no_grad():
