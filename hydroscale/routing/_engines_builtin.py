@@ -45,6 +45,9 @@ def _route(
         dtype=runoff.dtype, storage_dtype=storage_dtype, backend=backend,
         device=runoff.device, allow_unstable=allow_unstable,
     )
+    if window == "auto":
+        # taps beyond the run's length never act: a longer window is only wasted work
+        router.window = max(1, min(router.auto_window(params), int(runoff.shape[-1])))
     return router(runoff, params)
 
 
