@@ -1,0 +1,92 @@
+"""Worker loss: wait for a cluster to be whole again and map partition workers to addresses.
+
+A worker process that dies (killed, out of memory, a lost node) is restarted by its nanny
+under a *new address* but the same *name* (``LocalCluster``/``LocalCUDACluster`` name their
+workers ``0, 1, ...``; dask-jobqueue and dask-cuda keep names across restarts as well).
+Tasks of hydroscale are pure functions of their inputs (DESIGN §3): the scheduler recomputes
+the lost results on whichever worker it picks, and worker-resident structures (routers,
+kernels, parameters) are a cache rebuilt on demand.  What a driver loop still needs after a
+loss is the new worker set:
+
+- :func:`worker_addresses` -- ``{name: address}`` of the running workers now;
+- :func:`wait_for_workers` -- block until ``n_workers`` workers run again and return their
+  addresses in :func:`~hydroscale.distributed.map_workers` order (partition worker ``w`` ->
+  address), so that work pinned to partition worker ``w`` can be pinned to its replacement;
+- :func:`replaced` -- which partition workers changed address between two such maps.
+
+These helpers only talk to the scheduler (no task is submitted): the routing runtime calls
+them between passes and the calibration runtime between iterations.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+__all__ = ["WorkersLost", "replaced", "wait_for_workers", "worker_addresses"]
+
+logger = logging.getLogger(__name__)
+
+
+class WorkersLost(RuntimeError):
+    """Fewer workers than a run needs came back within the time allowed."""
+
+
+def worker_addresses(client: Any) -> dict[str, str]:
+    """``{worker name: address}`` of the workers the scheduler knows now (running or
+    restarting workers that have registered)."""
+    try:
+        info = client.scheduler_info(n_workers=-1)["workers"]
+    except TypeError:  # older distributed: no n_workers argument
+        info = client.scheduler_info()["workers"]
+    return {str(w.get("name", a)): a for a, w in info.items()}
+
+
+def wait_for_workers(client: Any, n_workers: int, timeout: float = 120.0,
+                     poll: float = 0.25) -> list[str]:
+    """Block until the cluster has exactly ``n_workers`` workers; return their addresses.
+
+    Parameters
+    ----------
+    client : ``distributed.Client``.
+    n_workers : W, the number of workers the partition was built for.
+    timeout : seconds to wait for killed workers to be restarted by their nannies.
+    poll : seconds between two looks at the scheduler.
+
+    Returns
+    -------
+    list of W addresses, partition worker ``w`` first at index ``w`` (workers sorted by name,
+    then address: the order of :func:`~hydroscale.distributed.map_workers`).
+
+    Raises
+    ------
+    WorkersLost
+        ``n_workers`` workers were not running within ``timeout`` seconds (the message names
+        the workers seen).
+    """
+    if int(n_workers) < 1:
+        raise ValueError(f"n_workers must be positive, got {n_workers}")
+    deadline = time.monotonic() + float(timeout)
+    seen: dict[str, str] = {}
+    while True:
+        seen = worker_addresses(client)
+        if len(seen) == int(n_workers):
+            return [a for _, a in sorted(seen.items(), key=lambda kv: (kv[0], kv[1]))]
+        if time.monotonic() >= deadline:
+            raise WorkersLost(
+                f"waited {timeout:g} s for {n_workers} workers, the cluster has {len(seen)}: "
+                f"{sorted(seen.items())}; restart the lost workers or partition again for "
+                f"{len(seen)} workers"
+            )
+        time.sleep(poll)
+
+
+def replaced(old: list[str], new: list[str]) -> dict[int, tuple[str, str]]:
+    """Partition workers whose address changed: ``{w: (old address, new address)}``."""
+    if len(old) != len(new):
+        raise ValueError(f"address maps of different sizes: {len(old)} and {len(new)}")
+    out = {w: (a, b) for w, (a, b) in enumerate(zip(old, new)) if a != b}
+    if out:
+        logger.info("workers replaced: %s", out)
+    return out
