@@ -27,22 +27,21 @@ from ..network import RiverNetwork
 from ..routing import RivTreeCluster, StagedRouter, get_engine, select_engine
 from ..routing.levelwise import LevelRouter, auto_level_window
 from ._control import CalibrationControl
+from ._loop import CalibrationLoop, latest_checkpoint
 from .losses import gauge_loss, get_loss
 from .metrics import kge, nse
 from .observations import GaugeObservations, Period
 
-__all__ = ["Calibrator", "CHECKPOINT_FORMAT"]
+__all__ = ["Calibrator", "CHECKPOINT_FORMAT", "latest_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "hydroscale-calibration/1"
-_HISTORY_KEYS = ("iteration", "loss", "nse_median", "nse_min", "kge_median",
-                 "val_nse_median", "val_kge_median", "seconds")
 
 Router = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-class Calibrator:
+class Calibrator(CalibrationLoop):
     """Calibrate ``model`` so that routed discharge matches ``observations``.
 
     Parameters
@@ -143,24 +142,14 @@ class Calibrator:
             logger.warning("%d gauge(s) have fewer than two observations in the training "
                            "period and do not count in the loss: reach ids %s",
                            int((counts < 2).sum()), observations.ids[counts < 2][:10].tolist())
-        self._usable = torch.as_tensor(counts >= 2, device=self.device)
-        if not 0 < gauge_fraction <= 1:
-            raise ValueError(f"gauge_fraction must be in (0, 1], got {gauge_fraction}")
-        self.gauge_fraction = float(gauge_fraction)
+        self.usable_gauges = counts >= 2
+        self._init_loop(gauge_fraction=gauge_fraction, checkpoint_dir=checkpoint_dir,
+                        checkpoint_every=checkpoint_every, keep=keep, seed=seed, control=control)
         self.substeps = int(substeps)
         self.allow_unstable = allow_unstable
         self.engine_options = dict(engine_options or {})
         self.router, self.engine_name = self._make_router(engine)
         self.optimizer = self._make_optimizer(optimizer, lr)
-        self.generator = torch.Generator().manual_seed(int(seed))
-        self.control = control or CalibrationControl()
-        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
-        self.checkpoint_every = int(checkpoint_every)
-        self.keep = int(keep)
-        self.iteration = 0
-        self.history: dict[str, list[float]] = {k: [] for k in _HISTORY_KEYS}
-        self.gauge_metrics: dict[str, np.ndarray] = {}
-        self.listeners: list[Callable[[dict[str, Any]], None]] = []
         logger.info("Calibrator: %d reaches, %d gauges, engine %s, loss %s",
                     network.n_reaches, len(self.gauges), self.engine_name, loss)
 
@@ -223,16 +212,6 @@ class Calibrator:
         q = self.router(self.runoff, params.to(self.device))
         return q.index_select(1, self._gauges_t)
 
-    def _sample_gauges(self) -> torch.Tensor:
-        usable = self._usable.clone()
-        if self.gauge_fraction < 1:
-            idx = torch.nonzero(usable.cpu()).flatten()
-            k = max(1, int(round(self.gauge_fraction * idx.numel())))
-            pick = idx[torch.randperm(idx.numel(), generator=self.generator)[:k]]
-            usable = torch.zeros_like(usable)
-            usable[pick.to(usable.device)] = True
-        return usable
-
     def step(self) -> dict[str, Any]:
         """One iteration (forward, loss, backward, optimiser step); returns its record.
 
@@ -246,20 +225,14 @@ class Calibrator:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         sim = self.simulate()
-        use = self._sample_gauges()
+        use = torch.as_tensor(self._sample_gauges(), device=self.device)
         tr = self.train
         loss = gauge_loss(self.loss_name, sim[:, use, tr], self._obs[use, tr], self.warmup)
         loss.backward()
         self.optimizer.step()
         self.iteration += 1
-        rec = self._record(sim.detach(), float(loss.detach()), time.perf_counter() - t0)
-        for key in _HISTORY_KEYS:
-            self.history[key].append(rec[key])
-        if self.checkpoint_dir is not None and self.checkpoint_every > 0 \
-                and self.iteration % self.checkpoint_every == 0:
-            self.save_checkpoint()
-        self._emit({"kind": "iteration", **rec})
-        return rec
+        rec = self._sim_record(sim.detach(), float(loss.detach()), time.perf_counter() - t0)
+        return self._finish_step(rec)
 
     def _metrics(self, sim: torch.Tensor, period: slice) -> tuple[np.ndarray, np.ndarray]:
         a = period.start + self.warmup
@@ -269,85 +242,18 @@ class Calibrator:
         g_kge = kge(s, o).mean(0).cpu().numpy()
         return g_nse, g_kge
 
-    def _record(self, sim: torch.Tensor, loss: float, seconds: float) -> dict[str, Any]:
-        g_nse, g_kge = self._metrics(sim, self.train)
-        self.gauge_metrics = {"nse": g_nse, "kge": g_kge}
-        rec: dict[str, Any] = {
-            "iteration": self.iteration, "loss": loss, "seconds": seconds,
-            "nse_median": _nanstat(np.nanmedian, g_nse), "nse_min": _nanstat(np.nanmin, g_nse),
-            "kge_median": _nanstat(np.nanmedian, g_kge),
-            "val_nse_median": float("nan"), "val_kge_median": float("nan"),
-        }
+    def _sim_record(self, sim: torch.Tensor, loss: float, seconds: float) -> dict[str, Any]:
+        metrics = dict(zip(("nse", "kge"), self._metrics(sim, self.train)))
         if self.validation is not None:
-            v_nse, v_kge = self._metrics(sim, self.validation)
-            self.gauge_metrics.update(val_nse=v_nse, val_kge=v_kge)
-            rec["val_nse_median"] = _nanstat(np.nanmedian, v_nse)
-            rec["val_kge_median"] = _nanstat(np.nanmedian, v_kge)
+            metrics.update(zip(("val_nse", "val_kge"), self._metrics(sim, self.validation)))
+        rec = self._record(loss, seconds, metrics)
         if self.device.type == "cuda":
             rec["device_memory"] = float(torch.cuda.max_memory_allocated(self.device))
         return rec
 
-    # ------------------------------------------------------------------ the loop
-    def run(self, n_iterations: int, *, target_nse: float | None = None) -> dict[str, list]:
-        """Iterate until ``n_iterations`` in total (counting resumed ones), a stop from the
-        control, or (when ``target_nse`` is given) every usable gauge's training NSE reaching
-        it.  Writes a final checkpoint when a checkpoint directory is set.  Returns
-        :attr:`history`."""
-        self._emit({"kind": "start", "iteration": self.iteration, "total": int(n_iterations),
-                    "gauge_ids": self.observations.ids.tolist(), "engine": self.engine_name})
-        reason = "done"
-        while self.iteration < n_iterations:
-            if self.control.paused:
-                self._emit({"kind": "status", "state": "paused", "iteration": self.iteration})
-                logger.info("calibration paused at iteration %d", self.iteration)
-                while not self.control.wait_while_paused(timeout=0.5):
-                    if self.control.stopped:
-                        break
-                if not self.control.stopped:
-                    self._emit({"kind": "status", "state": "running",
-                                "iteration": self.iteration})
-            if self.control.stopped:
-                reason = "stopped"
-                break
-            self.step()
-            if target_nse is not None:
-                g = self.gauge_metrics["nse"][self._usable.cpu().numpy()]
-                if np.all(g >= target_nse):
-                    reason = "target"
-                    break
-        if self.checkpoint_dir is not None:
-            self.save_checkpoint()
-        logger.info("calibration ended (%s) at iteration %d", reason, self.iteration)
-        self._emit({"kind": "end", "reason": reason, "iteration": self.iteration})
-        return self.history
-
-    def add_listener(self, fn: Callable[[dict[str, Any]], None]) -> None:
-        """Call ``fn(event)`` for each event: ``kind`` = start, iteration, status or end."""
-        self.listeners.append(fn)
-
-    def _emit(self, event: dict[str, Any]) -> None:
-        if event["kind"] == "iteration":
-            event = {**event, "gauge_nse": self.gauge_metrics["nse"].tolist(),
-                     "gauge_kge": self.gauge_metrics["kge"].tolist()}
-        for fn in list(self.listeners):
-            try:
-                fn(event)
-            except Exception:  # a broken display must not kill a long calibration
-                logger.exception("calibration listener %r failed", fn)
-
     # ------------------------------------------------------------------ checkpoints
-    def checkpoint_path(self, iteration: int | None = None) -> Path:
-        if self.checkpoint_dir is None:
-            raise ValueError("no checkpoint_dir was given")
-        it = self.iteration if iteration is None else iteration
-        return self.checkpoint_dir / f"calibration-{it:08d}.pt"
-
     def state_dict(self) -> dict[str, Any]:
         """Everything a resume needs, as tensors, numbers, strings, lists and dicts."""
-        rng: dict[str, Any] = {"torch": torch.get_rng_state(),
-                               "generator": self.generator.get_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
             "format": CHECKPOINT_FORMAT,
             "iteration": self.iteration,
@@ -356,8 +262,8 @@ class Calibrator:
             "gauge_ids": torch.as_tensor(self.observations.ids),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "rng": rng,
-            "history": {k: torch.tensor(v, dtype=torch.float64) for k, v in self.history.items()},
+            "rng": self._rng_state(),
+            "history": self._history_state(),
         }
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
@@ -368,10 +274,7 @@ class Calibrator:
         torch.save(self.state_dict(), tmp)
         os.replace(tmp, path)
         logger.info("checkpoint %s (iteration %d)", path, self.iteration)
-        if self.checkpoint_dir is not None and self.keep > 0 and path.parent == self.checkpoint_dir:
-            old = sorted(self.checkpoint_dir.glob("calibration-*.pt"))[: -self.keep]
-            for p in old:
-                p.unlink(missing_ok=True)
+        self._prune(path)
         return path
 
     def load_checkpoint(self, path: str | Path | None = None) -> int:
@@ -393,28 +296,11 @@ class Calibrator:
             raise ValueError(f"{path} was written with other gauges")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"]["torch"])
-        self.generator.set_state(state["rng"]["generator"])
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self._set_rng_state(state["rng"])
         self.iteration = int(state["iteration"])
-        self.history = {k: [float(x) for x in state["history"][k]] for k in _HISTORY_KEYS}
-        self.history["iteration"] = [int(x) for x in self.history["iteration"]]
+        self._set_history(state["history"])
         logger.info("resumed from %s at iteration %d", path, self.iteration)
         return self.iteration
-
-
-def latest_checkpoint(directory: str | Path | None) -> Path | None:
-    """The checkpoint with the highest iteration in ``directory`` (None when there is none)."""
-    if directory is None or not Path(directory).is_dir():
-        return None
-    found = sorted(Path(directory).glob("calibration-*.pt"))
-    return found[-1] if found else None
-
-
-def _nanstat(fn: Callable[[np.ndarray], Any], x: np.ndarray) -> float:
-    x = x[np.isfinite(x)]
-    return float(fn(x)) if x.size else float("nan")
 
 
 def _module_device(model: torch.nn.Module) -> torch.device:
