@@ -1,9 +1,10 @@
-"""Calibration: losses and metrics, gauge observations, the single-device calibrator with
-checkpoints, and its control switch (DESIGN §2)."""
+"""Calibration: losses and metrics, gauge observations, the single-device and distributed
+calibrators with checkpoints, and their control switch (DESIGN §2)."""
 
 from ..routing.levelwise import LevelRouter
 from ._calibrator import CHECKPOINT_FORMAT, Calibrator, latest_checkpoint
 from ._control import CalibrationControl
+from ._distributed import DISTRIBUTED_CHECKPOINT_FORMAT, DistributedCalibrator
 from .losses import gauge_loss, get_loss, kge_loss, nse_loss, vnmse, vnmse_loss
 from .metrics import kge, nse
 from .observations import GaugeObservations, Period
@@ -12,6 +13,8 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CalibrationControl",
     "Calibrator",
+    "DISTRIBUTED_CHECKPOINT_FORMAT",
+    "DistributedCalibrator",
     "GaugeObservations",
     "LevelRouter",
     "Period",

@@ -15,6 +15,9 @@ on that worker; groups exchange sub-step transfer buffers as Dask futures.  With
 ``DistributedRouter(..., placement="basins")`` every basin stays on one worker, so no buffer
 crosses workers (measured on 4 H200: 2.8x the 1-GPU speed instead of 0.5x with the
 partition's per-wave placement, see ``bench/distributed.py``).
+
+Tasks are pure: a killed worker's results are recomputed (on any worker) and equal, and an
+interrupted run resumes from its output store (:func:`route_distributed`, ``resume``).
 """
 
 from ._config import (
@@ -27,7 +30,9 @@ from ._config import (
     start_cluster,
 )
 from ._forcing import SyntheticForcing, ZarrForcing, hash_uniform
+from ._gradient import DistributedGradient, ForcingSource, TensorSource, WorkerLost
 from ._plan import WavePlan, map_workers, place_basins, plan_waves
+from ._recovery import WorkersLost, replaced, wait_for_workers, worker_addresses
 from ._runtime import (
     DistributedRouter,
     RunSummary,
@@ -40,10 +45,14 @@ from ._sizeof import TransferBuffer, register_sizeof, tensor_nbytes
 __all__ = [
     "CONFIG_KINDS",
     "ClusterConfigError",
+    "DistributedGradient",
     "DistributedRouter",
+    "ForcingSource",
     "RunSummary",
     "SyntheticForcing",
+    "TensorSource",
     "TransferBuffer",
+    "WorkerLost",
     "WavePlan",
     "ZarrForcing",
     "config_path",
@@ -56,8 +65,11 @@ __all__ = [
     "plan_waves",
     "register_sizeof",
     "render_job_script",
+    "replaced",
     "route_distributed",
     "start_cluster",
     "synthesize_forcing_store",
     "tensor_nbytes",
+    "wait_for_workers",
+    "worker_addresses",
 ]

@@ -1,0 +1,224 @@
+"""Gradient calibration on the workers of a Dask cluster, with the Calibrator's interface.
+
+:class:`DistributedCalibrator` drives a :class:`~hydroscale.distributed.DistributedGradient`
+(forward and backward waves, tree-summed loss and shared gradients, optimisers on the
+workers) with the loop of :class:`~hydroscale.calibration.Calibrator`: the same ``run``,
+``step``, ``history``, ``gauge_metrics``, listeners, :class:`CalibrationControl` and
+checkpoints, so the dashboard page (:func:`~hydroscale.calibration.dashboard.attach_dashboard`)
+shows and steers it the same way.  It also emits ``progress`` events (forward/backward wave
+``k`` of ``n``) and puts the peak device memory of every worker in each iteration's record.
+
+Checkpoint ``calibration-<iteration>.pt`` holds the iteration, RNG states and history (written
+by the client); the folder ``calibration-<iteration>.workers`` beside it holds one file per
+worker with its parameters and optimiser state, written by the worker itself.  All files are
+``torch.save`` dicts of tensors, numbers and strings (``weights_only=True`` loads them).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..irf import get_irf
+from ..network import RiverNetwork
+from ._control import CalibrationControl
+from ._loop import CalibrationLoop, latest_checkpoint
+from .observations import GaugeObservations, Period
+
+__all__ = ["DISTRIBUTED_CHECKPOINT_FORMAT", "DistributedCalibrator"]
+
+logger = logging.getLogger(__name__)
+
+DISTRIBUTED_CHECKPOINT_FORMAT = "hydroscale-distributed-calibration/1"
+
+
+class DistributedCalibrator(CalibrationLoop):
+    """Calibrate ``model`` against ``observations`` on the workers of ``client``.
+
+    Parameters
+    ----------
+    client : ``distributed.Client`` (see :func:`hydroscale.distributed.start_cluster`).
+    network : the river network (N reaches).
+    runoff : lateral inflow ``[N, T]``/``[B, N, T]`` (m³/s per routing step, on the
+        observations' steps), or a runoff source of :mod:`hydroscale.distributed`
+        (:class:`~hydroscale.distributed.ForcingSource` reads a Zarr store on the workers;
+        a differentiable source trains with the routing).
+    observations, model, substeps, loss, warmup, train, validation, optimizer, lr,
+    gauge_fraction, checkpoint_dir, checkpoint_every, keep, seed, control, dtype,
+    allow_unstable : as :class:`~hydroscale.calibration.Calibrator` (``optimizer`` may be a
+        picklable callable run on every worker).
+    partition : a :class:`~hydroscale.partition.Partition` placed on the cluster's workers;
+        default ``partition_network(network, max_reaches=max_reaches, n_workers=W)``.
+    window : kernel window (steps) or ``"auto"``.
+    engine_options : more options of :class:`~hydroscale.distributed.DistributedGradient`
+        (``backend``, ``storage_dtype``, ``precision``, ``placement``, ``batch_reaches``,
+        ``kernel_graph``, ``worker_timeout``, ...).
+    snapshot_dir : per-iteration snapshots for worker-loss recovery (default
+        ``<checkpoint_dir>/snapshots``, or a temporary folder without ``checkpoint_dir``;
+        every worker must see it).
+    """
+
+    engine_name = "distributed"
+
+    def __init__(
+        self,
+        client: Any,
+        network: RiverNetwork,
+        runoff: Any,
+        observations: GaugeObservations,
+        model: Any,
+        *,
+        partition: Any = None,
+        max_reaches: int = 512,
+        substeps: int = 1,
+        window: int | str = "auto",
+        loss: str = "nse",
+        warmup: int = 0,
+        train: Period | slice | None = None,
+        validation: Period | slice | None = None,
+        optimizer: str | Callable[..., torch.optim.Optimizer] = "adam",
+        lr: float = 0.05,
+        gauge_fraction: float = 1.0,
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_every: int = 0,
+        keep: int = 3,
+        seed: int = 0,
+        control: CalibrationControl | None = None,
+        dtype: torch.dtype = torch.float32,
+        allow_unstable: bool = False,
+        engine_options: dict[str, Any] | None = None,
+        snapshot_dir: str | Path | None = None,
+    ) -> None:
+        from ..distributed import DistributedGradient
+        from ..distributed._recovery import worker_addresses
+
+        self.network, self.model = network, model
+        self.spec = get_irf(model.spec)
+        self.observations = observations
+        self._init_loop(gauge_fraction=gauge_fraction, checkpoint_dir=checkpoint_dir,
+                        checkpoint_every=checkpoint_every, keep=keep, seed=seed, control=control)
+        if partition is None:
+            from ..partition import partition_network
+
+            partition = partition_network(network, max_reaches=int(max_reaches),
+                                          n_workers=len(worker_addresses(client)))
+        self.partition = partition
+        if snapshot_dir is None and self.checkpoint_dir is not None:
+            snapshot_dir = self.checkpoint_dir / "snapshots"
+        self.engine = DistributedGradient(
+            client, network, partition, model, observations, runoff, substeps=substeps,
+            window=window, loss=loss, warmup=warmup, train=train, validation=validation,
+            optimizer=optimizer, lr=lr, dtype=dtype, allow_unstable=allow_unstable,
+            snapshot_dir=snapshot_dir, **(engine_options or {}))
+        self.engine.progress = self._progress
+        self.usable_gauges = self.engine.usable()
+        self.loss_name, self.warmup = loss, int(warmup)
+        self.train, self.validation = self.engine.train, self.engine.validation
+        self.client = client
+        logger.info("DistributedCalibrator: %d reaches, %d gauges, %d workers, loss %s",
+                    network.n_reaches, len(observations), self.engine.n_workers, loss)
+
+    # ------------------------------------------------------------------ one iteration
+    def _progress(self, phase: str, wave: int, waves: int) -> None:
+        self._emit({"kind": "progress", "phase": phase, "wave": wave, "waves": waves,
+                    "iteration": self.iteration + 1})
+
+    def step(self) -> dict[str, Any]:
+        """One iteration on the workers (forward waves, backward waves, tree reduction,
+        optimiser steps); returns its record (as :meth:`Calibrator.step`, plus
+        ``worker_memory``: peak device bytes per worker, 0 on CPU, and ``recoveries``)."""
+        use = self._sample_gauges()
+        res = self.engine.iterate(use, training=True, step=True)
+        self.iteration = self.engine.iteration
+        metrics = {k: res[k] for k in ("nse", "kge", "val_nse", "val_kge") if k in res}
+        rec = self._record(res["loss"], res["seconds"], metrics)
+        rec["worker_memory"] = [{"worker": a, "peak_bytes": int(b)}
+                                for a, b in zip(self.engine.addrs, res["peak_bytes"])]
+        rec["device_memory"] = float(max(res["peak_bytes"], default=0))
+        rec["recoveries"] = res["recoveries"]
+        return self._finish_step(rec)
+
+    def simulate(self) -> torch.Tensor:
+        """Discharge at the gauges ``[B, G, T]`` (float64, m³/s) with the current parameters
+        (a forward pass on the workers; not differentiable)."""
+        res = self.engine.iterate(training=False, step=False, keep_sims=True)
+        return torch.as_tensor(res["sims"])
+
+    def update_model(self) -> Any:
+        """Copy the workers' parameters into :attr:`model` and return it."""
+        return self.engine.update_model(self.model)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """The client's part of a checkpoint (the workers write theirs)."""
+        return {
+            "format": DISTRIBUTED_CHECKPOINT_FORMAT,
+            "iteration": self.iteration,
+            "irf": self.spec.name,
+            "n_reaches": self.network.n_reaches,
+            "n_workers": self.engine.n_workers,
+            "groups": torch.as_tensor(self.engine.plan.group_of),
+            "gauge_ids": torch.as_tensor(self.observations.ids),
+            "rng": self._rng_state(),
+            "history": self._history_state(),
+        }
+
+    def save_checkpoint(self, path: str | Path | None = None) -> Path:
+        """The workers write their files into ``<path stem>.workers/``, then the client
+        writes ``path`` (atomically); old checkpoints are pruned.  Every worker must see
+        the checkpoint folder."""
+        path = Path(path) if path is not None else self.checkpoint_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.engine.save(path.with_suffix(".workers"))
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+        logger.info("checkpoint %s (iteration %d)", path, self.iteration)
+        self._prune(path)
+        return path
+
+    def load_checkpoint(self, path: str | Path | None = None) -> int:
+        """Restore a checkpoint (default: the latest in ``checkpoint_dir``) written with the
+        same partition on as many workers; returns its iteration."""
+        if path is None:
+            path = latest_checkpoint(self.checkpoint_dir)
+            if path is None:
+                raise FileNotFoundError(f"no checkpoint in {self.checkpoint_dir}")
+        path = Path(path)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("format") != DISTRIBUTED_CHECKPOINT_FORMAT:
+            raise ValueError(f"{path} is not a {DISTRIBUTED_CHECKPOINT_FORMAT} checkpoint "
+                             f"(format {state.get('format')!r})")
+        if state["irf"] != self.spec.name or state["n_reaches"] != self.network.n_reaches:
+            raise ValueError(f"{path} holds {state['irf']} parameters of {state['n_reaches']} "
+                             f"reaches; this calibrator routes {self.spec.name} on "
+                             f"{self.network.n_reaches}")
+        if not np.array_equal(state["gauge_ids"].numpy(), self.observations.ids):
+            raise ValueError(f"{path} was written with other gauges")
+        if state["n_workers"] != self.engine.n_workers or not np.array_equal(
+                state["groups"].numpy(), self.engine.plan.group_of):
+            raise ValueError(f"{path} was written on {state['n_workers']} workers with another "
+                             f"wave plan; resume with the same partition on "
+                             f"{state['n_workers']} workers")
+        self.engine.load(path.with_suffix(".workers"), int(state["iteration"]))
+        self._set_rng_state(state["rng"])
+        self.iteration = int(state["iteration"])
+        self._set_history(state["history"])
+        logger.info("resumed from %s at iteration %d", path, self.iteration)
+        return self.iteration
+
+    def close(self) -> None:
+        """Free the workers."""
+        self.engine.close()
+
+    def __enter__(self) -> DistributedCalibrator:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
