@@ -111,6 +111,24 @@ class _Group:
         return int(self.reaches.numel())
 
 
+class _PlaceRows(torch.autograd.Function):
+    """``buf[:, a : a + n] = y`` in place, differentiable without copies: the gradient of
+    ``y`` is a view of the output's gradient, and ``buf``'s passes through unchanged (its
+    rows ``a : a + n`` were never read before being written, so what flows back into them
+    is never used)."""
+
+    @staticmethod
+    def forward(ctx, buf, y, a):  # noqa: D102
+        ctx.a, ctx.n = int(a), int(y.shape[1])
+        buf[:, ctx.a : ctx.a + ctx.n] = y
+        ctx.mark_dirty(buf)
+        return buf
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        return g, g[:, ctx.a : ctx.a + ctx.n], None
+
+
 class StagedRouter:
     """Route all clusters of a :class:`RivTreeCluster` on one device, wave after wave.
 
@@ -429,10 +447,12 @@ class StagedRouter:
         k = kern.window
         if state is not None:
             self._check_state(state, b, cs.n_reaches, cs.n_inlets, k)
-        # no in-place writes into shared buffers: under autograd every slice assignment into
-        # one [B, N, T] tensor makes its backward copy the whole gradient once per batch
+        # each batch's discharge goes straight into one [B, N, T] buffer (_PlaceRows: no
+        # gradient copies) and its exit channels are cloned, so a batch's full output is freed
+        # before the next: the peak holds one output, not two (pieces + their concatenation)
         batches = self._batches()
-        qs, outs, inflows = [], [], []
+        q = r.new_empty(b, cs.n_reaches, t)
+        outs, inflows = [], []
         for bi, key in enumerate(batches):
             g = self._group(key)
             if g.contiguous:
@@ -444,11 +464,11 @@ class StagedRouter:
             ug = self._inflow(bi, outs, b, t, r) if g.i1 > g.i0 else None
             hu = None if state is None or g.i1 == g.i0 else state.inflow_hist[:, g.i0 : g.i1]
             y = self._route_group(g, kern, rg, ug, hr, hu)
-            qs.append(y[:, g.n_ef :])
-            outs.append(y[:, : g.n_ef].reshape(b, g.e1 - g.e0, f, t))
+            q = _PlaceRows.apply(q, y[:, g.n_ef :], g.r0)  # engine order
+            outs.append(y[:, : g.n_ef].reshape(b, g.e1 - g.e0, f, t).clone())
+            del y
             if ug is not None:
                 inflows.append(ug)
-        q = torch.cat(qs, dim=1)  # engine order
         if not np.array_equal(cs.order, np.arange(cs.n_reaches)):
             q = q.index_select(1, torch.as_tensor(cs.position, device=q.device))
         if not return_state:

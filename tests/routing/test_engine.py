@@ -262,8 +262,8 @@ def test_gradient_matches_oracle_gradient():
     cs = RivTreeCluster(net, random_clusters(net, 0.3, 0.3, seed=15))
     rng = np.random.default_rng(16)
     p0 = _params("linear_storage", net.n_reaches, rng)
-    r = torch.rand(1, net.n_reaches, 16, dtype=torch.float64)
-    w = torch.rand(1, net.n_reaches, 16, dtype=torch.float64)
+    r = torch.rand(2, net.n_reaches, 16, dtype=torch.float64)  # batch 2: strided row grads
+    w = torch.rand(2, net.n_reaches, 16, dtype=torch.float64)
     p1 = torch.tensor(p0, requires_grad=True)
     p2 = torch.tensor(p0, requires_grad=True)
     router = StagedRouter(cs, "linear_storage", substeps=2, window=16, dtype=torch.float64,
