@@ -391,6 +391,7 @@ class DistributedGradient:
         phase_of = {id(f): (ph, g) for ph, g, f in watched}
         pending = [f for _, _, f in watched]
         watched.clear()  # completed futures are dropped: their results can be released
+        checked = time.monotonic()
         try:
             while pending:
                 try:
@@ -409,8 +410,9 @@ class DistributedGradient:
                 pending = list(rest)
                 del done, rest
                 self._report(left, shown)
-                if pending:
-                    self._check_workers()
+                if pending and time.monotonic() - checked >= self.poll:
+                    self._check_workers()  # a scheduler round trip: at most every `poll` s
+                    checked = time.monotonic()
         except WorkerLost:
             self.client.cancel(pending)
             raise
