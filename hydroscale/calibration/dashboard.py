@@ -14,8 +14,10 @@ the scheduler it
 The page extends the dashboard's own ``base.html`` template (same navigation bar and style) and
 draws with a few lines of JavaScript and SVG, so it needs nothing beyond what the dashboard
 already serves.  It shows the loss and the median training NSE/KGE per iteration, per-gauge
-NSE/KGE, progress, and GPU memory per worker (from the workers' NVML metrics when they have
-GPUs) and of the calibrating device.
+NSE/KGE, progress (iterations; for a :class:`~hydroscale.calibration.DistributedCalibrator`
+also the forward/backward wave of the running iteration), and GPU memory per worker (from the
+workers' NVML metrics when they have GPUs, and the peak of the last iteration that a
+distributed calibrator reports per worker, 0 on CPU) and of the calibrating device.
 
 On the client side, :func:`attach_dashboard` registers the plugin if needed, forwards a
 :class:`~hydroscale.calibration.Calibrator`'s events and applies the page's requests to its
@@ -65,6 +67,8 @@ class _Board:
         self.gauge_nse: list[float] = []
         self.gauge_kge: list[float] = []
         self.device_memory: float | None = None
+        self.waves: dict[str, Any] = {"iteration": None, "forward": None, "backward": None}
+        self.worker_peak: dict[str, float] = {}
         self.updated = time.time()
 
     def event(self, ev: dict[str, Any]) -> None:
@@ -87,6 +91,13 @@ class _Board:
                 self.gauge_kge = [_num(v) for v in ev.get("gauge_kge", [])]
                 if ev.get("device_memory") is not None:
                     self.device_memory = _num(ev["device_memory"])
+                for w in ev.get("worker_memory") or []:
+                    self.worker_peak[str(w["worker"])] = _num(w["peak_bytes"])
+            elif kind == "progress":
+                it = int(ev.get("iteration", 0))
+                if self.waves["iteration"] != it:
+                    self.waves = {"iteration": it, "forward": None, "backward": None}
+                self.waves[str(ev["phase"])] = [int(ev["wave"]), int(ev["waves"])]
             elif kind == "status":
                 self.state = str(ev["state"])
             elif kind == "end":
@@ -105,6 +116,8 @@ class _Board:
 
     def snapshot(self, workers: list[dict[str, Any]]) -> dict[str, Any]:
         with self.lock:
+            workers = [{**w, "peak_bytes": self.worker_peak.get(w["address"])}
+                       for w in workers]
             return {
                 "run": self.run, "state": self.state, "requested": self.requested,
                 "iteration": self.iteration, "total": self.total, "engine": self.engine,
@@ -112,7 +125,7 @@ class _Board:
                 "gauges": {"ids": list(self.gauge_ids), "nse": list(self.gauge_nse),
                            "kge": list(self.gauge_kge)},
                 "device_memory": self.device_memory, "workers": workers,
-                "updated": self.updated,
+                "waves": dict(self.waves), "updated": self.updated,
             }
 
 
@@ -361,6 +374,9 @@ _PAGE = r"""{% extends "base.html" %}
       <div>Iteration <span id="hs-iteration">0</span> / <span id="hs-total">0</span>
         &middot; engine <span id="hs-engine">-</span></div>
       <progress id="hs-progress" value="0" max="1" style="width: 320px"></progress>
+      <div id="hs-waves">Waves of iteration <span id="hs-wave-iteration">-</span>: forward
+        <span id="hs-wave-forward">-</span>, backward <span id="hs-wave-backward">-</span>
+      </div>
       <div style="margin-top: 6px">
         <button id="hs-pause" onclick="hsControl('pause')">Pause</button>
         <button id="hs-resume" onclick="hsControl('resume')">Resume</button>
@@ -372,7 +388,7 @@ _PAGE = r"""{% extends "base.html" %}
     <div class="hs-card"><h3>GPU memory</h3>
       <div id="hs-devmem"></div>
       <table id="hs-workers"><thead><tr><th>worker</th><th>GPU</th><th>used</th>
-        <th>total</th></tr></thead><tbody></tbody></table>
+        <th>total</th><th>peak (last iteration)</th></tr></thead><tbody></tbody></table>
     </div>
   </div>
   <div class="hs-row" style="margin-top: 12px">
@@ -446,7 +462,12 @@ function hsRender(s) {
     "calibrating device: no GPU" : "calibrating device peak: " + hsBytes(s.device_memory);
   var wr = s.workers.map(function (w) { return "<tr><td>" + w.worker + "</td><td>" +
     (w.gpu || "no GPU metrics") + "</td><td>" + hsBytes(w.memory_used) + "</td><td>" +
-    hsBytes(w.memory_total) + "</td></tr>"; });
+    hsBytes(w.memory_total) + "</td><td>" + hsBytes(w.peak_bytes) + "</td></tr>"; });
+  var wv = s.waves, fw = function (p) { return p ? p[0] + " of " + p[1] : "-"; };
+  document.getElementById("hs-wave-iteration").textContent =
+    wv.iteration === null ? "-" : wv.iteration;
+  document.getElementById("hs-wave-forward").textContent = fw(wv.forward);
+  document.getElementById("hs-wave-backward").textContent = fw(wv.backward);
   document.querySelector("#hs-workers tbody").innerHTML = wr.join("");
   hsUpdates += 1;
   document.body.setAttribute("data-hs-updates", hsUpdates);

@@ -153,3 +153,35 @@ def test_page_in_headless_chromium(client, tmp_path):
         link.close()
         if browser is not None:
             browser.close()
+
+
+def test_page_follows_a_distributed_calibration(client):
+    """A DistributedCalibrator on the same page: wave progress of the running iteration and
+    the peak memory of every worker (0: CPU workers); the stop request stops it."""
+    from hydroscale.calibration import DistributedCalibrator
+
+    cal0 = _calibrator()
+    model = FreeParameters("muskingum", cal0.network, bounds={"k": (0.2, 3.0), "x": (0.0, 0.45)})
+    cal = DistributedCalibrator(client, cal0.network, cal0.runoff[0].numpy(), cal0.observations,
+                                model, max_reaches=40, window=8, lr=0.01, allow_unstable=True)
+    n_waves = cal.engine.plan.n_waves
+    assert n_waves >= 2
+    link = attach_dashboard(cal, client, interval=0.05)
+    base = _base(client)
+    run = threading.Thread(target=cal.run, args=(10**6,), daemon=True)
+    run.start()
+    try:
+        state = _wait(lambda: (lambda s: s if s["iteration"] >= 2 else None)(
+            json.loads(_get(base + "calibration/state.json"))), "two distributed iterations")
+        assert state["engine"] == "distributed" and state["state"] == "running"
+        waves = state["waves"]
+        assert waves["iteration"] >= 2 and waves["forward"][1] == n_waves
+        assert [w["peak_bytes"] for w in state["workers"]] == [0]
+        assert _post(base + "calibration/control", b"action=stop") == {"requested": "stopped"}
+        run.join(timeout=60)
+        assert not run.is_alive() and cal.control.stopped
+    finally:
+        cal.control.stop()
+        run.join(timeout=60)
+        link.close()
+        cal.close()
