@@ -378,7 +378,17 @@ def _calibrate(args: argparse.Namespace) -> int:
         return _show_config(cfg)
     from .workflows import run_calibrate
 
-    s = run_calibrate(cfg, progress=_progress_factory(not args.no_progress))
+    client = None
+    if cfg["cluster"] is not None:
+        from .calibration.dashboard import page_url
+
+        client = _start_cluster(cfg["cluster"], args.verbose)
+        print(f"hydroscale: calibration page: {page_url(client)}", flush=True)
+    try:
+        s = run_calibrate(cfg, progress=_progress_factory(not args.no_progress), client=client)
+    finally:
+        if client is not None:
+            _close_cluster(client, args.verbose)
     lines = [
         "hydroscale calibrate: done",
         f"  reaches      {s['reaches']:,}, {s['steps']:,} steps, {s['gauges']} gauges",
@@ -392,6 +402,8 @@ def _calibrate(args: argparse.Namespace) -> int:
         for name, e in s["param_rel_error_median"].items():
             lines.append(f"  {name:<12} median relative error vs truth {e['first_guess']:.3f} "
                          f"-> {e['calibrated']:.3f}")
+    if s.get("dashboard"):
+        lines.append(f"  dashboard    {s['dashboard']} (while the cluster ran)")
     for key in ("parameters", "history", "hydrographs", "summary"):
         if s["outputs"][key]:
             lines.append(f"  {key:<12} {s['outputs'][key]}")
@@ -504,6 +516,10 @@ def _run_flags(p: argparse.ArgumentParser, calibrate: bool = False) -> None:
                    help="single-device run: where to route (routing.device)")
     g.add_argument("--out", metavar="DIR", help="output folder (output.dir)")
     if calibrate:
+        g.add_argument("--cluster", metavar="CONFIG",
+                       help="calibrate on a Dask cluster (distributed gradient; the "
+                       "dashboard's calibration page shows and steers it): a "
+                       "cluster_configs/*.yaml path or name, or 'auto'")
         return
     g.add_argument("--time-chunk", type=_positive_int, metavar="STEPS",
                    help="steps per time chunk (routing.time_chunk)")
@@ -624,17 +640,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     cal = sub.add_parser(
         "calibrate", formatter_class=fmt,
-        help="fit routing parameters to gauge observations by gradient descent (one device)",
+        help="fit routing parameters to gauge observations by gradient descent (one device, "
+        "or a Dask cluster)",
         description=_desc(
             "Calibrate a parameter model (free per-reach values, or an MLP from reach "
             "attributes) so that routed discharge matches gauge observations: a synthetic "
             "twin (observations routed with known `truth` parameters), a gauge file, or the "
-            "bundled basin's USGS gauges.  Gradients flow through the exact router.  Writes "
-            "parameters.npz, history.json, checkpoints/, hydrographs.png and summary.json.",
+            "bundled basin's USGS gauges.  Gradients flow through the exact router.  With "
+            "--cluster (or a `cluster:` key) the gradient is computed in forward and backward "
+            "waves on the Dask workers, and the calibration page of the Dask dashboard (URL "
+            "printed) shows it and can pause, resume or stop it.  Writes parameters.npz, "
+            "history.json, checkpoints/, hydrographs.png and summary.json.",
             examples=("hydroscale calibrate workflows/calibrate.yaml",
                       "hydroscale calibrate workflows/calibrate.yaml --iterations 200 "
                       "--set calibration.lr=0.1",
-                      "hydroscale calibrate workflows/calibrate.yaml --resume")),
+                      "hydroscale calibrate workflows/calibrate.yaml --resume",
+                      "hydroscale calibrate workflows/calibrate.yaml --cluster local-cpu")),
     )
     _workflow_args(cal, "calibrate")
     _network_flags(cal, partition=False)

@@ -39,7 +39,8 @@ from tornado import web
 
 from ._control import CalibrationControl
 
-__all__ = ["CalibrationDashboardPlugin", "DashboardLink", "attach_dashboard", "PLUGIN_NAME"]
+__all__ = ["CalibrationDashboardPlugin", "DashboardLink", "attach_dashboard", "page_url",
+           "PLUGIN_NAME"]
 
 logger = logging.getLogger(__name__)
 
@@ -275,9 +276,7 @@ class DashboardLink:
     @property
     def url(self) -> str:
         """Address of the calibration page."""
-        link = self.client.dashboard_link
-        base = link.rsplit("/", 1)[0] if link.endswith("/status") else link.rstrip("/")
-        return base + "/calibration"
+        return page_url(self.client)
 
     def _call(self, action: str, event: dict[str, Any] | None = None) -> dict[str, Any]:
         return self.client.sync(self.client.scheduler.hydroscale_calibration, action=action,
@@ -322,6 +321,13 @@ class DashboardLink:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
+
+
+def page_url(client: Any) -> str:
+    """Address of the calibration page on the dashboard of ``client``'s scheduler."""
+    link = client.dashboard_link
+    base = link.rsplit("/", 1)[0] if link.endswith("/status") else link.rstrip("/")
+    return base + "/calibration"
 
 
 def attach_dashboard(calibrator: Any, client: Any, *, prefix: str = "/",

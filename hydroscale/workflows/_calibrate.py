@@ -1,4 +1,7 @@
-"""Run a ``calibrate`` workflow with :class:`hydroscale.calibration.Calibrator` (one device).
+"""Run a ``calibrate`` workflow with :class:`hydroscale.calibration.Calibrator` (one device) or,
+given a Dask client, :class:`hydroscale.calibration.DistributedCalibrator` on its workers (the
+network partitioned with ``routing.max_reaches`` on as many workers, kernel window
+``routing.window``), shown on the dashboard's calibration page.
 
 Observations come from a synthetic twin (discharge routed with known ``truth`` parameters by
 the float64 oracle), a gauge file, or the bundled basin's USGS gauges.  Writes
@@ -113,9 +116,35 @@ def _model(cfg: dict[str, Any], inputs: RouteInputs, dtype: torch.dtype) -> Any:
     return FreeParameters(rt["irf"], inputs.network, bounds, init=init, dtype=dtype)
 
 
-def run_calibrate(cfg: dict[str, Any], *, progress: Progress = NullProgress) -> dict[str, Any]:
-    """Run a validated ``calibrate`` workflow; returns the summary (also ``summary.json``)."""
-    from ..calibration import Calibrator, latest_checkpoint
+def _distributed(cfg: dict[str, Any], client: Any, inputs: RouteInputs, runoff: np.ndarray,
+                 obs: Any, model: Any, dtype: torch.dtype, split: int) -> Any:
+    from ..calibration import DistributedCalibrator
+    from ..distributed import worker_addresses
+    from ..partition import partition_network
+
+    rt, cc = cfg["routing"], cfg["calibration"]
+    net, f = inputs.network, inputs.forcing
+    part = partition_network(net, max_reaches=rt["max_reaches"],
+                             n_workers=len(worker_addresses(client)))
+    backend = rt["engine"] if rt["engine"] in ("torch", "triton") else "auto"
+    out = Path(cfg["output"]["dir"])
+    return DistributedCalibrator(
+        client, net, runoff, obs, model, partition=part, substeps=rt["substeps"],
+        window=rt["window"], loss=cc["loss"], warmup=cc["warmup"], train=slice(0, split),
+        validation=slice(split, f.n_steps) if split < f.n_steps else None,
+        optimizer=cc["optimizer"], lr=cc["lr"], gauge_fraction=cc["gauge_fraction"],
+        checkpoint_dir=out / "checkpoints", checkpoint_every=cc["checkpoint_every"],
+        seed=cc["seed"], dtype=dtype, allow_unstable=rt["allow_unstable"],
+        engine_options={"backend": backend})
+
+
+def run_calibrate(cfg: dict[str, Any], *, progress: Progress = NullProgress,
+                  client: Any = None) -> dict[str, Any]:
+    """Run a validated ``calibrate`` workflow; returns the summary (also ``summary.json``).
+
+    With ``client`` (a ``distributed.Client``) the calibration runs on its workers and is
+    shown on the dashboard's calibration page (its URL is ``summary["dashboard"]``)."""
+    from ..calibration import Calibrator
 
     t_start = time.perf_counter()
     rt, cc = cfg["routing"], cfg["calibration"]
@@ -125,23 +154,49 @@ def run_calibrate(cfg: dict[str, Any], *, progress: Progress = NullProgress) -> 
     net, f = inputs.network, inputs.forcing
     runoff = f.read(0, f.n_steps)
     obs, truth = _observations(cfg, inputs, runoff)
-    device = _device(rt["device"])
     dtype = torch.float64 if rt["dtype"] == "float64" else torch.float32
-    model = _model(cfg, inputs, dtype).to(device)
     split = int(round(f.n_steps * (1.0 - cc["validation_fraction"])))
-    options: dict[str, Any] = {}
-    if rt["engine"] == "levels":
-        options["window"] = rt["window"]
-    elif rt["engine"] in ("torch", "triton"):
-        options["max_reaches"] = rt["max_reaches"]
-    cal = Calibrator(
-        net, torch.from_numpy(runoff), obs, model, substeps=rt["substeps"],
-        engine=rt["engine"], engine_options=options, loss=cc["loss"], warmup=cc["warmup"],
-        train=slice(0, split), validation=slice(split, f.n_steps) if split < f.n_steps else None,
-        optimizer=cc["optimizer"], lr=cc["lr"], gauge_fraction=cc["gauge_fraction"],
-        checkpoint_dir=out / "checkpoints", checkpoint_every=cc["checkpoint_every"],
-        seed=cc["seed"], device=device, dtype=dtype, allow_unstable=rt["allow_unstable"],
-    )
+    page = None
+    if client is not None:
+        from ..calibration.dashboard import attach_dashboard
+
+        model = _model(cfg, inputs, dtype)
+        cal = _distributed(cfg, client, inputs, runoff, obs, model, dtype, split)
+        page = attach_dashboard(cal, client).url
+        device = f"{cal.engine.n_workers} workers"
+    else:
+        device = _device(rt["device"])
+        model = _model(cfg, inputs, dtype).to(device)
+        options: dict[str, Any] = {}
+        if rt["engine"] == "levels":
+            options["window"] = rt["window"]
+        elif rt["engine"] in ("torch", "triton"):
+            options["max_reaches"] = rt["max_reaches"]
+        cal = Calibrator(
+            net, torch.from_numpy(runoff), obs, model, substeps=rt["substeps"],
+            engine=rt["engine"], engine_options=options, loss=cc["loss"], warmup=cc["warmup"],
+            train=slice(0, split),
+            validation=slice(split, f.n_steps) if split < f.n_steps else None,
+            optimizer=cc["optimizer"], lr=cc["lr"], gauge_fraction=cc["gauge_fraction"],
+            checkpoint_dir=out / "checkpoints", checkpoint_every=cc["checkpoint_every"],
+            seed=cc["seed"], device=device, dtype=dtype, allow_unstable=rt["allow_unstable"],
+        )
+    try:
+        return _calibrate(cfg, cal, inputs, obs, truth, model, device, page, t_start,
+                          progress)
+    finally:
+        if client is not None:
+            cal.close()
+
+
+def _calibrate(cfg: dict[str, Any], cal: Any, inputs: RouteInputs, obs: Any, truth: Any,
+               model: Any, device: Any, page: str | None, t_start: float,
+               progress: Progress) -> dict[str, Any]:
+    from ..calibration import latest_checkpoint
+
+    rt, cc = cfg["routing"], cfg["calibration"]
+    out = Path(cfg["output"]["dir"])
+    net, f = inputs.network, inputs.forcing
     resumed_from = None
     if cc["resume"]:
         last = latest_checkpoint(out / "checkpoints")
@@ -157,6 +212,8 @@ def run_calibrate(cfg: dict[str, Any], *, progress: Progress = NullProgress) -> 
     history = cal.run(cc["iterations"], target_nse=cc["target_nse"])
     train_s = time.perf_counter() - t0
     bar.close()
+    if hasattr(cal, "update_model"):  # the distributed parameters live on the workers
+        cal.update_model()
     with torch.no_grad():
         params = model().detach().to(torch.float64).cpu()
         final = cal.simulate()[0].float().cpu().numpy()
@@ -174,6 +231,7 @@ def run_calibrate(cfg: dict[str, Any], *, progress: Progress = NullProgress) -> 
                        "last": history["nse_median"][-1] if history["nse_median"] else None},
         "val_nse_median_last": history["val_nse_median"][-1] if history["val_nse_median"]
         else None,
+        "dashboard": page,
         "train_s": round(train_s, 3), "wall_s": round(time.perf_counter() - t_start, 3),
         "outputs": {"parameters": str(out / "parameters.npz"),
                     "history": str(out / "history.json"),

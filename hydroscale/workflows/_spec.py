@@ -190,9 +190,10 @@ CAL_ROUTING = {
     "device": ROUTING["device"],
     "dtype": ROUTING["dtype"],
     "allow_unstable": ROUTING["allow_unstable"],
-    "window": Field("int", 32, "kernel window in routing steps (levels engine)", minimum=1),
-    "max_reaches": Field("int", 512, "most reaches per cluster (torch/triton engines)",
-                         minimum=1),
+    "window": Field("int", 32, "kernel window in routing steps (levels engine and cluster "
+                    "runs)", minimum=1),
+    "max_reaches": Field("int", 512, "most reaches per cluster (torch/triton engines and "
+                         "cluster runs)", minimum=1),
 }
 
 OBSERVATIONS = {
@@ -265,6 +266,10 @@ SCHEMAS["calibrate"] = {
     "kind": _KIND, "name": _NAME, "network": NETWORK, "forcing": FORCING,
     "routing": CAL_ROUTING, "observations": OBSERVATIONS, "model": MODEL,
     "calibration": CALIBRATION,
+    "cluster": Field("any", None, "Dask cluster to calibrate on (distributed gradient, "
+                     "dashboard page): a cluster_configs/*.yaml path or name, an inline "
+                     "mapping, or 'auto'; null = single device", nullable=True,
+                     check=_check_cluster),
     "output": {"dir": Field("str", "out/calibrate", "folder for history.json, parameters, "
                             "checkpoints, hydrographs and summary.json"),
                "hydrographs": Field("int", 4, "gauges plotted (observed, first guess, "
@@ -360,6 +365,20 @@ def _calibrate_checks(cfg: dict[str, Any]) -> list[str]:
         problems.append(f"model.bounds: IRF {rt['irf']!r} takes {names}; unknown {unknown}")
     if model["kind"] == "mlp" and not model["attributes"]:
         problems.append("model.attributes: required with model.kind 'mlp' (e.g. [length])")
+    if cfg.get("cluster") is not None:
+        if rt["engine"] in ("levels", "oracle"):
+            problems.append(f"routing.engine {rt['engine']!r} is single-device: use auto, torch "
+                            "or triton with a cluster (or drop the cluster)")
+        if rt["device"] != "auto":
+            problems.append("routing.device: a cluster run uses its workers' devices; leave it "
+                            "'auto'")
+        from ..distributed import ClusterConfigError, load_config
+
+        try:
+            if cfg["cluster"] != "auto":
+                load_config(cfg["cluster"])
+        except (ClusterConfigError, FileNotFoundError) as err:
+            problems.append(f"cluster: {err}")
     return problems
 
 

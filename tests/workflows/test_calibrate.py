@@ -126,3 +126,43 @@ def test_file_observations_must_share_the_time_axis(tmp_path):
                                                        "truth": None})
     with pytest.raises(ValueError, match="has 2 steps, the forcing 24"):
         run_calibrate(workflow_from_mapping(wf))
+
+
+def test_cluster_needs_a_multi_device_engine(tmp_path):
+    wf = small_calibrate(tmp_path / "c")
+    wf["cluster"] = "local-cpu"
+    with pytest.raises(WorkflowError, match="routing.engine 'levels' is single-device"):
+        workflow_from_mapping(wf)
+
+
+def test_calibrate_command_on_a_cluster(tmp_path, capsys):
+    """`hydroscale calibrate --cluster CONFIG`: the distributed gradient on two workers
+    prints the calibration page's URL and follows the single-device trajectory."""
+    import yaml
+    from distributed import LocalCluster
+
+    from hydroscale.cli import EXIT_OK, main
+
+    one = run_calibrate(workflow_from_mapping(small_calibrate(tmp_path / "one")))
+    wf = small_calibrate(tmp_path / "c", routing={"engine": "auto"})
+    path = tmp_path / "cal.yaml"
+    path.write_text(yaml.safe_dump(wf))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address="127.0.0.1:0") as lc:
+        cluster = tmp_path / "cluster.yaml"
+        cluster.write_text(yaml.safe_dump({"kind": "scheduler",
+                                           "address": lc.scheduler_address}))
+        assert main(["calibrate", str(path), "--cluster", str(cluster),
+                     "--no-progress"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "calibration page: http://" in out and "/calibration" in out
+    s = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert s["engine"] == "distributed" and s["device"] == "2 workers"
+    assert s["dashboard"].endswith("/calibration")
+    hist = json.loads((tmp_path / "c" / "history.json").read_text())
+    want = json.loads((tmp_path / "one" / "history.json").read_text())
+    np.testing.assert_allclose(hist["loss"], want["loss"], rtol=1e-6)
+    with np.load(tmp_path / "c" / "parameters.npz") as a, \
+            np.load(tmp_path / "one" / "parameters.npz") as b:
+        np.testing.assert_allclose(a["values"], b["values"], rtol=1e-6)
+    assert s["nse_median"]["last"] == pytest.approx(one["nse_median"]["last"], rel=1e-6)
