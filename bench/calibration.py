@@ -1,7 +1,10 @@
-"""Issue 6 figures on one device: a calibration iteration (forward + backward + optimiser step)
-against the forward alone, with peak device memory.
+"""Issue 6 figures: a calibration iteration (forward + backward + optimiser step) against the
+forward alone, with peak device memory, on one device or distributed over the GPUs of one
+machine.
 
     python bench/calibration.py --reaches 1000000 --days 3650 --gauges 200 --out results/
+    python bench/calibration.py --workers 2 4 --out results/          # distributed, 2 and 4 GPUs
+    python bench/calibration.py --reaches 3000 --steps 60 --workers 2  # CPU dry run
 
 Workload (DESIGN §5): ``continental_forest(N, seed)``, T daily steps, Muskingum with
 k ~ U(1, 3) h and x ~ U(0.1, 0.3), f = 24 hourly sub-steps, batch 1, float32, uniform random
@@ -14,24 +17,45 @@ Figures (JSON on stdout, and ``calibration.json`` in ``--out``): partition and s
 forward seconds (parameters -> path kernels -> discharge, no gradient: what one iteration must
 redo), iteration seconds (median over iterations after the first), their ratio, peak device
 memory of each, and the NSE at the gauges before and after.
+
+Distributed mode (``--workers W ...``): for each W, a ``local-cuda`` cluster of W workers (one
+per GPU; ``local-cpu`` without GPUs), the network partitioned for W workers
+(``--dist-max-reaches``, ``--placement``), runoff generated ON the workers
+(:class:`~hydroscale.distributed.SyntheticForcing`, the same uniform runoff whatever W), the
+observations routed on the workers with the true parameters, then
+:class:`~hydroscale.distributed.DistributedGradient` from the perturbed start: one forward
+pass (the same runtime, loss only: ``iterate(training=False)``) and iterations (forward waves,
+backward waves, tree reduction, Adam on every worker), both timed after a warm-up; peak device
+memory per worker of each, per-worker phase times, and the ratio.  Rows go to
+``calibration_distributed.json`` in ``--out``.  ``--kernel-graph recompute`` aggregates the
+path kernels again in the backward instead of keeping their autograd graph through the
+iteration (less device memory, one more aggregation per iteration).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
-import time
+import sys
 from pathlib import Path
 
-import numpy as np
-import torch
+# bench/ holds a script named like the ``distributed`` package: drop this folder from the
+# import path (run as a script, Python puts it first) so that ``import distributed`` finds
+# Dask's.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-from hydroscale.calibration import Calibrator, GaugeObservations
-from hydroscale.models import FreeParameters
-from hydroscale.network import continental_forest
-from hydroscale.partition import partition_network, travel_time_bound
-from hydroscale.routing import RivTreeCluster, select_engine
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from hydroscale.calibration import Calibrator, GaugeObservations  # noqa: E402
+from hydroscale.models import FreeParameters  # noqa: E402
+from hydroscale.network import continental_forest  # noqa: E402
+from hydroscale.partition import partition_network, travel_time_bound  # noqa: E402
+from hydroscale.routing import RivTreeCluster, select_engine  # noqa: E402
 
 
 def _sync() -> None:
@@ -63,7 +87,7 @@ def _upstream_counts(net) -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reaches", type=int, default=1_000_000)
-    ap.add_argument("--days", type=int, default=3650)
+    ap.add_argument("--days", "--steps", dest="days", type=int, default=3650)
     ap.add_argument("--substeps", type=int, default=24)
     ap.add_argument("--gauges", type=int, default=200)
     ap.add_argument("--min-upstream", type=int, default=100)
@@ -75,8 +99,21 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=3)
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--workers", type=int, nargs="*", default=None,
+                    help="distributed mode: worker (GPU) counts, e.g. 2 4")
+    ap.add_argument("--cluster", default=None, help="distributed mode: cluster config "
+                    "(default local-cuda with GPUs, else local-cpu)")
+    ap.add_argument("--dist-max-reaches", type=int, default=16384,
+                    help="distributed mode: most reaches per cluster")
+    ap.add_argument("--placement", default="basins", choices=["basins", "partition"])
+    ap.add_argument("--batch-reaches", type=int, default=262144,
+                    help="distributed mode: most reaches per group (task)")
+    ap.add_argument("--kernel-graph", default="keep", choices=["keep", "recompute"])
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.workers:
+        _distributed(args)
+        return
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     res: dict = {"device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
                  **{k: v for k, v in vars(args).items() if k != "out"}}
@@ -162,6 +199,105 @@ def main() -> None:
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "calibration.json").write_text(text)
+
+
+def _start(args: argparse.Namespace, n_workers: int):
+    from hydroscale.distributed import gpus_visible, start_cluster
+
+    name = args.cluster or ("local-cuda" if gpus_visible() else "local-cpu")
+    if name == "local-cuda":
+        return start_cluster(name, n_workers=n_workers,
+                             CUDA_VISIBLE_DEVICES=",".join(map(str, range(n_workers))))
+    if name == "local-cpu":
+        return start_cluster(name, n_workers=n_workers, threads_per_worker=1,
+                             dashboard_address=None)
+    return start_cluster(name)
+
+
+def _distributed_row(args: argparse.Namespace, n_workers: int) -> dict:
+    from hydroscale.distributed import DistributedGradient, ForcingSource, SyntheticForcing
+
+    row: dict = {"workers": n_workers}
+    t0 = time.perf_counter()
+    client = _start(args, n_workers)
+    row["cluster_s"] = time.perf_counter() - t0
+    try:
+        net = continental_forest(args.reaches, seed=args.seed)
+        n = net.n_reaches
+        rng = np.random.default_rng(args.seed + 1)
+        true = np.stack([rng.uniform(1 / 24, 3 / 24, n), rng.uniform(0.1, 0.3, n)], axis=1)
+        t0 = time.perf_counter()
+        tt = travel_time_bound("muskingum", true, substeps=args.substeps)
+        part = partition_network(net, max_reaches=args.dist_max_reaches, travel_time=tt,
+                                 max_travel_time=args.max_travel_time, n_workers=n_workers)
+        row["partition_s"] = time.perf_counter() - t0
+        up = _upstream_counts(net)
+        cand = np.flatnonzero(up >= args.min_upstream)
+        gauges = np.sort(rng.choice(cand, min(args.gauges, cand.size), replace=False))
+        row["gauges"] = int(gauges.size)
+        bounds = {"k": (1 / 48, 4 / 24), "x": (0.0, 0.45)}
+        start = np.clip(true * rng.uniform(0.7, 1.3, true.shape), [1 / 40, 0.01],
+                        [0.16, 0.44])
+        source = ForcingSource(SyntheticForcing(args.days, seed=args.seed + 2))
+        window = "auto" if args.window == "auto" else int(args.window)
+        opts = dict(substeps=args.substeps, window=window, lr=args.lr,
+                    warmup=min(30, args.days // 4), allow_unstable=True,
+                    placement=args.placement, batch_reaches=args.batch_reaches,
+                    kernel_graph=args.kernel_graph)
+        # observations: routed on the workers with the true parameters
+        t0 = time.perf_counter()
+        dummy = GaugeObservations(net.ids[gauges], np.ones((gauges.size, args.days)))
+        truth = FreeParameters("muskingum", net, bounds=bounds, init=true)
+        with DistributedGradient(client, net, part, truth, dummy, source, loss="vnmse",
+                                 **opts) as dg:
+            obs_q = dg.iterate(training=False, step=False, keep_sims=True)["sims"][0]
+            window = dg.window
+        row["truth_s"] = time.perf_counter() - t0
+        obs = GaugeObservations(net.ids[gauges], obs_q)
+        model = FreeParameters("muskingum", net, bounds=bounds, init=start)
+        t0 = time.perf_counter()
+        with DistributedGradient(client, net, part, model, obs, source, loss="nse",
+                                 **{**opts, "window": window}) as dg:
+            row["setup_s"] = time.perf_counter() - t0
+            row["window_days"] = dg.window
+            row["plan"] = dg.plan.summary()
+            fwd = [dg.iterate(training=False, step=False) for _ in range(3)]  # 1st: warm-up
+            row["forward_s_all"] = [r["seconds"] for r in fwd]
+            row["forward_s"] = float(np.median(row["forward_s_all"][1:]))
+            row["forward_peak_gb"] = [b / 1e9 for b in fwd[-1]["peak_bytes"]]
+            its = [dg.iterate() for _ in range(max(2, args.iterations))]
+            row["iteration_s_all"] = [r["seconds"] for r in its]
+            row["iteration_s"] = float(np.median(row["iteration_s_all"][1:]))
+            row["iteration_peak_gb"] = [b / 1e9 for b in its[-1]["peak_bytes"]]
+            row["iteration_over_forward"] = row["iteration_s"] / row["forward_s"]
+            row["worker_timers_s"] = its[-1]["timers"]
+            row["loss"] = [r["loss"] for r in its]
+            row["nse_median_first"] = float(np.nanmedian(its[0]["nse"]))
+            row["nse_median_last"] = float(np.nanmedian(its[-1]["nse"]))
+    finally:
+        cluster = getattr(client, "cluster", None)
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return row
+
+
+def _distributed(args: argparse.Namespace) -> None:
+    from hydroscale.distributed import gpus_visible
+
+    res: dict = {"device": (torch.cuda.get_device_name() if torch.cuda.is_available()
+                            else "cpu"), "gpus_visible": gpus_visible(),
+                 **{k: v for k, v in vars(args).items() if k != "out"}, "rows": []}
+    for w in args.workers:
+        row = _distributed_row(args, w)
+        res["rows"].append(row)
+        print(json.dumps({k: v for k, v in row.items() if k not in ("plan",)}, default=float),
+              flush=True)
+    text = json.dumps(res, indent=1, default=float)
+    print(text)
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "calibration_distributed.json").write_text(text)
 
 
 if __name__ == "__main__":

@@ -241,6 +241,7 @@ class DistributedGradient:
         self.poll = float(poll)
         self.iteration = 0
         self.recoveries = 0
+        self._passes = 0
         self.progress: Progress | None = None
         self._window = window
         self.run_id = ""
@@ -456,7 +457,8 @@ class DistributedGradient:
         norm = float(self.batch * use.sum())
         attempt = 0
         while True:
-            tag = f"{self.run_id}-{self.iteration}-{attempt}-{int(training)}{int(step)}"
+            self._passes += 1  # task keys are unique per pass: Dask reuses a known key
+            tag = f"{self.run_id}-{self.iteration}-{self._passes}"
             watched, updates = self._graph(tag, use, norm, training, step, keep_sims)
             try:
                 self._wait(watched)
