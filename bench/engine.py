@@ -97,7 +97,8 @@ def ours(net, params, runoff, args, grad: bool, window=None, cluster_of=None):
         p = torch.tensor(params[order], device=dev)
         router = StagedRouter(cs, "muskingum", substeps=args.substeps,
                               window=window or args.window, allow_unstable=True, device=dev,
-                              precision=args.precision)
+                              precision=args.precision,
+                              aggregate_dtype=getattr(torch, args.aggregate_dtype))
         router.prepare()
         with torch.no_grad():
             kern = router.aggregate(p)
@@ -382,6 +383,8 @@ def main() -> None:
     ap.add_argument("--max-reaches", type=int, default=1024)
     ap.add_argument("--max-travel-time", type=float, default=3.0, help="days within a cluster")
     ap.add_argument("--precision", default=None, help="Triton matmul precision")
+    ap.add_argument("--aggregate-dtype", default="float64", choices=["float64", "float32"],
+                    help="arithmetic of the path-kernel aggregation (see StagedRouter)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-grad", action="store_true")
     ap.add_argument("--no-diffroute", action="store_true")

@@ -150,6 +150,11 @@ class StagedRouter:
     precision : Triton matmul precision (see :func:`~hydroscale.kernels.path_conv`).
     max_batch_reaches : the clusters of a wave are routed in batches of at most this many
         reaches (bounds the temporary outputs; one kernel launch per batch).
+    aggregate_dtype : arithmetic of the path-kernel aggregation.  float64 (default) keeps
+        the kernels and the truncated-mass report exact to ~1e-14; float32 about halves the
+        aggregation's time and memory (a calibration re-aggregates every iteration) at
+        ~1e-6 relative error, and its truncated-mass report then includes float32
+        rounding (~1e-6).
     """
 
     def __init__(
@@ -167,6 +172,7 @@ class StagedRouter:
         only: Any = None,
         precision: str | None = None,
         max_batch_reaches: int = 1 << 17,
+        aggregate_dtype: torch.dtype = torch.float64,
     ) -> None:
         if int(substeps) != substeps or substeps < 1:
             raise ValueError(f"substeps must be a positive integer, got {substeps}")
@@ -187,6 +193,9 @@ class StagedRouter:
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.allow_unstable = allow_unstable
         self.max_batch = int(max_batch_reaches)
+        if aggregate_dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"aggregate_dtype must be float32 or float64, got {aggregate_dtype}")
+        self.aggregate_dtype = aggregate_dtype
         cs = clusters
         self.only = None if only is None else np.unique(np.asarray(only, dtype=np.int64))
         self.plan = plan_pairs(cs, self.only)
@@ -344,11 +353,13 @@ class StagedRouter:
                        labels=torch.as_tensor(self.clusters.network.ids[self.plan.reaches]))
         return p
 
-    def aggregate(self, params: Any, *, agg_dtype: torch.dtype = torch.float64) -> RoutingKernels:
+    def aggregate(self, params: Any, *, agg_dtype: torch.dtype | None = None) -> RoutingKernels:
         """Path kernels for ``params`` ``[N, P]`` (network order; routing-step units),
         differentiable w.r.t. them.  Resolves an ``"auto"`` window on first use.  The
-        aggregation runs in ``agg_dtype``; for a narrower router ``dtype`` the sub-step kernels
-        kept for backward are stored in ``dtype``."""
+        aggregation runs in ``agg_dtype`` (default the router's ``aggregate_dtype``); for a
+        narrower router ``dtype`` the sub-step kernels kept for backward are stored in
+        ``dtype``."""
+        agg_dtype = agg_dtype or self.aggregate_dtype
         p = self._params(params)
         if self.window is None:
             self.window = self.auto_window(p)
