@@ -15,7 +15,8 @@ The table comes from :meth:`CatchmentInterpolator.from_table` (cell, reach, area
 HRU-to-reach table), from :meth:`~CatchmentInterpolator.from_boxes` (overlap of axis-aligned
 grid cells with box catchments) or :meth:`~CatchmentInterpolator.from_polygons` (grid cells
 clipped by catchment polygons).  :meth:`~CatchmentInterpolator.subset` stages the weights of
-one cluster's reaches, so a worker holds only its own rows.  The map is linear and built from
+one cluster's reaches, :meth:`~CatchmentInterpolator.split` those of every cluster (or worker)
+in one pass, so a worker holds only its own rows and cells.  The map is linear and built from
 ``index_select``/``index_add``, so gradients flow to the source field on any device.
 """
 
@@ -259,6 +260,45 @@ class CatchmentInterpolator:
             n_reaches=idx.size, step_seconds=self.step_seconds,
             source_cells=self.source_cells[cells], reach_index=self.reach_index[idx],
         )
+
+    def split(self, groups: Sequence[Any]) -> list[CatchmentInterpolator]:
+        """One :meth:`subset` per group of reaches, in one pass over the weights.
+
+        ``groups`` is a sequence of disjoint arrays of local reach indices (e.g. the reaches
+        of every cluster, ``RivTreeCluster.cluster_reaches(c)``, or of every worker); the
+        result ``[k]`` equals ``subset(groups[k])``: it holds only the rows of those reaches
+        and the cells they need, so a worker is shipped only its own weights.  Reaches in no
+        group are left out.  Cost ``O(nnz log nnz)`` for all groups together (a loop of
+        :meth:`subset` would be ``O(nnz)`` per group).
+        """
+        owner = np.full(self.n_reaches, -1, dtype=np.int64)
+        local = np.full(self.n_reaches, -1, dtype=np.int64)
+        idx = [np.asarray(g, dtype=np.int64).ravel() for g in groups]
+        for k, g in enumerate(idx):
+            bad = (g < 0) | (g >= self.n_reaches)
+            if bad.any():
+                raise ValueError(f"groups[{k}] holds reach indices {_some(g[bad])} outside "
+                                 f"[0, {self.n_reaches})")
+            taken = owner[g] >= 0
+            if taken.any() or np.unique(g).size != g.size:
+                dup = g[taken] if taken.any() else g[np.unique(g, return_counts=True)[1] > 1]
+                raise ValueError(f"groups must be disjoint; reach indices {_some(dup)} are in "
+                                 f"groups[{k}] and in an earlier group (or twice in it)")
+            owner[g] = k
+            local[g] = np.arange(g.size)
+        row_owner = owner[self.reach]
+        order = np.argsort(row_owner, kind="stable")
+        bounds = np.searchsorted(row_owner[order], np.arange(len(idx) + 1))
+        out = []
+        for k, g in enumerate(idx):
+            rows = order[bounds[k] : bounds[k + 1]]
+            cells, cell_local = np.unique(self.cell[rows], return_inverse=True)
+            out.append(CatchmentInterpolator(
+                cell_local, local[self.reach[rows]], self.area_km2[rows], n_cells=cells.size,
+                n_reaches=g.size, step_seconds=self.step_seconds,
+                source_cells=self.source_cells[cells], reach_index=self.reach_index[g],
+            ))
+        return out
 
     def select_cells(self, field: torch.Tensor, *, global_field: bool = True) -> torch.Tensor:
         """The part ``[..., n_cells, T]`` of a full source field ``[..., C_global, T]`` that this

@@ -117,6 +117,60 @@ def test_subset_stages_own_weights():
         np.testing.assert_array_equal(sub.reach_index, part)
 
 
+def _same(a: CatchmentInterpolator, b: CatchmentInterpolator) -> None:
+    for name in ("cell", "reach", "area_km2", "source_cells", "reach_index"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert (a.n_cells, a.n_reaches) == (b.n_cells, b.n_reaches)
+
+
+def test_split_stages_each_worker_its_own_weights():
+    """Clusters placed on two workers: split() per cluster equals subset() per cluster; per
+    worker, each holds exactly the weight rows of its reaches and the cells feeding them, the
+    workers' outputs are the full output's rows, and the gradient to the source field (cells
+    shared by both workers included) is the full interpolator's."""
+    cells = _grid(8, 6, 1000.0)
+    rng = np.random.default_rng(3)
+    xs = np.concatenate([[0.0], np.sort(rng.uniform(0, 8000, 5)), [8000.0]])
+    ys = np.concatenate([[0.0], np.sort(rng.uniform(0, 6000, 3)), [6000.0]])
+    cats = np.array([[xs[i], ys[j], xs[i + 1], ys[j + 1]] for j in range(4) for i in range(6)])
+    interp = CatchmentInterpolator.from_boxes(cells, cats, step_seconds=86400.0)
+    n = interp.n_reaches  # 24 catchments tiling the grid, with partial cell overlaps
+    cluster_of = rng.integers(0, 5, n)
+    clusters = [rng.permutation(np.flatnonzero(cluster_of == c)) for c in range(5)]
+    for sub, part in zip(interp.split(clusters), clusters):
+        _same(sub, interp.subset(part))
+    worker_of = np.array([0, 1, 0, 1, 1])
+    mine = [np.concatenate([clusters[c] for c in np.flatnonzero(worker_of == w)])
+            for w in range(2)]
+    parts = interp.split(mine)
+    assert sum(p.nnz for p in parts) == interp.nnz
+    depth = torch.rand(2, interp.n_cells, 5, dtype=torch.float64, requires_grad=True)
+    full = interp(depth)
+    w = torch.rand_like(full)
+    (g_full,) = torch.autograd.grad((full * w).sum(), depth)
+    total = 0.0
+    for p, reaches in zip(parts, mine):
+        # only its own rows and the cells that feed them
+        own = np.isin(interp.reach, reaches)
+        assert p.nnz == own.sum()
+        np.testing.assert_array_equal(np.sort(p.source_cells), np.unique(interp.cell[own]))
+        np.testing.assert_allclose(np.sort(p.area_km2), np.sort(interp.area_km2[own]),
+                                   rtol=0, atol=0)
+        out = p(p.select_cells(depth))
+        torch.testing.assert_close(out, full[:, reaches], rtol=1e-14, atol=0)
+        total = total + (out * w[:, reaches]).sum()
+    shared = np.intersect1d(parts[0].source_cells, parts[1].source_cells)
+    assert shared.size > 0  # some cells feed reaches on both workers
+    (g_split,) = torch.autograd.grad(total, depth)
+    torch.testing.assert_close(g_split, g_full, rtol=1e-12, atol=0)
+    # reaches of no group are left out; overlapping groups and bad indices are errors
+    assert interp.split([[0, 1]])[0].nnz == np.isin(interp.reach, [0, 1]).sum()
+    with pytest.raises(ValueError, match="disjoint"):
+        interp.split([[0, 1], [1, 2]])
+    with pytest.raises(ValueError, match=r"outside \[0, 24\)"):
+        interp.split([[0, 24]])
+
+
 def test_gradient_matches_finite_differences():
     interp = _random_interp(3)
     depth = torch.rand(1, interp.n_cells, 5, dtype=torch.float64, requires_grad=True)
