@@ -14,6 +14,13 @@ initial conditions; the loss is the variance-normalised MSE at the gauges by def
 (``"vnmse"`` of :mod:`hydroscale.calibration.losses`; ``"nse"`` and ``"kge"`` also); metrics
 are NSE and KGE per gauge (:mod:`hydroscale.calibration.metrics`).
 
+The squared errors of ``"vnmse"`` and ``"nse"`` are divided by each gauge's observed variance
+over a fixed period (``normalise="gauge"``, the default; the training period in practice):
+the NSE* of Kratzert et al. (2019).  Dividing by the variance of each training window instead
+(``normalise="window"``) lets dry windows of small, flashy basins carry weights hundreds of
+times larger than wet ones whenever windows are shorter than the seasonal cycle, which makes
+the gradient noisy exactly at those gauges.
+
 Routing goes through :class:`RoutingStage`, which routes the whole network with one
 :class:`~hydroscale.routing.StagedRouter` (``staged=False``) or cluster by cluster in wave
 order through :meth:`~hydroscale.routing.StagedRouter.forward_chunk`, with per-worker
@@ -55,6 +62,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_VNMSE_EPS = 0.1  # m³/s, the default eps of calibration.losses.vnmse
 
 
 # ---------------------------------------------------------------------- gauges, windows
@@ -188,9 +197,8 @@ class RoutingStage:
                         for w in np.unique(wo)}
         self._reaches = [torch.as_tensor(cs.cluster_reaches(c), device=self.device)
                          for c in range(cs.n_clusters)]
-        self._interp = (None if interpolator is None else
-                        [interpolator.subset(cs.cluster_reaches(c))
-                         for c in range(cs.n_clusters)])
+        self._interp = (None if interpolator is None else interpolator.split(
+            [cs.cluster_reaches(c) for c in range(cs.n_clusters)]))
         # clusters in (wave, engine) order: upstream buffers are ready before they are needed
         self._schedule = [int(c) for w in range(cs.n_waves) for c in cs.clusters_in_wave(w)]
 
@@ -257,6 +265,14 @@ class HybridPipeline(nn.Module):
     lateral : ``[N, T]`` known lateral inflow (m³/s), or None with a runoff model.
     runoff_model, forcings ``[C, T, F]``, static ``[C, S]`` : the runoff part.
     loss : a loss of :mod:`hydroscale.calibration.losses` (``"vnmse"``, ``"nse"``, ``"kge"``).
+    normalise : ``"gauge"``: ``"vnmse"``/``"nse"`` divide the squared error of each gauge by its
+        observed variance over ``scale_period`` (fixed weights, see the module docstring);
+        ``"window"``: by the variance of each window (the loss of
+        :func:`~hydroscale.calibration.losses.gauge_loss`).  Default ``"gauge"``, and
+        ``"window"`` for ``"kge"`` (a per-window statistic).
+    scale_period : the period (:class:`Period`, slice or ``(start, stop)``) of the gauge
+        variances for ``normalise="gauge"``; default every step of ``observations``.  Pass
+        the training period so that no validation data enters the loss.
     """
 
     def __init__(
@@ -271,13 +287,22 @@ class HybridPipeline(nn.Module):
         forcings: Any = None,
         static: Any = None,
         loss: str = "vnmse",
+        normalise: str | None = None,
+        scale_period: Any = None,
     ) -> None:
         super().__init__()
         if (lateral is None) == (runoff_model is None):
             raise ValueError("give either lateral inflow [N, T] or a runoff model with forcings")
         get_loss(loss)
+        normalise = normalise or ("window" if loss == "kge" else "gauge")
+        if normalise not in ("gauge", "window") or (loss == "kge" and normalise == "gauge"):
+            raise ValueError(f"normalise must be 'gauge' or 'window' ('window' only for loss "
+                             f"'kge'), got {normalise!r} with loss {loss!r}")
         self.routing, self.param_model, self.runoff_model = routing, param_model, runoff_model
         self.observations, self.windows, self.loss_name = observations, windows, loss
+        self.normalise = normalise
+        self.scale_period = _steps(observations, (None, None) if scale_period is None
+                                   else scale_period)
         dev, dt = routing.device, routing.dtype
         self.dtype = dt
         n = routing.network.n_reaches
@@ -317,6 +342,44 @@ class HybridPipeline(nn.Module):
     def _gauge_rows(self, obs: GaugeObservations) -> torch.Tensor:
         return torch.as_tensor(obs.index_in(self.routing.network), device=self.routing.device)
 
+    def gauge_scale(self, observations: GaugeObservations | None = None) -> np.ndarray:
+        """``[G]`` the divisor of each gauge's mean squared error for ``normalise="gauge"``:
+        ``(σ_g + ε)²`` for ``"vnmse"`` (ε = 0.1 m³/s as in
+        :func:`~hydroscale.calibration.losses.vnmse`) and ``σ_g²`` for ``"nse"``, with σ_g the
+        standard deviation of the gauge's observations over :attr:`scale_period` (NaN where
+        fewer than two are valid)."""
+        g = observations or self.observations
+        a, b = self.scale_period
+        v = g.values[:, a:b]
+        n = np.isfinite(v).sum(-1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.nansum(v, -1) / n
+            sd = np.sqrt(np.nansum((v - mean[:, None]) ** 2, -1) / n)
+        sd = np.where(n >= 2, sd, np.nan)
+        return (sd + _VNMSE_EPS) ** 2 if self.loss_name == "vnmse" else sd ** 2
+
+    def loss(self, sim: torch.Tensor, obs: Any, warmup: int,
+             observations: GaugeObservations | None = None) -> torch.Tensor:
+        """The training loss of ``sim`` against ``obs`` ``[..., G, T]`` at the gauges of
+        ``observations`` (default the training gauges), first ``warmup`` steps left out; the
+        mean over gauges (and leading axes) of the per-gauge losses.  NaN observations are
+        ignored; gauges without a valid step or scale are left out of the mean."""
+        if self.normalise == "window":
+            return gauge_loss(self.loss_name, sim, obs, warmup)
+        s = sim[..., warmup:]
+        o = torch.as_tensor(obs, dtype=s.dtype, device=s.device)[..., warmup:]
+        valid = ~torch.isnan(o)
+        n = valid.sum(-1)
+        err = torch.where(valid, s - torch.nan_to_num(o), 0.0).square().sum(-1) / n
+        scale = torch.as_tensor(self.gauge_scale(observations), dtype=s.dtype, device=s.device)
+        per = err / scale
+        ok = torch.isfinite(per.detach()) & (n > 0)
+        if not bool(ok.any()):
+            raise ValueError(f"loss {self.loss_name!r} is undefined at every gauge (no valid "
+                             f"observation after {warmup} warm-up steps, or no observed "
+                             f"variance in the scale period {self.scale_period})")
+        return torch.where(ok, per, 0.0).sum() / ok.sum()
+
     def window_loss(self, starts: Sequence[int],
                     observations: GaugeObservations | None = None) -> torch.Tensor:
         """The loss at the gauges over the windows starting at ``starts`` (warm-up excluded)."""
@@ -325,7 +388,7 @@ class HybridPipeline(nn.Module):
         q = self.simulate(starts, w.total).index_select(1, self._gauge_rows(g))
         idx = np.asarray(starts)[:, None] + np.arange(w.total)
         obs = torch.as_tensor(g.values[:, idx], device=q.device).permute(1, 0, 2)
-        return gauge_loss(self.loss_name, q, obs, w.warmup)
+        return self.loss(q, obs, w.warmup, g)
 
     @torch.no_grad()
     def evaluate(self, period: Any, observations: GaugeObservations | None = None,
@@ -338,7 +401,7 @@ class HybridPipeline(nn.Module):
         s = max(a - self.windows.warmup, 0)
         q = self.simulate([s], b - s)[0].index_select(0, self._gauge_rows(g)).double().cpu()
         o = torch.as_tensor(g.values[:, s:b])
-        loss = float(gauge_loss(self.loss_name, q, o, a - s))
+        loss = float(self.loss(q, o, a - s, g))
         q, o = q[:, a - s :], o[:, a - s :]
         return {"loss": loss, "nse": nse(q, o).numpy(), "kge": kge(q, o).numpy(),
                 "sim": q.numpy()}
@@ -385,33 +448,36 @@ class HybridPipeline(nn.Module):
 def routing_calibration(
     routing: RoutingStage, param_model: nn.Module, lateral: Any,
     observations: GaugeObservations, *, windows: Windows, loss: str = "vnmse",
+    normalise: str | None = None, scale_period: Any = None,
 ) -> HybridPipeline:
     """Routing-only calibration: known lateral inflow ``[N, T]`` (m³/s), free per-reach
     parameters (:class:`~hydroscale.models.FreeParameters`)."""
     return HybridPipeline(routing, param_model, observations, windows=windows, lateral=lateral,
-                          loss=loss)
+                          loss=loss, normalise=normalise, scale_period=scale_period)
 
 
 def learned_routing(
     routing: RoutingStage, param_model: nn.Module, lateral: Any,
     observations: GaugeObservations, *, windows: Windows, loss: str = "vnmse",
+    normalise: str | None = None, scale_period: Any = None,
 ) -> HybridPipeline:
     """Learned routing: known lateral inflow, parameters from reach attributes through an MLP
     (:class:`~hydroscale.models.AttributeMLP`), trained on some basins' gauges so that it
     transfers to basins without them (validate with :func:`split_by_basin`)."""
     return HybridPipeline(routing, param_model, observations, windows=windows, lateral=lateral,
-                          loss=loss)
+                          loss=loss, normalise=normalise, scale_period=scale_period)
 
 
 def runoff_routing(
     routing: RoutingStage, param_model: nn.Module, runoff_model: RunoffModel, forcings: Any,
     observations: GaugeObservations, *, windows: Windows, static: Any = None,
-    loss: str = "vnmse",
+    loss: str = "vnmse", normalise: str | None = None, scale_period: Any = None,
 ) -> HybridPipeline:
     """Runoff + routing: forcings ``[C, T, F]`` -> ``runoff_model`` (mm per step) ->
     ``routing.interpolator`` (m³/s) -> routing with ``param_model`` -> gauges."""
     return HybridPipeline(routing, param_model, observations, windows=windows,
-                          runoff_model=runoff_model, forcings=forcings, static=static, loss=loss)
+                          runoff_model=runoff_model, forcings=forcings, static=static, loss=loss,
+                          normalise=normalise, scale_period=scale_period)
 
 
 # ---------------------------------------------------------------------- synthetic twin

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from hydroscale.calibration import GaugeObservations
+from hydroscale.calibration import GaugeObservations, gauge_loss
 from hydroscale.models import AttributeMLP, FreeParameters
 from hydroscale.models.pipelines import (
     RoutingStage,
@@ -155,6 +155,50 @@ def test_cluster_staged_path_equals_whole_network(twin, cluster_of, with_runoff)
         after.append(float(pipe.window_loss(starts).detach()))
     assert after[1] == pytest.approx(after[0], rel=1e-5)
     assert after[0] != pytest.approx(losses[0], rel=1e-6)  # the step changed something
+
+
+@pytest.mark.parametrize("loss", ["vnmse", "nse"])
+def test_gauge_normalised_loss_hand_computed(twin, cluster_of, loss):
+    """normalise="gauge": each gauge's mean squared error over the loss steps divided by its
+    observed variance over scale_period ((σ + 0.1)² for vnmse, σ² for nse), NaN observations
+    ignored, averaged over gauges and windows; "window" is calibration.gauge_loss."""
+    obs = twin.observations
+    values = obs.values.copy()
+    values[1, 100:180] = np.nan  # a gap inside the scale period and a window
+    values[3, :] = np.nan  # a gauge without any observation: left out
+    gauges = GaugeObservations(obs.ids, values)
+    pm = FreeParameters("linear_storage", twin.network, BOUNDS, init={"tau": 1.3})
+    windows = Windows(30, warmup=10, stride=3)
+    pipe = routing_calibration(_stage(twin, cluster_of, dtype=torch.float64), pm, twin.lateral,
+                               gauges, windows=windows, loss=loss, scale_period=(50, 400))
+    assert pipe.normalise == "gauge"
+    starts = [90, 140, 300]
+    got = float(pipe.window_loss(starts).detach())
+    with torch.no_grad():
+        q = pipe.simulate(starts, windows.total).numpy()[:, gauges.index_in(twin.network)]
+    per = []
+    for b, s in enumerate(starts):
+        for g in range(len(gauges)):
+            o = values[g, s + 10 : s + 40]
+            ok = np.isfinite(o)
+            ref = values[g, 50:400]
+            ref = ref[np.isfinite(ref)]
+            if not ok.any() or ref.size < 2:
+                continue
+            sd = np.sqrt(np.mean((ref - ref.mean()) ** 2))
+            scale = (sd + 0.1) ** 2 if loss == "vnmse" else sd ** 2
+            per.append(np.mean((q[b, g, 10:][ok] - o[ok]) ** 2) / scale)
+    assert len(per) == 3 * (len(gauges) - 1) - 2  # gauge 1: no observation in 2 windows
+    assert got == pytest.approx(np.mean(per), rel=1e-10)
+    # the per-window normalisation is the loss of calibration.losses
+    win = routing_calibration(pipe.routing, pm, twin.lateral, gauges, windows=windows,
+                              loss=loss, normalise="window")
+    idx = np.asarray(starts)[:, None] + np.arange(windows.total)
+    want = gauge_loss(loss, torch.as_tensor(q), values[:, idx].transpose(1, 0, 2), 10)
+    assert float(win.window_loss(starts).detach()) == pytest.approx(float(want), rel=1e-10)
+    with pytest.raises(ValueError, match="normalise must be"):
+        routing_calibration(pipe.routing, pm, twin.lateral, gauges, windows=windows,
+                            loss="kge", normalise="gauge")
 
 
 def test_pipeline_errors(twin, cluster_of):
