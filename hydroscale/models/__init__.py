@@ -1,5 +1,7 @@
-"""Models feeding the router: parameter models (free per reach, MLP from reach attributes)."""
+"""Models feeding the router: parameter models (free per reach, MLP from reach attributes),
+runoff models, catchment interpolation and the hybrid pipelines (one device or distributed)."""
 
+from ._distributed import RunoffModelSource, pull_runoff_model
 from ._parameters import (
     TIME_EXPONENTS,
     AttributeMLP,
@@ -32,9 +34,11 @@ __all__ += [
     "LSTMRunoff",
     "RoutingStage",
     "RunoffModel",
+    "RunoffModelSource",
     "SyntheticTwin",
     "Windows",
     "learned_routing",
+    "pull_runoff_model",
     "routing_calibration",
     "runoff_routing",
     "split_by_basin",

@@ -184,6 +184,7 @@ class RoutingStage:
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         opts = dict(irf=irf, substeps=substeps, window=int(window), dtype=dtype,
                     device=self.device, backend=backend, allow_unstable=allow_unstable)
+        self.options = {k: v for k, v in opts.items() if k != "device"}
         if not self.staged:
             self.routers = {0: StagedRouter(cs, **opts)}
             self.worker_of = np.zeros(cs.n_clusters, dtype=np.int64)
@@ -405,6 +406,46 @@ class HybridPipeline(nn.Module):
         q, o = q[:, a - s :], o[:, a - s :]
         return {"loss": loss, "nse": nse(q, o).numpy(), "kge": kge(q, o).numpy(),
                 "sim": q.numpy()}
+
+    # ------------------------------------------------------------------ distributed
+    def distributed(
+        self,
+        client: Any,
+        *,
+        train: Any,
+        validation: Any = None,
+        partition: Any = None,
+        max_reaches: int = 512,
+        optimizer: Any = "adam",
+        lr: float = 1e-2,
+        checkpoint_dir: Any = None,
+        checkpoint_every: int = 0,
+        seed: int = 0,
+        control: Any = None,
+        engine_options: dict[str, Any] | None = None,
+    ) -> Any:
+        """This pipeline on the workers of a Dask ``client``: a
+        :class:`~hydroscale.calibration.DistributedCalibrator` (``run``, ``step``,
+        ``history``, checkpoints, the dashboard page) over the same network, routing
+        options, parameter model, runoff model or lateral inflow, gauges and loss.
+
+        Each iteration routes the whole ``train`` period (a :class:`Period`, slice or
+        ``(start, stop)``) as one window from a zero state, its first ``windows.warmup``
+        steps out of the loss; a runoff model is replicated on the workers and its gradients
+        summed across them (see :mod:`hydroscale.models._distributed`).  ``partition``
+        (placed on the cluster's workers; default ``partition_network(network,
+        max_reaches=max_reaches, n_workers=W)``), ``optimizer``, ``lr``, ``checkpoint_dir``,
+        ``checkpoint_every``, ``seed``, ``control`` and ``engine_options`` are those of
+        :class:`~hydroscale.calibration.DistributedCalibrator`.  Read the trained weights
+        back with its ``update_model()`` (routing parameters) and
+        :func:`hydroscale.models.pull_runoff_model` (runoff model)."""
+        from ._distributed import distributed_calibrator
+
+        return distributed_calibrator(
+            self, client, train=train, validation=validation, partition=partition,
+            max_reaches=max_reaches, optimizer=optimizer, lr=lr, checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every, seed=seed, control=control,
+            engine_options=engine_options)
 
     # ------------------------------------------------------------------ training
     def fit(
