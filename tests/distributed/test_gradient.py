@@ -59,11 +59,17 @@ def test_gradient_equals_single_device_autograd(client, forest, twin, loss, one_
         assert plan.cross_worker_exits() > 0 and plan.n_waves >= 3
         assert len({int(w) for w in plan.group_worker[plan.group_of[obs.index_in(net)]]}) == 2
         got = dg.gradient()
+        half = np.arange(len(obs)) % 2 == 0
+        half_loss = [dg.loss(half), dg.loss(~half)]  # forward passes, no step in between
     ref = FreeParameters("muskingum", net, BOUNDS, init=start, dtype=torch.float64)
     r = torch.tensor(runoff[None], requires_grad=True)
     want = _oracle_loss(net, r, obs, ref(), loss)
     want.backward()
     assert got["loss"] == pytest.approx(want.item(), rel=1e-10)
+    for sel, value in zip((half, ~half), half_loss):
+        sub = obs.subset(obs.ids[sel])
+        assert value == pytest.approx(_oracle_loss(net, runoff[None], sub, ref(), loss).item(),
+                                      rel=1e-10)
     assert _rel(got["model"]["raw"], ref.raw.grad) < 1e-5
     assert _rel(got["runoff"], r.grad) < 1e-5
     # reaches upstream of no gauge get no gradient, both ways
