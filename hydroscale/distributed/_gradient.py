@@ -527,7 +527,8 @@ class DistributedGradient:
     def gradient(self, use: np.ndarray | None = None) -> dict[str, Any]:
         """Forward and backward without an update; returns ``loss`` and the gradients:
         ``model`` (mapping name -> gradient of the client model's tensor: ``raw`` ``[N, P]``
-        for free parameters, the summed gradients for a shared model) and, for a trainable
+        for free parameters, the summed gradients for a shared model), ``source`` (the
+        summed gradients of the source's shared tensors) and, for a trainable
         :class:`TensorSource`, ``runoff`` ``[B, N, T]``."""
         res = self.iterate(use, training=True, step=False)
         per = self._on_workers(gradient_task, self.run_id, tag=f"grad-{self.run_id}")
@@ -539,6 +540,7 @@ class DistributedGradient:
             out["model"] = {"raw": raw}
         else:
             out["model"] = dict(per[0]["model"])
+        out["source"] = list(per[0]["source"])
         if "runoff" in per[0]:
             r = np.zeros((self.batch, self.network.n_reaches, self.observations.n_steps))
             for p in per:

@@ -692,13 +692,17 @@ def model_task(run_id: str) -> dict[str, Any]:
 
 def gradient_task(run_id: str) -> dict[str, Any]:
     """The gradients of the last backward (before any step): ``raw`` ``[n_own, P]`` rows of
-    free parameters, or the shared model's (summed) gradients, and the runoff gradients of a
-    :class:`TensorSource` (``trainable=True``)."""
+    free parameters, or the shared model's (summed) gradients, the summed gradients of the
+    source's shared tensors, and the runoff gradients of a :class:`TensorSource`
+    (``trainable=True``)."""
     run = _get(run_id)
     out: dict[str, Any] = {"rows": run.rows}
     named = dict(run.model.named_parameters())
     out["model"] = {k: (p.grad if p.grad is not None else torch.zeros_like(p)).detach().cpu()
                     for k, p in named.items()}
+    shared, _ = _source_parameters(run.source)
+    out["source"] = [(p.grad if p.grad is not None else torch.zeros_like(p)).detach().cpu()
+                     for p in shared]
     grads = getattr(run.source, "gradients", None)
     if grads is not None:
         out["runoff"] = {g: (run.reaches(g), v) for g, v in grads(run.mine.tolist()).items()}

@@ -76,6 +76,67 @@ def test_gradient_equals_single_device_autograd(client, forest, twin, loss, one_
     assert np.array_equal(got["model"]["raw"].numpy() == 0, ref.raw.grad.numpy() == 0)
 
 
+class ScaledRunoff:
+    """A differentiable runoff source (the protocol of ``hydroscale.distributed``):
+    ``runoff = exp(s) * base`` with one tensor ``s`` shared by all workers."""
+
+    differentiable = True
+
+    def __init__(self, base, s0):
+        self.base = torch.as_tensor(base)[None]
+        self.s0 = float(s0)
+        self.blocks = {}
+
+    def for_worker(self, plan, worker):
+        out = ScaledRunoff(torch.zeros(1, 0), self.s0)
+        for g in plan.groups_of_worker(worker).tolist():
+            a, b = plan.rows[g]
+            out.blocks[g] = self.base[:, torch.as_tensor(plan.order[a:b])]
+        return out
+
+    def open(self, ctx):
+        self.s = torch.nn.Parameter(torch.tensor(self.s0, dtype=ctx.dtype, device=ctx.device))
+        self.blocks = {g: x.to(ctx.device, ctx.dtype) for g, x in self.blocks.items()}
+
+    def _runoff(self, group):
+        return self.s.exp() * self.blocks[group]
+
+    def read(self, group, reaches):
+        with torch.no_grad():
+            return self._runoff(group)
+
+    def backward(self, group, reaches, grad):
+        self._runoff(group).backward(grad)
+
+    def parameters(self):
+        return {"shared": [self.s], "local": []}
+
+
+def test_differentiable_source_gets_its_gradient(client, forest, twin, one_torch_thread):
+    """A source's shared tensor receives the gradient summed over the groups of both workers,
+    and both workers step it alike (the loss after one step is the single-device one)."""
+    net, _, part = forest
+    runoff, obs, start = twin
+    model = FreeParameters("muskingum", net, BOUNDS, init=start, dtype=torch.float64)
+    with DistributedGradient(client, net, part, model, obs, ScaledRunoff(runoff, 0.2),
+                             substeps=F, window=T, warmup=WARMUP, dtype=torch.float64,
+                             allow_unstable=True, lr=0.05, snapshot_dir=False) as dg:
+        got = dg.gradient()
+        dg.iterate()
+        after = dg.loss()
+    ref = FreeParameters("muskingum", net, BOUNDS, init=start, dtype=torch.float64)
+    s = torch.tensor(0.2, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([ref.raw, s], lr=0.05)
+    loss = _oracle_loss(net, s.exp() * torch.as_tensor(runoff[None]), obs, ref())
+    loss.backward()
+    assert got["loss"] == pytest.approx(loss.item(), rel=1e-10)
+    assert got["source"][0].item() == pytest.approx(s.grad.item(), rel=1e-8)
+    opt.step()
+    with torch.no_grad():
+        want = _oracle_loss(net, s.exp() * torch.as_tensor(runoff[None]), obs, ref())
+    assert after == pytest.approx(want.item(), rel=1e-8)
+
+
 def _mlp(net):
     rng = np.random.default_rng(9)
     attrs = {**net.attrs, "slope": rng.uniform(0.0, 1.0, net.n_reaches)}
