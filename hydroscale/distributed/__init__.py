@@ -18,6 +18,10 @@ partition's per-wave placement, see ``bench/distributed.py``).
 
 Tasks are pure: a killed worker's results are recomputed (on any worker) and equal, and an
 interrupted run resumes from its output store (:func:`route_distributed`, ``resume``).
+
+:class:`DistributedGradient` computes the gradient of a gauge loss in forward and backward
+waves over the same groups and steps optimisers that live on the workers (DESIGN §3,
+"Backward wave"); :class:`~hydroscale.calibration.DistributedCalibrator` drives it.
 """
 
 from ._config import (

@@ -493,7 +493,9 @@ def forward_task(run_id: str, group: int, begin: Any, *upstream: TransferBuffer 
     if run.training:
         run.inflow[g] = inflow
     _tick(run, "forward", t0)
-    return TransferBuffer(g, 0, out) if out.shape[1] else None
+    # the exit channels are a view of the group's whole output: copy them, so that the
+    # buffer does not keep the discharge of every reach alive while downstream groups wait
+    return TransferBuffer(g, 0, out.clone()) if out.shape[1] else None
 
 
 def backward_task(run_id: str, group: int, *downstream: Any) -> TransferBuffer | None:
