@@ -16,9 +16,11 @@ from .nwm import (
 )
 from .zarr_store import (
     ForcingStore,
+    RunProgress,
     create_output_store,
     ingest,
     ingest_main,
+    mark_complete,
     open_forcing,
     open_output,
     write_block,
@@ -26,9 +28,11 @@ from .zarr_store import (
 
 __all__ = [
     "ForcingStore",
+    "RunProgress",
     "create_output_store",
     "ingest",
     "ingest_main",
+    "mark_complete",
     "open_forcing",
     "open_output",
     "write_block",

@@ -101,7 +101,7 @@ def _zarr_forcing(frc: dict[str, Any], network: RiverNetwork) -> Forcing:
     rows = fs.rows
 
     def read(t0: int, t1: int) -> np.ndarray:
-        return np.asarray(fs.array.get_orthogonal_selection((rows, slice(t0, t1))), np.float32)
+        return np.asarray(fs.read_rows(rows, t0, t1), np.float32)
 
     return Forcing(fs.time[:steps], float(fs.interval_s), read, f"zarr {frc['path']}")
 

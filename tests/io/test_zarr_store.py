@@ -9,9 +9,11 @@ from nwm_files import LINKS
 from hydroscale.io import IOFormatError, read_routelink
 from hydroscale.io.rapid import write_rapid_inflow
 from hydroscale.io.zarr_store import (
+    RunProgress,
     create_output_store,
     ingest,
     ingest_main,
+    mark_complete,
     open_forcing,
     open_output,
     write_block,
@@ -102,7 +104,14 @@ def test_output_store_region_writes(tmp_path):
     with pytest.raises(ValueError, match=r"outside the store \(4, 6\)"):
         write_block(tmp_path / "o.zarr", 3, 0, np.ones((2, 2)))
     net = RiverNetwork.from_arrays([8, 7, 6, 5], [0, 8, 8, 7])
+    with pytest.raises(IOFormatError, match=r"o.zarr \[complete\]: the output store is "
+                                            "incomplete.*allow_incomplete=True"):
+        open_output(tmp_path / "o.zarr", net)
+    early = open_output(tmp_path / "o.zarr", net, allow_incomplete=True)
+    assert early.attrs["complete"] is False
+    mark_complete(tmp_path / "o.zarr")
     out = open_output(tmp_path / "o.zarr", net)
+    assert out.attrs["complete"] is True
     np.testing.assert_array_equal(out["reach"].values, [8, 7, 6, 5])
     np.testing.assert_array_equal(out.values[0], [np.nan] * 3 + [7.0] * 3)
     np.testing.assert_array_equal(out.values[3], [0.0, 1.0, 2.0] + [np.nan] * 3)
@@ -116,3 +125,58 @@ def test_chrtout_streaming_checks_ids_and_time_order(nwm_dir, tmp_path):
     files = sorted((nwm_dir / "chrt").iterdir())
     with pytest.raises(IOFormatError, match=r"202108230000.CHRTOUT_DOMAIN1 \[time\].*not sorted"):
         ingest([files[1], files[0]], tmp_path / "b.zarr", chunks=(8, 1))
+
+
+def test_run_progress_records_tasks_and_states(tmp_path):
+    store = tmp_path / "o.zarr"
+    create_output_store(store, [1, 2], T0 + np.arange(4) * np.timedelta64(1, "h"),
+                        fingerprint="abc")
+    prog = RunProgress.create(store)
+    assert prog.done() == set() and not prog.has_state(0, 0)
+    hist = {"runoff_hist": np.arange(6.0).reshape(1, 2, 3),
+            "inflow_hist": np.zeros((1, 0, 2, 3), np.float32)}
+    prog.save_state(3, 1, hist)
+    prog.mark_done(3, 1)
+    prog.mark_done(0, 0)
+    assert prog.done() == {(3, 1), (0, 0)} and prog.has_state(3, 1)
+    back = prog.load_state(3, 1)
+    assert back.keys() == hist.keys()
+    for k in hist:
+        assert back[k].dtype == hist[k].dtype and np.array_equal(back[k], hist[k])
+    with pytest.raises(IOFormatError, match=r"no state saved for group 2, chunk 0"):
+        prog.load_state(2, 0)
+    # the store stays a readable Zarr/xarray store with the record inside
+    root = zarr.open_group(store, mode="r")
+    assert root.attrs["fingerprint"] == "abc" and root.attrs["complete"] is False
+    assert set(xr.open_zarr(store, consolidated=False).data_vars) == {"discharge"}
+    prog.clear_states()
+    assert not prog.has_state(3, 1) and prog.done() == {(3, 1), (0, 0)}
+
+
+def test_failed_ingest_leaves_the_old_store_untouched(tmp_path):
+    ingest(_da([1, 2, 3]), tmp_path / "f.zarr")
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*")
+              if p.is_file()}
+    with pytest.raises(FileExistsError, match="f.zarr' exists and is left untouched"):
+        ingest(_da([1, 2, 3]), tmp_path / "f.zarr")
+    bad = _da([1, 2, 2])
+    with pytest.raises(IOFormatError, match="listed twice"):
+        ingest(bad, tmp_path / "f.zarr", overwrite=True)
+    after = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*")
+             if p.is_file()}
+    assert after == before  # no partial store beside it either
+    ingest(_da([4, 5]), tmp_path / "f.zarr", overwrite=True)
+    assert open_forcing(tmp_path / "f.zarr", RiverNetwork.from_arrays([4, 5], [5, 0])
+                        ).ids.tolist() == [4, 5]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.zarr"]
+
+
+def test_store_of_object_dtype_is_refused_before_any_read(tmp_path):
+    """A store whose arrays are not numbers (e.g. a Zarr v2 store with a pickle codec) is
+    refused from its metadata: nothing of it is decoded."""
+    ingest(_da([1, 2]), tmp_path / "f.zarr")
+    root = zarr.open_group(tmp_path / "f.zarr", mode="r+")
+    del root["reach"]
+    root.create_array("reach", shape=(2,), dtype=str)
+    with pytest.raises(IOFormatError, match=r"f.zarr \[reach\]: dtype .* is not integer"):
+        open_forcing(tmp_path / "f.zarr", RiverNetwork.from_arrays([1, 2], [2, 0]))
