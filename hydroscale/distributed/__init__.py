@@ -57,6 +57,7 @@ __all__ = [
     "TensorSource",
     "TransferBuffer",
     "WorkerLost",
+    "WorkersLost",
     "WavePlan",
     "ZarrForcing",
     "config_path",

@@ -144,12 +144,10 @@ class ZarrForcing:
             raise RuntimeError("ZarrForcing.read before open(network)")
         r = self._fs.rows[reaches]
         if r.size and r[-1] - r[0] == r.size - 1 and np.all(np.diff(r) == 1):
-            block = self._fs.array[int(r[0]) : int(r[-1]) + 1, t0:t1]
+            block = self._fs.check_finite(self._fs.array[int(r[0]) : int(r[-1]) + 1, t0:t1],
+                                          r, t0)
         elif r.size:
-            srt = np.argsort(r, kind="stable")
-            got = self._fs.array.get_orthogonal_selection((r[srt], slice(t0, t1)))
-            block = np.empty_like(got)
-            block[srt] = got
+            block = self._fs.read_rows(r, t0, t1)
         else:
             block = np.zeros((0, t1 - t0), np.float32)
         x = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32))

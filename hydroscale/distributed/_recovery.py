@@ -16,15 +16,37 @@ loss is the new worker set:
 
 These helpers only talk to the scheduler (no task is submitted): the routing runtime calls
 them between passes and the calibration runtime between iterations.
+
+Interrupted runs (the client stopped, a task failed) are resumed from the output store:
+
+- :func:`run_fingerprint` -- a digest of everything that determines a run's output (network,
+  parameters, IRF, sub-steps, window, dtype, partition, time chunk, forcing); a store is only
+  resumed by the run that started it;
+- :func:`prepare_output` -- create the output store, or check and reopen an incomplete one;
+- :func:`restart_points` -- per group, the first time chunk to route again: finished chunks
+  are skipped, as far as the downstream groups do not need their transfer buffers again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import time
 from typing import Any
 
-__all__ = ["WorkersLost", "replaced", "wait_for_workers", "worker_addresses"]
+import numpy as np
+
+__all__ = [
+    "WorkersLost",
+    "prepare_output",
+    "replaced",
+    "restart_points",
+    "run_fingerprint",
+    "wait_for_workers",
+    "worker_addresses",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -90,3 +112,95 @@ def replaced(old: list[str], new: list[str]) -> dict[int, tuple[str, str]]:
     if out:
         logger.info("workers replaced: %s", out)
     return out
+
+
+# ---------------------------------------------------------------- interrupted runs
+def digest(*arrays: Any) -> str:
+    """sha256 (16 hex digits) of arrays' dtypes, shapes and bytes."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(np.asarray(a))
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def run_fingerprint(definition: dict[str, Any]) -> str:
+    """sha256 (16 hex digits) of a run definition (a JSON-able mapping of scalars and
+    :func:`digest` strings)."""
+    text = json.dumps(definition, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def prepare_output(path: str, definition: dict[str, Any], create: Any, *, overwrite: bool,
+                   resume: bool, hint: str = "overwrite=True") -> set[tuple[int, int]]:
+    """Create the output store at ``path`` or reopen it to resume; returns the finished
+    (group, chunk) pairs recorded in it (empty for a new store).
+
+    ``create()`` creates a new store (called with nothing at ``path``, or with
+    ``overwrite``).  An existing store is resumed when ``resume`` and it is an incomplete
+    hydroscale output store of the same run definition; otherwise it is left untouched and
+    the error says why (complete, another run, not an output store).  ``hint`` names the
+    overwrite switch in messages (``"--overwrite"`` for the CLI).
+    """
+    from ..io import IOFormatError, RunProgress
+
+    if overwrite or not os.path.exists(path):
+        create()
+        RunProgress.create(path)
+        return set()
+    if not resume:
+        raise FileExistsError(
+            f"output store {path!r} exists and is left untouched; pass {hint} to replace it, "
+            "resume=True to continue an interrupted run, or write elsewhere")
+    import zarr
+
+    try:
+        attrs = dict(zarr.open_group(path, mode="r").attrs)
+    except Exception as err:  # noqa: BLE001 - whatever is there, it is not our store
+        raise IOFormatError(path, None, f"exists but is not a Zarr store ({err}); it is left "
+                            "untouched: remove it or write elsewhere") from None
+    if attrs.get("hydroscale_store") != "output":
+        raise IOFormatError(path, "hydroscale_store", "exists but is not a hydroscale output "
+                            "store; it is left untouched: remove it or write elsewhere")
+    if attrs.get("complete") is not False:
+        raise FileExistsError(
+            f"output store {path!r} exists and is complete; it is left untouched: pass "
+            f"{hint} to replace it, or write elsewhere")
+    old = (attrs.get("run") or {}).get("definition") or {}
+    if attrs.get("fingerprint") != run_fingerprint(definition):
+        diff = sorted(k for k in set(old) | set(definition) if old.get(k) != definition.get(k))
+        shown = "; ".join(f"{k}: store {old.get(k)!r}, now {definition.get(k)!r}"
+                          for k in diff[:6])
+        raise ValueError(
+            f"output store {path!r} holds an interrupted run of another definition ({shown}); "
+            f"it is left untouched: rerun with the same inputs to resume it, or pass {hint} "
+            "to replace it"
+        )
+    done = RunProgress(path).done()
+    logger.info("resuming %s: %d (group, chunk) tasks recorded as finished", path, len(done))
+    return done
+
+
+def restart_points(upstream: list[np.ndarray], n_chunks: int, done: set[tuple[int, int]],
+                   has_state: Any = None) -> np.ndarray:
+    """Per group, the first time chunk to route: int64 ``[G]``.
+
+    Group ``g`` finished chunks ``0 .. p_g - 1`` (a prefix of ``done``, each with its saved
+    state when ``has_state(g, k)`` is given).  Routing (g, k) needs the transfer buffers of
+    its upstream groups for chunk k, which are not saved, so an upstream group restarts no
+    later than any group it feeds: ``r_u = min(p_u, r_g for every g fed by u)``.  Groups are
+    numbered in topological order (upstream first).
+    """
+    g_n = len(upstream)
+    p = np.zeros(g_n, np.int64)
+    for g in range(g_n):
+        k = 0
+        while k < n_chunks and (g, k) in done and (has_state is None or has_state(g, k)):
+            k += 1
+        p[g] = k
+    r = p.copy()
+    for g in range(g_n - 1, -1, -1):
+        for u in upstream[g]:
+            r[int(u)] = min(r[int(u)], r[g])
+    return r

@@ -3,21 +3,30 @@
 :func:`route_distributed` routes a forcing store through a partitioned network on the
 workers of a Dask cluster (DESIGN §3):
 
-1. the network arrays (ids, downstream index, group of every reach) are scattered once to
-   every worker (``broadcast=True, hash=False``), and each worker builds its run: its groups'
-   :class:`~hydroscale.routing.StagedRouter` and kernels on its device;
-2. one task per (group, time chunk) is submitted, all at once, pinned to the group's worker:
-   it depends on the group's previous chunk (carried state, kept on the worker) and on the
-   transfer buffers of the upstream groups for the same chunk, reads its forcing block from
-   Zarr on the worker, writes its discharge block to the output store on the worker and
-   returns its own transfer buffer.  Dask runs wave ``w + 1`` of chunk ``k`` while wave ``w``
-   runs chunk ``k + 1``;
-3. the client only waits (progress through logging) and gathers small per-worker figures.
+1. the run's data (network arrays, group of every reach, home worker of every group,
+   parameters, router options: a :class:`~._worker.RunData`) is scattered once to every
+   worker (``broadcast=True, hash=False``) and each worker builds its groups' routers and
+   kernels on its device;
+2. one task per (group, time chunk) is submitted, all at once, placed on the group's worker
+   (``allow_other_workers=True``): a pure function of the run data, the previous chunk's
+   result of the same group (its carried state) and the upstream groups' results for the
+   same chunk (their transfer buffers).  It reads its forcing block from Zarr on the worker,
+   writes its discharge block to the output store on the worker and returns its new state,
+   transfer buffer and checksum, which stay on the worker.  Dask runs wave ``w + 1`` of
+   chunk ``k`` while wave ``w`` runs chunk ``k + 1``;
+3. the client keeps every future until the pass ends, so that Dask recomputes whatever a
+   lost worker held (on any worker; the routers are rebuilt from the run data), waits
+   (progress through logging) and gathers small per-worker figures.
+
+With an output store, every finished task is recorded in it (:class:`~hydroscale.io.
+RunProgress`) and the store is marked complete last; the same call on an incomplete store
+resumes: finished time chunks are not routed again (:attr:`RunSummary.reused_tasks`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -30,11 +39,18 @@ from ..network import RiverNetwork
 from ..partition import Partition
 from ._forcing import SyntheticForcing, ZarrForcing, as_forcing
 from ._plan import WavePlan, map_workers, plan_waves
+from ._recovery import digest, prepare_output, restart_points, run_fingerprint, worker_addresses
 from ._worker import (
+    PassSpec,
+    RunData,
+    SavedState,
+    abort_pass,
     aggregate_task,
     begin_task,
+    buffer_task,
     copy_task,
     finish_task,
+    pass_busy,
     route_task,
     setup_task,
     teardown_task,
@@ -57,8 +73,11 @@ class RunSummary:
 
     ``wall_s`` runs from the first task submitted to the last write flushed; ``setup_s``
     (scatter, per-worker router build and kernel aggregation) is apart.  ``checksum`` is the
-    float64 sum of all discharge (or, for the I/O floor, of all forcing) computed on the
-    workers: equal runs on different worker counts give equal checksums.
+    float64 sum of the discharge routed by this pass (or, for the I/O floor, of the forcing)
+    computed on the workers: equal runs on different worker counts give equal checksums.
+    ``tasks`` is the number of (group, chunk) tasks routed by this pass; a resumed pass
+    reuses ``reused_tasks`` tasks finished by the interrupted run and routes again
+    ``recomputed_tasks`` finished ones whose transfer buffers downstream groups need.
     """
 
     kind: str
@@ -80,20 +99,27 @@ class RunSummary:
     per_worker: list[dict[str, Any]] = field(default_factory=list)
     plan: dict[str, Any] = field(default_factory=dict)
     output_store: str | None = None
+    reused_tasks: int = 0
+    recomputed_tasks: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def __str__(self) -> str:
+        reuse = (f", {self.reused_tasks} reused, {self.recomputed_tasks} recomputed"
+                 if self.reused_tasks or self.recomputed_tasks else "")
         return (f"{self.kind}: {self.reaches} reaches x {self.steps} steps on {self.workers} "
                 f"workers ({self.groups} groups, {self.waves} waves, {self.chunks} chunks, "
-                f"{self.tasks} tasks): wall {self.wall_s:.2f} s, setup {self.setup_s:.2f} s, "
-                f"{self.reach_steps_per_s:.3g} reach-steps/s")
+                f"{self.tasks} tasks{reuse}): wall {self.wall_s:.2f} s, setup "
+                f"{self.setup_s:.2f} s, {self.reach_steps_per_s:.3g} reach-steps/s")
 
 
-def _submit(client: Any, fn: Any, *args: Any, addr: str, key: str, priority: int = 0) -> Any:
-    return client.submit(fn, *args, workers=[addr], allow_other_workers=False, pure=False,
-                         key=key, priority=priority)
+def _submit(client: Any, fn: Any, *args: Any, addr: str, key: str, priority: int = 0,
+            strict: bool = False) -> Any:
+    """A task placed on ``addr``; unless ``strict``, any worker may run it when ``addr`` is
+    gone (a lost worker's tasks move on; tasks are pure)."""
+    return client.submit(fn, *args, workers=[addr], allow_other_workers=not strict,
+                         pure=False, key=key, priority=priority)
 
 
 def _chunks(n_steps: int, time_chunk: int) -> list[tuple[int, int]]:
@@ -115,40 +141,78 @@ def _wait_logged(futures: list[Any], what: str) -> None:
             logger.info("%s: %d/%d tasks done", what, done, n)
 
 
-def _create_output(output_store: Any, plan: WavePlan, time: np.ndarray, time_chunk: int,
-                   reach_chunk: int, interval_s: Any, run: dict[str, Any], overwrite: bool,
-                   variable: str = "discharge") -> str:
-    import os
-
-    from ..io import create_output_store
-
-    path = os.fspath(output_store)
-    create_output_store(path, plan.reach_ids, time, variable=variable,
-                        chunks=(int(reach_chunk), int(time_chunk)), interval_s=interval_s,
-                        run=run, overwrite=overwrite)
-    return path
-
-
-def _scatter_network(client: Any, plan: WavePlan) -> list[Any]:
+def _run_data(run_id: str, plan: WavePlan, params: Any = None,
+              options: dict[str, Any] | None = None) -> RunData:
     net = plan.network
-    return client.scatter([net.ids, net.downstream, plan.group_of], broadcast=True, hash=False)
+    return RunData(run_id, net.ids, net.downstream, plan.group_of, plan.group_worker, params,
+                   options)
 
 
 def _on_workers(client: Any, addrs: list[str], fn: Any, *args: Any, tag: str,
                 per_worker: Any = None) -> list[Any]:
-    """Run ``fn`` once on every worker (``per_worker(w)`` adds worker-specific arguments)."""
+    """Run ``fn`` once per partition worker (``per_worker(w)`` adds worker-specific
+    arguments), placed on its worker (any other if it is gone)."""
     futs = [_submit(client, fn, *args, *(per_worker(w) if per_worker else ()), addr=a,
                     key=f"hydroscale-{tag}-{w}") for w, a in enumerate(addrs)]
     return client.gather(futs)
 
 
+def _finish(client: Any, run_id: str, pass_id: str, futs: list[Any], progress: Any,
+            expected: set[tuple[int, int]], attempts: int = 5) -> list[dict[str, Any]]:
+    """Wait for every result (recomputed if a worker was lost), flush the writers of every
+    worker and check that the output store recorded every task; returns per-worker figures
+    (the first holds the checksum of all results).  Retries when a worker is lost meanwhile."""
+    from distributed import wait
+
+    for attempt in range(attempts):
+        wait(futs)
+        errs = [f for f in futs if f.status == "error"]
+        if errs:
+            raise RuntimeError(f"task {errs[0].key} failed: {errs[0].exception()!r}")
+        where = client.who_has(futs)
+        live = set(worker_addresses(client).values())
+        mine: dict[str, list[Any]] = {a: [] for a in sorted(live)}
+        for f in futs:
+            holders = [a for a in where.get(f.key, ()) if a in live]
+            if holders:
+                mine[holders[0]].append(f)
+        if sum(len(v) for v in mine.values()) < len(futs):
+            logger.info("results lost meanwhile; waiting again (attempt %d)", attempt + 1)
+            continue
+        ffuts = {a: _submit(client, finish_task, run_id, pass_id, *fs, addr=a, strict=True,
+                            key=f"hydroscale-finish-{pass_id}-{attempt}-{i}")
+                 for i, (a, fs) in enumerate(mine.items())}
+        lost, tic = False, time.monotonic()
+        while not all(f.done() for f in ffuts.values()):
+            time.sleep(0.05)
+            if time.monotonic() - tic > 1.0:  # a pinned task never runs on a lost worker
+                tic = time.monotonic()
+                if set(ffuts) - set(worker_addresses(client).values()):
+                    lost = True
+                    client.cancel([f for f in ffuts.values() if not f.done()])
+                    break
+        if lost or any(f.status != "finished" for f in ffuts.values()):
+            logger.info("a worker was lost while flushing; again (attempt %d)", attempt + 1)
+            continue
+        per = client.gather(list(ffuts.values()))
+        missing = expected - progress.done() if progress is not None else set()
+        if missing:
+            logger.info("%d tasks not recorded yet (a worker was lost?); again", len(missing))
+            continue
+        return per
+    raise RuntimeError(f"pass {pass_id}: could not finish after {attempts} attempts (workers "
+                       "keep being lost?); run the same command again to resume")
+
+
 class DistributedRouter:
     """A routing set-up resident on the workers of a Dask cluster; route passes reuse it.
 
-    Construction scatters the network once, builds on every worker a
-    :class:`~hydroscale.routing.StagedRouter` over its own groups (on its device) and
+    Construction scatters the run data once, builds on every worker the
+    :class:`~hydroscale.routing.StagedRouter` of its own groups (on its device) and
     aggregates their path kernels with one common window; :meth:`route` then runs passes
-    (forcing store -> output store) and :meth:`close` frees the workers.
+    (forcing store -> output store) and :meth:`close` frees the workers.  The workers'
+    routers are a cache: a worker that replaces a lost one rebuilds what it needs from the
+    scattered run data, which this object keeps until :meth:`close`.
 
     Parameters
     ----------
@@ -192,25 +256,47 @@ class DistributedRouter:
         options = {"irf": irf, "substeps": int(substeps), "window": window, "dtype": dtype,
                    "storage_dtype": storage_dtype, "backend": backend, "precision": precision,
                    "allow_unstable": allow_unstable, "batch_reaches": int(batch_reaches)}
-        arrays = _scatter_network(client, self.plan)
-        pf = params
+        pv = params
         if params is not None and not callable(params):
-            pf = client.scatter(np.asarray(torch.as_tensor(params).detach().cpu().numpy()),
-                                broadcast=True, hash=False)
-        info = _on_workers(client, self.addrs, setup_task, self.run_id, *arrays,
-                           tag=f"setup-{self.run_id}",
-                           per_worker=lambda w: (self.plan.groups_of_worker(w), options, pf))
+            pv = np.asarray(torch.as_tensor(params).detach().cpu().numpy())
+        p_digest = digest(pv if not callable(pv) else np.asarray(pv(self.plan.network)))
+        self._data = client.scatter(_run_data(self.run_id, self.plan, pv, options),
+                                    broadcast=True, hash=False)
+        info = _on_workers(client, self.addrs, setup_task, self._data,
+                           tag=f"setup-{self.run_id}", per_worker=lambda w: (w,))
         self.window = max(int(i["window"]) for i in info)
-        agg = _on_workers(client, self.addrs, aggregate_task, self.run_id, self.window,
-                          tag=f"aggregate-{self.run_id}")
-        arrays = pf = None  # the workers hold what they built; release the scattered data
+        agg = _on_workers(client, self.addrs, aggregate_task, self._data, tag=
+                          f"aggregate-{self.run_id}", per_worker=lambda w: (w, self.window))
         self.max_truncated_mass = max(a["max_truncated_mass"] for a in agg)
         self.worker_setup = [{**i, **a} for i, a in zip(info, agg)]
         self.setup_s = time.perf_counter() - tic
         self._closed = False
+        p = self.plan
+        self._definition = {
+            "irf": str(irf), "substeps": self.substeps, "window": self.window,
+            "dtype": str(dtype), "storage_dtype": str(storage_dtype), "backend": backend,
+            "precision": precision, "batch_reaches": int(batch_reaches),
+            "network": digest(p.network.ids, p.network.downstream), "params": p_digest,
+            "plan": digest(p.group_of, p.group_worker, p.order),
+        }
         logger.info("DistributedRouter %s: %d groups on %d workers set up in %.2f s "
                     "(window %d, max truncated mass %.3g)", self.run_id, self.plan.n_groups,
                     len(self.addrs), self.setup_s, self.window, self.max_truncated_mass)
+
+    def _forcing_identity(self, forcing: Any) -> dict[str, Any]:
+        """What identifies a forcing for a resumed run: for a store, its path, ids, times and
+        a digest of its first chunk (cheap; a re-ingest of the same data keeps it)."""
+        if isinstance(forcing, ZarrForcing):
+            import zarr
+
+            root = zarr.open_group(forcing.store, mode="r")
+            arr = root[root.attrs["variable"]]
+            first = arr[: arr.chunks[0], : arr.chunks[1]]
+            return {"store": os.path.abspath(forcing.store), "shape": list(arr.shape),
+                    "ids_time": digest(root["reach"][:], root["time"][:]),
+                    "first_chunk": digest(first)}
+        return {**forcing.describe(), "n_steps": forcing.n_steps, "start": forcing.start,
+                "interval_s": forcing.interval_s}
 
     def route(
         self,
@@ -222,19 +308,38 @@ class DistributedRouter:
         reach_chunk: int = 65536,
         run_metadata: dict[str, Any] | None = None,
         overwrite: bool = False,
+        resume: bool = True,
+        baseline: Any = None,
     ) -> RunSummary:
         """One pass from zero state: forcing -> discharge (see :func:`route_distributed`)."""
         if self._closed:
             raise RuntimeError("this DistributedRouter is closed")
-        plan, client, addrs = self.plan, self.client, self.addrs
+        plan, client = self.plan, self.client
         forcing = as_forcing(forcing_store)
         steps = int(n_steps or forcing.n_steps)
         if steps > forcing.n_steps or steps < 1:
             raise ValueError(f"n_steps must lie in [1, {forcing.n_steps}], got {n_steps}")
         chunks = _chunks(steps, time_chunk)
+        if isinstance(forcing, ZarrForcing):
+            forcing.open(plan.network)  # a bad forcing store fails before the output is touched
+        self.addrs = map_workers(client, plan.n_workers)  # restarted workers: new addresses
         pass_id = uuid.uuid4().hex[:10]
-        output = None
+        g_n, c_n = plan.n_groups, len(chunks)
+        base = None
+        if baseline is not None:
+            base = np.asarray(baseline, np.float64)
+            if base.shape != (plan.network.n_reaches,) or not np.isfinite(base).all():
+                raise ValueError(f"baseline must be [N={plan.network.n_reaches}] finite m³/s "
+                                 f"in network order, got shape {base.shape}")
+        output, progress, done = None, None, set()
         if output_store is not None:
+            from ..io import RunProgress
+
+            output = os.fspath(output_store)
+            definition = {**self._definition, "time_chunk": int(time_chunk), "n_steps": steps,
+                          "reach_chunk": int(reach_chunk),
+                          "forcing": self._forcing_identity(forcing),
+                          "baseline": None if base is None else digest(base)}
             meta = {
                 "engine": "hydroscale.distributed", "irf": str(self.irf),
                 "substeps": self.substeps, "window": self.window,
@@ -242,53 +347,116 @@ class DistributedRouter:
                 "dtype": str(self.dtype), "forcing": forcing.describe(), "run_id": pass_id,
                 "partition": {k: v for k, v in plan.summary().items()
                               if k != "reaches_per_worker"},
-                **(run_metadata or {}),
+                "definition": definition, **(run_metadata or {}),
             }
-            output = _create_output(output_store, plan, forcing.time[:steps], int(time_chunk),
-                                    reach_chunk, forcing.interval_s, meta, overwrite)
-        _on_workers(client, addrs, begin_task, self.run_id, pass_id, forcing, output,
-                    tag=f"begin-{pass_id}")
+
+            def create() -> None:
+                from ..io import create_output_store
+
+                create_output_store(output, plan.reach_ids, forcing.time[:steps],
+                                    chunks=(int(reach_chunk), int(time_chunk)),
+                                    interval_s=forcing.interval_s, run=meta,
+                                    overwrite=overwrite,
+                                    fingerprint=run_fingerprint(definition))
+
+            done = prepare_output(output, definition, create, overwrite=overwrite,
+                                  resume=resume)
+            progress = RunProgress(output)
+        first = restart_points(plan.upstream, c_n, done,
+                               progress.has_state if progress is not None else None)
+        spec = PassSpec(pass_id, forcing, output, self.window, record=output is not None)
+        n_done = sum(1 for g in range(g_n) for k in range(c_n) if (g, k) in done)
+        reused = int(first.sum())
+        summ_reuse = {"reused_tasks": reused, "recomputed_tasks": n_done - reused}
+        if done:
+            logger.info("pass %s resumes %s: %d tasks reused, %d finished ones routed again, "
+                        "%d to route", pass_id, output, reused, n_done - reused,
+                        g_n * c_n - reused)
         t0 = time.perf_counter()
-        g_n = plan.n_groups
         futs: dict[tuple[int, int], Any] = {}
-        for k, (a, b) in enumerate(chunks):
-            for g in range(g_n):
-                w = int(plan.group_worker[g])
-                ups = [futs[(int(u), k)] for u in plan.upstream[g] if plan.n_exits(int(u))]
-                futs[(g, k)] = _submit(
-                    client, route_task, self.run_id, g, k, a, b, futs.get((g, k - 1)), *ups,
-                    addr=addrs[w], key=f"hydroscale-route-{pass_id}-{g}-{k}",
-                    priority=-(k * g_n + g))
-        last: dict[int, list[Any]] = {}
-        for g in range(g_n):
-            last.setdefault(int(plan.group_worker[g]), []).append(futs[(g, len(chunks) - 1)])
+        bufs: dict[tuple[int, int], Any] = {}
         try:
-            _wait_logged(list(futs.values()), f"route {pass_id}")
-            per = _on_workers(client, addrs, finish_task, self.run_id, tag=f"finish-{pass_id}",
-                              per_worker=lambda w: tuple(last.get(w, [])))
+            base_f = None if base is None else client.scatter(base, broadcast=True, hash=False)
+            _on_workers(client, self.addrs, begin_task, self._data, spec,
+                        tag=f"begin-{pass_id}")
+            home = plan.group_worker
+            for k, (a, b) in enumerate(chunks):
+                for g in range(g_n):
+                    if k < first[g]:
+                        continue
+                    w = int(home[g])
+                    ups = []
+                    for u in (int(u) for u in plan.upstream[g]):
+                        if home[u] == w:
+                            ups.append(futs[(u, k)])  # same worker: by reference
+                            continue
+                        if (u, k) not in bufs:  # another worker: the buffer, not the state
+                            bufs[(u, k)] = _submit(
+                                client, buffer_task, futs[(u, k)], addr=self.addrs[int(home[u])],
+                                key=f"hydroscale-buffer-{pass_id}-{u}-{k}",
+                                priority=-(k * g_n + u))
+                        ups.append(bufs[(u, k)])
+                    prev = futs.get((g, k - 1))
+                    if prev is None and k > 0:
+                        prev = SavedState(g, k - 1)
+                    futs[(g, k)] = _submit(
+                        client, route_task, self._data, spec, g, k, a, b, prev, base_f, *ups,
+                        addr=self.addrs[w], key=f"hydroscale-route-{pass_id}-{g}-{k}",
+                        priority=-(k * g_n + g))
+            results = list(futs.values())
+            _wait_logged(results, f"route {pass_id}")
+            expected = set(futs) if progress is not None else set()
+            per = _finish(client, self.run_id, pass_id, results, progress, expected)
+        except BaseException:
+            self._abort(pass_id, [*futs.values(), *bufs.values()])
+            raise
         finally:
             futs.clear()
-            last.clear()
+            bufs.clear()
+            base_f = None
+        if output is not None:
+            from ..io import mark_complete
+
+            mark_complete(output)
+            progress.clear_states()
         wall = time.perf_counter() - t0
         summ = RunSummary(
             kind="route", reaches=plan.network.n_reaches, steps=steps,
-            time_chunk=int(time_chunk), chunks=len(chunks), groups=g_n, waves=plan.n_waves,
-            workers=len(addrs), tasks=g_n * len(chunks), setup_s=self.setup_s, wall_s=wall,
-            reach_steps_per_s=plan.network.n_reaches * steps / wall, window=self.window,
-            max_truncated_mass=self.max_truncated_mass,
+            time_chunk=int(time_chunk), chunks=c_n, groups=g_n, waves=plan.n_waves,
+            workers=len(self.addrs), tasks=g_n * c_n - reused, setup_s=self.setup_s,
+            wall_s=wall, reach_steps_per_s=plan.network.n_reaches * steps / wall,
+            window=self.window, max_truncated_mass=self.max_truncated_mass,
             checksum=float(sum(p["checksum"] for p in per)),
-            peak_gpu_bytes=[max(p["peak_bytes"], s["peak_bytes"])
-                            for p, s in zip(per, self.worker_setup)],
-            per_worker=per, plan=plan.summary(), output_store=output,
+            peak_gpu_bytes=[max([p["peak_bytes"] for p in per if p["worker"] == a]
+                                + [s["peak_bytes"]])
+                            for a, s in zip(self.addrs, self.worker_setup)],
+            per_worker=per, plan=plan.summary(), output_store=output, **summ_reuse,
         )
         logger.info("%s", summ)
         return summ
 
+    def _abort(self, pass_id: str, futures: list[Any], timeout: float = 120.0) -> None:
+        """After a failed pass: stop it on every worker (queued writes and tasks not started
+        are dropped) and wait for what is running to end, so that nothing of it is written
+        to the output store once :meth:`route` has raised.  Best effort."""
+        client = self.client
+        try:
+            client.run(abort_pass, self.run_id, pass_id)
+            client.cancel(futures)
+            deadline = time.monotonic() + timeout
+            while sum(client.run(pass_busy, self.run_id, pass_id).values()):
+                if time.monotonic() > deadline:
+                    logger.warning("pass %s: tasks still running after %g s", pass_id, timeout)
+                    break
+                time.sleep(0.1)
+        except Exception:  # noqa: BLE001 - the original error matters, not this one
+            logger.warning("could not stop pass %s on every worker", pass_id, exc_info=True)
+
     def close(self) -> None:
         """Drop the run on every worker (frees their device memory)."""
         if not self._closed:
-            _on_workers(self.client, self.addrs, teardown_task, self.run_id,
-                        tag=f"teardown-{self.run_id}")
+            self.client.run(teardown_task, self.run_id)
+            self._data = None
             self._closed = True
 
     def __enter__(self) -> DistributedRouter:
@@ -319,9 +487,16 @@ def route_distributed(
     reach_chunk: int = 65536,
     run_metadata: dict[str, Any] | None = None,
     overwrite: bool = False,
+    resume: bool = True,
+    baseline: Any = None,
     plan: WavePlan | None = None,
 ) -> RunSummary:
     """Route a forcing store through ``network`` on the workers of ``client``.
+
+    A worker lost during the run (killed, out of memory) costs time, not results: Dask
+    recomputes what it held on the remaining workers (or its restarted process) and the
+    output is identical.  An interrupted run (client stopped, a task failed) leaves an
+    incomplete output store recording what finished; the same call again resumes it.
 
     Parameters
     ----------
@@ -349,11 +524,18 @@ def route_distributed(
     reach_chunk : output store chunk along reaches.
     run_metadata : extra attributes stored under the output's ``run`` attribute.
     overwrite : replace an existing output store.
+    resume : continue an incomplete output store written by the same run definition (the
+        same network, parameters, IRF, sub-steps, window, dtype, partition, time chunk and
+        forcing; another definition is refused): finished time chunks are reused.  A
+        complete store is never touched without ``overwrite``.
+    baseline : optional ``[N]`` constant discharge (m³/s, network order) added to every step
+        written, e.g. the steady state ``accumulate(r0)`` when the forcing is ``r - r0``.
     plan : a :func:`plan_waves` result to reuse.
 
     Returns
     -------
-    RunSummary (``setup_s``: the set-up on the workers; ``wall_s``: the pass).
+    RunSummary (``setup_s``: the set-up on the workers; ``wall_s``: the pass;
+    ``reused_tasks``: tasks an interrupted run had finished).
     """
     forcing_store = as_forcing(forcing_store)  # a bad source fails before any set-up
     with DistributedRouter(client, network, partition, irf, params, substeps, window=window,
@@ -362,7 +544,7 @@ def route_distributed(
                            plan=plan) as dr:
         return dr.route(forcing_store, output_store, time_chunk, n_steps=n_steps,
                         reach_chunk=reach_chunk, run_metadata=run_metadata,
-                        overwrite=overwrite)
+                        overwrite=overwrite, resume=resume, baseline=baseline)
 
 
 def io_floor(
@@ -392,39 +574,45 @@ def io_floor(
     run_id = uuid.uuid4().hex[:10]
     output = None
     if output_store is not None:
-        output = _create_output(output_store, plan, forcing.time[:steps], int(time_chunk),
-                                reach_chunk, forcing.interval_s,
-                                {"engine": "hydroscale.distributed.io_floor",
-                                 "forcing": forcing.describe()}, overwrite, variable)
-    arrays = _scatter_network(client, plan)
-    info = _on_workers(client, addrs, setup_task, run_id, *arrays, tag=f"setup-{run_id}",
-                       per_worker=lambda w: (plan.groups_of_worker(w), None, None))
-    del arrays
-    _on_workers(client, addrs, begin_task, run_id, run_id, forcing, output,
-                tag=f"begin-{run_id}")
-    setup_s = time.perf_counter() - tic
-    t0 = time.perf_counter()
-    futs = []
-    last: dict[int, list[Any]] = {}
-    g_n = plan.n_groups
-    for k, (a, b) in enumerate(chunks):
-        for g in range(g_n):
-            w = int(plan.group_worker[g])
-            f = _submit(client, copy_task, run_id, g, k, a, b, addr=addrs[w],
-                        key=f"hydroscale-copy-{run_id}-{g}-{k}", priority=-(k * g_n + g))
-            futs.append(f)
-            last.setdefault(w, []).append(f)
+        from ..io import create_output_store
+
+        output = os.fspath(output_store)
+        create_output_store(output, plan.reach_ids, forcing.time[:steps], variable=variable,
+                            chunks=(int(reach_chunk), int(time_chunk)),
+                            interval_s=forcing.interval_s,
+                            run={"engine": "hydroscale.distributed.io_floor",
+                                 "forcing": forcing.describe()}, overwrite=overwrite)
+    data = client.scatter(_run_data(run_id, plan), broadcast=True, hash=False)
+    info = _on_workers(client, addrs, setup_task, data, tag=f"setup-{run_id}",
+                       per_worker=lambda w: (w,))
+    spec = PassSpec(run_id, forcing, output)
+    futs: list[Any] = []
     try:
+        _on_workers(client, addrs, begin_task, data, spec, tag=f"begin-{run_id}")
+        setup_s = time.perf_counter() - tic
+        t0 = time.perf_counter()
+        g_n = plan.n_groups
+        for k, (a, b) in enumerate(chunks):
+            for g in range(g_n):
+                w = int(plan.group_worker[g])
+                futs.append(_submit(client, copy_task, data, spec, g, k, a, b, addr=addrs[w],
+                                    key=f"hydroscale-copy-{run_id}-{g}-{k}",
+                                    priority=-(k * g_n + g)))
         _wait_logged(futs, f"io floor {run_id}")
-        per = _on_workers(client, addrs, finish_task, run_id, tag=f"finish-{run_id}",
-                          per_worker=lambda w: tuple(last.get(w, [])))
+        per = _finish(client, run_id, run_id, futs, None, set())
     finally:
         futs.clear()
-        last.clear()
+        del data
+        client.run(teardown_task, run_id)
     wall = time.perf_counter() - t0
-    _on_workers(client, addrs, teardown_task, run_id, tag=f"teardown-{run_id}")
-    for p, s in zip(per, info):
-        p.update(setup_s=s["setup_s"], device=s["device"], groups=s["groups"])
+    if output is not None:
+        from ..io import mark_complete
+
+        mark_complete(output)
+    by_addr = dict(zip(addrs, info))
+    for p in per:
+        s = by_addr.get(p["worker"], {})
+        p.update(setup_s=s.get("setup_s"), device=s.get("device"), groups=s.get("groups"))
     summ = RunSummary(
         kind="io_floor", reaches=plan.network.n_reaches, steps=steps,
         time_chunk=int(time_chunk), chunks=len(chunks), groups=g_n, waves=plan.n_waves,

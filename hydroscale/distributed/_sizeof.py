@@ -6,26 +6,33 @@ view (spilling, pausing, the dashboard) is wrong.  :func:`register_sizeof` regis
 
 - ``torch.Tensor``: ``numel * element_size`` bytes (device memory included: Dask-CUDA's
   device-memory limit reads the same figure);
-- :class:`TransferBuffer`: the size of the tensor it holds.
+- :class:`TransferBuffer`: the size of the tensor it holds;
+- :class:`ChunkResult`: the sizes of the state, buffer and checksum it holds.
 
 :class:`TransferBuffer` is the sub-step outflow of a group of clusters sent to the groups
 downstream.  On its own worker it is passed by reference (a device tensor, no copy); when it
 crosses workers it is serialised as a host NumPy frame (distributed's stock torch serialiser
 calls ``Tensor.numpy()``, which fails on CUDA tensors) and rebuilt on the host: the receiver
 moves it to its own device.
+
+:class:`ChunkResult` is what a routing task returns: the state carried out of its time chunk
+(the next chunk's input), its transfer buffer and its discharge checksum.  It normally stays
+on its worker; it crosses workers (same host frames) only when a task runs elsewhere, e.g.
+after a worker was lost.
 """
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from dask.sizeof import sizeof
 from distributed.protocol import dask_deserialize, dask_serialize
 
-__all__ = ["TransferBuffer", "register_sizeof", "tensor_nbytes"]
+__all__ = ["ChunkResult", "TransferBuffer", "register_sizeof", "tensor_nbytes"]
 
 
 def tensor_nbytes(t: torch.Tensor) -> int:
@@ -75,6 +82,62 @@ def _deserialize_buffer(header: dict, frames: list) -> TransferBuffer:
     return TransferBuffer(int(header["group"]), int(header["chunk"]), torch.from_numpy(arr))
 
 
+@dataclass
+class ChunkResult:
+    """The result of routing one group over one time chunk (a pure task's output).
+
+    Attributes
+    ----------
+    group, chunk : the group and time chunk.
+    runoff_hist : ``[B, n, K - 1]`` runoff history carried to the next chunk (m³/s).
+    inflow_hist : ``[B, n_inlet, f, K - 1]`` inlet transfer-inflow history carried on.
+    buffer : the group's :class:`TransferBuffer` for this chunk, None without exits.
+    checksum : 0-d float64 tensor, the sum of the chunk's discharge.
+    """
+
+    group: int
+    chunk: int
+    runoff_hist: torch.Tensor
+    inflow_hist: torch.Tensor
+    buffer: TransferBuffer | None
+    checksum: torch.Tensor
+
+    def __sizeof__(self) -> int:
+        return (tensor_nbytes(self.runoff_hist) + tensor_nbytes(self.inflow_hist)
+                + (self.buffer.__sizeof__() if self.buffer is not None else 0) + 128)
+
+
+def _to_frame(t: torch.Tensor) -> tuple[dict, Any]:
+    arr = np.ascontiguousarray(t.detach().cpu().numpy())
+    return {"dtype": arr.dtype.str, "shape": list(arr.shape)}, (
+        memoryview(arr).cast("B") if arr.size else b"")
+
+
+def _from_frame(head: dict, raw: Any) -> torch.Tensor:
+    dtype, shape = np.dtype(head["dtype"]), tuple(head["shape"])
+    if not len(raw):
+        return torch.from_numpy(np.zeros(shape, dtype))
+    arr = np.frombuffer(raw, dtype=dtype).reshape(shape)
+    return torch.from_numpy(arr if arr.flags.writeable else arr.copy())
+
+
+@dask_serialize.register(ChunkResult)
+def _serialize_result(res: ChunkResult) -> tuple[dict, list]:
+    tensors = [res.runoff_hist, res.inflow_hist, res.checksum]
+    if res.buffer is not None:
+        tensors.append(res.buffer.data)
+    heads, frames = zip(*(_to_frame(t) for t in tensors))
+    return {"group": res.group, "chunk": res.chunk, "tensors": list(heads)}, list(frames)
+
+
+@dask_deserialize.register(ChunkResult)
+def _deserialize_result(header: dict, frames: list) -> ChunkResult:
+    ts = [_from_frame(h, f) for h, f in zip(header["tensors"], frames)]
+    g, k = int(header["group"]), int(header["chunk"])
+    buf = TransferBuffer(g, k, ts[3]) if len(ts) > 3 else None
+    return ChunkResult(g, k, ts[0], ts[1], buf, ts[2])
+
+
 _REGISTERED = False
 
 
@@ -93,6 +156,10 @@ def register_sizeof() -> None:
     @sizeof.register(TransferBuffer)
     def _sizeof_buffer(b: TransferBuffer) -> int:
         return b.__sizeof__()
+
+    @sizeof.register(ChunkResult)
+    def _sizeof_result(r: ChunkResult) -> int:
+        return r.__sizeof__()
 
     _REGISTERED = True
 

@@ -1,18 +1,33 @@
-"""What runs ON the workers: the worker-resident run state and the task functions.
+"""What runs ON the workers: pure task functions over a worker-resident cache.
 
-Each worker keeps, per run id, a :class:`_WorkerRun` in an attribute of the Dask worker
-object: the network and its groups (built once from arrays scattered once), a
-:class:`~hydroscale.routing.StagedRouter` over the worker's own groups with its kernels on
-the worker's device, the carried state of each group, the opened forcing source and a
-background writer that region-writes discharge blocks into the output Zarr store.
+Every routing task is a pure function of its arguments (DESIGN §3)::
 
-Tasks are pinned to the worker holding their group; a chunk's task depends on the previous
-chunk's task of the same group (so the carried state advances in order) and on the transfer
-buffers of the upstream groups for the same chunk.
+    route_task(data, spec, group, chunk, t0, t1, prev, *upstream) -> ChunkResult
+
+- ``data`` (:class:`RunData`, scattered once to every worker) holds the network arrays, the
+  group of every reach, the home worker of every group, the parameters and the router
+  options; ``spec`` (:class:`PassSpec`) the pass: its id, forcing source, output store and
+  the run's common kernel window;
+- ``prev`` is the :class:`ChunkResult` of (group, chunk - 1) -- the carried state is an input
+  -- or a :class:`SavedState` (read the state a previous, interrupted run saved in the output
+  store) or None (zero state: nothing flowed before the first step);
+- ``upstream`` are the results (or bare transfer buffers) of the upstream groups for the
+  same chunk; the task returns its new state, its own transfer buffer and its checksum
+  (``baseline``, an optional constant discharge per reach, is added to what is written).
+
+So a lost worker's results are recomputed by Dask on any worker, and equal.  What a worker
+keeps between tasks is a *cache* rebuilt on demand from ``data``: per run id, a
+:class:`_WorkerRun` with the network, the groups, the parameters on its device and one
+:class:`~hydroscale.routing.StagedRouter` with its aggregated kernels per *batch* of groups.
+Batches are cut from the groups of each group's home worker (the plan's placement), so a
+batch has the same clusters -- and the same kernels, bit for bit -- on whichever worker
+builds it.  Per pass a worker also keeps the opened forcing, a background writer and figures
+(:class:`_PassState`); the figures are not inputs of any task.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -25,7 +40,7 @@ import torch
 
 from ..network import RiverNetwork
 from ..routing import RivTreeCluster, RouterState, RoutingKernels, StagedRouter
-from ._sizeof import TransferBuffer
+from ._sizeof import ChunkResult, TransferBuffer
 
 logger = logging.getLogger(__name__)
 
@@ -33,15 +48,74 @@ _ATTR = "_hydroscale_runs"
 
 
 @dataclass
+class RunData:
+    """What every worker needs to (re)build a run: scattered once, ``broadcast=True``.
+
+    Attributes
+    ----------
+    run_id : the run's id (cache key on the workers).
+    ids, downstream : int64 ``[N]`` network arrays (:class:`RiverNetwork` form).
+    group_of : int64 ``[N]`` group of every reach.
+    group_worker : int64 ``[G]`` home (partition) worker of every group.
+    params : ``[N, P]`` array, a callable ``params(network)``, or None (no routing: I/O floor).
+    options : router options (``irf``, ``substeps``, ``dtype``, ``storage_dtype``,
+        ``backend``, ``precision``, ``allow_unstable``, ``batch_reaches``, ``window``) or None.
+    """
+
+    run_id: str
+    ids: np.ndarray
+    downstream: np.ndarray
+    group_of: np.ndarray
+    group_worker: np.ndarray
+    params: Any = None
+    options: dict[str, Any] | None = None
+
+    def __sizeof__(self) -> int:
+        arrays = [self.ids, self.downstream, self.group_of, self.group_worker]
+        if isinstance(self.params, np.ndarray):
+            arrays.append(self.params)
+        return int(sum(a.nbytes for a in arrays)) + 512
+
+
+@dataclass(frozen=True)
+class PassSpec:
+    """One pass (forcing -> output) of a run, sent with every task (small, picklable).
+
+    ``forcing``: an unopened source (:class:`~hydroscale.distributed.ZarrForcing` or
+    :class:`~hydroscale.distributed.SyntheticForcing`); ``output``: output store path or
+    None; ``window``: the run's common kernel window (steps); ``record``: save each task's
+    state and completion in the output store (:class:`~hydroscale.io.RunProgress`).
+    """
+
+    pass_id: str
+    forcing: Any
+    output: str | None
+    window: int = 0
+    record: bool = False
+
+
+@dataclass(frozen=True)
+class SavedState:
+    """``prev`` of a task resuming after (group, chunk): read the state saved in the store."""
+
+    group: int
+    chunk: int
+
+
+@dataclass
 class _Writer:
     """Region writes of ``[n, T]`` discharge blocks into an output store, in a background
-    thread.  Zarr chunks shared by two groups' row ranges are written under a
-    ``distributed.Lock`` named after the chunk (read-modify-write of one chunk at a time);
-    the chunk-aligned middle of a block needs no lock."""
+    thread, each followed (with ``progress``) by the task's state and completion marker.
+
+    Zarr chunks shared by two groups' row ranges are written under a ``distributed.Lock``
+    named after the store and the chunk (read-modify-write of one chunk at a time, also
+    across passes, e.g. a resumed run and a late task of the interrupted one); the
+    chunk-aligned middle of a block needs no lock.  Writes are idempotent: a recomputed task
+    writes the same values again."""
 
     store: str
-    run_id: str
     worker: Any
+    progress: Any = None
     pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(2))
     pending: list = field(default_factory=list)
     seconds: float = 0.0
@@ -66,29 +140,37 @@ class _Writer:
             self._arr = root[root.attrs["variable"]]
         return self._arr
 
-    def _write(self, a: int, t0: int, block: np.ndarray) -> None:
+    def _write(self, a: int, t0: int, block: np.ndarray, done: tuple[int, int] | None,
+               state: RouterState | None) -> None:
         t = time.perf_counter()
+        if state is not None:  # the state first: a marker promises both
+            self.progress.save_state(*done, {
+                "runoff_hist": state.runoff_hist.detach().cpu().numpy(),
+                "inflow_hist": state.inflow_hist.detach().cpu().numpy()})
         arr = self._array()
         rc = int(arr.chunks[0])
         b = a + block.shape[0]
         t1 = t0 + block.shape[1]
         cuts = sorted({a, b, *range((a + rc - 1) // rc * rc, b, rc)})
+        tag = hashlib.sha1(self.store.encode()).hexdigest()[:12]
         for lo, hi in zip(cuts[:-1], cuts[1:]):
             part = block[lo - a : hi - a]
             aligned = lo % rc == 0 and (hi % rc == 0 or hi == arr.shape[0])
             if aligned:
                 arr[lo:hi, t0:t1] = part
             else:
-                name = f"hydroscale-{self.run_id}-{lo // rc}-{t0}"
-                with self._lock(name):
+                with self._lock(f"hydroscale-write-{tag}-{lo // rc}-{t0}"):
                     arr[lo:hi, t0:t1] = part
+        if done is not None and self.progress is not None:
+            self.progress.mark_done(*done)
         with self._mutex:
             self.seconds += time.perf_counter() - t
 
-    def submit(self, a: int, t0: int, block: np.ndarray) -> None:
-        self.pending.append(self.pool.submit(self._write, a, t0, block))
-        done = [f for f in self.pending if f.done()]
-        for f in done:
+    def submit(self, a: int, t0: int, block: np.ndarray, done: tuple[int, int] | None = None,
+               state: RouterState | None = None) -> None:
+        self.pending.append(self.pool.submit(self._write, a, t0, block, done, state))
+        finished = [f for f in self.pending if f.done()]
+        for f in finished:
             f.result()
         self.pending = [f for f in self.pending if not f.done()]
 
@@ -97,27 +179,40 @@ class _Writer:
             f.result()
         self.pending = []
 
+    def abort(self) -> None:
+        """Cancel the queued writes (running ones finish: see ``pending``)."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class _PassState:
+    """A worker's share of one pass: opened forcing, writer, figures."""
+
+    forcing: Any
+    writer: _Writer | None
+    baseline: torch.Tensor | None = None
+    timers: dict[str, float] = field(
+        default_factory=lambda: {"read": 0.0, "route": 0.0, "d2h": 0.0})
+    tasks: int = 0
+
 
 @dataclass
 class _WorkerRun:
-    """A worker's part of a run: built once by :func:`setup_task`, reused by every pass
-    (:func:`begin_task` resets the per-pass forcing, writer, carried states and figures)."""
+    """A worker's cache of a run, built from :class:`RunData` on first use."""
 
     run_id: str
     device: torch.device
     network: RiverNetwork
     groups: RivTreeCluster
-    mine: np.ndarray
-    routers: list[StagedRouter] = field(default_factory=list)
-    router_of: dict[int, int] = field(default_factory=dict)
+    data: RunData
     params: torch.Tensor | None = None
-    kernels: list[RoutingKernels] = field(default_factory=list)
-    forcing: Any = None
-    states: dict[int, RouterState] = field(default_factory=dict)
-    writer: _Writer | None = None
-    checksum: torch.Tensor | None = None
-    timers: dict[str, float] = field(default_factory=dict)
-    tasks: int = 0
+    batch_of: dict[int, tuple[int, int]] = field(default_factory=dict)
+    batches: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+    routers: dict[tuple[int, int], StagedRouter] = field(default_factory=dict)
+    kernels: dict[tuple[int, int], RoutingKernels] = field(default_factory=dict)
+    passes: dict[str, _PassState] = field(default_factory=dict)
+    aborted: dict[str, _Writer | None] = field(default_factory=dict)
+    lock: threading.RLock = field(default_factory=threading.RLock)
 
 
 def _worker() -> Any:
@@ -126,19 +221,11 @@ def _worker() -> Any:
     return get_worker()
 
 
-def _runs() -> dict[str, _WorkerRun]:
-    w = _worker()
+def _runs(worker: Any = None) -> dict[str, _WorkerRun]:
+    w = worker if worker is not None else _worker()
     if not hasattr(w, _ATTR):
         setattr(w, _ATTR, {})
     return getattr(w, _ATTR)
-
-
-def _get(run_id: str) -> _WorkerRun:
-    runs = _runs()
-    if run_id not in runs:
-        raise RuntimeError(f"run {run_id!r} is not set up on worker {_worker().address} "
-                           "(was the worker restarted? route again)")
-    return runs[run_id]
 
 
 def _device() -> torch.device:
@@ -153,168 +240,288 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def setup_task(run_id: str, ids: np.ndarray, downstream: np.ndarray, group_of: np.ndarray,
-               mine: np.ndarray, router_options: dict[str, Any] | None,
-               params: Any) -> dict[str, Any]:
-    """Build the worker's run: network, groups, router over ``mine``; returns its local
-    window (``"auto"``: the window covering its own paths) and timings."""
-    t = time.perf_counter()
+def _peak(dev: torch.device) -> int:
+    return int(torch.cuda.max_memory_allocated(dev)) if dev.type == "cuda" else 0
+
+
+def _home_batches(data: RunData, groups: RivTreeCluster) -> dict[tuple[int, int], list[int]]:
+    """Batches ``(home worker, i) -> groups``: each home worker's groups in order, cut every
+    ``batch_reaches`` reaches (or one group): what bounds device memory at aggregation."""
+    limit = int((data.options or {}).get("batch_reaches", 1 << 62))
+    sizes = np.diff(groups.reach_ptr_cluster, axis=1).ravel()
+    out: dict[tuple[int, int], list[int]] = {}
+    for w in np.unique(data.group_worker).tolist():
+        cur: list[int] = []
+        acc, i = 0, 0
+        for g in np.flatnonzero(data.group_worker == w).tolist():
+            if cur and acc + int(sizes[g]) > limit:
+                out[(int(w), i)] = cur
+                cur, acc, i = [], 0, i + 1
+            cur.append(int(g))
+            acc += int(sizes[g])
+        if cur:
+            out[(int(w), i)] = cur
+    return out
+
+
+def _ensure(data: RunData) -> _WorkerRun:
+    """The worker's cache of ``data.run_id``, built now if missing (a new or restarted
+    worker, or a worker taking over another's groups)."""
+    runs = _runs()
+    run = runs.get(data.run_id)
+    if run is not None:
+        return run
     dev = _device()
-    net = RiverNetwork(ids, downstream)
-    cs = RivTreeCluster(net, group_of)
-    run = _WorkerRun(run_id, dev, net, cs, np.asarray(mine, np.int64))
-    out: dict[str, Any] = {"device": str(dev), "groups": int(run.mine.size)}
-    if router_options is not None:
-        opts = dict(router_options)
-        window = opts.pop("window")
-        irf = opts.pop("irf")
-        batch = int(opts.pop("batch_reaches"))
-        # one StagedRouter per batch of groups (at most ``batch`` reaches, or one group): the
-        # kernel aggregation of a batch is what bounds the worker's device memory at set-up
-        sizes = np.diff(cs.reach_ptr_cluster[run.mine], axis=1).ravel()
-        batches: list[list[int]] = [[]]
-        acc = 0
-        for g, n in zip(run.mine.tolist(), sizes.tolist()):
-            if batches[-1] and acc + n > batch:
-                batches.append([])
-                acc = 0
-            batches[-1].append(g)
-            acc += n
-        for i, gs in enumerate(b for b in batches if b):
-            run.routers.append(StagedRouter(cs, irf, only=gs, device=dev, window=window,
-                                            **opts))
-            run.router_of.update({g: i for g in gs})
-        p = params(net) if callable(params) else params
+    net = RiverNetwork(data.ids, data.downstream)
+    cs = RivTreeCluster(net, data.group_of)
+    run = _WorkerRun(data.run_id, dev, net, cs, data)
+    run.batches = _home_batches(data, cs)
+    run.batch_of = {g: key for key, gs in run.batches.items() for g in gs}
+    if data.options is not None:
+        p = data.params(net) if callable(data.params) else data.params
         run.params = torch.as_tensor(np.asarray(p) if not torch.is_tensor(p) else p,
                                      device=dev)
-        out["routers"] = len(run.routers)
+    return runs.setdefault(data.run_id, run)
+
+
+def _router(run: _WorkerRun, key: tuple[int, int], window: int | str) -> StagedRouter:
+    with run.lock:
+        if key not in run.routers:
+            opts = dict(run.data.options or {})
+            for k in ("window", "batch_reaches"):
+                opts.pop(k, None)
+            irf = opts.pop("irf")
+            run.routers[key] = StagedRouter(run.groups, irf, only=run.batches[key],
+                                            device=run.device, window=window, **opts)
+        return run.routers[key]
+
+
+def _kernels(run: _WorkerRun, key: tuple[int, int], window: int) -> RoutingKernels:
+    with run.lock:
+        k = run.kernels.get(key)
+        if k is None or k.window != int(window):
+            r = _router(run, key, int(window))
+            r.window = int(window)
+            with torch.no_grad():
+                k = r.aggregate(run.params)
+            run.kernels[key] = k
+            if run.device.type == "cuda":
+                torch.cuda.empty_cache()  # the aggregation's temporaries
+        return k
+
+
+def _pass(run: _WorkerRun, spec: PassSpec) -> _PassState:
+    with run.lock:
+        ps = run.passes.get(spec.pass_id)
+        if ps is None:
+            if spec.pass_id in run.aborted:
+                raise RuntimeError(f"pass {spec.pass_id} was aborted (an earlier task failed)")
+            progress = None
+            if spec.record and spec.output is not None:
+                from ..io import RunProgress
+
+                progress = RunProgress(spec.output)
+            writer = None if spec.output is None else _Writer(spec.output, _worker(), progress)
+            ps = _PassState(spec.forcing.open(run.network), writer)
+            run.passes[spec.pass_id] = ps
+        return ps
+
+
+def setup_task(data: RunData, worker: int) -> dict[str, Any]:
+    """Build the run's cache and the routers of home worker ``worker``'s batches; returns the
+    local window (``"auto"``: the window covering its own paths) and timings."""
+    t = time.perf_counter()
+    run = _ensure(data)
+    out: dict[str, Any] = {"device": str(run.device),
+                           "groups": int(np.sum(data.group_worker == worker))}
+    if data.options is not None:
+        window = data.options["window"]
+        keys = [k for k in run.batches if k[0] == int(worker)]
+        routers = [_router(run, k, window) for k in keys]
+        out["routers"] = len(routers)
         if window == "auto":
             out["window"] = max(
-                (r.auto_window(run.params.to(torch.float64)) for r in run.routers), default=2)
+                (r.auto_window(run.params.to(torch.float64)) for r in routers), default=2)
         else:
             out["window"] = int(window)
-    _runs()[run_id] = run
-    _sync(dev)
+    _sync(run.device)
     out["setup_s"] = time.perf_counter() - t
     return out
 
 
-def aggregate_task(run_id: str, window: int) -> dict[str, Any]:
-    """Aggregate the path kernels of the worker's groups with the run's common window."""
+def aggregate_task(data: RunData, worker: int, window: int) -> dict[str, Any]:
+    """Aggregate the path kernels of home worker ``worker``'s batches with the common window."""
     t = time.perf_counter()
-    run = _get(run_id)
-    run.kernels = []
+    run = _ensure(data)
     worst = 0.0
-    for r in run.routers:
-        r.window = int(window)
-        with torch.no_grad():
-            k = r.aggregate(run.params)
-        run.kernels.append(k)
+    for key in [k for k in run.batches if k[0] == int(worker)]:
+        k = _kernels(run, key, window)
         if np.isfinite(k.truncated_mass).any():
             worst = max(worst, float(np.nanmax(k.truncated_mass)))
-        if run.device.type == "cuda":
-            torch.cuda.empty_cache()  # the aggregation's temporaries, before the next batch
     _sync(run.device)
     return {"aggregate_s": time.perf_counter() - t, "max_truncated_mass": worst,
             "peak_bytes": _peak(run.device)}
 
 
-def begin_task(run_id: str, pass_id: str, forcing: Any, output_store: str | None) -> bool:
-    """Start a pass: open the forcing on this worker, a writer for the output store, zero
-    carried states (nothing flowed before the first step) and figures."""
-    run = _get(run_id)
-    run.forcing = forcing.open(run.network)
-    run.writer = None if output_store is None else _Writer(output_store, pass_id, _worker())
-    run.states = {}
-    run.checksum = torch.zeros((), dtype=torch.float64, device=run.device)
-    run.timers = {"read": 0.0, "route": 0.0, "d2h": 0.0}
-    run.tasks = 0
+def begin_task(data: RunData, spec: PassSpec) -> bool:
+    """Open the pass on this worker now (a bad forcing source fails here, before routing)."""
+    run = _ensure(data)
+    _pass(run, spec)
     if run.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(run.device)
     return True
 
 
-def _peak(dev: torch.device) -> int:
-    return int(torch.cuda.max_memory_allocated(dev)) if dev.type == "cuda" else 0
+def _prev_state(prev: Any, ps: _PassState, spec: PassSpec, run: _WorkerRun,
+                dtype: torch.dtype) -> RouterState | None:
+    if prev is None:
+        return None
+    if isinstance(prev, SavedState):
+        from ..io import RunProgress
+
+        z = RunProgress(spec.output).load_state(prev.group, prev.chunk)
+        return RouterState(torch.from_numpy(z["runoff_hist"]).to(run.device, dtype),
+                           torch.from_numpy(z["inflow_hist"]).to(run.device, dtype))
+    return RouterState(prev.runoff_hist.to(run.device), prev.inflow_hist.to(run.device))
 
 
-def route_task(run_id: str, group: int, chunk: int, t0: int, t1: int, prev: Any,
-               *upstream: TransferBuffer | None) -> TransferBuffer | None:
+def _baseline(run: _WorkerRun, ps: _PassState, baseline: np.ndarray, a: int, b: int,
+              dtype: torch.dtype) -> torch.Tensor:
+    with run.lock:
+        if ps.baseline is None:  # engine order, on the device, once per pass
+            ps.baseline = torch.as_tensor(np.asarray(baseline)[run.groups.order],
+                                          device=run.device, dtype=dtype)
+    return ps.baseline[a:b, None]
+
+
+def route_task(data: RunData, spec: PassSpec, group: int, chunk: int, t0: int, t1: int,
+               prev: Any, baseline: np.ndarray | None,
+               *upstream: ChunkResult | TransferBuffer | None) -> ChunkResult:
     """Route group ``group`` over steps ``t0:t1``: read its forcing block, add the upstream
-    buffers, advance its carried state, write its discharge; returns its exits' buffer."""
-    run = _get(run_id)
+    buffers, advance the carried state ``prev``, write its discharge (plus ``baseline``
+    ``[N]`` m³/s in network order, if given) in the background; returns the new state, its
+    exits' buffer and the chunk's checksum (of the discharge written)."""
+    run = _ensure(data)
+    ps = _pass(run, spec)
     dev, cs = run.device, run.groups
     a, b = (int(x) for x in cs.reach_ptr_cluster[group])
-    reaches = cs.order[a:b]
+    key = run.batch_of[int(group)]
+    kernels = _kernels(run, key, spec.window)
+    router = run.routers[key]
     tic = time.perf_counter()
-    x = run.forcing.read(reaches, (a, b), t0, t1, dev)
-    run.timers["read"] += time.perf_counter() - tic
+    x = ps.forcing.read(cs.order[a:b], (a, b), t0, t1, dev)
+    ps.timers["read"] += time.perf_counter() - tic
     tic = time.perf_counter()
-    i = run.router_of[int(group)]
-    router = run.routers[i]
-    outflows = {u.group: u.data.to(dev) for u in upstream if u is not None}
+    state = _prev_state(prev, ps, spec, run, router.dtype)
+    outflows = {}
+    for u in upstream:
+        buf = u.buffer if isinstance(u, ChunkResult) else u
+        if buf is not None:
+            outflows[buf.group] = buf.data.to(dev)
     inflow = router.inflow_for(group, outflows) if outflows else None
     with torch.no_grad():
-        q, out, new = router.forward_chunk(group, x[None], inflow, run.states.get(group),
-                                           run.kernels[i])
-    run.states[group] = new
-    run.checksum += q.sum(dtype=torch.float64)
-    _sync(dev)
-    run.timers["route"] += time.perf_counter() - tic
-    if run.writer is not None:
+        q, out, new = router.forward_chunk(group, x[None], inflow, state, kernels)
+        if baseline is not None:
+            q = q + _baseline(run, ps, baseline, a, b, q.dtype)
+    checksum = q.sum(dtype=torch.float64)
+    ps.timers["route"] += time.perf_counter() - tic
+    if ps.writer is not None:
         tic = time.perf_counter()
         block = q[0].to("cpu", torch.float32).numpy()
-        run.timers["d2h"] += time.perf_counter() - tic
-        run.writer.submit(a, t0, block)
-    run.tasks += 1
-    return TransferBuffer(int(group), int(chunk), out) if out.shape[1] else None
+        ps.timers["d2h"] += time.perf_counter() - tic
+        ps.writer.submit(a, t0, block, (int(group), int(chunk)),
+                         new if spec.record else None)
+    ps.tasks += 1
+    buf = TransferBuffer(int(group), int(chunk), out) if out.shape[1] else None
+    return ChunkResult(int(group), int(chunk), new.runoff_hist, new.inflow_hist, buf, checksum)
 
 
-def copy_task(run_id: str, group: int, chunk: int, t0: int, t1: int) -> None:
+def buffer_task(result: ChunkResult) -> TransferBuffer | None:
+    """The transfer buffer of a result: what crosses to another worker (not the state)."""
+    return result.buffer
+
+
+def copy_task(data: RunData, spec: PassSpec, group: int, chunk: int, t0: int,
+              t1: int) -> torch.Tensor:
     """The I/O floor: read the group's forcing block and write it to the output store,
-    through the device (host -> device -> host), without routing."""
-    run = _get(run_id)
+    through the device (host -> device -> host), without routing; returns its checksum."""
+    run = _ensure(data)
+    ps = _pass(run, spec)
     cs = run.groups
     a, b = (int(x) for x in cs.reach_ptr_cluster[group])
     tic = time.perf_counter()
-    x = run.forcing.read(cs.order[a:b], (a, b), t0, t1, run.device)
-    run.timers["read"] += time.perf_counter() - tic
-    run.checksum += x.sum(dtype=torch.float64)
-    if run.writer is not None:
-        run.writer.submit(a, t0, x.to("cpu").numpy())
-    run.tasks += 1
+    x = ps.forcing.read(cs.order[a:b], (a, b), t0, t1, run.device)
+    ps.timers["read"] += time.perf_counter() - tic
+    if ps.writer is not None:
+        ps.writer.submit(a, t0, x.to("cpu").numpy())
+    ps.tasks += 1
+    return x.sum(dtype=torch.float64)
 
 
-def finish_task(run_id: str, *last: Any) -> dict[str, Any]:
-    """End a pass: wait for the worker's pending writes; return its figures."""
-    run = _get(run_id)
+def finish_task(run_id: str, pass_id: str, *results: Any) -> dict[str, Any]:
+    """End a pass on this worker: wait for its pending writes; return its figures and the
+    checksum of ``results`` (the pass's results held here)."""
     tic = time.perf_counter()
-    if run.writer is not None:
-        run.writer.flush()
-        run.writer.pool.shutdown()
-    _sync(run.device)
-    out = {
-        "tasks": run.tasks,
-        "read_s": run.timers["read"],
-        "route_s": run.timers["route"],
-        "d2h_s": run.timers["d2h"],
-        "write_s": run.writer.seconds if run.writer is not None else 0.0,
-        "flush_wait_s": time.perf_counter() - tic,
-        "checksum": float(run.checksum.item()),
-        "peak_bytes": _peak(run.device),
-        "state_bytes": int(sum(s.runoff_hist.numel() * s.runoff_hist.element_size()
-                               + s.inflow_hist.numel() * s.inflow_hist.element_size()
-                               for s in run.states.values())),
-    }
-    run.writer, run.forcing, run.states = None, None, {}
+    sums = [r.checksum if isinstance(r, ChunkResult) else r for r in results
+            if r is not None]
+    checksum = float(torch.stack([s.double().cpu() for s in sums]).sum()) if sums else 0.0
+    last: dict[int, ChunkResult] = {}
+    for r in results:
+        if isinstance(r, ChunkResult) and r.chunk >= last.get(r.group, r).chunk:
+            last[r.group] = r
+    out = {"worker": _worker().address, "checksum": checksum, "results": len(results),
+           "tasks": 0, "read_s": 0.0, "route_s": 0.0, "d2h_s": 0.0, "write_s": 0.0,
+           "peak_bytes": 0,
+           "state_bytes": int(sum(r.runoff_hist.numel() * r.runoff_hist.element_size()
+                                  + r.inflow_hist.numel() * r.inflow_hist.element_size()
+                                  for r in last.values()))}
+    run = _runs().get(run_id)
+    ps = None if run is None else run.passes.pop(pass_id, None)
+    if ps is not None:
+        if ps.writer is not None:
+            ps.writer.flush()
+            ps.writer.pool.shutdown()
+        _sync(run.device)
+        out.update(tasks=ps.tasks, read_s=ps.timers["read"], route_s=ps.timers["route"],
+                   d2h_s=ps.timers["d2h"],
+                   write_s=ps.writer.seconds if ps.writer is not None else 0.0,
+                   peak_bytes=_peak(run.device))
+    out["flush_wait_s"] = time.perf_counter() - tic
     return out
 
 
-def teardown_task(run_id: str) -> bool:
-    """Forget the run on this worker (frees its device memory)."""
-    run = _runs().pop(run_id, None)
-    if run is not None and run.device.type == "cuda":
-        del run
-        torch.cuda.empty_cache()
-    return True
+def abort_pass(run_id: str, pass_id: str, dask_worker: Any = None) -> bool:
+    """Drop a failed pass on this worker (``client.run``): queued writes are cancelled."""
+    run = _runs(dask_worker).get(run_id)
+    if run is None:
+        return False
+    with run.lock:
+        ps = run.passes.pop(pass_id, None)
+        run.aborted[pass_id] = None if ps is None else ps.writer
+    if ps is not None and ps.writer is not None:
+        ps.writer.abort()
+    return ps is not None
 
+
+def pass_busy(run_id: str, pass_id: str, dask_worker: Any = None) -> int:
+    """Tasks of a pass still executing on this worker, plus its writes still running
+    (``client.run``): an aborted pass is over once every worker says 0."""
+    n = sum(1 for ts in dask_worker.state.executing if pass_id in str(ts.key))
+    run = _runs(dask_worker).get(run_id)
+    writer = None if run is None else run.aborted.get(pass_id)
+    if writer is not None:
+        n += sum(1 for f in writer.pending if not f.done())
+    return n
+
+
+def teardown_task(run_id: str, dask_worker: Any = None) -> bool:
+    """Forget the run on this worker (frees its device memory); run with ``client.run``."""
+    run = _runs(dask_worker).pop(run_id, None)
+    if run is not None:
+        for ps in run.passes.values():
+            if ps.writer is not None:
+                ps.writer.abort()
+        if run.device.type == "cuda":
+            del run
+            torch.cuda.empty_cache()
+    return True

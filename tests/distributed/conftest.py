@@ -13,10 +13,16 @@ from hydroscale.partition import partition_network
 
 @pytest.fixture(scope="module")
 def client():
+    import dask
+
     from hydroscale.distributed import start_cluster
 
-    c = start_cluster("local-cpu", n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None)
+    # a worker killed while it holds a write lock releases it after the lease timeout
+    # (Dask's default 30 s): short here, so the worker-loss tests stay short
+    with dask.config.set({"distributed.scheduler.locks.lease-timeout": "3s",
+                          "distributed.scheduler.locks.lease-validation-interval": "0.5s"}):
+        c = start_cluster("local-cpu", n_workers=2, threads_per_worker=1, processes=True,
+                          dashboard_address="127.0.0.1:0")
     yield c
     cluster = c.cluster
     c.close()
