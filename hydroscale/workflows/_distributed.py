@@ -3,13 +3,13 @@
 The client partitions the network over the cluster's workers and hands the forcing to the
 workers as a description (a Zarr store path, or the synthetic source they generate
 themselves); discharge goes from the workers straight to the output store.  The bundled
-basin's forcing is first written to ``<output.dir>/forcing.zarr``.
+basin's forcing is first written to ``<output.dir>/forcing.zarr``.  With ``output.resume``
+(the default) the same command after an interruption continues the incomplete store.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -106,24 +106,14 @@ def _kept_rows(store: str, ids: np.ndarray) -> np.ndarray:
     return out
 
 
-def _add_steady(store: str, inputs: RouteInputs) -> None:
-    """Add the steady discharge of the first step's inflow, ``accumulate(r0)``, to every step
-    of the output store (the workers routed ``r - r0``; linearity and mass conservation)."""
-    import zarr
-
+def _steady_baseline(inputs: RouteInputs) -> np.ndarray:
+    """The steady discharge of the first step's inflow, ``accumulate(r0)`` [N] (network
+    order): the workers route ``r - r0`` and add it to what they write (linearity and mass
+    conservation)."""
     from ..api import accumulate
 
-    net = inputs.network
-    acc = np.asarray(accumulate(net, inputs.forcing.read(0, 1)[:, 0].astype(np.float64)))
-    root = zarr.open_group(store, mode="r+")
-    arr = root[root.attrs["variable"]]
-    sid = root["reach"][:]
-    order = np.argsort(net.ids)
-    rows_acc = acc[order[np.searchsorted(net.ids[order], sid)]]  # store row order
-    step = arr.chunks[0]
-    for a in range(0, arr.shape[0], step):
-        b = min(a + step, arr.shape[0])
-        arr[a:b, :] = (arr[a:b, :].astype(np.float64) + rows_acc[a:b, None]).astype(np.float32)
+    return np.asarray(accumulate(inputs.network,
+                                 inputs.forcing.read(0, 1)[:, 0].astype(np.float64)))
 
 
 def route_distributed_workflow(
@@ -147,15 +137,19 @@ def route_distributed_workflow(
     if n_workers != workers:
         raise ValueError(f"partition.workers = {n_workers} but the cluster has {workers} "
                          "workers; leave partition.workers null to use them all")
-    store: Path | None = None
-    if out["store"] is not None:
-        store = out_dir / out["store"]
-        if store.exists():
-            if not out["overwrite"]:
-                raise FileExistsError(
-                    f"the output store {str(store)!r} exists; pass --overwrite (or set "
-                    "output.overwrite=true) to replace it, or choose another output.store")
-            shutil.rmtree(store)
+    store = None if out["store"] is None else out_dir / out["store"]
+    if store is not None and store.exists() and not out["overwrite"]:
+        import zarr
+
+        try:
+            complete = zarr.open_group(str(store), mode="r").attrs.get("complete") is not False
+        except Exception:  # noqa: BLE001 - not a store: route_distributed says so
+            complete = False
+        if complete or not out["resume"]:
+            raise FileExistsError(
+                f"the output store {str(store)!r} exists and is left untouched; pass "
+                "--overwrite (output.overwrite=true) to replace it, or choose another "
+                "output.store")
     source = _forcing_source(cfg, inputs, out_dir)
     t0 = time.perf_counter()
     bar = progress("partition", None, "step")
@@ -185,11 +179,11 @@ def route_distributed_workflow(
             else torch.float32, backend=backend, allow_unstable=rt["allow_unstable"],
             n_steps=steps, reach_chunk=out["reach_chunk"], plan=plan,
             run_metadata={"workflow": cfg.get("name") or "route"},
+            overwrite=out["overwrite"], resume=out["resume"],
+            baseline=_steady_baseline(inputs) if rt["initial"] == "steady" else None,
         )
     bar.update(max(0, plan.n_groups * n_chunks - watch.done))
     bar.close()
-    if rt["initial"] == "steady" and store is not None:
-        _add_steady(str(store), inputs)
     facts = {
         "engine": f"distributed/{backend}", "device": "cluster", "dtype": rt["dtype"],
         "workers": summ.workers, "clusters": part.n_clusters, "groups": summ.groups,
@@ -198,6 +192,7 @@ def route_distributed_workflow(
         "window_is_run_length": rt["window"] == "auto" and window == steps,
         "partition_s": partition_s,
         "setup_s": summ.setup_s, "route_s": summ.wall_s, "checksum": summ.checksum,
+        "reused_tasks": summ.reused_tasks, "recomputed_tasks": summ.recomputed_tasks,
     }
     if store is None:
         return facts, np.zeros((0, steps), np.float32), None

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import resource
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..io import write_block
+from ..io import RunProgress, mark_complete, write_block
 from ..network import RiverNetwork
 from ._inputs import RouteInputs, build_inputs
 
@@ -94,28 +93,61 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _open_store(cfg: dict[str, Any], inputs: RouteInputs, extra: dict[str, Any]) -> Path | None:
+def _definition(cfg: dict[str, Any], inputs: RouteInputs, extra: dict[str, Any]) -> dict:
+    """What determines a single-device run's output (a resumed run must match it)."""
+    from ..distributed._recovery import digest
+
+    rt, net, f = cfg["routing"], inputs.network, inputs.forcing
+    return {
+        "engine": extra.get("engine"), "window": extra.get("window"), "irf": rt["irf"],
+        "substeps": rt["substeps"], "dtype": rt["dtype"], "time_chunk": rt["time_chunk"],
+        "initial": rt["initial"], "partition": dict(cfg["partition"]),
+        "network": digest(net.ids, net.downstream),
+        "params": None if inputs.params is None else digest(inputs.params.numpy()),
+        "forcing": {"source": f.source, "times": digest(f.times.astype("datetime64[s]")),
+                    "first_step": digest(f.read(0, 1))},
+    }
+
+
+def _open_store(cfg: dict[str, Any], inputs: RouteInputs,
+                extra: dict[str, Any]) -> tuple[Path | None, set[tuple[int, int]]]:
+    """Create the output store, or reopen an incomplete one of the same run (``resume``);
+    returns its path and the time chunks it records as written (``(0, chunk)``)."""
     out = cfg["output"]
     if out["store"] is None:
-        return None
+        return None, set()
+    from ..distributed._recovery import prepare_output, run_fingerprint
     from ..io import create_output_store
 
     path = Path(out["dir"]) / out["store"]
-    if path.exists():
-        if not out["overwrite"]:
-            raise FileExistsError(
-                f"the output store {str(path)!r} exists; pass --overwrite (or set "
-                "output.overwrite=true) to replace it, or choose another output.store"
-            )
-        shutil.rmtree(path)
     rt = cfg["routing"]
-    create_output_store(
-        path, inputs.network.ids, inputs.forcing.times,
-        chunks=(out["reach_chunk"], rt["time_chunk"]), interval_s=inputs.forcing.interval_s,
-        run={"workflow": cfg.get("name") or "route", "irf": rt["irf"],
-             "substeps": rt["substeps"], "forcing": inputs.forcing.source, **extra},
-    )
-    return path
+    definition = _definition(cfg, inputs, extra)
+
+    def create() -> None:
+        create_output_store(
+            path, inputs.network.ids, inputs.forcing.times,
+            chunks=(out["reach_chunk"], rt["time_chunk"]), interval_s=inputs.forcing.interval_s,
+            run={"workflow": cfg.get("name") or "route", "irf": rt["irf"],
+                 "substeps": rt["substeps"], "forcing": inputs.forcing.source,
+                 "definition": definition, **extra},
+            overwrite=out["overwrite"], fingerprint=run_fingerprint(definition),
+        )
+
+    done = prepare_output(str(path), definition, create, overwrite=out["overwrite"],
+                          resume=out["resume"], hint="--overwrite (output.overwrite=true)")
+    return path, done
+
+
+def _kept_from_store(store: Path, keep: np.ndarray, a: int, b: int) -> np.ndarray:
+    """Discharge ``[k, b - a]`` of reaches ``keep`` (network order rows) already written."""
+    import zarr
+
+    root = zarr.open_group(str(store), mode="r")
+    srt = np.argsort(keep)
+    got = root[root.attrs["variable"]].get_orthogonal_selection((keep[srt], slice(a, b)))
+    out = np.empty_like(got)
+    out[srt] = got
+    return out
 
 
 def _steady_base(inputs: RouteInputs, initial: str) -> tuple[np.ndarray | None, Any]:
@@ -155,7 +187,7 @@ def route_single(
         from ..routing import route_oracle
 
         facts.update(engine="oracle", partition_s=0.0, setup_s=0.0)
-        store = _open_store(cfg, inputs, {"engine": "oracle"}) if write else None
+        store = _open_store(cfg, inputs, {"engine": "oracle"})[0] if write else None
         r = forcing.read(0, steps).astype(np.float64)
         if base is not None:
             r = r - base[:, None]
@@ -166,6 +198,7 @@ def route_single(
         facts["route_s"] = time.perf_counter() - t0
         if store is not None:
             write_block(store, 0, 0, q)
+            mark_complete(store)
         kept[:] = q[keep]
         return facts, kept, store
 
@@ -203,16 +236,34 @@ def route_single(
         max_truncated_mass=None if trunc is None or np.size(trunc) == 0
         else float(np.max(trunc)),
     )
-    store = _open_store(cfg, inputs, {"engine": facts["engine"], "window": kernels.window}) \
-        if write else None
+    store, done = _open_store(cfg, inputs, {"engine": facts["engine"],
+                                            "window": kernels.window}) if write else (None, set())
+    prog = None if store is None else RunProgress(str(store))
+    first = 0  # chunks written by an interrupted run of the same definition: reused
+    while (0, first) in done and prog.has_state(0, first) and first < n_chunks:
+        first += 1
+    state = None
+    if first:
+        from ..routing import RouterState
+
+        z = prog.load_state(0, first - 1)
+        state = RouterState(torch.from_numpy(z["runoff_hist"]).to(device, dtype),
+                            torch.from_numpy(z["inflow_hist"]).to(device, dtype))
+        logger.info("resuming %s: %d of %d time chunks already written", store, first,
+                    n_chunks)
+    facts["reused_chunks"] = first
     base_t = None if base is None else torch.as_tensor(base, dtype=dtype, device=device)
     acc_t = None if acc is None else torch.as_tensor(np.asarray(acc), dtype=dtype, device=device)
-    state = None
     route_s = 0.0
     bar = progress("route", n_chunks, "chunk")
     with torch.no_grad():
         for c in range(n_chunks):
             a, b = c * tc, min(steps, (c + 1) * tc)
+            if c < first:
+                if keep.size:
+                    kept[:, a:b] = _kept_from_store(store, keep, a, b)
+                bar.update(1)
+                continue
             r = torch.from_numpy(forcing.read(a, b)).to(device=device, dtype=dtype)
             if base_t is not None:
                 r = r - base_t[:, None]
@@ -227,9 +278,15 @@ def route_single(
             qn = q.to(torch.float32).cpu().numpy()
             if store is not None:
                 write_block(store, 0, a, qn)
+                prog.save_state(0, c, {"runoff_hist": state.runoff_hist.cpu().numpy(),
+                                       "inflow_hist": state.inflow_hist.cpu().numpy()})
+                prog.mark_done(0, c)
             kept[:, a:b] = qn[keep]
             bar.update(1)
     bar.close()
+    if store is not None:
+        mark_complete(store)
+        prog.clear_states()
     facts["route_s"] = route_s
     if n * steps:
         logger.info("routed %d reaches x %d steps in %.2f s", n, steps, route_s)

@@ -153,6 +153,9 @@ OUTPUT = {
     "store": Field("str", "discharge.zarr", "discharge Zarr store (relative to dir); null = "
                    "do not write discharge", nullable=True),
     "overwrite": Field("bool", False, "replace an existing store"),
+    "resume": Field("bool", True, "continue an interrupted run of the same definition in an "
+                    "incomplete store (finished time chunks are reused); a complete store "
+                    "still needs overwrite"),
     "reach_chunk": Field("int", 65536, "reach chunk of the output store", minimum=1),
     "hydrographs": HYDROGRAPHS,
 }
