@@ -6,13 +6,22 @@ A config is a YAML mapping with a ``kind`` and that kind's keys::
     n_workers: null           # one worker per visible GPU
     host: 127.0.0.1
     dashboard_address: "127.0.0.1:8787"
+    tls: {self_signed: true}  # optional: TLS between client, scheduler and workers
 
 :func:`load_config` validates it (an unknown key, or a value of the wrong type, is a
 :class:`ClusterConfigError` naming the file, the key, the expected type and the value);
 :func:`start_cluster` starts (or connects to) the cluster and returns a
 ``distributed.Client``.  ``config=None`` picks ``local-cuda`` when GPUs are visible and
 ``local-cpu`` otherwise.  Schedulers and dashboards bind to 127.0.0.1 unless the config says
-otherwise.
+otherwise (a dashboard given as a bare port binds to ``host``, never to every interface).
+
+``tls`` secures every connection (client, scheduler, workers) with ``distributed.Security``:
+``{self_signed: true}`` makes a throw-away self-signed certificate in memory (needs the
+``cryptography`` package: ``pip install hydroscale[tls]``); ``{ca_file, cert, key}`` (PEM
+paths; optional ``client_cert``/``client_key``) uses yours.  Addresses then start with
+``tls://``.  Work stealing is off by default in clusters hydroscale starts: routing tasks
+are placed on the worker holding their group, and a stolen one would rebuild that group's
+kernels elsewhere.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ __all__ = [
     "config_path",
     "gpus_visible",
     "load_config",
+    "make_security",
     "render_job_script",
     "start_cluster",
 ]
@@ -57,6 +67,8 @@ CONFIG_KINDS: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "local_directory": (_STR + (_OPT,), None),
         "silence_logs": (_STR + _INT + _BOOL, "ERROR"),
         "env": (_MAP, {}),
+        "work_stealing": (_BOOL, False),
+        "tls": (_MAP + (_OPT,), None),
     },
     "local-cuda": {
         "CUDA_VISIBLE_DEVICES": (_STR + _LIST + (_OPT,), None),
@@ -71,12 +83,15 @@ CONFIG_KINDS: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "local_directory": (_STR + (_OPT,), None),
         "silence_logs": (_STR + _INT + _BOOL, "ERROR"),
         "env": (_MAP, {}),
+        "work_stealing": (_BOOL, False),
+        "tls": (_MAP + (_OPT,), None),
     },
     "scheduler": {
         "address": (_STR + (_OPT,), None),
         "scheduler_file": (_STR + (_OPT,), None),
         "timeout": (_NUM, 30),
         "wait_for_workers": (_INT + (_OPT,), None),
+        "tls": (_MAP + (_OPT,), None),
     },
     "slurm": {
         "jobs": (_INT, 1),
@@ -99,7 +114,14 @@ CONFIG_KINDS: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "host": (_STR, "127.0.0.1"),
         "dashboard_address": (_STR + (_OPT,), "127.0.0.1:8787"),
         "wait_for_workers": (_INT + (_OPT,), None),
+        "work_stealing": (_BOOL, False),
     },
+}
+
+#: keys of a ``tls`` mapping -> allowed types
+TLS_KEYS: dict[str, tuple[type, ...]] = {
+    "self_signed": _BOOL, "ca_file": _STR, "cert": _STR, "key": _STR, "client_cert": _STR,
+    "client_key": _STR,
 }
 
 
@@ -199,7 +221,66 @@ def load_config(config: str | os.PathLike | dict[str, Any], **overrides: Any) ->
     for key in ("n_workers", "threads_per_worker", "jobs", "cores", "processes"):
         if key in out and out[key] is not None and out[key] < (0 if key == "jobs" else 1):
             raise ClusterConfigError(f"{source}: key {key!r} must be positive, got {out[key]}")
+    if out.get("tls") is not None:
+        out["tls"] = _check_tls(out["tls"], source)
+    if out.get("dashboard_address") is not None and "host" in out:
+        out["dashboard_address"] = _bind_dashboard(out["dashboard_address"], out["host"])
     return out
+
+
+def _check_tls(tls: dict[str, Any], source: str) -> dict[str, Any]:
+    unknown = sorted(set(tls) - set(TLS_KEYS))
+    if unknown:
+        raise ClusterConfigError(f"{source}: unknown keys {unknown} under 'tls'; allowed: "
+                                 f"{sorted(TLS_KEYS)}")
+    for key, val in tls.items():
+        if not isinstance(val, TLS_KEYS[key]):
+            raise ClusterConfigError(f"{source}: key 'tls.{key}' must be "
+                                     f"{_type_names(TLS_KEYS[key])}, got {val!r}")
+    files = [k for k in ("ca_file", "cert", "key") if k in tls]
+    if tls.get("self_signed"):
+        if files:
+            raise ClusterConfigError(f"{source}: 'tls' has self_signed: true and {files}; "
+                                     "give one or the other")
+    elif len(files) != 3:
+        raise ClusterConfigError(f"{source}: 'tls' needs self_signed: true, or ca_file, cert "
+                                 f"and key (PEM paths); got {sorted(tls)}")
+    else:
+        for k in ("ca_file", "cert", "key", "client_cert", "client_key"):
+            if k in tls and not Path(tls[k]).is_file():
+                raise ClusterConfigError(f"{source}: 'tls.{k}' is not a file: {tls[k]!r}")
+    return dict(tls)
+
+
+def _bind_dashboard(address: str, host: str) -> str:
+    """A dashboard given as a port alone (``":8787"``, ``"8787"``) binds to ``host`` (Dask
+    would bind it to every interface)."""
+    a = str(address).strip()
+    if a.isdigit():
+        return f"{host}:{a}"
+    if a.startswith(":"):
+        return f"{host}{a}"
+    return a
+
+
+def make_security(tls: dict[str, Any] | None) -> Any:
+    """A ``distributed.Security`` for a validated ``tls`` mapping (None: no TLS)."""
+    if not tls:
+        return None
+    from distributed import Security
+
+    if tls.get("self_signed"):
+        try:
+            return Security.temporary()
+        except ImportError as err:
+            raise ClusterConfigError(
+                "tls: self_signed needs the 'cryptography' package (pip install "
+                "'hydroscale[tls]'), or give ca_file, cert and key") from err
+    ck, cc = tls.get("client_key", tls["key"]), tls.get("client_cert", tls["cert"])
+    return Security(require_encryption=True, tls_ca_file=tls["ca_file"],
+                    tls_scheduler_cert=tls["cert"], tls_scheduler_key=tls["key"],
+                    tls_worker_cert=tls["cert"], tls_worker_key=tls["key"],
+                    tls_client_cert=cc, tls_client_key=ck)
 
 
 def gpus_visible() -> int:
@@ -247,19 +328,33 @@ def _log_level(value: Any) -> Any:
     return value.upper() if isinstance(value, str) else value
 
 
-def _local_cpu(cfg: dict[str, Any]) -> Any:
+def _scheduler_config(cfg: dict[str, Any]) -> Any:
+    """Dask settings read when the scheduler starts (in this process for local and SLURM
+    clusters)."""
+    import dask
+
+    return dask.config.set({"distributed.scheduler.work-stealing": cfg["work_stealing"]})
+
+
+def _tls_kwargs(cfg: dict[str, Any], security: Any) -> dict[str, Any]:
+    return {} if security is None else {"security": security, "protocol": "tls://"}
+
+
+def _local_cpu(cfg: dict[str, Any], security: Any) -> Any:
     from distributed import LocalCluster
 
     kw = {k: cfg[k] for k in ("n_workers", "threads_per_worker", "processes", "memory_limit",
                               "host", "dashboard_address", "local_directory", "silence_logs")
           if cfg[k] is not None}
     kw["silence_logs"] = _log_level(kw["silence_logs"])
+    kw["dashboard_address"] = cfg["dashboard_address"]  # None: no dashboard (not Dask's :8787)
     if cfg["env"]:
         os.environ.update({k: str(v) for k, v in cfg["env"].items()})
-    return LocalCluster(**kw)
+    with _scheduler_config(cfg):
+        return LocalCluster(**kw, **_tls_kwargs(cfg, security))
 
 
-def _local_cuda(cfg: dict[str, Any]) -> Any:
+def _local_cuda(cfg: dict[str, Any], security: Any) -> Any:
     from dask_cuda import LocalCUDACluster
 
     kw = {k: cfg[k] for k in ("CUDA_VISIBLE_DEVICES", "n_workers", "threads_per_worker",
@@ -267,17 +362,20 @@ def _local_cuda(cfg: dict[str, Any]) -> Any:
                               "rmm_pool_size", "host", "dashboard_address",
                               "local_directory", "silence_logs") if cfg[k] is not None}
     kw["silence_logs"] = _log_level(kw["silence_logs"])
+    kw["dashboard_address"] = cfg["dashboard_address"]  # None: no dashboard (not Dask's :8787)
     if cfg["env"]:
         os.environ.update({k: str(v) for k, v in cfg["env"].items()})
-    return LocalCUDACluster(**kw)
+    with _scheduler_config(cfg):
+        return LocalCUDACluster(**{**kw, **_tls_kwargs(cfg, security)})
 
 
-def _slurm(cfg: dict[str, Any]) -> Any:
+def _slurm(cfg: dict[str, Any], security: Any) -> Any:
     from dask_jobqueue import SLURMCluster
 
-    cluster = SLURMCluster(scheduler_options={"host": cfg["host"],
-                                              "dashboard_address": cfg["dashboard_address"]},
-                           **_slurm_kwargs(cfg))
+    with _scheduler_config(cfg):
+        cluster = SLURMCluster(scheduler_options={"host": cfg["host"],
+                                                  "dashboard_address": cfg["dashboard_address"]},
+                               **_slurm_kwargs(cfg))
     cluster.scale(jobs=cfg["jobs"])
     return cluster
 
@@ -306,14 +404,17 @@ def start_cluster(config: str | os.PathLike | dict[str, Any] | None = None,
                     gpus_visible(), config)
     cfg = load_config(config, **overrides)
     kind = cfg["kind"]
+    security = make_security(cfg.get("tls"))
+    sec = {} if security is None else {"security": security}
     if kind == "scheduler":
         if cfg["scheduler_file"]:
-            client = Client(scheduler_file=cfg["scheduler_file"], timeout=cfg["timeout"])
+            client = Client(scheduler_file=cfg["scheduler_file"], timeout=cfg["timeout"], **sec)
         else:
-            client = Client(cfg["address"], timeout=cfg["timeout"])
+            client = Client(cfg["address"], timeout=cfg["timeout"], **sec)
     else:
-        cluster = {"local-cpu": _local_cpu, "local-cuda": _local_cuda, "slurm": _slurm}[kind](cfg)
-        client = Client(cluster)
+        cluster = {"local-cpu": _local_cpu, "local-cuda": _local_cuda,
+                   "slurm": _slurm}[kind](cfg, security)
+        client = Client(cluster, **sec)
     if cfg.get("wait_for_workers"):
         client.wait_for_workers(cfg["wait_for_workers"])
     logger.info("cluster %s (%s): %d workers, dashboard %s", kind, cfg["source"],

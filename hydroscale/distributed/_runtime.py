@@ -259,7 +259,6 @@ class DistributedRouter:
         pv = params
         if params is not None and not callable(params):
             pv = np.asarray(torch.as_tensor(params).detach().cpu().numpy())
-        p_digest = digest(pv if not callable(pv) else np.asarray(pv(self.plan.network)))
         self._data = client.scatter(_run_data(self.run_id, self.plan, pv, options),
                                     broadcast=True, hash=False)
         info = _on_workers(client, self.addrs, setup_task, self._data,
@@ -276,9 +275,10 @@ class DistributedRouter:
             "irf": str(irf), "substeps": self.substeps, "window": self.window,
             "dtype": str(dtype), "storage_dtype": str(storage_dtype), "backend": backend,
             "precision": precision, "batch_reaches": int(batch_reaches),
-            "network": digest(p.network.ids, p.network.downstream), "params": p_digest,
+            "network": digest(p.network.ids, p.network.downstream), "params": None,
             "plan": digest(p.group_of, p.group_worker, p.order),
         }
+        self._params = pv  # digested on the first pass that writes a store
         logger.info("DistributedRouter %s: %d groups on %d workers set up in %.2f s "
                     "(window %d, max truncated mass %.3g)", self.run_id, self.plan.n_groups,
                     len(self.addrs), self.setup_s, self.window, self.max_truncated_mass)
@@ -336,6 +336,10 @@ class DistributedRouter:
             from ..io import RunProgress
 
             output = os.fspath(output_store)
+            if self._definition["params"] is None:
+                pv = self._params
+                self._definition["params"] = digest(
+                    np.asarray(pv(plan.network)) if callable(pv) else pv)
             definition = {**self._definition, "time_chunk": int(time_chunk), "n_steps": steps,
                           "reach_chunk": int(reach_chunk),
                           "forcing": self._forcing_identity(forcing),

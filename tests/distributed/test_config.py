@@ -13,11 +13,14 @@ from hydroscale.distributed import (
 )
 
 
-@pytest.mark.parametrize("name", ["local-cpu", "local-cuda", "scheduler", "slurm"])
+@pytest.mark.parametrize("name", ["local-cpu", "local-cuda", "scheduler", "slurm", "local-tls"])
 def test_bundled_configs_load(name):
     cfg = load_config(name)
-    assert cfg["kind"] == name
-    assert set(cfg) == set(CONFIG_KINDS[name]) | {"kind", "source"}
+    kind = {"local-tls": "local-cpu"}.get(name, name)
+    assert cfg["kind"] == kind
+    assert set(cfg) == set(CONFIG_KINDS[kind]) | {"kind", "source"}
+    if "work_stealing" in cfg:
+        assert cfg["work_stealing"] is False
     if "host" in cfg:
         assert cfg["host"] == "127.0.0.1"
     if "dashboard_address" in cfg:
@@ -76,3 +79,40 @@ def test_slurm_job_script_rendering():
     assert "--nthreads 1" in cmd
     with pytest.raises(ClusterConfigError, match="needs kind 'slurm'"):
         render_job_script("local-cpu")
+
+
+def test_tls_keys_and_dashboard_binding(tmp_path):
+    cfg = load_config("local-tls")
+    assert cfg["tls"] == {"self_signed": True} and cfg["host"] == "127.0.0.1"
+    with pytest.raises(ClusterConfigError, match=r"unknown keys \['cafile'\] under 'tls'"):
+        load_config({"kind": "local-cpu", "tls": {"cafile": "x"}})
+    with pytest.raises(ClusterConfigError, match="needs self_signed: true, or ca_file, cert"):
+        load_config({"kind": "local-cpu", "tls": {"cert": "a.pem"}})
+    with pytest.raises(ClusterConfigError, match=r"'tls.key' is not a file: '.*nokey.pem'"):
+        (tmp_path / "ca.pem").write_text("x")
+        load_config({"kind": "local-cpu", "tls": {"ca_file": str(tmp_path / "ca.pem"),
+                                                  "cert": str(tmp_path / "ca.pem"),
+                                                  "key": str(tmp_path / "nokey.pem")}})
+    with pytest.raises(ClusterConfigError, match="'tls.self_signed' must be boolean"):
+        load_config({"kind": "scheduler", "address": "tls://127.0.0.1:1", "tls": {
+            "self_signed": "yes"}})
+    # a dashboard given as a bare port binds to the host, not to every interface
+    assert load_config({"kind": "local-cpu", "dashboard_address": ":8790"}
+                       )["dashboard_address"] == "127.0.0.1:8790"
+    assert load_config({"kind": "local-cuda", "dashboard_address": "8790"}
+                       )["dashboard_address"] == "127.0.0.1:8790"
+
+
+def test_local_cluster_binds_to_loopback(client):
+    """The scheduler, the workers and the dashboard (HTTP) of a local cluster listen on
+    127.0.0.1 only."""
+    from urllib.parse import urlparse
+
+    from distributed.comm import get_address_host
+
+    assert get_address_host(client.scheduler.address) == "127.0.0.1"
+    for addr in client.scheduler_info()["workers"]:
+        assert get_address_host(addr) == "127.0.0.1"
+    assert urlparse(client.dashboard_link).hostname == "127.0.0.1"
+    http = client.cluster.scheduler.http_server
+    assert http.address == "127.0.0.1"
