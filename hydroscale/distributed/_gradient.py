@@ -62,6 +62,7 @@ from ._gradient_tasks import (
     forward_task,
     gradient_task,
     load_task,
+    loss_defined,
     model_task,
     save_task,
     setup_task,
@@ -69,6 +70,7 @@ from ._gradient_tasks import (
     sum_task,
     teardown_task,
     update_task,
+    window_index,
     window_task,
 )
 from ._plan import WavePlan, map_workers, plan_waves
@@ -87,23 +89,6 @@ class WorkerLost(RuntimeError):
 
 def _addresses(client: Any) -> list[str]:
     return list(worker_addresses(client).values())
-
-
-def _defined(loss: str, values: np.ndarray) -> np.ndarray:
-    """Gauges whose loss is defined by their observations ``[G, T_loss]`` alone (two valid
-    steps; non-zero variance for NSE and KGE; non-zero mean for KGE)."""
-    ok = np.isfinite(values)
-    n = ok.sum(1)
-    v = np.where(ok, values, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = v.sum(1) / n
-        var = (np.where(ok, values - mean[:, None], 0.0) ** 2).sum(1) / n
-    out = n >= 2
-    if loss in ("nse", "kge"):
-        out &= var > 0
-    if loss == "kge":
-        out &= mean != 0
-    return out
 
 
 class DistributedGradient:
@@ -212,7 +197,7 @@ class DistributedGradient:
                 raise ValueError(f"the {name} period ({p.stop - p.start} steps) must be longer "
                                  f"than warmup + 1 = {self.warmup + 1} steps")
         a = self.train.start + self.warmup
-        self.defined = _defined(loss, np.asarray(observations.values, np.float64)[
+        self.defined = loss_defined(loss, np.asarray(observations.values, np.float64)[
             :, a : self.train.stop])
         if not self.defined.any():
             raise ValueError(f"loss {loss!r} is undefined at every gauge in the training period "
@@ -301,7 +286,7 @@ class DistributedGradient:
         mine = [plan.groups_of_worker(w) for w in range(self.n_workers)]
         rows = [np.sort(np.concatenate([cs.cluster_reaches(int(g)) for g in m]))
                 if m.size else np.zeros(0, np.int64) for m in mine]
-        loss = {"name": self.loss_name,
+        loss = {"name": self.loss_name, "warmup": self.warmup,
                 "train": (self.train.start + self.warmup, self.train.stop),
                 "validation": None if self.validation is None else
                 (self.validation.start + self.warmup, self.validation.stop)}
@@ -331,12 +316,14 @@ class DistributedGradient:
         return self.defined.copy()
 
     def _graph(self, tag: str, use: np.ndarray, norm: float, training: bool, step: bool,
-               keep_sims: bool) -> tuple[list[tuple[str, int, Any]], list[Any]]:
+               keep_sims: bool, windows: tuple[np.ndarray, int] | None
+               ) -> tuple[list[tuple[str, int, Any]], list[Any]]:
         plan, g_n, w_n = self.plan, self.plan.n_groups, self.n_workers
         rid, it = self.run_id, self.iteration
         watched: list[tuple[str, int, Any]] = []
-        begin = [self._submit(begin_task, rid, it, use, norm, training, keep_sims, worker=w,
-                              key=f"hydroscale-grad-begin-{tag}-{w}") for w in range(w_n)]
+        begin = [self._submit(begin_task, rid, it, use, norm, training, keep_sims, windows,
+                              worker=w, key=f"hydroscale-grad-begin-{tag}-{w}")
+                 for w in range(w_n)]
         fwd: dict[int, Any] = {}
         for g in range(g_n):
             w = int(plan.group_worker[g])
@@ -434,32 +421,62 @@ class DistributedGradient:
                 shown[ph] = k
                 self.progress(ph, k, n_waves)
 
+    def _norm(self, use: np.ndarray, windows: tuple[np.ndarray, int] | None) -> float:
+        """The number of (batch, gauge) losses averaged: the loss's denominator."""
+        if windows is None:
+            use = use & self.defined
+            return float(self.batch * use.sum())
+        starts, length = windows
+        if self.batch != 1:
+            raise ValueError(f"windows cut one runoff series; the source has a batch of "
+                             f"{self.batch}")
+        if int(length) <= self.warmup + 1:
+            raise ValueError(f"windows must be longer than warmup + 1 = {self.warmup + 1} "
+                             f"steps, got {length}")
+        idx = window_index(windows)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.observations.n_steps):
+            raise ValueError(f"windows (starts {np.asarray(starts).tolist()[:5]}..., length "
+                             f"{length}) must lie in the {self.observations.n_steps} steps")
+        v = np.asarray(self.observations.values, np.float64)[:, idx][..., self.warmup:]
+        return float((loss_defined(self.loss_name, v) & use[:, None]).sum())
+
     def iterate(self, use: np.ndarray | None = None, *, training: bool = True,
-                step: bool = True, keep_sims: bool = False) -> dict[str, Any]:
+                step: bool = True, keep_sims: bool = False,
+                windows: tuple[np.ndarray, int] | None = None) -> dict[str, Any]:
         """One pass: forward (and backward when ``training``; optimiser step when ``step``).
 
         Parameters
         ----------
-        use : bool ``[G]`` gauges counted in the loss (default :meth:`usable`).
+        use : bool ``[G]`` gauges counted in the loss (default all).
         training, step, keep_sims : backward; optimiser step; return the discharge at the
             gauges.
+        windows : None (route the whole period; loss over the training period after
+            warm-up) or ``(starts [B], L)``: a batch of ``B`` windows of ``L`` steps cut from
+            the one runoff series (the source is told, see the source protocol), each
+            routed from a zero state, the loss over steps ``[warmup, L)`` of every window
+            (training and validation periods are then the caller's business).
 
         Returns
         -------
         dict: ``loss`` (float), per-gauge ``nse``, ``kge`` (and ``val_nse``, ``val_kge``)
         ``[G]`` of the routed parameters, ``peak_bytes`` and ``timers`` per worker, ``sims``
-        ``[B, G, T]`` (with ``keep_sims``), ``seconds``, ``recoveries``.
+        ``[B, G, T or L]`` (with ``keep_sims``), ``seconds``, ``recoveries``.
         """
         t0 = time.perf_counter()
-        use = self.defined.copy() if use is None else np.asarray(use, bool) & self.defined
-        if not use.any():
+        use = np.ones(len(self.gauges), bool) if use is None else np.asarray(use, bool)
+        if windows is not None:
+            windows = (np.asarray(windows[0], np.int64).ravel(), int(windows[1]))
+        norm = self._norm(use, windows)
+        if norm == 0:
             raise ValueError("no usable gauge is selected for the loss")
-        norm = float(self.batch * use.sum())
+        if windows is None:
+            use = use & self.defined
         attempt = 0
         while True:
             self._passes += 1  # task keys are unique per pass: Dask reuses a known key
             tag = f"{self.run_id}-{self.iteration}-{self._passes}"
-            watched, updates = self._graph(tag, use, norm, training, step, keep_sims)
+            watched, updates = self._graph(tag, use, norm, training, step, keep_sims,
+                                           windows)
             try:
                 self._wait(watched)
                 per = self.client.gather(updates)
@@ -476,17 +493,20 @@ class DistributedGradient:
             self._recover()
         if training and step:
             self.iteration += 1
-        out = self._assemble(per, keep_sims)
+        out = self._assemble(per, keep_sims, windows)
         out["seconds"] = time.perf_counter() - t0
         out["recoveries"] = attempt
         return out
 
-    def _assemble(self, per: list[dict[str, Any]], keep_sims: bool) -> dict[str, Any]:
+    def _assemble(self, per: list[dict[str, Any]], keep_sims: bool,
+                  windows: tuple[np.ndarray, int] | None) -> dict[str, Any]:
         g_n = len(self.gauges)
         out: dict[str, Any] = {"loss": per[0]["loss"],
                                "peak_bytes": [p["peak_bytes"] for p in per],
                                "timers": [p["timers"] for p in per]}
-        keys = ("nse", "kge") + (("val_nse", "val_kge") if self.validation is not None else ())
+        keys = ("nse", "kge")
+        if self.validation is not None and windows is None:
+            keys += ("val_nse", "val_kge")
         for k in keys:
             out[k] = np.full(g_n, np.nan)
         for p in per:
@@ -494,8 +514,9 @@ class DistributedGradient:
                 for k in keys:
                     out[k][m["number"]] = m[k]
         if keep_sims:
-            t = self.observations.n_steps
-            sims = np.full((self.batch, g_n, t), np.nan)
+            t = self.observations.n_steps if windows is None else windows[1]
+            b = self.batch if windows is None else len(windows[0])
+            sims = np.full((b, g_n, t), np.nan)
             for p in per:
                 for g, s in p["sims"].items():
                     k = np.flatnonzero(self.plan.group_of[self.gauges] == g)
@@ -520,17 +541,19 @@ class DistributedGradient:
                     self.iteration)
 
     # ------------------------------------------------------------------ conveniences
-    def loss(self, use: np.ndarray | None = None) -> float:
+    def loss(self, use: np.ndarray | None = None, *,
+             windows: tuple[np.ndarray, int] | None = None) -> float:
         """The loss of the current parameters (forward only)."""
-        return self.iterate(use, training=False, step=False)["loss"]
+        return self.iterate(use, training=False, step=False, windows=windows)["loss"]
 
-    def gradient(self, use: np.ndarray | None = None) -> dict[str, Any]:
+    def gradient(self, use: np.ndarray | None = None, *,
+                 windows: tuple[np.ndarray, int] | None = None) -> dict[str, Any]:
         """Forward and backward without an update; returns ``loss`` and the gradients:
         ``model`` (mapping name -> gradient of the client model's tensor: ``raw`` ``[N, P]``
         for free parameters, the summed gradients for a shared model), ``source`` (the
         summed gradients of the source's shared tensors) and, for a trainable
         :class:`TensorSource`, ``runoff`` ``[B, N, T]``."""
-        res = self.iterate(use, training=True, step=False)
+        res = self.iterate(use, training=True, step=False, windows=windows)
         per = self._on_workers(gradient_task, self.run_id, tag=f"grad-{self.run_id}")
         out: dict[str, Any] = {"loss": res["loss"]}
         if self.free:

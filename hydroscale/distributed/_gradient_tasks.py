@@ -24,10 +24,15 @@ it has that method) and ships the result to worker ``w``, which then calls:
 ``open(ctx: SourceContext) -> None``
     once at set-up (``ctx`` holds the network, the groups, this worker's group ids, the
     device and the router dtype);
+``begin(windows) -> None`` (optional)
+    called at the start of every pass with the pass's training windows: None (one series,
+    the whole calibration period) or ``(starts, length)`` (int ``[B]`` first steps and the
+    common length ``L``: batch element ``b`` covers steps ``starts[b] : starts[b] + L``);
 ``read(group, reaches) -> Tensor [B, n_g, T]``
     lateral inflow (m³/s per routing step) of the group's reaches (``reaches``: global reach
     indices in the group's engine order) on ``ctx.device``, over the whole calibration
-    window; called without gradient, in the forward and again in the backward;
+    period (``T`` steps) or, with windows, ``[B, n_g, L]``; called without gradient, in the
+    forward and again in the backward;
 ``backward(group, reaches, grad) -> None`` (optional; skipped when the source has a
     false ``differentiable`` attribute)
     receives ``dLoss/d(runoff)`` ``[B, n_g, T]`` of the group; a differentiable source
@@ -67,6 +72,29 @@ logger = logging.getLogger(__name__)
 
 _ATTR = "_hydroscale_grad_runs"
 STATE_FORMAT = "hydroscale-distributed-worker/1"
+
+
+def loss_defined(loss: str, values: np.ndarray) -> np.ndarray:
+    """bool ``[...]``: where the per-gauge loss is defined by the observations ``[..., T]``
+    alone (two valid steps; non-zero variance for NSE and KGE; non-zero mean for KGE)."""
+    ok = np.isfinite(values)
+    n = ok.sum(-1)
+    v = np.where(ok, values, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = v.sum(-1) / n
+        var = (np.where(ok, values - mean[..., None], 0.0) ** 2).sum(-1) / n
+    out = n >= 2
+    if loss in ("nse", "kge"):
+        out &= var > 0
+    if loss == "kge":
+        out &= mean != 0
+    return out
+
+
+def window_index(windows: tuple[np.ndarray, int]) -> np.ndarray:
+    """int ``[B, L]`` steps of the windows ``(starts [B], L)``."""
+    starts, length = windows
+    return np.asarray(starts, np.int64)[:, None] + np.arange(int(length))
 
 
 # ---------------------------------------------------------------------- runoff sources
@@ -131,8 +159,22 @@ class TensorSource:
         self._blocks = {g: (nn.Parameter(x.to(ctx.device, ctx.dtype)) if self.trainable
                             else x.to(ctx.device, ctx.dtype)) for g, x in self._blocks.items()}
 
+    def begin(self, windows: tuple[np.ndarray, int] | None) -> None:
+        self._steps = None
+        if windows is not None:
+            if self.trainable:
+                raise ValueError("a trainable TensorSource routes the whole period: no windows")
+            x = next(iter(self._blocks.values()), None)
+            if x is not None and x.shape[0] != 1:
+                raise ValueError(f"windows cut one series; this runoff has a batch of "
+                                 f"{x.shape[0]}")
+            dev = x.device if x is not None else None
+            self._steps = torch.as_tensor(window_index(windows), device=dev)
+
     def read(self, group: int, reaches: np.ndarray) -> torch.Tensor:
-        return self._blocks[int(group)].detach()
+        x = self._blocks[int(group)].detach()
+        steps = getattr(self, "_steps", None)
+        return x if steps is None else x[0][:, steps].permute(1, 0, 2)
 
     def backward(self, group: int, reaches: np.ndarray, grad: torch.Tensor) -> None:
         if self.trainable:
@@ -179,12 +221,17 @@ class ForcingSource:
     def open(self, ctx: SourceContext) -> None:
         self._opened = self.forcing.open(ctx.network)
         self._ctx = ctx
+        self._windows: list[tuple[int, int]] = [(0, self.steps)]
+
+    def begin(self, windows: tuple[np.ndarray, int] | None) -> None:
+        self._windows = [(0, self.steps)] if windows is None else \
+            [(int(a), int(a) + int(windows[1])) for a in windows[0]]
 
     def read(self, group: int, reaches: np.ndarray) -> torch.Tensor:
         ctx = self._ctx
         a, b = (int(x) for x in ctx.groups.reach_ptr_cluster[group])
-        x = self._opened.read(reaches, (a, b), 0, self.steps, ctx.device)
-        return x[None].to(ctx.dtype)
+        x = [self._opened.read(reaches, (a, b), t0, t1, ctx.device) for t0, t1 in self._windows]
+        return torch.stack(x).to(ctx.dtype)
 
 
 def _source_parameters(source: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -215,8 +262,11 @@ class _Gauges:
 
     local: torch.Tensor  # [k] rows in the group's engine order
     number: np.ndarray  # [k] gauge numbers (rows of the observations)
-    obs: torch.Tensor  # [k, T]
-    defined: torch.Tensor  # [k] bool: the loss is defined from the observations
+    values: np.ndarray  # [k, T] float64 on the host
+    obs: torch.Tensor  # [k, T] on the device
+    defined: torch.Tensor  # [k] bool: the loss is defined on the training period
+    obs_w: torch.Tensor | None = None  # [B, k, L] the observations of this pass's windows
+    defined_w: torch.Tensor | None = None  # [B, k] bool
 
 
 @dataclass
@@ -238,6 +288,7 @@ class _GradRun:
     loss_name: str
     train: tuple[int, int]
     validation: tuple[int, int] | None
+    warmup: int
     kernel_graph: str
     optimizer: torch.optim.Optimizer | None = None
     snapshot_dir: str | None = None
@@ -248,6 +299,7 @@ class _GradRun:
     kern_det: dict[int, RoutingKernels] = field(default_factory=dict)
     inflow: dict[int, torch.Tensor | None] = field(default_factory=dict)
     use: torch.Tensor | None = None
+    windows: tuple[np.ndarray, int] | None = None
     norm: float = 1.0
     training: bool = False
     loss_sum: torch.Tensor | None = None
@@ -325,6 +377,7 @@ def setup_task(run_id: str, worker_index: int, ids: np.ndarray, downstream: np.n
     obs = {}
     for g, (loc, number, values, defined) in gauges.items():
         obs[int(g)] = _Gauges(torch.as_tensor(loc, device=dev), np.asarray(number),
+                              np.asarray(values, np.float64),
                               torch.as_tensor(values, device=dev, dtype=dtype),
                               torch.as_tensor(defined, device=dev))
     # exits of every own group -> (downstream group, local exit rows, its local inlet rows)
@@ -344,7 +397,8 @@ def setup_task(run_id: str, worker_index: int, ids: np.ndarray, downstream: np.n
                    model["kind"] != "free", source, obs, feeds, loss["name"],
                    tuple(loss["train"]),
                    None if loss["validation"] is None else tuple(loss["validation"]),
-                   options.get("kernel_graph", "keep"), snapshot_dir=snapshot_dir)
+                   int(loss["warmup"]), options.get("kernel_graph", "keep"),
+                   snapshot_dir=snapshot_dir)
     params = run.shared_params + run.local_params
     if callable(optimizer):
         run.optimizer = optimizer(params)
@@ -398,14 +452,26 @@ def _full_params(run: _GradRun, own: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------------- one iteration
 def begin_task(run_id: str, iteration: int, use: np.ndarray, norm: float, training: bool,
-               keep_sims: bool = False) -> bool:
-    """Start an iteration: parameters of the worker's reaches and every group's kernels
-    (kept with their autograd graph when training with ``kernel_graph="keep"``)."""
+               keep_sims: bool = False, windows: tuple[np.ndarray, int] | None = None) -> bool:
+    """Start a pass: the source's windows, parameters of the worker's reaches and every
+    group's kernels (kept with their autograd graph when training with
+    ``kernel_graph="keep"``)."""
     t0 = time.perf_counter()
     run = _get(run_id)
     run.training = bool(training)
     run.use = torch.as_tensor(np.asarray(use, bool), device=run.device)
     run.norm = float(norm)
+    run.windows = windows
+    for gg in run.gauges.values():
+        gg.obs_w = gg.defined_w = None
+        if windows is not None:
+            v = gg.values[:, window_index(windows)].transpose(1, 0, 2)  # [B, k, L]
+            gg.obs_w = torch.as_tensor(v, device=run.device, dtype=run.dtype)
+            gg.defined_w = torch.as_tensor(loss_defined(run.loss_name, v[..., run.warmup:]),
+                                           device=run.device)
+    begin = getattr(run.source, "begin", None)
+    if begin is not None:
+        begin(windows)
     run.keep_sims = bool(keep_sims)
     run.loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
     run.metrics, run.sims, run.inflow = {}, {}, {}
@@ -435,18 +501,31 @@ def _detached(k: RoutingKernels, grad: bool = False) -> RoutingKernels:
                           k.window, k.truncated_mass)
 
 
+def _observed(run: _GradRun, gg: _Gauges, b: int) -> tuple[torch.Tensor, torch.Tensor,
+                                                           tuple[int, int]]:
+    """Observations ``[B or 1, k, T]``, where the loss is defined ``[B, k]``, and the loss
+    steps of this pass (the training period, or each window after its warm-up)."""
+    if run.windows is None:
+        return gg.obs[None], gg.defined[None].expand(b, -1), run.train
+    return gg.obs_w, gg.defined_w, (run.warmup, int(run.windows[1]))
+
+
 def _group_loss(run: _GradRun, g: int, q: torch.Tensor) -> torch.Tensor | None:
-    """This group's share of the loss: ``sum(per-gauge loss) / norm`` over its used gauges."""
+    """This group's share of the loss: ``sum(per-gauge loss) / norm`` over its used
+    (batch, gauge) pairs (only those are computed: no NaN enters the graph)."""
     gg = run.gauges.get(g)
     if gg is None:
         return None
-    m = run.use[torch.as_tensor(gg.number, device=run.device)] & gg.defined
+    b = q.shape[0]
+    obs, defined, (t0, t1) = _observed(run, gg, b)
+    use = run.use[torch.as_tensor(gg.number, device=run.device)]
+    m = (defined & use[None]).reshape(-1)
     if not bool(m.any()):
         return None
-    k = torch.nonzero(m).flatten()
-    a, b = run.train
-    s = q.index_select(1, gg.local.index_select(0, k))[..., a:b]
-    o = gg.obs.index_select(0, k)[..., a:b]
+    pick = torch.nonzero(m).flatten()
+    k = gg.local.numel()
+    s = q.index_select(1, gg.local)[..., t0:t1].reshape(b * k, -1).index_select(0, pick)
+    o = obs.expand(b, -1, -1)[..., t0:t1].reshape(b * k, -1).index_select(0, pick)
     per = get_loss(run.loss_name)(s, o)
     per = torch.where(torch.isfinite(per.detach()), per, 0.0)
     return per.sum(dtype=torch.float64) / run.norm
@@ -457,9 +536,12 @@ def _metrics(run: _GradRun, g: int, q: torch.Tensor) -> None:
     if gg is None:
         return
     s = q.index_select(1, gg.local).to(torch.float64)
-    o = gg.obs.to(torch.float64)
+    o, _, loss_steps = _observed(run, gg, q.shape[0])
+    o = o.to(torch.float64)
     out = {"number": gg.number}
-    for key, period in (("", run.train), ("val_", run.validation)):
+    periods = (("", run.train), ("val_", run.validation)) if run.windows is None else \
+        (("", loss_steps),)
+    for key, period in periods:
         if period is None:
             continue
         a, b = period

@@ -76,6 +76,38 @@ def test_gradient_equals_single_device_autograd(client, forest, twin, loss, one_
     assert np.array_equal(got["model"]["raw"].numpy() == 0, ref.raw.grad.numpy() == 0)
 
 
+def test_windows_gradient_equals_single_device(client, forest, twin, one_torch_thread):
+    """A batch of training windows cut from one series (each from a zero state, loss after
+    its warm-up), as the hybrid pipelines train: loss and gradient of the oracle."""
+    net, _, part = forest
+    runoff, obs, start = twin
+    starts, length = np.array([0, 5, 11]), 18
+    model = FreeParameters("muskingum", net, BOUNDS, init=start, dtype=torch.float64)
+    with DistributedGradient(client, net, part, model, obs, runoff, substeps=F, window=T,
+                             warmup=WARMUP, dtype=torch.float64, allow_unstable=True,
+                             snapshot_dir=False) as dg:
+        dg.iterate(training=False, step=False)  # a whole-period pass first: nothing sticks
+        res = dg.iterate(training=False, step=False, windows=(starts, length),
+                         keep_sims=True)
+        got = dg.gradient(windows=(starts, length))
+        whole = dg.gradient()["model"]["raw"]  # the whole period again
+    idx = starts[:, None] + np.arange(length)
+    ref = FreeParameters("muskingum", net, BOUNDS, init=start, dtype=torch.float64)
+    r = torch.as_tensor(runoff[:, idx]).permute(1, 0, 2)  # [B, N, L]
+    q = route_oracle(net, r, "muskingum", ref(), substeps=F, allow_unstable=True)
+    g = torch.as_tensor(obs.index_in(net))
+    o = torch.as_tensor(obs.values[:, idx]).permute(1, 0, 2)
+    loss = gauge_loss("nse", q[:, g], o, WARMUP)
+    loss.backward()
+    assert res["loss"] == pytest.approx(loss.item(), rel=1e-10)
+    assert got["loss"] == pytest.approx(loss.item(), rel=1e-10)
+    np.testing.assert_allclose(res["sims"], q[:, g].detach().numpy(), rtol=1e-9, atol=1e-9)
+    assert _rel(got["model"]["raw"], ref.raw.grad) < 1e-5
+    ref_full = FreeParameters("muskingum", net, BOUNDS, init=start, dtype=torch.float64)
+    _oracle_loss(net, runoff[None], obs, ref_full()).backward()
+    assert _rel(whole, ref_full.raw.grad) < 1e-5
+
+
 class ScaledRunoff:
     """A differentiable runoff source (the protocol of ``hydroscale.distributed``):
     ``runoff = exp(s) * base`` with one tensor ``s`` shared by all workers."""
