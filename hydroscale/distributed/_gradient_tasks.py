@@ -114,8 +114,9 @@ class TensorSource:
 
     Each worker receives only the rows of its own groups.  With ``trainable=True`` every
     group's block is a worker-local trainable tensor: the backward accumulates
-    ``dLoss/d(runoff)`` into its ``.grad`` (read back with
-    :meth:`DistributedGradient.runoff_gradient`), and the optimiser updates it.
+    ``dLoss/d(runoff)`` into its ``.grad`` (read back as ``gradient()["runoff"]`` of
+    :class:`~hydroscale.distributed.DistributedGradient`), and the optimiser updates it.
+    With training windows (``begin``) the windows are cut from the one series (``B = 1``).
     """
 
     def __init__(self, runoff: Any, *, trainable: bool = False) -> None:
