@@ -29,7 +29,9 @@ backward waves, tree reduction, Adam on every worker), both timed after a warm-u
 memory per worker of each, per-worker phase times, and the ratio.  Rows go to
 ``calibration_distributed.json`` in ``--out``.  ``--kernel-graph recompute`` aggregates the
 path kernels again in the backward instead of keeping their autograd graph through the
-iteration (less device memory, one more aggregation per iteration).
+iteration (less device memory, one more aggregation per iteration); ``--no-remat`` keeps
+every group's forward graph for its backward instead of routing it again (one routing pass
+less per iteration, more device memory).
 """
 
 from __future__ import annotations
@@ -109,6 +111,9 @@ def main() -> None:
     ap.add_argument("--batch-reaches", type=int, default=262144,
                     help="distributed mode: most reaches per group (task)")
     ap.add_argument("--kernel-graph", default="keep", choices=["keep", "recompute"])
+    ap.add_argument("--no-remat", action="store_true",
+                    help="distributed mode: keep each group's forward graph for its backward "
+                    "instead of routing it again (one routing pass less, more memory)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.workers:
@@ -243,7 +248,7 @@ def _distributed_row(args: argparse.Namespace, n_workers: int) -> dict:
         opts = dict(substeps=args.substeps, window=window, lr=args.lr,
                     warmup=min(30, args.days // 4), allow_unstable=True,
                     placement=args.placement, batch_reaches=args.batch_reaches,
-                    kernel_graph=args.kernel_graph)
+                    kernel_graph=args.kernel_graph, rematerialise=not args.no_remat)
         # observations: routed on the workers with the true parameters
         t0 = time.perf_counter()
         dummy = GaugeObservations(net.ids[gauges], np.ones((gauges.size, args.days)))

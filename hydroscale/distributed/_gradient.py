@@ -28,7 +28,7 @@ set up again, the snapshot of the last completed iteration is loaded and the ite
 redone: the trajectory is that of an undisturbed run.  The snapshot folder must be visible
 to every worker (a local disk for a local cluster, a shared file system otherwise).
 
-Runoff comes from a *source* on the workers (protocol in :mod:`._gradient_tasks`):
+Runoff comes from a *source* on the workers (protocol in :mod:`._gradient_sources`):
 :class:`TensorSource` (a tensor, optionally trainable) or :class:`ForcingSource` (a Zarr
 store or synthetic forcing read on the workers); a differentiable source (an LSTM and a
 catchment interpolator) receives ``dLoss/d(runoff)`` of each group.
@@ -53,9 +53,8 @@ from ..calibration.observations import GaugeObservations, Period
 from ..irf import get_irf
 from ..network import RiverNetwork
 from ..partition import Partition
+from ._gradient_sources import ForcingSource, TensorSource, window_index
 from ._gradient_tasks import (
-    ForcingSource,
-    TensorSource,
     backward_task,
     begin_task,
     end_task,
@@ -70,7 +69,6 @@ from ._gradient_tasks import (
     sum_task,
     teardown_task,
     update_task,
-    window_index,
     window_task,
 )
 from ._plan import WavePlan, map_workers, plan_waves
@@ -106,7 +104,7 @@ class DistributedGradient:
         gradients are tree-summed.
     observations : gauges by reach id, ``[G, T]`` (NaN where missing) on the runoff's steps.
     source : runoff: a :class:`TensorSource`, a :class:`ForcingSource`, any object following
-        the source protocol (:mod:`._gradient_tasks`), or an array ``[N, T]``/``[B, N, T]``
+        the source protocol (:mod:`._gradient_sources`), or an array ``[N, T]``/``[B, N, T]``
         (m³/s per routing step) wrapped in a :class:`TensorSource`.
     substeps, window, dtype, storage_dtype, backend, precision, allow_unstable : as
         :class:`~hydroscale.routing.StagedRouter` (``window="auto"``: the largest of the
@@ -122,6 +120,10 @@ class DistributedGradient:
     kernel_graph : ``"keep"`` (the path kernels' autograd graph is kept from the start of
         the iteration to each group's backward: one aggregation per iteration) or
         ``"recompute"`` (aggregated again in the backward: less memory, more time).
+    rematerialise : the backward of a group routes it again with autograd (True: only the
+        inlet inflow of every group is kept between the waves), or takes the autograd graph
+        its forward kept (False: one routing pass less per iteration, the graphs of all the
+        worker's groups in memory at the end of the forward waves).
     snapshot_dir : folder of the per-iteration snapshots (visible to every worker); default a
         new temporary folder (local clusters); False: no snapshots (no recovery).
     worker_timeout : seconds to wait for lost workers to come back.
@@ -155,6 +157,7 @@ class DistributedGradient:
         placement: str = "partition",
         batch_reaches: int = 262144,
         kernel_graph: str = "keep",
+        rematerialise: bool = True,
         snapshot_dir: str | os.PathLike | bool | None = None,
         worker_timeout: float = 120.0,
         max_recoveries: int = 3,
@@ -213,7 +216,7 @@ class DistributedGradient:
         self.options = {"irf": self.spec.name, "substeps": int(substeps), "window": window,
                         "dtype": dtype, "storage_dtype": storage_dtype, "backend": backend,
                         "precision": precision, "allow_unstable": allow_unstable,
-                        "kernel_graph": kernel_graph}
+                        "kernel_graph": kernel_graph, "rematerialise": bool(rematerialise)}
         self.optimizer = optimizer if callable(optimizer) else (optimizer, float(lr))
         if snapshot_dir is False:
             self.snapshot_dir = None

@@ -11,38 +11,13 @@ One iteration is, per worker: :func:`begin_task` (parameters and path kernels), 
 :func:`forward_task` per group in topological order (the whole time window in one task: a
 calibration window is routed from a zero state, so there is no carried state to pipeline),
 one :func:`backward_task` per group in reverse order (rematerialise the forward with
-autograd, backpropagate the local loss and the gradients of the outgoing buffers, return the
-gradient of the incoming buffers), :func:`end_task` (the parameter model's backward; the
+autograd, or, with ``rematerialise=False``, take the graph the forward kept; backpropagate
+the local loss and the gradients of the outgoing buffers, return the gradient of the
+incoming buffers), :func:`end_task` (the parameter model's backward; the
 payload of the tree reduction), then :func:`update_task` (optimiser step, per-iteration
 snapshot, metrics).
 
-Runoff sources
---------------
-A source is a small picklable object; the client calls ``source.for_worker(plan, w)`` (when
-it has that method) and ships the result to worker ``w``, which then calls:
-
-``open(ctx: SourceContext) -> None``
-    once at set-up (``ctx`` holds the network, the groups, this worker's group ids, the
-    device and the router dtype);
-``begin(windows) -> None`` (optional)
-    called at the start of every pass with the pass's training windows: None (one series,
-    the whole calibration period) or ``(starts, length)`` (int ``[B]`` first steps and the
-    common length ``L``: batch element ``b`` covers steps ``starts[b] : starts[b] + L``);
-``read(group, reaches) -> Tensor [B, n_g, T]``
-    lateral inflow (m³/s per routing step) of the group's reaches (``reaches``: global reach
-    indices in the group's engine order) on ``ctx.device``, over the whole calibration
-    period (``T`` steps) or, with windows, ``[B, n_g, L]``; called without gradient, in the
-    forward and again in the backward;
-``backward(group, reaches, grad) -> None`` (optional; skipped when the source has a
-    false ``differentiable`` attribute)
-    receives ``dLoss/d(runoff)`` ``[B, n_g, T]`` of the group; a differentiable source
-    recomputes its runoff with autograd and calls ``runoff.backward(grad)``, so that the
-    gradients land in the ``.grad`` of its tensors;
-``parameters() -> {"shared": [...], "local": [...]}`` (optional)
-    trainable tensors: ``shared`` ones are replicated (the same values on every worker):
-    their gradients are summed across workers in a tree and every worker applies the same
-    update; ``local`` ones live on this worker only.  Both are stepped by the worker's
-    optimiser and saved in its checkpoint and per-iteration snapshot files.
+Runoff comes from a *source* (:mod:`._gradient_sources`, which documents the protocol).
 """
 
 from __future__ import annotations
@@ -63,10 +38,11 @@ from ..calibration.metrics import kge, nse
 from ..irf import to_bounded
 from ..network import RiverNetwork
 from ..routing import RivTreeCluster, RoutingKernels, StagedRouter
+from ._gradient_sources import SourceContext, source_parameters, window_index
 from ._sizeof import TransferBuffer
 from ._worker import _device, _peak, _sync, _worker
 
-__all__ = ["ForcingSource", "SourceContext", "TensorSource"]
+__all__ = ["loss_defined"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,158 +65,6 @@ def loss_defined(loss: str, values: np.ndarray) -> np.ndarray:
     if loss == "kge":
         out &= mean != 0
     return out
-
-
-def window_index(windows: tuple[np.ndarray, int]) -> np.ndarray:
-    """int ``[B, L]`` steps of the windows ``(starts [B], L)``."""
-    starts, length = windows
-    return np.asarray(starts, np.int64)[:, None] + np.arange(int(length))
-
-
-# ---------------------------------------------------------------------- runoff sources
-@dataclass
-class SourceContext:
-    """What a runoff source learns about its worker when it is opened."""
-
-    network: RiverNetwork
-    groups: RivTreeCluster
-    mine: np.ndarray
-    device: torch.device
-    dtype: torch.dtype
-
-
-class TensorSource:
-    """Runoff given as a tensor ``[N, T]`` or ``[B, N, T]`` (m³/s, network order).
-
-    Each worker receives only the rows of its own groups.  With ``trainable=True`` every
-    group's block is a worker-local trainable tensor: the backward accumulates
-    ``dLoss/d(runoff)`` into its ``.grad`` (read back as ``gradient()["runoff"]`` of
-    :class:`~hydroscale.distributed.DistributedGradient`), and the optimiser updates it.
-    With training windows (``begin``) the windows are cut from the one series (``B = 1``).
-    """
-
-    def __init__(self, runoff: Any, *, trainable: bool = False) -> None:
-        r = torch.as_tensor(runoff)
-        if r.ndim == 2:
-            r = r.unsqueeze(0)
-        if r.ndim != 3:
-            raise ValueError(f"runoff must be [N, T] or [B, N, T], got {tuple(r.shape)}")
-        self.runoff = r.detach().cpu()
-        self.trainable = bool(trainable)
-        self._blocks: dict[int, torch.Tensor] = {}
-
-    @property
-    def differentiable(self) -> bool:
-        return self.trainable
-
-    @property
-    def batch(self) -> int:
-        return int(self.runoff.shape[0])
-
-    @property
-    def n_steps(self) -> int:
-        return int(self.runoff.shape[-1])
-
-    @property
-    def n_reaches(self) -> int:
-        return int(self.runoff.shape[1])
-
-    def for_worker(self, plan: Any, worker: int) -> TensorSource:
-        out = TensorSource.__new__(TensorSource)
-        out.trainable = self.trainable
-        out.runoff = None
-        out._blocks = {}
-        for g in plan.groups_of_worker(worker).tolist():
-            a, b = (int(x) for x in plan.rows[g])
-            idx = torch.as_tensor(plan.order[a:b])
-            out._blocks[int(g)] = self.runoff.index_select(1, idx).clone()
-        return out
-
-    def open(self, ctx: SourceContext) -> None:
-        self._blocks = {g: (nn.Parameter(x.to(ctx.device, ctx.dtype)) if self.trainable
-                            else x.to(ctx.device, ctx.dtype)) for g, x in self._blocks.items()}
-
-    def begin(self, windows: tuple[np.ndarray, int] | None) -> None:
-        self._steps = None
-        if windows is not None:
-            if self.trainable:
-                raise ValueError("a trainable TensorSource routes the whole period: no windows")
-            x = next(iter(self._blocks.values()), None)
-            if x is not None and x.shape[0] != 1:
-                raise ValueError(f"windows cut one series; this runoff has a batch of "
-                                 f"{x.shape[0]}")
-            dev = x.device if x is not None else None
-            self._steps = torch.as_tensor(window_index(windows), device=dev)
-
-    def read(self, group: int, reaches: np.ndarray) -> torch.Tensor:
-        x = self._blocks[int(group)].detach()
-        steps = getattr(self, "_steps", None)
-        return x if steps is None else x[0][:, steps].permute(1, 0, 2)
-
-    def backward(self, group: int, reaches: np.ndarray, grad: torch.Tensor) -> None:
-        if self.trainable:
-            self._blocks[int(group)].backward(grad)
-
-    def parameters(self) -> dict[str, list[torch.Tensor]]:
-        local = [self._blocks[g] for g in sorted(self._blocks)] if self.trainable else []
-        return {"shared": [], "local": local}
-
-    def gradients(self, groups: Any) -> dict[int, np.ndarray]:
-        """``dLoss/d(runoff)`` per group (zeros where none flowed back)."""
-        out = {}
-        for g in groups:
-            x = self._blocks[int(g)]
-            grad = x.grad if isinstance(x, nn.Parameter) and x.grad is not None else \
-                torch.zeros_like(x)
-            out[int(g)] = grad.detach().cpu().numpy()
-        return out
-
-
-class ForcingSource:
-    """A forcing of :mod:`hydroscale.distributed` (:class:`SyntheticForcing` generated on
-    the workers, or a :class:`ZarrForcing` store read by them), not differentiable."""
-
-    def __init__(self, forcing: Any, n_steps: int | None = None) -> None:
-        from ._forcing import as_forcing
-
-        self.forcing = as_forcing(forcing)
-        self.steps = int(n_steps or self.forcing.n_steps)
-        self._opened: Any = None
-        self._ctx: SourceContext | None = None
-
-    @property
-    def n_steps(self) -> int:
-        return self.steps
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"forcing": self.forcing, "steps": self.steps}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.forcing, self.steps = state["forcing"], state["steps"]
-        self._opened, self._ctx = None, None
-
-    def open(self, ctx: SourceContext) -> None:
-        self._opened = self.forcing.open(ctx.network)
-        self._ctx = ctx
-        self._windows: list[tuple[int, int]] = [(0, self.steps)]
-
-    def begin(self, windows: tuple[np.ndarray, int] | None) -> None:
-        self._windows = [(0, self.steps)] if windows is None else \
-            [(int(a), int(a) + int(windows[1])) for a in windows[0]]
-
-    def read(self, group: int, reaches: np.ndarray) -> torch.Tensor:
-        ctx = self._ctx
-        a, b = (int(x) for x in ctx.groups.reach_ptr_cluster[group])
-        x = [self._opened.read(reaches, (a, b), t0, t1, ctx.device) for t0, t1 in self._windows]
-        return torch.stack(x).to(ctx.dtype)
-
-
-def _source_parameters(source: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    fn = getattr(source, "parameters", None)
-    if fn is None:
-        return [], []
-    p = fn()
-    return list(p.get("shared", [])), list(p.get("local", []))
 
 
 # ---------------------------------------------------------------------- parameter slices
@@ -291,6 +115,7 @@ class _GradRun:
     validation: tuple[int, int] | None
     warmup: int
     kernel_graph: str
+    remat: bool
     optimizer: torch.optim.Optimizer | None = None
     snapshot_dir: str | None = None
     # per iteration
@@ -299,6 +124,7 @@ class _GradRun:
     kern: dict[int, RoutingKernels] = field(default_factory=dict)
     kern_det: dict[int, RoutingKernels] = field(default_factory=dict)
     inflow: dict[int, torch.Tensor | None] = field(default_factory=dict)
+    graphs: dict[int, Any] = field(default_factory=dict)
     use: torch.Tensor | None = None
     windows: tuple[np.ndarray, int] | None = None
     norm: float = 1.0
@@ -311,12 +137,12 @@ class _GradRun:
 
     @property
     def shared_params(self) -> list[torch.Tensor]:
-        s, _ = _source_parameters(self.source)
+        s, _ = source_parameters(self.source)
         return (list(self.model.parameters()) if self.shared_model else []) + s
 
     @property
     def local_params(self) -> list[torch.Tensor]:
-        _, loc = _source_parameters(self.source)
+        _, loc = source_parameters(self.source)
         return ([] if self.shared_model else list(self.model.parameters())) + loc
 
     def reaches(self, g: int) -> np.ndarray:
@@ -325,7 +151,7 @@ class _GradRun:
 
 
 def _source_tensors(run: _GradRun) -> list[torch.Tensor]:
-    shared, local = _source_parameters(run.source)
+    shared, local = source_parameters(run.source)
     return shared + local
 
 
@@ -398,7 +224,7 @@ def setup_task(run_id: str, worker_index: int, ids: np.ndarray, downstream: np.n
                    model["kind"] != "free", source, obs, feeds, loss["name"],
                    tuple(loss["train"]),
                    None if loss["validation"] is None else tuple(loss["validation"]),
-                   int(loss["warmup"]), options.get("kernel_graph", "keep"),
+                   int(loss["warmup"]), options["kernel_graph"], options["rematerialise"],
                    snapshot_dir=snapshot_dir)
     params = run.shared_params + run.local_params
     if callable(optimizer):
@@ -475,7 +301,7 @@ def begin_task(run_id: str, iteration: int, use: np.ndarray, norm: float, traini
         begin(windows)
     run.keep_sims = bool(keep_sims)
     run.loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
-    run.metrics, run.sims, run.inflow = {}, {}, {}
+    run.metrics, run.sims, run.inflow, run.graphs = {}, {}, {}, {}
     run.kern, run.kern_det = {}, {}
     run.timers = {}
     run.optimizer.zero_grad(set_to_none=True)
@@ -558,23 +384,60 @@ def _inflow(run: _GradRun, g: int, upstream: tuple) -> torch.Tensor | None:
     return run.routers[g].inflow_for(g, outflows) if outflows else None
 
 
+@dataclass
+class _Graph:
+    """One group's forward with autograd: the leaves and what the backward seeds."""
+
+    x: torch.Tensor  # [B, n_g, T] runoff (a leaf requiring grad for a differentiable source)
+    inflow: torch.Tensor | None  # [B, n_inlet, f, T] leaf
+    kernels: RoutingKernels  # leaves
+    part: torch.Tensor | None  # the group's share of the loss
+    out: torch.Tensor  # [B, n_exit, f, T] exit outflow
+
+
+def _differentiable(run: _GradRun) -> bool:
+    return (callable(getattr(run.source, "backward", None))
+            and getattr(run.source, "differentiable", True))
+
+
+def _forward_graph(run: _GradRun, g: int, inflow: torch.Tensor | None
+                   ) -> tuple[_Graph, torch.Tensor]:
+    """Route group ``g`` with autograd from leaf copies of its inputs and kernels; returns
+    the graph and the discharge ``[B, n_g, T]``."""
+    x = run.source.read(g, run.reaches(g)).detach().requires_grad_(_differentiable(run))
+    if inflow is not None:
+        inflow = inflow.detach().requires_grad_(True)
+    kd = _detached(run.kern_det[g], grad=True)
+    with torch.enable_grad():
+        q, out, _ = run.routers[g].forward_chunk(g, x, inflow, None, kd)
+        part = _group_loss(run, g, q)
+    return _Graph(x, inflow, kd, part, out), q
+
+
 def forward_task(run_id: str, group: int, begin: Any, *upstream: TransferBuffer | None
                  ) -> TransferBuffer | None:
-    """Route group ``group`` over the whole window from the upstream buffers; keep its
-    inflow (for the backward), add its share of the loss; return its exits' buffer."""
+    """Route group ``group`` over the whole window from the upstream buffers; add its share
+    of the loss; keep its inflow for the backward (or, without rematerialisation, its
+    autograd graph); return its exits' buffer."""
     t0 = time.perf_counter()
     run = _get(run_id)
     g = int(group)
-    x = run.source.read(g, run.reaches(g))
     inflow = _inflow(run, g, upstream)
+    if run.training and not run.remat:
+        graph, q = _forward_graph(run, g, inflow)
+        run.graphs[g] = graph
+        part, out, q = graph.part, graph.out.detach(), q.detach()
+    else:
+        x = run.source.read(g, run.reaches(g))
+        with torch.no_grad():
+            q, out, _ = run.routers[g].forward_chunk(g, x, inflow, None, run.kern_det[g])
+            part = _group_loss(run, g, q)
+        if run.training:
+            run.inflow[g] = inflow
     with torch.no_grad():
-        q, out, _ = run.routers[g].forward_chunk(g, x, inflow, None, run.kern_det[g])
-        part = _group_loss(run, g, q)
         if part is not None:
-            run.loss_sum += part
+            run.loss_sum += part.detach()
         _metrics(run, g, q)
-    if run.training:
-        run.inflow[g] = inflow
     _tick(run, "forward", t0)
     # the exit channels are a view of the group's whole output: copy them, so that the
     # buffer does not keep the discharge of every reach alive while downstream groups wait
@@ -582,61 +445,54 @@ def forward_task(run_id: str, group: int, begin: Any, *upstream: TransferBuffer 
 
 
 def backward_task(run_id: str, group: int, *downstream: Any) -> TransferBuffer | None:
-    """Backpropagate through group ``group``: rematerialise its forward with autograd, seed
-    it with its local loss and the gradients of its exits (from the downstream groups'
-    results), accumulate the gradient of its kernels into the parameters and of its runoff
-    into the source; return the gradient of its inlet inflow ``[B, n_inlet, f, T]``."""
+    """Backpropagate through group ``group``: rematerialise its forward with autograd (or
+    take the graph kept by the forward), seed it with its local loss and the gradients of
+    its exits (from the downstream groups' results), accumulate the gradient of its kernels
+    into the parameters and of its runoff into the source; return the gradient of its inlet
+    inflow ``[B, n_inlet, f, T]``."""
     t0 = time.perf_counter()
     run = _get(run_id)
     g = int(group)
-    router = run.routers[g]
     grads = {d.group: d.data.to(run.device) for d in downstream
              if isinstance(d, TransferBuffer) and d.chunk < 0}
-    has_gauges = g in run.gauges
-    if not grads and not has_gauges:  # nothing reaches the loss through this group
+    graph = run.graphs.pop(g, None)
+    if not grads and g not in run.gauges:  # nothing reaches the loss through this group
         run.kern.pop(g, None)
         run.inflow.pop(g, None)
         _tick(run, "backward", t0)
         return None
-    reaches = run.reaches(g)
-    differentiable = (callable(getattr(run.source, "backward", None))
-                      and getattr(run.source, "differentiable", True))
-    x = run.source.read(g, reaches).detach().requires_grad_(differentiable)
-    inflow = run.inflow.pop(g, None)
-    if inflow is not None:
-        inflow = inflow.detach().requires_grad_(True)
-    kd = _detached(run.kern_det[g], grad=True)
-    with torch.enable_grad():
-        q, out, _ = router.forward_chunk(g, x, inflow, None, kd)
-        roots, seeds = [], []
-        part = _group_loss(run, g, q)
-        if part is not None:
-            roots.append(part)
-            seeds.append(torch.ones_like(part))
-        if grads:
-            seed = torch.zeros_like(out)
-            for d, loc_exit, loc_inlet in run.feeds[g]:
-                if d in grads:
-                    seed.index_copy_(1, loc_exit, grads[d].index_select(1, loc_inlet)
-                                     .to(seed.dtype))
-            roots.append(out)
-            seeds.append(seed)
-        if roots:
-            torch.autograd.backward(roots, seeds)
+    if graph is None:
+        graph, _ = _forward_graph(run, g, run.inflow.pop(g, None))
+    roots, seeds = [], []
+    if graph.part is not None:
+        roots.append(graph.part)
+        seeds.append(torch.ones_like(graph.part))
+    if grads:
+        seed = torch.zeros_like(graph.out)
+        for d, loc_exit, loc_inlet in run.feeds[g]:
+            if d in grads:
+                seed.index_copy_(1, loc_exit, grads[d].index_select(1, loc_inlet)
+                                 .to(seed.dtype))
+        roots.append(graph.out)
+        seeds.append(seed)
+    if roots:
+        torch.autograd.backward(roots, seeds)
     _tick(run, "backward", t0)
     t1 = time.perf_counter()
     kern = run.kern.pop(g, None)
     if kern is None:  # kernel_graph="recompute": aggregate again, with the graph
         with torch.enable_grad():
-            kern = router.aggregate(run.p_leaf)
+            kern = run.routers[g].aggregate(run.p_leaf)
+    kd = graph.kernels
     pairs = [(w, gr) for w, gr in zip((kern.wr, kern.wu), (kd.wr.grad, kd.wu.grad))
              if gr is not None]
     if pairs:
         torch.autograd.backward([w for w, _ in pairs], [gr.to(w.dtype) for w, gr in pairs])
     del kern
-    if differentiable and x.grad is not None:
-        run.source.backward(g, reaches, x.grad)
+    if graph.x.grad is not None:
+        run.source.backward(g, run.reaches(g), graph.x.grad)
     _tick(run, "kernel_backward", t1)
+    inflow = graph.inflow
     if inflow is None or inflow.grad is None:
         return None
     return TransferBuffer(g, -1, inflow.grad.detach())
@@ -682,7 +538,7 @@ def update_task(run_id: str, total: dict[str, Any], iteration: int, step: bool
         if run.snapshot_dir is not None:
             save_state(run, _snapshot_path(run.snapshot_dir, run.worker_index, iteration),
                        iteration)
-    run.kern, run.kern_det, run.inflow = {}, {}, {}
+    run.kern, run.kern_det, run.inflow, run.graphs = {}, {}, {}, {}
     run.p_leaf = run.params_own = None
     _tick(run, "update", t0)
     out = {
@@ -785,7 +641,7 @@ def gradient_task(run_id: str) -> dict[str, Any]:
     named = dict(run.model.named_parameters())
     out["model"] = {k: (p.grad if p.grad is not None else torch.zeros_like(p)).detach().cpu()
                     for k, p in named.items()}
-    shared, _ = _source_parameters(run.source)
+    shared, _ = source_parameters(run.source)
     out["source"] = [(p.grad if p.grad is not None else torch.zeros_like(p)).detach().cpu()
                      for p in shared]
     grads = getattr(run.source, "gradients", None)

@@ -45,16 +45,20 @@ def _rel(a, b):
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
-@pytest.mark.parametrize("loss", ["nse", "vnmse"])
-def test_gradient_equals_single_device_autograd(client, forest, twin, loss, one_torch_thread):
+@pytest.mark.parametrize("loss, how", [
+    ("nse", {}),  # rematerialised forward, kernel graph kept through the iteration
+    ("vnmse", {"rematerialise": False, "kernel_graph": "recompute"}),
+])
+def test_gradient_equals_single_device_autograd(client, forest, twin, loss, how,
+                                                one_torch_thread):
     """d loss / d (raw per-reach parameters) and d loss / d runoff, across both workers."""
     net, _, part = forest
     runoff, obs, start = twin
     model = FreeParameters("muskingum", net, BOUNDS, init=start, dtype=torch.float64)
     with DistributedGradient(client, net, part, model, obs, TensorSource(runoff, trainable=True),
                              substeps=F, window=T, loss=loss, warmup=WARMUP,
-                             dtype=torch.float64, allow_unstable=True,
-                             snapshot_dir=False) as dg:
+                             dtype=torch.float64, allow_unstable=True, snapshot_dir=False,
+                             **how) as dg:
         plan = dg.plan
         assert plan.cross_worker_exits() > 0 and plan.n_waves >= 3
         assert len({int(w) for w in plan.group_worker[plan.group_of[obs.index_in(net)]]}) == 2
