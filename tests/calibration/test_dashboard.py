@@ -171,7 +171,8 @@ def test_page_follows_a_distributed_calibration(client):
     run = threading.Thread(target=cal.run, args=(10**6,), daemon=True)
     run.start()
     try:
-        state = _wait(lambda: (lambda s: s if s["iteration"] >= 2 else None)(
+        state = _wait(lambda: (lambda s: s if s["engine"] == "distributed"
+                               and s["iteration"] >= 2 else None)(
             json.loads(_get(base + "calibration/state.json"))), "two distributed iterations")
         assert state["engine"] == "distributed" and state["state"] == "running"
         waves = state["waves"]
