@@ -111,6 +111,8 @@ def main() -> None:
     ap.add_argument("--batch-reaches", type=int, default=262144,
                     help="distributed mode: most reaches per group (task)")
     ap.add_argument("--kernel-graph", default="keep", choices=["keep", "recompute"])
+    ap.add_argument("--aggregate-dtype", default="float64", choices=["float64", "float32"],
+                    help="distributed mode: arithmetic of the path-kernel aggregation")
     ap.add_argument("--no-remat", action="store_true",
                     help="distributed mode: keep each group's forward graph for its backward "
                     "instead of routing it again (one routing pass less, more memory)")
@@ -248,7 +250,8 @@ def _distributed_row(args: argparse.Namespace, n_workers: int) -> dict:
         opts = dict(substeps=args.substeps, window=window, lr=args.lr,
                     warmup=min(30, args.days // 4), allow_unstable=True,
                     placement=args.placement, batch_reaches=args.batch_reaches,
-                    kernel_graph=args.kernel_graph, rematerialise=not args.no_remat)
+                    kernel_graph=args.kernel_graph, rematerialise=not args.no_remat,
+                    aggregate_dtype=getattr(torch, args.aggregate_dtype))
         # observations: routed on the workers with the true parameters
         t0 = time.perf_counter()
         dummy = GaugeObservations(net.ids[gauges], np.ones((gauges.size, args.days)))

@@ -106,9 +106,9 @@ class DistributedGradient:
     source : runoff: a :class:`TensorSource`, a :class:`ForcingSource`, any object following
         the source protocol (:mod:`._gradient_sources`), or an array ``[N, T]``/``[B, N, T]``
         (m³/s per routing step) wrapped in a :class:`TensorSource`.
-    substeps, window, dtype, storage_dtype, backend, precision, allow_unstable : as
-        :class:`~hydroscale.routing.StagedRouter` (``window="auto"``: the largest of the
-        workers' auto windows for the initial parameters).
+    substeps, window, dtype, storage_dtype, backend, precision, allow_unstable,
+    aggregate_dtype : as :class:`~hydroscale.routing.StagedRouter` (``window="auto"``: the
+        largest of the workers' auto windows for the initial parameters).
     loss : ``"nse"``, ``"kge"`` or ``"vnmse"``: the loss is the mean of the per-gauge loss
         over the used gauges (and batch), exactly as :class:`~hydroscale.calibration.
         Calibrator`, computed as a sum of per-group parts.
@@ -153,6 +153,7 @@ class DistributedGradient:
         backend: str = "auto",
         precision: str | None = None,
         allow_unstable: bool = False,
+        aggregate_dtype: torch.dtype = torch.float64,
         plan: WavePlan | None = None,
         placement: str = "partition",
         batch_reaches: int = 262144,
@@ -216,7 +217,8 @@ class DistributedGradient:
         self.options = {"irf": self.spec.name, "substeps": int(substeps), "window": window,
                         "dtype": dtype, "storage_dtype": storage_dtype, "backend": backend,
                         "precision": precision, "allow_unstable": allow_unstable,
-                        "kernel_graph": kernel_graph, "rematerialise": bool(rematerialise)}
+                        "aggregate_dtype": aggregate_dtype, "kernel_graph": kernel_graph,
+                        "rematerialise": bool(rematerialise)}
         self.optimizer = optimizer if callable(optimizer) else (optimizer, float(lr))
         if snapshot_dir is False:
             self.snapshot_dir = None

@@ -189,7 +189,7 @@ def setup_task(run_id: str, worker_index: int, ids: np.ndarray, downstream: np.n
     cs = RivTreeCluster(net, group_of)
     mine = np.asarray(mine, np.int64)
     opts = {k: options[k] for k in ("substeps", "dtype", "storage_dtype", "backend",
-                                    "precision", "allow_unstable")}
+                                    "precision", "allow_unstable", "aggregate_dtype")}
     window = options["window"]
     routers = {int(g): StagedRouter(cs, options["irf"], only=[int(g)], device=dev,
                                     window=window, **opts) for g in mine.tolist()}
