@@ -7,7 +7,8 @@ how to fix it, so a user with a bad NetCDF/CSV file knows which one and why.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 __all__ = [
     "IOFormatError",
     "as_path_list",
+    "netcdf_guard",
     "check_ids_known",
     "check_times",
     "check_units",
@@ -48,6 +50,24 @@ class IOFormatError(ValueError):
         super().__init__(f"{where}: {message}")
         self.path = path
         self.field = field
+
+
+@contextmanager
+def netcdf_guard(path: Any) -> Iterator[None]:
+    """Turn the library errors of a NetCDF/HDF5 file that cannot be read (truncated, damaged,
+    not NetCDF: ``OSError: NetCDF: HDF error``) into an :class:`IOFormatError` naming it."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except (OSError, RuntimeError) as err:
+        p = os.fspath(path)
+        size = os.path.getsize(p) if os.path.isfile(p) else None
+        raise IOFormatError(
+            path, None,
+            f"cannot be read as NetCDF ({err}); the file is truncated or damaged"
+            f"{f' ({size} bytes)' if size is not None else ''}: copy or download it again"
+        ) from err
 
 
 def as_path_list(paths: Any, pattern: str = "*") -> list[str]:

@@ -28,6 +28,7 @@ from ._common import (
     check_times,
     check_units,
     decode_strings,
+    netcdf_guard,
     require_vars,
 )
 
@@ -81,7 +82,7 @@ def read_routelink(
     ``lon`` (degrees) and the others of :data:`ROUTELINK_ATTRS` that the file holds.
     """
     attrs = ROUTELINK_ATTRS if attrs is None else attrs
-    with xr.open_dataset(path, decode_times=False) as ds:
+    with netcdf_guard(path), xr.open_dataset(path, decode_times=False) as ds:
         require_vars(ds, ["link", "to"], path)
         link = ds["link"].values.astype(np.int64)
         to = ds["to"].values.astype(np.int64)
@@ -187,7 +188,7 @@ def iter_chrtout(
     rows = None if reach_ids is None else np.asarray(reach_ids, dtype=np.int64)
     last: np.datetime64 | None = None
     for f in files:
-        with xr.open_dataset(f) as ds:
+        with netcdf_guard(f), xr.open_dataset(f) as ds:
             require_vars(ds, ["feature_id", "time", *variables], f)
             ids = ds["feature_id"].values.astype(np.int64)
             if rows is None:
@@ -234,7 +235,7 @@ def read_usgs_timeslices(paths: Any, *, min_quality: float = 0.01) -> xr.Dataset
     recs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     centers = []
     for f in files:
-        with xr.open_dataset(f, decode_times=False) as ds:
+        with netcdf_guard(f), xr.open_dataset(f, decode_times=False) as ds:
             require_vars(ds, ["stationId", "discharge"], f)
             check_units(ds["discharge"].attrs.get("units"), FLOW_UNITS, f, "discharge", "m3 s-1")
             center = ds.attrs.get("sliceCenterTimeUTC")

@@ -33,6 +33,7 @@ from ._common import (
     check_ids_known,
     check_times,
     check_units,
+    netcdf_guard,
     require_vars,
 )
 
@@ -253,7 +254,7 @@ def read_rapid_inflow(
     """
     import netCDF4  # lazy: optional on machines that only route
 
-    with netCDF4.Dataset(path) as ds:
+    with netcdf_guard(path), netCDF4.Dataset(path) as ds:
         id_name = "rivid" if "rivid" in ds.variables else "COMID"
         require_vars(ds, [id_name], path)
         name = "m3_riv" if "m3_riv" in ds.variables else "Qext"
@@ -415,7 +416,7 @@ def read_qout(path: Any, network: RiverNetwork | None = None) -> xr.DataArray:
     """Read a RAPID ``Qout`` file as ``(reach, time)`` float32 m³/s (rows per ``network``)."""
     import netCDF4  # lazy: optional on machines that only route
 
-    with netCDF4.Dataset(path) as ds:
+    with netcdf_guard(path), netCDF4.Dataset(path) as ds:
         require_vars(ds, ["Qout", "rivid", "time"], path)
         check_units(getattr(ds.variables["Qout"], "units", None), FLOW_UNITS, path, "Qout",
                     "m3 s-1")
@@ -435,7 +436,7 @@ def read_qinit(path: Any, network: RiverNetwork | None = None) -> np.ndarray:
     p = os.fspath(path)
     if p.endswith(".csv"):
         return _read_column(p, "Qinit", None if network is None else network.n_reaches)
-    with netCDF4.Dataset(p) as ds:
+    with netcdf_guard(p), netCDF4.Dataset(p) as ds:
         require_vars(ds, ["Qout", "rivid"], p)
         check_units(getattr(ds.variables["Qout"], "units", None), FLOW_UNITS, p, "Qout",
                     "m3 s-1")

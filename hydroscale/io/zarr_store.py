@@ -41,7 +41,14 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from ..network import RiverNetwork
-from ._common import FLOW_UNITS, IOFormatError, _some, check_times, check_units
+from ._common import (
+    FLOW_UNITS,
+    IOFormatError,
+    _some,
+    check_times,
+    check_units,
+    netcdf_guard,
+)
 
 __all__ = [
     "ForcingStore",
@@ -100,7 +107,7 @@ def _read_csv(path: str) -> xr.DataArray:
 
 
 def _read_netcdf_var(path: str, variable: str | None) -> xr.DataArray:
-    with xr.open_dataset(path) as ds:
+    with netcdf_guard(path), xr.open_dataset(path) as ds:
         if "m3_riv" in ds.variables or "Qext" in ds.variables:
             from .rapid import read_rapid_inflow
 
