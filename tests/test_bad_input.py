@@ -6,6 +6,8 @@ overwrite an output, the test also checks that the existing output is untouched.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -61,6 +63,9 @@ CASES = {
     "parameter outside bounds": (
         lambda: from_bounded(torch.tensor([6.0]), torch.tensor([0.1]), torch.tensor([5.0])),
         ValueError, "outside their bounds"),
+    "parameter outside its range": (lambda: _route(_runoff(), params={"k": 0.5, "x": 0.7}),
+                                    UnstableParametersError,
+                                    r"0 <= x <= 0.5; offending 3 reach\(es\), ids \[1, 2, 3\]"),
     "misaligned reach ids": (
         lambda: hydroscale.route(NET, xr.DataArray(np.ones((3, 4)), dims=("reach", "time"),
                                                    coords={"reach": [1, 2, 7]}),
@@ -84,7 +89,9 @@ def test_forcing_ids_not_matching_the_network(tmp_path) -> None:
     da = xr.DataArray(np.ones((3, 4), np.float32), dims=("reach", "time"),
                       coords={"reach": [1, 2, 8], "time": t}, attrs={"units": "m3 s-1"})
     ingest(da, tmp_path / "f.zarr")
-    with pytest.raises((ValueError, IOFormatError), match="3"):
+    with pytest.raises(IOFormatError, match=r"f.zarr \[reach\]: reach ids do not match the "
+                                            r"network: missing from the store \[3\].*not in the "
+                                            r"network \[8\]"):
         open_forcing(tmp_path / "f.zarr", NET)
 
 
@@ -92,17 +99,43 @@ def test_duplicated_times_are_refused(tmp_path) -> None:
     t = pd.to_datetime(["2021-01-01 00:00", "2021-01-01 01:00", "2021-01-01 01:00"]).values
     da = xr.DataArray(np.ones((3, 3), np.float32), dims=("reach", "time"),
                       coords={"reach": [1, 2, 3], "time": t}, attrs={"units": "m3 s-1"})
-    with pytest.raises((ValueError, IOFormatError), match="time"):
+    with pytest.raises(IOFormatError, match=r"\[time\]: duplicated times "
+                                            r"\[2021-01-01T01:00"):
         ingest(da, tmp_path / "d.zarr")
+    assert not (tmp_path / "d.zarr").exists()
+
+
+def test_time_axis_with_a_gap_is_refused(tmp_path) -> None:
+    t = pd.to_datetime(["2021-01-01 00:00", "2021-01-01 01:00", "2021-01-01 03:00",
+                        "2021-01-01 04:00"]).values
+    da = xr.DataArray(np.ones((3, 4), np.float32), dims=("reach", "time"),
+                      coords={"reach": [1, 2, 3], "time": t}, attrs={"units": "m3 s-1"})
+    with pytest.raises(IOFormatError, match=r"\[time\]: the time axis is not regular: "
+                                            r"2021-01-01T01:00:00 is followed by "
+                                            r"2021-01-01T03:00:00 \(7200 s where the step is "
+                                            r"3600 s"):
+        ingest(da, tmp_path / "g.zarr")
+    assert not (tmp_path / "g.zarr").exists()
+
+
+def test_missing_zarr_chunk_is_refused(tmp_path) -> None:
+    t = pd.date_range("2021-01-01", periods=6, freq="h").values
+    da = xr.DataArray(np.ones((3, 6), np.float32), dims=("reach", "time"),
+                      coords={"reach": [1, 2, 3], "time": t}, attrs={"units": "m3 s-1"})
+    ingest(da, tmp_path / "f.zarr", chunks=(2, 4))
+    (tmp_path / "f.zarr" / "runoff" / "c" / "1" / "1").unlink()  # rows 2:3, steps 4:6
+    with pytest.raises(IOFormatError, match=r"f.zarr \[runoff\]: 1 of 4 chunks are missing, "
+                                            r"e.g. chunk \(1, 1\) \(rows 2:3, steps 4:6\)"):
+        open_forcing(tmp_path / "f.zarr", NET)
 
 
 def test_truncated_netcdf_is_refused(tmp_path) -> None:
     path = tmp_path / "RouteLink.nc"
     xr.Dataset({"link": ("feature_id", np.array([1, 2, 3])),
                 "to": ("feature_id", np.array([3, 3, 0]))}).to_netcdf(path)
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises((OSError, ValueError, IOFormatError)):
+    os.truncate(path, path.stat().st_size // 2)
+    with pytest.raises(IOFormatError, match=r"RouteLink.nc: cannot be read as NetCDF .*the "
+                                            r"file is truncated or damaged \(\d+ bytes\)"):
         RiverNetwork.from_routelink(str(path))
 
 
@@ -114,3 +147,188 @@ def test_existing_output_is_not_overwritten(tmp_path) -> None:
     with pytest.raises(FileExistsError, match="out.zarr' exists and is left untouched"):
         create_output_store(store, [1, 2, 3, 4], t)
     assert sorted(p.name for p in store.rglob("*")) == before
+
+
+def test_pickled_payloads_are_refused(tmp_path) -> None:
+    """Files hydroscale reads back (partitions, router states, run progress, checkpoints)
+    are plain arrays: a pickled object in them is refused, never unpickled."""
+    import pickle
+
+    from hydroscale.io import RunProgress
+    from hydroscale.partition import Partition, partition_network
+    from hydroscale.routing import RouterState
+
+    class Payload:  # unpickling it would run code; it must never be built
+        def __reduce__(self):
+            return (print, ("unpickled!",))
+
+    net = RiverNetwork.from_arrays(np.arange(1, 21), np.r_[np.arange(2, 21), 0])
+    part = partition_network(net, max_reaches=8)
+    part.save(tmp_path / "part")
+    with np.load(tmp_path / "part" / "partition.npz") as z:
+        arrays = dict(z)
+    arrays[next(iter(arrays))] = np.array([Payload()], dtype=object)
+    np.savez(tmp_path / "part" / "partition.npz", **arrays)
+    with pytest.raises(ValueError, match="allow_pickle=False"):
+        Partition.load(tmp_path / "part", net)
+    bad = np.array([Payload()], dtype=object)
+    np.savez(tmp_path / "state.npz", runoff_hist=bad, inflow_hist=bad)
+    with pytest.raises(ValueError, match="allow_pickle=False"):
+        RouterState.load(tmp_path / "state.npz")
+    store = tmp_path / "o.zarr"
+    create_output_store(store, [1, 2, 3], pd.date_range("2021-01-01", periods=2).values)
+    prog = RunProgress.create(store)
+    np.savez(os.path.join(prog.path, "state", "g0-c0.npz"), runoff_hist=bad)
+    with pytest.raises(ValueError, match="allow_pickle=False"):
+        prog.load_state(0, 0)
+    from hydroscale.calibration import Calibrator
+
+    torch.save({"format": "x", "payload": Payload()}, tmp_path / "ckpt.pt")
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        # the file is read before the calibrator is looked at: no instance is needed
+        Calibrator.load_checkpoint(None, tmp_path / "ckpt.pt")
+
+
+# ------------------------------------------- bad input to a run that replaces an old output
+def _routelink(path, link, to):
+    xr.Dataset({"link": ("feature_id", np.asarray(link, np.int64)),
+                "to": ("feature_id", np.asarray(to, np.int64))}).to_netcdf(path)
+    return {"network": {"source": "routelink", "path": str(path)}}
+
+
+def _zarr_forcing(tmp_path, ids=None, *, nan_at=None, chunks=(16, 4)):
+    from hydroscale.network import continental_forest
+
+    net = continental_forest(40, seed=3)
+    r = np.random.default_rng(1).uniform(0, 2, (40, 12)).astype(np.float32)
+    if nan_at is not None:
+        r[nan_at] = np.nan
+    t = pd.date_range("2001-01-01", periods=12, freq="D").values
+    ids = net.ids if ids is None else ids
+    store = tmp_path / "forcing.zarr"
+    ingest(xr.DataArray(r, {"reach": ids, "time": t}, ("reach", "time"),
+                        attrs={"units": "m3 s-1"}), store, chunks=chunks)
+    return store, {"forcing": {"source": "zarr", "path": str(store)}}
+
+
+def _edit_times(store, seconds):
+    import zarr
+
+    root = zarr.open_group(str(store), mode="r+")
+    root["time"][:] = seconds
+
+
+def _case(name, tmp_path):  # noqa: C901 - one branch per row of the table
+    """(workflow sections, exception, message pattern) of one bad-input case."""
+    day = 86400
+    if name == "cycle":
+        return _routelink(tmp_path / "RouteLink.nc", [1, 2, 3], [2, 3, 1]), NetworkError, \
+            r"cycle through 3 reach\(es\) \[1, 2, 3\]"
+    if name == "duplicate ids":
+        return _routelink(tmp_path / "RouteLink.nc", [4, 4, 5], [0, 0, 0]), NetworkError, \
+            r"listed more than once: \[4\]"
+    if name == "unknown downstream id":
+        return _routelink(tmp_path / "RouteLink.nc", [1, 2], [9, 0]), IOFormatError, \
+            r"RouteLink.nc \[to\]: downstream links \[9\]"
+    if name == "empty network":
+        return _routelink(tmp_path / "RouteLink.nc", [], []), NetworkError, "network is empty"
+    if name == "truncated NetCDF":
+        sec = _routelink(tmp_path / "RouteLink.nc", np.arange(1, 50), np.r_[np.arange(2, 50), 0])
+        os.truncate(tmp_path / "RouteLink.nc", (tmp_path / "RouteLink.nc").stat().st_size // 2)
+        return sec, IOFormatError, r"RouteLink.nc: cannot be read as NetCDF.*truncated"
+    if name == "forcing ids not matching":
+        from hydroscale.network import continental_forest
+
+        ids = continental_forest(40, seed=3).ids.copy()
+        ids[5] = 99999
+        return _zarr_forcing(tmp_path, ids)[1], IOFormatError, \
+            r"forcing.zarr \[reach\].*not in the network \[99999\]"
+    if name == "NaN inflow (late time chunk)":
+        return _zarr_forcing(tmp_path, nan_at=(7, 10))[1], IOFormatError, \
+            r"forcing.zarr \[runoff\]: 1 NaN or infinite value\(s\) in steps 8:12, e.g. reach id"
+    if name == "wrong dtype":  # a store written elsewhere with integer runoff
+        import zarr
+
+        store, sec = _zarr_forcing(tmp_path)
+        root = zarr.open_group(str(store), mode="r+")
+        del root["runoff"]
+        root.create_array("runoff", data=np.ones((40, 12), np.int32), chunks=(16, 4),
+                          dimension_names=("reach", "time"))
+        return sec, IOFormatError, r"forcing.zarr \[runoff\]: dtype int32 is not floating point"
+    if name == "time axis with a gap":
+        store, sec = _zarr_forcing(tmp_path)
+        t0 = 978307200  # 2001-01-01
+        _edit_times(store, t0 + day * np.r_[np.arange(6), np.arange(7, 13)])
+        return sec, IOFormatError, r"forcing.zarr \[time\]: the time axis is not regular: " \
+                                   r"2001-01-06T00:00:00 is followed by 2001-01-08"
+    if name == "duplicated times":
+        store, sec = _zarr_forcing(tmp_path)
+        _edit_times(store, 978307200 + day * np.r_[np.arange(6), np.arange(5, 11)])
+        return sec, IOFormatError, r"forcing.zarr \[time\]: duplicated times \[2001-01-06"
+    if name == "missing Zarr chunk":
+        store, sec = _zarr_forcing(tmp_path)
+        (store / "runoff" / "c" / "1" / "2").unlink()
+        return sec, IOFormatError, r"forcing.zarr \[runoff\]: 1 of 9 chunks are missing, " \
+                                   r"e.g. chunk \(1, 2\) \(rows 16:32, steps 8:12\)"
+    if name == "unstable Muskingum":
+        return {"routing": {"params": {"k": 0.05, "x": 0.3}}}, UnstableParametersError, \
+            "negative Muskingum coefficient"
+    if name == "parameter outside its range":
+        return {"routing": {"params": {"k": 0.5, "x": 0.8}}}, UnstableParametersError, \
+            r"0 <= x <= 0.5; offending 40 reach\(es\)"
+    if name == "workflow unknown key":
+        return {"routing": {"speed": 3}}, WorkflowError, "routing.speed"
+    raise KeyError(name)
+
+
+WORKFLOW_CASES = ["cycle", "duplicate ids", "unknown downstream id", "empty network",
+                  "truncated NetCDF", "forcing ids not matching", "NaN inflow (late time chunk)",
+                  "wrong dtype", "time axis with a gap", "duplicated times",
+                  "missing Zarr chunk", "unstable Muskingum", "parameter outside its range",
+                  "workflow unknown key"]
+
+
+def _mapping(out_dir, **sections):
+    wf = {
+        "kind": "route", "name": "bad-input",
+        "network": {"source": "synthetic", "reaches": 40, "seed": 3},
+        "forcing": {"source": "synthetic", "steps": 12, "seed": 5, "scale": 2.0},
+        "routing": {"irf": "muskingum", "params": {"k": 0.6, "x": 0.2}, "substeps": 2,
+                    "time_chunk": 4, "engine": "torch", "dtype": "float64"},
+        "partition": {"max_reaches": 16},
+        "output": {"dir": str(out_dir), "overwrite": True,
+                   "hydrographs": {"outlets": 1, "gauges": False}},
+    }
+    for key, values in sections.items():
+        wf[key] = {**wf[key], **values} if key == "routing" else values
+    return wf
+
+
+@pytest.fixture(scope="module")
+def old_output(tmp_path_factory):
+    """An output folder written by a good run (its store is what must survive)."""
+    from hydroscale.workflows import run_route, workflow_from_mapping
+
+    out = tmp_path_factory.mktemp("old") / "out"
+    run_route(workflow_from_mapping(_mapping(out)))
+    return out
+
+
+@pytest.mark.parametrize("case", WORKFLOW_CASES)
+def test_bad_input_never_costs_the_existing_output(case, old_output, tmp_path) -> None:
+    """Each case through ``hydroscale route`` with ``output.overwrite=true`` over an existing
+    store: a clear error naming the offending thing, and the old store byte for byte."""
+    import shutil
+
+    from hydroscale.workflows import run_route, workflow_from_mapping
+
+    out = tmp_path / "out"
+    shutil.copytree(old_output, out)
+    store = out / "discharge.zarr"
+    before = {p.relative_to(out): p.read_bytes() for p in store.rglob("*") if p.is_file()}
+    sections, exc, pattern = _case(case, tmp_path)
+    with pytest.raises(exc, match=pattern):
+        run_route(workflow_from_mapping(_mapping(out, **sections)))
+    after = {p.relative_to(out): p.read_bytes() for p in store.rglob("*") if p.is_file()}
+    assert after == before
+    assert sorted(p.name for p in out.iterdir() if "discharge" in p.name) == ["discharge.zarr"]

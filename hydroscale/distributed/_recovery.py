@@ -33,12 +33,16 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "PreparedOutput",
     "WorkersLost",
     "prepare_output",
     "replaced",
@@ -132,23 +136,57 @@ def run_fingerprint(definition: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def prepare_output(path: str, definition: dict[str, Any], create: Any, *, overwrite: bool,
-                   resume: bool, hint: str = "overwrite=True") -> set[tuple[int, int]]:
-    """Create the output store at ``path`` or reopen it to resume; returns the finished
-    (group, chunk) pairs recorded in it (empty for a new store).
+@dataclass
+class PreparedOutput:
+    """An output store ready for a run (see :func:`prepare_output`).
 
-    ``create()`` creates a new store (called with nothing at ``path``, or with
-    ``overwrite``).  An existing store is resumed when ``resume`` and it is an incomplete
-    hydroscale output store of the same run definition; otherwise it is left untouched and
-    the error says why (complete, another run, not an output store).  ``hint`` names the
-    overwrite switch in messages (``"--overwrite"`` for the CLI).
+    ``done``: the (group, chunk) tasks an interrupted run finished; ``replaced``: where an
+    existing store was moved by ``overwrite`` -- deleted by :meth:`commit` once the run is
+    complete, put back by :meth:`rollback` if it fails (a failed run never costs the old
+    output)."""
+
+    path: str
+    done: set[tuple[int, int]]
+    replaced: str | None = None
+
+    def commit(self) -> None:
+        if self.replaced is not None:
+            shutil.rmtree(self.replaced, ignore_errors=True)
+            self.replaced = None
+
+    def rollback(self) -> None:
+        if self.replaced is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            os.rename(self.replaced, self.path)
+            logger.info("run failed: the previous store is back at %s", self.path)
+            self.replaced = None
+
+
+def prepare_output(path: str, definition: dict[str, Any], create: Any, *, overwrite: bool,
+                   resume: bool, hint: str = "overwrite=True") -> PreparedOutput:
+    """Create the output store at ``path`` or reopen it to resume.
+
+    ``create()`` creates a new store at ``path`` (nothing is there when it is called: with
+    ``overwrite``, an existing store is first moved aside, see :class:`PreparedOutput`).  An
+    existing store is resumed when ``resume`` and it is an incomplete hydroscale output store
+    of the same run definition; otherwise it is left untouched and the error says why
+    (complete, another run, not an output store).  ``hint`` names the overwrite switch in
+    messages (``"--overwrite"`` for the CLI).
     """
     from ..io import IOFormatError, RunProgress
 
     if overwrite or not os.path.exists(path):
-        create()
-        RunProgress.create(path)
-        return set()
+        aside = None
+        if os.path.exists(path):
+            aside = f"{os.path.abspath(path).rstrip(os.sep)}.replaced-{uuid.uuid4().hex[:8]}"
+            os.rename(path, aside)
+        try:
+            create()
+            RunProgress.create(path)
+        except BaseException:
+            PreparedOutput(path, set(), aside).rollback()
+            raise
+        return PreparedOutput(path, set(), aside)
     if not resume:
         raise FileExistsError(
             f"output store {path!r} exists and is left untouched; pass {hint} to replace it, "
@@ -179,7 +217,7 @@ def prepare_output(path: str, definition: dict[str, Any], create: Any, *, overwr
         )
     done = RunProgress(path).done()
     logger.info("resuming %s: %d (group, chunk) tasks recorded as finished", path, len(done))
-    return done
+    return PreparedOutput(path, done)
 
 
 def restart_points(upstream: list[np.ndarray], n_chunks: int, done: set[tuple[int, int]],

@@ -331,7 +331,7 @@ class DistributedRouter:
             if base.shape != (plan.network.n_reaches,) or not np.isfinite(base).all():
                 raise ValueError(f"baseline must be [N={plan.network.n_reaches}] finite m³/s "
                                  f"in network order, got shape {base.shape}")
-        output, progress, done = None, None, set()
+        output, progress, done, prepared = None, None, set(), None
         if output_store is not None:
             from ..io import RunProgress
 
@@ -363,9 +363,9 @@ class DistributedRouter:
                                     overwrite=overwrite,
                                     fingerprint=run_fingerprint(definition))
 
-            done = prepare_output(output, definition, create, overwrite=overwrite,
-                                  resume=resume)
-            progress = RunProgress(output)
+            prepared = prepare_output(output, definition, create, overwrite=overwrite,
+                                      resume=resume)
+            done, progress = prepared.done, RunProgress(output)
         first = restart_points(plan.upstream, c_n, done,
                                progress.has_state if progress is not None else None)
         spec = PassSpec(pass_id, forcing, output, self.window, record=output is not None)
@@ -413,6 +413,8 @@ class DistributedRouter:
             per = _finish(client, self.run_id, pass_id, results, progress, expected)
         except BaseException:
             self._abort(pass_id, [*futs.values(), *bufs.values()])
+            if prepared is not None:
+                prepared.rollback()  # a store replaced by overwrite comes back
             raise
         finally:
             futs.clear()
@@ -423,6 +425,7 @@ class DistributedRouter:
 
             mark_complete(output)
             progress.clear_states()
+            prepared.commit()
         wall = time.perf_counter() - t0
         summ = RunSummary(
             kind="route", reaches=plan.network.n_reaches, steps=steps,

@@ -110,12 +110,13 @@ def _definition(cfg: dict[str, Any], inputs: RouteInputs, extra: dict[str, Any])
 
 
 def _open_store(cfg: dict[str, Any], inputs: RouteInputs,
-                extra: dict[str, Any]) -> tuple[Path | None, set[tuple[int, int]]]:
+                extra: dict[str, Any]) -> tuple[Path | None, Any]:
     """Create the output store, or reopen an incomplete one of the same run (``resume``);
-    returns its path and the time chunks it records as written (``(0, chunk)``)."""
+    returns its path and the :class:`~hydroscale.distributed._recovery.PreparedOutput`
+    (``done``: the time chunks it records as written, ``(0, chunk)``)."""
     out = cfg["output"]
     if out["store"] is None:
-        return None, set()
+        return None, None
     from ..distributed._recovery import prepare_output, run_fingerprint
     from ..io import create_output_store
 
@@ -133,9 +134,9 @@ def _open_store(cfg: dict[str, Any], inputs: RouteInputs,
             overwrite=out["overwrite"], fingerprint=run_fingerprint(definition),
         )
 
-    done = prepare_output(str(path), definition, create, overwrite=out["overwrite"],
-                          resume=out["resume"], hint="--overwrite (output.overwrite=true)")
-    return path, done
+    prepared = prepare_output(str(path), definition, create, overwrite=out["overwrite"],
+                              resume=out["resume"], hint="--overwrite (output.overwrite=true)")
+    return path, prepared
 
 
 def _kept_from_store(store: Path, keep: np.ndarray, a: int, b: int) -> np.ndarray:
@@ -175,19 +176,17 @@ def route_single(
     """
     rt, part_cfg = cfg["routing"], cfg["partition"]
     net, forcing = inputs.network, inputs.forcing
-    n, steps, tc = net.n_reaches, forcing.n_steps, rt["time_chunk"]
+    steps = forcing.n_steps
     device = _device(rt["device"])
     dtype = torch.float64 if rt["dtype"] == "float64" else torch.float32
     keep = np.zeros(0, np.int64) if keep is None else keep
     kept = np.zeros((keep.size, steps), np.float32)
     base, acc = _steady_base(inputs, rt["initial"])
     facts: dict[str, Any] = {"device": str(device), "dtype": rt["dtype"]}
-    n_chunks = -(-steps // tc)
     if rt["engine"] == "oracle":
         from ..routing import route_oracle
 
         facts.update(engine="oracle", partition_s=0.0, setup_s=0.0)
-        store = _open_store(cfg, inputs, {"engine": "oracle"})[0] if write else None
         r = forcing.read(0, steps).astype(np.float64)
         if base is not None:
             r = r - base[:, None]
@@ -196,9 +195,16 @@ def route_single(
                          allow_unstable=rt["allow_unstable"])
         q = np.asarray(q, np.float64) + (0.0 if acc is None else np.asarray(acc)[:, None])
         facts["route_s"] = time.perf_counter() - t0
+        store, prepared = _open_store(cfg, inputs, {"engine": "oracle"}) if write else (None,
+                                                                                       None)
         if store is not None:
-            write_block(store, 0, 0, q)
+            try:
+                write_block(store, 0, 0, q)
+            except BaseException:
+                prepared.rollback()
+                raise
             mark_complete(store)
+            prepared.commit()
         kept[:] = q[keep]
         return facts, kept, store
 
@@ -236,8 +242,28 @@ def route_single(
         max_truncated_mass=None if trunc is None or np.size(trunc) == 0
         else float(np.max(trunc)),
     )
-    store, done = _open_store(cfg, inputs, {"engine": facts["engine"],
-                                            "window": kernels.window}) if write else (None, set())
+    store, prepared = _open_store(cfg, inputs, {"engine": facts["engine"],
+                                                "window": kernels.window}) if write else (None,
+                                                                                          None)
+    try:
+        return _route_chunks(facts, router, kernels, inputs, rt, keep, kept, base, acc,
+                             store, prepared, device, dtype, progress)
+    except BaseException:
+        if prepared is not None:
+            prepared.rollback()  # a store replaced by overwrite comes back
+        raise
+
+
+def _route_chunks(facts: dict[str, Any], router: Any, kernels: Any, inputs: RouteInputs,
+                  rt: dict[str, Any], keep: np.ndarray, kept: np.ndarray, base: Any, acc: Any,
+                  store: Path | None, prepared: Any, device: torch.device, dtype: torch.dtype,
+                  progress: Progress) -> tuple[dict[str, Any], np.ndarray, Path | None]:
+    """The time-chunk loop of :func:`route_single` (resumes after the chunks ``prepared``
+    records as written)."""
+    net, forcing = inputs.network, inputs.forcing
+    n, steps, tc = net.n_reaches, forcing.n_steps, rt["time_chunk"]
+    n_chunks = -(-steps // tc)
+    done = set() if prepared is None else prepared.done
     prog = None if store is None else RunProgress(str(store))
     first = 0  # chunks written by an interrupted run of the same definition: reused
     while (0, first) in done and prog.has_state(0, first) and first < n_chunks:
@@ -287,6 +313,7 @@ def route_single(
     if store is not None:
         mark_complete(store)
         prog.clear_states()
+        prepared.commit()
     facts["route_s"] = route_s
     if n * steps:
         logger.info("routed %d reaches x %d steps in %.2f s", n, steps, route_s)
