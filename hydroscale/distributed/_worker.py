@@ -144,8 +144,8 @@ class _Writer:
                state: RouterState | None) -> None:
         t = time.perf_counter()
         if state is not None:  # the state first: a marker promises both
+            # the runoff history is the forcing's last K - 1 steps: read again on resume
             self.progress.save_state(*done, {
-                "runoff_hist": state.runoff_hist.detach().cpu().numpy(),
                 "inflow_hist": state.inflow_hist.detach().cpu().numpy()})
         arr = self._array()
         rc = int(arr.chunks[0])
@@ -372,17 +372,26 @@ def begin_task(data: RunData, spec: PassSpec) -> bool:
     return True
 
 
-def _prev_state(prev: Any, ps: _PassState, spec: PassSpec, run: _WorkerRun,
-                dtype: torch.dtype) -> RouterState | None:
+def _prev_state(prev: Any, ps: _PassState, spec: PassSpec, run: _WorkerRun, group: int,
+                t0: int, router: StagedRouter) -> RouterState | None:
+    """The state carried into (group, chunk starting at ``t0``)."""
     if prev is None:
         return None
-    if isinstance(prev, SavedState):
-        from ..io import RunProgress
+    if not isinstance(prev, SavedState):
+        return RouterState(prev.runoff_hist.to(run.device), prev.inflow_hist.to(run.device))
+    from ..io import RunProgress
 
-        z = RunProgress(spec.output).load_state(prev.group, prev.chunk)
-        return RouterState(torch.from_numpy(z["runoff_hist"]).to(run.device, dtype),
-                           torch.from_numpy(z["inflow_hist"]).to(run.device, dtype))
-    return RouterState(prev.runoff_hist.to(run.device), prev.inflow_hist.to(run.device))
+    # saved: the inlets' transfer inflow; the runoff history is the forcing's last K - 1
+    # steps before t0 (zeros before step 0), read again: the same values, cast the same way
+    z = RunProgress(spec.output).load_state(prev.group, prev.chunk)
+    a, b = (int(x) for x in run.groups.reach_ptr_cluster[group])
+    k1 = int(spec.window) - 1
+    lo = max(0, t0 - k1)
+    hist = torch.zeros(1, b - a, k1, device=run.device, dtype=router.dtype)
+    if t0 > lo:
+        x = ps.forcing.read(run.groups.order[a:b], (a, b), lo, t0, run.device)
+        hist[0, :, k1 - (t0 - lo):] = x.to(router.dtype)
+    return RouterState(hist, torch.from_numpy(z["inflow_hist"]).to(run.device, router.dtype))
 
 
 def _baseline(run: _WorkerRun, ps: _PassState, baseline: np.ndarray, a: int, b: int,
@@ -412,7 +421,7 @@ def route_task(data: RunData, spec: PassSpec, group: int, chunk: int, t0: int, t
     x = ps.forcing.read(cs.order[a:b], (a, b), t0, t1, dev)
     ps.timers["read"] += time.perf_counter() - tic
     tic = time.perf_counter()
-    state = _prev_state(prev, ps, spec, run, router.dtype)
+    state = _prev_state(prev, ps, spec, run, int(group), int(t0), router)
     outflows = {}
     for u in upstream:
         buf = u.buffer if isinstance(u, ChunkResult) else u
