@@ -188,6 +188,8 @@ def scale(b: Bench, net, n: int, keep: bool = False):
                                placement=a.placement)
         warm = dr.route(forcing, None, a.time_chunk, n_steps=min(a.time_chunk, a.days))
         s = dr.route(forcing, None, a.time_chunk)
+        # the same pass with one task per (group, chunk): what fusing the units saves
+        single = dr.route(forcing, None, a.time_chunk, fuse=False)
     except BaseException:
         _close(client)
         raise
@@ -197,6 +199,8 @@ def scale(b: Bench, net, n: int, keep: bool = False):
         "time_chunk": a.time_chunk, "partition_s": round(part_s, 2),
         "setup_s": round(dr.setup_s, 2), "warmup_s": round(warm.wall_s, 2),
         "forward_s": round(s.wall_s, 3), "reach_steps_per_s": s.reach_steps_per_s,
+        "forward_unfused_s": round(single.wall_s, 3),
+        "dask_tasks": len(dr.plan.units()) * s.chunks, "dask_tasks_unfused": single.tasks,
         "groups": s.groups, "waves": s.waves, "tasks": s.tasks, "window": s.window,
         "aggregate_s_per_worker": [round(w["aggregate_s"], 1) for w in dr.worker_setup],
         "max_truncated_mass": s.max_truncated_mass,

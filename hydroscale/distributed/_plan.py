@@ -70,6 +70,27 @@ class WavePlan:
         """Group ids placed on partition worker ``worker``, in topological order."""
         return np.flatnonzero(self.group_worker == worker)
 
+    def units(self) -> list[np.ndarray]:
+        """Groups cut into *units*: runs of consecutive groups of one worker (topological
+        order) that one task can route in turn.  A unit starts at every group fed by a
+        group of another worker, so its external inputs all enter at its first group (or
+        come from earlier units of its own worker); ordered by (wave, id) of their first
+        group, as returned, every unit comes after the units it depends on (no cycle).  With
+        ``placement="basins"`` (nothing crosses workers) a worker's groups form one unit."""
+        out: list[np.ndarray] = []
+        for w in range(self.n_workers):
+            cur: list[int] = []
+            for g in self.groups_of_worker(w).tolist():
+                ups = self.upstream[g]
+                if cur and np.any(self.group_worker[ups] != w):
+                    out.append(np.asarray(cur, np.int64))
+                    cur = []
+                cur.append(g)
+            if cur:
+                out.append(np.asarray(cur, np.int64))
+        out.sort(key=lambda u: (int(self.group_wave[u[0]]), int(u[0])))  # dependency order
+        return out
+
     def n_exits(self, group: int) -> int:
         a, b = self.groups.exit_ptr_cluster[group]
         return int(b - a)

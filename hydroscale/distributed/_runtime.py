@@ -51,7 +51,7 @@ from ._worker import (
     copy_task,
     finish_task,
     pass_busy,
-    route_task,
+    route_unit_task,
     setup_task,
     teardown_task,
 )
@@ -310,8 +310,14 @@ class DistributedRouter:
         overwrite: bool = False,
         resume: bool = True,
         baseline: Any = None,
+        fuse: bool = True,
     ) -> RunSummary:
-        """One pass from zero state: forcing -> discharge (see :func:`route_distributed`)."""
+        """One pass from zero state: forcing -> discharge (see :func:`route_distributed`).
+
+        ``fuse`` routes each unit of the plan (:meth:`WavePlan.units`: a worker's consecutive
+        groups with no input from another worker in between) per time chunk in one task,
+        instead of one task per group and chunk: the same results, fewer scheduler round
+        trips (with ``placement="basins"`` one task per worker and chunk)."""
         if self._closed:
             raise RuntimeError("this DistributedRouter is closed")
         plan, client = self.plan, self.client
@@ -384,30 +390,39 @@ class DistributedRouter:
             _on_workers(client, self.addrs, begin_task, self._data, spec,
                         tag=f"begin-{pass_id}")
             home = plan.group_worker
+            units = plan.units() if fuse else [np.array([g]) for g in range(g_n)]
             for k, (a, b) in enumerate(chunks):
-                for g in range(g_n):
-                    if k < first[g]:
+                for unit in units:
+                    due = [int(g) for g in unit if k >= first[g]]
+                    if not due:
                         continue
-                    w = int(home[g])
-                    ups = []
-                    for u in (int(u) for u in plan.upstream[g]):
-                        if home[u] == w:
-                            ups.append(futs[(u, k)])  # same worker: by reference
-                            continue
-                        if (u, k) not in bufs:  # another worker: the buffer, not the state
-                            bufs[(u, k)] = _submit(
-                                client, buffer_task, futs[(u, k)], addr=self.addrs[int(home[u])],
-                                key=f"hydroscale-buffer-{pass_id}-{u}-{k}",
-                                priority=-(k * g_n + u))
-                        ups.append(bufs[(u, k)])
-                    prev = futs.get((g, k - 1))
-                    if prev is None and k > 0:
-                        prev = SavedState(g, k - 1)
-                    futs[(g, k)] = _submit(
-                        client, route_task, self._data, spec, g, k, a, b, prev, base_f, *ups,
-                        addr=self.addrs[w], key=f"hydroscale-route-{pass_id}-{g}-{k}",
-                        priority=-(k * g_n + g))
-            results = list(futs.values())
+                    w, members = int(home[due[0]]), set(due)
+                    ext: dict[str, Any] = {}
+                    for g in due:
+                        for u in (int(u) for u in plan.upstream[g]):
+                            if u in members:
+                                continue  # routed earlier in the same task
+                            if home[u] == w:  # same worker: the result, by reference
+                                ext.setdefault(futs[(u, k)].key, futs[(u, k)])
+                                continue
+                            if (u, k) not in bufs:  # another worker: the buffer, not the state
+                                bufs[(u, k)] = _submit(
+                                    client, buffer_task, futs[(u, k)], u,
+                                    addr=self.addrs[int(home[u])],
+                                    key=f"hydroscale-buffer-{pass_id}-{u}-{k}",
+                                    priority=-(k * g_n + u))
+                            ext.setdefault(bufs[(u, k)].key, bufs[(u, k)])
+                    prevs = [futs[(g, k - 1)] if (g, k - 1) in futs
+                             else SavedState(g, k - 1) if k else None for g in due]
+                    ups = [[int(u) for u in plan.upstream[g]] for g in due]
+                    fut = _submit(
+                        client, route_unit_task, self._data, spec, due, ups, k, a, b, prevs,
+                        base_f, *ext.values(), addr=self.addrs[w],
+                        key=f"hydroscale-route-{pass_id}-{due[0]}+{len(due)}-{k}",
+                        priority=-(k * g_n + due[0]))
+                    for g in due:
+                        futs[(g, k)] = fut
+            results = list({f.key: f for f in futs.values()}.values())
             _wait_logged(results, f"route {pass_id}")
             expected = set(futs) if progress is not None else set()
             per = _finish(client, self.run_id, pass_id, results, progress, expected)
@@ -497,6 +512,7 @@ def route_distributed(
     resume: bool = True,
     baseline: Any = None,
     plan: WavePlan | None = None,
+    fuse: bool = True,
 ) -> RunSummary:
     """Route a forcing store through ``network`` on the workers of ``client``.
 
@@ -538,6 +554,8 @@ def route_distributed(
     baseline : optional ``[N]`` constant discharge (m³/s, network order) added to every step
         written, e.g. the steady state ``accumulate(r0)`` when the forcing is ``r - r0``.
     plan : a :func:`plan_waves` result to reuse.
+    fuse : route each unit of the plan per chunk in one task (see
+        :meth:`DistributedRouter.route`); False: one task per (group, chunk).
 
     Returns
     -------
@@ -551,7 +569,7 @@ def route_distributed(
                            plan=plan) as dr:
         return dr.route(forcing_store, output_store, time_chunk, n_steps=n_steps,
                         reach_chunk=reach_chunk, run_metadata=run_metadata,
-                        overwrite=overwrite, resume=resume, baseline=baseline)
+                        overwrite=overwrite, resume=resume, baseline=baseline, fuse=fuse)
 
 
 def io_floor(

@@ -15,6 +15,8 @@ Every routing task is a pure function of its arguments (DESIGN §3)::
   same chunk; the task returns its new state, its own transfer buffer and its checksum
   (``baseline``, an optional constant discharge per reach, is added to what is written).
 
+:func:`route_unit_task` routes a *unit* (consecutive groups of one worker, see
+:meth:`~hydroscale.distributed.WavePlan.units`) in one task, each group as ``route_task``.
 So a lost worker's results are recomputed by Dask on any worker, and equal.  What a worker
 keeps between tasks is a *cache* rebuilt on demand from ``data``: per run id, a
 :class:`_WorkerRun` with the network, the groups, the parameters on its device and one
@@ -445,8 +447,43 @@ def route_task(data: RunData, spec: PassSpec, group: int, chunk: int, t0: int, t
     return ChunkResult(int(group), int(chunk), new.runoff_hist, new.inflow_hist, buf, checksum)
 
 
-def buffer_task(result: ChunkResult) -> TransferBuffer | None:
-    """The transfer buffer of a result: what crosses to another worker (not the state)."""
+def route_unit_task(data: RunData, spec: PassSpec, groups: list[int],
+                    upstream_of: list[list[int]], chunk: int, t0: int, t1: int,
+                    prevs: list[Any], baseline: np.ndarray | None,
+                    *external: list[ChunkResult] | ChunkResult | TransferBuffer | None
+                    ) -> list[ChunkResult]:
+    """Route a *unit* -- consecutive groups of one worker, in topological order -- over one
+    chunk in ONE task: each group exactly as :func:`route_task`, the buffers between groups
+    of the unit passed in memory.  Fewer, coarser tasks: a worker's waves no longer wait for
+    a scheduler round trip each.
+
+    ``upstream_of[i]`` are the upstream groups of ``groups[i]``; ``prevs[i]`` its carried
+    state as for :func:`route_task`, or the previous chunk's unit result (a list) holding
+    it; ``external`` the results (unit lists, single results or bare buffers) of upstream
+    groups outside the unit.  Returns the groups' :class:`ChunkResult` in order.
+    """
+    have: dict[int, Any] = {}
+    for e in external:
+        for r in (e if isinstance(e, list) else [e]):
+            if r is not None:
+                have[int(r.group)] = r
+    out: list[ChunkResult] = []
+    for g, ups, prev in zip(groups, upstream_of, prevs):
+        if isinstance(prev, list):
+            prev = next(r for r in prev if r.group == g)
+        res = route_task(data, spec, int(g), chunk, t0, t1, prev, baseline,
+                         *(have.get(int(u)) for u in ups))
+        have[int(g)] = res
+        out.append(res)
+    return out
+
+
+def buffer_task(result: ChunkResult | list[ChunkResult],
+                group: int | None = None) -> TransferBuffer | None:
+    """The transfer buffer of a result (of ``group`` in a unit's list of results): what
+    crosses to another worker (not the state)."""
+    if isinstance(result, list):
+        result = next(r for r in result if r.group == group)
     return result.buffer
 
 
@@ -471,6 +508,7 @@ def finish_task(run_id: str, pass_id: str, *results: Any) -> dict[str, Any]:
     """End a pass on this worker: wait for its pending writes; return its figures and the
     checksum of ``results`` (the pass's results held here)."""
     tic = time.perf_counter()
+    results = tuple(r for x in results for r in (x if isinstance(x, list) else [x]))
     sums = [r.checksum if isinstance(r, ChunkResult) else r for r in results
             if r is not None]
     checksum = float(torch.stack([s.double().cpu() for s in sums]).sum()) if sums else 0.0

@@ -53,8 +53,9 @@ def _forcing_source(cfg: dict[str, Any], inputs: RouteInputs, out_dir: Path) -> 
 
 
 class _TaskWatcher:
-    """Feeds a progress bar with the number of finished routing tasks, polled from the
-    scheduler (the runtime names them ``hydroscale-route-<run>-<group>-<chunk>``)."""
+    """Feeds a progress bar with the number of finished (group, chunk) routings, polled from
+    the scheduler (the runtime names a task routing ``n`` groups from ``group``
+    ``hydroscale-route-<run>-<group>+<n>-<chunk>``)."""
 
     def __init__(self, client: Any, bar: Any, period: float = 0.5) -> None:
         self.client, self.bar, self.period = client, bar, period
@@ -67,7 +68,8 @@ class _TaskWatcher:
         n = 0
         for key, ts in dask_scheduler.tasks.items():
             if str(key).startswith("hydroscale-route-") and ts.state in ("memory", "erred"):
-                n += 1
+                part = str(key).split("-")[3]
+                n += int(part.split("+")[1]) if "+" in part else 1
         return n
 
     def _loop(self) -> None:

@@ -73,6 +73,39 @@ def test_plan_groups_are_wave_worker_sets(forest):
     assert plan.cross_worker_exits() == part.cross_worker_edges() > 0
 
 
+@pytest.mark.parametrize("placement", ["partition", "basins"])
+def test_plan_units_cover_groups_in_dependency_order(forest, placement):
+    net, _, part = forest
+    plan = plan_waves(net, part, placement=placement)
+    units = plan.units()
+    flat = np.concatenate(units)
+    assert np.array_equal(np.sort(flat), np.arange(plan.n_groups))  # each group once
+    unit_of = np.empty(plan.n_groups, np.int64)
+    for i, u in enumerate(units):
+        unit_of[u] = i
+        assert np.unique(plan.group_worker[u]).size == 1 and np.all(np.diff(u) > 0)
+        for g in u[1:]:  # only a unit's first group takes other workers' input
+            assert np.all(plan.group_worker[plan.upstream[g]] == plan.group_worker[u[0]])
+    for g in range(plan.n_groups):  # every input comes from the same or an earlier unit
+        assert np.all(unit_of[plan.upstream[g]] <= unit_of[g])
+    if placement == "basins":
+        assert len(units) == plan.n_workers  # one task per worker and chunk
+    else:
+        assert plan.n_workers < len(units) < plan.n_groups
+
+
+def test_fused_and_unfused_passes_are_identical(client, forest):
+    net, params, part = forest
+    forcing = SyntheticForcing(T, seed=2, scale=2.0)
+    with DistributedRouter(client, net, part, "muskingum", params, SUBSTEPS, allow_unstable=True,
+                           dtype=torch.float64) as dr:
+        assert dr.plan.cross_worker_exits() > 0
+        fused = dr.route(forcing, None, CHUNK)
+        single = dr.route(forcing, None, CHUNK, fuse=False)
+    assert fused.tasks == single.tasks == fused.groups * fused.chunks
+    assert fused.checksum == single.checksum
+
+
 @pytest.mark.parametrize("order", ["plan", "network"])
 def test_equals_staged_router_float64(client, forest, stores, order):
     net, params, part = forest
