@@ -236,6 +236,7 @@ def e2e(b: Bench, client, net, part, dr) -> None:
     kw = dict(reach_chunk=a.reach_chunk, overwrite=True)
     floor = io_floor(client, net, part, zf, fl, a.e2e_chunk, plan=plan, **kw)
     s = dr.route(zf, oz, a.e2e_chunk, **kw)
+    single = dr.route(zf, oz, a.e2e_chunk, fuse=False, **kw)  # one task per (group, chunk)
     floor2 = io_floor(client, net, part, zf, fl, a.e2e_chunk, plan=plan, **kw)
     best_floor = min(floor.wall_s, floor2.wall_s)
     b.emit({
@@ -244,6 +245,8 @@ def e2e(b: Bench, client, net, part, dr) -> None:
         "forcing_write_s": round(write_s, 2), "io_floor_s": [round(floor.wall_s, 2),
                                                            round(floor2.wall_s, 2)],
         "e2e_s": round(s.wall_s, 2), "e2e_over_floor": round(s.wall_s / best_floor, 3),
+        "e2e_unfused_s": round(single.wall_s, 2),
+        "floor_write_s_per_worker": [round(p["write_s"], 2) for p in floor.per_worker],
         "e2e_reach_steps_per_s": s.reach_steps_per_s,
         "read_s_per_worker": [round(p["read_s"], 2) for p in s.per_worker],
         "route_s_per_worker": [round(p["route_s"], 2) for p in s.per_worker],

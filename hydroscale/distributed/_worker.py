@@ -143,12 +143,11 @@ class _Writer:
         return self._arr
 
     def _write(self, a: int, t0: int, block: np.ndarray, done: tuple[int, int] | None,
-               state: RouterState | None) -> None:
+               state: np.ndarray | None) -> None:
         t = time.perf_counter()
         if state is not None:  # the state first: a marker promises both
             # the runoff history is the forcing's last K - 1 steps: read again on resume
-            self.progress.save_state(*done, {
-                "inflow_hist": state.inflow_hist.detach().cpu().numpy()})
+            self.progress.save_state(*done, {"inflow_hist": state})
         arr = self._array()
         rc = int(arr.chunks[0])
         b = a + block.shape[0]
@@ -169,7 +168,7 @@ class _Writer:
             self.seconds += time.perf_counter() - t
 
     def submit(self, a: int, t0: int, block: np.ndarray, done: tuple[int, int] | None = None,
-               state: RouterState | None = None) -> None:
+               state: np.ndarray | None = None) -> None:
         self.pending.append(self.pool.submit(self._write, a, t0, block, done, state))
         finished = [f for f in self.pending if f.done()]
         for f in finished:
@@ -441,7 +440,10 @@ def route_task(data: RunData, spec: PassSpec, group: int, chunk: int, t0: int, t
         block = q[0].to("cpu", torch.float32).numpy()
         ps.timers["d2h"] += time.perf_counter() - tic
         ps.writer.submit(a, t0, block, (int(group), int(chunk)),
-                         new if spec.record else None)
+                         # on the host here, right after the discharge's copy (the device
+                         # is idle then): a copy in the writer thread would wait for every
+                         # kernel queued meanwhile
+                         new.inflow_hist.detach().cpu().numpy() if spec.record else None)
     ps.tasks += 1
     buf = TransferBuffer(int(group), int(chunk), out) if out.shape[1] else None
     return ChunkResult(int(group), int(chunk), new.runoff_hist, new.inflow_hist, buf, checksum)
