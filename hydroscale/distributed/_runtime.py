@@ -129,16 +129,24 @@ def _chunks(n_steps: int, time_chunk: int) -> list[tuple[int, int]]:
 
 
 def _wait_logged(futures: list[Any], what: str) -> None:
+    """Wait for every task; raise the first failure once nothing else can run.
+
+    A failed task fails the tasks that depend on it; the others go on, so that an output
+    store records all the work that could be done (a resumed run reuses it)."""
     from distributed import as_completed
 
-    n, step, done = len(futures), max(1, len(futures) // 10), 0
+    n, step, done, first = len(futures), max(1, len(futures) // 10), 0, None
     for fut in as_completed(futures):
         done += 1
-        if fut.status == "error":
-            err = fut.exception()
-            raise RuntimeError(f"{what}: task {fut.key} failed: {err!r}") from err
+        if fut.status == "error" and first is None:
+            first = fut
+            logger.error("%s: task %s failed: %r; finishing the tasks that do not depend on "
+                         "it", what, fut.key, fut.exception())
         if done % step == 0 or done == n:
             logger.info("%s: %d/%d tasks done", what, done, n)
+    if first is not None:
+        err = first.exception()
+        raise RuntimeError(f"{what}: task {first.key} failed: {err!r}") from err
 
 
 def _run_data(run_id: str, plan: WavePlan, params: Any = None,
