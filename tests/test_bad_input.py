@@ -62,7 +62,7 @@ CASES = {
                           r"missing \['x'\]"),
     "parameter outside bounds": (
         lambda: from_bounded(torch.tensor([6.0]), torch.tensor([0.1]), torch.tensor([5.0])),
-        ValueError, "outside their bounds"),
+        ValueError, r"outside their bounds: 6 at \(0,\) \(open bounds 0.1\.\.5\)"),
     "parameter outside its range": (lambda: _route(_runoff(), params={"k": 0.5, "x": 0.7}),
                                     UnstableParametersError,
                                     r"0 <= x <= 0.5; offending 3 reach\(es\), ids \[1, 2, 3\]"),

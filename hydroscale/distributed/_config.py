@@ -219,7 +219,9 @@ def load_config(config: str | os.PathLike | dict[str, Any], **overrides: Any) ->
         raise ClusterConfigError(f"{source}: kind 'scheduler' needs 'address' or "
                                  "'scheduler_file'")
     for key in ("n_workers", "threads_per_worker", "jobs", "cores", "processes"):
-        if key in out and out[key] is not None and out[key] < (0 if key == "jobs" else 1):
+        val = out.get(key)
+        # a bool 'processes' (LocalCluster: worker processes or threads) is no count
+        if val is not None and not isinstance(val, bool) and val < (0 if key == "jobs" else 1):
             raise ClusterConfigError(f"{source}: key {key!r} must be positive, got {out[key]}")
     if out.get("tls") is not None:
         out["tls"] = _check_tls(out["tls"], source)

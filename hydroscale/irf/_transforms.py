@@ -22,7 +22,14 @@ def to_bounded(raw: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torc
 def from_bounded(value: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`to_bounded`; values outside (low, high) are an error."""
     z = (value - low) / (high - low)
-    if torch.any((z <= 0) | (z >= 1)):
-        bad = torch.nonzero((z <= 0) | (z >= 1))[:10].tolist()
-        raise ValueError(f"parameter values outside their bounds at {bad}")
+    out = (z <= 0) | (z >= 1)
+    if torch.any(out):
+        lo, hi = torch.broadcast_tensors(low.to(value), high.to(value))
+        lo, hi = lo.expand_as(value), hi.expand_as(value)
+        where = torch.nonzero(out)
+        shown = "; ".join(
+            f"{float(value[tuple(i)]):.6g} at {tuple(i)} (open bounds {float(lo[tuple(i)]):.6g}"
+            f"..{float(hi[tuple(i)]):.6g})" for i in where[:5].tolist())
+        raise ValueError(f"{where.shape[0]} parameter value(s) outside their bounds: {shown}; "
+                         "start from values strictly inside the bounds")
     return torch.logit(z)

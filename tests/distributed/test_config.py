@@ -39,6 +39,7 @@ def test_wrong_type_names_key_and_type(tmp_path):
     with pytest.raises(ClusterConfigError, match=r"bad.yaml: key 'n_workers' must be integer "
                                                  r"or null, got 'two' \(str\)"):
         load_config(str(p))
+    assert load_config({"kind": "local-cpu", "processes": False})["processes"] is False
     with pytest.raises(ClusterConfigError, match="'processes' must be boolean, got 1"):
         load_config({"kind": "local-cpu", "processes": 1})
     with pytest.raises(ClusterConfigError, match="'n_workers' must be integer or null, got True"):
