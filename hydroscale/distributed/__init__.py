@@ -34,7 +34,7 @@ from ._config import (
     start_cluster,
 )
 from ._forcing import SyntheticForcing, ZarrForcing, hash_uniform
-from ._gradient import DistributedGradient, ForcingSource, TensorSource, WorkerLost
+from ._gradient import DistributedGradient, ForcingSource, IterationInterrupted, TensorSource
 from ._plan import WavePlan, map_workers, place_basins, plan_waves
 from ._recovery import WorkersLost, replaced, wait_for_workers, worker_addresses
 from ._runtime import (
@@ -56,7 +56,7 @@ __all__ = [
     "SyntheticForcing",
     "TensorSource",
     "TransferBuffer",
-    "WorkerLost",
+    "IterationInterrupted",
     "WorkersLost",
     "WavePlan",
     "ZarrForcing",

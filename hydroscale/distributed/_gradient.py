@@ -74,15 +74,18 @@ from ._gradient_tasks import (
 from ._plan import WavePlan, map_workers, plan_waves
 from ._recovery import wait_for_workers, worker_addresses
 
-__all__ = ["DistributedGradient", "ForcingSource", "TensorSource", "WorkerLost"]
+__all__ = ["DistributedGradient", "ForcingSource", "TensorSource", "IterationInterrupted"]
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
 
 
-class WorkerLost(RuntimeError):
-    """A worker of the run left the cluster during an iteration."""
+class IterationInterrupted(RuntimeError):
+    """A worker of the run left the cluster during an iteration.  Redone from the last
+    snapshot when a snapshot folder is set; raised when it cannot be (no snapshot folder,
+    or ``max_recoveries`` spent).  Compare :class:`~hydroscale.distributed.WorkersLost`:
+    the cluster did not get its workers back in time."""
 
 
 def _addresses(client: Any) -> list[str]:
@@ -371,7 +374,7 @@ class DistributedGradient:
     def _check_workers(self) -> None:
         gone = set(self.addrs) - set(_addresses(self.client))
         if gone:
-            raise WorkerLost(f"worker(s) {sorted(gone)} left the cluster")
+            raise IterationInterrupted(f"worker(s) {sorted(gone)} left the cluster")
 
     def _wait(self, watched: list[tuple[str, int, Any]]) -> None:
         from distributed import wait
@@ -406,7 +409,7 @@ class DistributedGradient:
                 if pending and time.monotonic() - checked >= self.poll:
                     self._check_workers()  # a scheduler round trip: at most every `poll` s
                     checked = time.monotonic()
-        except WorkerLost:
+        except IterationInterrupted:
             self.client.cancel(pending)
             raise
 
@@ -486,7 +489,7 @@ class DistributedGradient:
                 self._wait(watched)
                 per = self.client.gather(updates)
                 break
-            except WorkerLost as err:
+            except IterationInterrupted as err:
                 self.client.cancel(updates)
                 updates.clear()
                 attempt += 1
