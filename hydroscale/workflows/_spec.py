@@ -281,6 +281,22 @@ SCHEMAS["calibrate"] = {
 KINDS = tuple(SCHEMAS)
 
 
+
+def _cluster_problems(cfg: dict[str, Any], rt: dict[str, Any]) -> list[str]:
+    """What is wrong with a workflow's ``cluster`` key (and what a cluster run ignores)."""
+    problems = []
+    if rt["device"] != "auto":
+        problems.append("routing.device: a cluster run uses its workers' devices; leave it "
+                        "'auto'")
+    from ..distributed import ClusterConfigError, load_config
+
+    try:
+        if cfg["cluster"] != "auto":
+            load_config(cfg["cluster"])
+    except (ClusterConfigError, FileNotFoundError) as err:
+        problems.append(f"cluster: {err}")
+    return problems
+
 def _cross_checks(cfg: dict[str, Any]) -> list[str]:
     """Checks that involve several keys (the schema checks each key alone)."""
     problems = []
@@ -302,16 +318,7 @@ def _cross_checks(cfg: dict[str, Any]) -> list[str]:
             problems.append("routing.initial 'steady' on a cluster works with the bundled "
                             "forcing only (the workers read forcing as it is): use one device "
                             "or routing.initial=dry")
-        if rt["device"] != "auto":
-            problems.append("routing.device: a cluster run uses its workers' devices; leave it "
-                            "'auto'")
-        from ..distributed import ClusterConfigError, load_config
-
-        try:
-            if cfg["cluster"] != "auto":
-                load_config(cfg["cluster"])
-        except (ClusterConfigError, FileNotFoundError) as err:
-            problems.append(f"cluster: {err}")
+        problems += _cluster_problems(cfg, rt)
     problems += _irf_params_check(rt["irf"], rt["params"], "routing.params")
     if rt["engine"] == "oracle" and cfg.get("cluster"):
         problems.append("routing.engine 'oracle' is single-device: drop the cluster or the "
@@ -372,16 +379,7 @@ def _calibrate_checks(cfg: dict[str, Any]) -> list[str]:
         if rt["engine"] in ("levels", "oracle"):
             problems.append(f"routing.engine {rt['engine']!r} is single-device: use auto, torch "
                             "or triton with a cluster (or drop the cluster)")
-        if rt["device"] != "auto":
-            problems.append("routing.device: a cluster run uses its workers' devices; leave it "
-                            "'auto'")
-        from ..distributed import ClusterConfigError, load_config
-
-        try:
-            if cfg["cluster"] != "auto":
-                load_config(cfg["cluster"])
-        except (ClusterConfigError, FileNotFoundError) as err:
-            problems.append(f"cluster: {err}")
+        problems += _cluster_problems(cfg, rt)
     return problems
 
 
