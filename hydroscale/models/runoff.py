@@ -67,12 +67,22 @@ class RunoffModel(nn.Module, ABC):
 
 
 class LSTMRunoff(RunoffModel):
-    """An LSTM from forcings and static attributes to runoff depth, one sequence per cell.
+    r"""An LSTM from forcings and static attributes to runoff depth, one sequence per cell.
 
     The inputs are standardised with stored means and standard deviations (set them with
     :meth:`fit_normalisation` on training data); static attributes are repeated along time
     and concatenated with the forcings; a linear head and a softplus give a non-negative depth
     scaled by ``output_scale`` (mm per step, e.g. the mean precipitation).
+
+    With ``precip_col`` the head has a second, *quick-flow* term: the fraction
+    ``σ(a · h_t)`` in [0, 1] of the step's precipitation ``P_t`` that runs off at once,
+
+    .. math:: q_t = P_t\, σ(a · h_t + b) + s\, \mathrm{softplus}(c · h_t + d),
+
+    so that storm runoff scales with the storm.  The hidden state ``h_t`` is bounded (tanh),
+    so the plain head cannot produce a runoff peak much beyond those it was trained on, and
+    regresses peaks towards the mean; saturation- and infiltration-excess runoff is, on the
+    contrary, close to linear in the rain of the step once the soil is wet.
 
     Parameters
     ----------
@@ -81,6 +91,8 @@ class LSTMRunoff(RunoffModel):
     layers : stacked LSTM layers.
     dropout : dropout between layers and before the head.
     output_scale : mm per step represented by a unit head output.
+    precip_col : optional column of the forcings holding precipitation in mm per step (the
+        runoff's unit): adds the quick-flow term above.
     """
 
     def __init__(
@@ -92,17 +104,21 @@ class LSTMRunoff(RunoffModel):
         layers: int = 1,
         dropout: float = 0.0,
         output_scale: float = 1.0,
+        precip_col: int | None = None,
     ) -> None:
         super().__init__()
         if n_forcings < 1 or n_static < 0 or hidden < 1 or layers < 1:
             raise ValueError(f"need n_forcings >= 1, n_static >= 0, hidden >= 1 and layers >= 1; "
                              f"got {n_forcings}, {n_static}, {hidden}, {layers}")
+        if precip_col is not None and not 0 <= precip_col < n_forcings:
+            raise ValueError(f"precip_col must be None or in [0, {n_forcings}), got {precip_col}")
         self.n_forcings, self.n_static = int(n_forcings), int(n_static)
+        self.precip_col = None if precip_col is None else int(precip_col)
         n_in = self.n_forcings + self.n_static
         self.lstm = nn.LSTM(n_in, hidden, num_layers=layers, batch_first=True,
                             dropout=dropout if layers > 1 else 0.0)
         self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden, 1)
+        self.head = nn.Linear(hidden, 1 if self.precip_col is None else 2)
         with torch.no_grad():  # forget gate bias 1: remember by default (long memory)
             for name, p in self.lstm.named_parameters():
                 if name.startswith("bias_ih"):
@@ -132,13 +148,17 @@ class LSTMRunoff(RunoffModel):
         x, s = self.check_inputs(forcings, static)
         b, c, t, f = x.shape
         x = x.to(self.x_mean.dtype)
+        rain = None if self.precip_col is None else x[..., self.precip_col]
         if s is not None:
             s = s.to(x.dtype).unsqueeze(0).unsqueeze(2).expand(b, c, t, self.n_static)
             x = torch.cat([x, s], dim=-1)
         x = (x - self.x_mean) / self.x_std
         h, _ = self.lstm(x.reshape(b * c, t, -1))
-        y = self.head(self.drop(h)).reshape(b, c, t)
-        return nn.functional.softplus(y) * self.output_scale
+        y = self.head(self.drop(h)).reshape(b, c, t, -1)
+        slow = nn.functional.softplus(y[..., 0]) * self.output_scale
+        if rain is None:
+            return slow
+        return rain * torch.sigmoid(y[..., 1]) + slow
 
 
 class BucketModel(RunoffModel):

@@ -1,5 +1,5 @@
 """Runoff models: the bucket model against a hand-computed case and its water balance; the
-LSTM's shapes, normalisation and that it can fit the bucket model's runoff."""
+LSTM's shapes, normalisation, quick-flow head and that it can fit the bucket model's runoff."""
 
 from __future__ import annotations
 
@@ -58,6 +58,26 @@ def test_lstm_interface_and_normalisation():
         m(f)
     with pytest.raises(ValueError, match=r"static must be \[C=4, S=3\]"):
         m(f, torch.rand(5, 3))
+
+
+def test_lstm_quick_flow_head_hand_computed():
+    """precip_col: q = P * sigmoid(a.h + b) + scale * softplus(c.h + d); with a = c = 0 the
+    hidden state drops out and q is linear in the step's rain (any storm size)."""
+    torch.manual_seed(0)
+    m = LSTMRunoff(2, 1, hidden=5, output_scale=2.0, precip_col=1).double()
+    with torch.no_grad():
+        m.head.weight.zero_()
+        m.head.bias.copy_(torch.tensor([0.3, -0.8], dtype=torch.float64))
+    f = torch.rand(3, 4, 6, 2, dtype=torch.float64) * 5
+    f[0, 0, 2, 1] = 500.0  # a storm far beyond the others
+    s = torch.rand(4, 1, dtype=torch.float64)
+    m.fit_normalisation(f, s)
+    want = f[..., 1] / (1 + np.exp(0.8)) + 2.0 * np.log1p(np.exp(0.3))
+    torch.testing.assert_close(m(f, s), want, rtol=1e-12, atol=1e-12)
+    plain = LSTMRunoff(2, 1, hidden=5)
+    assert plain.head.out_features == 1 and m.head.out_features == 2
+    with pytest.raises(ValueError, match=r"precip_col must be None or in \[0, 2\), got 2"):
+        LSTMRunoff(2, precip_col=2)
 
 
 def test_lstm_learns_bucket_runoff():
