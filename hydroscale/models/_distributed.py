@@ -81,9 +81,11 @@ class RunoffModelSource:
             got = None if s is None else tuple(s.shape)
             raise ValueError(f"static must be [C={f.shape[0]}, S={model.n_static}] (None when "
                              f"the model has no static attributes), got {got}")
-        drop = [m for m in model.modules() if isinstance(m, nn.Dropout) and m.p > 0]
+        drop = [m.p for m in model.modules() if isinstance(m, nn.Dropout) and m.p > 0]
+        drop += [m.dropout for m in model.modules()
+                 if isinstance(m, nn.RNNBase) and m.dropout > 0 and m.num_layers > 1]
         if drop and model.training:
-            raise ValueError(f"the runoff model has active dropout (p={drop[0].p}): the "
+            raise ValueError(f"the runoff model has active dropout (p={drop[0]}): the "
                              "distributed backward recomputes the runoff, which must give the "
                              "forward's values; use dropout=0 or model.eval()")
         self.model, self.interpolator = model, interpolator

@@ -438,7 +438,12 @@ class HybridPipeline(nn.Module):
         ``checkpoint_every``, ``seed``, ``control`` and ``engine_options`` are those of
         :class:`~hydroscale.calibration.DistributedCalibrator`.  Read the trained weights
         back with its ``update_model()`` (routing parameters) and
-        :func:`hydroscale.models.pull_runoff_model` (runoff model)."""
+        :func:`hydroscale.models.pull_runoff_model` (runoff model).
+
+        The discharge equals this pipeline's up to the kernel-window truncation, which acts
+        inside each group of the runtime: with the stage clustered by those groups
+        (``plan_waves(network, partition).group_of`` of :mod:`hydroscale.distributed`) the
+        loss, the gradients and the steps agree to rounding."""
         from ._distributed import distributed_calibrator
 
         return distributed_calibrator(

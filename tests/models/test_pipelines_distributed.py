@@ -71,7 +71,7 @@ def _pipeline(twin, kind: str, partition):
         return learned_routing(stage, pm, twin.lateral, twin.observations, windows=windows,
                                scale_period=(WARMUP, T_TRAIN))
     torch.manual_seed(7)
-    lstm = LSTMRunoff(2, 2, hidden=6, output_scale=float(twin.depth.mean())).double()
+    lstm = LSTMRunoff(2, 2, hidden=6, output_scale=float(twin.depth.mean()), precip_col=0).double()
     lstm.fit_normalisation(twin.forcings, twin.static)
     return runoff_routing(stage, pm, lstm, twin.forcings, twin.observations, static=twin.static,
                           windows=windows, scale_period=(WARMUP, T_TRAIN))
