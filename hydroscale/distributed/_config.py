@@ -350,10 +350,15 @@ def _local_cpu(cfg: dict[str, Any], security: Any) -> Any:
           if cfg[k] is not None}
     kw["silence_logs"] = _log_level(kw["silence_logs"])
     kw["dashboard_address"] = cfg["dashboard_address"]  # None: no dashboard (not Dask's :8787)
+    comm = _tls_kwargs(cfg, security)
+    if kw.get("processes") is False and not comm:
+        # in-process workers would talk over inproc://, which takes no host (and the
+        # dashboard link would name another address than the one it binds): TCP on loopback
+        comm = {"protocol": "tcp://"}
     if cfg["env"]:
         os.environ.update({k: str(v) for k, v in cfg["env"].items()})
     with _scheduler_config(cfg):
-        return LocalCluster(**kw, **_tls_kwargs(cfg, security))
+        return LocalCluster(**kw, **comm)
 
 
 def _local_cuda(cfg: dict[str, Any], security: Any) -> Any:

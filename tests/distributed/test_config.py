@@ -117,3 +117,25 @@ def test_local_cluster_binds_to_loopback(client):
     assert urlparse(client.dashboard_link).hostname == "127.0.0.1"
     http = client.cluster.scheduler.http_server
     assert http.address == "127.0.0.1"
+
+
+def test_in_process_cluster_on_loopback_with_a_working_dashboard_link():
+    """processes: false runs the workers in this process, over TCP on 127.0.0.1 (inproc://
+    takes no host), and the printed dashboard link is the address it listens on."""
+    import urllib.request
+
+    from distributed.comm import get_address_host
+
+    from hydroscale.distributed import start_cluster
+
+    c = start_cluster("local-cpu", n_workers=1, processes=False,
+                      dashboard_address="127.0.0.1:0")
+    try:
+        assert get_address_host(c.scheduler.address) == "127.0.0.1"
+        assert c.submit(sum, [1, 2]).result() == 3
+        with urllib.request.urlopen(c.dashboard_link, timeout=10) as r:
+            assert r.status == 200
+    finally:
+        cluster = c.cluster
+        c.close()
+        cluster.close()
