@@ -1,4 +1,4 @@
-"""Shared fixtures: small hand-made networks."""
+"""Shared fixtures: small hand-made networks, a 2-worker CPU Dask cluster."""
 
 from __future__ import annotations
 
@@ -35,3 +35,23 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A module-scoped 2-worker CPU LocalCluster (worker processes, so transfer buffers
+    really cross a process boundary), bound to 127.0.0.1."""
+    import dask
+
+    from hydroscale.distributed import start_cluster
+
+    # a worker killed while it holds a write lock releases it after the lease timeout
+    # (Dask's default 30 s): short here, so the worker-loss tests stay short
+    with dask.config.set({"distributed.scheduler.locks.lease-timeout": "3s",
+                          "distributed.scheduler.locks.lease-validation-interval": "0.5s"}):
+        c = start_cluster("local-cpu", n_workers=2, threads_per_worker=1, processes=True,
+                          dashboard_address="127.0.0.1:0")
+    yield c
+    cluster = c.cluster
+    c.close()
+    cluster.close()

@@ -1,6 +1,5 @@
-"""Fixtures of the distributed tests: one module-scoped 2-worker CPU LocalCluster (worker
-processes, so transfer buffers really cross a process boundary) and a small partitioned
-forest whose clusters span both workers."""
+"""Fixtures of the distributed tests: a small partitioned forest whose clusters span both
+workers of the shared ``client`` (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,24 +8,6 @@ import pytest
 
 from hydroscale.network import continental_forest
 from hydroscale.partition import partition_network
-
-
-@pytest.fixture(scope="module")
-def client():
-    import dask
-
-    from hydroscale.distributed import start_cluster
-
-    # a worker killed while it holds a write lock releases it after the lease timeout
-    # (Dask's default 30 s): short here, so the worker-loss tests stay short
-    with dask.config.set({"distributed.scheduler.locks.lease-timeout": "3s",
-                          "distributed.scheduler.locks.lease-validation-interval": "0.5s"}):
-        c = start_cluster("local-cpu", n_workers=2, threads_per_worker=1, processes=True,
-                          dashboard_address="127.0.0.1:0")
-    yield c
-    cluster = c.cluster
-    c.close()
-    cluster.close()
 
 
 @pytest.fixture(scope="module")

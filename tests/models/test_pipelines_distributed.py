@@ -28,18 +28,6 @@ LR = 0.05
 
 
 @pytest.fixture(scope="module")
-def client():
-    from hydroscale.distributed import start_cluster
-
-    c = start_cluster("local-cpu", n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address="127.0.0.1:0")
-    yield c
-    cluster = c.cluster
-    c.close()
-    cluster.close()
-
-
-@pytest.fixture(scope="module")
 def twin():
     return synthetic_twin(60, 120, grid=(4, 4), n_gauges=10, basin_cap=30, seed=2)
 
