@@ -54,37 +54,34 @@ _BOOL = (bool,)
 _LIST = (list,)
 _MAP = (dict,)
 
+#: Keys of both local kinds (a cluster started on this machine, bound to loopback).
+_LOCAL: dict[str, tuple[tuple[type, ...], Any]] = {
+    "n_workers": (_INT + (_OPT,), None),
+    "memory_limit": (_STR + _INT + (_OPT,), "auto"),
+    "host": (_STR, "127.0.0.1"),
+    "dashboard_address": (_STR + (_OPT,), "127.0.0.1:8787"),
+    "local_directory": (_STR + (_OPT,), None),
+    "silence_logs": (_STR + _INT + _BOOL, "ERROR"),
+    "env": (_MAP, {}),
+    "work_stealing": (_BOOL, False),
+    "tls": (_MAP + (_OPT,), None),
+}
+
 #: Schema per kind: key -> (allowed Python types, default).  ``None`` defaults are left to
 #: the library started (Dask picks the number of workers, threads, ...).
 CONFIG_KINDS: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
     "local-cpu": {
-        "n_workers": (_INT + (_OPT,), None),
+        **_LOCAL,
         "threads_per_worker": (_INT + (_OPT,), None),
         "processes": (_BOOL, True),
-        "memory_limit": (_STR + _INT + (_OPT,), "auto"),
-        "host": (_STR, "127.0.0.1"),
-        "dashboard_address": (_STR + (_OPT,), "127.0.0.1:8787"),
-        "local_directory": (_STR + (_OPT,), None),
-        "silence_logs": (_STR + _INT + _BOOL, "ERROR"),
-        "env": (_MAP, {}),
-        "work_stealing": (_BOOL, False),
-        "tls": (_MAP + (_OPT,), None),
     },
     "local-cuda": {
+        **_LOCAL,
         "CUDA_VISIBLE_DEVICES": (_STR + _LIST + (_OPT,), None),
-        "n_workers": (_INT + (_OPT,), None),
         "threads_per_worker": (_INT, 1),
-        "memory_limit": (_STR + _INT + (_OPT,), "auto"),
         "device_memory_limit": (_STR + _NUM + (_OPT,), "default"),
         "protocol": (_STR + (_OPT,), None),
         "rmm_pool_size": (_STR + _INT + (_OPT,), None),
-        "host": (_STR, "127.0.0.1"),
-        "dashboard_address": (_STR + (_OPT,), "127.0.0.1:8787"),
-        "local_directory": (_STR + (_OPT,), None),
-        "silence_logs": (_STR + _INT + _BOOL, "ERROR"),
-        "env": (_MAP, {}),
-        "work_stealing": (_BOOL, False),
-        "tls": (_MAP + (_OPT,), None),
     },
     "scheduler": {
         "address": (_STR + (_OPT,), None),
