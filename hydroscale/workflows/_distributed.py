@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ._inputs import RouteInputs
-from ._route import NullProgress, Progress
+from ._route import NullProgress, Progress, partition_inputs
 
 __all__ = ["route_distributed_workflow"]
 
@@ -129,7 +129,6 @@ def route_distributed_workflow(
     """Route on the cluster of ``client``; returns (run facts, discharge of ``keep`` [k, T],
     output store path)."""
     from ..distributed import plan_waves, route_distributed
-    from ..partition import partition_network, travel_time_bound
 
     rt, pc, out = cfg["routing"], cfg["partition"], cfg["output"]
     out_dir = Path(out["dir"])
@@ -154,15 +153,8 @@ def route_distributed_workflow(
                 "output.store")
     source = _forcing_source(cfg, inputs, out_dir)
     t0 = time.perf_counter()
-    bar = progress("partition", None, "step")
-    travel = None
-    if pc["max_travel_time"] is not None:
-        travel = travel_time_bound(rt["irf"], inputs.params, substeps=rt["substeps"])
-    part = partition_network(net, max_reaches=pc["max_reaches"], travel_time=travel,
-                             max_travel_time=pc["max_travel_time"], n_workers=n_workers)
+    part = partition_inputs(net, inputs, rt, pc, progress, n_workers)
     plan = plan_waves(net, part)
-    bar.update(1)
-    bar.close()
     partition_s = time.perf_counter() - t0
     steps = inputs.forcing.n_steps
     n_chunks = -(-steps // rt["time_chunk"])

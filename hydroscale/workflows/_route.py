@@ -161,6 +161,25 @@ def _steady_base(inputs: RouteInputs, initial: str) -> tuple[np.ndarray | None, 
     return r0, accumulate(inputs.network, r0)
 
 
+def partition_inputs(net: RiverNetwork, inputs: RouteInputs, rt: dict[str, Any],
+                     part_cfg: dict[str, Any], progress: Progress,
+                     n_workers: int | None = None) -> Any:
+    """The workflow's partition of ``net`` (``partition`` keys; travel times from the
+    routing parameters when ``max_travel_time`` is set), shown as one progress step."""
+    from ..partition import partition_network, travel_time_bound
+
+    bar = progress("partition", None, "step")
+    travel = None
+    if part_cfg["max_travel_time"] is not None:
+        travel = travel_time_bound(rt["irf"], inputs.params, substeps=rt["substeps"])
+    kw = {} if n_workers is None else {"n_workers": n_workers}
+    part = partition_network(net, max_reaches=part_cfg["max_reaches"], travel_time=travel,
+                             max_travel_time=part_cfg["max_travel_time"], **kw)
+    bar.update(1)
+    bar.close()
+    return part
+
+
 def route_single(
     cfg: dict[str, Any],
     inputs: RouteInputs,
@@ -208,18 +227,10 @@ def route_single(
         kept[:] = q[keep]
         return facts, kept, store
 
-    from ..partition import partition_network, travel_time_bound
     from ..routing import RivTreeCluster, StagedRouter
 
     t0 = time.perf_counter()
-    bar = progress("partition", None, "step")
-    travel = None
-    if part_cfg["max_travel_time"] is not None:
-        travel = travel_time_bound(rt["irf"], inputs.params, substeps=rt["substeps"])
-    part = partition_network(net, max_reaches=part_cfg["max_reaches"], travel_time=travel,
-                             max_travel_time=part_cfg["max_travel_time"])
-    bar.update(1)
-    bar.close()
+    part = partition_inputs(net, inputs, rt, part_cfg, progress)
     t1 = time.perf_counter()
     backend = "auto" if rt["engine"] == "auto" else rt["engine"]
     router = StagedRouter(
