@@ -206,6 +206,8 @@ class StagedRouter:
         self._hops = None
         self._inflow_plans: dict[int, tuple[int, list]] = {}
         self._pair_cluster: torch.Tensor | None = None
+        self._engine_order_is_network_order = bool(
+            np.array_equal(cs.order, np.arange(cs.n_reaches)))
         self.truncated_mass: np.ndarray | None = None
         logger.info(
             "StagedRouter: %d reaches, %d clusters, %d waves, %d + %d paths (f=%d)",
@@ -487,7 +489,7 @@ class StagedRouter:
             del y
             if ug is not None:
                 inflows.append(ug)
-        if not np.array_equal(cs.order, np.arange(cs.n_reaches)):
+        if not self._engine_order_is_network_order:
             q = q.index_select(1, torch.as_tensor(cs.position, device=q.device))
         if not return_state:
             return q
