@@ -9,6 +9,8 @@ from dataclasses import dataclass
 __all__ = ["LaunchConfig", "get_launch_config", "set_launch_config"]
 
 ENV_VAR = "HYDROSCALE_KERNEL_LAUNCH"
+ALGORITHMS = ("auto", "blocks", "toeplitz")
+BLOCKS_MAX_TAPS = 32
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,12 @@ class LaunchConfig:
     conv_padded_taps : read the taps from a zero-padded copy ``[P + 1, 2L]`` (made per call)
         and load interior time tiles without masks: fewer instructions and registers per path.
     grad_w_bm, grad_w_warps : the same for the grad_w kernel.
+    conv_algorithm : ``"blocks"`` (direct CUDA-core kernels over row blocks,
+        :mod:`._triton_block_kernels`), ``"toeplitz"`` (the tensor-core kernels above) or
+        ``"auto"``: blocks for windows of at most ``BLOCKS_MAX_TAPS`` taps, Toeplitz beyond.
+    block_rows, block_time, block_warps : rows per block, steps per tile and warps per program
+        of the block forward / input-gradient kernel.
+    block_grad_w_time, block_grad_w_warps : the same for the block kernel gradient.
 
     Defaults: conv_bm/conv_warps/conv_paths are the fastest of the configurations timed on an
     H100 (1M reaches, T = 3650, K = 16: 430 ms for tf32x3 with masked taps); conv_padded_taps
@@ -35,10 +43,21 @@ class LaunchConfig:
     conv_padded_taps: bool = True
     grad_w_bm: int = 128
     grad_w_warps: int = 4
+    conv_algorithm: str = "auto"
+    block_rows: int = 4
+    block_time: int = 256
+    block_warps: int = 2
+    block_grad_w_time: int = 64
+    block_grad_w_warps: int = 4
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
+            if f.name == "conv_algorithm":
+                if v not in ALGORITHMS:
+                    raise ValueError(f"LaunchConfig.conv_algorithm must be one of {ALGORITHMS}, "
+                                     f"got {v!r}")
+                continue
             if f.name == "conv_padded_taps":
                 if not isinstance(v, bool):
                     raise ValueError(f"LaunchConfig.{f.name} must be a bool, got {v!r}")
@@ -64,6 +83,13 @@ def set_launch_config(config: LaunchConfig | None = None, **fields: int) -> Laun
     return previous
 
 
+def use_blocks(config: LaunchConfig, n_taps: int) -> bool:
+    """Whether ``config`` routes a window of ``n_taps`` taps with the block kernels."""
+    if config.conv_algorithm == "auto":
+        return n_taps <= BLOCKS_MAX_TAPS
+    return config.conv_algorithm == "blocks"
+
+
 def get_launch_config() -> LaunchConfig:
     """The launch configuration in force: the default, updated by ``$HYDROSCALE_KERNEL_LAUNCH``."""
     spec = os.environ.get(ENV_VAR, "").strip()
@@ -74,9 +100,13 @@ def get_launch_config() -> LaunchConfig:
     for item in spec.split(","):
         key, _, value = item.partition("=")
         key = key.strip()
-        if key not in names or not value.strip().isdigit():
+        value = value.strip()
+        if key == "conv_algorithm":
+            fields[key] = value
+            continue
+        if key not in names or not value.isdigit():
             raise ValueError(
-                f"${ENV_VAR} must be 'field=int,...' with fields {sorted(names)}, got {spec!r}"
+                f"${ENV_VAR} must be 'field=value,...' with fields {sorted(names)}, got {spec!r}"
             )
         fields[key] = bool(int(value)) if key == "conv_padded_taps" else int(value)
     return dataclasses.replace(_CONFIG, **fields)

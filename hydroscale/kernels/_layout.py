@@ -7,9 +7,13 @@ reused by every forward and backward call of :func:`~hydroscale.kernels.path_con
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import torch
+
+from ._blocks import RowBlocks, row_blocks
 
 __all__ = ["PathLayout"]
 
@@ -22,6 +26,21 @@ def _csr_ptr(keys_sorted: torch.Tensor, n_rows: int) -> torch.Tensor:
     ptr = torch.zeros(n_rows + 1, dtype=torch.int64, device=keys_sorted.device)
     torch.cumsum(counts, 0, out=ptr[1:])
     return ptr
+
+
+def _check_order(order: Any, n: int, name: str) -> tuple[Any, Any] | None:
+    if order is None:
+        return None
+    key, group = order
+    out = []
+    for what, a in (("key", key), ("group", group)):
+        if a is not None:
+            a = np.asarray(a)
+            if a.shape != (n,):
+                raise ValueError(f"{name} {what} must have one value per row ({n}), got shape "
+                                 f"{a.shape}")
+        out.append(a)
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -48,6 +67,11 @@ class PathLayout:
         ``by_src_path[src_ptr[s]:src_ptr[s + 1]]``.
     by_src_path, by_src_dst : Tensor ``[P]``
         Path ids sorted by source (stable), and their destination rows.
+    dst_order, src_order : ``(key, group)`` of numpy arrays ``[D]`` / ``[S]``, optional
+        How rows are cut into blocks for the direct kernels (:meth:`blocks`): runs of rows in
+        ``(group, key)`` order within one group.  Rows whose paths come from nearly the same
+        sources should be neighbours in that order (the router passes the heavy path of each
+        reach); None keeps the row order.
     """
 
     n_src: int
@@ -61,6 +85,9 @@ class PathLayout:
     src_ptr: torch.Tensor
     by_src_path: torch.Tensor
     by_src_dst: torch.Tensor
+    dst_order: tuple[Any, Any] | None = None
+    src_order: tuple[Any, Any] | None = None
+    _blocks: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_pairs(
@@ -70,6 +97,8 @@ class PathLayout:
         n_src: int,
         n_dst: int,
         device: torch.device | str | None = None,
+        dst_order: tuple[Any, Any] | None = None,
+        src_order: tuple[Any, Any] | None = None,
     ) -> PathLayout:
         """Build the layout from path end points.
 
@@ -82,6 +111,9 @@ class PathLayout:
             Number of rows of the input ``x [B, S, T]`` and of the output ``y [B, D, T]``.
         device : torch device, optional
             Where the index tensors live (default: the device of ``src``).
+        dst_order, src_order : ``(key, group)``, optional
+            Block order of the destination / source rows (see the class attributes); either
+            array may be None.
 
         Notes
         -----
@@ -130,6 +162,8 @@ class PathLayout:
             src_ptr=_csr_ptr(src_t[by_src_path], n_src),
             by_src_path=by_src_path,
             by_src_dst=dst_t[by_src_path],
+            dst_order=_check_order(dst_order, n_dst, "dst_order"),
+            src_order=_check_order(src_order, n_src, "src_order"),
         )
         logger.debug("PathLayout: %d paths, %d sources, %d destinations", n_paths, n_src, n_dst)
         return layout
@@ -142,8 +176,28 @@ class PathLayout:
         """A copy of the layout with its index tensors on ``device``."""
         fields = {}
         for name, value in self.__dict__.items():
+            if name == "_blocks":
+                continue
             fields[name] = value.to(device) if isinstance(value, torch.Tensor) else value
         return PathLayout(**fields)
+
+    def blocks(self, side: str, c: int) -> RowBlocks:
+        """Blocks of ``c`` destination (``side="dst"``: forward, kernel gradient) or source
+        (``"src"``: input gradient) rows over the union of their paths' other ends; built
+        once per (side, c) and cached."""
+        if (side, c) not in self._blocks:
+            if side == "dst":
+                blk = row_blocks(self.dst, self.src, self.n_dst, self.n_src, c,
+                                 *(self.dst_order or (None, None)))
+            elif side == "src":
+                blk = row_blocks(self.src, self.dst, self.n_src, self.n_dst, c,
+                                 *(self.src_order or (None, None)))
+            else:
+                raise ValueError(f"side must be 'dst' or 'src', got {side!r}")
+            logger.debug("PathLayout.blocks(%s, %d): %d blocks, fill %.2f", side, c,
+                         blk.n_blocks, blk.fill)
+            self._blocks[(side, c)] = blk
+        return self._blocks[(side, c)]
 
     @property
     def max_paths_per_dst(self) -> int:

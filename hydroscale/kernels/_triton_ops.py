@@ -6,11 +6,15 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import get_launch_config
+from ._launch import get_launch_config, use_blocks
 from ._layout import PathLayout
+from ._triton_block_kernels import _block_conv_kernel, _block_grad_w_kernel
 from ._triton_kernels import _path_conv_fwd_kernel, _path_conv_grad_w_kernel
 
 __all__ = ["path_conv_forward", "path_conv_backward_input", "path_conv_backward_weight"]
+
+_UNROLL_TAPS = 64  # windows up to this many taps are unrolled in the block kernels
+
 
 def _block_len(k: int) -> int:
     """Time-block length ``L``: a power of two >= max(16, K) (tl.dot needs dims >= 16)."""
@@ -65,10 +69,21 @@ def path_conv_forward(
     if layout.n_dst == 0 or n_t == 0 or batch == 0:
         return y
     cfg = get_launch_config()
+    has_hist = hist is not None and k > 1
+    if use_blocks(cfg, k):
+        rb = layout.blocks("dst", cfg.block_rows)
+        bt = min(cfg.block_time, max(16, triton.next_power_of_2(n_t)))
+        n_tiles = triton.cdiv(n_t, bt)
+        _block_conv_kernel[(rb.n_blocks * n_tiles, batch)](
+            x, hist if has_hist else x, w, rb.rows, rb.ptr, rb.other, rb.path, y, y,
+            n_t, n_src, layout.n_dst, layout.n_paths, n_tiles, 0,
+            K=k, BT=bt, C=rb.c, REVERSE=False, HAS_IHIST=has_hist, HAS_OHIST=False,
+            UNROLL=k <= _UNROLL_TAPS, ACC_DTYPE=acc_tl, num_warps=cfg.block_warps,
+        )
+        return y
     blk = _block_len(k)
     bm = _pick_bm(triton.cdiv(n_t, blk), cfg.conv_bm)
     n_tiles = triton.cdiv(n_t, bm * blk)
-    has_hist = hist is not None and k > 1
     grid = (layout.n_dst * n_tiles, batch)
     taps = _padded_taps(w, blk) if cfg.conv_padded_taps else w
     _path_conv_fwd_kernel[grid](
@@ -103,8 +118,20 @@ def path_conv_backward_input(
         gx.zero_()
         return gx, (gh if want_hist else None)
     cfg = get_launch_config()
-    blk = _block_len(k)
     has_ohist = want_hist and k > 1
+    if use_blocks(cfg, k):
+        rb = layout.blocks("src", cfg.block_rows)
+        bt = min(cfg.block_time, max(16, triton.next_power_of_2(n_t + k)))
+        origin = -triton.cdiv(k - 1, bt) * bt if has_ohist else 0
+        n_tiles = triton.cdiv(n_t - origin, bt)
+        _block_conv_kernel[(rb.n_blocks * n_tiles, batch)](
+            grad_y, grad_y, w, rb.rows, rb.ptr, rb.other, rb.path, gx, gh,
+            n_t, layout.n_dst, n_src, layout.n_paths, n_tiles, origin,
+            K=k, BT=bt, C=rb.c, REVERSE=True, HAS_IHIST=False, HAS_OHIST=has_ohist,
+            UNROLL=k <= _UNROLL_TAPS, ACC_DTYPE=acc_tl, num_warps=cfg.block_warps,
+        )
+        return gx, (gh if want_hist else None)
+    blk = _block_len(k)
     origin = -blk if has_ohist else 0
     bm = _pick_bm(triton.cdiv(n_t - origin, blk), cfg.conv_bm)
     n_tiles = triton.cdiv(n_t - origin, bm * blk)
@@ -138,10 +165,22 @@ def path_conv_backward_weight(
     if layout.n_paths == 0 or batch == 0 or n_t == 0:
         return gw
     cfg = get_launch_config()
+    has_hist = hist is not None and k > 1
+    if use_blocks(cfg, k):
+        rb = layout.blocks("dst", cfg.block_rows)
+        n_ent = int(rb.other.numel())
+        if n_ent:
+            _block_grad_w_kernel[(n_ent,)](
+                x, hist if has_hist else x, grad_y, rb.rows, rb.block, rb.other, rb.path, gw,
+                n_t, n_src, layout.n_dst, batch, layout.n_paths,
+                K=k, KP=max(2, triton.next_power_of_2(k)),
+                BT=min(cfg.block_grad_w_time, max(16, triton.next_power_of_2(n_t))),
+                C=rb.c, HAS_HIST=has_hist, ACC_DTYPE=acc_tl, num_warps=cfg.block_grad_w_warps,
+            )
+        return gw
     blk = _block_len(k)
     bm = _pick_bm(triton.cdiv(n_t, blk), cfg.grad_w_bm)
     n_tiles = triton.cdiv(n_t, bm * blk)
-    has_hist = hist is not None and k > 1
     _path_conv_grad_w_kernel[(layout.n_paths,)](
         x, hist if has_hist else x, grad_y,
         layout.by_dst_path, layout.src, layout.dst,

@@ -32,14 +32,35 @@ TOL = {torch.float64: 1e-11, torch.float32: 2e-5}
 
 
 def _backends():
+    """The backends to test; Triton once per algorithm (direct row blocks, Toeplitz MMA)."""
     out = ["torch"]
     if TRITON_DEVICE is not None:
-        out.append("triton")
+        out += ["triton:blocks", "triton:toeplitz"]
     return out
 
 
 def _device(backend):
-    return TRITON_DEVICE if backend == "triton" else "cpu"
+    return TRITON_DEVICE if backend.startswith("triton") else "cpu"
+
+
+@pytest.fixture(autouse=True)
+def _algorithm(request):
+    """Set the launch configuration's algorithm named by a ``triton:<algorithm>`` backend
+    parameter and hand the plain backend name to path_conv."""
+    callspec = getattr(request.node, "callspec", None)
+    spec = callspec.params.get("backend") if callspec is not None else None
+    if not isinstance(spec, str) or ":" not in spec:
+        yield
+        return
+    previous = set_launch_config(conv_algorithm=spec.split(":")[1])
+    try:
+        yield
+    finally:
+        set_launch_config(previous)
+
+
+def _name(backend):
+    return backend.split(":")[0]
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -54,7 +75,7 @@ def test_forward_matches_brute_force(make_case, backend, case, with_hist, dtype)
     dev = _device(backend)
     y = path_conv(
         x.to(dev, dtype), w.to(dev, dtype), layout.to(dev),
-        None if hist is None else hist.to(dev, dtype), backend=backend, precision="ieee",
+        None if hist is None else hist.to(dev, dtype), backend=_name(backend), precision="ieee",
     )
     assert y.shape == (batch, n_dst, n_t)
     assert y.dtype == dtype
@@ -75,6 +96,7 @@ def test_chunked_equals_unchunked(make_case, backend):
     layout, x, w, hist, _, _ = make_case(2, 6, 5, 41, 5, 14)
     dev = _device(backend)
     x, w, hist, layout = x.to(dev), w.to(dev), hist.to(dev), layout.to(dev)
+    backend = _name(backend)
     whole = path_conv(x, w, layout, hist, backend=backend)
     cut = 18
     first = path_conv(x[..., :cut], w, layout, hist, backend=backend)
@@ -108,7 +130,7 @@ def test_gradients_match_reference_autograd(make_case, backend, case):
     expect = _grads(lambda a, b, c: path_conv_reference(a, b, layout, c), x, w, hist, grad_y)
     dev = _device(backend)
     got = _grads(
-        lambda a, b, c: path_conv(a, b, layout.to(dev), c, backend=backend),
+        lambda a, b, c: path_conv(a, b, layout.to(dev), c, backend=_name(backend)),
         x.to(dev), w.to(dev), hist.to(dev), grad_y.to(dev),
     )
     for name, g, e in zip(("x", "w", "hist"), got, expect):
@@ -117,18 +139,23 @@ def test_gradients_match_reference_autograd(make_case, backend, case):
 
 
 @requires_triton
+@pytest.mark.parametrize("algorithm", ["blocks", "toeplitz"])
 @pytest.mark.parametrize("precision", ["ieee", "tf32x3"])
-def test_triton_float32_gradients_match_torch(make_case, precision):
+def test_triton_float32_gradients_match_torch(make_case, precision, algorithm):
     layout, x, w, hist, _, _ = make_case(2, 6, 5, 45, 6, 15, heavy_dst=2, heavy=6)
     dev = TRITON_DEVICE
     x, w, hist = (t.float().to(dev) for t in (x, w, hist))
     layout = layout.to(dev)
     grad_y = torch.randn(2, 5, 45, device=dev)
     expect = _grads(lambda a, b, c: path_conv(a, b, layout, c, backend="torch"), x, w, hist, grad_y)
-    got = _grads(
-        lambda a, b, c: path_conv(a, b, layout, c, backend="triton", precision=precision),
-        x, w, hist, grad_y,
-    )
+    previous = set_launch_config(conv_algorithm=algorithm)
+    try:
+        got = _grads(
+            lambda a, b, c: path_conv(a, b, layout, c, backend="triton", precision=precision),
+            x, w, hist, grad_y,
+        )
+    finally:
+        set_launch_config(previous)
     for g, e in zip(got, expect):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
 
@@ -200,18 +227,36 @@ def test_empty_layout():
 @pytest.mark.parametrize(
     "config",
     [
-        dict(conv_paths=2, conv_bm=32, conv_warps=2),
-        dict(conv_paths=4, conv_bm=16, grad_w_bm=16, grad_w_warps=1),
-        dict(conv_paths=8, conv_bm=64, conv_warps=4, grad_w_bm=32, grad_w_warps=2),
-        dict(conv_padded_taps=False),
-        dict(conv_padded_taps=False, conv_paths=4, conv_bm=32),
+        dict(conv_algorithm="toeplitz", conv_paths=2, conv_bm=32, conv_warps=2),
+        dict(conv_algorithm="toeplitz", conv_paths=4, conv_bm=16, grad_w_bm=16, grad_w_warps=1),
+        dict(conv_algorithm="toeplitz", conv_paths=8, conv_bm=64, conv_warps=4, grad_w_bm=32,
+             grad_w_warps=2),
+        dict(conv_algorithm="toeplitz", conv_padded_taps=False),
+        dict(conv_algorithm="toeplitz", conv_padded_taps=False, conv_paths=4, conv_bm=32),
+        dict(conv_algorithm="blocks", block_rows=1, block_time=16, block_grad_w_time=16),
+        dict(conv_algorithm="blocks", block_rows=2, block_time=32, block_warps=1),
+        dict(conv_algorithm="blocks", block_rows=8, block_time=128, block_grad_w_warps=1),
+        dict(conv_algorithm="blocks", block_rows=4, order=True),
+        dict(conv_algorithm="blocks", block_rows=16, block_time=64, order=True),
     ],
 )
 def test_triton_launch_configs(make_case, config):
-    """Results do not depend on the launch configuration (paths per iteration, tiles, warps);
-    rows with fewer paths than a multiple of conv_paths exercise the masked slots."""
+    """Results do not depend on the launch configuration (algorithm, paths per iteration,
+    rows per block and their order, tiles, warps); rows with fewer paths than a multiple of
+    conv_paths exercise the masked slots, blocks of rows with different sources the empty
+    (entry, row) cells, repeated (src, dst) pairs separate entries of one block."""
+    config = dict(config)
+    order = config.pop("order", False)
     n_t = 530  # tiles of 16 blocks (256 steps): the second one is interior
     layout, x, w, hist, src, dst = make_case(2, 7, 6, n_t, 5, 17, heavy_dst=3, heavy=9)
+    src, dst = torch.cat([src, src[:3]]), torch.cat([dst, dst[:3]])  # repeated pairs
+    w = torch.cat([w, torch.randn(3, w.shape[1], dtype=w.dtype)])
+    g = torch.Generator().manual_seed(5)
+    orders = {}
+    if order:
+        orders = dict(dst_order=(torch.rand(6, generator=g).numpy(), [0, 1, 0, 1, 0, 1]),
+                      src_order=(torch.rand(7, generator=g).numpy(), None))
+    layout = PathLayout.from_pairs(src, dst, 7, 6, **orders)
     grad_y = torch.randn(2, 6, n_t, dtype=torch.float64)
     expect_y = brute_force(x, w, src, dst, 6, hist)
     expect = _grads(lambda a, b, c: path_conv_reference(a, b, layout, c), x, w, hist, grad_y)
@@ -237,6 +282,11 @@ def test_launch_config_validation_and_env(monkeypatch):
     monkeypatch.setenv("HYDROSCALE_KERNEL_LAUNCH", "conv_paths=4, conv_bm=32,conv_padded_taps=0")
     cfg = get_launch_config()
     assert (cfg.conv_paths, cfg.conv_bm, cfg.conv_padded_taps) == (4, 32, False)
+    monkeypatch.setenv("HYDROSCALE_KERNEL_LAUNCH", "conv_algorithm=toeplitz,block_rows=8")
+    cfg = get_launch_config()
+    assert (cfg.conv_algorithm, cfg.block_rows) == ("toeplitz", 8)
     monkeypatch.setenv("HYDROSCALE_KERNEL_LAUNCH", "warps=2")
-    with pytest.raises(ValueError, match="HYDROSCALE_KERNEL_LAUNCH must be 'field=int"):
+    with pytest.raises(ValueError, match="HYDROSCALE_KERNEL_LAUNCH must be 'field=value"):
         get_launch_config()
+    with pytest.raises(ValueError, match="conv_algorithm must be one of"):
+        LaunchConfig(conv_algorithm="fft")

@@ -1,0 +1,129 @@
+"""Row blocks of a path layout: ``C`` output rows that share one loop over their inputs.
+
+The direct (CUDA-core) kernels route a block of ``C`` destination rows at once: the block's
+*entries* are the union of its rows' source rows, and every entry carries one path id per row
+(``P``, a zero row of the padded taps, where that row has no path from that source).  Each
+input tile is then loaded once for ``C`` rows instead of once per path.
+
+Rows whose paths come from the same sources (the ``f`` polyphase channels of one exit) fill a
+block completely.  Other rows fill it partly, so the order in which rows are cut into blocks
+matters: the caller passes a sort key per row (e.g. the heavy path of a reach, then its level)
+and blocks are consecutive runs of ``C`` rows of equal ``group`` in that order.
+
+The transpose (``side="src"``: blocks of source rows over the union of their destinations) is
+what the input gradient uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["RowBlocks", "row_blocks"]
+
+
+@dataclass(frozen=True)
+class RowBlocks:
+    """Blocks of ``c`` rows of one side of a :class:`~._layout.PathLayout` (int64 tensors).
+
+    Attributes
+    ----------
+    c : rows per block.
+    n_blocks : number of blocks ``G``.
+    rows : ``[G * c]`` row of each slot (``-1`` for padding slots).
+    ptr : ``[G + 1]`` CSR pointer of the blocks' entries.
+    other : ``[E]`` the row on the other side of each entry (the source row of a
+        destination block, the destination row of a source block).
+    path : ``[E * c]`` path id of (entry, slot), or ``n_paths`` where there is none.
+    block : ``[E]`` block of each entry.
+    fill : fraction of (entry, slot) cells that hold a path.
+    """
+
+    c: int
+    n_blocks: int
+    rows: torch.Tensor
+    ptr: torch.Tensor
+    other: torch.Tensor
+    path: torch.Tensor
+    block: torch.Tensor
+    fill: float
+
+
+def _slots(n_rows: int, c: int, key: np.ndarray | None, group: np.ndarray | None):
+    """Block and slot of every row: rows sorted by (group, key), cut into runs of ``c`` that
+    never cross a group."""
+    key = np.arange(n_rows) if key is None else np.asarray(key)
+    group = np.zeros(n_rows, np.int64) if group is None else np.asarray(group)
+    order = np.lexsort((np.arange(n_rows), key, group))
+    g_sorted = group[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(g_sorted)) + 1] if n_rows else np.zeros(0, np.int64)
+    lens = np.diff(np.r_[starts, n_rows]).astype(np.int64)
+    n_blk = (lens + c - 1) // c
+    first_blk = np.r_[0, np.cumsum(n_blk)[:-1]].astype(np.int64)
+    within = np.arange(n_rows) - np.repeat(starts, lens)
+    blk_sorted = np.repeat(first_blk, lens) + within // c
+    blk = np.empty(n_rows, np.int64)
+    slot = np.empty(n_rows, np.int64)
+    blk[order] = blk_sorted
+    slot[order] = within % c
+    return blk, slot, int(n_blk.sum())
+
+
+def row_blocks(
+    row_of_path: torch.Tensor,
+    other_of_path: torch.Tensor,
+    n_rows: int,
+    n_other: int,
+    c: int,
+    key: np.ndarray | None = None,
+    group: np.ndarray | None = None,
+) -> RowBlocks:
+    """Cut ``n_rows`` rows into blocks of ``c`` and list each block's entries.
+
+    Parameters
+    ----------
+    row_of_path, other_of_path : ``[P]`` the row of each path on the blocked side and on the
+        other side (destination and source for destination blocks).
+    n_rows, n_other : number of rows on each side.
+    c : rows per block (a power of two).
+    key, group : optional ``[n_rows]`` sort key and group of the rows (numpy); blocks are
+        runs of ``c`` rows in ``(group, key)`` order within one group.
+
+    Repeated (row, other) pairs get separate entries (their kernels add up in the kernels).
+    """
+    dev = row_of_path.device
+    n_paths = int(row_of_path.numel())
+    blk_np, slot_np, n_blk = _slots(n_rows, c, key, group)
+    rows = np.full(n_blk * c, -1, np.int64)
+    rows[blk_np * c + slot_np] = np.arange(n_rows)
+    blk = torch.as_tensor(blk_np, device=dev)
+    slot = torch.as_tensor(slot_np, device=dev)
+    if n_paths == 0:
+        z = torch.zeros(0, dtype=torch.int64, device=dev)
+        return RowBlocks(c, n_blk, torch.as_tensor(rows, device=dev),
+                         torch.zeros(n_blk + 1, dtype=torch.int64, device=dev), z, z, z, 0.0)
+    # occurrence of each path among the paths with the same (row, other): repeated pairs
+    # must not share an entry slot
+    pair = row_of_path * max(n_other, 1) + other_of_path
+    srt = torch.sort(pair, stable=True)
+    new_run = torch.ones(n_paths, dtype=torch.bool, device=dev)
+    new_run[1:] = srt.values[1:] != srt.values[:-1]
+    idx = torch.arange(n_paths, device=dev)
+    run_start = torch.cummax(torch.where(new_run, idx, 0), 0).values
+    occ = torch.empty_like(idx)
+    occ[srt.indices] = idx - run_start
+    n_occ = int(occ.max()) + 1
+    pb = blk[row_of_path]
+    ekey = (pb * n_occ + occ) * max(n_other, 1) + other_of_path
+    uniq, inv = torch.unique(ekey, return_inverse=True)
+    n_ent = int(uniq.numel())
+    other = uniq % max(n_other, 1)
+    ent_blk = uniq // (max(n_other, 1) * n_occ)
+    ptr = torch.zeros(n_blk + 1, dtype=torch.int64, device=dev)
+    torch.cumsum(torch.bincount(ent_blk, minlength=n_blk), 0, out=ptr[1:])
+    path = torch.full((n_ent * c,), n_paths, dtype=torch.int64, device=dev)
+    path[inv * c + slot[row_of_path]] = idx
+    return RowBlocks(c, n_blk, torch.as_tensor(rows, device=dev), ptr, other, path, ent_blk,
+                     n_paths / (n_ent * c))

@@ -1,0 +1,172 @@
+"""Direct (CUDA-core) Triton kernels of the path convolution over row blocks.
+
+A program owns one block of ``C`` rows (see :mod:`._blocks`) and one tile of ``BT`` steps.
+For every entry of the block (one row on the other side) it loads the ``K`` shifted input
+tiles once and adds ``w[path(entry, slot), k] · x[t ∓ k]`` into all ``C`` rows: ``K`` fused
+multiply-adds per output and path, in float32 (or float64), no Toeplitz padding and no
+split-precision tensor-core passes.  Short windows (``K <= 32``) are where this wins; the
+Toeplitz tensor-core kernels of :mod:`._triton_kernels` remain for long ones.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _block_accumulate(
+    acc, in_ptr, ihist_ptr, w_ptr, other_ptr, path_ptr, start, end, b, R_in, T, n_paths, t, cc,
+    K: tl.constexpr, C: tl.constexpr, REVERSE: tl.constexpr, MASKED: tl.constexpr,
+    HAS_IHIST: tl.constexpr, UNROLL: tl.constexpr,
+):
+    """``acc [C, BT] += Σ_entries Σ_k w[path, k] · in[other, t ∓ k]`` (masks only if MASKED)."""
+    for e in range(start, end):
+        r = tl.load(other_ptr + e)
+        pj = tl.load(path_ptr + e * C + cc)
+        has = pj < n_paths
+        xp = in_ptr + (b * R_in + r) * T + t
+        wp = w_ptr + pj * K
+        if UNROLL:
+            for k in tl.static_range(K):
+                if REVERSE:
+                    tt = t + k
+                else:
+                    tt = t - k
+                if MASKED:
+                    xv = tl.load(xp + (tt - t), mask=(tt >= 0) & (tt < T), other=0.0)
+                    if HAS_IHIST:
+                        hp = ihist_ptr + (b * R_in + r) * (K - 1) + K - 1
+                        xv += tl.load(hp + tt, mask=(tt < 0) & (tt >= 1 - K), other=0.0)
+                else:
+                    xv = tl.load(xp + (tt - t))
+                wk = tl.load(wp + k, mask=has, other=0.0)
+                acc += wk.to(acc.dtype)[:, None] * xv.to(acc.dtype)[None, :]
+        else:
+            for k in range(K):
+                if REVERSE:
+                    tt = t + k
+                else:
+                    tt = t - k
+                if MASKED:
+                    xv = tl.load(xp + (tt - t), mask=(tt >= 0) & (tt < T), other=0.0)
+                    if HAS_IHIST:
+                        hp = ihist_ptr + (b * R_in + r) * (K - 1) + K - 1
+                        xv += tl.load(hp + tt, mask=(tt < 0) & (tt >= 1 - K), other=0.0)
+                else:
+                    xv = tl.load(xp + (tt - t))
+                wk = tl.load(wp + k, mask=has, other=0.0)
+                acc += wk.to(acc.dtype)[:, None] * xv.to(acc.dtype)[None, :]
+    return acc
+
+
+@triton.jit
+def _block_conv_kernel(
+    in_ptr,  # [B, R_in, T] input rows (x forward; grad_y for grad_x)
+    ihist_ptr,  # [B, R_in, K - 1] input history (read if HAS_IHIST)
+    w_ptr,  # [P, K] path kernels
+    rows_ptr,  # [G * C] output row of each slot (-1: padding)
+    ptr_ptr,  # [G + 1] CSR pointer of the blocks' entries
+    other_ptr,  # [E] input row of each entry
+    path_ptr,  # [E * C] path of (entry, slot), n_paths where none
+    out_ptr,  # [B, R_out, T] output rows
+    ohist_ptr,  # [B, R_out, K - 1] output at times -(K-1)..-1 (written if HAS_OHIST)
+    T,
+    R_in,
+    R_out,
+    n_paths,
+    n_tiles,
+    t_origin,
+    K: tl.constexpr,
+    BT: tl.constexpr,
+    C: tl.constexpr,
+    REVERSE: tl.constexpr,
+    HAS_IHIST: tl.constexpr,
+    HAS_OHIST: tl.constexpr,
+    UNROLL: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
+):
+    """Forward (causal, ``REVERSE=False``) or input gradient (anti-causal) of one block."""
+    pid = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    blk = (pid // n_tiles).to(tl.int64)
+    t0 = t_origin + (pid % n_tiles) * BT
+    t = t0 + tl.arange(0, BT)
+    cc = tl.arange(0, C)
+    rows = tl.load(rows_ptr + blk * C + cc)
+    start = tl.load(ptr_ptr + blk)
+    end = tl.load(ptr_ptr + blk + 1)
+    acc = tl.zeros([C, BT], dtype=ACC_DTYPE)
+    if REVERSE:
+        interior = (t0 >= 0) & (t0 + BT + K - 1 <= T)
+    else:
+        interior = (t0 >= K - 1) & (t0 + BT <= T)
+    if interior:
+        acc = _block_accumulate(acc, in_ptr, ihist_ptr, w_ptr, other_ptr, path_ptr, start, end,
+                                b, R_in, T, n_paths, t, cc, K, C, REVERSE, False, HAS_IHIST,
+                                UNROLL)
+    else:
+        acc = _block_accumulate(acc, in_ptr, ihist_ptr, w_ptr, other_ptr, path_ptr, start, end,
+                                b, R_in, T, n_paths, t, cc, K, C, REVERSE, True, HAS_IHIST,
+                                UNROLL)
+    ok = (rows >= 0)[:, None]
+    obase = (b * R_out + rows[:, None]) * T
+    tl.store(out_ptr + obase + t[None, :], acc, mask=ok & ((t >= 0) & (t < T))[None, :])
+    if HAS_OHIST:
+        hbase = (b * R_out + rows[:, None]) * (K - 1) + K - 1
+        tl.store(ohist_ptr + hbase + t[None, :], acc,
+                 mask=ok & ((t < 0) & (t >= 1 - K))[None, :])
+
+
+@triton.jit
+def _block_grad_w_kernel(
+    x_ptr,  # [B, S, T] input rows
+    hist_ptr,  # [B, S, K - 1] input history (read if HAS_HIST)
+    gy_ptr,  # [B, D, T] gradient of the output rows
+    rows_ptr,  # [G * C] destination row of each slot (-1: padding)
+    ent_blk_ptr,  # [E] block of each entry
+    other_ptr,  # [E] source row of each entry
+    path_ptr,  # [E * C] path of (entry, slot), n_paths where none
+    gw_ptr,  # [P, K] gradient of the path kernels (ACC_DTYPE)
+    T,
+    S,
+    D,
+    B,
+    n_paths,
+    K: tl.constexpr,
+    KP: tl.constexpr,
+    BT: tl.constexpr,
+    C: tl.constexpr,
+    HAS_HIST: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
+):
+    """``gw[path(e, c), k] = Σ_{b,t} gy[b, row_c, t] · xx[b, src_e, t - k]`` for one entry."""
+    e = tl.program_id(0).to(tl.int64)
+    blk = tl.load(ent_blk_ptr + e)
+    s = tl.load(other_ptr + e)
+    cc = tl.arange(0, C)
+    rows = tl.load(rows_ptr + blk * C + cc)
+    pj = tl.load(path_ptr + e * C + cc)
+    kk = tl.arange(0, KP)
+    tb = tl.arange(0, BT)
+    row_ok = (rows >= 0) & (pj < n_paths)
+    acc = tl.zeros([KP, C, BT], dtype=ACC_DTYPE)
+    for bb in range(B):
+        b = s * 0 + bb  # int64 offsets
+        xbase = (b * S + s) * T
+        hbase = (b * S + s) * (K - 1) + K - 1
+        gbase = (b * D + rows) * T
+        for t0 in range(0, T, BT):
+            t = t0 + tb
+            tt = t[None, :] - kk[:, None]
+            k_ok = (kk < K)[:, None] & (t < T)[None, :]
+            xv = tl.load(x_ptr + xbase + tt, mask=k_ok & (tt >= 0), other=0.0).to(ACC_DTYPE)
+            if HAS_HIST:
+                xv += tl.load(hist_ptr + hbase + tt, mask=k_ok & (tt < 0) & (tt >= 1 - K),
+                              other=0.0).to(ACC_DTYPE)
+            g = tl.load(gy_ptr + gbase[:, None] + t[None, :],
+                        mask=row_ok[:, None] & (t < T)[None, :], other=0.0).to(ACC_DTYPE)
+            acc += xv[:, None, :] * g[None, :, :]
+    gw = tl.sum(acc, axis=2)  # [KP, C]
+    tl.store(gw_ptr + pj[None, :] * K + kk[:, None], gw,
+             mask=(kk < K)[:, None] & (pj < n_paths)[None, :])
