@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -31,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hydroscale.kernels import get_launch_config, set_launch_config
 from hydroscale.network import RiverNetwork, continental_forest
 from hydroscale.partition import partition_network, travel_time_bound
 from hydroscale.routing import RivTreeCluster, StagedRouter, route_oracle
@@ -383,6 +385,9 @@ def main() -> None:
     ap.add_argument("--max-reaches", type=int, default=1024)
     ap.add_argument("--max-travel-time", type=float, default=3.0, help="days within a cluster")
     ap.add_argument("--precision", default=None, help="Triton matmul precision")
+    ap.add_argument("--algorithm", default=None, choices=["auto", "blocks", "toeplitz"],
+                    help="path-convolution kernels (LaunchConfig.conv_algorithm; default: the "
+                         "launch configuration in force)")
     ap.add_argument("--aggregate-dtype", default="float64", choices=["float64", "float32"],
                     help="arithmetic of the path-kernel aggregation (see StagedRouter)")
     ap.add_argument("--repeat", type=int, default=3)
@@ -409,6 +414,10 @@ def main() -> None:
             _import_diffroute()
         except ImportError:
             with_dr = False
+    if args.algorithm:
+        set_launch_config(conv_algorithm=args.algorithm)
+    launch = dataclasses.asdict(get_launch_config())
+    logging.getLogger("bench").info("kernel launch configuration: %s", launch)
     results = []
     if args.check:
         chk = gpu_check(args)
@@ -425,7 +434,7 @@ def main() -> None:
         net, params, cl = net.reorder(order), params[order], cl[order]
         runoff = runoff[:, torch.as_tensor(order, device=dev)]
         _reset_peak()
-        row: dict = {"reaches": net.n_reaches, "days": args.days, "device": str(
+        row: dict = {"reaches": net.n_reaches, "days": args.days, "launch": launch, "device": str(
             torch.cuda.get_device_name() if dev.type == "cuda" else "cpu")}
         if not args.skip_accuracy:
             row["accuracy"] = accuracy(net, params, runoff, args, with_dr)

@@ -281,3 +281,31 @@ class RivTreeCluster:
             ok = d >= 0
             depth[idx[ok]] += depth[d[ok]]
         return depth
+
+    def chain_key(self) -> np.ndarray:
+        """``[N]`` float sort key (network order) that lists reaches chain by chain: the
+        in-cluster heavy paths (each reach continues upstream into its largest tributary),
+        each from its headwater down.  Consecutive reaches of one chain have nested upstream
+        sets, so the routing kernels cut rows into blocks in this order (see
+        :meth:`hydroscale.kernels.PathLayout.blocks`)."""
+        net = self.network
+        n = self.n_reaches
+        size = np.ones(n, dtype=np.int64)
+        ptr = net.level_ptr
+        for lv in range(net.n_levels):  # in-cluster upstream area, headwaters first
+            idx = net.topo_order[ptr[lv] : ptr[lv + 1]]
+            d = self.down_in[idx]
+            ok = d >= 0
+            np.add.at(size, d[ok], size[idx[ok]])
+        tribs = np.flatnonzero(self.down_in >= 0)
+        tribs = tribs[np.argsort(size[tribs], kind="stable")]
+        heavy_child = np.full(n, -1, dtype=np.int64)
+        heavy_child[self.down_in[tribs]] = tribs  # the largest tributary is written last
+        on_chain = np.zeros(n, dtype=bool)
+        on_chain[heavy_child[heavy_child >= 0]] = True
+        bottom = np.arange(n)
+        for lv in range(net.n_levels - 1, -1, -1):  # outlets first: inherit the chain bottom
+            idx = net.topo_order[ptr[lv] : ptr[lv + 1]]
+            idx = idx[on_chain[idx]]
+            bottom[idx] = bottom[self.down_in[idx]]
+        return bottom.astype(np.float64) * (net.n_levels + 1) + net.levels

@@ -203,6 +203,7 @@ class StagedRouter:
         self._inlet_mask = cs.inlet_of_reach >= 0
         self._build_rows()
         self._groups: dict[Any, _Group] = {}
+        self._chain_key: np.ndarray | None = None
         self._hops = None
         self._inflow_plans: dict[int, tuple[int, list]] = {}
         self._pair_cluster: torch.Tensor | None = None
@@ -307,16 +308,28 @@ class StagedRouter:
             # kernel schedules rows in order, so heavy rows start first (shorter tail)
             return torch.where(d < n, n_ef + d - r0, d - n - e0 * f)
 
+        # block order of the rows for the direct kernels: reaches chain by chain within their
+        # cluster, exit channels and inlet channels by exit / inlet (see PathLayout.blocks)
+        if self._chain_key is None:
+            self._chain_key = cs.chain_key()[cs.order]
+        reach_key = self._chain_key[r0:r1]
+        reach_group = cs.cluster_of[cs.order[r0:r1]] + (e1 - e0)
+        ch_key = np.arange(n_ef, dtype=np.float64)
+        dst_order = (np.concatenate([ch_key, reach_key]),
+                     np.concatenate([np.arange(n_ef) // f, reach_group]))
         ra, rb = rows(self._r_key)
         layout_r = PathLayout.from_pairs(
-            self._r_src[ra:rb] - r0, local_dst(self._r_dst[ra:rb]), n_g, n_g + (e1 - e0) * f
+            self._r_src[ra:rb] - r0, local_dst(self._r_dst[ra:rb]), n_g, n_g + (e1 - e0) * f,
+            dst_order=dst_order, src_order=(reach_key, reach_group),
         )
         ua, ub = rows(self._u_key)
         layout_u = None
         if i1 > i0:
+            n_uf = (i1 - i0) * f
             layout_u = PathLayout.from_pairs(
-                self._u_src[ua:ub] - i0 * f, local_dst(self._u_dst[ua:ub]), (i1 - i0) * f,
-                n_g + (e1 - e0) * f,
+                self._u_src[ua:ub] - i0 * f, local_dst(self._u_dst[ua:ub]), n_uf,
+                n_g + (e1 - e0) * f, dst_order=dst_order,
+                src_order=(np.arange(n_uf, dtype=np.float64), np.arange(n_uf) // f),
             )
         reaches = torch.as_tensor(self.clusters.order[r0:r1], device=self.device)
         contiguous = bool(np.array_equal(self.clusters.order[r0:r1], np.arange(r0, r1)))
