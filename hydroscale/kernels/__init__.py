@@ -10,7 +10,12 @@ input steps of the previous time chunk; zeros at the start), so evaluating time 
 carrying ``hist = xx[..., -(K - 1):]`` gives exactly the unchunked result.
 
 - :class:`PathLayout` ``.from_pairs(src, dst, n_src, n_dst)``: the paths sorted by destination
-  (forward) and by source (backward), built with two vectorised sorts.
+  (forward) and by source (backward), built with two vectorised sorts; ``.blocks(side, c)``
+  cuts rows into blocks of ``c`` that share their inputs (the direct kernels' work units).
+- Two Triton algorithms: direct CUDA-core kernels over row blocks (``"blocks"``: ``K``
+  float32 multiply-adds per output and path, each input tile loaded once per block; the
+  default for windows of up to 32 taps) and Toeplitz tiles on tensor cores (``"toeplitz"``:
+  ``tf32x3`` by default; longer windows).
 - :func:`path_conv` ``(x, w, layout, hist=None, backend="auto", precision=None)``:
   differentiable w.r.t. ``x``, ``w`` and ``hist``.  Backward:
   ``grad_x[b, s, t] = Σ_{p: src_p = s} Σ_k w[p, k] grad_y[b, dst_p, t + k]`` (the part at
@@ -20,7 +25,8 @@ carrying ``hist = xx[..., -(K - 1):]`` gives exactly the unchunked result.
   ``"torch"`` otherwise; ``$HYDROSCALE_KERNEL_BACKEND`` overrides.
 - :func:`path_conv_reference`: the same operation in plain torch ops (autograd through torch).
 - :class:`LaunchConfig`, :func:`set_launch_config`, :func:`get_launch_config`: Triton tile
-  sizes, warps and paths per iteration (speed only; ``$HYDROSCALE_KERNEL_LAUNCH`` overrides).
+  sizes, warps, paths per iteration and the algorithm (speed only; ``$HYDROSCALE_KERNEL_LAUNCH``
+  overrides).
 
 Only this package imports Triton, and only when it is installed.
 """

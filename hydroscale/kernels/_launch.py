@@ -10,7 +10,8 @@ __all__ = ["LaunchConfig", "get_launch_config", "set_launch_config"]
 
 ENV_VAR = "HYDROSCALE_KERNEL_LAUNCH"
 ALGORITHMS = ("auto", "blocks", "toeplitz")
-BLOCKS_MAX_TAPS = 32
+BLOCKS_MAX_TAPS = 32  # "auto" takes the block kernels up to this window
+BLOCKS_LIMIT_TAPS = 64  # the block kernels unroll the taps: never beyond this window
 
 
 @dataclass(frozen=True)
@@ -25,10 +26,16 @@ class LaunchConfig:
     grad_w_bm, grad_w_warps : the same for the grad_w kernel.
     conv_algorithm : ``"blocks"`` (direct CUDA-core kernels over row blocks,
         :mod:`._triton_block_kernels`), ``"toeplitz"`` (the tensor-core kernels above) or
-        ``"auto"``: blocks for windows of at most ``BLOCKS_MAX_TAPS`` taps, Toeplitz beyond.
+        ``"auto"``: blocks for windows of at most ``BLOCKS_MAX_TAPS`` (32) taps, Toeplitz
+        beyond (measured at K = 9 on an H100: blocks 2.2x faster forward; longer windows were
+        not timed).  Windows over ``BLOCKS_LIMIT_TAPS`` (64) always use Toeplitz.
     block_rows, block_time, block_warps : rows per block, steps per tile and warps per program
         of the block forward / input-gradient kernel.
     block_grad_w_time, block_grad_w_warps : the same for the block kernel gradient.
+
+    The block defaults (4 rows, 256 steps, 2 warps; 64 steps, 4 warps for the kernel gradient)
+    were the fastest or within noise of the fastest of the configurations timed on an H100
+    (1M reaches, T = 3650, K = 9: rows 4/8, tiles 128-512, gradient tiles 32-128).
 
     Defaults: conv_bm/conv_warps/conv_paths are the fastest of the configurations timed on an
     H100 (1M reaches, T = 3650, K = 16: 430 ms for tf32x3 with masked taps); conv_padded_taps
@@ -85,6 +92,8 @@ def set_launch_config(config: LaunchConfig | None = None, **fields: int) -> Laun
 
 def use_blocks(config: LaunchConfig, n_taps: int) -> bool:
     """Whether ``config`` routes a window of ``n_taps`` taps with the block kernels."""
+    if n_taps > BLOCKS_LIMIT_TAPS:
+        return False
     if config.conv_algorithm == "auto":
         return n_taps <= BLOCKS_MAX_TAPS
     return config.conv_algorithm == "blocks"

@@ -4,8 +4,9 @@ A program owns one block of ``C`` rows (see :mod:`._blocks`) and one tile of ``B
 For every entry of the block (one row on the other side) it loads the ``K`` shifted input
 tiles once and adds ``w[path(entry, slot), k] · x[t ∓ k]`` into all ``C`` rows: ``K`` fused
 multiply-adds per output and path, in float32 (or float64), no Toeplitz padding and no
-split-precision tensor-core passes.  Short windows (``K <= 32``) are where this wins; the
-Toeplitz tensor-core kernels of :mod:`._triton_kernels` remain for long ones.
+split-precision tensor-core passes.  The taps are unrolled, so the kernels serve windows of
+at most ``BLOCKS_LIMIT_TAPS`` (64) taps; short windows (``K <= 32``) are where they win, and
+the Toeplitz tensor-core kernels of :mod:`._triton_kernels` remain for long ones.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import triton.language as tl
 def _block_accumulate(
     acc, in_ptr, ihist_ptr, w_ptr, other_ptr, path_ptr, start, end, b, R_in, T, n_paths, t, cc,
     K: tl.constexpr, C: tl.constexpr, REVERSE: tl.constexpr, MASKED: tl.constexpr,
-    HAS_IHIST: tl.constexpr, UNROLL: tl.constexpr,
+    HAS_IHIST: tl.constexpr,
 ):
     """``acc [C, BT] += Σ_entries Σ_k w[path, k] · in[other, t ∓ k]`` (masks only if MASKED)."""
     for e in range(start, end):
@@ -27,36 +28,20 @@ def _block_accumulate(
         has = pj < n_paths
         xp = in_ptr + (b * R_in + r) * T + t
         wp = w_ptr + pj * K
-        if UNROLL:
-            for k in tl.static_range(K):
-                if REVERSE:
-                    tt = t + k
-                else:
-                    tt = t - k
-                if MASKED:
-                    xv = tl.load(xp + (tt - t), mask=(tt >= 0) & (tt < T), other=0.0)
-                    if HAS_IHIST:
-                        hp = ihist_ptr + (b * R_in + r) * (K - 1) + K - 1
-                        xv += tl.load(hp + tt, mask=(tt < 0) & (tt >= 1 - K), other=0.0)
-                else:
-                    xv = tl.load(xp + (tt - t))
-                wk = tl.load(wp + k, mask=has, other=0.0)
-                acc += wk.to(acc.dtype)[:, None] * xv.to(acc.dtype)[None, :]
-        else:
-            for k in range(K):
-                if REVERSE:
-                    tt = t + k
-                else:
-                    tt = t - k
-                if MASKED:
-                    xv = tl.load(xp + (tt - t), mask=(tt >= 0) & (tt < T), other=0.0)
-                    if HAS_IHIST:
-                        hp = ihist_ptr + (b * R_in + r) * (K - 1) + K - 1
-                        xv += tl.load(hp + tt, mask=(tt < 0) & (tt >= 1 - K), other=0.0)
-                else:
-                    xv = tl.load(xp + (tt - t))
-                wk = tl.load(wp + k, mask=has, other=0.0)
-                acc += wk.to(acc.dtype)[:, None] * xv.to(acc.dtype)[None, :]
+        for k in tl.static_range(K):
+            if REVERSE:
+                tt = t + k
+            else:
+                tt = t - k
+            if MASKED:
+                xv = tl.load(xp + (tt - t), mask=(tt >= 0) & (tt < T), other=0.0)
+                if HAS_IHIST:
+                    hp = ihist_ptr + (b * R_in + r) * (K - 1) + K - 1
+                    xv += tl.load(hp + tt, mask=(tt < 0) & (tt >= 1 - K), other=0.0)
+            else:
+                xv = tl.load(xp + (tt - t))
+            wk = tl.load(wp + k, mask=has, other=0.0)
+            acc += wk.to(acc.dtype)[:, None] * xv.to(acc.dtype)[None, :]
     return acc
 
 
@@ -83,7 +68,6 @@ def _block_conv_kernel(
     REVERSE: tl.constexpr,
     HAS_IHIST: tl.constexpr,
     HAS_OHIST: tl.constexpr,
-    UNROLL: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
 ):
     """Forward (causal, ``REVERSE=False``) or input gradient (anti-causal) of one block."""
@@ -103,12 +87,10 @@ def _block_conv_kernel(
         interior = (t0 >= K - 1) & (t0 + BT <= T)
     if interior:
         acc = _block_accumulate(acc, in_ptr, ihist_ptr, w_ptr, other_ptr, path_ptr, start, end,
-                                b, R_in, T, n_paths, t, cc, K, C, REVERSE, False, HAS_IHIST,
-                                UNROLL)
+                                b, R_in, T, n_paths, t, cc, K, C, REVERSE, False, HAS_IHIST)
     else:
         acc = _block_accumulate(acc, in_ptr, ihist_ptr, w_ptr, other_ptr, path_ptr, start, end,
-                                b, R_in, T, n_paths, t, cc, K, C, REVERSE, True, HAS_IHIST,
-                                UNROLL)
+                                b, R_in, T, n_paths, t, cc, K, C, REVERSE, True, HAS_IHIST)
     ok = (rows >= 0)[:, None]
     obase = (b * R_out + rows[:, None]) * T
     tl.store(out_ptr + obase + t[None, :], acc, mask=ok & ((t >= 0) & (t < T))[None, :])

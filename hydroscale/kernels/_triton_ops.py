@@ -13,8 +13,6 @@ from ._triton_kernels import _path_conv_fwd_kernel, _path_conv_grad_w_kernel
 
 __all__ = ["path_conv_forward", "path_conv_backward_input", "path_conv_backward_weight"]
 
-_UNROLL_TAPS = 64  # windows up to this many taps are unrolled in the block kernels
-
 
 def _block_len(k: int) -> int:
     """Time-block length ``L``: a power of two >= max(16, K) (tl.dot needs dims >= 16)."""
@@ -78,7 +76,7 @@ def path_conv_forward(
             x, hist if has_hist else x, w, rb.rows, rb.ptr, rb.other, rb.path, y, y,
             n_t, n_src, layout.n_dst, layout.n_paths, n_tiles, 0,
             K=k, BT=bt, C=rb.c, REVERSE=False, HAS_IHIST=has_hist, HAS_OHIST=False,
-            UNROLL=k <= _UNROLL_TAPS, ACC_DTYPE=acc_tl, num_warps=cfg.block_warps,
+            ACC_DTYPE=acc_tl, num_warps=cfg.block_warps,
         )
         return y
     blk = _block_len(k)
@@ -128,7 +126,7 @@ def path_conv_backward_input(
             grad_y, grad_y, w, rb.rows, rb.ptr, rb.other, rb.path, gx, gh,
             n_t, layout.n_dst, n_src, layout.n_paths, n_tiles, origin,
             K=k, BT=bt, C=rb.c, REVERSE=True, HAS_IHIST=False, HAS_OHIST=has_ohist,
-            UNROLL=k <= _UNROLL_TAPS, ACC_DTYPE=acc_tl, num_warps=cfg.block_warps,
+            ACC_DTYPE=acc_tl, num_warps=cfg.block_warps,
         )
         return gx, (gh if want_hist else None)
     blk = _block_len(k)

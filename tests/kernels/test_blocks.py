@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from kernel_cases import TRITON_DEVICE, brute_force, requires_triton
 
-from hydroscale.kernels import PathLayout
+from hydroscale.kernels import PathLayout, path_conv, path_conv_reference, set_launch_config
 
 
 def test_destination_blocks_by_hand():
@@ -38,3 +39,34 @@ def test_source_blocks_follow_order_and_groups():
     assert b.other.tolist() == [0, 1, 0, 1]
     assert b.path.tolist() == [0, 4, 4, 2, 4, 1, 3, 4]
     assert lay.to("cpu").blocks("src", 2).rows.tolist() == [0, 2, 3, 1]
+
+
+def test_block_algorithm_choice():
+    from hydroscale.kernels._launch import LaunchConfig, use_blocks
+
+    auto, blocks, toeplitz = (LaunchConfig(conv_algorithm=a) for a in ("auto", "blocks",
+                                                                       "toeplitz"))
+    assert use_blocks(auto, 9) and use_blocks(auto, 32) and not use_blocks(auto, 33)
+    assert use_blocks(blocks, 64) and not use_blocks(blocks, 65)  # taps are unrolled
+    assert not use_blocks(toeplitz, 9)
+
+
+@requires_triton
+def test_forced_blocks_long_window(make_case):
+    """A 40-tap window through the block kernels (beyond auto's choice) against the dense
+    float64 loop, forward and gradients."""
+    layout, x, w, hist, src, dst = make_case(1, 5, 4, 90, 40, 9)
+    dev = TRITON_DEVICE
+    previous = set_launch_config(conv_algorithm="blocks", block_time=32, block_grad_w_time=16)
+    try:
+        xs, ws, hs = (t.detach().clone().to(dev).requires_grad_() for t in (x, w, hist))
+        y = path_conv(xs, ws, layout.to(dev), hs, backend="triton")
+        gy = torch.randn(1, 4, 90, dtype=torch.float64)
+        y.backward(gy.to(dev))
+    finally:
+        set_launch_config(previous)
+    torch.testing.assert_close(y.detach().cpu(), brute_force(x, w, src, dst, 4, hist))
+    xr, wr, hr = (t.detach().clone().requires_grad_() for t in (x, w, hist))
+    path_conv_reference(xr, wr, layout, hr).backward(gy)
+    for got, want in ((xs, xr), (ws, wr), (hs, hr)):
+        torch.testing.assert_close(got.grad.cpu(), want.grad)
