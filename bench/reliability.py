@@ -66,19 +66,6 @@ class MuskingumParams:
                          rng.uniform(0.1, 0.3, net.n_reaches)], axis=1)
 
 
-class FailingForcing(SyntheticForcing):
-    """The synthetic forcing, failing from step ``fail_at`` on (an interrupted run)."""
-
-    def __init__(self, *args, fail_at: int, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.fail_at = fail_at
-
-    def read(self, reaches, rows, t0, t1, device):
-        if t1 > self.fail_at:
-            raise OSError(f"forcing unavailable from step {self.fail_at} (simulated)")
-        return super().read(reaches, rows, t0, t1, device)
-
-
 def same_store(a: Path, b: Path) -> bool:
     """Bit-for-bit equality of two output stores, one row chunk at a time."""
     x = zarr.open_group(str(a), mode="r")["discharge"]
@@ -172,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         fail_at = (a.days // 2 // a.time_chunk) * a.time_chunk + 1
         tic = time.perf_counter()
         try:
-            route_distributed(client, net, part, FailingForcing(a.days, seed=a.seed,
-                                                                fail_at=fail_at),
+            route_distributed(client, net, part, SyntheticForcing(a.days, seed=a.seed,
+                                                                  fail_at=fail_at),
                               str(resumed), **kw)
         except RuntimeError:
             pass

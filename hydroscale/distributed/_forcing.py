@@ -55,6 +55,9 @@ class SyntheticForcing:
     scale : upper bound of the uniform distribution (m³/s).
     start : first interval start (ISO date).
     interval_s : routing step (s).
+    fail_at : simulate an interrupted source (reliability tests and benchmarks): reads that
+        reach step ``fail_at`` raise ``OSError``.  Not part of :meth:`describe`, so a rerun
+        without it resumes the interrupted run.
     """
 
     n_steps: int
@@ -62,6 +65,7 @@ class SyntheticForcing:
     scale: float = 1.0
     start: str = "2000-01-01"
     interval_s: float = 86400.0
+    fail_at: int | None = None
 
     @property
     def time(self) -> np.ndarray:
@@ -79,6 +83,8 @@ class SyntheticForcing:
     def read(self, reaches: np.ndarray, rows: tuple[int, int], t0: int, t1: int,
              device: torch.device) -> torch.Tensor:
         """``[n, t1 - t0]`` float32 on ``device`` for global reach indices ``reaches``."""
+        if self.fail_at is not None and t1 > self.fail_at:
+            raise OSError(f"forcing unavailable from step {self.fail_at} (simulated)")
         r = torch.as_tensor(reaches, device=device)
         out = hash_uniform(r, t0, t1, self.seed)
         return out.mul_(self.scale) if self.scale != 1.0 else out

@@ -29,22 +29,8 @@ T = 360
 CHUNK = 12  # 30 chunks: a run of a few seconds on 2 CPU workers
 
 
-class FailingForcing(SyntheticForcing):
-    """Synthetic runoff whose reads fail from step ``fail_at`` on: an interrupted run."""
-
-    def __init__(self, *args, fail_at: int, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fail_at = fail_at
-
-    def read(self, reaches, rows, t0, t1, device):
-        if t1 > self.fail_at:
-            raise OSError(f"forcing unavailable from step {self.fail_at} (simulated)")
-        return super().read(reaches, rows, t0, t1, device)
-
-
 def _forcing(**kw):
-    return SyntheticForcing(T, seed=3, scale=2.0, **kw) if not kw else FailingForcing(
-        T, seed=3, scale=2.0, **kw)
+    return SyntheticForcing(T, seed=3, scale=2.0, **kw)
 
 
 def _route(client, forest, out, forcing=None, **kw):
