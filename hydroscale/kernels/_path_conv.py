@@ -157,8 +157,11 @@ def path_conv(
         See :func:`select_backend`.
     precision : {"ieee", "tf32", "tf32x3"}, optional
         Triton matmul precision for float32 inputs (default ``"tf32x3"``: float32 accuracy on
-        tensor cores; ``"tf32"`` is faster with ~1e-4 relative error).  bf16/fp16 inputs are
-        multiplied in their precision with float32 accumulation; float64 always uses ``"ieee"``.
+        tensor cores; ``"tf32"`` is faster but measured 1e-2 relative error on the 1M-reach
+        workload).  bf16/fp16 inputs are multiplied in their precision with float32
+        accumulation; float64 always uses ``"ieee"``.  It applies to the Toeplitz kernels only:
+        the block kernels (``LaunchConfig.conv_algorithm``) always multiply-add in float32
+        (float64 for float64 inputs).
 
     Returns
     -------
