@@ -2,7 +2,9 @@
 
 A program owns one block of ``C`` rows (see :mod:`._blocks`) and one tile of ``BT`` steps.
 For every entry of the block (one row on the other side) it loads the ``K`` shifted input
-tiles once and adds ``w[path(entry, slot), k] · x[t ∓ k]`` into all ``C`` rows: ``K`` fused
+tiles once and adds ``w[path(entry, slot), k] · x[t ∓ k]`` into all ``C`` rows (the taps of
+the ``C`` rows are packed per call as ``[E, K, C]``: one contiguous vector per entry and tap,
+zeros where a row has no path from that entry): ``K`` fused
 multiply-adds per output and path, in float32 (or float64), no Toeplitz padding and no
 split-precision tensor-core passes.  The taps are unrolled, so the kernels serve windows of
 at most ``BLOCKS_LIMIT_TAPS`` (64) taps; short windows (``K <= 32``) are where they win, and
@@ -17,17 +19,15 @@ import triton.language as tl
 
 @triton.jit
 def _block_accumulate(
-    acc, in_ptr, ihist_ptr, w_ptr, other_ptr, path_ptr, start, end, b, R_in, T, n_paths, t, cc,
+    acc, in_ptr, ihist_ptr, wd_ptr, other_ptr, start, end, b, R_in, T, t, cc,
     K: tl.constexpr, C: tl.constexpr, REVERSE: tl.constexpr, MASKED: tl.constexpr,
     HAS_IHIST: tl.constexpr,
 ):
-    """``acc [C, BT] += Σ_entries Σ_k w[path, k] · in[other, t ∓ k]`` (masks only if MASKED)."""
+    """``acc [C, BT] += Σ_entries Σ_k wd[e, k, :] · in[other, t ∓ k]`` (masks only if MASKED)."""
     for e in range(start, end):
         r = tl.load(other_ptr + e)
-        pj = tl.load(path_ptr + e * C + cc)
-        has = pj < n_paths
         xp = in_ptr + (b * R_in + r) * T + t
-        wp = w_ptr + pj * K
+        wp = wd_ptr + e * (K * C) + cc
         for k in tl.static_range(K):
             if REVERSE:
                 tt = t + k
@@ -40,7 +40,7 @@ def _block_accumulate(
                     xv += tl.load(hp + tt, mask=(tt < 0) & (tt >= 1 - K), other=0.0)
             else:
                 xv = tl.load(xp + (tt - t))
-            wk = tl.load(wp + k, mask=has, other=0.0)
+            wk = tl.load(wp + k * C)  # the C rows' tap k: one contiguous vector
             acc += wk.to(acc.dtype)[:, None] * xv.to(acc.dtype)[None, :]
     return acc
 
@@ -49,17 +49,15 @@ def _block_accumulate(
 def _block_conv_kernel(
     in_ptr,  # [B, R_in, T] input rows (x forward; grad_y for grad_x)
     ihist_ptr,  # [B, R_in, K - 1] input history (read if HAS_IHIST)
-    w_ptr,  # [P, K] path kernels
+    wd_ptr,  # [E, K, C] taps of every (entry, slot) cell, zero where no path (packed per call)
     rows_ptr,  # [G * C] output row of each slot (-1: padding)
     ptr_ptr,  # [G + 1] CSR pointer of the blocks' entries
     other_ptr,  # [E] input row of each entry
-    path_ptr,  # [E * C] path of (entry, slot), n_paths where none
     out_ptr,  # [B, R_out, T] output rows
     ohist_ptr,  # [B, R_out, K - 1] output at times -(K-1)..-1 (written if HAS_OHIST)
     T,
     R_in,
     R_out,
-    n_paths,
     n_tiles,
     t_origin,
     K: tl.constexpr,
@@ -86,11 +84,11 @@ def _block_conv_kernel(
     else:
         interior = (t0 >= K - 1) & (t0 + BT <= T)
     if interior:
-        acc = _block_accumulate(acc, in_ptr, ihist_ptr, w_ptr, other_ptr, path_ptr, start, end,
-                                b, R_in, T, n_paths, t, cc, K, C, REVERSE, False, HAS_IHIST)
+        acc = _block_accumulate(acc, in_ptr, ihist_ptr, wd_ptr, other_ptr, start, end,
+                                b, R_in, T, t, cc, K, C, REVERSE, False, HAS_IHIST)
     else:
-        acc = _block_accumulate(acc, in_ptr, ihist_ptr, w_ptr, other_ptr, path_ptr, start, end,
-                                b, R_in, T, n_paths, t, cc, K, C, REVERSE, True, HAS_IHIST)
+        acc = _block_accumulate(acc, in_ptr, ihist_ptr, wd_ptr, other_ptr, start, end,
+                                b, R_in, T, t, cc, K, C, REVERSE, True, HAS_IHIST)
     ok = (rows >= 0)[:, None]
     obase = (b * R_out + rows[:, None]) * T
     tl.store(out_ptr + obase + t[None, :], acc, mask=ok & ((t >= 0) & (t < T))[None, :])

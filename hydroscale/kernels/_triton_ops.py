@@ -6,6 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._blocks import RowBlocks
 from ._launch import get_launch_config, use_blocks
 from ._layout import PathLayout
 from ._triton_block_kernels import _block_conv_kernel, _block_grad_w_kernel
@@ -51,6 +52,13 @@ def _precision(dtype: torch.dtype, precision: str) -> str:
     return precision if dtype == torch.float32 else "ieee"
 
 
+def _packed_taps(w: torch.Tensor, rb: RowBlocks) -> torch.Tensor:
+    """``[E, K, C]`` taps of every (entry, slot) cell of the blocks, zeros where no path."""
+    k = w.shape[1]
+    cells = torch.cat([w, w.new_zeros(1, k)])[rb.path]  # [E * C, K]
+    return cells.view(-1, rb.c, k).transpose(1, 2).contiguous()
+
+
 def path_conv_forward(
     x: torch.Tensor,
     w: torch.Tensor,
@@ -73,8 +81,8 @@ def path_conv_forward(
         bt = min(cfg.block_time, max(16, triton.next_power_of_2(n_t)))
         n_tiles = triton.cdiv(n_t, bt)
         _block_conv_kernel[(rb.n_blocks * n_tiles, batch)](
-            x, hist if has_hist else x, w, rb.rows, rb.ptr, rb.other, rb.path, y, y,
-            n_t, n_src, layout.n_dst, layout.n_paths, n_tiles, 0,
+            x, hist if has_hist else x, _packed_taps(w, rb), rb.rows, rb.ptr, rb.other, y, y,
+            n_t, n_src, layout.n_dst, n_tiles, 0,
             K=k, BT=bt, C=rb.c, REVERSE=False, HAS_IHIST=has_hist, HAS_OHIST=False,
             ACC_DTYPE=acc_tl, num_warps=cfg.block_warps,
         )
@@ -123,8 +131,8 @@ def path_conv_backward_input(
         origin = -triton.cdiv(k - 1, bt) * bt if has_ohist else 0
         n_tiles = triton.cdiv(n_t - origin, bt)
         _block_conv_kernel[(rb.n_blocks * n_tiles, batch)](
-            grad_y, grad_y, w, rb.rows, rb.ptr, rb.other, rb.path, gx, gh,
-            n_t, layout.n_dst, n_src, layout.n_paths, n_tiles, origin,
+            grad_y, grad_y, _packed_taps(w, rb), rb.rows, rb.ptr, rb.other, gx, gh,
+            n_t, layout.n_dst, n_src, n_tiles, origin,
             K=k, BT=bt, C=rb.c, REVERSE=True, HAS_IHIST=False, HAS_OHIST=has_ohist,
             ACC_DTYPE=acc_tl, num_warps=cfg.block_warps,
         )
