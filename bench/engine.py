@@ -127,6 +127,8 @@ def ours(net, params, runoff, args, grad: bool, window=None, cluster_of=None):
             times.append(t.s)
     res["forward_s"] = float(np.median(times))
     res["forward_peak_gb"] = _peak_gb()
+    if args.sweep:
+        res["sweep_forward_s"] = sweep_forward(lambda: router(r, kernels=kern), args)
     res["reach_steps_per_s"] = net.n_reaches * runoff.shape[-1] / res["forward_s"]
     # params -> discharge: the kernels aggregated from the parameters inside the timed call,
     # as a calibration iteration (and DiffRoute's forward) does
@@ -176,6 +178,37 @@ def ours(net, params, runoff, args, grad: bool, window=None, cluster_of=None):
             res["fwd_bwd_s"] = "OOM"
         del r
     return res
+
+
+def _launch_fields(spec: str) -> dict:
+    """``"field=value,..."`` -> LaunchConfig fields (ints, conv_algorithm a name)."""
+    out = {}
+    for item in spec.split(","):
+        key, _, value = item.partition("=")
+        out[key.strip()] = value.strip() if key.strip() == "conv_algorithm" else int(value)
+    return out
+
+
+def sweep_forward(fn, args) -> dict:
+    """Median forward seconds of ``fn`` under each launch configuration of ``--sweep``, in
+    this process, on the same router, kernels and runoff (side by side)."""
+    out = {}
+    log = logging.getLogger("bench")
+    for spec in args.sweep:
+        previous = set_launch_config(**_launch_fields(spec))
+        try:
+            with torch.no_grad():
+                fn()  # compile, build the blocks
+                times = []
+                for _ in range(args.repeat):
+                    with Timer() as t:
+                        fn()
+                    times.append(t.s)
+            out[spec] = float(np.median(times))
+            log.info("sweep %s: forward %.4f s", spec, out[spec])
+        finally:
+            set_launch_config(previous)
+    return out
 
 
 def profile_forward(fn, top: int = 8) -> list:
@@ -401,6 +434,8 @@ def main() -> None:
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--check", action="store_true", help="small exactness checks first")
     ap.add_argument("--profile", action="store_true", help="top device kernels of a forward")
+    ap.add_argument("--sweep", nargs="*", default=[], metavar="FIELD=VALUE,...",
+                    help="also time the forward under these launch configurations, side by side")
     ap.add_argument("--also-tf32", action="store_true", help="accuracy with tf32 matmuls too")
     ap.add_argument("--out", default=None, help="folder for results.json and table.md")
     args = ap.parse_args()
