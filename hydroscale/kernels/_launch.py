@@ -32,10 +32,19 @@ class LaunchConfig:
     block_rows, block_time, block_warps : rows per block, steps per tile and warps per program
         of the block forward / input-gradient kernel.
     block_grad_w_time, block_grad_w_warps : the same for the block kernel gradient.
+    block_max_registers : register cap per thread of the block forward / input-gradient kernel
+        (ptxas ``maxnreg``; 0: the compiler's choice).  The kernel waits on loads, so more
+        resident warps (fewer registers each) hide more of that latency.
+    block_grad_w_max_registers : the same for the block kernel gradient.
 
-    The block defaults (4 rows, 256 steps, 2 warps; 64 steps, 4 warps for the kernel gradient)
-    were the fastest or within noise of the fastest of the configurations timed on an H100
-    (1M reaches, T = 3650, K = 9: rows 4/8, tiles 128-512, gradient tiles 32-128).
+    The block defaults (4 rows, 256 steps, 2 warps, at most 64 registers; 64 steps, 2 warps,
+    64 registers for the kernel gradient) were the fastest or within noise of the fastest of
+    the configurations timed on an H100 (1M reaches, T = 3650; ``bench/engine.py --sweep``):
+    at K = 9 rows 4/8, tiles 128-512, gradient tiles 32-128; at K = 6 (1.5-day clusters) the
+    register cap took the forward from 0.203 to 0.163 s (uncapped: 89 registers, 31 %
+    occupancy, warps waiting on loads; 48 or fewer registers spill), 2 warps instead of 4 the
+    forward + backward from 1.12 to 1.04 s; 8 rows, 128/512-step tiles and 1 or 4 warps were
+    slower.
 
     Defaults: conv_bm/conv_warps/conv_paths are the fastest of the configurations timed on an
     H100 (1M reaches, T = 3650, K = 16: 430 ms for tf32x3 with masked taps); conv_padded_taps
@@ -54,8 +63,10 @@ class LaunchConfig:
     block_rows: int = 4
     block_time: int = 256
     block_warps: int = 2
+    block_max_registers: int = 64
+    block_grad_w_max_registers: int = 64
     block_grad_w_time: int = 64
-    block_grad_w_warps: int = 4
+    block_grad_w_warps: int = 2
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -68,6 +79,10 @@ class LaunchConfig:
             if f.name == "conv_padded_taps":
                 if not isinstance(v, bool):
                     raise ValueError(f"LaunchConfig.{f.name} must be a bool, got {v!r}")
+                continue
+            if f.name in ("block_max_registers", "block_grad_w_max_registers"):
+                if not isinstance(v, int) or isinstance(v, bool) or not (v == 0 or 24 <= v <= 255):
+                    raise ValueError(f"LaunchConfig.{f.name} must be 0 or 24..255, got {v!r}")
                 continue
             if not isinstance(v, int) or isinstance(v, bool) or v < 1 or v & (v - 1):
                 raise ValueError(f"LaunchConfig.{f.name} must be a power of two, got {v!r}")

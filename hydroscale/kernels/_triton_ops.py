@@ -52,6 +52,11 @@ def _precision(dtype: torch.dtype, precision: str) -> str:
     return precision if dtype == torch.float32 else "ieee"
 
 
+def _register_cap(cap: int) -> dict:
+    """The ``maxnreg`` launch option (a register cap per thread), if one is set."""
+    return {"maxnreg": cap} if cap else {}
+
+
 def _packed_taps(w: torch.Tensor, rb: RowBlocks) -> torch.Tensor:
     """``[E, K, C]`` taps of every (entry, slot) cell of the blocks, zeros where no path."""
     k = w.shape[1]
@@ -84,7 +89,7 @@ def path_conv_forward(
             x, hist if has_hist else x, _packed_taps(w, rb), rb.rows, rb.ptr, rb.other, y, y,
             n_t, n_src, layout.n_dst, n_tiles, 0,
             K=k, BT=bt, C=rb.c, REVERSE=False, HAS_IHIST=has_hist, HAS_OHIST=False,
-            ACC_DTYPE=acc_tl, num_warps=cfg.block_warps,
+            ACC_DTYPE=acc_tl, num_warps=cfg.block_warps, **_register_cap(cfg.block_max_registers),
         )
         return y
     blk = _block_len(k)
@@ -134,7 +139,7 @@ def path_conv_backward_input(
             grad_y, grad_y, _packed_taps(w, rb), rb.rows, rb.ptr, rb.other, gx, gh,
             n_t, layout.n_dst, n_src, n_tiles, origin,
             K=k, BT=bt, C=rb.c, REVERSE=True, HAS_IHIST=False, HAS_OHIST=has_ohist,
-            ACC_DTYPE=acc_tl, num_warps=cfg.block_warps,
+            ACC_DTYPE=acc_tl, num_warps=cfg.block_warps, **_register_cap(cfg.block_max_registers),
         )
         return gx, (gh if want_hist else None)
     blk = _block_len(k)
@@ -182,6 +187,7 @@ def path_conv_backward_weight(
                 K=k, KP=max(2, triton.next_power_of_2(k)),
                 BT=min(cfg.block_grad_w_time, max(16, triton.next_power_of_2(n_t))),
                 C=rb.c, HAS_HIST=has_hist, ACC_DTYPE=acc_tl, num_warps=cfg.block_grad_w_warps,
+                **_register_cap(cfg.block_grad_w_max_registers),
             )
         return gw
     blk = _block_len(k)

@@ -238,6 +238,9 @@ def test_empty_layout():
         dict(conv_algorithm="blocks", block_rows=8, block_time=128, block_grad_w_warps=1),
         dict(conv_algorithm="blocks", block_rows=4, order=True),
         dict(conv_algorithm="blocks", block_rows=16, block_time=64, order=True),
+        dict(conv_algorithm="blocks", block_rows=4, block_max_registers=48,
+             block_grad_w_max_registers=96, order=True),
+        dict(conv_algorithm="blocks", block_max_registers=0, block_grad_w_max_registers=0),
     ],
 )
 def test_triton_launch_configs(make_case, config):
@@ -275,6 +278,8 @@ def test_triton_launch_configs(make_case, config):
 
 
 def test_launch_config_validation_and_env(monkeypatch):
+    with pytest.raises(ValueError, match="block_max_registers must be 0 or 24..255, got 8"):
+        LaunchConfig(block_max_registers=8)
     with pytest.raises(ValueError, match="conv_paths must be a power of two, got 3"):
         LaunchConfig(conv_paths=3)
     with pytest.raises(ValueError, match="conv_padded_taps must be a bool, got 1"):
