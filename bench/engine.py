@@ -133,7 +133,7 @@ def ours(net, params, runoff, args, grad: bool, window=None, cluster_of=None):
             times.append(t.s)
     res["forward_s"] = float(np.median(times))
     res["forward_peak_gb"] = _peak_gb()
-    if args.sweep:
+    if args.sweep and not args.sweep_grad:
         res["sweep_forward_s"] = sweep_forward(lambda: router(r, kernels=kern), args)
     res["reach_steps_per_s"] = net.n_reaches * runoff.shape[-1] / res["forward_s"]
     # params -> discharge: the kernels aggregated from the parameters inside the timed call,
@@ -180,6 +180,13 @@ def ours(net, params, runoff, args, grad: bool, window=None, cluster_of=None):
             if args.profile:
                 pg.grad = None
                 res["fwd_bwd_top_kernels"] = profile_forward(step, top=12)
+            if args.sweep and args.sweep_grad:
+                def fwd_bwd():
+                    with torch.enable_grad():
+                        pg.grad = None
+                        step()
+
+                res["sweep_fwd_bwd_s"] = sweep_forward(fwd_bwd, args)
         except torch.cuda.OutOfMemoryError:
             res["fwd_bwd_s"] = "OOM"
         del r
@@ -196,8 +203,9 @@ def _launch_fields(spec: str) -> dict:
 
 
 def sweep_forward(fn, args) -> dict:
-    """Median forward seconds of ``fn`` under each launch configuration of ``--sweep``, in
-    this process, on the same router, kernels and runoff (side by side)."""
+    """Median seconds of ``fn`` (a forward, or with ``--sweep-grad`` a forward + backward)
+    under each launch configuration of ``--sweep``, in this process, on the same router,
+    kernels and runoff (side by side)."""
     out = {}
     log = logging.getLogger("bench")
     for spec in args.sweep:
@@ -211,7 +219,7 @@ def sweep_forward(fn, args) -> dict:
                         fn()
                     times.append(t.s)
             out[spec] = float(np.median(times))
-            log.info("sweep %s: forward %.4f s", spec, out[spec])
+            log.info("sweep %s: %.4f s", spec, out[spec])
         finally:
             set_launch_config(previous)
     return out
@@ -444,6 +452,8 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="top device kernels of a forward")
     ap.add_argument("--sweep", nargs="*", default=[], metavar="FIELD=VALUE,...",
                     help="also time the forward under these launch configurations, side by side")
+    ap.add_argument("--sweep-grad", action="store_true",
+                    help="--sweep times the forward + backward instead of the forward")
     ap.add_argument("--also-tf32", action="store_true", help="accuracy with tf32 matmuls too")
     ap.add_argument("--out", default=None, help="folder for results.json and table.md")
     args = ap.parse_args()
