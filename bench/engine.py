@@ -198,7 +198,10 @@ def _launch_fields(spec: str) -> dict:
     out = {}
     for item in spec.split(","):
         key, _, value = item.partition("=")
-        out[key.strip()] = value.strip() if key.strip() == "conv_algorithm" else int(value)
+        key = key.strip()
+        out[key] = value.strip() if key == "conv_algorithm" else int(value)
+        if isinstance(getattr(get_launch_config(), key, None), bool):
+            out[key] = bool(out[key])
     return out
 
 

@@ -36,6 +36,8 @@ class LaunchConfig:
         (ptxas ``maxnreg``; 0: the compiler's choice).  The kernel waits on loads, so more
         resident warps (fewer registers each) hide more of that latency.
     block_grad_w_max_registers : the same for the block kernel gradient.
+    block_prefetch : read the next entry's input row one loop iteration ahead in the block
+        forward / input-gradient kernel.
 
     The block defaults (4 rows, 256 steps, 2 warps, at most 64 registers; 64 steps, 2 warps,
     64 registers for the kernel gradient) were the fastest or within noise of the fastest of
@@ -44,7 +46,9 @@ class LaunchConfig:
     register cap took the forward from 0.203 to 0.163 s (uncapped: 89 registers, 31 %
     occupancy, warps waiting on loads; 48 or fewer registers spill), 2 warps instead of 4 the
     forward + backward from 1.12 to 1.04 s; 8 rows, 128/512-step tiles and 1 or 4 warps were
-    slower.
+    slower.  ``block_prefetch=True`` with 72 registers timed 0.155 s (0.163 s without, same
+    run) but stays off until the GPU test suite has run with it (so far: CPU interpreter
+    tests only).
 
     Defaults: conv_bm/conv_warps/conv_paths are the fastest of the configurations timed on an
     H100 (1M reaches, T = 3650, K = 16: 430 ms for tf32x3 with masked taps); conv_padded_taps
@@ -65,6 +69,7 @@ class LaunchConfig:
     block_warps: int = 2
     block_max_registers: int = 64
     block_grad_w_max_registers: int = 64
+    block_prefetch: bool = False
     block_grad_w_time: int = 64
     block_grad_w_warps: int = 2
 
@@ -76,7 +81,7 @@ class LaunchConfig:
                     raise ValueError(f"LaunchConfig.conv_algorithm must be one of {ALGORITHMS}, "
                                      f"got {v!r}")
                 continue
-            if f.name == "conv_padded_taps":
+            if f.name in ("conv_padded_taps", "block_prefetch"):
                 if not isinstance(v, bool):
                     raise ValueError(f"LaunchConfig.{f.name} must be a bool, got {v!r}")
                 continue
@@ -132,5 +137,6 @@ def get_launch_config() -> LaunchConfig:
             raise ValueError(
                 f"${ENV_VAR} must be 'field=value,...' with fields {sorted(names)}, got {spec!r}"
             )
-        fields[key] = bool(int(value)) if key == "conv_padded_taps" else int(value)
+        fields[key] = bool(int(value)) if key in ("conv_padded_taps", "block_prefetch") \
+            else int(value)
     return dataclasses.replace(_CONFIG, **fields)

@@ -21,11 +21,20 @@ import triton.language as tl
 def _block_accumulate(
     acc, in_ptr, ihist_ptr, wd_ptr, other_ptr, start, end, b, R_in, T, t, cc,
     K: tl.constexpr, C: tl.constexpr, REVERSE: tl.constexpr, MASKED: tl.constexpr,
-    HAS_IHIST: tl.constexpr,
+    HAS_IHIST: tl.constexpr, PREFETCH: tl.constexpr,
 ):
-    """``acc [C, BT] += Σ_entries Σ_k wd[e, k, :] · in[other, t ∓ k]`` (masks only if MASKED)."""
+    """``acc [C, BT] += Σ_entries Σ_k wd[e, k, :] · in[other, t ∓ k]`` (masks only if MASKED).
+
+    With PREFETCH the next entry's input row is read one iteration ahead, off the chain of
+    dependent loads (row id, then inputs)."""
+    if PREFETCH:
+        r_next = tl.load(other_ptr + start, mask=start < end, other=0)
     for e in range(start, end):
-        r = tl.load(other_ptr + e)
+        if PREFETCH:
+            r = r_next
+            r_next = tl.load(other_ptr + tl.minimum(e + 1, end - 1))
+        else:
+            r = tl.load(other_ptr + e)
         xp = in_ptr + (b * R_in + r) * T + t
         wp = wd_ptr + e * (K * C) + cc
         for k in tl.static_range(K):
@@ -40,7 +49,7 @@ def _block_accumulate(
                     xv += tl.load(hp + tt, mask=(tt < 0) & (tt >= 1 - K), other=0.0)
             else:
                 xv = tl.load(xp + (tt - t))
-            wk = tl.load(wp + k * C)  # the C rows' tap k: one contiguous vector
+            wk = tl.load(wp + k * C)  # the C rows' tap k: contiguous, no path-id lookup
             acc += wk.to(acc.dtype)[:, None] * xv.to(acc.dtype)[None, :]
     return acc
 
@@ -67,6 +76,7 @@ def _block_conv_kernel(
     HAS_IHIST: tl.constexpr,
     HAS_OHIST: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
+    PREFETCH: tl.constexpr,
 ):
     """Forward (causal, ``REVERSE=False``) or input gradient (anti-causal) of one block."""
     pid = tl.program_id(0)
@@ -85,10 +95,12 @@ def _block_conv_kernel(
         interior = (t0 >= K - 1) & (t0 + BT <= T)
     if interior:
         acc = _block_accumulate(acc, in_ptr, ihist_ptr, wd_ptr, other_ptr, start, end,
-                                b, R_in, T, t, cc, K, C, REVERSE, False, HAS_IHIST)
+                                b, R_in, T, t, cc, K, C, REVERSE, False, HAS_IHIST,
+                                PREFETCH)
     else:
         acc = _block_accumulate(acc, in_ptr, ihist_ptr, wd_ptr, other_ptr, start, end,
-                                b, R_in, T, t, cc, K, C, REVERSE, True, HAS_IHIST)
+                                b, R_in, T, t, cc, K, C, REVERSE, True, HAS_IHIST,
+                                PREFETCH)
     ok = (rows >= 0)[:, None]
     obase = (b * R_out + rows[:, None]) * T
     tl.store(out_ptr + obase + t[None, :], acc, mask=ok & ((t >= 0) & (t < T))[None, :])

@@ -89,7 +89,8 @@ def path_conv_forward(
             x, hist if has_hist else x, _packed_taps(w, rb), rb.rows, rb.ptr, rb.other, y, y,
             n_t, n_src, layout.n_dst, n_tiles, 0,
             K=k, BT=bt, C=rb.c, REVERSE=False, HAS_IHIST=has_hist, HAS_OHIST=False,
-            ACC_DTYPE=acc_tl, num_warps=cfg.block_warps, **_register_cap(cfg.block_max_registers),
+            ACC_DTYPE=acc_tl, PREFETCH=cfg.block_prefetch, num_warps=cfg.block_warps,
+            **_register_cap(cfg.block_max_registers),
         )
         return y
     blk = _block_len(k)
@@ -139,7 +140,8 @@ def path_conv_backward_input(
             grad_y, grad_y, _packed_taps(w, rb), rb.rows, rb.ptr, rb.other, gx, gh,
             n_t, layout.n_dst, n_src, n_tiles, origin,
             K=k, BT=bt, C=rb.c, REVERSE=True, HAS_IHIST=False, HAS_OHIST=has_ohist,
-            ACC_DTYPE=acc_tl, num_warps=cfg.block_warps, **_register_cap(cfg.block_max_registers),
+            ACC_DTYPE=acc_tl, PREFETCH=cfg.block_prefetch, num_warps=cfg.block_warps,
+            **_register_cap(cfg.block_max_registers),
         )
         return gx, (gh if want_hist else None)
     blk = _block_len(k)

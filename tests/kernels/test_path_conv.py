@@ -240,6 +240,9 @@ def test_empty_layout():
         dict(conv_algorithm="blocks", block_rows=16, block_time=64, order=True),
         dict(conv_algorithm="blocks", block_rows=4, block_max_registers=48,
              block_grad_w_max_registers=96, order=True),
+        dict(conv_algorithm="blocks", block_rows=4, block_prefetch=True, order=True),
+        dict(conv_algorithm="blocks", block_rows=2, block_prefetch=True, block_time=16,
+             block_max_registers=72),
         dict(conv_algorithm="blocks", block_max_registers=0, block_grad_w_max_registers=0),
     ],
 )
