@@ -29,6 +29,7 @@ import logging
 import os
 import time
 import uuid
+from concurrent.futures import CancelledError
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -267,8 +268,8 @@ class DistributedRouter:
         pv = params
         if params is not None and not callable(params):
             pv = np.asarray(torch.as_tensor(params).detach().cpu().numpy())
-        self._data = client.scatter(_run_data(self.run_id, self.plan, pv, options),
-                                    broadcast=True, hash=False)
+        self._run_data = _run_data(self.run_id, self.plan, pv, options)
+        self._data = client.scatter(self._run_data, broadcast=True, hash=False)
         info = _on_workers(client, self.addrs, setup_task, self._data,
                            tag=f"setup-{self.run_id}", per_worker=lambda w: (w,))
         self.window = max(int(i["window"]) for i in info)
@@ -337,6 +338,7 @@ class DistributedRouter:
         if isinstance(forcing, ZarrForcing):
             forcing.open(plan.network)  # a bad forcing store fails before the output is touched
         self.addrs = map_workers(client, plan.n_workers)  # restarted workers: new addresses
+        self._ensure_data()
         pass_id = uuid.uuid4().hex[:10]
         g_n, c_n = plan.n_groups, len(chunks)
         base = None
@@ -482,11 +484,26 @@ class DistributedRouter:
         except Exception:  # noqa: BLE001 - the original error matters, not this one
             logger.warning("could not stop pass %s on every worker", pass_id, exc_info=True)
 
+    def _ensure_data(self) -> None:
+        """Scatter the run data again if no worker holds it any more: the scheduler's active
+        memory manager may thin the broadcast copies down to one, which a worker restart then
+        loses (the workers rebuild their routers from it)."""
+        lost = self._data.status != "finished"
+        if not lost:
+            try:
+                lost = not self.client.who_has(self._data).get(self._data.key)
+            except CancelledError:  # the scheduler forgot it along with its last copy
+                lost = True
+        if lost:
+            logger.info("run %s: its data went with a restarted worker; scattering it again",
+                        self.run_id)
+            self._data = self.client.scatter(self._run_data, broadcast=True, hash=False)
+
     def close(self) -> None:
         """Drop the run on every worker (frees their device memory)."""
         if not self._closed:
             self.client.run(teardown_task, self.run_id)
-            self._data = None
+            self._data = self._run_data = None
             self._closed = True
 
     def __enter__(self) -> DistributedRouter:

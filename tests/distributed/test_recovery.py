@@ -161,6 +161,24 @@ def test_router_survives_a_restarted_worker_between_passes(client, forest):
     assert b.checksum == a.checksum
 
 
+def test_router_scatters_its_data_again_when_every_copy_was_lost(client, forest):
+    """Restarting every worker loses every copy of the scattered run data (the scheduler's
+    memory manager may also thin a broadcast down to one copy, which one restart loses):
+    the next pass scatters it again instead of failing on lost dependencies."""
+    net, params, part = forest
+    forcing = SyntheticForcing(48, seed=1)
+    with DistributedRouter(client, net, part, "muskingum", params, SUBSTEPS,
+                           allow_unstable=True, dtype=torch.float64) as dr:
+        a = dr.route(forcing, None, 16)
+        old_key = dr._data.key
+        client.restart_workers(list(dr.addrs))
+        wait_for_workers(client, 2, timeout=60)
+        assert dr._data.status != "finished"  # every copy went with the workers
+        b = dr.route(forcing, None, 16)
+        assert dr._data.key != old_key
+    assert b.checksum == a.checksum
+
+
 # ---------------------------------------------------------------- the route workflow
 def _workflow(out_dir, forcing_path):
     from hydroscale.workflows import workflow_from_mapping
