@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hydroscale.kernels import get_launch_config, set_launch_config
+from hydroscale.kernels import get_launch_config, parse_launch_spec, set_launch_config
 from hydroscale.network import RiverNetwork, continental_forest
 from hydroscale.partition import partition_network, travel_time_bound
 from hydroscale.routing import RivTreeCluster, StagedRouter, route_oracle
@@ -193,18 +193,6 @@ def ours(net, params, runoff, args, grad: bool, window=None, cluster_of=None):
     return res
 
 
-def _launch_fields(spec: str) -> dict:
-    """``"field=value,..."`` -> LaunchConfig fields (ints, conv_algorithm a name)."""
-    out = {}
-    for item in spec.split(","):
-        key, _, value = item.partition("=")
-        key = key.strip()
-        out[key] = value.strip() if key == "conv_algorithm" else int(value)
-        if isinstance(getattr(get_launch_config(), key, None), bool):
-            out[key] = bool(out[key])
-    return out
-
-
 def sweep_forward(fn, args) -> dict:
     """Median seconds of ``fn`` (a forward, or with ``--sweep-grad`` a forward + backward)
     under each launch configuration of ``--sweep``, in this process, on the same router,
@@ -212,7 +200,7 @@ def sweep_forward(fn, args) -> dict:
     out = {}
     log = logging.getLogger("bench")
     for spec in args.sweep:
-        previous = set_launch_config(**_launch_fields(spec))
+        previous = set_launch_config(**parse_launch_spec(spec))
         try:
             with torch.no_grad():
                 fn()  # compile, build the blocks

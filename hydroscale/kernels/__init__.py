@@ -31,7 +31,7 @@ carrying ``hist = xx[..., -(K - 1):]`` gives exactly the unchunked result.
 Only this package imports Triton, and only when it is installed.
 """
 
-from ._launch import LaunchConfig, get_launch_config, set_launch_config
+from ._launch import LaunchConfig, get_launch_config, parse_launch_spec, set_launch_config
 from ._layout import PathLayout
 from ._path_conv import BACKENDS, path_conv, select_backend, triton_available
 from ._reference import path_conv_reference
@@ -41,6 +41,7 @@ __all__ = [
     "LaunchConfig",
     "PathLayout",
     "get_launch_config",
+    "parse_launch_spec",
     "path_conv",
     "path_conv_reference",
     "select_backend",

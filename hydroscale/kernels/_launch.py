@@ -6,12 +6,13 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-__all__ = ["LaunchConfig", "get_launch_config", "set_launch_config"]
+__all__ = ["LaunchConfig", "get_launch_config", "parse_launch_spec", "set_launch_config"]
 
 ENV_VAR = "HYDROSCALE_KERNEL_LAUNCH"
 ALGORITHMS = ("auto", "blocks", "toeplitz")
 BLOCKS_MAX_TAPS = 32  # "auto" takes the block kernels up to this window
 BLOCKS_LIMIT_TAPS = 64  # the block kernels unroll the taps: never beyond this window
+REGISTER_FIELDS = ("block_max_registers", "block_grad_w_max_registers")  # 0 or 24..255
 
 
 @dataclass(frozen=True)
@@ -80,16 +81,13 @@ class LaunchConfig:
                 if v not in ALGORITHMS:
                     raise ValueError(f"LaunchConfig.conv_algorithm must be one of {ALGORITHMS}, "
                                      f"got {v!r}")
-                continue
-            if f.name in ("conv_padded_taps", "block_prefetch"):
+            elif f.type == "bool":
                 if not isinstance(v, bool):
                     raise ValueError(f"LaunchConfig.{f.name} must be a bool, got {v!r}")
-                continue
-            if f.name in ("block_max_registers", "block_grad_w_max_registers"):
+            elif f.name in REGISTER_FIELDS:
                 if not isinstance(v, int) or isinstance(v, bool) or not (v == 0 or 24 <= v <= 255):
                     raise ValueError(f"LaunchConfig.{f.name} must be 0 or 24..255, got {v!r}")
-                continue
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1 or v & (v - 1):
+            elif not isinstance(v, int) or isinstance(v, bool) or v < 1 or v & (v - 1):
                 raise ValueError(f"LaunchConfig.{f.name} must be a power of two, got {v!r}")
         if self.conv_bm < 16 or self.grad_w_bm < 16:
             raise ValueError(
@@ -119,24 +117,32 @@ def use_blocks(config: LaunchConfig, n_taps: int) -> bool:
     return config.conv_algorithm == "blocks"
 
 
+def parse_launch_spec(spec: str) -> dict:
+    """``"field=value,..."`` -> LaunchConfig fields (``conv_algorithm`` a name, bools as 0/1,
+    the others integers); ValueError names a bad item."""
+    types = {f.name: f.type for f in dataclasses.fields(LaunchConfig)}
+    fields: dict = {}
+    for item in spec.split(","):
+        key, _, value = (part.strip() for part in item.partition("="))
+        if key == "conv_algorithm":
+            fields[key] = value
+        elif key in types and value.isdigit():
+            fields[key] = bool(int(value)) if types[key] == "bool" else int(value)
+        else:
+            raise ValueError(f"launch configuration item {item!r} is not 'field=integer'")
+    return fields
+
+
 def get_launch_config() -> LaunchConfig:
     """The launch configuration in force: the default, updated by ``$HYDROSCALE_KERNEL_LAUNCH``."""
     spec = os.environ.get(ENV_VAR, "").strip()
     if not spec:
         return _CONFIG
-    fields = {}
-    names = {f.name for f in dataclasses.fields(LaunchConfig)}
-    for item in spec.split(","):
-        key, _, value = item.partition("=")
-        key = key.strip()
-        value = value.strip()
-        if key == "conv_algorithm":
-            fields[key] = value
-            continue
-        if key not in names or not value.isdigit():
-            raise ValueError(
-                f"${ENV_VAR} must be 'field=value,...' with fields {sorted(names)}, got {spec!r}"
-            )
-        fields[key] = bool(int(value)) if key in ("conv_padded_taps", "block_prefetch") \
-            else int(value)
+    try:
+        fields = parse_launch_spec(spec)
+    except ValueError:
+        names = sorted(f.name for f in dataclasses.fields(LaunchConfig))
+        raise ValueError(
+            f"${ENV_VAR} must be 'field=value,...' with fields {names}, got {spec!r}"
+        ) from None
     return dataclasses.replace(_CONFIG, **fields)

@@ -10,6 +10,7 @@ from hydroscale.kernels import (
     LaunchConfig,
     PathLayout,
     get_launch_config,
+    parse_launch_spec,
     path_conv,
     path_conv_reference,
     select_backend,
@@ -293,6 +294,8 @@ def test_launch_config_validation_and_env(monkeypatch):
     monkeypatch.setenv("HYDROSCALE_KERNEL_LAUNCH", "conv_algorithm=toeplitz,block_rows=8")
     cfg = get_launch_config()
     assert (cfg.conv_algorithm, cfg.block_rows) == ("toeplitz", 8)
+    assert parse_launch_spec("block_prefetch=1, block_max_registers=72") == {
+        "block_prefetch": True, "block_max_registers": 72}
     monkeypatch.setenv("HYDROSCALE_KERNEL_LAUNCH", "warps=2")
     with pytest.raises(ValueError, match="HYDROSCALE_KERNEL_LAUNCH must be 'field=value"):
         get_launch_config()
