@@ -217,8 +217,8 @@ class StagedRouter:
         self._groups: dict[Any, _Group] = {}
         self._chain_key: np.ndarray | None = None
         self._hops = None
-        self._inflow_plans: dict[int, tuple[int, list]] = {}
-        self._send_plans: dict[int, list] | None = None
+        self._inflow_plans: dict[int, tuple[int, list, torch.Tensor]] = {}
+        self._send_plans: dict[int, tuple[list, torch.Tensor, list]] | None = None
         self._pair_cluster: torch.Tensor | None = None
         self._engine_order_is_network_order = bool(
             np.array_equal(cs.order, np.arange(cs.n_reaches)))
@@ -516,12 +516,10 @@ class StagedRouter:
             hu = None if state is None or g.i1 == g.i0 else state.inflow_hist[:, g.i0 : g.i1]
             y = self._route_group(g, wr[bi], wu[bi], rg, ug, hr, hu)
             q = _PlaceRows.apply(q, y[:, g.n_ef :], g.r0)  # engine order
-            sends = self._sends(bi)
-            if sends:
+            consumers, rows, sizes = self._sends(bi)
+            if consumers:
                 out = y[:, : g.n_ef].reshape(b, g.e1 - g.e0, f, t)
-                taken = out.index_select(1, torch.cat([loc for _, loc in sends]))
-                for (ci, loc), piece in zip(sends, taken.split([loc.numel() for _, loc in sends],
-                                                               dim=1)):
+                for ci, piece in zip(consumers, out.index_select(1, rows).split(sizes, dim=1)):
                     pending.setdefault(ci, []).append(piece)
             del y
             if ug is not None:
@@ -535,30 +533,34 @@ class StagedRouter:
                           self._roll(state.inflow_hist if state else None, inflow, k))
         return q, new
 
-    def _sends(self, bi: int) -> list[tuple[int, torch.Tensor]]:
-        """``(consumer batch, exit rows of batch bi)`` for every later batch that batch
-        ``bi``'s exits feed, in consumer order."""
+    def _sends(self, bi: int) -> tuple[list[int], torch.Tensor | None, list[int]]:
+        """``(consumer batches, exit rows of batch bi they take, concatenated in consumer
+        order, how many each takes)`` for the later batches that batch ``bi``'s exits feed;
+        built once."""
         if self._send_plans is None:
             sends: dict[int, list] = {}
             for ci in range(len(self._batches())):
                 for k, loc, _ in self._inflow_plan(ci)[1]:
                     sends.setdefault(k, []).append((ci, loc))
-            self._send_plans = sends
-        return self._send_plans.get(bi, [])
+            self._send_plans = {
+                k: ([ci for ci, _ in v], torch.cat([loc for _, loc in v]),
+                    [loc.numel() for _, loc in v])
+                for k, v in sends.items()}
+        return self._send_plans.get(bi, ([], None, []))
 
     def _inflow(self, bi: int, pieces: list[torch.Tensor], b: int, t: int,
                 like: torch.Tensor) -> torch.Tensor:
         """Inlet inflow ``[B, n_inlet, f, T]`` of batch ``bi``: the sum of the outflow of the
         exits (routed in earlier batches) that feed its inlets, from the ``pieces`` those
         batches handed over (producer order, as in :meth:`_inflow_plan`)."""
-        n_in, plan = self._inflow_plan(bi)
+        n_in, _, tgt = self._inflow_plan(bi)
         src = torch.cat(pieces, dim=1)
-        tgt = torch.cat([tg for _, _, tg in plan])
         zeros = like.new_zeros(b, n_in, self.f, t, dtype=self.dtype)
         return zeros.index_add(1, tgt, src.to(self.dtype))
 
-    def _inflow_plan(self, bi: int) -> tuple[int, list]:
-        """``(n_inlet, [(producer batch, its exit rows, their inlet rows)])`` of batch bi."""
+    def _inflow_plan(self, bi: int) -> tuple[int, list, torch.Tensor]:
+        """``(n_inlet, [(producer batch, its exit rows, their inlet rows)], all those inlet
+        rows in producer order)`` of batch bi; built once."""
         if bi not in self._inflow_plans:
             cs = self.clusters
             g = self._group(self._batches()[bi])
@@ -571,7 +573,9 @@ class StagedRouter:
                 sel = feed[kb == k]
                 plan.append((int(k), torch.as_tensor(sel - starts[k], device=dev),
                              torch.as_tensor(cs.exit_inlet[sel] - g.i0, device=dev)))
-            self._inflow_plans[bi] = (g.i1 - g.i0, plan)
+            tgt = (torch.cat([tg for _, _, tg in plan]) if plan
+                   else torch.zeros(0, dtype=torch.int64, device=dev))
+            self._inflow_plans[bi] = (g.i1 - g.i0, plan, tgt)
         return self._inflow_plans[bi]
 
     __call__ = forward
