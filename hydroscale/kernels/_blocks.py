@@ -39,6 +39,9 @@ class RowBlocks:
     path : ``[E * c]`` path id of (entry, slot), or ``n_paths`` where there is none.
     block : ``[E]`` block of each entry.
     fill : fraction of (entry, slot) cells that hold a path.
+    heavy_first : ``[G]`` the blocks by decreasing number of entries (ties in block order):
+        the order the kernels start them in, so that the longest blocks do not start last and
+        leave the GPU waiting on a few programs at the end of a launch.
     """
 
     c: int
@@ -49,6 +52,7 @@ class RowBlocks:
     path: torch.Tensor
     block: torch.Tensor
     fill: float
+    heavy_first: torch.Tensor
 
 
 def _slots(n_rows: int, c: int, key: np.ndarray | None, group: np.ndarray | None):
@@ -103,7 +107,8 @@ def row_blocks(
     if n_paths == 0:
         z = torch.zeros(0, dtype=torch.int64, device=dev)
         return RowBlocks(c, n_blk, torch.as_tensor(rows, device=dev),
-                         torch.zeros(n_blk + 1, dtype=torch.int64, device=dev), z, z, z, 0.0)
+                         torch.zeros(n_blk + 1, dtype=torch.int64, device=dev), z, z, z, 0.0,
+                         torch.arange(n_blk, device=dev))
     # occurrence of each path among the paths with the same (row, other): repeated pairs
     # must not share an entry slot
     pair = row_of_path * max(n_other, 1) + other_of_path
@@ -125,5 +130,6 @@ def row_blocks(
     torch.cumsum(torch.bincount(ent_blk, minlength=n_blk), 0, out=ptr[1:])
     path = torch.full((n_ent * c,), n_paths, dtype=torch.int64, device=dev)
     path[inv * c + slot[row_of_path]] = idx
+    heavy_first = torch.sort(ptr[:-1] - ptr[1:], stable=True).indices  # most entries first
     return RowBlocks(c, n_blk, torch.as_tensor(rows, device=dev), ptr, other, path, ent_blk,
-                     n_paths / (n_ent * c))
+                     n_paths / (n_ent * c), heavy_first)

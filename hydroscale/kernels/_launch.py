@@ -39,17 +39,22 @@ class LaunchConfig:
     block_grad_w_max_registers : the same for the block kernel gradient.
     block_prefetch : read the next entry's input row one loop iteration ahead in the block
         forward / input-gradient kernel.
+    block_heavy_first : start the blocks with the most entries first (``RowBlocks.heavy_first``)
+        rather than in block order, so that a launch does not end waiting on a few long ones.
 
-    The block defaults (4 rows, 256 steps, 2 warps, at most 64 registers; 64 steps, 2 warps,
-    64 registers for the kernel gradient) were the fastest or within noise of the fastest of
-    the configurations timed on an H100 (1M reaches, T = 3650; ``bench/engine.py --sweep``):
-    at K = 9 rows 4/8, tiles 128-512, gradient tiles 32-128; at K = 6 (1.5-day clusters) the
-    register cap took the forward from 0.203 to 0.163 s (uncapped: 89 registers, 31 %
-    occupancy, warps waiting on loads; 48 or fewer registers spill), 2 warps instead of 4 the
-    forward + backward from 1.12 to 1.04 s; 8 rows, 128/512-step tiles and 1 or 4 warps were
-    slower.  ``block_prefetch=True`` with 72 registers timed 0.155 s (0.163 s without, same
-    run) but stays off until the GPU test suite has run with it (so far: CPU interpreter
-    tests only).
+    The block defaults (4 rows, 256 steps, 2 warps, at most 72 registers, prefetch, heavy blocks
+    first; 64 steps, 2 warps, 64 registers for the kernel gradient) were the fastest or within
+    noise of the fastest of the configurations timed on an H100 (1M reaches, T = 3650;
+    ``bench/engine.py --sweep``): at K = 9 rows 4/8, tiles 128-512, gradient tiles 32-128; at K
+    = 6 (1.5-day clusters) the register cap took the forward from 0.203 to 0.163 s (uncapped: 89
+    registers, 31 % occupancy, warps waiting on loads; 48 or fewer registers spill), 2 warps
+    instead of 4 the forward + backward from 1.12 to 1.04 s; 8 rows, 128/512-step tiles and 1 or
+    4 warps were slower. ``block_prefetch=True`` with 72 registers timed 0.155 s (0.163 s
+    without, same run); at 64 registers ncu counted ~150k spilled loads/stores per launch.
+    Starting heavy blocks first took it from 0.1458 to 0.1433 s on an H200 (0.1528 to 0.1465 s
+    without the prefetch), where ncu had shown SMs' active cycles 15-19 % apart. Running groups
+    of neighbouring blocks tile by tile (for L2 reuse) was no faster (0.1620-0.1813 s against
+    0.1625 s, H100).
 
     Defaults: conv_bm/conv_warps/conv_paths are the fastest of the configurations timed on an
     H100 (1M reaches, T = 3650, K = 16: 430 ms for tf32x3 with masked taps); conv_padded_taps
@@ -68,9 +73,10 @@ class LaunchConfig:
     block_rows: int = 4
     block_time: int = 256
     block_warps: int = 2
-    block_max_registers: int = 64
+    block_max_registers: int = 72
     block_grad_w_max_registers: int = 64
-    block_prefetch: bool = False
+    block_prefetch: bool = True
+    block_heavy_first: bool = True
     block_grad_w_time: int = 64
     block_grad_w_warps: int = 2
 

@@ -62,6 +62,7 @@ def _block_conv_kernel(
     rows_ptr,  # [G * C] output row of each slot (-1: padding)
     ptr_ptr,  # [G + 1] CSR pointer of the blocks' entries
     other_ptr,  # [E] input row of each entry
+    order_ptr,  # [G] the block each group of n_tiles programs routes (heaviest first)
     out_ptr,  # [B, R_out, T] output rows
     ohist_ptr,  # [B, R_out, K - 1] output at times -(K-1)..-1 (written if HAS_OHIST)
     T,
@@ -81,7 +82,7 @@ def _block_conv_kernel(
     """Forward (causal, ``REVERSE=False``) or input gradient (anti-causal) of one block."""
     pid = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
-    blk = (pid // n_tiles).to(tl.int64)
+    blk = tl.load(order_ptr + pid // n_tiles)
     t0 = t_origin + (pid % n_tiles) * BT
     t = t0 + tl.arange(0, BT)
     cc = tl.arange(0, C)

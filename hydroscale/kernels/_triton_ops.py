@@ -57,6 +57,12 @@ def _register_cap(cap: int) -> dict:
     return {"maxnreg": cap} if cap else {}
 
 
+def _block_order(cfg, rb: RowBlocks) -> torch.Tensor:
+    """The order in which the block kernels start the blocks."""
+    return rb.heavy_first if cfg.block_heavy_first else torch.arange(rb.n_blocks,
+                                                                      device=rb.ptr.device)
+
+
 def _packed_taps(w: torch.Tensor, rb: RowBlocks) -> torch.Tensor:
     """``[E, K, C]`` taps of every (entry, slot) cell of the blocks, zeros where no path."""
     k = w.shape[1]
@@ -86,7 +92,8 @@ def path_conv_forward(
         bt = min(cfg.block_time, max(16, triton.next_power_of_2(n_t)))
         n_tiles = triton.cdiv(n_t, bt)
         _block_conv_kernel[(rb.n_blocks * n_tiles, batch)](
-            x, hist if has_hist else x, _packed_taps(w, rb), rb.rows, rb.ptr, rb.other, y, y,
+            x, hist if has_hist else x, _packed_taps(w, rb), rb.rows, rb.ptr, rb.other,
+            _block_order(cfg, rb), y, y,
             n_t, n_src, layout.n_dst, n_tiles, 0,
             K=k, BT=bt, C=rb.c, REVERSE=False, HAS_IHIST=has_hist, HAS_OHIST=False,
             ACC_DTYPE=acc_tl, PREFETCH=cfg.block_prefetch, num_warps=cfg.block_warps,
@@ -137,7 +144,8 @@ def path_conv_backward_input(
         origin = -triton.cdiv(k - 1, bt) * bt if has_ohist else 0
         n_tiles = triton.cdiv(n_t - origin, bt)
         _block_conv_kernel[(rb.n_blocks * n_tiles, batch)](
-            grad_y, grad_y, _packed_taps(w, rb), rb.rows, rb.ptr, rb.other, gx, gh,
+            grad_y, grad_y, _packed_taps(w, rb), rb.rows, rb.ptr, rb.other,
+            _block_order(cfg, rb), gx, gh,
             n_t, layout.n_dst, n_src, n_tiles, origin,
             K=k, BT=bt, C=rb.c, REVERSE=True, HAS_IHIST=False, HAS_OHIST=has_ohist,
             ACC_DTYPE=acc_tl, PREFETCH=cfg.block_prefetch, num_warps=cfg.block_warps,

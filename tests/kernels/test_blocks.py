@@ -24,6 +24,7 @@ def test_destination_blocks_by_hand():
     assert b.path.tolist() == [0, 1, none, 2, none, 4, 3, none]
     assert b.block.tolist() == [0, 0, 0, 1]
     assert abs(b.fill - 5 / 8) < 1e-12
+    assert b.heavy_first.tolist() == [0, 1]  # 3 entries, then 1
 
 
 def test_source_blocks_follow_order_and_groups():
@@ -39,6 +40,16 @@ def test_source_blocks_follow_order_and_groups():
     assert b.other.tolist() == [0, 1, 0, 1]
     assert b.path.tolist() == [0, 4, 4, 2, 4, 1, 3, 4]
     assert lay.to("cpu").blocks("src", 2).rows.tolist() == [0, 2, 3, 1]
+    assert b.heavy_first.tolist() == [0, 1]  # 2 entries each: block order
+
+
+def test_heavy_blocks_first():
+    # destination rows 0..3 in blocks of 1: 1, 3, 0 (empty) and 3 sources
+    src = torch.tensor([0, 0, 1, 2, 0, 1, 2])
+    dst = torch.tensor([0, 1, 1, 1, 3, 3, 3])
+    b = PathLayout.from_pairs(src, dst, 3, 4).blocks("dst", 1)
+    assert (b.ptr[1:] - b.ptr[:-1]).tolist() == [1, 3, 0, 3]
+    assert b.heavy_first.tolist() == [1, 3, 0, 2]  # ties keep block order
 
 
 def test_block_algorithm_choice():

@@ -245,13 +245,16 @@ def test_empty_layout():
         dict(conv_algorithm="blocks", block_rows=2, block_prefetch=True, block_time=16,
              block_max_registers=72),
         dict(conv_algorithm="blocks", block_max_registers=0, block_grad_w_max_registers=0),
+        dict(conv_algorithm="blocks", block_rows=1, block_time=32, block_prefetch=False,
+             block_heavy_first=False, block_max_registers=64),
     ],
 )
 def test_triton_launch_configs(make_case, config):
-    """Results do not depend on the launch configuration (algorithm, paths per iteration,
-    rows per block and their order, tiles, warps); rows with fewer paths than a multiple of
-    conv_paths exercise the masked slots, blocks of rows with different sources the empty
-    (entry, row) cells, repeated (src, dst) pairs separate entries of one block."""
+    """Results do not depend on the launch configuration (algorithm, paths per iteration, rows
+    per block and their order, tiles, warps, prefetch, the order blocks start in); rows with
+    fewer paths than a multiple of conv_paths exercise the masked slots, blocks of rows with
+    different sources the empty (entry, row) cells, repeated (src, dst) pairs separate entries
+    of one block."""
     config = dict(config)
     order = config.pop("order", False)
     n_t = 530  # tiles of 16 blocks (256 steps): the second one is interior
