@@ -21,6 +21,10 @@ carrying ``hist = xx[..., -(K - 1):]`` gives exactly the unchunked result.
   ``grad_x[b, s, t] = Σ_{p: src_p = s} Σ_k w[p, k] grad_y[b, dst_p, t + k]`` (the part at
   ``t < 0`` is ``grad_hist``) and
   ``grad_w[p, k] = Σ_{b, t} grad_y[b, dst_p, t] xx[b, src_p, t - k]``.
+- :func:`path_conv_into` ``(x, w, layout, target, hist=None)``: the same without gradients,
+  its rows written or added in place into the rows of one or two larger tensors
+  (:class:`RowTarget`), which the block kernels do directly (an inference pass then makes no
+  per-call output, copy or sum).
 - :func:`select_backend` ``(device, explicit=None)``: ``"triton"`` on CUDA when importable,
   ``"torch"`` otherwise; ``$HYDROSCALE_KERNEL_BACKEND`` overrides.
 - :func:`path_conv_reference`: the same operation in plain torch ops (autograd through torch).
@@ -33,16 +37,25 @@ Only this package imports Triton, and only when it is installed.
 
 from ._launch import LaunchConfig, get_launch_config, parse_launch_spec, set_launch_config
 from ._layout import PathLayout
-from ._path_conv import BACKENDS, path_conv, select_backend, triton_available
+from ._path_conv import (
+    BACKENDS,
+    RowTarget,
+    path_conv,
+    path_conv_into,
+    select_backend,
+    triton_available,
+)
 from ._reference import path_conv_reference
 
 __all__ = [
     "BACKENDS",
     "LaunchConfig",
     "PathLayout",
+    "RowTarget",
     "get_launch_config",
     "parse_launch_spec",
     "path_conv",
+    "path_conv_into",
     "path_conv_reference",
     "select_backend",
     "set_launch_config",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -15,7 +16,8 @@ try:  # Triton is optional: importing hydroscale.kernels must work without it
 except ImportError:  # pragma: no cover - depends on the environment
     _triton_ops = None
 
-__all__ = ["BACKENDS", "path_conv", "select_backend", "triton_available"]
+__all__ = ["BACKENDS", "RowTarget", "path_conv", "path_conv_into", "select_backend",
+           "triton_available"]
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +170,12 @@ def path_conv(
     Tensor ``[B, D, T]``
         Same dtype as ``x`` (float32 for bf16/fp16 inputs on the Triton backend).
     """
+    x, w, hist, name, precision = _prepare(x, w, layout, hist, backend, precision)
+    return _PathConvFunction.apply(x, w, hist, layout, name, precision)
+
+
+def _prepare(x, w, layout, hist, backend, precision):
+    """Checked, contiguous inputs in the backend's dtypes, the backend and the precision."""
     _check(x, w, layout, hist)
     name = select_backend(x.device, backend)
     if name == "triton":
@@ -188,4 +196,64 @@ def path_conv(
     x = x.contiguous()
     w = w.contiguous()
     hist = hist.contiguous() if hist is not None else None
-    return _PathConvFunction.apply(x, w, hist, layout, name, precision)
+    return x, w, hist, name, precision
+
+
+@dataclass(frozen=True)
+class RowTarget:
+    """Where :func:`path_conv_into` puts its output rows: destination row ``d < split`` in
+    ``first[:, first_row + d]``, the others in ``second[:, second_row + d - split]`` (both
+    ``[B, R, T]``), written, or added to what is there when ``accumulate``."""
+
+    first: torch.Tensor
+    first_row: int
+    second: torch.Tensor
+    second_row: int
+    split: int
+    accumulate: bool = False
+
+
+def path_conv_into(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    layout: PathLayout,
+    target: RowTarget,
+    hist: torch.Tensor | None = None,
+    backend: str = "auto",
+    precision: str | None = None,
+) -> None:
+    """:func:`path_conv` without gradients, its rows written (or added) into ``target`` in
+    place: the block kernels store them there directly, so an inference pass needs no output
+    tensor per call, no copy into a larger one and no separate sum of two calls.  Other
+    algorithms and the torch backend compute the output and copy (add) it.
+
+    Raises RuntimeError when gradients are being recorded for an input (use path_conv).
+    """
+    if torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (x, w, hist)):
+        raise RuntimeError("path_conv_into records no gradients; use path_conv for inputs "
+                           "that require grad, or call it under torch.no_grad()")
+    n = layout.n_dst
+    if not 0 <= target.split <= n:
+        raise ValueError(f"RowTarget.split must lie in [0, {n}], got {target.split}")
+    for what, t, row0, rows in (("first", target.first, target.first_row, target.split),
+                                ("second", target.second, target.second_row,
+                                 n - target.split)):
+        if t.ndim != 3 or t.shape[0] != x.shape[0] or t.shape[2] != x.shape[2] or not (
+                0 <= row0 and row0 + rows <= t.shape[1]):
+            raise ValueError(
+                f"RowTarget.{what} {tuple(t.shape)} cannot take {rows} rows from row {row0} "
+                f"of a [B={x.shape[0]}, T={x.shape[2]}] output")
+    with torch.no_grad():
+        x, w, hist, name, precision = _prepare(x, w, layout, hist, backend, precision)
+        if name == "triton" and _triton_ops.path_conv_forward_into(x, w, layout, hist, target):
+            return
+        y = _PathConvFunction.apply(x, w, hist, layout, name, precision)
+        s = target.split
+        for out, row0, part in ((target.first, target.first_row, y[:, :s]),
+                                (target.second, target.second_row, y[:, s:])):
+            dst = out[:, row0 : row0 + part.shape[1]]
+            if target.accumulate:
+                dst += part.to(dst.dtype)
+            else:
+                dst.copy_(part)

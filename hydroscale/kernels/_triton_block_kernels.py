@@ -65,11 +65,16 @@ def _block_conv_kernel(
     order_ptr,  # [G] the block each group of n_tiles programs routes (heaviest first)
     out_ptr,  # [B, R_out, T] output rows
     ohist_ptr,  # [B, R_out, K - 1] output at times -(K-1)..-1 (written if HAS_OHIST)
+    out2_ptr,  # [B, R_out2, T] output of the rows >= split (out itself for a single output)
     T,
     R_in,
     R_out,
     n_tiles,
     t_origin,
+    R_out2,
+    out_row0,
+    out2_row0,
+    split,
     K: tl.constexpr,
     BT: tl.constexpr,
     C: tl.constexpr,
@@ -78,8 +83,12 @@ def _block_conv_kernel(
     HAS_OHIST: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
     PREFETCH: tl.constexpr,
+    ACCUMULATE: tl.constexpr = False,
 ):
-    """Forward (causal, ``REVERSE=False``) or input gradient (anti-causal) of one block."""
+    """Forward (causal, ``REVERSE=False``) or input gradient (anti-causal) of one block.
+
+    Output row ``d`` goes to ``out[b, out_row0 + d]`` if ``d < split``, else to
+    ``out2[b, out2_row0 + d - split]``, added to what is there if ``ACCUMULATE``."""
     pid = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     blk = tl.load(order_ptr + pid // n_tiles)
@@ -103,8 +112,15 @@ def _block_conv_kernel(
                                 b, R_in, T, t, cc, K, C, REVERSE, True, HAS_IHIST,
                                 PREFETCH)
     ok = (rows >= 0)[:, None]
-    obase = (b * R_out + rows[:, None]) * T
-    tl.store(out_ptr + obase + t[None, :], acc, mask=ok & ((t >= 0) & (t < T))[None, :])
+    # one pointer per row: rows < split into out (from row out_row0), the others into out2
+    first = rows < split
+    row_ptr = tl.where(first, out_ptr + (b * R_out + out_row0 + rows) * T,
+                       out2_ptr + (b * R_out2 + out2_row0 - split + rows) * T)
+    optrs = row_ptr[:, None] + t[None, :]
+    omask = ok & ((t >= 0) & (t < T))[None, :]
+    if ACCUMULATE:
+        acc += tl.load(optrs, mask=omask, other=0.0).to(ACC_DTYPE)
+    tl.store(optrs, acc, mask=omask)
     if HAS_OHIST:
         hbase = (b * R_out + rows[:, None]) * (K - 1) + K - 1
         tl.store(ohist_ptr + hbase + t[None, :], acc,

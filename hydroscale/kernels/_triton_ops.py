@@ -12,7 +12,8 @@ from ._layout import PathLayout
 from ._triton_block_kernels import _block_conv_kernel, _block_grad_w_kernel
 from ._triton_kernels import _path_conv_fwd_kernel, _path_conv_grad_w_kernel
 
-__all__ = ["path_conv_forward", "path_conv_backward_input", "path_conv_backward_weight"]
+__all__ = ["path_conv_forward", "path_conv_forward_into", "path_conv_backward_input",
+           "path_conv_backward_weight"]
 
 
 def _block_len(k: int) -> int:
@@ -93,8 +94,8 @@ def path_conv_forward(
         n_tiles = triton.cdiv(n_t, bt)
         _block_conv_kernel[(rb.n_blocks * n_tiles, batch)](
             x, hist if has_hist else x, _packed_taps(w, rb), rb.rows, rb.ptr, rb.other,
-            _block_order(cfg, rb), y, y,
-            n_t, n_src, layout.n_dst, n_tiles, 0,
+            _block_order(cfg, rb), y, y, y,
+            n_t, n_src, layout.n_dst, n_tiles, 0, layout.n_dst, 0, 0, layout.n_dst,
             K=k, BT=bt, C=rb.c, REVERSE=False, HAS_IHIST=has_hist, HAS_OHIST=False,
             ACC_DTYPE=acc_tl, PREFETCH=cfg.block_prefetch, num_warps=cfg.block_warps,
             **_register_cap(cfg.block_max_registers),
@@ -115,6 +116,41 @@ def path_conv_forward(
         PRECISION=_precision(x.dtype, precision), ACC_DTYPE=acc_tl, num_warps=cfg.conv_warps,
     )
     return y
+
+
+def path_conv_forward_into(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    layout: PathLayout,
+    hist: torch.Tensor | None,
+    target,
+) -> bool:
+    """The forward written (or added) straight into ``target`` (a ``RowTarget``) by the block
+    kernels; False, doing nothing, where the launch configuration picks another algorithm
+    or a target is not a contiguous tensor of the kernels' output dtype."""
+    batch, n_src, n_t = x.shape
+    k = w.shape[1]
+    acc_torch, acc_tl = _acc_dtype(x.dtype)
+    cfg = get_launch_config()
+    outs = (target.first, target.second)
+    if not use_blocks(cfg, k) or any(o.dtype != acc_torch or not o.is_contiguous() for o in outs):
+        return False
+    if layout.n_dst == 0 or n_t == 0 or batch == 0:
+        return True
+    has_hist = hist is not None and k > 1
+    rb = layout.blocks("dst", cfg.block_rows)
+    bt = min(cfg.block_time, max(16, triton.next_power_of_2(n_t)))
+    n_tiles = triton.cdiv(n_t, bt)
+    _block_conv_kernel[(rb.n_blocks * n_tiles, batch)](
+        x, hist if has_hist else x, _packed_taps(w, rb), rb.rows, rb.ptr, rb.other,
+        _block_order(cfg, rb), target.first, target.first, target.second,
+        n_t, n_src, target.first.shape[1], n_tiles, 0, target.second.shape[1],
+        target.first_row, target.second_row, target.split,
+        K=k, BT=bt, C=rb.c, REVERSE=False, HAS_IHIST=has_hist, HAS_OHIST=False,
+        ACC_DTYPE=acc_tl, PREFETCH=cfg.block_prefetch, num_warps=cfg.block_warps,
+        ACCUMULATE=target.accumulate, **_register_cap(cfg.block_max_registers),
+    )
+    return True
 
 
 def path_conv_backward_input(
@@ -145,8 +181,8 @@ def path_conv_backward_input(
         n_tiles = triton.cdiv(n_t - origin, bt)
         _block_conv_kernel[(rb.n_blocks * n_tiles, batch)](
             grad_y, grad_y, _packed_taps(w, rb), rb.rows, rb.ptr, rb.other,
-            _block_order(cfg, rb), gx, gh,
-            n_t, layout.n_dst, n_src, n_tiles, origin,
+            _block_order(cfg, rb), gx, gh, gx,
+            n_t, layout.n_dst, n_src, n_tiles, origin, n_src, 0, 0, n_src,
             K=k, BT=bt, C=rb.c, REVERSE=True, HAS_IHIST=False, HAS_OHIST=has_ohist,
             ACC_DTYPE=acc_tl, PREFETCH=cfg.block_prefetch, num_warps=cfg.block_warps,
             **_register_cap(cfg.block_max_registers),

@@ -1,0 +1,59 @@
+"""path_conv_into: the forward written or added in place into rows of larger tensors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from kernel_cases import TRITON_DEVICE, brute_force
+
+from hydroscale.kernels import RowTarget, path_conv_into, set_launch_config
+
+
+def _backends():
+    out = ["torch"]
+    if TRITON_DEVICE is not None:
+        out += ["triton:blocks", "triton:toeplitz"]
+    return out
+
+
+@pytest.mark.parametrize("backend", _backends())
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_rows_land_in_both_targets(make_case, backend, accumulate):
+    """Rows d < split go to first[:, 2 + d], the others to second[:, 1 + d - split]; every
+    other row keeps its value; accumulate adds to what was there."""
+    layout, x, w, hist, src, dst = make_case(2, 6, 5, 300, 4, 14, heavy_dst=3, heavy=6)
+    expect = brute_force(x, w, src, dst, 5, hist)  # [2, 5, 300], float64 oracle
+    name, _, algorithm = backend.partition(":")
+    dev = TRITON_DEVICE if name == "triton" else "cpu"
+    g = torch.Generator().manual_seed(3)
+    first = torch.randn(2, 6, 300, generator=g, dtype=torch.float64)
+    second = torch.randn(2, 4, 300, generator=g, dtype=torch.float64)
+    f0, s0 = first.clone(), second.clone()
+    target = RowTarget(first.to(dev), 2, second.to(dev), 1, split=2, accumulate=accumulate)
+    previous = set_launch_config(conv_algorithm=algorithm) if algorithm else None
+    try:
+        path_conv_into(x.to(dev), w.to(dev), layout.to(dev), target, hist.to(dev),
+                       backend=name)
+    finally:
+        if previous is not None:
+            set_launch_config(previous)
+    got_f, got_s = target.first.cpu(), target.second.cpu()
+    base_f = f0[:, 2:4] if accumulate else 0.0
+    base_s = s0[:, 1:4] if accumulate else 0.0
+    torch.testing.assert_close(got_f[:, 2:4], expect[:, :2] + base_f, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(got_s[:, 1:4], expect[:, 2:] + base_s, rtol=1e-10, atol=1e-10)
+    # untouched rows
+    torch.testing.assert_close(got_f[:, [0, 1, 4, 5]], f0[:, [0, 1, 4, 5]], rtol=0, atol=0)
+    torch.testing.assert_close(got_s[:, 0], s0[:, 0], rtol=0, atol=0)
+
+
+def test_bad_targets_and_gradients_are_refused(make_case):
+    layout, x, w, hist, _, _ = make_case(1, 3, 4, 20, 3, 6)
+    big = torch.zeros(1, 6, 20, dtype=torch.float64)
+    with pytest.raises(ValueError, match="split must lie in"):
+        path_conv_into(x, w, layout, RowTarget(big, 0, big, 0, split=5), backend="torch")
+    with pytest.raises(ValueError, match=r"second \(1, 6, 20\) cannot take 2 rows from row 5"):
+        path_conv_into(x, w, layout, RowTarget(big, 0, big, 5, split=2), backend="torch")
+    with pytest.raises(RuntimeError, match="records no gradients"):
+        path_conv_into(x, w.requires_grad_(True), layout, RowTarget(big, 0, big, 0, split=4),
+                       backend="torch")
