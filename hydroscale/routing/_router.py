@@ -19,6 +19,7 @@ still need: the last ``K - 1`` steps of runoff of every reach and of every inlet
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from ..irf import get_irf, irf_kernel, stack_params
-from ..kernels import PathLayout, path_conv
+from ..kernels import PathLayout, RowTarget, path_conv, path_conv_into
 from ..network._validation import _some
 from ._aggregation import PathKernels, aggregate, auto_window, device_hops, plan_pairs
 from ._rivtree import RivTreeCluster
@@ -424,16 +425,38 @@ class StagedRouter:
         return RoutingKernels(wr, wu, k, trunc)
 
     # ------------------------------------------------------------------ routing
-    def _conv(self, x: torch.Tensor, w: torch.Tensor, layout: PathLayout,
-              hist: torch.Tensor | None) -> torch.Tensor:
+    def _conv_inputs(self, x: torch.Tensor, w: torch.Tensor, hist: torch.Tensor | None):
+        """``x, w, hist`` in the storage dtype the kernels read (when one is set)."""
         if self.storage_dtype is not None:
             x = x.to(self.storage_dtype)
             hist = None if hist is None else hist.to(self.storage_dtype)
             if x.device.type != "cuda":  # the torch backend computes in float32
                 x, w = x.to(self.dtype), w.to(self.dtype)
                 hist = None if hist is None else hist.to(self.dtype)
+        return x, w, hist
+
+    def _conv(self, x: torch.Tensor, w: torch.Tensor, layout: PathLayout,
+              hist: torch.Tensor | None) -> torch.Tensor:
+        x, w, hist = self._conv_inputs(x, w, hist)
         return path_conv(x, w, layout, hist, backend=self.backend,
                          precision=self.precision).to(self.dtype)
+
+    def _route_group_into(
+        self, g: _Group, wr: torch.Tensor, wu: torch.Tensor, runoff: torch.Tensor,
+        inflow: torch.Tensor | None, hist_r: torch.Tensor | None, hist_u: torch.Tensor | None,
+        target: RowTarget,
+    ) -> None:
+        """:meth:`_route_group` without gradients, its rows (exit channels, then reaches)
+        written into ``target``."""
+        calls = [(runoff, wr, g.layout_r, hist_r, False)]
+        if g.layout_u is not None:
+            b, ni, f, t = inflow.shape
+            hu = None if hist_u is None else hist_u.reshape(b, ni * f, -1)
+            calls.append((inflow.reshape(b, ni * f, t), wu, g.layout_u, hu, True))
+        for x, w, layout, hist, add in calls:
+            x, w, hist = self._conv_inputs(x, w, hist)
+            path_conv_into(x, w, layout, dataclasses.replace(target, accumulate=add), hist,
+                           backend=self.backend, precision=self.precision)
 
     def _route_group(
         self, g: _Group, wr: torch.Tensor, wu: torch.Tensor, runoff: torch.Tensor,
@@ -505,6 +528,10 @@ class StagedRouter:
         q = r.new_empty(b, cs.n_reaches, t)
         pending: dict[int, list[torch.Tensor]] = {}
         inflows = []
+        # without gradients to record, the kernels put their rows in place (path_conv_into)
+        record = torch.is_grad_enabled() and any(
+            v.requires_grad for v in (r, kern.wr, kern.wu, *(
+                () if state is None else (state.runoff_hist, state.inflow_hist))))
         for bi, g in enumerate(groups):
             if g.contiguous:
                 rg = r[:, g.r0 : g.r0 + g.n]
@@ -514,8 +541,13 @@ class StagedRouter:
                 hr = None if state is None else state.runoff_hist.index_select(1, g.reaches)
             ug = self._inflow(bi, pending.pop(bi, []), b, t, r) if g.i1 > g.i0 else None
             hu = None if state is None or g.i1 == g.i0 else state.inflow_hist[:, g.i0 : g.i1]
-            y = self._route_group(g, wr[bi], wu[bi], rg, ug, hr, hu)
-            q = _PlaceRows.apply(q, y[:, g.n_ef :], g.r0)  # engine order
+            if record:
+                y = self._route_group(g, wr[bi], wu[bi], rg, ug, hr, hu)
+                q = _PlaceRows.apply(q, y[:, g.n_ef :], g.r0)  # engine order
+            else:  # the kernels write the reaches into q and the exit channels into y
+                y = r.new_empty(b, g.n_ef, t)
+                self._route_group_into(g, wr[bi], wu[bi], rg, ug, hr, hu,
+                                       RowTarget(y, 0, q, g.r0, g.n_ef))
             consumers, rows, sizes = self._sends(bi)
             if consumers:
                 out = y[:, : g.n_ef].reshape(b, g.e1 - g.e0, f, t)

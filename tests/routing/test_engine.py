@@ -347,6 +347,27 @@ def test_triton_path_matches_oracle(substeps, window):
     assert torch.allclose(q, ref, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_inference_pass_equals_recorded_pass(forest, clusters, backend):
+    """Without gradients the kernels write in place (path_conv_into): the same numbers, to
+    the bit, as the recorded pass (one output per call, copied and summed)."""
+    if backend == "triton" and not (triton_available()
+                                    and os.environ.get("TRITON_INTERPRET") == "1"):
+        pytest.skip("the Triton path runs on CPU only under TRITON_INTERPRET=1")
+    rng = np.random.default_rng(8)
+    p = torch.tensor(_params("muskingum", forest.n_reaches, rng))
+    r = torch.rand(2, forest.n_reaches, 40, generator=torch.Generator().manual_seed(9))
+    router = StagedRouter(clusters, "muskingum", substeps=3, window=6, backend=backend,
+                          allow_unstable=True)
+    assert clusters.n_inlets > 0  # inlet inflow: the second call adds into the first's rows
+    kern = router.aggregate(p)
+    with torch.no_grad():
+        fast = router(r, kernels=kern)
+    recorded = router(r.clone().requires_grad_(True), kernels=kern)
+    assert recorded.requires_grad
+    assert torch.equal(fast, recorded.detach())
+
+
 def test_step_sampling_equals_substep_kernel_to_step():
     from hydroscale.irf import substep_kernel_to_step
     from hydroscale.routing._aggregation import _phase_sums, _step_kernel
