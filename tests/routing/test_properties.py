@@ -71,7 +71,11 @@ def test_causality(engine, case, cut) -> None:
     changed[:, cut:] += 5.0
     q0, q1 = _route(engine, net, r, p, f), _route(engine, net, changed, p, f)
     torch.testing.assert_close(q0[:, :cut], q1[:, :cut], rtol=0, atol=1e-10)
-    assert torch.all(q1[:, cut:].sum(0) > q0[:, cut:].sum(0))
+    # the impulse response is non-negative (C0, C1, C2 >= 0 for these coefficients) but C0 may
+    # be 0 (x = dt / 2k), so the response to the added runoff can start one step late: more
+    # water at no step from the cut on, and more in total
+    assert torch.all(q1[:, cut:].sum(0) >= q0[:, cut:].sum(0) - 1e-12)
+    assert q1[:, cut:].sum() > q0[:, cut:].sum()
 
 
 @pytest.mark.parametrize("engine", ENGINES)
