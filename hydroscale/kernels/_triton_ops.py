@@ -89,17 +89,7 @@ def path_conv_forward(
     cfg = get_launch_config()
     has_hist = hist is not None and k > 1
     if use_blocks(cfg, k):
-        rb = layout.blocks("dst", cfg.block_rows)
-        bt = min(cfg.block_time, max(16, triton.next_power_of_2(n_t)))
-        n_tiles = triton.cdiv(n_t, bt)
-        _block_conv_kernel[(rb.n_blocks * n_tiles, batch)](
-            x, hist if has_hist else x, _packed_taps(w, rb), rb.rows, rb.ptr, rb.other,
-            _block_order(cfg, rb), y, y, y,
-            n_t, n_src, layout.n_dst, n_tiles, 0, layout.n_dst, 0, 0, layout.n_dst,
-            K=k, BT=bt, C=rb.c, REVERSE=False, HAS_IHIST=has_hist, HAS_OHIST=False,
-            ACC_DTYPE=acc_tl, PREFETCH=cfg.block_prefetch, num_warps=cfg.block_warps,
-            **_register_cap(cfg.block_max_registers),
-        )
+        _block_forward(cfg, x, w, layout, hist, y, 0, y, 0, layout.n_dst, False)
         return y
     blk = _block_len(k)
     bm = _pick_bm(triton.cdiv(n_t, blk), cfg.conv_bm)
@@ -128,29 +118,38 @@ def path_conv_forward_into(
     """The forward written (or added) straight into ``target`` (a ``RowTarget``) by the block
     kernels; False, doing nothing, where the launch configuration picks another algorithm
     or a target is not a contiguous tensor of the kernels' output dtype."""
-    batch, n_src, n_t = x.shape
-    k = w.shape[1]
-    acc_torch, acc_tl = _acc_dtype(x.dtype)
+    acc_torch, _ = _acc_dtype(x.dtype)
     cfg = get_launch_config()
     outs = (target.first, target.second)
-    if not use_blocks(cfg, k) or any(o.dtype != acc_torch or not o.is_contiguous() for o in outs):
+    if not use_blocks(cfg, w.shape[1]) or any(
+            o.dtype != acc_torch or not o.is_contiguous() for o in outs):
         return False
-    if layout.n_dst == 0 or n_t == 0 or batch == 0:
-        return True
+    if layout.n_dst and x.shape[0] and x.shape[2]:
+        _block_forward(cfg, x, w, layout, hist, target.first, target.first_row, target.second,
+                       target.second_row, target.split, target.accumulate)
+    return True
+
+
+def _block_forward(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, split,
+                   accumulate) -> None:
+    """Launch the block forward kernel: destination row ``d`` into ``out[:, out_row0 + d]``
+    if ``d < split``, else into ``out2[:, out2_row0 + d - split]`` (written, or added when
+    ``accumulate``)."""
+    batch, n_src, n_t = x.shape
+    k = w.shape[1]
     has_hist = hist is not None and k > 1
     rb = layout.blocks("dst", cfg.block_rows)
     bt = min(cfg.block_time, max(16, triton.next_power_of_2(n_t)))
     n_tiles = triton.cdiv(n_t, bt)
     _block_conv_kernel[(rb.n_blocks * n_tiles, batch)](
         x, hist if has_hist else x, _packed_taps(w, rb), rb.rows, rb.ptr, rb.other,
-        _block_order(cfg, rb), target.first, target.first, target.second,
-        n_t, n_src, target.first.shape[1], n_tiles, 0, target.second.shape[1],
-        target.first_row, target.second_row, target.split,
+        _block_order(cfg, rb), out, out, out2,
+        n_t, n_src, out.shape[1], n_tiles, 0, out2.shape[1], out_row0, out2_row0, split,
         K=k, BT=bt, C=rb.c, REVERSE=False, HAS_IHIST=has_hist, HAS_OHIST=False,
-        ACC_DTYPE=acc_tl, PREFETCH=cfg.block_prefetch, num_warps=cfg.block_warps,
-        ACCUMULATE=target.accumulate, **_register_cap(cfg.block_max_registers),
+        ACC_DTYPE=_acc_dtype(x.dtype)[1], PREFETCH=cfg.block_prefetch,
+        num_warps=cfg.block_warps, ACCUMULATE=accumulate,
+        **_register_cap(cfg.block_max_registers),
     )
-    return True
 
 
 def path_conv_backward_input(
