@@ -441,22 +441,20 @@ class StagedRouter:
         return path_conv(x, w, layout, hist, backend=self.backend,
                          precision=self.precision).to(self.dtype)
 
-    def _route_group_into(
-        self, g: _Group, wr: torch.Tensor, wu: torch.Tensor, runoff: torch.Tensor,
+    @staticmethod
+    def _group_calls(
+        g: _Group, wr: torch.Tensor, wu: torch.Tensor, runoff: torch.Tensor,
         inflow: torch.Tensor | None, hist_r: torch.Tensor | None, hist_u: torch.Tensor | None,
-        target: RowTarget,
-    ) -> None:
-        """:meth:`_route_group` without gradients, its rows (exit channels, then reaches)
-        written into ``target``."""
-        calls = [(runoff, wr, g.layout_r, hist_r, False)]
+    ) -> list[tuple]:
+        """The group's path convolutions ``(x, w, layout, hist)``: its runoff, then (if it has
+        inlets) its inlet inflow ``[B, n_inlet, f, T]`` as ``n_inlet f`` rows; both produce
+        the group's rows (exit channels, then reaches) and add up."""
+        calls = [(runoff, wr, g.layout_r, hist_r)]
         if g.layout_u is not None:
             b, ni, f, t = inflow.shape
             hu = None if hist_u is None else hist_u.reshape(b, ni * f, -1)
-            calls.append((inflow.reshape(b, ni * f, t), wu, g.layout_u, hu, True))
-        for x, w, layout, hist, add in calls:
-            x, w, hist = self._conv_inputs(x, w, hist)
-            path_conv_into(x, w, layout, dataclasses.replace(target, accumulate=add), hist,
-                           backend=self.backend, precision=self.precision)
+            calls.append((inflow.reshape(b, ni * f, t), wu, g.layout_u, hu))
+        return calls
 
     def _route_group(
         self, g: _Group, wr: torch.Tensor, wu: torch.Tensor, runoff: torch.Tensor,
@@ -465,12 +463,24 @@ class StagedRouter:
         """``y [B, n_exit f + n_g, T]`` (exit channels, then reaches) of one group from its
         runoff ``[B, n_g, T]`` and inlet inflow ``[B, n_inlet, f, T]`` (group order), with the
         group's path kernels ``wr`` (``kernels.wr[g.rows_r]``) and ``wu``."""
-        y = self._conv(runoff, wr, g.layout_r, hist_r)
-        if g.layout_u is not None:
-            b, ni, f, t = inflow.shape
-            hu = None if hist_u is None else hist_u.reshape(b, ni * f, -1)
-            y += self._conv(inflow.reshape(b, ni * f, t), wu, g.layout_u, hu)
+        calls = self._group_calls(g, wr, wu, runoff, inflow, hist_r, hist_u)
+        y = self._conv(*calls[0])
+        for call in calls[1:]:
+            y += self._conv(*call)
         return y
+
+    def _route_group_into(
+        self, g: _Group, wr: torch.Tensor, wu: torch.Tensor, runoff: torch.Tensor,
+        inflow: torch.Tensor | None, hist_r: torch.Tensor | None, hist_u: torch.Tensor | None,
+        target: RowTarget,
+    ) -> None:
+        """:meth:`_route_group` without gradients, its rows written into ``target`` (the
+        inlet call adding into the rows the runoff call wrote)."""
+        calls = self._group_calls(g, wr, wu, runoff, inflow, hist_r, hist_u)
+        for i, (x, w, layout, hist) in enumerate(calls):
+            x, w, hist = self._conv_inputs(x, w, hist)
+            path_conv_into(x, w, layout, dataclasses.replace(target, accumulate=i > 0), hist,
+                           backend=self.backend, precision=self.precision)
 
     def _check_runoff(self, runoff: Any, n: int) -> torch.Tensor:
         r = torch.as_tensor(runoff)
