@@ -79,6 +79,15 @@ def _linear_storage(p: Params, n: int, f: int) -> torch.Tensor:
     return from_ramp_response(ramp, n, f, p["tau"])
 
 
+def _linear_storage_recursion(p: Params, f: int) -> torch.Tensor:
+    # the kernel above is h[0] = 1 + f tau (a - 1), then f tau (1 - a)^2 a^(n-1), a = e^(-1/f tau)
+    ftau = f * p["tau"]
+    a = torch.exp(-1.0 / ftau)
+    h0 = 1.0 + ftau * (a - 1.0)
+    h1 = ftau * (1.0 - a) ** 2
+    return torch.stack([h0, h1 - a * h0, a], dim=-1)
+
+
 def _check_positive(*names: str) -> CheckFn:
     def check(p: Params, f: int) -> tuple[str, torch.Tensor] | None:
         for name in names:
@@ -94,6 +103,7 @@ register_irf(
     IRFSpec(
         name="linear_storage",
         kernel=_linear_storage,
+        recursion=_linear_storage_recursion,
         params=("tau",),
         bounds={"tau": (0.01, 10.0)},
         check=_check_positive("tau"),
@@ -186,6 +196,10 @@ def _muskingum(p: Params, n: int, f: int) -> torch.Tensor:
     return torch.cat([c0, (c1 + c0 * c2) * powers], dim=-1)
 
 
+def _muskingum_recursion(p: Params, f: int) -> torch.Tensor:
+    return torch.stack(muskingum_coefficients(p["k"], p["x"], 1.0 / f), dim=-1)
+
+
 def _check_muskingum(p: Params, f: int) -> tuple[str, torch.Tensor] | None:
     k, x = p["k"].detach(), p["x"].detach()
     bad = (k <= 0) | (x < 0) | (x > 0.5)
@@ -208,6 +222,7 @@ register_irf(
     IRFSpec(
         name="muskingum",
         kernel=_muskingum,
+        recursion=_muskingum_recursion,
         params=("k", "x"),
         bounds={"k": (0.01, 5.0), "x": (0.0, 0.5)},
         check=_check_muskingum,

@@ -17,10 +17,12 @@ __all__ = [
     "list_irfs",
     "stack_params",
     "irf_kernel",
+    "irf_recursion",
 ]
 
 KernelFn = Callable[[dict[str, torch.Tensor], int, int], torch.Tensor]
 CheckFn = Callable[[dict[str, torch.Tensor], int], "tuple[str, torch.Tensor] | None"]
+RecursionFn = Callable[[dict[str, torch.Tensor], int], torch.Tensor]
 
 
 class UnstableParametersError(ValueError):
@@ -44,6 +46,13 @@ class IRFSpec:
         invalid or unstable parameters (``bad_mask`` has the parameters' shape).
     differentiable : names of parameters that carry gradients.
     doc : one-line description with units.
+    recursion : optional ``recursion(params, substeps) -> Tensor [..., 3]``, the coefficients
+        ``(b0, b1, a1)`` of the first-order recursive filter
+        ``y[n] = b0 x[n] + b1 x[n - 1] + a1 y[n - 1]`` whose impulse response is ``kernel``
+        (``h[0] = b0``, ``h[1] = b1 + a1 b0``, ``h[n] = a1 h[n - 1]`` after).  IRFs that have
+        one (Muskingum, the linear reservoir) are aggregated by running the filter along each
+        path (:func:`hydroscale.kernels.extend_recursive`) instead of FFT convolutions, and
+        their kernel mass is ``(b0 + b1) / (1 - a1)``.
     """
 
     name: str
@@ -53,6 +62,7 @@ class IRFSpec:
     check: CheckFn | None = None
     differentiable: tuple[str, ...] = field(default=())
     doc: str = ""
+    recursion: RecursionFn | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.isidentifier():
@@ -159,6 +169,32 @@ def _where(mask: torch.Tensor, labels: Any) -> str:
     return text + (" ..." if n > 10 else "")
 
 
+def _columns(
+    spec: IRFSpec, params: Any, substeps: int, allow_unstable: bool, labels: Any
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``params`` stacked ``[..., P]`` and as float64 columns by name (gradients cut where the
+    spec says a parameter is not differentiable), after the finiteness and stability checks."""
+    if int(substeps) != substeps or substeps < 1:
+        raise ValueError(f"substeps must be a positive integer, got {substeps}")
+    p = stack_params(spec, params)
+    cols = {name: p[..., i].to(torch.float64) for i, name in enumerate(spec.params)}
+    for name in spec.params:
+        if name not in spec.differentiable:
+            cols[name] = cols[name].detach()
+    bad = ~torch.isfinite(p).all(dim=-1)
+    if bad.any():
+        raise ValueError(f"IRF {spec.name!r}: non-finite parameters at {_where(bad, labels)}")
+    if spec.check is not None and not allow_unstable:
+        found = spec.check(cols, int(substeps))
+        if found is not None:
+            msg, mask = found
+            raise UnstableParametersError(
+                f"IRF {spec.name!r}: {msg}; offending {_where(mask, labels)} "
+                "(pass allow_unstable=True to route anyway)"
+            )
+    return p, cols
+
+
 def irf_kernel(
     irf: str | IRFSpec,
     params: Any,
@@ -185,25 +221,26 @@ def irf_kernel(
     Tensor ``[..., n_taps]``, float64 arithmetic, cast back to the dtype of ``params``.
     """
     spec = get_irf(irf)
-    if int(substeps) != substeps or substeps < 1:
-        raise ValueError(f"substeps must be a positive integer, got {substeps}")
     if n_taps < 1:
         raise ValueError(f"n_taps must be >= 1, got {n_taps}")
-    p = stack_params(spec, params)
-    cols = {name: p[..., i].to(torch.float64) for i, name in enumerate(spec.params)}
-    for name in spec.params:
-        if name not in spec.differentiable:
-            cols[name] = cols[name].detach()
-    bad = ~torch.isfinite(p).all(dim=-1)
-    if bad.any():
-        raise ValueError(f"IRF {spec.name!r}: non-finite parameters at {_where(bad, labels)}")
-    if spec.check is not None and not allow_unstable:
-        found = spec.check(cols, int(substeps))
-        if found is not None:
-            msg, mask = found
-            raise UnstableParametersError(
-                f"IRF {spec.name!r}: {msg}; offending {_where(mask, labels)} "
-                "(pass allow_unstable=True to route anyway)"
-            )
+    p, cols = _columns(spec, params, substeps, allow_unstable, labels)
     h = spec.kernel(cols, int(n_taps), int(substeps))
     return h.to(p.dtype)
+
+
+def irf_recursion(
+    irf: str | IRFSpec,
+    params: Any,
+    substeps: int = 1,
+    *,
+    allow_unstable: bool = False,
+    labels: Any = None,
+) -> torch.Tensor | None:
+    """The recursive-filter coefficients ``[..., 3]`` = ``(b0, b1, a1)`` of an IRF at
+    sub-step resolution (see :class:`IRFSpec`), or None when the IRF has no recursive form.
+    Same parameters, checks and dtype rule as :func:`irf_kernel`."""
+    spec = get_irf(irf)
+    if spec.recursion is None:
+        return None
+    p, cols = _columns(spec, params, substeps, allow_unstable, labels)
+    return spec.recursion(cols, int(substeps)).to(p.dtype)

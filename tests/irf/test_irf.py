@@ -220,3 +220,28 @@ def test_python_numbers_are_float64_parameters() -> None:
     assert p.dtype == torch.float64 and p.shape == (2, 2)
     assert float(p[0, 0]) == 0.1  # exactly the Python float, no float32 rounding
     assert stack_params(get_irf("muskingum"), [[0.1, 0.2]]).dtype == torch.float64
+
+
+@pytest.mark.parametrize("f", [1, 24])
+def test_recursions_reproduce_their_kernels_and_mass(f: int) -> None:
+    """Every registered IRF with a recursive form: the filter's impulse response is the
+    kernel, and (b0 + b1) / (1 - a1) is its mass (1 for the catalogue's)."""
+    from hydroscale.irf import irf_recursion, list_irfs
+
+    params = {"muskingum": {"k": _t(0.5 / 24, 2.0), "x": _t(0.1, 0.3)},
+              "linear_storage": {"tau": _t(0.05, 3.0)}}
+    with_recursion = [n for n in list_irfs() if get_irf(n).recursion is not None]
+    assert set(with_recursion) == set(params)
+    for name in with_recursion:
+        h = irf_kernel(name, params[name], 50, f, allow_unstable=True)
+        b0, b1, a1 = irf_recursion(name, params[name], f, allow_unstable=True).unbind(-1)
+        y = [b0]
+        y.append(b1 + a1 * b0)
+        for _ in range(48):
+            y.append(a1 * y[-1])
+        # atol: the ramp form of the linear reservoir rounds its tail taps to ~1e-14
+        torch.testing.assert_close(torch.stack(y, -1), h, rtol=1e-12, atol=1e-13)
+        torch.testing.assert_close((b0 + b1) / (1 - a1), torch.ones(2, dtype=f64), rtol=0,
+                                   atol=1e-12)
+    assert irf_recursion("hayami", {"L": _t(3000.0, 8000.0), "D": _t(1e6, 3e6),
+                                    "c": _t(3000.0, 5000.0)}, f) is None
