@@ -28,6 +28,9 @@ carrying ``hist = xx[..., -(K - 1):]`` gives exactly the unchunked result.
 - :func:`select_backend` ``(device, explicit=None)``: ``"triton"`` on CUDA when importable,
   ``"torch"`` otherwise; ``$HYDROSCALE_KERNEL_BACKEND`` overrides.
 - :func:`path_conv_reference`: the same operation in plain torch ops (autograd through torch).
+- :func:`extend_recursive` ``(prev, coef, parent, slot)``: path kernels extended by one
+  reach whose response is a first-order recursive filter (the path-kernel aggregation of
+  Muskingum and linear-reservoir networks), run as a scan in Triton; differentiable.
 - :class:`LaunchConfig`, :func:`set_launch_config`, :func:`get_launch_config`: Triton tile
   sizes, warps, paths per iteration and the algorithm (speed only; ``$HYDROSCALE_KERNEL_LAUNCH``
   overrides).
@@ -45,6 +48,7 @@ from ._path_conv import (
     select_backend,
     triton_available,
 )
+from ._recursive import extend_recursive, extend_recursive_reference
 from ._reference import path_conv_reference
 
 __all__ = [
@@ -52,6 +56,8 @@ __all__ = [
     "LaunchConfig",
     "PathLayout",
     "RowTarget",
+    "extend_recursive",
+    "extend_recursive_reference",
     "get_launch_config",
     "parse_launch_spec",
     "path_conv",
