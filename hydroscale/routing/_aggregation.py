@@ -31,7 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..irf import IRFSpec, irf_kernel
+from ..irf import IRFSpec, irf_kernel, irf_recursion
+from ..kernels import extend_recursive
 from ._rivtree import RivTreeCluster
 
 __all__ = ["PairPlan", "PathKernels", "plan_pairs", "device_hops", "aggregate", "auto_window"]
@@ -290,6 +291,7 @@ def aggregate(
     dtype: torch.dtype = torch.float64,
     save_dtype: torch.dtype | None = None,
     mass_taps: int | None = None,
+    backend: str = "torch",
 ) -> PathKernels:
     """Aggregate the path kernels of ``plan`` (differentiable w.r.t. ``params``).
 
@@ -302,7 +304,12 @@ def aggregate(
     save_dtype : dtype of the sub-step kernels kept for the backward pass (default ``dtype``;
         float32 halves the memory of a float32 calibration).
     mass_taps : sub-steps over which each reach's full kernel mass is measured for the
-        truncation report (default ``8 K f``).
+        truncation report (default ``8 K f``), for IRFs without a recursive form; the mass of
+        a recursive filter is ``(b0 + b1) / (1 - a1)``, exactly.
+    backend : ``"triton"`` extends the paths of IRFs with a recursive form
+        (:attr:`~hydroscale.irf.IRFSpec.recursion`) by running the filter
+        (:func:`~hydroscale.kernels.extend_recursive`); otherwise (and with ``"torch"``) each
+        hop is a zero-padded FFT convolution.  Both are exact for the ``K f`` taps.
 
     Returns
     -------
@@ -314,7 +321,15 @@ def aggregate(
     rows = torch.as_tensor(plan.reaches, device=dev)
     p_rows = params.index_select(0, rows)
     h = irf_kernel(spec, p_rows, length, f, allow_unstable=True).to(dtype)
-    mass = reach_mass(spec, p_rows.detach(), mass_taps or 8 * length, f)[:, 0]
+    coef = irf_recursion(spec, p_rows, f, allow_unstable=True)
+    if coef is None:
+        mass = reach_mass(spec, p_rows.detach(), mass_taps or 8 * length, f)[:, 0]
+    else:
+        c = coef.detach().to(torch.float64)
+        stable = c[:, 2].abs() < 1
+        mass = torch.where(stable, (c[:, 0] + c[:, 1]) / (1 - c[:, 2]).where(stable, 1.0),
+                           torch.inf)
+        coef = coef.to(dtype) if backend == "triton" else None
     r_reach, r_exit, u_reach, u_exit, trunc = [], [], [], [], []
     prev = mprod = None
     for hop in hops:
@@ -322,7 +337,11 @@ def aggregate(
             cur = h.index_select(0, hop.dst_slot)
             mprod = mass.index_select(0, hop.dst_slot)
         else:
-            cur = _TruncConv.apply(prev.index_select(0, hop.parent), h, hop.dst_slot, save_dtype)
+            if coef is not None:
+                cur = extend_recursive(prev, coef, hop.parent, hop.dst_slot, backend=backend)
+            else:
+                cur = _TruncConv.apply(prev.index_select(0, hop.parent), h, hop.dst_slot,
+                                       save_dtype)
             mprod = mprod.index_select(0, hop.parent) * mass.index_select(0, hop.dst_slot)
         step = _step_kernel(cur, f)
         r_reach.append(step)

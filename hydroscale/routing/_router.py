@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..irf import get_irf, irf_kernel, stack_params
-from ..kernels import PathLayout, RowTarget, path_conv, path_conv_into
+from ..kernels import PathLayout, RowTarget, path_conv, path_conv_into, select_backend
 from ..network._validation import _some
 from ._aggregation import PathKernels, aggregate, auto_window, device_hops, plan_pairs
 from ._rivtree import RivTreeCluster
@@ -398,7 +398,7 @@ class StagedRouter:
             self._hops = device_hops(self.plan, self._exit_mask, self._inlet_mask, self.device)
         pk: PathKernels = aggregate(
             self.plan, self._hops, self.spec, p, self.f, self.window, dtype=agg_dtype,
-            save_dtype=save,
+            save_dtype=save, backend=select_backend(p.device, self.backend),
         )
         k = self.window
         store = self.storage_dtype or self.dtype

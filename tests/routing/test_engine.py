@@ -347,6 +347,43 @@ def test_triton_path_matches_oracle(substeps, window):
     assert torch.allclose(q, ref, rtol=1e-12, atol=1e-12)
 
 
+def _triton_device() -> str | None:
+    if not triton_available():
+        return None
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else None
+
+
+@pytest.mark.skipif(_triton_device() is None,
+                    reason="needs triton with CUDA, or TRITON_INTERPRET=1 on CPU")
+@pytest.mark.parametrize("irf", ["muskingum", "linear_storage"])
+def test_recursive_aggregation_equals_fft_aggregation(forest, clusters, irf):
+    """With the Triton backend, IRFs with a recursive form are aggregated by running the
+    filter along the paths: the same kernels, truncated mass and parameter gradients as the
+    FFT convolutions of the torch backend."""
+    dev = _triton_device()
+    rng = np.random.default_rng(31)
+    p0 = _params(irf, forest.n_reaches, rng)
+    kw = dict(substeps=3, window=6, dtype=torch.float64, allow_unstable=True)
+    fast = StagedRouter(clusters, irf, backend="triton", device=dev, **kw)
+    fft = StagedRouter(clusters, irf, backend="torch", **kw)
+    p1 = torch.tensor(p0, device=dev, requires_grad=True)
+    p2 = torch.tensor(p0, requires_grad=True)
+    k1, k2 = fast.aggregate(p1), fft.aggregate(p2)
+    for a, b in [(k1.wr, k2.wr), (k1.wu, k2.wu)]:
+        assert a.shape == b.shape and b.abs().max() > 0.01
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(k1.truncated_mass, k2.truncated_mass, rtol=1e-6, atol=1e-13)
+    g = torch.Generator().manual_seed(32)
+    w_r = torch.randn(k2.wr.shape, generator=g, dtype=torch.float64)
+    w_u = torch.randn(k2.wu.shape, generator=g, dtype=torch.float64)
+    ((k1.wr * w_r.to(dev)).sum() + (k1.wu * w_u.to(dev)).sum()).backward()
+    ((k2.wr * w_r).sum() + (k2.wu * w_u).sum()).backward()
+    assert p2.grad.abs().max() > 0
+    torch.testing.assert_close(p1.grad.cpu(), p2.grad, rtol=1e-8, atol=1e-11)
+
+
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_inference_pass_equals_recorded_pass(forest, clusters, backend):
     """Without gradients the kernels write in place (path_conv_into): the same numbers, to
