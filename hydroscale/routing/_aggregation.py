@@ -3,9 +3,13 @@
 For every pair ``(i, j)`` of one cluster with ``i`` upstream of (or equal to) ``j``, the path
 kernel ``P_ij = h_i ⊛ … ⊛ h_j`` is built at SUB-STEP resolution (``L = K f`` taps for a window
 of ``K`` routing steps), hop by hop: the pairs whose path has ``d`` edges are the pairs of
-``d - 1`` edges extended by one reach, ``P = P_prev ⊛ h_dst`` (zero-padded FFT, truncated to
-``L`` taps: exact for those taps, no wrap-around, no renormalisation).  All clusters are
-processed together, one batched convolution per hop.
+``d - 1`` edges extended by one reach, ``P = P_prev ⊛ h_dst`` truncated to ``L`` taps (exact
+for those taps, no wrap-around, no renormalisation).  All clusters are processed together, one
+batched extension per hop: on the Triton backend, an IRF with a recursive form
+(:attr:`~hydroscale.irf.IRFSpec.recursion`: Muskingum, the linear reservoir) runs its filter
+over ``P_prev`` (:func:`~hydroscale.kernels.extend_recursive`, a scan: at 1M reaches on an
+H100 the aggregation took 0.041 s against 0.215 s by FFT); otherwise each hop is a zero-padded
+FFT convolution.
 
 From ``P`` the engine needs four kinds of step-resolution kernels (``M[K, a, c] = P[K f + a - c]``,
 ``P[<0] = 0``), see :mod:`hydroscale.routing._router`:
