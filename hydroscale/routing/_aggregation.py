@@ -305,8 +305,11 @@ def aggregate(
     params : ``[N, P]`` per-reach parameters in network order (routing-step units).
     window : K, taps of every step kernel; the sub-step kernels have ``K · f`` taps.
     dtype : arithmetic of the aggregation (float64 by default).
-    save_dtype : dtype of the sub-step kernels kept for the backward pass (default ``dtype``;
-        float32 halves the memory of a float32 calibration).
+    save_dtype : dtype of the sub-step kernels kept for the backward pass of the FFT hops
+        (default ``dtype``; float32 halves the memory of a float32 calibration).  The
+        recursive hops keep every hop's kernels in ``dtype`` instead (each is the input of the
+        next hop and the output of its own, kept once): at 1M reaches, f = 24, K = 6, 5.7 GB
+        in float32 and 11.4 GB in float64, against 5.7 GB for the FFT hops at float32.
     mass_taps : sub-steps over which each reach's full kernel mass is measured for the
         truncation report (default ``8 K f``), for IRFs without a recursive form; the mass of
         a recursive filter is ``(b0 + b1) / (1 - a1)``, exactly.
