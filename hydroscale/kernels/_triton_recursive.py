@@ -30,11 +30,9 @@ def _last(y, col, last):
 
 
 @triton.jit
-def _recursive_fwd_kernel(
-    prev_ptr, coef_ptr, parent_ptr, slot_ptr, out_ptr,
-    n_rows, L,
-    BR: tl.constexpr, CH: tl.constexpr,
-):
+def _program_rows(coef_ptr, parent_ptr, slot_ptr, n_rows, BR: tl.constexpr):
+    """This program's rows, their mask, the rows of ``prev`` they extend (int64) and their
+    reach's coefficients ``b0, b1, a1`` (``[BR]`` each; 0 on masked rows)."""
     r = tl.program_id(0) * BR + tl.arange(0, BR)
     rm = r < n_rows
     par = tl.load(parent_ptr + r, mask=rm, other=0).to(tl.int64)
@@ -42,6 +40,16 @@ def _recursive_fwd_kernel(
     b0 = tl.load(coef_ptr + s * 3, mask=rm, other=0.0)
     b1 = tl.load(coef_ptr + s * 3 + 1, mask=rm, other=0.0)
     a1 = tl.load(coef_ptr + s * 3 + 2, mask=rm, other=0.0)
+    return r, rm, par, b0, b1, a1
+
+
+@triton.jit
+def _recursive_fwd_kernel(
+    prev_ptr, coef_ptr, parent_ptr, slot_ptr, out_ptr,
+    n_rows, L,
+    BR: tl.constexpr, CH: tl.constexpr,
+):
+    r, rm, par, b0, b1, a1 = _program_rows(coef_ptr, parent_ptr, slot_ptr, n_rows, BR)
     src = prev_ptr + par[:, None] * L
     dst = out_ptr + r.to(tl.int64)[:, None] * L
     aa = tl.broadcast_to(a1[:, None], (BR, CH))
@@ -64,13 +72,7 @@ def _recursive_bwd_kernel(
     n_rows, L,
     BR: tl.constexpr, CH: tl.constexpr,
 ):
-    r = tl.program_id(0) * BR + tl.arange(0, BR)
-    rm = r < n_rows
-    par = tl.load(parent_ptr + r, mask=rm, other=0).to(tl.int64)
-    s = tl.load(slot_ptr + r, mask=rm, other=0).to(tl.int64)
-    b0 = tl.load(coef_ptr + s * 3, mask=rm, other=0.0)
-    b1 = tl.load(coef_ptr + s * 3 + 1, mask=rm, other=0.0)
-    a1 = tl.load(coef_ptr + s * 3 + 2, mask=rm, other=0.0)
+    r, rm, par, b0, b1, a1 = _program_rows(coef_ptr, parent_ptr, slot_ptr, n_rows, BR)
     r64 = r.to(tl.int64)[:, None] * L
     src = prev_ptr + par[:, None] * L
     gsrc = gprev_ptr + par[:, None] * L

@@ -217,6 +217,14 @@ def reach_mass(spec: IRFSpec, params: torch.Tensor, n_taps: int, substeps: int) 
     return torch.cat(out) if out else params.new_zeros(0, 3, dtype=torch.float64)
 
 
+def _filter_mass(coef: torch.Tensor) -> torch.Tensor:
+    """``[n]`` float64 mass ``(b0 + b1) / (1 - a1)`` of recursive filters ``coef [n, 3]``
+    (the sum of their impulse responses; infinite where ``|a1| >= 1``)."""
+    b0, b1, a1 = coef.to(torch.float64).unbind(-1)
+    stable = a1.abs() < 1
+    return torch.where(stable, (b0 + b1) / (1 - a1).where(stable, 1.0), torch.inf)
+
+
 def auto_window(
     cs: RivTreeCluster,
     plan: PairPlan,
@@ -332,11 +340,9 @@ def aggregate(
     if coef is None:
         mass = reach_mass(spec, p_rows.detach(), mass_taps or 8 * length, f)[:, 0]
     else:
-        c = coef.detach().to(torch.float64)
-        stable = c[:, 2].abs() < 1
-        mass = torch.where(stable, (c[:, 0] + c[:, 1]) / (1 - c[:, 2]).where(stable, 1.0),
-                           torch.inf)
-        coef = coef.to(dtype) if backend == "triton" else None
+        mass = _filter_mass(coef.detach())
+    # the filter's coefficients when the hops run it (Triton), else None (FFT hops)
+    extend = coef.to(dtype) if coef is not None and backend == "triton" else None
     r_reach, r_exit, u_reach, u_exit, trunc = [], [], [], [], []
     prev = mprod = None
     for hop in hops:
@@ -344,8 +350,8 @@ def aggregate(
             cur = h.index_select(0, hop.dst_slot)
             mprod = mass.index_select(0, hop.dst_slot)
         else:
-            if coef is not None:
-                cur = extend_recursive(prev, coef, hop.parent, hop.dst_slot, backend=backend)
+            if extend is not None:
+                cur = extend_recursive(prev, extend, hop.parent, hop.dst_slot, backend=backend)
             else:
                 cur = _TruncConv.apply(prev.index_select(0, hop.parent), h, hop.dst_slot,
                                        save_dtype)
