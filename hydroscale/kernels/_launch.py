@@ -43,7 +43,7 @@ class LaunchConfig:
         rather than in block order, so that a launch does not end waiting on a few long ones.
 
     The block defaults (4 rows, 256 steps, 2 warps, at most 72 registers, prefetch, heavy blocks
-    first; 64 steps, 2 warps, 64 registers for the kernel gradient) were the fastest or within
+    first; 32 steps, 1 warp, no register cap for the kernel gradient) were the fastest or within
     noise of the fastest of the configurations timed on an H100 (1M reaches, T = 3650;
     ``bench/engine.py --sweep``): at K = 9 rows 4/8, tiles 128-512, gradient tiles 32-128; at K
     = 6 (1.5-day clusters) the register cap took the forward from 0.203 to 0.163 s (uncapped: 89
@@ -52,7 +52,11 @@ class LaunchConfig:
     4 warps were slower. ``block_prefetch=True`` with 72 registers timed 0.155 s (0.163 s
     without, same run); at 64 registers ncu counted ~150k spilled loads/stores per launch.
     Starting heavy blocks first took it from 0.1458 to 0.1433 s on an H200 (0.1528 to 0.1465 s
-    without the prefetch), where ncu had shown SMs' active cycles 15-19 % apart. Running groups
+    without the prefetch), where ncu had shown SMs' active cycles 15-19 % apart.  The kernel
+    gradient, since it keeps one accumulator per tap (H200, 1M reaches, K = 6, forward +
+    backward side by side): 32 steps, 1 warp, uncapped 0.467 s; with 64 registers 0.468 s;
+    64 steps, 2 warps 0.474 s (capped at 64) and 0.491 s (uncapped); 16 steps 0.562 s; 32
+    steps capped at 48 registers 0.495 s. Running groups
     of neighbouring blocks tile by tile (for L2 reuse) was no faster (0.1620-0.1813 s against
     0.1625 s, H100).
 
@@ -74,11 +78,11 @@ class LaunchConfig:
     block_time: int = 256
     block_warps: int = 2
     block_max_registers: int = 72
-    block_grad_w_max_registers: int = 64
+    block_grad_w_max_registers: int = 0
     block_prefetch: bool = True
     block_heavy_first: bool = True
-    block_grad_w_time: int = 64
-    block_grad_w_warps: int = 2
+    block_grad_w_time: int = 32
+    block_grad_w_warps: int = 1
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -229,7 +229,7 @@ def path_conv_backward_weight(
             _block_grad_w_kernel[(n_ent,)](
                 x, hist if has_hist else x, grad_y, rb.rows, rb.block, rb.other, rb.path, gw,
                 n_t, n_src, layout.n_dst, batch, layout.n_paths,
-                K=k, KP=max(2, triton.next_power_of_2(k)),
+                K=k,
                 BT=min(cfg.block_grad_w_time, max(16, triton.next_power_of_2(n_t))),
                 C=rb.c, HAS_HIST=has_hist, ACC_DTYPE=acc_tl, num_warps=cfg.block_grad_w_warps,
                 **_register_cap(cfg.block_grad_w_max_registers),
