@@ -21,6 +21,9 @@ carrying ``hist = xx[..., -(K - 1):]`` gives exactly the unchunked result.
   ``grad_x[b, s, t] = Σ_{p: src_p = s} Σ_k w[p, k] grad_y[b, dst_p, t + k]`` (the part at
   ``t < 0`` is ``grad_hist``) and
   ``grad_w[p, k] = Σ_{b, t} grad_y[b, dst_p, t] xx[b, src_p, t - k]``.
+- :func:`path_conv_sum` ``(terms)``: the sum of several path convolutions into the same
+  destination rows (``terms`` of ``(x, w, layout, hist)``), the later terms added in place
+  into the first's output; differentiable, each term's backward reading the one gradient.
 - :func:`path_conv_into` ``(x, w, layout, target, hist=None)``: the same without gradients,
   its rows written or added in place into the rows of one or two larger tensors
   (:class:`RowTarget`), which the block kernels do directly (an inference pass then makes no
@@ -45,6 +48,7 @@ from ._path_conv import (
     RowTarget,
     path_conv,
     path_conv_into,
+    path_conv_sum,
     select_backend,
     triton_available,
 )
@@ -63,6 +67,7 @@ __all__ = [
     "path_conv",
     "path_conv_into",
     "path_conv_reference",
+    "path_conv_sum",
     "select_backend",
     "set_launch_config",
     "triton_available",

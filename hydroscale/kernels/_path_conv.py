@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -16,8 +17,8 @@ try:  # Triton is optional: importing hydroscale.kernels must work without it
 except ImportError:  # pragma: no cover - depends on the environment
     _triton_ops = None
 
-__all__ = ["BACKENDS", "RowTarget", "path_conv", "path_conv_into", "select_backend",
-           "triton_available"]
+__all__ = ["BACKENDS", "RowTarget", "path_conv", "path_conv_into", "path_conv_sum",
+           "select_backend", "triton_available"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,40 +94,70 @@ def _check(
             raise ValueError(f"hist is on {hist.device} but x is on {x.device}")
 
 
-class _PathConvFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, w, hist, layout, backend, precision):  # noqa: D102
-        ctx.layout, ctx.backend, ctx.precision = layout, backend, precision
-        ctx.save_for_backward(x, w, hist)
+def _forward_term(x, w, layout, hist, backend, precision, out=None):
+    """One term's forward: a new output, or added into ``out`` (in place, no temporary with
+    the block kernels)."""
+    if out is None:
         if backend == "triton":
             return _triton_ops.path_conv_forward(x, w, layout, hist, precision=precision)
         return ref.torch_forward(x, w, layout, hist)
+    if backend == "triton" and _triton_ops.path_conv_forward_into(
+            x, w, layout, hist, RowTarget(out, 0, out, 0, layout.n_dst, accumulate=True)):
+        return out
+    out += _forward_term(x, w, layout, hist, backend, precision).to(out.dtype)
+    return out
+
+
+def _backward_term(grad_y, x, w, hist, layout, backend, precision, need_x, need_w, need_hist):
+    """``(grad_x, grad_w, grad_hist)`` of one term (None where not needed)."""
+    gx = gw = gh = None
+    if backend == "triton":
+        if need_x or need_hist:
+            gx, gh = _triton_ops.path_conv_backward_input(
+                grad_y, w, layout, x.shape[1], want_hist=need_hist, precision=precision
+            )
+        if need_w:
+            gw = _triton_ops.path_conv_backward_weight(
+                grad_y, x, layout, w.shape[1], hist, precision=precision
+            )
+    else:
+        if need_x or need_hist:
+            gx, gh = ref.torch_backward_input(grad_y.to(x.dtype), w, layout)
+        if need_w:
+            gw = ref.torch_backward_weight(grad_y.to(x.dtype), x, layout, w.shape[1], hist)
+    gx = gx.to(x.dtype) if need_x else None
+    gh = gh.to(hist.dtype) if need_hist else None
+    gw = gw.to(w.dtype) if need_w else None
+    return gx, gw, gh
+
+
+class _PathConvFunction(torch.autograd.Function):
+    """``y = Σ_i conv(x_i, w_i, layout_i, hist_i)`` over one or more terms into one output
+    (the terms' tensors flattened as ``x_0, w_0, hist_0, x_1, ...``): a sum of convolutions
+    with no sum op, and each term's backward reads the one output gradient."""
+
+    @staticmethod
+    def forward(ctx, layouts, backend, precision, *flat):  # noqa: D102
+        ctx.layouts, ctx.backend, ctx.precision = layouts, backend, precision
+        ctx.save_for_backward(*flat)
+        y = None
+        for i, layout in enumerate(layouts):
+            x, w, hist = flat[3 * i : 3 * i + 3]
+            y = _forward_term(x, w, layout, hist, backend, precision, out=y)
+        return y
 
     @staticmethod
     def backward(ctx, grad_y):  # noqa: D102
-        x, w, hist = ctx.saved_tensors
-        layout, backend, precision = ctx.layout, ctx.backend, ctx.precision
-        need_x, need_w, need_hist = ctx.needs_input_grad[:3]
+        flat = ctx.saved_tensors
         grad_y = grad_y.contiguous()
-        gx = gw = gh = None
-        if backend == "triton":
-            if need_x or need_hist:
-                gx, gh = _triton_ops.path_conv_backward_input(
-                    grad_y, w, layout, x.shape[1], want_hist=need_hist, precision=precision
-                )
-            if need_w:
-                gw = _triton_ops.path_conv_backward_weight(
-                    grad_y, x, layout, w.shape[1], hist, precision=precision
-                )
-        else:
-            if need_x or need_hist:
-                gx, gh = ref.torch_backward_input(grad_y.to(x.dtype), w, layout)
-            if need_w:
-                gw = ref.torch_backward_weight(grad_y.to(x.dtype), x, layout, w.shape[1], hist)
-        gx = gx.to(x.dtype) if need_x else None
-        gh = gh.to(hist.dtype) if need_hist else None
-        gw = gw.to(w.dtype) if need_w else None
-        return gx, gw, gh, None, None, None
+        grads: list = [None, None, None]
+        for i, layout in enumerate(ctx.layouts):
+            x, w, hist = flat[3 * i : 3 * i + 3]
+            need = ctx.needs_input_grad[3 + 3 * i : 6 + 3 * i]
+            gx, gw, gh = _backward_term(grad_y, x, w, hist, layout, ctx.backend, ctx.precision,
+                                        *need)
+            grads += [gx, gw, gh]
+        return tuple(grads)
 
 
 def path_conv(
@@ -171,7 +202,40 @@ def path_conv(
         Same dtype as ``x`` (float32 for bf16/fp16 inputs on the Triton backend).
     """
     x, w, hist, name, precision = _prepare(x, w, layout, hist, backend, precision)
-    return _PathConvFunction.apply(x, w, hist, layout, name, precision)
+    return _PathConvFunction.apply((layout,), name, precision, x, w, hist)
+
+
+def path_conv_sum(
+    terms: Sequence[tuple[torch.Tensor, torch.Tensor, PathLayout, torch.Tensor | None]],
+    backend: str = "auto",
+    precision: str | None = None,
+) -> torch.Tensor:
+    r"""The sum of several path convolutions into the same destination rows, differentiable.
+
+    ``terms`` are ``(x_i [B, S_i, T], w_i [P_i, K], layout_i, hist_i)`` as for
+    :func:`path_conv`, their layouts with the same ``D = n_dst``; returns
+    ``y [B, D, T] = Σ_i path_conv(x_i, w_i, layout_i, hist_i)``.  With the block kernels the
+    later terms add into the first term's output in place, and the backward hands every term
+    the same output gradient: no sum op, no temporary per term, no gradient copies.
+    """
+    if not terms:
+        raise ValueError("path_conv_sum needs at least one term")
+    prepared, layouts, name = [], [], None
+    for i, (x, w, layout, hist) in enumerate(terms):
+        x, w, hist, name_i, precision_i = _prepare(x, w, layout, hist, backend, precision)
+        if i and (name_i != name or layout.n_dst != layouts[0].n_dst
+                  or (x.shape[0], x.shape[2], x.dtype) != (prepared[0].shape[0],
+                                                          prepared[0].shape[2],
+                                                          prepared[0].dtype)):
+            raise ValueError(
+                f"path_conv_sum term {i} (x {tuple(x.shape)} {x.dtype}, {layout.n_dst} "
+                f"destinations) does not match term 0 (x {tuple(prepared[0].shape)} "
+                f"{prepared[0].dtype}, {layouts[0].n_dst} destinations): the terms need the "
+                "same batch, time steps, dtype and destination rows")
+        name, precision = name_i, precision_i
+        prepared += [x, w, hist]
+        layouts.append(layout)
+    return _PathConvFunction.apply(tuple(layouts), name, precision, *prepared)
 
 
 def _prepare(x, w, layout, hist, backend, precision):
@@ -248,7 +312,7 @@ def path_conv_into(
         x, w, hist, name, precision = _prepare(x, w, layout, hist, backend, precision)
         if name == "triton" and _triton_ops.path_conv_forward_into(x, w, layout, hist, target):
             return
-        y = _PathConvFunction.apply(x, w, hist, layout, name, precision)
+        y = _forward_term(x, w, layout, hist, name, precision)
         s = target.split
         for out, row0, part in ((target.first, target.first_row, y[:, :s]),
                                 (target.second, target.second_row, y[:, s:])):

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..irf import get_irf, irf_kernel, stack_params
-from ..kernels import PathLayout, RowTarget, path_conv, path_conv_into, select_backend
+from ..kernels import PathLayout, RowTarget, path_conv_into, path_conv_sum, select_backend
 from ..network._validation import _some
 from ._aggregation import PathKernels, aggregate, auto_window, device_hops, plan_pairs
 from ._rivtree import RivTreeCluster
@@ -435,12 +435,6 @@ class StagedRouter:
                 hist = None if hist is None else hist.to(self.dtype)
         return x, w, hist
 
-    def _conv(self, x: torch.Tensor, w: torch.Tensor, layout: PathLayout,
-              hist: torch.Tensor | None) -> torch.Tensor:
-        x, w, hist = self._conv_inputs(x, w, hist)
-        return path_conv(x, w, layout, hist, backend=self.backend,
-                         precision=self.precision).to(self.dtype)
-
     @staticmethod
     def _group_calls(
         g: _Group, wr: torch.Tensor, wu: torch.Tensor, runoff: torch.Tensor,
@@ -464,10 +458,12 @@ class StagedRouter:
         runoff ``[B, n_g, T]`` and inlet inflow ``[B, n_inlet, f, T]`` (group order), with the
         group's path kernels ``wr`` (``kernels.wr[g.rows_r]``) and ``wu``."""
         calls = self._group_calls(g, wr, wu, runoff, inflow, hist_r, hist_u)
-        y = self._conv(*calls[0])
-        for call in calls[1:]:
-            y += self._conv(*call)
-        return y
+        terms = []
+        for x, w, layout, hist in calls:
+            x, w, hist = self._conv_inputs(x, w, hist)
+            terms.append((x, w, layout, hist))
+        return path_conv_sum(terms, backend=self.backend,
+                             precision=self.precision).to(self.dtype)
 
     def _route_group_into(
         self, g: _Group, wr: torch.Tensor, wu: torch.Tensor, runoff: torch.Tensor,
@@ -552,8 +548,11 @@ class StagedRouter:
             ug = self._inflow(bi, pending.pop(bi, []), b, t, r) if g.i1 > g.i0 else None
             hu = None if state is None or g.i1 == g.i0 else state.inflow_hist[:, g.i0 : g.i1]
             if record:
-                y = self._route_group(g, wr[bi], wu[bi], rg, ug, hr, hu)
-                q = _PlaceRows.apply(q, y[:, g.n_ef :], g.r0)  # engine order
+                # one split, not two slices: its backward writes both gradients into one
+                # tensor instead of zero-filling a full-size gradient per slice and adding
+                y, y_reach = self._route_group(g, wr[bi], wu[bi], rg, ug, hr, hu).split(
+                    [g.n_ef, g.n], dim=1)
+                q = _PlaceRows.apply(q, y_reach, g.r0)  # engine order
             else:  # the kernels write the reaches into q and the exit channels into y
                 y = r.new_empty(b, g.n_ef, t)
                 self._route_group_into(g, wr[bi], wu[bi], rg, ug, hr, hu,
