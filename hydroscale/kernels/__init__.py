@@ -24,6 +24,9 @@ carrying ``hist = xx[..., -(K - 1):]`` gives exactly the unchunked result.
 - :func:`path_conv_sum` ``(terms)``: the sum of several path convolutions into the same
   destination rows (``terms`` of ``(x, w, layout, hist)``), the later terms added in place
   into the first's output; differentiable, each term's backward reading the one gradient.
+  :func:`path_conv_sum_into` ``(terms, target)`` writes (adds) those rows in place into the
+  two tensors of a :class:`RowTarget`, differentiably: the backward reads the output
+  gradient from their gradients in place.
 - :func:`path_conv_into` ``(x, w, layout, target, hist=None)``: the same without gradients,
   its rows written or added in place into the rows of one or two larger tensors
   (:class:`RowTarget`), which the block kernels do directly (an inference pass then makes no
@@ -49,6 +52,7 @@ from ._path_conv import (
     path_conv,
     path_conv_into,
     path_conv_sum,
+    path_conv_sum_into,
     select_backend,
     triton_available,
 )
@@ -68,6 +72,7 @@ __all__ = [
     "path_conv_into",
     "path_conv_reference",
     "path_conv_sum",
+    "path_conv_sum_into",
     "select_backend",
     "set_launch_config",
     "triton_available",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from . import _reference as ref
+from ._launch import get_launch_config, use_blocks
 from ._layout import PathLayout
 
 try:  # Triton is optional: importing hydroscale.kernels must work without it
@@ -18,7 +20,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     _triton_ops = None
 
 __all__ = ["BACKENDS", "RowTarget", "path_conv", "path_conv_into", "path_conv_sum",
-           "select_backend", "triton_available"]
+           "path_conv_sum_into", "select_backend", "triton_available"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +110,20 @@ def _forward_term(x, w, layout, hist, backend, precision, out=None):
     return out
 
 
+def _joined(grad: RowTarget, n_dst: int) -> torch.Tensor:
+    """The output gradient ``[B, D, T]`` held in two parts by ``grad``, as one tensor."""
+    s = grad.split
+    return torch.cat([grad.first[:, grad.first_row : grad.first_row + s],
+                      grad.second[:, grad.second_row : grad.second_row + n_dst - s]], dim=1)
+
+
 def _backward_term(grad_y, x, w, hist, layout, backend, precision, need_x, need_w, need_hist):
-    """``(grad_x, grad_w, grad_hist)`` of one term (None where not needed)."""
+    """``(grad_x, grad_w, grad_hist)`` of one term (None where not needed); ``grad_y`` is
+    ``[B, D, T]`` or a :class:`RowTarget` holding it in two parts, which the block kernels
+    read where it is (the other algorithms get it joined)."""
+    if isinstance(grad_y, RowTarget) and not (
+            backend == "triton" and use_blocks(get_launch_config(), w.shape[1])):
+        grad_y = _joined(grad_y, layout.n_dst)
     gx = gw = gh = None
     if backend == "triton":
         if need_x or need_hist:
@@ -148,16 +162,50 @@ class _PathConvFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_y):  # noqa: D102
-        flat = ctx.saved_tensors
-        grad_y = grad_y.contiguous()
-        grads: list = [None, None, None]
-        for i, layout in enumerate(ctx.layouts):
+        return (None, None, None, *_backward_terms(ctx, grad_y.contiguous(), 3))
+
+
+def _backward_terms(ctx, grad, first_input: int) -> list:
+    """The gradients of every term's ``(x, w, hist)`` (flattened inputs from ``first_input``
+    of the Function) from the output gradient ``grad``."""
+    flat = ctx.saved_tensors
+    grads: list = []
+    for i, layout in enumerate(ctx.layouts):
+        x, w, hist = flat[3 * i : 3 * i + 3]
+        need = ctx.needs_input_grad[first_input + 3 * i : first_input + 3 * i + 3]
+        grads += _backward_term(grad, x, w, hist, layout, ctx.backend, ctx.precision, *need)
+    return grads
+
+
+class _PathConvSumIntoFunction(torch.autograd.Function):
+    """:class:`_PathConvFunction` with the rows written (added) in place into a
+    :class:`RowTarget`'s two tensors (marked dirty and returned); the backward reads the
+    output gradient from their two gradients where they are, and passes those through to the
+    tensors' earlier values."""
+
+    @staticmethod
+    def forward(ctx, first, second, target, layouts, backend, precision, *flat):  # noqa: D102
+        ctx.rows = (target.first_row, target.second_row, target.split)
+        ctx.layouts, ctx.backend, ctx.precision = layouts, backend, precision
+        ctx.save_for_backward(*flat)
+        for i, layout in enumerate(layouts):
             x, w, hist = flat[3 * i : 3 * i + 3]
-            need = ctx.needs_input_grad[3 + 3 * i : 6 + 3 * i]
-            gx, gw, gh = _backward_term(grad_y, x, w, hist, layout, ctx.backend, ctx.precision,
-                                        *need)
-            grads += [gx, gw, gh]
-        return tuple(grads)
+            _write_term(x, w, layout, hist, dataclasses.replace(
+                target, accumulate=target.accumulate or i > 0), backend, precision)
+        ctx.mark_dirty(first, second)
+        return first, second
+
+    @staticmethod
+    def backward(ctx, g_first, g_second):  # noqa: D102
+        r1, r2, split = ctx.rows
+        n_dst = ctx.layouts[0].n_dst
+        parts = []
+        for g, row0, rows in ((g_first, r1, split), (g_second, r2, n_dst - split)):
+            if not g.is_contiguous():  # e.g. the expanded gradient of a sum: copy its rows,
+                g, row0 = g[:, row0 : row0 + rows].contiguous(), 0  # once for all terms
+            parts += [g, row0]
+        grad = RowTarget(*parts, split)
+        return (g_first, g_second, None, None, None, None, *_backward_terms(ctx, grad, 6))
 
 
 def path_conv(
@@ -218,8 +266,43 @@ def path_conv_sum(
     later terms add into the first term's output in place, and the backward hands every term
     the same output gradient: no sum op, no temporary per term, no gradient copies.
     """
+    layouts, name, precision, flat = _prepare_terms(terms, backend, precision, "path_conv_sum")
+    return _PathConvFunction.apply(layouts, name, precision, *flat)
+
+
+def path_conv_sum_into(
+    terms: Sequence[tuple[torch.Tensor, torch.Tensor, PathLayout, torch.Tensor | None]],
+    target: RowTarget,
+    backend: str = "auto",
+    precision: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`path_conv_sum` with its rows written (added, with ``target.accumulate``) in
+    place into ``target``'s two tensors, differentiable; returns ``(target.first,
+    target.second)`` (use these: they carry the gradient).
+
+    The backward reads the output gradient from the two tensors' gradients where they are
+    (the block kernels take it in two parts: no tensor joins them) and passes those
+    gradients through to the tensors' earlier values unchanged.  That is exact for rows
+    added to, and for rows overwritten whose earlier values were never used (e.g. a fresh
+    output filled range by range): do not overwrite rows that something already read.
+    ``target.first`` and ``target.second`` must be different tensors (a zero-row tensor for
+    an unused part).
+    """
+    layouts, name, precision, flat = _prepare_terms(terms, backend, precision,
+                                                    "path_conv_sum_into")
+    _check_target(target, layouts[0].n_dst, flat[0])
+    if target.first is target.second:
+        raise ValueError("path_conv_sum_into needs two different target tensors (give a "
+                         "zero-row tensor as the unused one)")
+    return _PathConvSumIntoFunction.apply(target.first, target.second, target, layouts, name,
+                                          precision, *flat)
+
+
+def _prepare_terms(terms, backend, precision, caller):
+    """``(layouts, backend, precision, [x_0, w_0, hist_0, x_1, ...])`` of checked terms that
+    share batch, time steps, dtype and destination rows."""
     if not terms:
-        raise ValueError("path_conv_sum needs at least one term")
+        raise ValueError(f"{caller} needs at least one term")
     prepared, layouts, name = [], [], None
     for i, (x, w, layout, hist) in enumerate(terms):
         x, w, hist, name_i, precision_i = _prepare(x, w, layout, hist, backend, precision)
@@ -228,14 +311,14 @@ def path_conv_sum(
                                                           prepared[0].shape[2],
                                                           prepared[0].dtype)):
             raise ValueError(
-                f"path_conv_sum term {i} (x {tuple(x.shape)} {x.dtype}, {layout.n_dst} "
+                f"{caller} term {i} (x {tuple(x.shape)} {x.dtype}, {layout.n_dst} "
                 f"destinations) does not match term 0 (x {tuple(prepared[0].shape)} "
                 f"{prepared[0].dtype}, {layouts[0].n_dst} destinations): the terms need the "
                 "same batch, time steps, dtype and destination rows")
         name, precision = name_i, precision_i
         prepared += [x, w, hist]
         layouts.append(layout)
-    return _PathConvFunction.apply(tuple(layouts), name, precision, *prepared)
+    return tuple(layouts), name, precision, prepared
 
 
 def _prepare(x, w, layout, hist, backend, precision):
@@ -291,13 +374,21 @@ def path_conv_into(
     tensor per call, no copy into a larger one and no separate sum of two calls.  Other
     algorithms and the torch backend compute the output and copy (add) it.
 
-    Raises RuntimeError when gradients are being recorded for an input (use path_conv).
+    Raises RuntimeError when gradients are being recorded for an input (use
+    :func:`path_conv_sum_into`).
     """
     if torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (x, w, hist)):
-        raise RuntimeError("path_conv_into records no gradients; use path_conv for inputs "
-                           "that require grad, or call it under torch.no_grad()")
-    n = layout.n_dst
+        raise RuntimeError("path_conv_into records no gradients; use path_conv_sum_into (or "
+                           "path_conv) for inputs that require grad, or call it under "
+                           "torch.no_grad()")
+    _check_target(target, layout.n_dst, x)
+    with torch.no_grad():
+        x, w, hist, name, precision = _prepare(x, w, layout, hist, backend, precision)
+        _write_term(x, w, layout, hist, target, name, precision)
+
+
+def _check_target(target: RowTarget, n: int, x: torch.Tensor) -> None:
     if not 0 <= target.split <= n:
         raise ValueError(f"RowTarget.split must lie in [0, {n}], got {target.split}")
     for what, t, row0, rows in (("first", target.first, target.first_row, target.split),
@@ -308,16 +399,19 @@ def path_conv_into(
             raise ValueError(
                 f"RowTarget.{what} {tuple(t.shape)} cannot take {rows} rows from row {row0} "
                 f"of a [B={x.shape[0]}, T={x.shape[2]}] output")
-    with torch.no_grad():
-        x, w, hist, name, precision = _prepare(x, w, layout, hist, backend, precision)
-        if name == "triton" and _triton_ops.path_conv_forward_into(x, w, layout, hist, target):
-            return
-        y = _forward_term(x, w, layout, hist, name, precision)
-        s = target.split
-        for out, row0, part in ((target.first, target.first_row, y[:, :s]),
-                                (target.second, target.second_row, y[:, s:])):
-            dst = out[:, row0 : row0 + part.shape[1]]
-            if target.accumulate:
-                dst += part.to(dst.dtype)
-            else:
-                dst.copy_(part)
+
+
+def _write_term(x, w, layout, hist, target: RowTarget, backend, precision) -> None:
+    """One term's rows written (added) into ``target``: by the block kernels in place, else
+    computed and copied (added)."""
+    if backend == "triton" and _triton_ops.path_conv_forward_into(x, w, layout, hist, target):
+        return
+    y = _forward_term(x, w, layout, hist, backend, precision)
+    s = target.split
+    for out, row0, part in ((target.first, target.first_row, y[:, :s]),
+                            (target.second, target.second_row, y[:, s:])):
+        dst = out[:, row0 : row0 + part.shape[1]]
+        if target.accumulate:
+            dst += part.to(dst.dtype)
+        else:
+            dst.copy_(part)

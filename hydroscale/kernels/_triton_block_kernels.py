@@ -20,13 +20,16 @@ import triton.language as tl
 @triton.jit
 def _block_accumulate(
     acc, in_ptr, ihist_ptr, wd_ptr, other_ptr, start, end, b, R_in, T, t, cc,
+    in2_ptr, R_in2, in_row0, in2_row0, in_split,
     K: tl.constexpr, C: tl.constexpr, REVERSE: tl.constexpr, MASKED: tl.constexpr,
-    HAS_IHIST: tl.constexpr, PREFETCH: tl.constexpr,
+    HAS_IHIST: tl.constexpr, PREFETCH: tl.constexpr, IN2: tl.constexpr,
 ):
     """``acc [C, BT] += Σ_entries Σ_k wd[e, k, :] · in[other, t ∓ k]`` (masks only if MASKED).
 
     With PREFETCH the next entry's input row is read one iteration ahead, off the chain of
-    dependent loads (row id, then inputs)."""
+    dependent loads (row id, then inputs).  With IN2 input row ``r`` is row ``in_row0 + r`` of
+    ``in`` if ``r < in_split``, else row ``in2_row0 + r - in_split`` of ``in2`` (an output
+    gradient in two parts: no copy to join them)."""
     if PREFETCH:
         r_next = tl.load(other_ptr + start, mask=start < end, other=0)
     for e in range(start, end):
@@ -35,7 +38,11 @@ def _block_accumulate(
             r_next = tl.load(other_ptr + tl.minimum(e + 1, end - 1))
         else:
             r = tl.load(other_ptr + e)
-        xp = in_ptr + (b * R_in + r) * T + t
+        if IN2:
+            xp = tl.where(r < in_split, in_ptr + (b * R_in + in_row0 + r) * T,
+                          in2_ptr + (b * R_in2 + in2_row0 - in_split + r) * T) + t
+        else:
+            xp = in_ptr + (b * R_in + r) * T + t
         wp = wd_ptr + e * (K * C) + cc
         for k in tl.static_range(K):
             if REVERSE:
@@ -75,6 +82,11 @@ def _block_conv_kernel(
     out_row0,
     out2_row0,
     split,
+    in2_ptr,  # [B, R_in2, T] second part of the input rows (read if IN2)
+    R_in2,
+    in_row0,
+    in2_row0,
+    in_split,
     K: tl.constexpr,
     BT: tl.constexpr,
     C: tl.constexpr,
@@ -84,11 +96,13 @@ def _block_conv_kernel(
     ACC_DTYPE: tl.constexpr,
     PREFETCH: tl.constexpr,
     ACCUMULATE: tl.constexpr = False,
+    IN2: tl.constexpr = False,
 ):
     """Forward (causal, ``REVERSE=False``) or input gradient (anti-causal) of one block.
 
     Output row ``d`` goes to ``out[b, out_row0 + d]`` if ``d < split``, else to
-    ``out2[b, out2_row0 + d - split]``, added to what is there if ``ACCUMULATE``."""
+    ``out2[b, out2_row0 + d - split]``, added to what is there if ``ACCUMULATE``.  With IN2
+    the input rows are read from two tensors the same way (see ``_block_accumulate``)."""
     pid = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     blk = tl.load(order_ptr + pid // n_tiles)
@@ -105,12 +119,12 @@ def _block_conv_kernel(
         interior = (t0 >= K - 1) & (t0 + BT <= T)
     if interior:
         acc = _block_accumulate(acc, in_ptr, ihist_ptr, wd_ptr, other_ptr, start, end,
-                                b, R_in, T, t, cc, K, C, REVERSE, False, HAS_IHIST,
-                                PREFETCH)
+                                b, R_in, T, t, cc, in2_ptr, R_in2, in_row0, in2_row0, in_split,
+                                K, C, REVERSE, False, HAS_IHIST, PREFETCH, IN2)
     else:
         acc = _block_accumulate(acc, in_ptr, ihist_ptr, wd_ptr, other_ptr, start, end,
-                                b, R_in, T, t, cc, K, C, REVERSE, True, HAS_IHIST,
-                                PREFETCH)
+                                b, R_in, T, t, cc, in2_ptr, R_in2, in_row0, in2_row0, in_split,
+                                K, C, REVERSE, True, HAS_IHIST, PREFETCH, IN2)
     ok = (rows >= 0)[:, None]
     # one pointer per row: rows < split into out (from row out_row0), the others into out2
     first = rows < split
@@ -125,6 +139,27 @@ def _block_conv_kernel(
         hbase = (b * R_out + rows[:, None]) * (K - 1) + K - 1
         tl.store(ohist_ptr + hbase + t[None, :], acc,
                  mask=ok & ((t < 0) & (t >= 1 - K))[None, :])
+
+
+@triton.jit
+def _pack_taps_kernel(
+    w_ptr,  # [P, K] path kernels
+    path_ptr,  # [E * C] path of (entry, slot), n_paths where none
+    out_ptr,  # [E, K, C] taps of every (entry, slot) cell
+    n_out,  # E * K * C
+    n_paths,
+    K: tl.constexpr,
+    C: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """``out[e, k, c] = w[path(e, c), k]``, zero where the cell has no path: one pass."""
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    ok = i < n_out
+    c = i % C
+    ek = i // C
+    p = tl.load(path_ptr + (ek // K) * C + c, mask=ok, other=n_paths)
+    v = tl.load(w_ptr + p * K + ek % K, mask=ok & (p < n_paths), other=0.0)
+    tl.store(out_ptr + i, v, mask=ok)
 
 
 @triton.jit
@@ -149,7 +184,8 @@ def _grad_w_store(acc, gw_ptr, pj, ok, k: tl.constexpr, K: tl.constexpr):
 
 @triton.jit
 def _grad_w_tap_group(x_ptr, hist_ptr, gy_ptr, gw_ptr, s, rows, pj, row_ok, ok, T, S, D, B,
-                      K0: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, C: tl.constexpr,
+                      gy2_ptr, D2, gy_row0, gy2_row0, gy_split, K0: tl.constexpr,
+                      K: tl.constexpr, BT: tl.constexpr, C: tl.constexpr,
                       HAS_HIST: tl.constexpr, ACC_DTYPE: tl.constexpr):
     """Taps ``K0 .. K0 + 7`` of one entry: one ``[C, BT]`` accumulator per tap over all of
     time, summed over time once at the end."""
@@ -166,10 +202,11 @@ def _grad_w_tap_group(x_ptr, hist_ptr, gy_ptr, gw_ptr, s, rows, pj, row_ok, ok, 
         b = s * 0 + bb  # int64 offsets
         xbase = (b * S + s) * T
         hbase = (b * S + s) * (K - 1) + K - 1
-        gbase = (b * D + rows) * T
+        gptr = tl.where(rows < gy_split, gy_ptr + (b * D + gy_row0 + rows) * T,
+                        gy2_ptr + (b * D2 + gy2_row0 - gy_split + rows) * T)
         for t0 in range(0, T, BT):
             t = t0 + tb
-            g = tl.load(gy_ptr + gbase[:, None] + t[None, :],
+            g = tl.load(gptr[:, None] + t[None, :],
                         mask=row_ok[:, None] & (t < T)[None, :], other=0.0).to(ACC_DTYPE)
             a0 = _grad_w_tap(a0, g, x_ptr, hist_ptr, xbase, hbase, t, T, K0, K, HAS_HIST, ACC_DTYPE)
             a1 = _grad_w_tap(a1, g, x_ptr, hist_ptr, xbase, hbase, t, T, K0 + 1, K, HAS_HIST,
@@ -211,13 +248,20 @@ def _block_grad_w_kernel(
     D,
     B,
     n_paths,
+    gy2_ptr,  # [B, D2, T] second part of the output gradient
+    D2,
+    gy_row0,
+    gy2_row0,
+    gy_split,
     K: tl.constexpr,
     BT: tl.constexpr,
     C: tl.constexpr,
     HAS_HIST: tl.constexpr,
     ACC_DTYPE: tl.constexpr,
 ):
-    """``gw[path(e, c), k] = Σ_{b,t} gy[b, row_c, t] · xx[b, src_e, t - k]`` for one entry.
+    """``gw[path(e, c), k] = Σ_{b,t} gy[b, row_c, t] · xx[b, src_e, t - k]`` for one entry,
+    where gradient row ``d`` is row ``gy_row0 + d`` of ``gy`` if ``d < gy_split``, else row
+    ``gy2_row0 + d - gy_split`` of ``gy2``.
 
     Taps go in groups of 8, each a pass over time with one ``[C, BT]`` accumulator per tap:
     no padding of ``K`` to a power of two (at K = 6 the padded ``[8, C, BT]`` accumulator
@@ -232,4 +276,5 @@ def _block_grad_w_kernel(
     row_ok = (rows >= 0) & ok
     for k0 in tl.static_range(0, K, 8):
         _grad_w_tap_group(x_ptr, hist_ptr, gy_ptr, gw_ptr, s, rows, pj, row_ok, ok, T, S, D, B,
-                          k0, K, BT, C, HAS_HIST, ACC_DTYPE)
+                          gy2_ptr, D2, gy_row0, gy2_row0, gy_split, k0, K, BT, C, HAS_HIST,
+                          ACC_DTYPE)

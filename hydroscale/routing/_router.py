@@ -19,7 +19,6 @@ still need: the last ``K - 1`` steps of runoff of every reach and of every inlet
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 
 from ..irf import get_irf, irf_kernel, stack_params
-from ..kernels import PathLayout, RowTarget, path_conv_into, path_conv_sum, select_backend
+from ..kernels import PathLayout, RowTarget, path_conv_sum, path_conv_sum_into, select_backend
 from ..network._validation import _some
 from ._aggregation import PathKernels, aggregate, auto_window, device_hops, plan_pairs
 from ._rivtree import RivTreeCluster
@@ -122,24 +121,6 @@ def _split_rows(t: torch.Tensor, ranges: list[tuple[int, int]]) -> list[torch.Te
     cuts = sorted({0, int(t.shape[0]), *(a for a, _ in full), *(b for _, b in full)})
     pieces = dict(zip(zip(cuts[:-1], cuts[1:]), torch.split(t, np.diff(cuts).tolist())))
     return [pieces[(a, b)] if (a, b) in pieces else t[a:b] for a, b in ranges]
-
-
-class _PlaceRows(torch.autograd.Function):
-    """``buf[:, a : a + n] = y`` in place, differentiable without copies: the gradient of
-    ``y`` is a view of the output's gradient, and ``buf``'s passes through unchanged (its
-    rows ``a : a + n`` were never read before being written, so what flows back into them
-    is never used)."""
-
-    @staticmethod
-    def forward(ctx, buf, y, a):  # noqa: D102
-        ctx.a, ctx.n = int(a), int(y.shape[1])
-        buf[:, ctx.a : ctx.a + ctx.n] = y
-        ctx.mark_dirty(buf)
-        return buf
-
-    @staticmethod
-    def backward(ctx, g):  # noqa: D102
-        return g, g[:, ctx.a : ctx.a + ctx.n], None
 
 
 class StagedRouter:
@@ -435,20 +416,24 @@ class StagedRouter:
                 hist = None if hist is None else hist.to(self.dtype)
         return x, w, hist
 
-    @staticmethod
-    def _group_calls(
-        g: _Group, wr: torch.Tensor, wu: torch.Tensor, runoff: torch.Tensor,
+    def _group_terms(
+        self, g: _Group, wr: torch.Tensor, wu: torch.Tensor, runoff: torch.Tensor,
         inflow: torch.Tensor | None, hist_r: torch.Tensor | None, hist_u: torch.Tensor | None,
     ) -> list[tuple]:
-        """The group's path convolutions ``(x, w, layout, hist)``: its runoff, then (if it has
-        inlets) its inlet inflow ``[B, n_inlet, f, T]`` as ``n_inlet f`` rows; both produce
-        the group's rows (exit channels, then reaches) and add up."""
+        """The group's path convolutions ``(x, w, layout, hist)`` in the storage dtype: its
+        runoff, then (if it has inlets) its inlet inflow ``[B, n_inlet, f, T]`` as
+        ``n_inlet f`` rows; both produce the group's rows (exit channels, then reaches) and
+        add up."""
         calls = [(runoff, wr, g.layout_r, hist_r)]
         if g.layout_u is not None:
             b, ni, f, t = inflow.shape
             hu = None if hist_u is None else hist_u.reshape(b, ni * f, -1)
             calls.append((inflow.reshape(b, ni * f, t), wu, g.layout_u, hu))
-        return calls
+        terms = []
+        for x, w, layout, hist in calls:
+            x, w, hist = self._conv_inputs(x, w, hist)
+            terms.append((x, w, layout, hist))
+        return terms
 
     def _route_group(
         self, g: _Group, wr: torch.Tensor, wu: torch.Tensor, runoff: torch.Tensor,
@@ -457,11 +442,7 @@ class StagedRouter:
         """``y [B, n_exit f + n_g, T]`` (exit channels, then reaches) of one group from its
         runoff ``[B, n_g, T]`` and inlet inflow ``[B, n_inlet, f, T]`` (group order), with the
         group's path kernels ``wr`` (``kernels.wr[g.rows_r]``) and ``wu``."""
-        calls = self._group_calls(g, wr, wu, runoff, inflow, hist_r, hist_u)
-        terms = []
-        for x, w, layout, hist in calls:
-            x, w, hist = self._conv_inputs(x, w, hist)
-            terms.append((x, w, layout, hist))
+        terms = self._group_terms(g, wr, wu, runoff, inflow, hist_r, hist_u)
         return path_conv_sum(terms, backend=self.backend,
                              precision=self.precision).to(self.dtype)
 
@@ -469,14 +450,12 @@ class StagedRouter:
         self, g: _Group, wr: torch.Tensor, wu: torch.Tensor, runoff: torch.Tensor,
         inflow: torch.Tensor | None, hist_r: torch.Tensor | None, hist_u: torch.Tensor | None,
         target: RowTarget,
-    ) -> None:
-        """:meth:`_route_group` without gradients, its rows written into ``target`` (the
-        inlet call adding into the rows the runoff call wrote)."""
-        calls = self._group_calls(g, wr, wu, runoff, inflow, hist_r, hist_u)
-        for i, (x, w, layout, hist) in enumerate(calls):
-            x, w, hist = self._conv_inputs(x, w, hist)
-            path_conv_into(x, w, layout, dataclasses.replace(target, accumulate=i > 0), hist,
-                           backend=self.backend, precision=self.precision)
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_route_group` with its rows written in place into ``target``; returns the
+        target's two tensors (they carry the gradient: see
+        :func:`~hydroscale.kernels.path_conv_sum_into`)."""
+        terms = self._group_terms(g, wr, wu, runoff, inflow, hist_r, hist_u)
+        return path_conv_sum_into(terms, target, backend=self.backend, precision=self.precision)
 
     def _check_runoff(self, runoff: Any, n: int) -> torch.Tensor:
         r = torch.as_tensor(runoff)
@@ -521,12 +500,12 @@ class StagedRouter:
         k = kern.window
         if state is not None:
             self._check_state(state, b, cs.n_reaches, cs.n_inlets, k)
-        # each batch's discharge goes straight into one [B, N, T] buffer (_PlaceRows: no
-        # gradient copies) and the exit channels its consumers need are taken out, so a
-        # batch's full output is freed before the next: the peak holds one output, not two
-        # (pieces + their concatenation).  A batch hands its exit channels to all their
-        # consumers with one index_select (its backward: one scatter, not one zero-filled
-        # copy of the batch's exits per consumer, summed)
+        # each batch's discharge goes straight into one [B, N, T] buffer (written in place
+        # by the kernels, its gradient read in place) and its exit channels into a buffer of
+        # their own, from which their consumers take what they need, so the peak holds one
+        # output, not two (pieces + their concatenation).  A batch hands its exit channels to
+        # all their consumers with one index_select (its backward: one scatter, not one
+        # zero-filled copy of the batch's exits per consumer, summed)
         batches = self._batches()
         groups = [self._group(key) for key in batches]
         wr = _split_rows(kern.wr, [g.rows_r for g in groups])
@@ -534,10 +513,6 @@ class StagedRouter:
         q = r.new_empty(b, cs.n_reaches, t)
         pending: dict[int, list[torch.Tensor]] = {}
         inflows = []
-        # without gradients to record, the kernels put their rows in place (path_conv_into)
-        record = torch.is_grad_enabled() and any(
-            v.requires_grad for v in (r, kern.wr, kern.wu, *(
-                () if state is None else (state.runoff_hist, state.inflow_hist))))
         for bi, g in enumerate(groups):
             if g.contiguous:
                 rg = r[:, g.r0 : g.r0 + g.n]
@@ -547,16 +522,11 @@ class StagedRouter:
                 hr = None if state is None else state.runoff_hist.index_select(1, g.reaches)
             ug = self._inflow(bi, pending.pop(bi, []), b, t, r) if g.i1 > g.i0 else None
             hu = None if state is None or g.i1 == g.i0 else state.inflow_hist[:, g.i0 : g.i1]
-            if record:
-                # one split, not two slices: its backward writes both gradients into one
-                # tensor instead of zero-filling a full-size gradient per slice and adding
-                y, y_reach = self._route_group(g, wr[bi], wu[bi], rg, ug, hr, hu).split(
-                    [g.n_ef, g.n], dim=1)
-                q = _PlaceRows.apply(q, y_reach, g.r0)  # engine order
-            else:  # the kernels write the reaches into q and the exit channels into y
-                y = r.new_empty(b, g.n_ef, t)
-                self._route_group_into(g, wr[bi], wu[bi], rg, ug, hr, hu,
-                                       RowTarget(y, 0, q, g.r0, g.n_ef))
+            # the kernels write the reaches into q (engine order) and the exit channels into
+            # y, in place; the backward reads their gradients there (no copies, no sums)
+            y = r.new_empty(b, g.n_ef, t)
+            y, q = self._route_group_into(g, wr[bi], wu[bi], rg, ug, hr, hu,
+                                          RowTarget(y, 0, q, g.r0, g.n_ef))
             consumers, rows, sizes = self._sends(bi)
             if consumers:
                 out = y[:, : g.n_ef].reshape(b, g.e1 - g.e0, f, t)

@@ -9,11 +9,13 @@ from kernel_cases import TRITON_DEVICE, brute_force, requires_triton
 from hydroscale.kernels import (
     LaunchConfig,
     PathLayout,
+    RowTarget,
     get_launch_config,
     parse_launch_spec,
     path_conv,
     path_conv_reference,
     path_conv_sum,
+    path_conv_sum_into,
     select_backend,
     set_launch_config,
 )
@@ -161,6 +163,51 @@ def test_path_conv_sum_matches_brute_force_and_reference_gradients(make_case, ba
      + path_conv_reference(x2, ref[3], l2)).backward(grad_y)
     for name, got, want in zip(("x1", "w1", "hist1", "w2"), leaves, ref):
         torch.testing.assert_close(got.grad.cpu(), want.grad, rtol=1e-10, atol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("backend", _backends())
+def test_path_conv_sum_into_two_targets_values_and_gradients(make_case, backend, accumulate):
+    """Rows 0..1 go into a fresh [B, 2, T] tensor, rows 2..4 into rows 3..5 of a larger one
+    that the loss also reads elsewhere (its gradient is then an expanded, non-contiguous
+    tensor for one part and a contiguous one for the other); values and gradients of every
+    input, and of the targets' earlier values, equal the reference's with explicit copies."""
+    l1, x1, w1, h1, _, _ = make_case(2, 6, 5, 45, 4, 12, seed=3)
+    l2, x2, w2, _, _, _ = make_case(2, 3, 5, 45, 4, 7, seed=4)
+    dev = _device(backend)
+    g = torch.Generator().manual_seed(9)
+    first0 = torch.randn(2, 2, 45, generator=g, dtype=torch.float64)
+    second0 = torch.randn(2, 7, 45, generator=g, dtype=torch.float64)
+    weight = torch.randn(2, 7, 45, generator=g, dtype=torch.float64)
+
+    def loss(first, second):
+        return (first * 1.5).sum() + (second * weight.to(second.device)).sum() + second.sum()
+
+    leaves = [t.clone().to(dev).requires_grad_() for t in (x1, w1, h1, w2, first0, second0)]
+    first, second = leaves[4] * 1, leaves[5] * 1  # non-leaf targets, written in place
+    first, second = path_conv_sum_into(
+        [(leaves[0], leaves[1], l1.to(dev), leaves[2]), (x2.to(dev), leaves[3], l2.to(dev), None)],
+        RowTarget(first, 0, second, 3, 2, accumulate=accumulate), backend=_name(backend))
+    loss(first, second).backward()
+
+    ref = [t.clone().requires_grad_() for t in (x1, w1, h1, w2, first0, second0)]
+    y = path_conv_reference(ref[0], ref[1], l1, ref[2]) + path_conv_reference(x2, ref[3], l2)
+    keep = 1.0 if accumulate else 0.0
+    f_ref = ref[4] * keep + y[:, :2]
+    s_ref = torch.cat([ref[5][:, :3], ref[5][:, 3:6] * keep + y[:, 2:], ref[5][:, 6:]], dim=1)
+    torch.testing.assert_close(first.detach().cpu(), f_ref.detach(), rtol=1e-11, atol=1e-11)
+    torch.testing.assert_close(second.detach().cpu(), s_ref.detach(), rtol=1e-11, atol=1e-11)
+    loss(f_ref, s_ref).backward()
+    names = ("x1", "w1", "hist1", "w2") + (("first", "second") if accumulate else ())
+    for name, got, want in zip(names, leaves, ref):
+        torch.testing.assert_close(got.grad.cpu(), want.grad, rtol=1e-10, atol=1e-10, msg=name)
+
+
+def test_path_conv_sum_into_needs_two_tensors(make_case):
+    l1, x1, w1, _, _, _ = make_case(1, 4, 3, 20, 3, 5)
+    out = torch.zeros(1, 3, 20, dtype=torch.float64)
+    with pytest.raises(ValueError, match="two different target tensors"):
+        path_conv_sum_into([(x1, w1, l1, None)], RowTarget(out, 0, out, 0, 3), backend="torch")
 
 
 def test_path_conv_sum_rejects_mismatched_terms(make_case):
