@@ -179,6 +179,65 @@ def _phase_matrix(p: torch.Tensor, f: int) -> torch.Tensor:
     return pp.index_select(1, (kk + a - c + f).reshape(-1)).view(n, f, f, k)
 
 
+def _shift_up(g: torch.Tensor, dim: int) -> torch.Tensor:
+    """``g`` moved one place down along ``dim`` (``out[K] = g[K + 1]``, zero at the end)."""
+    pad = [0, 0] * (g.ndim - 1 - dim) + [0, 1]
+    return torch.nn.functional.pad(g, pad).narrow(dim, 1, g.shape[dim])
+
+
+class _HopKernels(torch.autograd.Function):
+    """A hop's step kernels ``[n, K]`` and, for its selected rows, the polyphase kernels of
+    :func:`_phase_sums` (exit rows ``"c"``, inlet rows ``"a"``) and :func:`_phase_matrix`
+    (rows that are both), from its sub-step kernels ``p [n, K f]``.
+
+    The backward writes the gradient of ``p`` once (the step kernels' adjoint) and adds the
+    selected rows' adjoints into it in place; autograd through the ops would make, per hop,
+    a zero-filled full-size gradient per selection, two per matmul, and sum them."""
+
+    @staticmethod
+    def forward(ctx, p, f, exit_sel, inlet_sel, both_sel):  # noqa: D102
+        ctx.f, ctx.sels, ctx.shape = f, (exit_sel, inlet_sel, both_sel), p.shape
+        out = [_step_kernel(p, f)]
+        for sel, kind in zip(ctx.sels, ("c", "a", "m")):
+            if sel is None:
+                out.append(p.new_zeros(0))
+            elif kind == "m":
+                out.append(_phase_matrix(p.index_select(0, sel), f))
+            else:
+                out.append(_phase_sums(p.index_select(0, sel), f, kind))
+        return tuple(out)
+
+    @staticmethod
+    def backward(ctx, g_step, g_exit, g_inlet, g_both):  # noqa: D102
+        f = ctx.f
+        n, length = ctx.shape
+        k = length // f
+        j = torch.arange(f, device=g_step.device, dtype=g_step.dtype)
+        # H[K] = (1/f) (Σ_b (f - b) P[K, b] + Σ_b b P[K - 1, b])
+        gp = ((f - j) * g_step[:, :, None] + j * _shift_up(g_step, 1)[:, :, None]) / f
+        gp = gp.reshape(n, length)
+        a = torch.arange(f, device=g_step.device).view(1, f)
+        jj = torch.arange(f, device=g_step.device).view(f, 1)
+        for sel, g, kind in zip(ctx.sels, (g_exit, g_inlet, g_both), ("c", "a", "m")):
+            if sel is None:
+                continue
+            if kind == "m":  # M[a, c, K] = P[K f + a - c]: scatter back
+                kk = torch.arange(k, device=g.device).view(1, 1, k) * f
+                idx = (kk + a.view(f, 1, 1) - jj.view(1, f, 1) + f).reshape(-1)
+                padded = g.new_zeros(g.shape[0], length + f)
+                padded.index_add_(1, idx, g.reshape(g.shape[0], -1))
+                gp.index_add_(0, sel, padded[:, f:])
+                continue
+            if kind == "c":  # out[a, K] = Σ_{j <= a} P[K, j] + Σ_{j > a} P[K - 1, j]
+                own, spill, scale = (jj <= a), (jj > a), 1.0
+            else:
+                own, spill, scale = (jj <= f - 1 - a), (jj >= f - a), 1.0 / f
+            gt = g.transpose(1, 2) * scale  # [m, K, f(a)]
+            gb = gt @ own.T.to(g.dtype) + _shift_up(gt, 1) @ spill.T.to(g.dtype)
+            gp.index_add_(0, sel, gb.reshape(g.shape[0], length))
+        return gp, None, None, None, None
+
+
 @dataclass
 class PathKernels:
     """The aggregated step-resolution kernels of a set of clusters.
@@ -356,15 +415,13 @@ def aggregate(
                 cur = _TruncConv.apply(prev.index_select(0, hop.parent), h, hop.dst_slot,
                                        save_dtype)
             mprod = mprod.index_select(0, hop.parent) * mass.index_select(0, hop.dst_slot)
-        step = _step_kernel(cur, f)
+        step, rx, ur, ue = _HopKernels.apply(cur, f, hop.exit_sel, hop.inlet_sel, hop.both_sel)
         r_reach.append(step)
         trunc.append(mprod - step.detach().to(torch.float64).sum(-1))
-        if hop.exit_sel is not None:
-            r_exit.append(_phase_sums(cur.index_select(0, hop.exit_sel), f, "c"))
-        if hop.inlet_sel is not None:
-            u_reach.append(_phase_sums(cur.index_select(0, hop.inlet_sel), f, "a"))
-        if hop.both_sel is not None:
-            u_exit.append(_phase_matrix(cur.index_select(0, hop.both_sel), f))
+        for sel, part, parts in ((hop.exit_sel, rx, r_exit), (hop.inlet_sel, ur, u_reach),
+                                 (hop.both_sel, ue, u_exit)):
+            if sel is not None:
+                parts.append(part)
         prev = cur
 
     def cat(parts: list, shape: tuple) -> torch.Tensor:
