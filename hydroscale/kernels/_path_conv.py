@@ -6,13 +6,13 @@ import dataclasses
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
 from . import _reference as ref
 from ._launch import get_launch_config, use_blocks
 from ._layout import PathLayout
+from ._row_target import RowTarget
 
 try:  # Triton is optional: importing hydroscale.kernels must work without it
     from . import _triton_ops
@@ -104,17 +104,10 @@ def _forward_term(x, w, layout, hist, backend, precision, out=None):
             return _triton_ops.path_conv_forward(x, w, layout, hist, precision=precision)
         return ref.torch_forward(x, w, layout, hist)
     if backend == "triton" and _triton_ops.path_conv_forward_into(
-            x, w, layout, hist, RowTarget(out, 0, out, 0, layout.n_dst, accumulate=True)):
+            x, w, layout, hist, dataclasses.replace(RowTarget.whole(out), accumulate=True)):
         return out
     out += _forward_term(x, w, layout, hist, backend, precision).to(out.dtype)
     return out
-
-
-def _joined(grad: RowTarget, n_dst: int) -> torch.Tensor:
-    """The output gradient ``[B, D, T]`` held in two parts by ``grad``, as one tensor."""
-    s = grad.split
-    return torch.cat([grad.first[:, grad.first_row : grad.first_row + s],
-                      grad.second[:, grad.second_row : grad.second_row + n_dst - s]], dim=1)
 
 
 def _backward_term(grad_y, x, w, hist, layout, backend, precision, need_x, need_w, need_hist):
@@ -123,7 +116,7 @@ def _backward_term(grad_y, x, w, hist, layout, backend, precision, need_x, need_
     read where it is (the other algorithms get it joined)."""
     if isinstance(grad_y, RowTarget) and not (
             backend == "triton" and use_blocks(get_launch_config(), w.shape[1])):
-        grad_y = _joined(grad_y, layout.n_dst)
+        grad_y = grad_y.joined(layout.n_dst)
     gx = gw = gh = None
     if backend == "triton":
         if need_x or need_hist:
@@ -198,13 +191,8 @@ class _PathConvSumIntoFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_first, g_second):  # noqa: D102
         r1, r2, split = ctx.rows
-        n_dst = ctx.layouts[0].n_dst
-        parts = []
-        for g, row0, rows in ((g_first, r1, split), (g_second, r2, n_dst - split)):
-            if not g.is_contiguous():  # e.g. the expanded gradient of a sum: copy its rows,
-                g, row0 = g[:, row0 : row0 + rows].contiguous(), 0  # once for all terms
-            parts += [g, row0]
-        grad = RowTarget(*parts, split)
+        # e.g. the expanded gradient of a sum is made contiguous here, once for all terms
+        grad = RowTarget(g_first, r1, g_second, r2, split).contiguous(ctx.layouts[0].n_dst)
         return (g_first, g_second, None, None, None, None, *_backward_terms(ctx, grad, 6))
 
 
@@ -346,20 +334,6 @@ def _prepare(x, w, layout, hist, backend, precision):
     return x, w, hist, name, precision
 
 
-@dataclass(frozen=True)
-class RowTarget:
-    """Where :func:`path_conv_into` puts its output rows: destination row ``d < split`` in
-    ``first[:, first_row + d]``, the others in ``second[:, second_row + d - split]`` (both
-    ``[B, R, T]``), written, or added to what is there when ``accumulate``."""
-
-    first: torch.Tensor
-    first_row: int
-    second: torch.Tensor
-    second_row: int
-    split: int
-    accumulate: bool = False
-
-
 def path_conv_into(
     x: torch.Tensor,
     w: torch.Tensor,
@@ -391,9 +365,7 @@ def path_conv_into(
 def _check_target(target: RowTarget, n: int, x: torch.Tensor) -> None:
     if not 0 <= target.split <= n:
         raise ValueError(f"RowTarget.split must lie in [0, {n}], got {target.split}")
-    for what, t, row0, rows in (("first", target.first, target.first_row, target.split),
-                                ("second", target.second, target.second_row,
-                                 n - target.split)):
+    for what, (t, row0, rows) in zip(("first", "second"), target.parts(n)):
         if t.ndim != 3 or t.shape[0] != x.shape[0] or t.shape[2] != x.shape[2] or not (
                 0 <= row0 and row0 + rows <= t.shape[1]):
             raise ValueError(
@@ -407,10 +379,10 @@ def _write_term(x, w, layout, hist, target: RowTarget, backend, precision) -> No
     if backend == "triton" and _triton_ops.path_conv_forward_into(x, w, layout, hist, target):
         return
     y = _forward_term(x, w, layout, hist, backend, precision)
-    s = target.split
-    for out, row0, part in ((target.first, target.first_row, y[:, :s]),
-                            (target.second, target.second_row, y[:, s:])):
-        dst = out[:, row0 : row0 + part.shape[1]]
+    d0 = 0
+    for out, row0, rows in target.parts(layout.n_dst):
+        dst, part = out[:, row0 : row0 + rows], y[:, d0 : d0 + rows]
+        d0 += rows
         if target.accumulate:
             dst += part.to(dst.dtype)
         else:

@@ -9,6 +9,7 @@ import triton.language as tl
 from ._blocks import RowBlocks
 from ._launch import get_launch_config, use_blocks
 from ._layout import PathLayout
+from ._row_target import RowTarget
 from ._triton_block_kernels import _block_conv_kernel, _block_grad_w_kernel, _pack_taps_kernel
 from ._triton_kernels import _path_conv_fwd_kernel, _path_conv_grad_w_kernel
 
@@ -160,22 +161,18 @@ def _block_forward(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, spli
     )
 
 
-def _grad_parts(grad, n_dst: int, dtype: torch.dtype) -> tuple:
-    """``(first, first_row, second, second_row, split)`` of an output gradient given whole
-    (``[B, D, T]``) or in two parts (a ``RowTarget``: row ``d < split`` at row
-    ``first_row + d`` of ``first``, the others at ``second_row + d - split`` of ``second``),
-    each part contiguous in ``dtype`` (a part that is not is cut to its rows and copied:
-    the caller makes them contiguous once for all its calls)."""
-    if isinstance(grad, torch.Tensor):
-        g = grad.to(dtype).contiguous()
-        return g, 0, g, 0, n_dst
-    out = []
-    for t, row0, rows in ((grad.first, grad.first_row, grad.split),
-                          (grad.second, grad.second_row, n_dst - grad.split)):
-        if t.dtype != dtype or not t.is_contiguous():
-            t, row0 = t[:, row0 : row0 + rows].to(dtype).contiguous(), 0
-        out += [t, row0]
-    return (*out, grad.split)
+def _gradient_rows(grad, n_dst: int, dtype: torch.dtype) -> RowTarget:
+    """The output gradient, given whole (``[B, D, T]``) or in two parts (a ``RowTarget``), as
+    a ``RowTarget`` of contiguous tensors in ``dtype``."""
+    rows = grad if isinstance(grad, RowTarget) else RowTarget.whole(grad)
+    return rows.contiguous(n_dst, dtype)
+
+
+def _one_tensor(g: RowTarget, n_dst: int) -> torch.Tensor:
+    """The gradient's one tensor, for the Toeplitz kernels (which do not read two parts)."""
+    if g.first is not g.second or g.first_row or g.split != n_dst:
+        raise ValueError("the Toeplitz kernels take the output gradient in one tensor")
+    return g.first
 
 
 def path_conv_backward_input(
@@ -189,13 +186,12 @@ def path_conv_backward_input(
     """``grad_x [B, S, T]`` and ``grad_hist [B, S, K - 1]`` (None unless ``want_hist``):
     the same kernel on the transposed layout, anti-causal in time.  ``grad_y`` is
     ``[B, D, T]``, or a ``RowTarget`` holding it in two parts (block kernels only)."""
-    g1, row1, g2, row2, split = _grad_parts(grad_y, layout.n_dst, w.dtype)
-    batch, n_t = g1.shape[0], g1.shape[2]
-    grad_y = g1
+    g = _gradient_rows(grad_y, layout.n_dst, w.dtype)
+    batch, n_t = g.first.shape[0], g.first.shape[2]
     k = w.shape[1]
     acc_torch, acc_tl = _acc_dtype(w.dtype)
-    gx = torch.empty(batch, n_src, n_t, dtype=acc_torch, device=grad_y.device)
-    gh = torch.zeros(batch, n_src, k - 1, dtype=acc_torch, device=grad_y.device)
+    gx = torch.empty(batch, n_src, n_t, dtype=acc_torch, device=w.device)
+    gh = torch.zeros(batch, n_src, k - 1, dtype=acc_torch, device=w.device)
     if n_src == 0 or batch == 0 or n_t == 0:
         gx.zero_()
         return gx, (gh if want_hist else None)
@@ -207,17 +203,17 @@ def path_conv_backward_input(
         origin = -triton.cdiv(k - 1, bt) * bt if has_ohist else 0
         n_tiles = triton.cdiv(n_t - origin, bt)
         _block_conv_kernel[(rb.n_blocks * n_tiles, batch)](
-            grad_y, grad_y, _packed_taps(w, rb), rb.rows, rb.ptr, rb.other,
+            g.first, g.first, _packed_taps(w, rb), rb.rows, rb.ptr, rb.other,
             _block_order(cfg, rb), gx, gh, gx,
-            n_t, g1.shape[1], n_src, n_tiles, origin, n_src, 0, 0, n_src,
-            g2, g2.shape[1], row1, row2, split,
+            n_t, g.first.shape[1], n_src, n_tiles, origin, n_src, 0, 0, n_src,
+            g.second, g.second.shape[1], g.first_row, g.second_row, g.split,
             K=k, BT=bt, C=rb.c, REVERSE=True, HAS_IHIST=False, HAS_OHIST=has_ohist,
             ACC_DTYPE=acc_tl, PREFETCH=cfg.block_prefetch, num_warps=cfg.block_warps,
-            IN2=g2 is not g1 or row1 != 0, **_register_cap(cfg.block_max_registers),
+            IN2=g.second is not g.first or g.first_row != 0,
+            **_register_cap(cfg.block_max_registers),
         )
         return gx, (gh if want_hist else None)
-    if not isinstance(grad_y, torch.Tensor) or split != layout.n_dst:
-        raise ValueError("the Toeplitz kernels take the output gradient in one tensor")
+    grad_y = _one_tensor(g, layout.n_dst)
     blk = _block_len(k)
     origin = -blk if has_ohist else 0
     bm = _pick_bm(triton.cdiv(n_t - origin, blk), cfg.conv_bm)
@@ -247,8 +243,7 @@ def path_conv_backward_weight(
     """``grad_w [P, K]``: ``Σ_{b,t} grad_y[b, dst_p, t] · xx[b, src_p, t - k]``; ``grad_y`` as
     in :func:`path_conv_backward_input`."""
     batch, n_src, n_t = x.shape
-    g1, row1, g2, row2, split = _grad_parts(grad_y, layout.n_dst, x.dtype)
-    grad_y = g1
+    g = _gradient_rows(grad_y, layout.n_dst, x.dtype)
     acc_torch, acc_tl = _acc_dtype(x.dtype)
     gw = torch.zeros(layout.n_paths, k, dtype=acc_torch, device=x.device)
     if layout.n_paths == 0 or batch == 0 or n_t == 0:
@@ -260,16 +255,16 @@ def path_conv_backward_weight(
         n_ent = int(rb.other.numel())
         if n_ent:
             _block_grad_w_kernel[(n_ent,)](
-                x, hist if has_hist else x, g1, rb.rows, rb.block, rb.other, rb.path, gw,
-                n_t, n_src, g1.shape[1], batch, layout.n_paths, g2, g2.shape[1], row1, row2, split,
+                x, hist if has_hist else x, g.first, rb.rows, rb.block, rb.other, rb.path, gw,
+                n_t, n_src, g.first.shape[1], batch, layout.n_paths, g.second, g.second.shape[1],
+                g.first_row, g.second_row, g.split,
                 K=k,
                 BT=min(cfg.block_grad_w_time, max(16, triton.next_power_of_2(n_t))),
                 C=rb.c, HAS_HIST=has_hist, ACC_DTYPE=acc_tl, num_warps=cfg.block_grad_w_warps,
                 **_register_cap(cfg.block_grad_w_max_registers),
             )
         return gw
-    if not isinstance(grad_y, torch.Tensor) or split != layout.n_dst:
-        raise ValueError("the Toeplitz kernels take the output gradient in one tensor")
+    grad_y = _one_tensor(g, layout.n_dst)
     blk = _block_len(k)
     bm = _pick_bm(triton.cdiv(n_t, blk), cfg.grad_w_bm)
     n_tiles = triton.cdiv(n_t, bm * blk)
