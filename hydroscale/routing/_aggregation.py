@@ -145,6 +145,17 @@ def _step_kernel(p: torch.Tensor, f: int) -> torch.Tensor:
     return (own + torch.nn.functional.pad(spill, (1, 0))[:, :k]) / f
 
 
+def _phase_masks(f: int, over: str, dtype: torch.dtype, device) -> tuple:
+    """``(own, spill, scale)`` of :func:`_phase_sums`: sub-step ``j`` of block ``K`` (``own``)
+    and of block ``K - 1`` (``spill``) entering channel ``a`` (``[f(j), f(a)]``)."""
+    j = torch.arange(f, device=device).view(f, 1)
+    a = torch.arange(f, device=device).view(1, f)
+    if over == "c":  # block K: j <= a; block K-1: j > a
+        return (j <= a).to(dtype), (j > a).to(dtype), 1.0
+    # block K: j <= f-1-c; block K-1: j >= f-c
+    return (j <= f - 1 - a).to(dtype), (j >= f - a).to(dtype), 1.0 / f
+
+
 def _phase_sums(p: torch.Tensor, f: int, over: str) -> torch.Tensor:
     """``[n, f, K]`` polyphase step kernels of sub-step kernels ``p [n, K f]``.
 
@@ -155,17 +166,18 @@ def _phase_sums(p: torch.Tensor, f: int, over: str) -> torch.Tensor:
     n, length = p.shape
     k = length // f
     blocks = p.view(n, k, f)
-    j = torch.arange(f, device=p.device).view(f, 1)
-    a = torch.arange(f, device=p.device).view(1, f)
-    if over == "c":  # block K: j <= a; block K-1: j > a
-        own, spill = (j <= a), (j > a)
-    else:  # block K: j <= f-1-c; block K-1: j >= f-c
-        own, spill = (j <= f - 1 - a), (j >= f - a)
-    x = blocks @ own.to(p.dtype)
-    y = blocks @ spill.to(p.dtype)
-    out = x + torch.nn.functional.pad(y, (0, 0, 1, 0))[:, :k]  # [n, K, f]
-    out = out.transpose(1, 2)
+    own, spill, _ = _phase_masks(f, over, p.dtype, p.device)
+    out = blocks @ own + torch.nn.functional.pad(blocks @ spill, (0, 0, 1, 0))[:, :k]
+    out = out.transpose(1, 2)  # [n, f, K]
     return out if over == "c" else out / f
+
+
+def _phase_index(k: int, f: int, device) -> torch.Tensor:
+    """``[f(a) f(c) K]`` index into ``P`` padded by ``f`` zeros in front: ``K f + a - c + f``."""
+    kk = torch.arange(k, device=device).view(1, 1, k) * f
+    a = torch.arange(f, device=device).view(f, 1, 1)
+    c = torch.arange(f, device=device).view(1, f, 1)
+    return (kk + a - c + f).reshape(-1)
 
 
 def _phase_matrix(p: torch.Tensor, f: int) -> torch.Tensor:
@@ -173,10 +185,7 @@ def _phase_matrix(p: torch.Tensor, f: int) -> torch.Tensor:
     n, length = p.shape
     k = length // f
     pp = torch.nn.functional.pad(p, (f, 0))
-    kk = torch.arange(k, device=p.device).view(1, 1, k) * f
-    a = torch.arange(f, device=p.device).view(f, 1, 1)
-    c = torch.arange(f, device=p.device).view(1, f, 1)
-    return pp.index_select(1, (kk + a - c + f).reshape(-1)).view(n, f, f, k)
+    return pp.index_select(1, _phase_index(k, f, p.device)).view(n, f, f, k)
 
 
 def _shift_up(g: torch.Tensor, dim: int) -> torch.Tensor:
@@ -216,24 +225,17 @@ class _HopKernels(torch.autograd.Function):
         # H[K] = (1/f) (Σ_b (f - b) P[K, b] + Σ_b b P[K - 1, b])
         gp = ((f - j) * g_step[:, :, None] + j * _shift_up(g_step, 1)[:, :, None]) / f
         gp = gp.reshape(n, length)
-        a = torch.arange(f, device=g_step.device).view(1, f)
-        jj = torch.arange(f, device=g_step.device).view(f, 1)
         for sel, g, kind in zip(ctx.sels, (g_exit, g_inlet, g_both), ("c", "a", "m")):
             if sel is None:
                 continue
             if kind == "m":  # M[a, c, K] = P[K f + a - c]: scatter back
-                kk = torch.arange(k, device=g.device).view(1, 1, k) * f
-                idx = (kk + a.view(f, 1, 1) - jj.view(1, f, 1) + f).reshape(-1)
                 padded = g.new_zeros(g.shape[0], length + f)
-                padded.index_add_(1, idx, g.reshape(g.shape[0], -1))
+                padded.index_add_(1, _phase_index(k, f, g.device), g.reshape(g.shape[0], -1))
                 gp.index_add_(0, sel, padded[:, f:])
                 continue
-            if kind == "c":  # out[a, K] = Σ_{j <= a} P[K, j] + Σ_{j > a} P[K - 1, j]
-                own, spill, scale = (jj <= a), (jj > a), 1.0
-            else:
-                own, spill, scale = (jj <= f - 1 - a), (jj >= f - a), 1.0 / f
+            own, spill, scale = _phase_masks(f, kind, g.dtype, g.device)
             gt = g.transpose(1, 2) * scale  # [m, K, f(a)]
-            gb = gt @ own.T.to(g.dtype) + _shift_up(gt, 1) @ spill.T.to(g.dtype)
+            gb = gt @ own.T + _shift_up(gt, 1) @ spill.T
             gp.index_add_(0, sel, gb.reshape(g.shape[0], length))
         return gp, None, None, None, None
 

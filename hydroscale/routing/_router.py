@@ -529,7 +529,7 @@ class StagedRouter:
                                           RowTarget(y, 0, q, g.r0, g.n_ef))
             consumers, rows, sizes = self._sends(bi)
             if consumers:
-                out = y[:, : g.n_ef].reshape(b, g.e1 - g.e0, f, t)
+                out = y.view(b, g.e1 - g.e0, f, t)  # y holds the exit channels only
                 for ci, piece in zip(consumers, out.index_select(1, rows).split(sizes, dim=1)):
                     pending.setdefault(ci, []).append(piece)
             del y
