@@ -39,7 +39,8 @@ from ..irf import IRFSpec, irf_kernel, irf_recursion
 from ..kernels import extend_recursive
 from ._rivtree import RivTreeCluster
 
-__all__ = ["PairPlan", "PathKernels", "plan_pairs", "device_hops", "aggregate", "auto_window"]
+__all__ = ["PairPlan", "PathKernels", "plan_pairs", "device_hops", "aggregate", "auto_window",
+           "fitted_window"]
 
 logger = logging.getLogger(__name__)
 
@@ -301,7 +302,8 @@ def auto_window(
 
     Means and variances of the per-reach kernels (over ``probe_steps`` steps) add up along a
     path; the bound is conservative for the IRFs of the catalogue.  The truncated mass that
-    remains is measured exactly by :func:`aggregate`.
+    remains is measured exactly by :func:`aggregate`, and :func:`fitted_window` finds the
+    shortest window within this bound that keeps it under a tolerance.
     """
     f = substeps
     stats = reach_mass(spec, params[torch.as_tensor(plan.reaches, device=params.device)],
@@ -322,6 +324,30 @@ def auto_window(
         logger.warning("auto window %d steps capped at %d", k, max_window)
         k = max_window
     return max(k, 2)
+
+
+def fitted_window(kernels: PathKernels, tolerance: float) -> int:
+    """The shortest window (at least 2 steps, at most ``kernels.window``) whose truncated mass
+    is at most ``tolerance`` for every pair: the mass beyond the first ``K`` taps of a pair is
+    its truncated mass plus its taps ``K ..`` (of the ``R -> reach`` kernel, whose taps add up
+    to the pair's response; float64 kernels give it exactly).
+
+    The step kernels of a window ``K`` are the first ``K`` taps of those of a longer window
+    (tap ``K - 1`` reads sub-steps below ``K f`` only), so ``kernels`` aggregated once over an
+    upper bound (:func:`auto_window`) give every shorter window's truncation.
+    """
+    k0 = kernels.window
+    h = kernels.r_reach.detach().to(torch.float64)
+    if h.shape[0] == 0:
+        return min(k0, 2)
+    # beyond[:, j] = truncated + Σ_{k >= j} h[:, k]: the mass beyond the first j taps
+    beyond = torch.flip(torch.cumsum(torch.flip(h, [1]), 1), [1])
+    beyond = beyond + kernels.truncated.to(h.device, torch.float64)[:, None]
+    worst = beyond.abs().amax(0).cpu().numpy()  # [k0]: window j -> worst[j] (j < k0)
+    for k in range(2, k0):
+        if worst[k] <= tolerance:
+            return k
+    return k0
 
 
 @dataclass

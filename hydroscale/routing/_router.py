@@ -30,7 +30,14 @@ import torch
 from ..irf import get_irf, irf_kernel, stack_params
 from ..kernels import PathLayout, RowTarget, path_conv_sum, path_conv_sum_into, select_backend
 from ..network._validation import _some
-from ._aggregation import PathKernels, aggregate, auto_window, device_hops, plan_pairs
+from ._aggregation import (
+    PathKernels,
+    aggregate,
+    auto_window,
+    device_hops,
+    fitted_window,
+    plan_pairs,
+)
 from ._rivtree import RivTreeCluster
 
 __all__ = ["RouterState", "RoutingKernels", "StagedRouter", "LTIRouter"]
@@ -132,7 +139,10 @@ class StagedRouter:
     irf : registered IRF name or spec.
     substeps : f, routing at ``dt = Δt / f`` (runoff spread evenly, discharge averaged).
     window : K, kernel taps in routing steps, or ``"auto"`` (resolved from the parameters at
-        the first :meth:`aggregate`, then fixed; see :func:`~._aggregation.auto_window`).
+        the first :meth:`aggregate`, then fixed; see :meth:`auto_window`).
+    window_tolerance : largest truncated mass (fraction of a path's unit response) that the
+        ``"auto"`` window may leave out of any in-cluster path (default 1e-6, about float32
+        resolution).
     dtype : compute dtype of runoff and discharge (float32 default; float64 for tests).
     storage_dtype : optional ``torch.bfloat16``/``torch.float16``: runoff, transfer buffers and
         kernels are stored in it, products accumulate in float32 (Triton backend).
@@ -167,6 +177,7 @@ class StagedRouter:
         precision: str | None = None,
         max_batch_reaches: int = 1 << 17,
         aggregate_dtype: torch.dtype = torch.float64,
+        window_tolerance: float = 1e-6,
     ) -> None:
         if int(substeps) != substeps or substeps < 1:
             raise ValueError(f"substeps must be a positive integer, got {substeps}")
@@ -190,6 +201,9 @@ class StagedRouter:
         if aggregate_dtype not in (torch.float32, torch.float64):
             raise ValueError(f"aggregate_dtype must be float32 or float64, got {aggregate_dtype}")
         self.aggregate_dtype = aggregate_dtype
+        if not 0 <= window_tolerance < 1:
+            raise ValueError(f"window_tolerance must be in [0, 1), got {window_tolerance}")
+        self.window_tolerance = float(window_tolerance)
         cs = clusters
         self.only = None if only is None else np.unique(np.asarray(only, dtype=np.int64))
         self.plan = plan_pairs(cs, self.only)
@@ -342,11 +356,27 @@ class StagedRouter:
 
     # ------------------------------------------------------------------ kernels
     def auto_window(self, params: Any) -> int:
-        """The window (routing steps) that ``window="auto"`` resolves to for ``params``:
-        ``mean + 10 sd`` of every in-cluster path's travel time (see ``_aggregation``)."""
+        """The window (routing steps) that ``window="auto"`` resolves to for ``params``: the
+        shortest whose truncated mass stays within ``window_tolerance`` for every in-cluster
+        path (:func:`~._aggregation.fitted_window`), searched below the bound ``mean + 10 sd``
+        of the paths' travel times (:func:`~._aggregation.auto_window`) by one float64
+        aggregation at that bound."""
         with torch.no_grad():
             p = self._params(params).detach()
-            return int(auto_window(self.clusters, self.plan, self.spec, p, self.f))
+            bound = int(auto_window(self.clusters, self.plan, self.spec, p, self.f))
+            if self.window_tolerance <= 0 or bound <= 2:
+                return bound
+            pk = aggregate(self.plan, self._device_hops(), self.spec, p, self.f, bound,
+                           dtype=torch.float64, backend=select_backend(p.device, self.backend))
+            k = fitted_window(pk, self.window_tolerance)
+            logger.info("auto window: %d steps (bound %d, tolerance %.3g)", k, bound,
+                        self.window_tolerance)
+            return k
+
+    def _device_hops(self):
+        if self._hops is None:
+            self._hops = device_hops(self.plan, self._exit_mask, self._inlet_mask, self.device)
+        return self._hops
 
     def _params(self, params: Any) -> torch.Tensor:
         n = self.clusters.n_reaches
@@ -373,12 +403,9 @@ class StagedRouter:
         p = self._params(params)
         if self.window is None:
             self.window = self.auto_window(p)
-            logger.info("auto window: %d steps", self.window)
         save = self.dtype if self.dtype.itemsize < agg_dtype.itemsize else None
-        if self._hops is None:
-            self._hops = device_hops(self.plan, self._exit_mask, self._inlet_mask, self.device)
         pk: PathKernels = aggregate(
-            self.plan, self._hops, self.spec, p, self.f, self.window, dtype=agg_dtype,
+            self.plan, self._device_hops(), self.spec, p, self.f, self.window, dtype=agg_dtype,
             save_dtype=save, backend=select_backend(p.device, self.backend),
         )
         k = self.window

@@ -153,17 +153,37 @@ def _n_upstream(net: RiverNetwork) -> np.ndarray:
     return n
 
 
-def test_auto_window_keeps_truncation_small(forest, clusters):
+@pytest.mark.parametrize("tolerance", [1e-4, 1e-6, 1e-9])
+def test_auto_window_is_the_shortest_within_the_tolerance(forest, clusters, tolerance):
     rng = np.random.default_rng(7)
     p = torch.tensor(_params("muskingum", forest.n_reaches, rng))
     router = StagedRouter(clusters, "muskingum", substeps=3, dtype=torch.float64,
-                          backend="torch", allow_unstable=True)
+                          backend="torch", allow_unstable=True, window_tolerance=tolerance)
     r = torch.rand(1, forest.n_reaches, N_T, dtype=torch.float64)
     q = router(r, p)
-    assert 2 <= router.window <= N_T
-    assert np.nanmax(router.truncated_mass) < 1e-7
+    k = router.window
+    assert 2 <= k <= N_T
+    # the bound it searches below (mean + 10 sd of the travel times): never shorter
+    bound = StagedRouter(clusters, "muskingum", substeps=3, dtype=torch.float64,
+                         backend="torch", allow_unstable=True, window_tolerance=0)
+    k_bound = bound.auto_window(p)
+    assert k <= k_bound
+    # within the tolerance, or the bound itself when even the bound is not
+    assert np.nanmax(router.truncated_mass) <= tolerance or k == k_bound
+    # one step shorter leaves more than the tolerance out (unless K is the floor of 2)
+    if k > 2:
+        short = StagedRouter(clusters, "muskingum", substeps=3, window=k - 1,
+                             dtype=torch.float64, backend="torch", allow_unstable=True)
+        short.aggregate(p)
+        assert np.nanmax(short.truncated_mass) > tolerance
+    # the error against the oracle is within the truncated mass (a unit response per path)
     q0 = route_oracle(forest, r, "muskingum", p, substeps=3, allow_unstable=True)
-    assert _rel(q, q0) < 1e-7
+    assert _rel(q, q0) < 10 * max(np.nanmax(router.truncated_mass), 1e-13)
+
+
+def test_window_tolerance_is_checked(clusters):
+    with pytest.raises(ValueError, match="window_tolerance"):
+        StagedRouter(clusters, "muskingum", window_tolerance=1.5)
 
 
 def test_unstable_parameters_are_refused_unless_allowed(forest, clusters):
