@@ -373,7 +373,8 @@ class StagedRouter:
                         self.window_tolerance)
             return k
 
-    def _device_hops(self):
+    def _device_hops(self) -> list:
+        """The plan's hops as device index tensors (built on first use, then kept)."""
         if self._hops is None:
             self._hops = device_hops(self.plan, self._exit_mask, self._inlet_mask, self.device)
         return self._hops
