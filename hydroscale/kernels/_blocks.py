@@ -11,7 +11,9 @@ matters: the caller passes a sort key per row (e.g. the heavy path of a reach, t
 and blocks are consecutive runs of ``C`` rows of equal ``group`` in that order.
 
 The transpose (``side="src"``: blocks of source rows over the union of their destinations) is
-what the input gradient uses.
+what the input gradient uses.  Its blocks leave out the source rows no path leaves (an input
+that is a window onto a larger tensor, most of whose rows this layout never reads): their
+gradient is zero, and a program per empty row would only write (or add) zeros.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class RowBlocks:
     heavy_first : ``[G]`` the blocks by decreasing number of entries (ties in block order):
         the order the kernels start them in, so that the longest blocks do not start last and
         leave the GPU waiting on a few programs at the end of a launch.
+    complete : whether every row has a slot (False when rows without paths were left out).
     """
 
     c: int
@@ -53,23 +56,28 @@ class RowBlocks:
     block: torch.Tensor
     fill: float
     heavy_first: torch.Tensor
+    complete: bool = True
 
 
-def _slots(n_rows: int, c: int, key: np.ndarray | None, group: np.ndarray | None):
-    """Block and slot of every row: rows sorted by (group, key), cut into runs of ``c`` that
-    never cross a group."""
+def _slots(n_rows: int, c: int, key: np.ndarray | None, group: np.ndarray | None,
+           used: np.ndarray | None = None):
+    """Block and slot of every row (-1 for rows not ``used``): the used rows sorted by
+    (group, key), cut into runs of ``c`` that never cross a group."""
     key = np.arange(n_rows) if key is None else np.asarray(key)
     group = np.zeros(n_rows, np.int64) if group is None else np.asarray(group)
     order = np.lexsort((np.arange(n_rows), key, group))
+    blk = np.full(n_rows, -1, np.int64)
+    slot = np.full(n_rows, -1, np.int64)
+    if used is not None:
+        order = order[used[order]]
+    n_used = order.size
     g_sorted = group[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(g_sorted)) + 1] if n_rows else np.zeros(0, np.int64)
-    lens = np.diff(np.r_[starts, n_rows]).astype(np.int64)
+    starts = np.r_[0, np.flatnonzero(np.diff(g_sorted)) + 1] if n_used else np.zeros(0, np.int64)
+    lens = np.diff(np.r_[starts, n_used]).astype(np.int64)
     n_blk = (lens + c - 1) // c
     first_blk = np.r_[0, np.cumsum(n_blk)[:-1]].astype(np.int64)
-    within = np.arange(n_rows) - np.repeat(starts, lens)
+    within = np.arange(n_used) - np.repeat(starts, lens)
     blk_sorted = np.repeat(first_blk, lens) + within // c
-    blk = np.empty(n_rows, np.int64)
-    slot = np.empty(n_rows, np.int64)
     blk[order] = blk_sorted
     slot[order] = within % c
     return blk, slot, int(n_blk.sum())
@@ -83,6 +91,7 @@ def row_blocks(
     c: int,
     key: np.ndarray | None = None,
     group: np.ndarray | None = None,
+    skip_empty: bool = False,
 ) -> RowBlocks:
     """Cut ``n_rows`` rows into blocks of ``c`` and list each block's entries.
 
@@ -94,21 +103,29 @@ def row_blocks(
     c : rows per block (a power of two).
     key, group : optional ``[n_rows]`` sort key and group of the rows (numpy); blocks are
         runs of ``c`` rows in ``(group, key)`` order within one group.
+    skip_empty : leave out the rows that no path has (``complete`` is then False if there
+        were any); else every row gets a slot.
 
     Repeated (row, other) pairs get separate entries (their kernels add up in the kernels).
     """
     dev = row_of_path.device
     n_paths = int(row_of_path.numel())
-    blk_np, slot_np, n_blk = _slots(n_rows, c, key, group)
+    used = None
+    if skip_empty:
+        used = np.bincount(row_of_path.cpu().numpy(), minlength=n_rows) > 0
+        if used.all():
+            used = None
+    blk_np, slot_np, n_blk = _slots(n_rows, c, key, group, used)
     rows = np.full(n_blk * c, -1, np.int64)
-    rows[blk_np * c + slot_np] = np.arange(n_rows)
+    has = blk_np >= 0
+    rows[blk_np[has] * c + slot_np[has]] = np.flatnonzero(has)
     blk = torch.as_tensor(blk_np, device=dev)
     slot = torch.as_tensor(slot_np, device=dev)
     if n_paths == 0:
         z = torch.zeros(0, dtype=torch.int64, device=dev)
         return RowBlocks(c, n_blk, torch.as_tensor(rows, device=dev),
                          torch.zeros(n_blk + 1, dtype=torch.int64, device=dev), z, z, z, 0.0,
-                         torch.arange(n_blk, device=dev))
+                         torch.arange(n_blk, device=dev), used is None)
     # occurrence of each path among the paths with the same (row, other): repeated pairs
     # must not share an entry slot
     pair = row_of_path * max(n_other, 1) + other_of_path
@@ -132,4 +149,4 @@ def row_blocks(
     path[inv * c + slot[row_of_path]] = idx
     heavy_first = torch.sort(ptr[:-1] - ptr[1:], stable=True).indices  # most entries first
     return RowBlocks(c, n_blk, torch.as_tensor(rows, device=dev), ptr, other, path, ent_blk,
-                     n_paths / (n_ent * c), heavy_first)
+                     n_paths / (n_ent * c), heavy_first, used is None)

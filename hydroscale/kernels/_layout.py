@@ -183,15 +183,15 @@ class PathLayout:
 
     def blocks(self, side: str, c: int) -> RowBlocks:
         """Blocks of ``c`` destination (``side="dst"``: forward, kernel gradient) or source
-        (``"src"``: input gradient) rows over the union of their paths' other ends; built
-        once per (side, c) and cached."""
+        (``"src"``: input gradient; sources no path leaves get no slot) rows over the union
+        of their paths' other ends; built once per (side, c) and cached."""
         if (side, c) not in self._blocks:
             if side == "dst":
                 blk = row_blocks(self.dst, self.src, self.n_dst, self.n_src, c,
                                  *(self.dst_order or (None, None)))
             elif side == "src":
                 blk = row_blocks(self.src, self.dst, self.n_src, self.n_dst, c,
-                                 *(self.src_order or (None, None)))
+                                 *(self.src_order or (None, None)), skip_empty=True)
             else:
                 raise ValueError(f"side must be 'dst' or 'src', got {side!r}")
             logger.debug("PathLayout.blocks(%s, %d): %d blocks, fill %.2f", side, c,

@@ -110,18 +110,22 @@ def _forward_term(x, w, layout, hist, backend, precision, out=None):
     return out
 
 
-def _backward_term(grad_y, x, w, hist, layout, backend, precision, need_x, need_w, need_hist):
+def _backward_term(grad_y, x, w, hist, layout, backend, precision, need_x, need_w, need_hist,
+                   into=None):
     """``(grad_x, grad_w, grad_hist)`` of one term (None where not needed); ``grad_y`` is
     ``[B, D, T]`` or a :class:`RowTarget` holding it in two parts, which the block kernels
-    read where it is (the other algorithms get it joined)."""
+    read where it is (the other algorithms get it joined).  With ``into`` (and ``need_x``)
+    ``grad_x`` is added to ``into`` in place and None is returned for it."""
     if isinstance(grad_y, RowTarget) and not (
             backend == "triton" and use_blocks(get_launch_config(), w.shape[1])):
         grad_y = grad_y.joined(layout.n_dst)
+    into = into if need_x else None
     gx = gw = gh = None
     if backend == "triton":
         if need_x or need_hist:
             gx, gh = _triton_ops.path_conv_backward_input(
-                grad_y, w, layout, x.shape[1], want_hist=need_hist, precision=precision
+                grad_y, w, layout, x.shape[1], want_hist=need_hist, precision=precision,
+                into=into,
             )
         if need_w:
             gw = _triton_ops.path_conv_backward_weight(
@@ -130,9 +134,11 @@ def _backward_term(grad_y, x, w, hist, layout, backend, precision, need_x, need_
     else:
         if need_x or need_hist:
             gx, gh = ref.torch_backward_input(grad_y.to(x.dtype), w, layout)
+            if into is not None:
+                into += gx.to(into.dtype)
         if need_w:
             gw = ref.torch_backward_weight(grad_y.to(x.dtype), x, layout, w.shape[1], hist)
-    gx = gx.to(x.dtype) if need_x else None
+    gx = gx.to(x.dtype) if need_x and into is None else None
     gh = gh.to(hist.dtype) if need_hist else None
     gw = gw.to(w.dtype) if need_w else None
     return gx, gw, gh
@@ -158,15 +164,21 @@ class _PathConvFunction(torch.autograd.Function):
         return (None, None, None, *_backward_terms(ctx, grad_y.contiguous(), 3))
 
 
-def _backward_terms(ctx, grad, first_input: int) -> list:
+def _backward_terms(ctx, grad, first_input: int, read_in_place=(), into=None) -> list:
     """The gradients of every term's ``(x, w, hist)`` (flattened inputs from ``first_input``
-    of the Function) from the output gradient ``grad``."""
+    of the Function) from the output gradient ``grad``.  The terms flagged in
+    ``read_in_place`` read their input from ``ctx.first`` (not saved) and add its gradient
+    into ``into`` in place (None is returned for it)."""
     flat = ctx.saved_tensors
     grads: list = []
     for i, layout in enumerate(ctx.layouts):
         x, w, hist = flat[3 * i : 3 * i + 3]
         need = ctx.needs_input_grad[first_input + 3 * i : first_input + 3 * i + 3]
-        grads += _backward_term(grad, x, w, hist, layout, ctx.backend, ctx.precision, *need)
+        if i < len(read_in_place) and read_in_place[i]:
+            x, need = ctx.first, (into is not None, *need[1:])
+        grads += _backward_term(grad, x, w, hist, layout, ctx.backend, ctx.precision, *need,
+                                into=into if i < len(read_in_place) and read_in_place[i]
+                                else None)
     return grads
 
 
@@ -174,26 +186,45 @@ class _PathConvSumIntoFunction(torch.autograd.Function):
     """:class:`_PathConvFunction` with the rows written (added) in place into a
     :class:`RowTarget`'s two tensors (marked dirty and returned); the backward reads the
     output gradient from their two gradients where they are, and passes those through to the
-    tensors' earlier values."""
+    tensors' earlier values.
+
+    A term flagged in ``read_in_place`` (its input given as None) reads its input rows from
+    ``first`` itself (rows that earlier calls wrote and later ones will not overwrite): its
+    input is not saved (a saved ``first`` would fail autograd's version check once a later
+    call writes other rows of it), and its input gradient is added in place into
+    ``first``'s gradient, which is passed on: no gradient of ``first``'s size per call."""
 
     @staticmethod
-    def forward(ctx, first, second, target, layouts, backend, precision, *flat):  # noqa: D102
+    def forward(ctx, first, second, target, layouts, backend, precision,  # noqa: D102
+                read_in_place, *flat):
         ctx.rows = (target.first_row, target.second_row, target.split)
         ctx.layouts, ctx.backend, ctx.precision = layouts, backend, precision
+        ctx.read_in_place = read_in_place
+        # detached: the same storage, without the cycle ctx -> first -> its grad_fn -> ctx
+        ctx.first = first.detach() if any(read_in_place) else None
         ctx.save_for_backward(*flat)
-        for i, layout in enumerate(layouts):
-            x, w, hist = flat[3 * i : 3 * i + 3]
-            _write_term(x, w, layout, hist, dataclasses.replace(
-                target, accumulate=target.accumulate or i > 0), backend, precision)
+        terms = [(first if flat[3 * i] is None else flat[3 * i], flat[3 * i + 1], layout,
+                  flat[3 * i + 2]) for i, layout in enumerate(layouts)]
+        if not (len(terms) == 2 and backend == "triton"
+                and _triton_ops.path_conv_forward_pair_into(*terms, target)):
+            for i, term in enumerate(terms):
+                _write_term(*term, dataclasses.replace(
+                    target, accumulate=target.accumulate or i > 0), backend, precision)
         ctx.mark_dirty(first, second)
         return first, second
 
     @staticmethod
     def backward(ctx, g_first, g_second):  # noqa: D102
         r1, r2, split = ctx.rows
+        into = None
+        if any(ctx.read_in_place) and ctx.needs_input_grad[0]:
+            # the gradient of first's earlier value: this one plus what the in-place reads add
+            g_first = g_first.contiguous()
+            into = g_first
         # e.g. the expanded gradient of a sum is made contiguous here, once for all terms
         grad = RowTarget(g_first, r1, g_second, r2, split).contiguous(ctx.layouts[0].n_dst)
-        return (g_first, g_second, None, None, None, None, *_backward_terms(ctx, grad, 6))
+        grads = _backward_terms(ctx, grad, 7, ctx.read_in_place, into)
+        return (g_first, g_second, None, None, None, None, None, *grads)
 
 
 def path_conv(
@@ -275,34 +306,42 @@ def path_conv_sum_into(
     output filled range by range): do not overwrite rows that something already read.
     ``target.first`` and ``target.second`` must be different tensors (a zero-row tensor for
     an unused part).
+
+    A term's input may be ``target.first`` itself (e.g. a buffer of transfer rows, each
+    written by one call and read by later ones): its rows are read in place, and their
+    gradient is added in place into ``target.first``'s gradient rather than returned as a
+    tensor of its full size per call.  The rows a call reads must not be among those it
+    writes, nor be written by any later call.
     """
     layouts, name, precision, flat = _prepare_terms(terms, backend, precision,
-                                                    "path_conv_sum_into")
+                                                    "path_conv_sum_into", same_dtype=False)
     _check_target(target, layouts[0].n_dst, flat[0])
     if target.first is target.second:
         raise ValueError("path_conv_sum_into needs two different target tensors (give a "
                          "zero-row tensor as the unused one)")
+    read_in_place = tuple(flat[3 * i] is target.first for i in range(len(layouts)))
+    flat = [None if j % 3 == 0 and read_in_place[j // 3] else t for j, t in enumerate(flat)]
     return _PathConvSumIntoFunction.apply(target.first, target.second, target, layouts, name,
-                                          precision, *flat)
+                                          precision, read_in_place, *flat)
 
 
-def _prepare_terms(terms, backend, precision, caller):
+def _prepare_terms(terms, backend, precision, caller, same_dtype=True):
     """``(layouts, backend, precision, [x_0, w_0, hist_0, x_1, ...])`` of checked terms that
-    share batch, time steps, dtype and destination rows."""
+    share batch, time steps, destination rows and (if ``same_dtype``) dtype."""
     if not terms:
         raise ValueError(f"{caller} needs at least one term")
     prepared, layouts, name = [], [], None
     for i, (x, w, layout, hist) in enumerate(terms):
         x, w, hist, name_i, precision_i = _prepare(x, w, layout, hist, backend, precision)
         if i and (name_i != name or layout.n_dst != layouts[0].n_dst
-                  or (x.shape[0], x.shape[2], x.dtype) != (prepared[0].shape[0],
-                                                          prepared[0].shape[2],
-                                                          prepared[0].dtype)):
+                  or (x.shape[0], x.shape[2]) != (prepared[0].shape[0], prepared[0].shape[2])
+                  or (same_dtype and x.dtype != prepared[0].dtype)):
             raise ValueError(
                 f"{caller} term {i} (x {tuple(x.shape)} {x.dtype}, {layout.n_dst} "
                 f"destinations) does not match term 0 (x {tuple(prepared[0].shape)} "
                 f"{prepared[0].dtype}, {layouts[0].n_dst} destinations): the terms need the "
-                "same batch, time steps, dtype and destination rows")
+                "same batch, time steps and destination rows (and dtype, but for "
+                "path_conv_sum_into)")
         name, precision = name_i, precision_i
         prepared += [x, w, hist]
         layouts.append(layout)

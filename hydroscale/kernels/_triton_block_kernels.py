@@ -97,12 +97,22 @@ def _block_conv_kernel(
     PREFETCH: tl.constexpr,
     ACCUMULATE: tl.constexpr = False,
     IN2: tl.constexpr = False,
+    xb_ptr=None,  # [B, R_inb, T] input of a second term (read if TERMB)
+    ihistb_ptr=None,  # [B, R_inb, K - 1] its history (read if HAS_IHISTB)
+    wdb_ptr=None,  # [Eb, K, C] its packed taps
+    ptrb_ptr=None,  # [G + 1] CSR pointer of its entries (same blocks of output rows)
+    otherb_ptr=None,  # [Eb] its input row of each entry
+    R_inb=0,
+    TERMB: tl.constexpr = False,
+    HAS_IHISTB: tl.constexpr = False,
 ):
     """Forward (causal, ``REVERSE=False``) or input gradient (anti-causal) of one block.
 
     Output row ``d`` goes to ``out[b, out_row0 + d]`` if ``d < split``, else to
     ``out2[b, out2_row0 + d - split]``, added to what is there if ``ACCUMULATE``.  With IN2
-    the input rows are read from two tensors the same way (see ``_block_accumulate``)."""
+    the input rows are read from two tensors the same way (see ``_block_accumulate``).  With
+    TERMB (forward) a second term, whose layout cuts the output rows into the same blocks,
+    adds its entries into the same tile before the one store."""
     pid = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     blk = tl.load(order_ptr + pid // n_tiles)
@@ -125,6 +135,17 @@ def _block_conv_kernel(
         acc = _block_accumulate(acc, in_ptr, ihist_ptr, wd_ptr, other_ptr, start, end,
                                 b, R_in, T, t, cc, in2_ptr, R_in2, in_row0, in2_row0, in_split,
                                 K, C, REVERSE, True, HAS_IHIST, PREFETCH, IN2)
+    if TERMB:
+        startb = tl.load(ptrb_ptr + blk)
+        endb = tl.load(ptrb_ptr + blk + 1)
+        if interior:
+            acc = _block_accumulate(acc, xb_ptr, ihistb_ptr, wdb_ptr, otherb_ptr, startb, endb,
+                                    b, R_inb, T, t, cc, xb_ptr, R_inb, 0, 0, R_inb,
+                                    K, C, REVERSE, False, HAS_IHISTB, PREFETCH, False)
+        else:
+            acc = _block_accumulate(acc, xb_ptr, ihistb_ptr, wdb_ptr, otherb_ptr, startb, endb,
+                                    b, R_inb, T, t, cc, xb_ptr, R_inb, 0, 0, R_inb,
+                                    K, C, REVERSE, True, HAS_IHISTB, PREFETCH, False)
     ok = (rows >= 0)[:, None]
     # one pointer per row: rows < split into out (from row out_row0), the others into out2
     first = rows < split

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -13,8 +14,8 @@ from ._row_target import RowTarget
 from ._triton_block_kernels import _block_conv_kernel, _block_grad_w_kernel, _pack_taps_kernel
 from ._triton_kernels import _path_conv_fwd_kernel, _path_conv_grad_w_kernel
 
-__all__ = ["path_conv_forward", "path_conv_forward_into", "path_conv_backward_input",
-           "path_conv_backward_weight"]
+__all__ = ["path_conv_forward", "path_conv_forward_into", "path_conv_forward_pair_into",
+           "path_conv_backward_input", "path_conv_backward_weight"]
 
 
 def _block_len(k: int) -> int:
@@ -138,17 +139,57 @@ def path_conv_forward_into(
     return True
 
 
+def path_conv_forward_pair_into(term_a: tuple, term_b: tuple, target) -> bool:
+    """Two terms ``(x, w, layout, hist)`` written (added) into ``target`` by one launch of the
+    block kernel: each block's tile sums both terms' entries before its one store, so the
+    output is not stored, read back and stored again.  False, doing nothing, unless the block
+    kernels apply to both and the two layouts cut the destination rows into the same blocks
+    (the same rows and block order, e.g. a router's runoff and transfer calls)."""
+    (xa, wa, la, ha), (xb, wb, lb, hb) = term_a, term_b
+    cfg = get_launch_config()
+    k = wa.shape[1]
+    acc_torch, _ = _acc_dtype(xa.dtype)
+    if (wb.shape[1] != k or _acc_dtype(xb.dtype)[0] != acc_torch or not use_blocks(cfg, k)
+            or not _same_dst_blocks(la, lb) or any(
+                o.dtype != acc_torch or not o.is_contiguous()
+                for o in (target.first, target.second))):
+        return False
+    if la.n_dst and xa.shape[0] and xa.shape[2]:
+        _block_forward(cfg, xa, wa, la, ha, target.first, target.first_row, target.second,
+                       target.second_row, target.split, target.accumulate, (xb, wb, lb, hb))
+    return True
+
+
+def _same_dst_blocks(la: PathLayout, lb: PathLayout) -> bool:
+    """Whether the two layouts' destination blocks hold the same rows (``row_blocks`` cuts
+    them from ``n_dst`` and ``dst_order`` alone)."""
+    if la.n_dst != lb.n_dst:
+        return False
+    oa, ob = la.dst_order or (None, None), lb.dst_order or (None, None)
+    return all(a is b or (a is not None and b is not None and np.array_equal(a, b))
+               for a, b in zip(oa, ob))
+
+
 def _block_forward(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, split,
-                   accumulate) -> None:
+                   accumulate, term_b: tuple | None = None) -> None:
     """Launch the block forward kernel: destination row ``d`` into ``out[:, out_row0 + d]``
     if ``d < split``, else into ``out2[:, out2_row0 + d - split]`` (written, or added when
-    ``accumulate``)."""
+    ``accumulate``); ``term_b``, a second term ``(x, w, layout, hist)`` with the same
+    destination blocks, is summed in the same launch."""
     batch, n_src, n_t = x.shape
     k = w.shape[1]
     has_hist = hist is not None and k > 1
     rb = layout.blocks("dst", cfg.block_rows)
     bt = min(cfg.block_time, max(16, triton.next_power_of_2(n_t)))
     n_tiles = triton.cdiv(n_t, bt)
+    second = {}
+    if term_b is not None:
+        xb, wb, lb, hb = term_b
+        rbb = lb.blocks("dst", cfg.block_rows)
+        has_hb = hb is not None and k > 1
+        second = dict(xb_ptr=xb, ihistb_ptr=hb if has_hb else xb, wdb_ptr=_packed_taps(wb, rbb),
+                      ptrb_ptr=rbb.ptr, otherb_ptr=rbb.other, R_inb=xb.shape[1], TERMB=True,
+                      HAS_IHISTB=has_hb)
     _block_conv_kernel[(rb.n_blocks * n_tiles, batch)](
         x, hist if has_hist else x, _packed_taps(w, rb), rb.rows, rb.ptr, rb.other,
         _block_order(cfg, rb), out, out, out2,
@@ -157,7 +198,7 @@ def _block_forward(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, spli
         K=k, BT=bt, C=rb.c, REVERSE=False, HAS_IHIST=has_hist, HAS_OHIST=False,
         ACC_DTYPE=_acc_dtype(x.dtype)[1], PREFETCH=cfg.block_prefetch,
         num_warps=cfg.block_warps, ACCUMULATE=accumulate,
-        **_register_cap(cfg.block_max_registers),
+        **second, **_register_cap(cfg.block_max_registers),
     )
 
 
@@ -182,23 +223,37 @@ def path_conv_backward_input(
     n_src: int,
     want_hist: bool = True,
     precision: str = "tf32x3",
+    into: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``grad_x [B, S, T]`` and ``grad_hist [B, S, K - 1]`` (None unless ``want_hist``):
     the same kernel on the transposed layout, anti-causal in time.  ``grad_y`` is
-    ``[B, D, T]``, or a ``RowTarget`` holding it in two parts (block kernels only)."""
+    ``[B, D, T]``, or a ``RowTarget`` holding it in two parts (block kernels only).  With
+    ``into`` (contiguous ``[B, S, T]`` of the accumulation dtype) ``grad_x`` is added to it in
+    place (only the rows paths leave are touched) and ``into`` is returned."""
     g = _gradient_rows(grad_y, layout.n_dst, w.dtype)
     batch, n_t = g.first.shape[0], g.first.shape[2]
     k = w.shape[1]
     acc_torch, acc_tl = _acc_dtype(w.dtype)
-    gx = torch.empty(batch, n_src, n_t, dtype=acc_torch, device=w.device)
+    cfg = get_launch_config()
+    blocks = use_blocks(cfg, k)
+    rb = layout.blocks("src", cfg.block_rows) if blocks else None
+    if into is not None:
+        if into.shape != (batch, n_src, n_t) or into.dtype != acc_torch or not (
+                into.is_contiguous()):
+            raise ValueError(f"into must be a contiguous [B, S, T] = {(batch, n_src, n_t)} "
+                             f"{acc_torch} tensor, got {tuple(into.shape)} {into.dtype}")
+        gx = into
+    elif not blocks or rb.complete:
+        gx = torch.empty(batch, n_src, n_t, dtype=acc_torch, device=w.device)
+    else:  # rows no path leaves are not written by the block kernels
+        gx = torch.zeros(batch, n_src, n_t, dtype=acc_torch, device=w.device)
     gh = torch.zeros(batch, n_src, k - 1, dtype=acc_torch, device=w.device)
     if n_src == 0 or batch == 0 or n_t == 0:
-        gx.zero_()
+        if into is None:
+            gx.zero_()
         return gx, (gh if want_hist else None)
-    cfg = get_launch_config()
     has_ohist = want_hist and k > 1
-    if use_blocks(cfg, k):
-        rb = layout.blocks("src", cfg.block_rows)
+    if blocks:
         bt = min(cfg.block_time, max(16, triton.next_power_of_2(n_t + k)))
         origin = -triton.cdiv(k - 1, bt) * bt if has_ohist else 0
         n_tiles = triton.cdiv(n_t - origin, bt)
@@ -209,7 +264,7 @@ def path_conv_backward_input(
             g.second, g.second.shape[1], g.first_row, g.second_row, g.split,
             K=k, BT=bt, C=rb.c, REVERSE=True, HAS_IHIST=False, HAS_OHIST=has_ohist,
             ACC_DTYPE=acc_tl, PREFETCH=cfg.block_prefetch, num_warps=cfg.block_warps,
-            IN2=g.second is not g.first or g.first_row != 0,
+            IN2=g.second is not g.first or g.first_row != 0, ACCUMULATE=into is not None,
             **_register_cap(cfg.block_max_registers),
         )
         return gx, (gh if want_hist else None)
@@ -220,15 +275,18 @@ def path_conv_backward_input(
     n_tiles = triton.cdiv(n_t - origin, bm * blk)
     grid = (n_src * n_tiles, batch)
     taps = _padded_taps(w, blk) if cfg.conv_padded_taps else w
+    out = gx if into is None else torch.empty_like(gx)
     _path_conv_fwd_kernel[grid](
         grad_y, grad_y, taps,
         layout.src_ptr, layout.by_src_path, layout.by_src_dst,
-        gx, gh,
+        out, gh,
         n_t, k, layout.n_dst, n_src, n_tiles, origin,
         L=blk, BM=bm, REVERSE=True, PATHS=cfg.conv_paths,
         PADDED=cfg.conv_padded_taps, HAS_IHIST=False, HAS_OHIST=has_ohist,
         PRECISION=_precision(w.dtype, precision), ACC_DTYPE=acc_tl, num_warps=cfg.conv_warps,
     )
+    if into is not None:
+        gx += out
     return gx, (gh if want_hist else None)
 
 

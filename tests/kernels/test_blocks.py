@@ -43,6 +43,19 @@ def test_source_blocks_follow_order_and_groups():
     assert b.heavy_first.tolist() == [0, 1]  # 2 entries each: block order
 
 
+def test_source_blocks_leave_out_rows_without_paths():
+    # sources 1, 3 and 4 have no path: only rows 0 and 2 get slots (one block of 2)
+    src = torch.tensor([0, 2, 2])
+    dst = torch.tensor([0, 0, 1])
+    lay = PathLayout.from_pairs(src, dst, 5, 2)
+    b = lay.blocks("src", 2)
+    assert not b.complete and b.n_blocks == 1
+    assert b.rows.tolist() == [0, 2]
+    assert b.other.tolist() == [0, 1] and b.path.tolist() == [0, 1, 3, 2]
+    assert lay.blocks("dst", 2).complete  # destinations always all get a slot
+    assert PathLayout.from_pairs(src, dst, 3, 2).blocks("src", 1).rows.tolist() == [0, 2]
+
+
 def test_heavy_blocks_first():
     # destination rows 0..3 in blocks of 1: 1, 3, 0 (empty) and 3 sources
     src = torch.tensor([0, 0, 1, 2, 0, 1, 2])

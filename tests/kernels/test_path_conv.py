@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from kernel_cases import TRITON_DEVICE, brute_force, requires_triton
@@ -201,6 +202,82 @@ def test_path_conv_sum_into_two_targets_values_and_gradients(make_case, backend,
     names = ("x1", "w1", "hist1", "w2") + (("first", "second") if accumulate else ())
     for name, got, want in zip(names, leaves, ref):
         torch.testing.assert_close(got.grad.cpu(), want.grad, rtol=1e-10, atol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_path_conv_sum_into_reads_rows_of_its_first_target_in_place(make_case, backend):
+    """A transfer buffer: call 1 writes rows 0..2 of ``buf`` (and two rows of ``out``), call 2
+    reads them in place (a term whose input is ``buf`` itself, with history) and writes rows
+    4..5 of ``buf``; the loss reads both.  Values and every gradient equal the reference's
+    with explicit copies, and the buffer's gradient comes back through the chain."""
+    b, t, k = 2, 45, 4
+    l1, x1, w1, h1, _, _ = make_case(b, 6, 5, t, k, 12, seed=3)
+    l2, x2, w2, _, _, _ = make_case(b, 3, 4, t, k, 7, seed=4)
+    src3 = torch.tensor([0, 2, 2, 1, 0])  # reads rows 0..2 of the 8 rows of buf only
+    dst3 = torch.tensor([0, 1, 3, 3, 2])
+    l3 = PathLayout.from_pairs(src3, dst3, 8, 4)
+    g = torch.Generator().manual_seed(11)
+    w3 = torch.randn(5, k, generator=g, dtype=torch.float64)
+    h3 = torch.randn(b, 8, k - 1, generator=g, dtype=torch.float64)
+    weight = torch.randn(b, 4, t, generator=g, dtype=torch.float64)
+    dev = _device(backend)
+
+    def loss(buf, out):
+        return (out * weight.to(out.device)).sum() + (buf[:, 4:6] * 2).sum() + buf[:, 0].sum()
+
+    leaves = [v.clone().to(dev).requires_grad_() for v in (x1, w1, h1, x2, w2, w3, h3)]
+    buf = torch.zeros(b, 8, t, dtype=torch.float64, device=dev)
+    out = torch.zeros(b, 4, t, dtype=torch.float64, device=dev)
+    name = _name(backend)
+    buf, out = path_conv_sum_into([(leaves[0], leaves[1], l1.to(dev), leaves[2])],
+                                  RowTarget(buf, 0, out, 0, 3), backend=name)
+    buf, out = path_conv_sum_into(
+        [(leaves[3], leaves[4], l2.to(dev), None), (buf, leaves[5], l3.to(dev), leaves[6])],
+        RowTarget(buf, 4, out, 2, 2), backend=name)
+    loss(buf, out).backward()
+
+    ref = [v.clone().requires_grad_() for v in (x1, w1, h1, x2, w2, w3, h3)]
+    y1 = path_conv_reference(ref[0], ref[1], l1, ref[2])
+    zero = torch.zeros(b, 1, t, dtype=torch.float64)
+    read = torch.cat([y1[:, :3], zero.expand(b, 5, t)], dim=1)
+    y2 = path_conv_reference(ref[3], ref[4], l2) + path_conv_reference(read, ref[5], l3, ref[6])
+    buf_ref = torch.cat([y1[:, :3], zero, y2[:, :2], zero, zero], dim=1)
+    out_ref = torch.cat([y1[:, 3:], y2[:, 2:]], dim=1)
+    torch.testing.assert_close(buf.detach().cpu(), buf_ref.detach(), rtol=1e-11, atol=1e-11)
+    torch.testing.assert_close(out.detach().cpu(), out_ref.detach(), rtol=1e-11, atol=1e-11)
+    loss(buf_ref, out_ref).backward()
+    for nm, got, want in zip(("x1", "w1", "hist1", "x2", "w2", "w3", "hist3"), leaves, ref):
+        torch.testing.assert_close(got.grad.cpu(), want.grad, rtol=1e-10, atol=1e-10, msg=nm)
+
+
+@requires_triton
+def test_two_terms_with_the_same_blocks_are_one_launch(make_case, monkeypatch):
+    """Terms whose layouts cut the destinations into the same blocks are summed by one block
+    launch (the values are checked above); other layouts get one launch each."""
+    from hydroscale.kernels import _triton_ops
+
+    launches = []
+    real = _triton_ops._block_forward
+    monkeypatch.setattr(_triton_ops, "_block_forward",
+                        lambda *a, **kw: launches.append(1) or real(*a, **kw))
+    l1, x1, w1, _, _, _ = make_case(1, 6, 5, 30, 3, 12, seed=3)
+    l2, x2, w2, _, _, _ = make_case(1, 3, 5, 30, 3, 7, seed=4)
+    dev = TRITON_DEVICE
+    order = (np.arange(5.0)[::-1].copy(), np.zeros(5, np.int64))
+    l3 = PathLayout.from_pairs(l2.src, l2.dst, 3, 5, dst_order=order)
+    previous = set_launch_config(conv_algorithm="blocks")
+    try:
+        for other, n in ((l2, 1), (l3, 2)):
+            launches.clear()
+            out = [torch.zeros(1, r, 30, dtype=torch.float64, device=dev) for r in (2, 3)]
+            path_conv_sum_into([(x1.to(dev), w1.to(dev), l1.to(dev), None),
+                                (x2.to(dev), w2.to(dev), other.to(dev), None)],
+                               RowTarget(out[0], 0, out[1], 0, 2), backend="triton")
+            assert len(launches) == n
+            want = path_conv_reference(x1, w1, l1) + path_conv_reference(x2, w2, other)
+            torch.testing.assert_close(torch.cat(out, 1).cpu(), want)
+    finally:
+        set_launch_config(previous)
 
 
 def test_path_conv_sum_into_needs_two_tensors(make_case):
