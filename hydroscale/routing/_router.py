@@ -5,9 +5,14 @@ Routing a set of clusters is one sparse causal convolution per wave
 :mod:`._aggregation`:
 
 - sources: the runoff of the wave's reaches (call ``R``) and the ``f`` polyphase transfer
-  channels of its inlets (call ``U``);
+  channels feeding its inlets (call ``U``);
 - destinations: the wave's reaches (step-averaged discharge) followed by the ``f`` polyphase
-  channels of its exits (sub-step outflow, the transfer buffers of downstream clusters).
+  channels of its exits (sub-step outflow, the transfer inflow of downstream clusters).
+
+:meth:`StagedRouter.forward` keeps the exit channels of every wave in one transfer buffer,
+written in place by the wave that routes them and read in place by the waves they feed (an
+inlet fed by several exits reads each of them through the same kernels); the two calls of a
+wave are one kernel launch where their layouts allow (:mod:`hydroscale.kernels`).
 
 The transfer across cluster boundaries is therefore exact at sub-step resolution; the only
 approximation is the kernel window, whose truncated mass is reported per cluster
@@ -20,7 +25,7 @@ still need: the last ``K - 1`` steps of runoff of every reach and of every inlet
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +102,9 @@ class RoutingKernels:
 
 @dataclass
 class _Group:
-    """One batch of independent clusters (a wave, or one cluster) and its two layouts."""
+    """One batch of independent clusters (a wave, or one cluster), the layout of its call R
+    and those of its call U (built on first use: :meth:`StagedRouter._inlet_layout`,
+    :meth:`StagedRouter._exit_layout`)."""
 
     reaches: torch.Tensor  # [n] global reach indices, engine order
     r0: int
@@ -108,10 +115,11 @@ class _Group:
     rows_r: tuple[int, int]
     rows_u: tuple[int, int]
     layout_r: PathLayout
-    layout_u: PathLayout | None
+    dst_order: tuple  # block order of the output rows, shared by the U layouts
     contiguous: bool
 
     n_ef: int  # exit channel rows (first rows of the output)
+    layouts_u: dict = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -213,8 +221,7 @@ class StagedRouter:
         self._groups: dict[Any, _Group] = {}
         self._chain_key: np.ndarray | None = None
         self._hops = None
-        self._inflow_plans: dict[int, tuple[int, list, torch.Tensor]] = {}
-        self._send_plans: dict[int, tuple[list, torch.Tensor, list]] | None = None
+        self._feed: tuple[torch.Tensor, torch.Tensor] | None = None
         self._pair_cluster: torch.Tensor | None = None
         self._engine_order_is_network_order = bool(
             np.array_equal(cs.order, np.arange(cs.n_reaches)))
@@ -294,7 +301,7 @@ class StagedRouter:
         built once and cached."""
         if key in self._groups:
             return self._groups[key]
-        cs, f, n = self.clusters, self.f, self.clusters.n_reaches
+        cs, f = self.clusters, self.f
         k0, k1 = key
         cl = self._by_rank[k0:k1]
         if self.only is not None and not np.isin(cl, self.only).all():
@@ -312,11 +319,6 @@ class StagedRouter:
 
         n_ef = (e1 - e0) * f
 
-        def local_dst(d: torch.Tensor) -> torch.Tensor:
-            # exit channels first: their rows sum ~f times more paths than a reach's, and the
-            # kernel schedules rows in order, so heavy rows start first (shorter tail)
-            return torch.where(d < n, n_ef + d - r0, d - n - e0 * f)
-
         # block order of the rows for the direct kernels: reaches chain by chain within their
         # cluster, exit channels and inlet channels by exit / inlet (see PathLayout.blocks)
         if self._chain_key is None:
@@ -328,24 +330,99 @@ class StagedRouter:
                      np.concatenate([np.arange(n_ef) // f, reach_group]))
         ra, rb = rows(self._r_key)
         layout_r = PathLayout.from_pairs(
-            self._r_src[ra:rb] - r0, local_dst(self._r_dst[ra:rb]), n_g, n_g + (e1 - e0) * f,
+            self._r_src[ra:rb] - r0, self._local_dst(self._r_dst[ra:rb], r0, e0, n_ef),
+            n_g, n_g + n_ef,
             dst_order=dst_order, src_order=(reach_key, reach_group),
         )
         ua, ub = rows(self._u_key)
-        layout_u = None
-        if i1 > i0:
-            n_uf = (i1 - i0) * f
-            layout_u = PathLayout.from_pairs(
-                self._u_src[ua:ub] - i0 * f, local_dst(self._u_dst[ua:ub]), n_uf,
-                n_g + (e1 - e0) * f, dst_order=dst_order,
-                src_order=(np.arange(n_uf, dtype=np.float64), np.arange(n_uf) // f),
-            )
         reaches = torch.as_tensor(self.clusters.order[r0:r1], device=self.device)
         contiguous = bool(np.array_equal(self.clusters.order[r0:r1], np.arange(r0, r1)))
-        g = _Group(reaches, r0, e0, e1, i0, i1, (ra, rb), (ua, ub), layout_r, layout_u,
+        g = _Group(reaches, r0, e0, e1, i0, i1, (ra, rb), (ua, ub), layout_r, dst_order,
                    contiguous, n_ef)
         self._groups[key] = g
         return g
+
+    def _local_dst(self, d: torch.Tensor, r0: int, e0: int, n_ef: int) -> torch.Tensor:
+        """Output row in a group (first reach ``r0``, first exit ``e0``) of the global path
+        end points ``d``: the ``n_ef`` exit channels first (their rows sum ~f times more
+        paths than a reach's, and the kernel schedules rows in order, so heavy rows start
+        first: a shorter tail), then the reaches."""
+        n = self.clusters.n_reaches
+        return torch.where(d < n, n_ef + d - r0, d - n - e0 * self.f)
+
+    def _inlet_layout(self, g: _Group) -> PathLayout | None:
+        """Call U of group ``g`` with the ``f`` channels of its inlets as sources (the inflow
+        given per inlet, as :meth:`forward_chunk` takes it); None without inlets."""
+        if g.i1 == g.i0:
+            return None
+        if "inlet" not in g.layouts_u:
+            f, (ua, ub) = self.f, g.rows_u
+            n_uf = (g.i1 - g.i0) * f
+            g.layouts_u["inlet"] = PathLayout.from_pairs(
+                self._u_src[ua:ub] - g.i0 * f, self._local_dst(self._u_dst[ua:ub], g.r0, g.e0,
+                                                               g.n_ef),
+                n_uf, g.n + g.n_ef, dst_order=g.dst_order,
+                src_order=(np.arange(n_uf, dtype=np.float64), np.arange(n_uf) // f),
+            )
+        return g.layouts_u["inlet"]
+
+    def _exit_layout(self, g: _Group) -> tuple[PathLayout, torch.Tensor | None] | None:
+        """Call U of group ``g`` reading the exit channels that feed its inlets straight from
+        the transfer buffer ``[B, n_exit f, T]`` of :meth:`forward` (source ``e f + a`` =
+        channel ``a`` of exit ``e``), and ``dup``: an inlet fed by several exits has its
+        paths once per feeder, with the same kernels, ``wu_g[dup]`` (None when no inlet of
+        the group has more than one feeder).  None without inlets."""
+        if g.i1 == g.i0:
+            return None
+        if "exit" not in g.layouts_u:
+            f, (ua, ub) = self.f, g.rows_u
+            ptr, feeder = self._feeders()
+            s = self._u_src[ua:ub]  # inlet channel c f + a
+            c, a = s // f, s % f
+            n_feed = ptr[c + 1] - ptr[c]
+            dup = torch.repeat_interleave(torch.arange(ub - ua, device=s.device), n_feed)
+            first = torch.cumsum(n_feed, 0) - n_feed
+            nth = torch.arange(dup.numel(), device=s.device) - first[dup]
+            src = feeder[ptr[c[dup]] + nth] * f + a[dup]
+            dst = self._local_dst(self._u_dst[ua:ub], g.r0, g.e0, g.n_ef)[dup]
+            layout = PathLayout.from_pairs(src, dst, self.clusters.n_exits * f, g.n + g.n_ef,
+                                           dst_order=g.dst_order)
+            g.layouts_u["exit"] = (layout, None if dup.numel() == ub - ua
+                                   and bool((n_feed == 1).all()) else dup)
+        return g.layouts_u["exit"]
+
+    def _feeders(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(ptr [n_inlet + 1], exits)``: the exits feeding inlet ``c`` are
+        ``exits[ptr[c]:ptr[c + 1]]`` (device tensors, built once)."""
+        if self._feed is None:
+            cs = self.clusters
+            ok = np.flatnonzero(cs.exit_inlet >= 0)
+            exits = ok[np.argsort(cs.exit_inlet[ok], kind="stable")]
+            ptr = np.zeros(cs.n_inlets + 1, np.int64)
+            np.cumsum(np.bincount(cs.exit_inlet[ok], minlength=cs.n_inlets), out=ptr[1:])
+            self._feed = (torch.as_tensor(ptr, device=self.device),
+                          torch.as_tensor(exits, device=self.device))
+        return self._feed
+
+    def _exit_hist(self, inflow_hist: torch.Tensor) -> torch.Tensor:
+        """Inlet history ``[B, n_inlet, f, K - 1]`` as history of the transfer buffer's rows
+        ``[B, n_exit f, K - 1]``: each inlet's on its first feeder, zeros on the others (the
+        feeders' paths share their kernels, so the history adds up the same)."""
+        ptr, feeder = self._feeders()
+        b, _, f, k1 = inflow_hist.shape
+        out = inflow_hist.new_zeros(b, self.clusters.n_exits, f, k1)
+        fed = ptr[1:] > ptr[:-1]
+        out[:, feeder[ptr[:-1][fed]]] = inflow_hist[:, fed]
+        return out.reshape(b, -1, k1)
+
+    def _inlet_sum(self, exits: torch.Tensor) -> torch.Tensor:
+        """Inlet inflow ``[B, n_inlet, f, T]``: the sum of the exit outflow ``[B, n_exit, f,
+        T]`` of each inlet's feeders."""
+        ptr, feeder = self._feeders()
+        cs = self.clusters
+        b, _, f, t = exits.shape
+        inlet = torch.as_tensor(cs.exit_inlet, device=exits.device)[feeder]
+        return exits.new_zeros(b, cs.n_inlets, f, t).index_add_(1, inlet, exits[:, feeder])
 
     def prepare(self) -> StagedRouter:
         """Build the path layouts of every wave now (else on first use)."""
@@ -434,56 +511,17 @@ class StagedRouter:
         return RoutingKernels(wr, wu, k, trunc)
 
     # ------------------------------------------------------------------ routing
-    def _conv_inputs(self, x: torch.Tensor, w: torch.Tensor, hist: torch.Tensor | None):
-        """``x, w, hist`` in the storage dtype the kernels read (when one is set)."""
+    def _term(self, x: torch.Tensor, w: torch.Tensor, layout: PathLayout,
+              hist: torch.Tensor | None) -> tuple:
+        """The path convolution ``(x, w, layout, hist)`` with ``x`` and ``hist`` in the storage
+        dtype the kernels read (when one is set; the torch backend computes in ``dtype``)."""
         if self.storage_dtype is not None:
             x = x.to(self.storage_dtype)
             hist = None if hist is None else hist.to(self.storage_dtype)
-            if x.device.type != "cuda":  # the torch backend computes in float32
+            if x.device.type != "cuda":
                 x, w = x.to(self.dtype), w.to(self.dtype)
                 hist = None if hist is None else hist.to(self.dtype)
-        return x, w, hist
-
-    def _group_terms(
-        self, g: _Group, wr: torch.Tensor, wu: torch.Tensor, runoff: torch.Tensor,
-        inflow: torch.Tensor | None, hist_r: torch.Tensor | None, hist_u: torch.Tensor | None,
-    ) -> list[tuple]:
-        """The group's path convolutions ``(x, w, layout, hist)`` in the storage dtype: its
-        runoff, then (if it has inlets) its inlet inflow ``[B, n_inlet, f, T]`` as
-        ``n_inlet f`` rows; both produce the group's rows (exit channels, then reaches) and
-        add up."""
-        calls = [(runoff, wr, g.layout_r, hist_r)]
-        if g.layout_u is not None:
-            b, ni, f, t = inflow.shape
-            hu = None if hist_u is None else hist_u.reshape(b, ni * f, -1)
-            calls.append((inflow.reshape(b, ni * f, t), wu, g.layout_u, hu))
-        terms = []
-        for x, w, layout, hist in calls:
-            x, w, hist = self._conv_inputs(x, w, hist)
-            terms.append((x, w, layout, hist))
-        return terms
-
-    def _route_group(
-        self, g: _Group, wr: torch.Tensor, wu: torch.Tensor, runoff: torch.Tensor,
-        inflow: torch.Tensor | None, hist_r: torch.Tensor | None, hist_u: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """``y [B, n_exit f + n_g, T]`` (exit channels, then reaches) of one group from its
-        runoff ``[B, n_g, T]`` and inlet inflow ``[B, n_inlet, f, T]`` (group order), with the
-        group's path kernels ``wr`` (``kernels.wr[g.rows_r]``) and ``wu``."""
-        terms = self._group_terms(g, wr, wu, runoff, inflow, hist_r, hist_u)
-        return path_conv_sum(terms, backend=self.backend,
-                             precision=self.precision).to(self.dtype)
-
-    def _route_group_into(
-        self, g: _Group, wr: torch.Tensor, wu: torch.Tensor, runoff: torch.Tensor,
-        inflow: torch.Tensor | None, hist_r: torch.Tensor | None, hist_u: torch.Tensor | None,
-        target: RowTarget,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`_route_group` with its rows written in place into ``target``; returns the
-        target's two tensors (they carry the gradient: see
-        :func:`~hydroscale.kernels.path_conv_sum_into`)."""
-        terms = self._group_terms(g, wr, wu, runoff, inflow, hist_r, hist_u)
-        return path_conv_sum_into(terms, target, backend=self.backend, precision=self.precision)
+        return x, w, layout, hist
 
     def _check_runoff(self, runoff: Any, n: int) -> torch.Tensor:
         r = torch.as_tensor(runoff)
@@ -528,19 +566,18 @@ class StagedRouter:
         k = kern.window
         if state is not None:
             self._check_state(state, b, cs.n_reaches, cs.n_inlets, k)
-        # each batch's discharge goes straight into one [B, N, T] buffer (written in place
-        # by the kernels, its gradient read in place) and its exit channels into a buffer of
-        # their own, from which their consumers take what they need, so the peak holds one
-        # output, not two (pieces + their concatenation).  A batch hands its exit channels to
-        # all their consumers with one index_select (its backward: one scatter, not one
-        # zero-filled copy of the batch's exits per consumer, summed)
+        # each batch writes its reaches into q (engine order) and the f channels of its
+        # exits into one transfer buffer [B, n_exit f, T], in place; later batches read the
+        # exit channels feeding their inlets there, in place.  The backward reads the output
+        # gradients where they are and adds the transfer rows' gradients into the buffer's
+        # gradient: no per-batch outputs, gathers, inflow sums or zero-filled gradients
         batches = self._batches()
         groups = [self._group(key) for key in batches]
         wr = _split_rows(kern.wr, [g.rows_r for g in groups])
         wu = _split_rows(kern.wu, [g.rows_u for g in groups])
         q = r.new_empty(b, cs.n_reaches, t)
-        pending: dict[int, list[torch.Tensor]] = {}
-        inflows = []
+        transfer = r.new_empty(b, cs.n_exits * f, t)
+        hist_x = None if state is None else self._exit_hist(state.inflow_hist)
         for bi, g in enumerate(groups):
             if g.contiguous:
                 rg = r[:, g.r0 : g.r0 + g.n]
@@ -548,74 +585,23 @@ class StagedRouter:
             else:
                 rg = r.index_select(1, g.reaches)
                 hr = None if state is None else state.runoff_hist.index_select(1, g.reaches)
-            ug = self._inflow(bi, pending.pop(bi, []), b, t, r) if g.i1 > g.i0 else None
-            hu = None if state is None or g.i1 == g.i0 else state.inflow_hist[:, g.i0 : g.i1]
-            # the kernels write the reaches into q (engine order) and the exit channels into
-            # y, in place; the backward reads their gradients there (no copies, no sums)
-            y = r.new_empty(b, g.n_ef, t)
-            y, q = self._route_group_into(g, wr[bi], wu[bi], rg, ug, hr, hu,
-                                          RowTarget(y, 0, q, g.r0, g.n_ef))
-            consumers, rows, sizes = self._sends(bi)
-            if consumers:
-                out = y.view(b, g.e1 - g.e0, f, t)  # y holds the exit channels only
-                for ci, piece in zip(consumers, out.index_select(1, rows).split(sizes, dim=1)):
-                    pending.setdefault(ci, []).append(piece)
-            del y
-            if ug is not None:
-                inflows.append(ug)
+            terms = [self._term(rg, wr[bi], g.layout_r, hr)]
+            if g.i1 > g.i0:
+                layout_x, dup = self._exit_layout(g)
+                terms.append((transfer, wu[bi] if dup is None else wu[bi].index_select(0, dup),
+                              layout_x, hist_x))
+            transfer, q = path_conv_sum_into(
+                terms, RowTarget(transfer, g.e0 * f, q, g.r0, g.n_ef), backend=self.backend,
+                precision=self.precision)
         if not self._engine_order_is_network_order:
             q = q.index_select(1, torch.as_tensor(cs.position, device=q.device))
         if not return_state:
             return q
-        inflow = torch.cat(inflows, 1) if inflows else r.new_zeros(b, 0, f, t)
+        tail = transfer.detach().view(b, cs.n_exits, f, t)[..., max(0, t - (k - 1)) :]
         new = RouterState(self._roll(state.runoff_hist if state else None, r, k),
-                          self._roll(state.inflow_hist if state else None, inflow, k))
+                          self._roll(state.inflow_hist if state else None,
+                                     self._inlet_sum(tail), k))
         return q, new
-
-    def _sends(self, bi: int) -> tuple[list[int], torch.Tensor | None, list[int]]:
-        """``(consumer batches, exit rows of batch bi they take, concatenated in consumer
-        order, how many each takes)`` for the later batches that batch ``bi``'s exits feed;
-        built once."""
-        if self._send_plans is None:
-            sends: dict[int, list] = {}
-            for ci in range(len(self._batches())):
-                for k, loc, _ in self._inflow_plan(ci)[1]:
-                    sends.setdefault(k, []).append((ci, loc))
-            self._send_plans = {
-                k: ([ci for ci, _ in v], torch.cat([loc for _, loc in v]),
-                    [loc.numel() for _, loc in v])
-                for k, v in sends.items()}
-        return self._send_plans.get(bi, ([], None, []))
-
-    def _inflow(self, bi: int, pieces: list[torch.Tensor], b: int, t: int,
-                like: torch.Tensor) -> torch.Tensor:
-        """Inlet inflow ``[B, n_inlet, f, T]`` of batch ``bi``: the sum of the outflow of the
-        exits (routed in earlier batches) that feed its inlets, from the ``pieces`` those
-        batches handed over (producer order, as in :meth:`_inflow_plan`)."""
-        n_in, _, tgt = self._inflow_plan(bi)
-        src = torch.cat(pieces, dim=1)
-        zeros = like.new_zeros(b, n_in, self.f, t, dtype=self.dtype)
-        return zeros.index_add(1, tgt, src.to(self.dtype))
-
-    def _inflow_plan(self, bi: int) -> tuple[int, list, torch.Tensor]:
-        """``(n_inlet, [(producer batch, its exit rows, their inlet rows)], all those inlet
-        rows in producer order)`` of batch bi; built once."""
-        if bi not in self._inflow_plans:
-            cs = self.clusters
-            g = self._group(self._batches()[bi])
-            feed = np.flatnonzero((cs.exit_inlet >= g.i0) & (cs.exit_inlet < g.i1))
-            starts = np.array([self._group(k).e0 for k in self._batches()])
-            kb = np.searchsorted(starts, feed, side="right") - 1
-            dev = self.device
-            plan = []
-            for k in np.unique(kb):
-                sel = feed[kb == k]
-                plan.append((int(k), torch.as_tensor(sel - starts[k], device=dev),
-                             torch.as_tensor(cs.exit_inlet[sel] - g.i0, device=dev)))
-            tgt = (torch.cat([tg for _, _, tg in plan]) if plan
-                   else torch.zeros(0, dtype=torch.int64, device=dev))
-            self._inflow_plans[bi] = (g.i1 - g.i0, plan, tgt)
-        return self._inflow_plans[bi]
 
     __call__ = forward
 
@@ -678,10 +664,13 @@ class StagedRouter:
         if state is not None:
             self._check_state(state, b, g.n, n_in, k)
         (ra, rb), (ua, ub) = g.rows_r, g.rows_u
-        y = self._route_group(g, kernels.wr[ra:rb], kernels.wu[ua:ub], r,
-                              inflow if n_in else None,
-                              None if state is None else state.runoff_hist,
-                              None if state is None or not n_in else state.inflow_hist)
+        terms = [self._term(r, kernels.wr[ra:rb], g.layout_r,
+                            None if state is None else state.runoff_hist)]
+        if n_in:
+            hu = None if state is None else state.inflow_hist.reshape(b, n_in * self.f, -1)
+            terms.append(self._term(inflow.reshape(b, n_in * self.f, t), kernels.wu[ua:ub],
+                                    self._inlet_layout(g), hu))
+        y = path_conv_sum(terms, backend=self.backend, precision=self.precision).to(self.dtype)
         out = y[:, : g.n_ef].reshape(b, g.e1 - g.e0, self.f, t)
         u = inflow if n_in else r.new_zeros(b, 0, self.f, t)
         new = RouterState(self._roll(state.runoff_hist if state else None, r, k),

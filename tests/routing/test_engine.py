@@ -45,6 +45,7 @@ def forest() -> RiverNetwork:
 def clusters(forest) -> RivTreeCluster:
     cs = RivTreeCluster(forest, random_clusters(forest, 0.25, 0.5, seed=2))
     assert cs.n_clusters > 3 and cs.n_exits > 3 and cs.n_waves > 2
+    assert np.bincount(cs.exit_inlet[cs.exit_inlet >= 0]).max() > 1  # inlets fed by 2 exits
     return cs
 
 
@@ -269,6 +270,7 @@ def test_lti_router_on_one_cluster_with_inflow(forest, clusters):
 def test_gradcheck_params_and_runoff():
     net = random_forest([3, 1], seed=11)
     cs = RivTreeCluster(net, random_clusters(net, 0.3, 0.0, seed=12))
+    assert np.bincount(cs.exit_inlet[cs.exit_inlet >= 0]).max() > 1  # inlets fed by 2 exits
     rng = np.random.default_rng(13)
     p = torch.tensor(_params("muskingum", net.n_reaches, rng), requires_grad=True)
     r = torch.rand(1, net.n_reaches, 8, dtype=torch.float64, requires_grad=True)
