@@ -28,6 +28,7 @@ that falls beyond the window; it is reported per cluster (max over the cluster's
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -141,14 +142,23 @@ def _step_kernel(p: torch.Tensor, f: int) -> torch.Tensor:
     n, length = p.shape
     k = length // f
     blocks = p.view(n, k, f)
-    j = torch.arange(f, device=p.device, dtype=p.dtype)
+    j = _substeps(f, p.dtype, p.device)
     own, spill = blocks @ (f - j), blocks @ j  # weights of block K on H[K] and on H[K + 1]
     return (own + torch.nn.functional.pad(spill, (1, 0))[:, :k]) / f
 
 
+@functools.lru_cache(maxsize=64)
+def _substeps(f: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """``[0, 1, ..., f - 1]`` (a constant, made once per dtype and device: the hop loop would
+    otherwise launch it per hop; callers must not write into it)."""
+    return torch.arange(f, device=device, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=64)
 def _phase_masks(f: int, over: str, dtype: torch.dtype, device) -> tuple:
     """``(own, spill, scale)`` of :func:`_phase_sums`: sub-step ``j`` of block ``K`` (``own``)
-    and of block ``K - 1`` (``spill``) entering channel ``a`` (``[f(j), f(a)]``)."""
+    and of block ``K - 1`` (``spill``) entering channel ``a`` (``[f(j), f(a)]``); constants,
+    made once per dtype and device."""
     j = torch.arange(f, device=device).view(f, 1)
     a = torch.arange(f, device=device).view(1, f)
     if over == "c":  # block K: j <= a; block K-1: j > a
@@ -173,8 +183,10 @@ def _phase_sums(p: torch.Tensor, f: int, over: str) -> torch.Tensor:
     return out if over == "c" else out / f
 
 
+@functools.lru_cache(maxsize=64)
 def _phase_index(k: int, f: int, device) -> torch.Tensor:
-    """``[f(a) f(c) K]`` index into ``P`` padded by ``f`` zeros in front: ``K f + a - c + f``."""
+    """``[f(a) f(c) K]`` index into ``P`` padded by ``f`` zeros in front: ``K f + a - c + f``
+    (a constant, made once per device)."""
     kk = torch.arange(k, device=device).view(1, 1, k) * f
     a = torch.arange(f, device=device).view(f, 1, 1)
     c = torch.arange(f, device=device).view(1, f, 1)
@@ -222,7 +234,7 @@ class _HopKernels(torch.autograd.Function):
         f = ctx.f
         n, length = ctx.shape
         k = length // f
-        j = torch.arange(f, device=g_step.device, dtype=g_step.dtype)
+        j = _substeps(f, g_step.dtype, g_step.device)
         # H[K] = (1/f) (Σ_b (f - b) P[K, b] + Σ_b b P[K - 1, b])
         gp = ((f - j) * g_step[:, :, None] + j * _shift_up(g_step, 1)[:, :, None]) / f
         gp = gp.reshape(n, length)
@@ -391,6 +403,7 @@ def aggregate(
     save_dtype: torch.dtype | None = None,
     mass_taps: int | None = None,
     backend: str = "torch",
+    rows: torch.Tensor | None = None,
 ) -> PathKernels:
     """Aggregate the path kernels of ``plan`` (differentiable w.r.t. ``params``).
 
@@ -412,6 +425,7 @@ def aggregate(
         (:attr:`~hydroscale.irf.IRFSpec.recursion`) by running the filter
         (:func:`~hydroscale.kernels.extend_recursive`); otherwise (and with ``"torch"``) each
         hop is a zero-padded FFT convolution.  Both are exact for the ``K f`` taps.
+    rows : ``plan.reaches`` on the device of ``params`` (default: copied from the plan).
 
     Returns
     -------
@@ -420,7 +434,7 @@ def aggregate(
     f = substeps
     length = window * f
     dev = params.device
-    rows = torch.as_tensor(plan.reaches, device=dev)
+    rows = torch.as_tensor(plan.reaches, device=dev) if rows is None else rows
     p_rows = params.index_select(0, rows)
     h = irf_kernel(spec, p_rows, length, f, allow_unstable=True).to(dtype)
     coef = irf_recursion(spec, p_rows, f, allow_unstable=True)

@@ -223,6 +223,8 @@ class StagedRouter:
         self._hops = None
         self._feed: tuple[torch.Tensor, torch.Tensor] | None = None
         self._pair_cluster: torch.Tensor | None = None
+        self._pair_seen: np.ndarray | None = None
+        self._rows: torch.Tensor | None = None
         self._engine_order_is_network_order = bool(
             np.array_equal(cs.order, np.arange(cs.n_reaches)))
         self.truncated_mass: np.ndarray | None = None
@@ -450,6 +452,12 @@ class StagedRouter:
                         self.window_tolerance)
             return k
 
+    def _plan_rows(self) -> torch.Tensor:
+        """The plan's reaches as a device tensor (made on first use, then kept)."""
+        if self._rows is None:
+            self._rows = torch.as_tensor(self.plan.reaches, device=self.device)
+        return self._rows
+
     def _device_hops(self) -> list:
         """The plan's hops as device index tensors (built on first use, then kept)."""
         if self._hops is None:
@@ -485,6 +493,7 @@ class StagedRouter:
         pk: PathKernels = aggregate(
             self.plan, self._device_hops(), self.spec, p, self.f, self.window, dtype=agg_dtype,
             save_dtype=save, backend=select_backend(p.device, self.backend),
+            rows=self._plan_rows(),
         )
         k = self.window
         store = self.storage_dtype or self.dtype
@@ -497,15 +506,14 @@ class StagedRouter:
             src_all = np.concatenate([h[0] for h in self.plan.hops])
             self._pair_cluster = torch.as_tensor(self.clusters.cluster_of[src_all],
                                                  device=self.device)
+            self._pair_seen = np.zeros(self.clusters.n_clusters, dtype=bool)
+            self._pair_seen[self.clusters.cluster_of[src_all]] = True
         nc = self.clusters.n_clusters
-        cl = self._pair_cluster
         worst_c = torch.zeros(nc, dtype=torch.float64, device=self.device).scatter_reduce(
-            0, cl, pk.truncated.abs(), "amax")
-        seen = torch.zeros(nc, dtype=torch.bool, device=self.device)
-        seen[cl] = True
-        trunc = torch.where(seen, worst_c, torch.nan).cpu().numpy()
+            0, self._pair_cluster, pk.truncated.abs(), "amax")
+        trunc = np.where(self._pair_seen, worst_c.cpu().numpy(), np.nan)
         self.truncated_mass = trunc
-        worst = np.nanmax(trunc) if bool(seen.any()) else 0.0
+        worst = np.nanmax(trunc) if self._pair_seen.any() else 0.0
         logger.info("aggregated %d pairs, window %d, max truncated mass %.3g",
                     self.plan.n_pairs, k, worst)
         return RoutingKernels(wr, wu, k, trunc)
