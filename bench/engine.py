@@ -21,7 +21,8 @@ the oracle, by us (same partition settings, float32) and by DiffRoute.
 
 DiffRoute (``pip install diffroute==0.1.0``; benchmark only, never a hydroscale dependency) is
 optional: without it, or with ``--no-diffroute``, its columns are left out.  Its forward
-aggregates its kernels from the parameters on every call, so it compares with our params->Q;
+aggregates its kernels from the parameters on every call, so it compares with our params->Q
+(one timed call: aggregation, then routing; median of ``--repeat``);
 its ``forward_kernels_built_s`` (kernels kept from a first call) compares with our forward.
 """
 
