@@ -174,11 +174,11 @@ def _backward_terms(ctx, grad, first_input: int, read_in_place=(), into=None) ->
     for i, layout in enumerate(ctx.layouts):
         x, w, hist = flat[3 * i : 3 * i + 3]
         need = ctx.needs_input_grad[first_input + 3 * i : first_input + 3 * i + 3]
-        if i < len(read_in_place) and read_in_place[i]:
+        in_place = i < len(read_in_place) and read_in_place[i]
+        if in_place:
             x, need = ctx.first, (into is not None, *need[1:])
         grads += _backward_term(grad, x, w, hist, layout, ctx.backend, ctx.precision, *need,
-                                into=into if i < len(read_in_place) and read_in_place[i]
-                                else None)
+                                into=into if in_place else None)
     return grads
 
 

@@ -247,11 +247,12 @@ def path_conv_backward_input(
         gx = torch.empty(batch, n_src, n_t, dtype=acc_torch, device=w.device)
     else:  # rows no path leaves are not written by the block kernels
         gx = torch.zeros(batch, n_src, n_t, dtype=acc_torch, device=w.device)
-    gh = torch.zeros(batch, n_src, k - 1, dtype=acc_torch, device=w.device)
+    # the history gradient only when asked for (a transfer buffer has n_exit f rows per call)
+    gh = torch.zeros(batch, n_src, k - 1, dtype=acc_torch, device=w.device) if want_hist else None
     if n_src == 0 or batch == 0 or n_t == 0:
         if into is None:
             gx.zero_()
-        return gx, (gh if want_hist else None)
+        return gx, gh
     has_ohist = want_hist and k > 1
     if blocks:
         bt = min(cfg.block_time, max(16, triton.next_power_of_2(n_t + k)))
@@ -259,7 +260,7 @@ def path_conv_backward_input(
         n_tiles = triton.cdiv(n_t - origin, bt)
         _block_conv_kernel[(rb.n_blocks * n_tiles, batch)](
             g.first, g.first, _packed_taps(w, rb), rb.rows, rb.ptr, rb.other,
-            _block_order(cfg, rb), gx, gh, gx,
+            _block_order(cfg, rb), gx, gx if gh is None else gh, gx,
             n_t, g.first.shape[1], n_src, n_tiles, origin, n_src, 0, 0, n_src,
             g.second, g.second.shape[1], g.first_row, g.second_row, g.split,
             K=k, BT=bt, C=rb.c, REVERSE=True, HAS_IHIST=False, HAS_OHIST=has_ohist,
@@ -267,7 +268,7 @@ def path_conv_backward_input(
             IN2=g.second is not g.first or g.first_row != 0, ACCUMULATE=into is not None,
             **_register_cap(cfg.block_max_registers),
         )
-        return gx, (gh if want_hist else None)
+        return gx, gh
     grad_y = _one_tensor(g, layout.n_dst)
     blk = _block_len(k)
     origin = -blk if has_ohist else 0
@@ -279,7 +280,7 @@ def path_conv_backward_input(
     _path_conv_fwd_kernel[grid](
         grad_y, grad_y, taps,
         layout.src_ptr, layout.by_src_path, layout.by_src_dst,
-        out, gh,
+        out, out if gh is None else gh,
         n_t, k, layout.n_dst, n_src, n_tiles, origin,
         L=blk, BM=bm, REVERSE=True, PATHS=cfg.conv_paths,
         PADDED=cfg.conv_padded_taps, HAS_IHIST=False, HAS_OHIST=has_ohist,
@@ -287,7 +288,7 @@ def path_conv_backward_input(
     )
     if into is not None:
         gx += out
-    return gx, (gh if want_hist else None)
+    return gx, gh
 
 
 def path_conv_backward_weight(

@@ -389,8 +389,7 @@ class StagedRouter:
             dst = self._local_dst(self._u_dst[ua:ub], g.r0, g.e0, g.n_ef)[dup]
             layout = PathLayout.from_pairs(src, dst, self.clusters.n_exits * f, g.n + g.n_ef,
                                            dst_order=g.dst_order)
-            g.layouts_u["exit"] = (layout, None if dup.numel() == ub - ua
-                                   and bool((n_feed == 1).all()) else dup)
+            g.layouts_u["exit"] = (layout, None if bool((n_feed == 1).all()) else dup)
         return g.layouts_u["exit"]
 
     def _feeders(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -427,10 +426,11 @@ class StagedRouter:
         return exits.new_zeros(b, cs.n_inlets, f, t).index_add_(1, inlet, exits[:, feeder])
 
     def prepare(self) -> StagedRouter:
-        """Build the path layouts of every wave now (else on first use)."""
+        """Build the path layouts of every wave now (else on first use), the transfer-buffer
+        layouts :meth:`forward` reads included."""
         if self.only is None:
             for key in self._batches():
-                self._group(key)
+                self._exit_layout(self._group(key))
         return self
 
     # ------------------------------------------------------------------ kernels
