@@ -18,7 +18,7 @@ gradient is zero, and a program per empty row would only write (or add) zeros.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -57,6 +57,24 @@ class RowBlocks:
     fill: float
     heavy_first: torch.Tensor
     complete: bool = True
+    _runs: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def entry_runs(self, n: int) -> torch.Tensor:
+        """``[R]`` the first entry of each run of at most ``n`` consecutive entries of one
+        block (a block of ``m`` entries has ``ceil(m / n)`` runs), built once per ``n``: the
+        kernel gradient gives each run one program, which loads the block's output gradient
+        once for its ``n`` entries."""
+        if n not in self._runs:
+            dev = self.ptr.device
+            count = self.ptr[1:] - self.ptr[:-1]
+            per_block = (count + n - 1) // n
+            n_runs = int(per_block.sum())
+            blk = torch.repeat_interleave(torch.arange(self.n_blocks, device=dev), per_block,
+                                          output_size=n_runs)
+            first_run = torch.cumsum(per_block, 0) - per_block
+            j = torch.arange(n_runs, device=dev) - first_run[blk]
+            self._runs[n] = self.ptr[blk] + n * j
+        return self._runs[n]
 
 
 def _slots(n_rows: int, c: int, key: np.ndarray | None, group: np.ndarray | None,

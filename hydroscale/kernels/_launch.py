@@ -33,6 +33,8 @@ class LaunchConfig:
     block_rows, block_time, block_warps : rows per block, steps per tile and warps per program
         of the block forward / input-gradient kernel.
     block_grad_w_time, block_grad_w_warps : the same for the block kernel gradient.
+    block_grad_w_entries : entries of one block per program of the block kernel gradient
+        (they share the block's output gradient tiles, loaded once for all of them).
     block_max_registers : register cap per thread of the block forward / input-gradient kernel
         (ptxas ``maxnreg``; 0: the compiler's choice).  The kernel waits on loads, so more
         resident warps (fewer registers each) hide more of that latency.
@@ -43,22 +45,27 @@ class LaunchConfig:
         rather than in block order, so that a launch does not end waiting on a few long ones.
 
     The block defaults (4 rows, 256 steps, 2 warps, at most 72 registers, prefetch, heavy blocks
-    first; 32 steps, 1 warp, no register cap for the kernel gradient) were the fastest or within
-    noise of the fastest of the configurations timed on an H100 (1M reaches, T = 3650;
-    ``bench/engine.py --sweep``): at K = 9 rows 4/8, tiles 128-512, gradient tiles 32-128; at K
-    = 6 (1.5-day clusters) the register cap took the forward from 0.203 to 0.163 s (uncapped: 89
-    registers, 31 % occupancy, warps waiting on loads; 48 or fewer registers spill), 2 warps
-    instead of 4 the forward + backward from 1.12 to 1.04 s; 8 rows, 128/512-step tiles and 1 or
-    4 warps were slower. ``block_prefetch=True`` with 72 registers timed 0.155 s (0.163 s
-    without, same run); at 64 registers ncu counted ~150k spilled loads/stores per launch.
-    Starting heavy blocks first took it from 0.1458 to 0.1433 s on an H200 (0.1528 to 0.1465 s
-    without the prefetch), where ncu had shown SMs' active cycles 15-19 % apart.  The kernel
-    gradient, since it keeps one accumulator per tap (H200, 1M reaches, K = 6, forward +
-    backward side by side): 32 steps, 1 warp, uncapped 0.467 s; with 64 registers 0.468 s;
-    64 steps, 2 warps 0.474 s (capped at 64) and 0.491 s (uncapped); 16 steps 0.562 s; 32
-    steps capped at 48 registers 0.495 s. Running groups
-    of neighbouring blocks tile by tile (for L2 reuse) was no faster (0.1620-0.1813 s against
-    0.1625 s, H100).
+    first; 32 steps, 1 warp, 4 entries, no register cap for the kernel gradient) were the
+    fastest or within noise of the fastest of the configurations timed on an H100 (1M reaches,
+    T = 3650; ``bench/engine.py --sweep``): at K = 9 rows 4/8, tiles 128-512, gradient tiles
+    32-128; at K = 6 (1.5-day clusters) the register cap took the forward from 0.203 to 0.163 s
+    (uncapped: 89 registers, 31 % occupancy, warps waiting on loads; 48 or fewer registers
+    spill), 2 warps instead of 4 the forward + backward from 1.12 to 1.04 s; 8 rows, 128/512-step
+    tiles and 1 or 4 warps were slower. ``block_prefetch=True`` with 72 registers timed 0.155 s
+    (0.163 s without, same run); at 64 registers ncu counted ~150k spilled loads/stores per
+    launch.  Starting heavy blocks first took it from 0.1458 to 0.1433 s on an H200 (0.1528 to
+    0.1465 s without the prefetch), where ncu had shown SMs' active cycles 15-19 % apart.  The
+    kernel gradient, since it keeps one accumulator per tap (H200, 1M reaches, K = 6, forward +
+    backward side by side): 32 steps, 1 warp, uncapped 0.467 s; with 64 registers 0.468 s; 64
+    steps, 2 warps 0.474 s (capped at 64) and 0.491 s (uncapped); 16 steps 0.562 s; 32 steps
+    capped at 48 registers 0.495 s.  Entries per program of the kernel gradient (H100, 1M
+    reaches, K = 5, forward + backward side by side, medians of 5): 1 entry 0.402 s, 2 entries
+    0.361 s, 4 entries 0.347 s, 8 entries 0.387 s (register spills); 4 entries with 2 warps
+    0.397 s, with 16 steps 0.383 s; 2 entries with 64 steps and 2 warps 0.373 s.  Cutting the
+    time of launches with few programs into chunks (partial sums added at the end) was within
+    noise at 1M reaches (0.342-0.354 s against 0.349-0.350 s) and slower at 100k (0.138-0.167
+    s against 0.106-0.129 s).  Running groups of neighbouring blocks tile by tile (for L2 reuse)
+    was no faster (0.1620-0.1813 s against 0.1625 s, H100).
 
     Defaults: conv_bm/conv_warps/conv_paths are the fastest of the configurations timed on an
     H100 (1M reaches, T = 3650, K = 16: 430 ms for tf32x3 with masked taps); conv_padded_taps
@@ -83,6 +90,7 @@ class LaunchConfig:
     block_heavy_first: bool = True
     block_grad_w_time: int = 32
     block_grad_w_warps: int = 1
+    block_grad_w_entries: int = 4
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

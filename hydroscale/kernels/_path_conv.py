@@ -161,7 +161,7 @@ class _PathConvFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_y):  # noqa: D102
-        return (None, None, None, *_backward_terms(ctx, grad_y.contiguous(), 3))
+        return (None, None, None, *_backward_terms(ctx, grad_y, 3))
 
 
 def _backward_terms(ctx, grad, first_input: int, read_in_place=(), into=None) -> list:
@@ -221,8 +221,8 @@ class _PathConvSumIntoFunction(torch.autograd.Function):
             # the gradient of first's earlier value: this one plus what the in-place reads add
             g_first = g_first.contiguous()
             into = g_first
-        # e.g. the expanded gradient of a sum is made contiguous here, once for all terms
-        grad = RowTarget(g_first, r1, g_second, r2, split).contiguous(ctx.layouts[0].n_dst)
+        # read in place by the block kernels (the expanded gradient of a sum too)
+        grad = RowTarget(g_first, r1, g_second, r2, split)
         grads = _backward_terms(ctx, grad, 7, ctx.read_in_place, into)
         return (g_first, g_second, None, None, None, None, None, *grads)
 

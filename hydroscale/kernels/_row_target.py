@@ -35,12 +35,13 @@ class RowTarget:
         return ((self.first, self.first_row, self.split),
                 (self.second, self.second_row, n_dst - self.split))
 
-    def contiguous(self, n_dst: int, dtype: torch.dtype | None = None) -> RowTarget:
-        """The same rows with each tensor contiguous (in ``dtype``): a tensor that is not
-        (e.g. the expanded gradient of a sum) is copied, cut to its rows when it holds one
-        part of two."""
+    def readable(self, n_dst: int, dtype: torch.dtype | None = None) -> RowTarget:
+        """The same rows with each tensor in ``dtype`` and read along time with a stride of
+        0 or 1, as the block kernels read them (through their strides: e.g. the expanded
+        gradient of a sum is read where it is).  A tensor that is not is copied, cut to its
+        rows when it holds one part of two."""
         def ready(t: torch.Tensor) -> bool:
-            return t.is_contiguous() and dtype in (None, t.dtype)
+            return dtype in (None, t.dtype) and (t.shape[2] <= 1 or t.stride(2) in (0, 1))
 
         if self.first is self.second:
             t = self.first if ready(self.first) else self._as(self.first, dtype)

@@ -194,7 +194,7 @@ def _block_forward(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, spli
         x, hist if has_hist else x, _packed_taps(w, rb), rb.rows, rb.ptr, rb.other,
         _block_order(cfg, rb), out, out, out2,
         n_t, n_src, out.shape[1], n_tiles, 0, out2.shape[1], out_row0, out2_row0, split,
-        x, n_src, 0, 0, n_src,
+        x, 0, 0, n_src, *x.stride(), *x.stride(),
         K=k, BT=bt, C=rb.c, REVERSE=False, HAS_IHIST=has_hist, HAS_OHIST=False,
         ACC_DTYPE=_acc_dtype(x.dtype)[1], PREFETCH=cfg.block_prefetch,
         num_warps=cfg.block_warps, ACCUMULATE=accumulate,
@@ -204,16 +204,19 @@ def _block_forward(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, spli
 
 def _gradient_rows(grad, n_dst: int, dtype: torch.dtype) -> RowTarget:
     """The output gradient, given whole (``[B, D, T]``) or in two parts (a ``RowTarget``), as
-    a ``RowTarget`` of contiguous tensors in ``dtype``."""
+    a ``RowTarget`` of tensors in ``dtype`` that the block kernels read through their strides
+    (e.g. the expanded gradient of a sum is not copied)."""
     rows = grad if isinstance(grad, RowTarget) else RowTarget.whole(grad)
-    return rows.contiguous(n_dst, dtype)
+    return rows.readable(n_dst, dtype)
 
 
 def _one_tensor(g: RowTarget, n_dst: int) -> torch.Tensor:
-    """The gradient's one tensor, for the Toeplitz kernels (which do not read two parts)."""
+    """The gradient's one tensor, contiguous, for the Toeplitz kernels (which do not read two
+    parts nor strides)."""
     if g.first is not g.second or g.first_row or g.split != n_dst:
         raise ValueError("the Toeplitz kernels take the output gradient in one tensor")
-    return g.first
+    return g.first.contiguous()
+
 
 
 def path_conv_backward_input(
@@ -262,7 +265,7 @@ def path_conv_backward_input(
             g.first, g.first, _packed_taps(w, rb), rb.rows, rb.ptr, rb.other,
             _block_order(cfg, rb), gx, gx if gh is None else gh, gx,
             n_t, g.first.shape[1], n_src, n_tiles, origin, n_src, 0, 0, n_src,
-            g.second, g.second.shape[1], g.first_row, g.second_row, g.split,
+            g.second, g.first_row, g.second_row, g.split, *g.first.stride(), *g.second.stride(),
             K=k, BT=bt, C=rb.c, REVERSE=True, HAS_IHIST=False, HAS_OHIST=has_ohist,
             ACC_DTYPE=acc_tl, PREFETCH=cfg.block_prefetch, num_warps=cfg.block_warps,
             IN2=g.second is not g.first or g.first_row != 0, ACCUMULATE=into is not None,
@@ -311,15 +314,15 @@ def path_conv_backward_weight(
     has_hist = hist is not None and k > 1
     if use_blocks(cfg, k):
         rb = layout.blocks("dst", cfg.block_rows)
-        n_ent = int(rb.other.numel())
-        if n_ent:
-            _block_grad_w_kernel[(n_ent,)](
+        if rb.other.numel():
+            runs = rb.entry_runs(cfg.block_grad_w_entries)
+            _block_grad_w_kernel[(runs.numel(),)](
                 x, hist if has_hist else x, g.first, rb.rows, rb.block, rb.other, rb.path, gw,
-                n_t, n_src, g.first.shape[1], batch, layout.n_paths, g.second, g.second.shape[1],
-                g.first_row, g.second_row, g.split,
-                K=k,
-                BT=min(cfg.block_grad_w_time, max(16, triton.next_power_of_2(n_t))),
-                C=rb.c, HAS_HIST=has_hist, ACC_DTYPE=acc_tl, num_warps=cfg.block_grad_w_warps,
+                n_t, n_src, batch, layout.n_paths, g.second, g.first_row, g.second_row,
+                g.split, *g.first.stride(), *g.second.stride(), runs, rb.ptr,
+                K=k, BT=min(cfg.block_grad_w_time, max(16, triton.next_power_of_2(n_t))),
+                C=rb.c, NE=cfg.block_grad_w_entries, HAS_HIST=has_hist,
+                ACC_DTYPE=acc_tl, num_warps=cfg.block_grad_w_warps,
                 **_register_cap(cfg.block_grad_w_max_registers),
             )
         return gw

@@ -56,6 +56,17 @@ def test_source_blocks_leave_out_rows_without_paths():
     assert PathLayout.from_pairs(src, dst, 3, 2).blocks("src", 1).rows.tolist() == [0, 2]
 
 
+def test_entry_runs_by_hand():
+    # blocks of 1 row with 1, 3, 0 and 3 entries (entries 0 | 1 2 3 | - | 4 5 6)
+    src = torch.tensor([0, 0, 1, 2, 0, 1, 2])
+    dst = torch.tensor([0, 1, 1, 1, 3, 3, 3])
+    b = PathLayout.from_pairs(src, dst, 3, 4).blocks("dst", 1)
+    assert b.entry_runs(1).tolist() == [0, 1, 2, 3, 4, 5, 6]
+    assert b.entry_runs(2).tolist() == [0, 1, 3, 4, 6]  # runs never cross a block
+    assert b.entry_runs(4).tolist() == [0, 1, 4]
+    assert b.entry_runs(2) is b.entry_runs(2)  # built once
+
+
 def test_heavy_blocks_first():
     # destination rows 0..3 in blocks of 1: 1, 3, 0 (empty) and 3 sources
     src = torch.tensor([0, 0, 1, 2, 0, 1, 2])

@@ -143,6 +143,42 @@ def test_gradients_match_reference_autograd(make_case, backend, case):
         torch.testing.assert_close(g.cpu(), e, rtol=1e-10, atol=1e-10, msg=name)
 
 
+def _strided_gradient(kind: str, batch: int, n_dst: int, n_t: int) -> torch.Tensor:
+    """An output gradient ``[B, D, T]`` that is not contiguous, of the given kind."""
+    g = torch.Generator().manual_seed(11)
+    if kind == "sum":  # the gradient of y.sum(): one value, every stride 0
+        return torch.full((), 0.75, dtype=torch.float64).expand(batch, n_dst, n_t)
+    if kind == "per_row":  # (y * c[d]).sum(): time stride 0
+        return torch.randn(1, n_dst, 1, generator=g, dtype=torch.float64).expand(
+            batch, n_dst, n_t)
+    if kind == "transposed":  # rows along the last axis in memory: time stride D
+        return torch.randn(batch, n_t, n_dst, generator=g, dtype=torch.float64).transpose(1, 2)
+    if kind == "every_other_step":  # time stride 2: copied
+        return torch.randn(batch, n_dst, 2 * n_t, generator=g, dtype=torch.float64)[..., ::2]
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["sum", "per_row", "transposed", "every_other_step"])
+@pytest.mark.parametrize("backend", _backends())
+def test_gradients_of_a_strided_output_gradient(make_case, backend, kind):
+    """The block kernels read the output gradient through its strides (the expanded gradient
+    of a sum, a row-wise constant, a transposed tensor) or from a copy (a time stride other
+    than 0 or 1); every gradient equals the reference's with a contiguous copy."""
+    batch, n_dst, n_t = 2, 3, 600  # interior tiles; batch strides
+    layout, x, w, hist, _, _ = make_case(batch, 4, n_dst, n_t, 5, 7)
+    grad_y = _strided_gradient(kind, batch, n_dst, n_t)
+    assert not grad_y.is_contiguous()
+    expect = _grads(lambda a, b, c: path_conv_reference(a, b, layout, c), x, w, hist,
+                    grad_y.contiguous())
+    dev = _device(backend)
+    got = _grads(
+        lambda a, b, c: path_conv(a, b, layout.to(dev), c, backend=_name(backend)),
+        x.to(dev), w.to(dev), hist.to(dev), grad_y.to(dev),
+    )
+    for name, g, e in zip(("x", "w", "hist"), got, expect):
+        torch.testing.assert_close(g.cpu(), e, rtol=1e-10, atol=1e-10, msg=name)
+
+
 @pytest.mark.parametrize("backend", _backends())
 def test_path_conv_sum_matches_brute_force_and_reference_gradients(make_case, backend):
     """Two terms (different sources and paths, one with history, one without) into the same
@@ -404,6 +440,9 @@ def test_empty_layout():
         dict(conv_algorithm="blocks", block_max_registers=0, block_grad_w_max_registers=0),
         dict(conv_algorithm="blocks", block_rows=1, block_time=32, block_prefetch=False,
              block_heavy_first=False, block_max_registers=64),
+        dict(conv_algorithm="blocks", block_rows=4, block_grad_w_entries=2, order=True),
+        dict(conv_algorithm="blocks", block_rows=2, block_grad_w_entries=4,
+             block_grad_w_time=16, block_grad_w_warps=2),
     ],
 )
 def test_triton_launch_configs(make_case, config):
