@@ -218,7 +218,6 @@ def _one_tensor(g: RowTarget, n_dst: int) -> torch.Tensor:
     return g.first.contiguous()
 
 
-
 def path_conv_backward_input(
     grad_y: torch.Tensor,
     w: torch.Tensor,
