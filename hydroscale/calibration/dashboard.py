@@ -4,8 +4,9 @@ How it plugs in: :class:`CalibrationDashboardPlugin` is a scheduler plugin.  Whe
 the scheduler it
 
 - adds three routes to the scheduler's HTTP application (the dashboard's tornado app, same
-  port): ``/calibration`` (the page), ``/calibration/state.json`` (what the page polls) and
-  ``/calibration/control`` (POST ``action=pause|resume|stop``);
+  port): ``/calibration`` (the page), ``/calibration/state.json`` (what the page polls,
+  read-only) and ``/calibration/control`` (POST ``{"action": "pause"|"resume"|"stop"}``, see
+  below);
 - appends ``calibration`` to the dashboard's navigation (the ``pages`` list of
   ``distributed.dashboard.scheduler.template_variables``, shared by every dashboard page);
 - registers a scheduler handler ``hydroscale_calibration`` through which a calibration running
@@ -23,16 +24,33 @@ On the client side, :func:`attach_dashboard` registers the plugin if needed, for
 :class:`~hydroscale.calibration.Calibrator`'s events and applies the page's requests to its
 :class:`~hydroscale.calibration.CalibrationControl` (a background thread polls while the loop
 is paused).  It returns a :class:`DashboardLink` whose ``url`` is the page's address.
+
+Who may pause, resume or stop: every attach makes a new secret token (``link.token``) and hands
+it to the scheduler, which embeds it in the page it serves.  A control request must
+
+- come from the page's own origin: an ``Origin`` (or, without one, ``Referer``) header naming
+  another origin is refused;
+- carry the token in the ``X-Hydroscale-Token`` header, compared in constant time;
+- send its action as JSON (``Content-Type: application/json``).
+
+A custom header and a JSON body are what a cross-site form cannot send, and a cross-origin
+script cannot send them without a CORS preflight that this page never answers (it sends no CORS
+headers); nor can another origin read the page to learn the token.  Refusals are answered with
+a short plain-text message (403 for origin and token, 400/415 for a malformed request) and
+logged without a traceback.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import math
+import secrets
 import threading
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 from tornado import web
@@ -40,12 +58,13 @@ from tornado import web
 from ._control import CalibrationControl
 
 __all__ = ["CalibrationDashboardPlugin", "DashboardLink", "attach_dashboard", "page_url",
-           "PLUGIN_NAME"]
+           "PLUGIN_NAME", "TOKEN_HEADER"]
 
 logger = logging.getLogger(__name__)
 
 PLUGIN_NAME = "hydroscale-calibration"
 HANDLER = "hydroscale_calibration"
+TOKEN_HEADER = "X-Hydroscale-Token"
 _SERIES = ("iteration", "loss", "nse_median", "kge_median", "nse_min", "val_nse_median")
 
 
@@ -157,6 +176,10 @@ class _Handler(web.RequestHandler):
 
 class _PageHandler(_Handler):
     def get(self) -> None:
+        # the page carries the control token: never cached, never framed by another origin
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Frame-Options", "SAMEORIGIN")
+        self.set_header("Content-Security-Policy", "frame-ancestors 'self'")
         self.write(self.plugin.render_page())
 
 
@@ -167,21 +190,102 @@ class _StateHandler(_Handler):
         self.write(json.dumps(self.plugin.state()))
 
 
+class _Refused(Exception):
+    """A control request refused with ``status`` and a plain-text ``message``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_ACTION_EXAMPLE = '{"action": "pause"} (or "resume", "stop")'
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """``(scheme, host, port)`` of ``url`` (default port filled in), None if it has none."""
+    try:
+        parts = urlsplit(url.strip())
+        scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:  # a port that is not a number
+        return None
+    if not scheme or not host or port is None:
+        return None
+    return scheme, host, port
+
+
 class _ControlHandler(_Handler):
+    """``POST {"action": ...}``: same origin, the run's token, JSON; anything else refused."""
+
     def post(self) -> None:
-        action = self.get_argument("action", None)
-        if action is None and self.request.body:
-            try:
-                action = json.loads(self.request.body).get("action")
-            except (ValueError, AttributeError):
-                action = None
         try:
-            requested = self.plugin.board.request(str(action))
-        except ValueError as err:
-            raise web.HTTPError(400, str(err)) from None
+            self._check_origin()
+            self._check_token()
+            requested = self.plugin.board.request(self._action())
+        except _Refused as refused:
+            self._refuse(refused)
+            return
         logger.info("dashboard requested %s", requested)
         self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
         self.write(json.dumps({"requested": requested}))
+
+    def _refuse(self, refused: _Refused) -> None:
+        level = logging.WARNING if refused.status == 403 else logging.INFO
+        logger.log(level, "calibration control request from %s refused (%d): %s",
+                   self.request.remote_ip, refused.status, refused.message)
+        self.set_status(refused.status)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(refused.message + "\n")
+
+    def _check_origin(self) -> None:
+        own = f"{self.request.protocol}://{self.request.host}"
+        for header in ("Origin", "Referer"):
+            value = self.request.headers.get(header)
+            if value is None:
+                continue
+            theirs = _origin(value)
+            if theirs is None or theirs != _origin(own):
+                raise _Refused(403, f"cross-origin request refused: {header} {value[:100]!r} "
+                                    f"is not this page's origin {own}")
+            return  # the Origin, when there is one, decides
+
+    def _check_token(self) -> None:
+        expected = self.plugin.token
+        if expected is None:
+            raise _Refused(403, "no calibration is attached to this page: nothing to control")
+        given = self.request.headers.get(TOKEN_HEADER)
+        if not given:
+            raise _Refused(403, f"missing {TOKEN_HEADER} header: send the token of the "
+                                "calibration page (reload the page)")
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise _Refused(403, f"wrong {TOKEN_HEADER}: the page may be from an earlier "
+                                "calibration (reload the page)")
+
+    def _action(self) -> str:
+        media = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if media != "application/json":
+            raise _Refused(415, f"send the action as JSON with Content-Type: application/json, "
+                                f"got Content-Type {media or 'none'!r}: {_ACTION_EXAMPLE}")
+        try:
+            body = json.loads(self.request.body)
+        except (ValueError, RecursionError) as err:  # RecursionError: absurdly deep nesting
+            raise _Refused(400, f"the body is not valid JSON ({type(err).__name__}); send "
+                                f"{_ACTION_EXAMPLE}") from None
+        if not isinstance(body, dict):
+            raise _Refused(400, f"the body must be a JSON object, got a JSON "
+                                f"{type(body).__name__}; send {_ACTION_EXAMPLE}")
+        if "action" not in body:
+            raise _Refused(400, f'the body has no "action"; send {_ACTION_EXAMPLE}')
+        action = body["action"]
+        if action not in ("pause", "resume", "stop"):
+            raise _Refused(400, f"unknown action {json.dumps(action)[:40]}; send "
+                                f"{_ACTION_EXAMPLE}")
+        return action
 
 
 class CalibrationDashboardPlugin(SchedulerPlugin):
@@ -198,6 +302,7 @@ class CalibrationDashboardPlugin(SchedulerPlugin):
     def __init__(self, prefix: str = "/") -> None:
         self.prefix = "/" + prefix.strip("/") + ("/" if prefix.strip("/") else "")
         self.scheduler: Any = None
+        self.token: str | None = None  # the attached calibration's, see attach_dashboard
 
     async def start(self, scheduler: Any) -> None:
         self.board = _Board()  # made here: the plugin is pickled to reach the scheduler
@@ -226,10 +331,19 @@ class CalibrationDashboardPlugin(SchedulerPlugin):
         return template_variables(self.scheduler)
 
     # ------------------------------------------------------------------ data
-    def handle(self, action: str, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Scheduler handler: ``action="event"`` records ``event``; every action returns the
-        state the page requests (``running``, ``paused`` or ``stopped``)."""
-        if action == "event" and event is not None:
+    def handle(self, action: str, event: dict[str, Any] | None = None,
+               token: str | None = None) -> dict[str, Any]:
+        """Scheduler handler: ``action="attach"`` installs ``token``, the one the page embeds and
+        its control requests must carry (each attach replaces the previous calibration's);
+        ``action="event"`` records ``event``; every action returns the state the page requests
+        (``running``, ``paused`` or ``stopped``)."""
+        if action == "attach":
+            if not isinstance(token, str) or len(token) < 32:
+                raise ValueError("attach needs the calibration's token (a string of at least 32 "
+                                 "characters, from secrets.token_urlsafe)")
+            self.token = token
+            logger.info("a calibration attached to the calibration page")
+        elif action == "event" and event is not None:
             if event.get("kind") == "start":
                 with self.board.lock:
                     self.board.requested = "running"
@@ -237,7 +351,7 @@ class CalibrationDashboardPlugin(SchedulerPlugin):
         elif action == "request":
             self.board.request(str((event or {}).get("action")))
         elif action not in ("event", "poll"):
-            raise ValueError(f"unknown action {action!r}")
+            raise ValueError(f"unknown action {action!r}; use attach, event, poll or request")
         with self.board.lock:
             return {"requested": self.board.requested}
 
@@ -255,7 +369,7 @@ class CalibrationDashboardPlugin(SchedulerPlugin):
         tv = self._template_variables()
         return env.get_template("calibration.html").render(
             pages=tv.get("pages", []), plots=tv.get("plots", []),
-            jupyter=tv.get("jupyter", False), prefix=self.prefix,
+            jupyter=tv.get("jupyter", False), prefix=self.prefix, token=self.token or "",
         )
 
 
@@ -263,13 +377,16 @@ class DashboardLink:
     """Forwards a calibrator's events to the dashboard and applies the page's requests.
 
     Created by :func:`attach_dashboard`; call :meth:`close` to stop polling (done at the end
-    of the calibration).
+    of the calibration).  ``token`` is the secret the page's control requests carry (in the
+    ``X-Hydroscale-Token`` header); keep it to yourself, it is never logged.
     """
 
-    def __init__(self, client: Any, control: CalibrationControl, interval: float = 0.25):
+    def __init__(self, client: Any, control: CalibrationControl, interval: float = 0.25,
+                 token: str | None = None):
         self.client = client
         self.control = control
         self.interval = float(interval)
+        self.token = token
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -334,12 +451,17 @@ def attach_dashboard(calibrator: Any, client: Any, *, prefix: str = "/",
                      interval: float = 0.25) -> DashboardLink:
     """Show ``calibrator`` on the dashboard of ``client``'s scheduler and let the page pause,
     resume and stop it.  Registers :class:`CalibrationDashboardPlugin` when the scheduler does
-    not have it yet.  Returns the link (``link.url`` is the page's address)."""
+    not have it yet, and gives it a new secret token that the page embeds and its controls must
+    send (a page opened for an earlier calibration can no longer steer this one).  Returns the
+    link: ``link.url`` is the page's address, ``link.token`` the token, for a script that
+    steers the page itself (header ``X-Hydroscale-Token``)."""
     have = client.run_on_scheduler(lambda dask_scheduler: PLUGIN_NAME in
                                    dask_scheduler.plugins)
     if not have:
         client.register_plugin(CalibrationDashboardPlugin(prefix))
-    link = DashboardLink(client, calibrator.control, interval)
+    token = secrets.token_urlsafe(32)
+    client.sync(client.scheduler.hydroscale_calibration, action="attach", token=token)
+    link = DashboardLink(client, calibrator.control, interval, token=token)
     calibrator.add_listener(link)
     logger.info("calibration page: %s", link.url)
     return link
@@ -369,10 +491,11 @@ _PAGE = r"""{% extends "base.html" %}
   .hs td, .hs th { border-bottom: 1px solid #eee; padding: 2px 8px; text-align: right; }
   .hs svg { background: #fafafa; }
   #hs-gauges-wrap { max-height: 320px; overflow-y: auto; }
+  #hs-control-error { color: #c0392b; }
 </style>
 {% endblock %}
 {% block content %}
-<div class="hs">
+<div class="hs" id="hs" data-token="{{ token }}">
   <h2>hydroscale calibration</h2>
   <div class="hs-row">
     <div class="hs-card">
@@ -387,6 +510,7 @@ _PAGE = r"""{% extends "base.html" %}
         <button id="hs-pause" onclick="hsControl('pause')">Pause</button>
         <button id="hs-resume" onclick="hsControl('resume')">Resume</button>
         <button id="hs-stop" onclick="hsControl('stop')">Stop</button>
+        <span id="hs-control-error"></span>
       </div>
       <div>Latest: loss <span id="hs-loss">-</span>, median NSE <span id="hs-nse">-</span>,
         median KGE <span id="hs-kge">-</span>, min NSE <span id="hs-nse-min">-</span></div>
@@ -482,11 +606,21 @@ function hsPoll() {
   fetch("calibration/state.json", {cache: "no-store"}).then(function (r) { return r.json(); })
     .then(hsRender).catch(function () {}).finally(function () { setTimeout(hsPoll, 500); });
 }
+var hsToken = document.getElementById("hs").getAttribute("data-token");
 function hsControl(action) {
-  fetch("calibration/control", {method: "POST", headers: {"Content-Type":
-    "application/x-www-form-urlencoded"}, body: "action=" + action})
-    .then(function (r) { return r.json(); })
-    .then(function (j) { document.getElementById("hs-requested").textContent = j.requested; });
+  var err = document.getElementById("hs-control-error");
+  fetch("calibration/control", {method: "POST", cache: "no-store", headers: {
+    "Content-Type": "application/json", "X-Hydroscale-Token": hsToken},
+    body: JSON.stringify({action: action})})
+    .then(function (r) {
+      if (!r.ok) { return r.text().then(function (t) { throw new Error(t); }); }
+      return r.json();
+    })
+    .then(function (j) {
+      err.textContent = "";
+      document.getElementById("hs-requested").textContent = j.requested;
+    })
+    .catch(function (e) { err.textContent = action + " failed: " + e.message; });
 }
 hsPoll();
 </script>

@@ -1,10 +1,14 @@
 """The calibration page of the Dask dashboard: served on the dashboard's port and linked from
 its navigation, fed by a running calibration, and able to pause, resume and stop it; once over
-plain HTTP, once in headless Chromium (skipped, with the reason, when no Chromium is found)."""
+plain HTTP, once in headless Chromium (skipped, with the reason, when no Chromium is found).
+Its controls obey only same-origin requests that carry the run's token; anything else is
+refused with a plain message and no traceback."""
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 import threading
 import urllib.error
 import urllib.request
@@ -20,6 +24,8 @@ from hydroscale.network import continental_forest
 from hydroscale.routing import route_oracle
 
 distributed = pytest.importorskip("distributed")
+
+TOKEN_HEADER = "X-Hydroscale-Token"  # what the page's buttons send the run's token in
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +45,29 @@ def _get(url: str) -> str:
         return r.read().decode()
 
 
-def _post(url: str, body: bytes) -> dict:
-    req = urllib.request.Request(url, data=body, method="POST")
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())
+def _request(url: str, body: bytes | None = None, method: str = "POST",
+             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+    """``(status, headers, body)`` of one request, errors included."""
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read().decode()
+
+
+def _control(base: str, token: str, action: str) -> dict:
+    """What the page's buttons send: JSON and the token, from the page's origin."""
+    status, _, text = _request(base + "calibration/control", json.dumps({"action": action})
+                               .encode(), headers={"Content-Type": "application/json",
+                                                   TOKEN_HEADER: token,
+                                                   "Origin": base.rstrip("/")})
+    assert status == 200, text
+    return json.loads(text)
+
+
+def _requested(base: str) -> str:
+    return json.loads(_get(base + "calibration/state.json"))["requested"]
 
 
 def _calibrator() -> Calibrator:
@@ -54,8 +79,8 @@ def _calibrator() -> Calibrator:
     gauges = net.outlets[:4]
     obs = GaugeObservations(net.ids[gauges], q[gauges])
     model = FreeParameters("muskingum", net, bounds={"k": (0.2, 3.0), "x": (0.0, 0.45)})
-    return Calibrator(net, runoff, obs, model, engine="levels", engine_options={"window": 8},
-                      lr=0.01, allow_unstable=True)
+    return Calibrator(net, runoff, obs, model, engine="levels",
+                      engine_options={"window": "auto"}, lr=0.01, allow_unstable=True)
 
 
 def _wait(cond, what: str, timeout: float = 60.0):
@@ -91,13 +116,14 @@ def test_page_state_and_control_over_http(client):
         assert 'id="hs-stop"' in page and 'href="calibration"' in page
         # the dashboard's own pages link to it
         assert 'href="calibration"' in _get(base + "status")
-        with pytest.raises(urllib.error.HTTPError, match="400"):
-            _post(base + "calibration/control", b"action=explode")
-        assert _post(base + "calibration/control", b"action=pause") == {"requested": "paused"}
+        assert _request(base + "calibration/control", b'{"action": "explode"}',
+                        headers={"Content-Type": "application/json",
+                                 TOKEN_HEADER: link.token})[0] == 400
+        assert _control(base, link.token, "pause") == {"requested": "paused"}
         _wait(lambda: cal.control.paused, "the pause to reach the calibrator")
-        assert _post(base + "calibration/control", b"action=resume") == {"requested": "running"}
+        assert _control(base, link.token, "resume") == {"requested": "running"}
         _wait(lambda: not cal.control.paused, "the resume")
-        assert _post(base + "calibration/control", b"action=stop") == {"requested": "stopped"}
+        assert _control(base, link.token, "stop") == {"requested": "stopped"}
         run.join(timeout=60)
         assert not run.is_alive() and cal.control.stopped
         _wait(lambda: json.loads(_get(base + "calibration/state.json"))["state"] == "stopped",
@@ -163,7 +189,8 @@ def test_page_follows_a_distributed_calibration(client):
     cal0 = _calibrator()
     model = FreeParameters("muskingum", cal0.network, bounds={"k": (0.2, 3.0), "x": (0.0, 0.45)})
     cal = DistributedCalibrator(client, cal0.network, cal0.runoff[0].numpy(), cal0.observations,
-                                model, max_reaches=40, window=8, lr=0.01, allow_unstable=True)
+                                model, max_reaches=40, window="auto", lr=0.01,
+                                allow_unstable=True)
     n_waves = cal.engine.plan.n_waves
     assert n_waves >= 2
     link = attach_dashboard(cal, client, interval=0.05)
@@ -178,7 +205,7 @@ def test_page_follows_a_distributed_calibration(client):
         waves = state["waves"]
         assert waves["iteration"] >= 2 and waves["forward"][1] == n_waves
         assert [w["peak_bytes"] for w in state["workers"]] == [0]
-        assert _post(base + "calibration/control", b"action=stop") == {"requested": "stopped"}
+        assert _control(base, link.token, "stop") == {"requested": "stopped"}
         run.join(timeout=60)
         assert not run.is_alive() and cal.control.stopped
     finally:
@@ -186,3 +213,142 @@ def test_page_follows_a_distributed_calibration(client):
         run.join(timeout=60)
         link.close()
         cal.close()
+
+
+# ---------------------------------------------------------------- who may steer a calibration
+EVIL = "http://evil.example"
+STOP = b'{"action": "stop"}'
+
+
+@pytest.fixture
+def logs(caplog):
+    """Every record at INFO and above, tornado's and distributed's included (they do not
+    propagate to the root logger, where caplog listens)."""
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="hydroscale")
+    own = [logging.getLogger(n) for n in ("tornado", "tornado.application", "distributed")]
+    for logger in own:
+        logger.addHandler(caplog.handler)
+    yield caplog
+    for logger in own:
+        logger.removeHandler(caplog.handler)
+
+
+@pytest.fixture
+def running(client, logs):
+    """A calibration attached to the page and iterating: ``(calibrator, link, base URL)``."""
+    cal = _calibrator()
+    link = attach_dashboard(cal, client, interval=0.05)
+    base = _base(client)
+    run = threading.Thread(target=cal.run, args=(10**6,), daemon=True)
+    run.start()
+    try:
+        _wait(lambda: cal.iteration >= 1 and _requested(base) == "running",
+              "the calibration to start")
+        yield cal, link, base
+    finally:
+        cal.control.stop()
+        run.join(timeout=60)
+        link.close()
+
+
+def _assert_unchanged(cal, base: str) -> None:
+    """The page still requests ``running`` and the loop goes on: nothing was applied."""
+    assert _requested(base) == "running"
+    held = cal.iteration
+    # the link applies the page's request at every iteration: two more iterations later the
+    # calibrator would be paused or stopped had anything been requested
+    _wait(lambda: cal.iteration >= held + 2, "two more iterations")
+    assert cal.control.state == "running"
+
+
+def _assert_no_traceback(logs) -> None:
+    for record in logs.records:
+        assert record.exc_info is None, record.getMessage()
+        assert record.levelno < logging.ERROR, record.getMessage()
+    assert "Traceback" not in logs.text
+
+
+def _refusal(status: int, headers: dict[str, str], text: str, expected: int = 403) -> str:
+    assert status == expected, text
+    assert headers["content-type"].startswith("text/plain")
+    assert not any(k.startswith("access-control-") for k in headers)  # no CORS, ever
+    assert 0 < len(text) < 300
+    return text
+
+
+@pytest.mark.parametrize("case", ["origin, no token", "origin and token", "referer and token",
+                                  "simple form"])
+def test_cross_origin_control_is_refused(running, logs, case):
+    cal, link, base = running
+    body, headers = STOP, {"Content-Type": "application/json", "Origin": EVIL}
+    if case == "referer and token":
+        headers = {"Content-Type": "application/json", "Referer": EVIL + "/page"}
+    if case == "simple form":  # what a cross-site <form> can send: no custom header
+        body, headers["Content-Type"] = b"action=stop", "application/x-www-form-urlencoded"
+    if "token" in case and "no token" not in case:
+        headers[TOKEN_HEADER] = link.token
+    text = _refusal(*_request(base + "calibration/control", body, headers=headers))
+    assert "cross-origin request refused" in text and "evil.example" in text
+    # the CORS preflight a cross-origin script would need is not answered either
+    _, pre, _ = _request(base + "calibration/control", method="OPTIONS",
+                         headers={"Origin": EVIL, "Access-Control-Request-Method": "POST",
+                                  "Access-Control-Request-Headers": TOKEN_HEADER})
+    assert "access-control-allow-origin" not in pre
+    _assert_unchanged(cal, base)
+    assert link.token not in logs.text
+    _assert_no_traceback(logs)
+
+
+@pytest.mark.parametrize("case", ["no token", "wrong token", "token in a form field"])
+def test_same_origin_control_needs_the_token(running, logs, case):
+    cal, link, base = running
+    body, headers = STOP, {"Content-Type": "application/json", "Origin": base.rstrip("/")}
+    if case == "wrong token":
+        headers[TOKEN_HEADER] = link.token[::-1]
+    if case == "token in a form field":
+        body = f"action=stop&token={link.token}".encode()
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    text = _refusal(*_request(base + "calibration/control", body, headers=headers))
+    assert TOKEN_HEADER in text
+    _assert_unchanged(cal, base)
+    assert link.token not in logs.text
+    _assert_no_traceback(logs)
+
+
+def test_same_origin_control_with_the_page_token(running, logs):
+    """The page embeds this run's token (and nothing else shows it: not the state, not the
+    logs); with it, a same-origin request pauses, resumes and stops the calibration."""
+    cal, link, base = running
+    embedded = re.search(r'data-token="([^"]*)"', _get(base + "calibration")).group(1)
+    assert len(link.token) >= 32 and embedded == link.token
+    assert link.token not in _get(base + "calibration/state.json")
+    assert _control(base, embedded, "pause") == {"requested": "paused"}
+    _wait(lambda: cal.control.paused, "the pause to reach the calibrator")
+    assert _control(base, embedded, "resume") == {"requested": "running"}
+    _wait(lambda: not cal.control.paused, "the resume")
+    assert _control(base, embedded, "stop") == {"requested": "stopped"}
+    _wait(lambda: cal.control.stopped, "the stop")
+    assert link.token not in logs.text
+    _assert_no_traceback(logs)
+
+
+@pytest.mark.parametrize(("body", "content_type", "status", "message"), [
+    (b"{not json", "application/json", 400, "not valid JSON"),
+    (b"\xff\xfe\xfd", "application/json", 400, "not valid JSON"),
+    (b"[" * 100_000, "application/json", 400, "not valid JSON"),
+    (b'["stop"]', "application/json", 400, "must be a JSON object, got a JSON list"),
+    (b"{}", "application/json", 400, 'no "action"'),
+    (b'{"action": "explode"}', "application/json", 400, 'unknown action "explode"'),
+    (b'{"action": "stop"}', "text/plain", 415, "Content-Type: application/json"),
+], ids=["bad JSON", "not UTF-8", "deep nesting", "not an object", "no action",
+        "unknown action", "not JSON"])
+def test_malformed_control_request_is_a_plain_error(running, logs, body, content_type,
+                                                    status, message):
+    cal, link, base = running
+    text = _refusal(*_request(base + "calibration/control", body,
+                              headers={"Content-Type": content_type,
+                                       TOKEN_HEADER: link.token}), expected=status)
+    assert message in text
+    _assert_unchanged(cal, base)
+    _assert_no_traceback(logs)
