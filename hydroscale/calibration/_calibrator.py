@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..irf import get_irf
+from ..irf import bound_corners, get_irf
 from ..models import ParameterModel
 from ..network import RiverNetwork
 from ..routing import RivTreeCluster, StagedRouter, get_engine, select_engine
@@ -57,9 +57,12 @@ class Calibrator(CalibrationLoop):
         ``router(runoff [B, N, T], params [N, P]) -> Q [B, N, T]``.  The ``"levels"`` engine
         (:class:`~hydroscale.routing.LevelRouter`) and the block-sparse ``"torch"``/``"triton"``
         engines (:class:`~hydroscale.routing.StagedRouter`) are built once and reused.
-    engine_options : options of the engine: ``window`` (steps or ``"auto"``, resolved once from
-        the initial parameters) for all three; ``cluster_of`` or ``max_reaches`` (the
-        partition), ``storage_dtype``, ``precision`` for the block-sparse ones.
+    engine_options : options of the engine: ``window`` (steps or ``"auto"``) for all three:
+        ``"auto"`` is fitted at the corners of the model's bounds (at most the period's
+        length), a given window is checked there
+        (:class:`~hydroscale.routing.WindowTruncationError` before the first iteration);
+        ``cluster_of`` or ``max_reaches`` (the partition), ``storage_dtype``, ``precision``
+        for the block-sparse ones.
     loss : ``"nse"``, ``"kge"`` or ``"vnmse"`` (see :mod:`.losses`).
     warmup : steps at the start of each period left out of the loss and metrics.
     train, validation : :class:`Period` (or slice) of the training and validation steps;
@@ -159,18 +162,20 @@ class Calibrator(CalibrationLoop):
         if callable(engine):
             return engine, getattr(engine, "__name__", type(engine).__name__)
         name = select_engine(self.device, None if engine == "auto" else engine).name
+        # the window holds for every parameter the optimiser may reach: checked (or fitted)
+        # at the corners of the model's bounds, over the whole routed period
+        steps = self.observations.n_steps
         if name == "levels":  # built once: its index tensors and window are reused
             window = opts.pop("window", "auto")
             _no_options(opts, "levels")
+            corners = self._corners()
             if window == "auto":
-                with torch.no_grad():
-                    p0 = self.model().detach().to(self.device)
-                window = auto_level_window(self.network, self.spec, p0, self.substeps,
-                                           self.observations.n_steps,
-                                           allow_unstable=self.allow_unstable)
+                window = auto_level_window(self.network, self.spec, corners, self.substeps,
+                                           steps, allow_unstable=True)
             router = LevelRouter(self.network, self.spec, substeps=self.substeps,
                                  window=int(window), device=self.device,
                                  allow_unstable=self.allow_unstable)
+            router.fit_window(corners, steps, "calibration (levels engine, model bounds)")
             return router, "levels"
         if name in ("torch", "triton"):
             cluster_of = opts.pop("cluster_of", None)
@@ -185,6 +190,7 @@ class Calibrator(CalibrationLoop):
                 dtype=self.dtype, backend=name, device=self.device,
                 allow_unstable=self.allow_unstable, **opts,
             )
+            router.fit_window(self._corners(), steps, "calibration (model bounds)")
             return router, name
         spec = get_engine(name)
         net, irf, f = self.network, self.spec, self.substeps
@@ -194,6 +200,11 @@ class Calibrator(CalibrationLoop):
                            **opts)
 
         return route, name
+
+    def _corners(self) -> list[torch.Tensor]:
+        """The corners of the model's bounds ``[N, P]`` on the device (float64)."""
+        return [c.to(self.device) for c in bound_corners(self.model.low, self.model.high,
+                                                         self.network.n_reaches)]
 
     def _make_optimizer(self, optimizer: Any, lr: float) -> torch.optim.Optimizer:
         params = list(self.model.parameters())

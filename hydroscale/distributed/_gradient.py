@@ -53,6 +53,7 @@ from ..calibration.observations import GaugeObservations, Period
 from ..irf import get_irf
 from ..network import RiverNetwork
 from ..partition import Partition
+from ..routing import WindowTruncationError, check_truncation
 from ._gradient_sources import ForcingSource, TensorSource, window_index
 from ._gradient_tasks import (
     backward_task,
@@ -68,6 +69,7 @@ from ._gradient_tasks import (
     snapshot_task,
     sum_task,
     teardown_task,
+    truncation_task,
     update_task,
     window_task,
 )
@@ -110,8 +112,12 @@ class DistributedGradient:
         the source protocol (:mod:`._gradient_sources`), or an array ``[N, T]``/``[B, N, T]``
         (m³/s per routing step) wrapped in a :class:`TensorSource`.
     substeps, window, dtype, storage_dtype, backend, precision, allow_unstable,
-    aggregate_dtype : as :class:`~hydroscale.routing.StagedRouter` (``window="auto"``: the
-        largest of the workers' auto windows for the initial parameters).
+    aggregate_dtype, window_tolerance : as :class:`~hydroscale.routing.StagedRouter`
+        (``window="auto"``: the largest of the workers' auto windows at the corners of the
+        model's bounds, at most the period's length: exact for every parameter the
+        calibration may reach; a given window is checked there, and one that cuts off more
+        than ``window_tolerance`` raises :class:`~hydroscale.routing.WindowTruncationError`
+        before the first iteration).
     loss : ``"nse"``, ``"kge"`` or ``"vnmse"``: the loss is the mean of the per-gauge loss
         over the used gauges (and batch), exactly as :class:`~hydroscale.calibration.
         Calibrator`, computed as a sum of per-group parts.
@@ -157,6 +163,7 @@ class DistributedGradient:
         precision: str | None = None,
         allow_unstable: bool = False,
         aggregate_dtype: torch.dtype = torch.float64,
+        window_tolerance: float = 1e-6,
         plan: WavePlan | None = None,
         placement: str = "partition",
         batch_reaches: int = 262144,
@@ -221,7 +228,9 @@ class DistributedGradient:
                         "dtype": dtype, "storage_dtype": storage_dtype, "backend": backend,
                         "precision": precision, "allow_unstable": allow_unstable,
                         "aggregate_dtype": aggregate_dtype, "kernel_graph": kernel_graph,
-                        "rematerialise": bool(rematerialise)}
+                        "rematerialise": bool(rematerialise),
+                        "window_tolerance": float(window_tolerance),
+                        "max_steps": int(observations.n_steps)}
         self.optimizer = optimizer if callable(optimizer) else (optimizer, float(lr))
         if snapshot_dir is False:
             self.snapshot_dir = None
@@ -312,6 +321,22 @@ class DistributedGradient:
         self.window = int(self._window)
         self._on_workers(window_task, self.run_id, self.window, tag=f"window-{self.run_id}")
         self.worker_setup = info
+        steps = self.observations.n_steps
+        if self.window < steps:  # the window must hold for every parameter within bounds
+            over = {int(g): m for d in self._on_workers(truncation_task, self.run_id,
+                                                          tag=f"trunc-{self.run_id}")
+                    for g, m in d.items()}
+            if over:
+                trunc = np.full(self.plan.n_groups, np.nan)
+                trunc[list(over)] = list(over.values())
+                try:
+                    check_truncation(trunc, tolerance=self.options["window_tolerance"],
+                                     window=self.window, run_steps=steps,
+                                     clusters=self.plan.groups,
+                                     what="distributed calibration (model bounds)")
+                except WindowTruncationError:
+                    self.close()
+                    raise
 
     def _snapshot(self) -> None:
         if self.snapshot_dir is not None:

@@ -35,7 +35,7 @@ from torch import nn
 
 from ..calibration.losses import get_loss
 from ..calibration.metrics import kge, nse
-from ..irf import to_bounded
+from ..irf import bound_corners, to_bounded
 from ..network import RiverNetwork
 from ..routing import RivTreeCluster, RoutingKernels, StagedRouter
 from ._gradient_sources import SourceContext, source_parameters, window_index
@@ -189,7 +189,8 @@ def setup_task(run_id: str, worker_index: int, ids: np.ndarray, downstream: np.n
     cs = RivTreeCluster(net, group_of)
     mine = np.asarray(mine, np.int64)
     opts = {k: options[k] for k in ("substeps", "dtype", "storage_dtype", "backend",
-                                    "precision", "allow_unstable", "aggregate_dtype")}
+                                    "precision", "allow_unstable", "aggregate_dtype",
+                                    "window_tolerance")}
     window = options["window"]
     routers = {int(g): StagedRouter(cs, options["irf"], only=[int(g)], device=dev,
                                     window=window, **opts) for g in mine.tolist()}
@@ -235,11 +236,10 @@ def setup_task(run_id: str, worker_index: int, ids: np.ndarray, downstream: np.n
     _runs()[run_id] = run
     out: dict[str, Any] = {"device": str(dev), "groups": int(mine.size),
                            "reaches": int(rows.size)}
-    if window == "auto":
-        with torch.no_grad():
-            full = _full_params(run, _own_params(run))
-        out["window"] = max((r.auto_window(full.to(torch.float64)) for r in routers.values()),
-                            default=2)
+    if window == "auto":  # fitted for every parameter within the model's bounds
+        cap = options.get("max_steps")
+        out["window"] = max((r.auto_window(c, max_steps=cap) for c in _corners(run)
+                             for r in routers.values()), default=2)
     else:
         out["window"] = int(window)
     _sync(dev)
@@ -252,6 +252,32 @@ def window_task(run_id: str, window: int) -> bool:
     for r in _get(run_id).routers.values():
         r.window = int(window)
     return True
+
+
+def _corners(run: _GradRun) -> list[torch.Tensor]:
+    """``[N, P]`` float64 parameter sets with the worker's rows at each corner of the model's
+    bounds (the extremes a calibration may reach; other rows are read by no router here)."""
+    low, high = run.model.low, run.model.high
+    rows = torch.as_tensor(run.rows, device=low.device)
+    if low.ndim == 2 and low.shape[0] != rows.numel():  # a shared model's per-reach bounds
+        low, high = low.index_select(0, rows), high.index_select(0, rows)
+    return [_full_params(run, c.to(run.device)) for c in
+            bound_corners(low, high, int(rows.numel()))]
+
+
+def truncation_task(run_id: str) -> dict[int, float]:
+    """The truncated mass of every group of this worker above its router's tolerance, at
+    the worst corner of the model's bounds, with the run's window: ``{group: mass}``."""
+    run = _get(run_id)
+    over: dict[int, float] = {}
+    for p in _corners(run):
+        for g, r in run.routers.items():
+            with torch.no_grad():
+                kern = r.aggregate(p, agg_dtype=torch.float64, check=False)
+                m = float(np.nan_to_num(kern.truncated_mass[g]))
+            if m > r.window_tolerance:
+                over[g] = max(over.get(g, 0.0), m)
+    return over
 
 
 def teardown_task(run_id: str) -> bool:

@@ -17,37 +17,25 @@ loss is the new worker set:
 These helpers only talk to the scheduler (no task is submitted): the routing runtime calls
 them between passes and the calibration runtime between iterations.
 
-Interrupted runs (the client stopped, a task failed) are resumed from the output store:
-
-- :func:`run_fingerprint` -- a digest of everything that determines a run's output (network,
-  parameters, IRF, sub-steps, window, dtype, partition, time chunk, forcing); a store is only
-  resumed by the run that started it;
-- :func:`prepare_output` -- create the output store, or check and reopen an incomplete one;
-- :func:`restart_points` -- per group, the first time chunk to route again: finished chunks
-  are skipped, as far as the downstream groups do not need their transfer buffers again.
+Interrupted runs (the client stopped, a task failed) are resumed from the output store
+(:func:`hydroscale.io.prepare_output` locks, creates or reopens it):
+:func:`restart_points` gives, per group, the first time chunk to route again: finished
+chunks are skipped, as far as the downstream groups do not need their transfer buffers
+again.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import shutil
 import time
-import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 __all__ = [
-    "PreparedOutput",
     "WorkersLost",
-    "prepare_output",
     "replaced",
     "restart_points",
-    "run_fingerprint",
     "wait_for_workers",
     "worker_addresses",
 ]
@@ -119,107 +107,6 @@ def replaced(old: list[str], new: list[str]) -> dict[int, tuple[str, str]]:
 
 
 # ---------------------------------------------------------------- interrupted runs
-def digest(*arrays: Any) -> str:
-    """sha256 (16 hex digits) of arrays' dtypes, shapes and bytes."""
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(np.asarray(a))
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()[:16]
-
-
-def run_fingerprint(definition: dict[str, Any]) -> str:
-    """sha256 (16 hex digits) of a run definition (a JSON-able mapping of scalars and
-    :func:`digest` strings)."""
-    text = json.dumps(definition, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-@dataclass
-class PreparedOutput:
-    """An output store ready for a run (see :func:`prepare_output`).
-
-    ``done``: the (group, chunk) tasks an interrupted run finished; ``replaced``: where an
-    existing store was moved by ``overwrite`` -- deleted by :meth:`commit` once the run is
-    complete, put back by :meth:`rollback` if it fails (a failed run never costs the old
-    output)."""
-
-    path: str
-    done: set[tuple[int, int]]
-    replaced: str | None = None
-
-    def commit(self) -> None:
-        if self.replaced is not None:
-            shutil.rmtree(self.replaced, ignore_errors=True)
-            self.replaced = None
-
-    def rollback(self) -> None:
-        if self.replaced is not None:
-            shutil.rmtree(self.path, ignore_errors=True)
-            os.rename(self.replaced, self.path)
-            logger.info("run failed: the previous store is back at %s", self.path)
-            self.replaced = None
-
-
-def prepare_output(path: str, definition: dict[str, Any], create: Any, *, overwrite: bool,
-                   resume: bool, hint: str = "overwrite=True") -> PreparedOutput:
-    """Create the output store at ``path`` or reopen it to resume.
-
-    ``create()`` creates a new store at ``path`` (nothing is there when it is called: with
-    ``overwrite``, an existing store is first moved aside, see :class:`PreparedOutput`).  An
-    existing store is resumed when ``resume`` and it is an incomplete hydroscale output store
-    of the same run definition; otherwise it is left untouched and the error says why
-    (complete, another run, not an output store).  ``hint`` names the overwrite switch in
-    messages (``"--overwrite"`` for the CLI).
-    """
-    from ..io import IOFormatError, RunProgress
-
-    if overwrite or not os.path.exists(path):
-        aside = None
-        if os.path.exists(path):
-            aside = f"{os.path.abspath(path).rstrip(os.sep)}.replaced-{uuid.uuid4().hex[:8]}"
-            os.rename(path, aside)
-        try:
-            create()
-            RunProgress.create(path)
-        except BaseException:
-            PreparedOutput(path, set(), aside).rollback()
-            raise
-        return PreparedOutput(path, set(), aside)
-    if not resume:
-        raise FileExistsError(
-            f"output store {path!r} exists and is left untouched; pass {hint} to replace it, "
-            "resume=True to continue an interrupted run, or write elsewhere")
-    import zarr
-
-    try:
-        attrs = dict(zarr.open_group(path, mode="r").attrs)
-    except Exception as err:  # noqa: BLE001 - whatever is there, it is not our store
-        raise IOFormatError(path, None, f"exists but is not a Zarr store ({err}); it is left "
-                            "untouched: remove it or write elsewhere") from None
-    if attrs.get("hydroscale_store") != "output":
-        raise IOFormatError(path, "hydroscale_store", "exists but is not a hydroscale output "
-                            "store; it is left untouched: remove it or write elsewhere")
-    if attrs.get("complete") is not False:
-        raise FileExistsError(
-            f"output store {path!r} exists and is complete; it is left untouched: pass "
-            f"{hint} to replace it, or write elsewhere")
-    old = (attrs.get("run") or {}).get("definition") or {}
-    if attrs.get("fingerprint") != run_fingerprint(definition):
-        diff = sorted(k for k in set(old) | set(definition) if old.get(k) != definition.get(k))
-        shown = "; ".join(f"{k}: store {old.get(k)!r}, now {definition.get(k)!r}"
-                          for k in diff[:6])
-        raise ValueError(
-            f"output store {path!r} holds an interrupted run of another definition ({shown}); "
-            f"it is left untouched: rerun with the same inputs to resume it, or pass {hint} "
-            "to replace it"
-        )
-    done = RunProgress(path).done()
-    logger.info("resuming %s: %d (group, chunk) tasks recorded as finished", path, len(done))
-    return PreparedOutput(path, done)
-
-
 def restart_points(upstream: list[np.ndarray], n_chunks: int, done: set[tuple[int, int]],
                    has_state: Any = None) -> np.ndarray:
     """Per group, the first time chunk to route: int64 ``[G]``.

@@ -36,11 +36,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..io import digest, prepare_output, run_fingerprint
 from ..network import RiverNetwork
 from ..partition import Partition
+from ..routing import check_truncation
 from ._forcing import SyntheticForcing, ZarrForcing, as_forcing
 from ._plan import WavePlan, map_workers, plan_waves
-from ._recovery import digest, prepare_output, restart_points, run_fingerprint, worker_addresses
+from ._recovery import restart_points, worker_addresses
 from ._worker import (
     PassSpec,
     RunData,
@@ -234,6 +236,11 @@ class DistributedRouter:
         task.
     placement : ``"partition"`` (the partition's placement) or ``"basins"`` (every basin on
         one worker: no cross-worker transfers), see :func:`plan_waves`.
+    max_steps : the longest pass this router will route (steps), if known: the ``"auto"``
+        window is at most that long (longer taps never act).
+    window_tolerance : as :class:`~hydroscale.routing.StagedRouter`; a pass whose window
+        leaves more out of a path is refused before it starts
+        (:class:`~hydroscale.routing.WindowTruncationError`).
     """
 
     def __init__(
@@ -254,6 +261,8 @@ class DistributedRouter:
         plan: WavePlan | None = None,
         batch_reaches: int = 262144,
         placement: str = "partition",
+        max_steps: int | None = None,
+        window_tolerance: float = 1e-6,
     ) -> None:
         tic = time.perf_counter()
         self.client = client
@@ -264,7 +273,9 @@ class DistributedRouter:
         self.irf, self.substeps, self.dtype = irf, int(substeps), dtype
         options = {"irf": irf, "substeps": int(substeps), "window": window, "dtype": dtype,
                    "storage_dtype": storage_dtype, "backend": backend, "precision": precision,
-                   "allow_unstable": allow_unstable, "batch_reaches": int(batch_reaches)}
+                   "allow_unstable": allow_unstable, "batch_reaches": int(batch_reaches),
+                   "window_tolerance": float(window_tolerance), "max_steps": max_steps}
+        self.window_tolerance = float(window_tolerance)
         pv = params
         if params is not None and not callable(params):
             pv = np.asarray(torch.as_tensor(params).detach().cpu().numpy())
@@ -276,6 +287,7 @@ class DistributedRouter:
         agg = _on_workers(client, self.addrs, aggregate_task, self._data, tag=
                           f"aggregate-{self.run_id}", per_worker=lambda w: (w, self.window))
         self.max_truncated_mass = max(a["max_truncated_mass"] for a in agg)
+        self._truncated = {int(g): m for a in agg for g, m in a["truncated"].items()}
         self.worker_setup = [{**i, **a} for i, a in zip(info, agg)]
         self.setup_s = time.perf_counter() - tic
         self._closed = False
@@ -335,6 +347,11 @@ class DistributedRouter:
         if steps > forcing.n_steps or steps < 1:
             raise ValueError(f"n_steps must lie in [1, {forcing.n_steps}], got {n_steps}")
         chunks = _chunks(steps, time_chunk)
+        if self._truncated:  # before the output store is touched
+            trunc = np.full(plan.n_groups, np.nan)
+            trunc[list(self._truncated)] = list(self._truncated.values())
+            check_truncation(trunc, tolerance=self.window_tolerance, window=self.window,
+                             run_steps=steps, clusters=plan.groups, what="route_distributed")
         if isinstance(forcing, ZarrForcing):
             forcing.open(plan.network)  # a bad forcing store fails before the output is touched
         self.addrs = map_workers(client, plan.n_workers)  # restarted workers: new addresses
@@ -379,23 +396,24 @@ class DistributedRouter:
                                     overwrite=overwrite,
                                     fingerprint=run_fingerprint(definition))
 
-            prepared = prepare_output(output, definition, create, overwrite=overwrite,
-                                      resume=resume)
+            prepared = prepare_output(
+                output, definition, create, overwrite=overwrite, resume=resume,
+                inputs=[forcing.store if isinstance(forcing, ZarrForcing) else None])
             done, progress = prepared.done, RunProgress(output)
-        first = restart_points(plan.upstream, c_n, done,
-                               progress.has_state if progress is not None else None)
-        spec = PassSpec(pass_id, forcing, output, self.window, record=output is not None)
-        n_done = sum(1 for g in range(g_n) for k in range(c_n) if (g, k) in done)
-        reused = int(first.sum())
-        summ_reuse = {"reused_tasks": reused, "recomputed_tasks": n_done - reused}
-        if done:
-            logger.info("pass %s resumes %s: %d tasks reused, %d finished ones routed again, "
-                        "%d to route", pass_id, output, reused, n_done - reused,
-                        g_n * c_n - reused)
         t0 = time.perf_counter()
         futs: dict[tuple[int, int], Any] = {}
         bufs: dict[tuple[int, int], Any] = {}
         try:
+            first = restart_points(plan.upstream, c_n, done,
+                                   progress.has_state if progress is not None else None)
+            spec = PassSpec(pass_id, forcing, output, self.window, record=output is not None)
+            n_done = sum(1 for g in range(g_n) for k in range(c_n) if (g, k) in done)
+            reused = int(first.sum())
+            summ_reuse = {"reused_tasks": reused, "recomputed_tasks": n_done - reused}
+            if done:
+                logger.info("pass %s resumes %s: %d tasks reused, %d finished ones routed "
+                            "again, %d to route", pass_id, output, reused, n_done - reused,
+                            g_n * c_n - reused)
             base_f = None if base is None else client.scatter(base, broadcast=True, hash=False)
             _on_workers(client, self.addrs, begin_task, self._data, spec,
                         tag=f"begin-{pass_id}")
@@ -445,19 +463,16 @@ class DistributedRouter:
             futs.clear()
             bufs.clear()
             base_f = None
-        if output is not None:
-            from ..io import mark_complete
-
-            mark_complete(output)
-            progress.clear_states()
-            prepared.commit()
+        if prepared is not None:
+            prepared.complete()  # fails if the store was taken from this run meanwhile
         wall = time.perf_counter() - t0
         summ = RunSummary(
             kind="route", reaches=plan.network.n_reaches, steps=steps,
             time_chunk=int(time_chunk), chunks=c_n, groups=g_n, waves=plan.n_waves,
             workers=len(self.addrs), tasks=g_n * c_n - reused, setup_s=self.setup_s,
             wall_s=wall, reach_steps_per_s=plan.network.n_reaches * steps / wall,
-            window=self.window, max_truncated_mass=self.max_truncated_mass,
+            window=self.window,
+            max_truncated_mass=0.0 if self.window >= steps else self.max_truncated_mass,
             checksum=float(sum(p["checksum"] for p in per)),
             peak_gpu_bytes=[max([p["peak_bytes"] for p in per if p["worker"] == a]
                                 + [s["peak_bytes"]])
@@ -538,6 +553,7 @@ def route_distributed(
     baseline: Any = None,
     plan: WavePlan | None = None,
     fuse: bool = True,
+    window_tolerance: float = 1e-6,
 ) -> RunSummary:
     """Route a forcing store through ``network`` on the workers of ``client``.
 
@@ -565,7 +581,9 @@ def route_distributed(
     time_chunk : steps per task; bounds per-worker memory (runoff, discharge and transfer
         buffers of one chunk, plus the carried state).
     window : kernel window in steps, or ``"auto"`` (the largest of the workers' auto windows,
-        so every worker uses the single-device router's window).
+        at most the run's length, so every worker uses the single-device router's window).
+        A window that leaves more than ``window_tolerance`` of an in-cluster path's response
+        out of the run is refused before the output store is touched.
     dtype, storage_dtype, backend, precision, allow_unstable : as
         :class:`~hydroscale.routing.StagedRouter`.
     n_steps : route the first ``n_steps`` steps only (default all).
@@ -591,7 +609,8 @@ def route_distributed(
     with DistributedRouter(client, network, partition, irf, params, substeps, window=window,
                            dtype=dtype, storage_dtype=storage_dtype, backend=backend,
                            precision=precision, allow_unstable=allow_unstable,
-                           plan=plan) as dr:
+                           plan=plan, max_steps=int(n_steps or forcing_store.n_steps),
+                           window_tolerance=window_tolerance) as dr:
         return dr.route(forcing_store, output_store, time_chunk, n_steps=n_steps,
                         reach_chunk=reach_chunk, run_metadata=run_metadata,
                         overwrite=overwrite, resume=resume, baseline=baseline, fuse=fuse)

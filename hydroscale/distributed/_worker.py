@@ -289,7 +289,7 @@ def _router(run: _WorkerRun, key: tuple[int, int], window: int | str) -> StagedR
     with run.lock:
         if key not in run.routers:
             opts = dict(run.data.options or {})
-            for k in ("window", "batch_reaches"):
+            for k in ("window", "batch_reaches", "max_steps"):
                 opts.pop(k, None)
             irf = opts.pop("irf")
             run.routers[key] = StagedRouter(run.groups, irf, only=run.batches[key],
@@ -341,8 +341,9 @@ def setup_task(data: RunData, worker: int) -> dict[str, Any]:
         routers = [_router(run, k, window) for k in keys]
         out["routers"] = len(routers)
         if window == "auto":
-            out["window"] = max(
-                (r.auto_window(run.params.to(torch.float64)) for r in routers), default=2)
+            p = run.params.to(torch.float64)
+            cap = data.options.get("max_steps")
+            out["window"] = max((r.auto_window(p, max_steps=cap) for r in routers), default=2)
         else:
             out["window"] = int(window)
     _sync(run.device)
@@ -351,17 +352,22 @@ def setup_task(data: RunData, worker: int) -> dict[str, Any]:
 
 
 def aggregate_task(data: RunData, worker: int, window: int) -> dict[str, Any]:
-    """Aggregate the path kernels of home worker ``worker``'s batches with the common window."""
+    """Aggregate the path kernels of home worker ``worker``'s batches with the common window;
+    returns the largest truncated mass and that of every group above the routers'
+    ``window_tolerance`` (``{group: mass}``, for the client's exactness check)."""
     t = time.perf_counter()
     run = _ensure(data)
-    worst = 0.0
+    worst, over = 0.0, {}
     for key in [k for k in run.batches if k[0] == int(worker)]:
         k = _kernels(run, key, window)
-        if np.isfinite(k.truncated_mass).any():
-            worst = max(worst, float(np.nanmax(k.truncated_mass)))
+        m = np.nan_to_num(k.truncated_mass, nan=0.0)
+        if m.size:
+            worst = max(worst, float(m.max()))
+            tol = run.routers[key].window_tolerance
+            over.update({int(g): float(m[g]) for g in np.flatnonzero(m > tol)})
     _sync(run.device)
     return {"aggregate_s": time.perf_counter() - t, "max_truncated_mass": worst,
-            "peak_bytes": _peak(run.device)}
+            "truncated": over, "peak_bytes": _peak(run.device)}
 
 
 def begin_task(data: RunData, spec: PassSpec) -> bool:

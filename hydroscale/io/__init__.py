@@ -1,4 +1,6 @@
-"""File formats (DESIGN §2): NWM RouteLink/CHRTOUT/USGS, RAPID files, Zarr stores, CF NetCDF.
+"""File formats (DESIGN §2): NWM RouteLink/CHRTOUT/USGS, RAPID files, Zarr stores, CF NetCDF,
+and the life of an output store (one writer at a time: :class:`StoreLock`,
+:func:`prepare_output`).
 
 Submodules: :mod:`~hydroscale.io.nwm`, :mod:`~hydroscale.io.rapid`,
 :mod:`~hydroscale.io.zarr_store`; the bundled real basin is :func:`load_lower_colorado`.
@@ -6,6 +8,14 @@ Submodules: :mod:`~hydroscale.io.nwm`, :mod:`~hydroscale.io.rapid`,
 
 from . import nwm, rapid, zarr_store
 from ._common import IOFormatError
+from ._output import PreparedOutput, digest, prepare_output, run_fingerprint
+from ._store_lock import (
+    StoreChangedError,
+    StoreLock,
+    StoreLockedError,
+    check_not_nested,
+    lock_path,
+)
 from .datasets import LowerColorado, load_lower_colorado
 from .nwm import (
     gauge_table,
@@ -27,6 +37,15 @@ from .zarr_store import (
 )
 
 __all__ = [
+    "PreparedOutput",
+    "StoreChangedError",
+    "StoreLock",
+    "StoreLockedError",
+    "check_not_nested",
+    "digest",
+    "lock_path",
+    "prepare_output",
+    "run_fingerprint",
     "ForcingStore",
     "RunProgress",
     "create_output_store",

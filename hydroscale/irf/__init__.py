@@ -25,12 +25,13 @@ from ._registry import (
     stack_params,
 )
 from ._sampling import average_substeps, spread_to_substeps, substep_kernel_to_step
-from ._transforms import bounds_tensor, from_bounded, to_bounded
+from ._transforms import bound_corners, bounds_tensor, from_bounded, to_bounded
 
 __all__ = [
     "IRFSpec",
     "UnstableParametersError",
     "average_substeps",
+    "bound_corners",
     "bounds_tensor",
     "from_bounded",
     "from_ramp_response",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["to_bounded", "from_bounded", "bounds_tensor"]
+__all__ = ["bound_corners", "bounds_tensor", "from_bounded", "to_bounded"]
 
 
 def bounds_tensor(spec, dtype=torch.float32, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,3 +33,17 @@ def from_bounded(value: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> 
         raise ValueError(f"{where.shape[0]} parameter value(s) outside their bounds: {shown}; "
                          "start from values strictly inside the bounds")
     return torch.logit(z)
+
+
+def bound_corners(low: torch.Tensor, high: torch.Tensor, n: int) -> list[torch.Tensor]:
+    """The ``2^P`` corners of the box ``[low, high]`` as float64 ``[n, P]`` parameter sets
+    (``low``/``high`` ``[P]`` or ``[n, P]``): corner ``c`` takes parameter ``p`` from ``high``
+    where bit ``p`` of ``c`` is set.  The extremes a calibration may reach: routing decisions
+    that must hold for every admissible parameter (the kernel window) are checked there."""
+    lo = torch.as_tensor(low, dtype=torch.float64).detach().cpu()
+    hi = torch.as_tensor(high, dtype=torch.float64).detach().cpu()
+    lo, hi = torch.broadcast_tensors(lo, hi)
+    p = int(lo.shape[-1])
+    lo, hi = lo.expand(n, p), hi.expand(n, p)
+    return [torch.where(torch.tensor([(c >> j) & 1 == 1 for j in range(p)]), hi, lo)
+            for c in range(1 << p)]

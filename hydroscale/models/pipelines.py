@@ -43,6 +43,7 @@ from torch import nn
 from ..calibration.losses import gauge_loss, get_loss
 from ..calibration.metrics import kge, nse
 from ..calibration.observations import GaugeObservations
+from ..irf import bound_corners
 from ..network import RiverNetwork
 from ..routing import RivTreeCluster, StagedRouter
 from .interpolation import CatchmentInterpolator
@@ -138,7 +139,12 @@ class RoutingStage:
     network : the river network (N reaches).
     irf : registered IRF name or spec.
     substeps : f (runoff spread evenly over f sub-steps, discharge averaged back).
-    window : kernel window K in routing steps (an int, so all routers agree).
+    window : kernel window K in routing steps, or ``"auto"``: fitted once, the same for all
+        routers, for every parameter a calibration may reach (:meth:`fit_window`, which a
+        :class:`HybridPipeline` calls with the corners of its parameter model's bounds; else
+        at the first call, from the parameters given).  A window that cuts off more than
+        ``window_tolerance`` of an in-cluster path of a routed series raises
+        :class:`~hydroscale.routing.WindowTruncationError`.
     cluster_of : ``[N]`` cluster id per reach (topological ids, e.g. from
         :func:`hydroscale.partition.partition_network`) or a
         :class:`~hydroscale.routing.RivTreeCluster`; default one cluster.
@@ -157,7 +163,7 @@ class RoutingStage:
         irf: Any,
         *,
         substeps: int = 1,
-        window: int = 64,
+        window: int | str = "auto",
         cluster_of: Any = None,
         staged: bool = False,
         worker_of: Any = None,
@@ -173,8 +179,10 @@ class RoutingStage:
             cs = RivTreeCluster.single(network)
         else:
             cs = RivTreeCluster(network, cluster_of)
-        if int(window) != window or window < 1:
-            raise ValueError(f"window must be a positive number of routing steps, got {window}")
+        if window != "auto" and (int(window) != window or window < 1):
+            raise ValueError(f"window must be a positive number of routing steps or 'auto', "
+                             f"got {window!r}")
+        self.window: int | str = window if window == "auto" else int(window)
         if interpolator is not None and interpolator.n_reaches != network.n_reaches:
             raise ValueError(f"the interpolator maps to {interpolator.n_reaches} reaches, the "
                              f"network has {network.n_reaches}")
@@ -182,7 +190,7 @@ class RoutingStage:
         self.interpolator = interpolator
         self.dtype = dtype
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        opts = dict(irf=irf, substeps=substeps, window=int(window), dtype=dtype,
+        opts = dict(irf=irf, substeps=substeps, window=window, dtype=dtype,
                     device=self.device, backend=backend, allow_unstable=allow_unstable)
         self.options = {k: v for k, v in opts.items() if k != "device"}
         if not self.staged:
@@ -203,9 +211,28 @@ class RoutingStage:
         # clusters in (wave, engine) order: upstream buffers are ready before they are needed
         self._schedule = [int(c) for w in range(cs.n_waves) for c in cs.clusters_in_wave(w)]
 
+    def fit_window(self, param_sets: Any, run_steps: int | None = None) -> int:
+        """Fix one window for all routers that holds for every parameter set in
+        ``param_sets`` (e.g. :func:`hydroscale.irf.bound_corners` of the parameter model's
+        bounds) over series of up to ``run_steps`` steps; check it there
+        (:class:`~hydroscale.routing.WindowTruncationError`).  Returns the window."""
+        sets = [torch.as_tensor(p).detach().to(self.device) for p in param_sets]
+        if self.window == "auto":
+            k = max(r.auto_window(p, max_steps=run_steps) for r in self.routers.values()
+                    for p in sets)
+            self.window = max(1, min(k, int(run_steps)) if run_steps else k)
+            for r in self.routers.values():
+                r.window = self.window
+            self.options["window"] = self.window
+        for r in self.routers.values():
+            r.fit_window(sets, run_steps, "the routing stage (parameter bounds)")
+        return int(self.window)
+
     def __call__(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """Discharge ``[B, N, T]`` (m³/s) from lateral inflow ``[B, N, T]`` (m³/s) or, with an
         interpolator, runoff depth ``[B, C, T]`` (mm per step); ``params [N, P]``."""
+        if self.window == "auto":
+            self.fit_window([params], int(x.shape[-1]))
         if not self.staged:
             lat = x if self.interpolator is None else self.interpolator(x)
             return self.routers[0](lat, params)
@@ -322,6 +349,9 @@ class HybridPipeline(nn.Module):
         if observations.n_steps != self.n_steps:
             raise ValueError(f"the observations have {observations.n_steps} steps, the inputs "
                              f"{self.n_steps}")
+        low, high = getattr(param_model, "low", None), getattr(param_model, "high", None)
+        if low is not None and high is not None:  # exact for every parameter within bounds
+            routing.fit_window(bound_corners(low, high, n), self.n_steps)
 
     # ------------------------------------------------------------------ simulation
     def params(self) -> torch.Tensor:

@@ -5,6 +5,7 @@ from . import _engines_builtin  # noqa: F401  (registers the torch and triton en
 from ._engines import EngineSpec, get_engine, list_engines, register_engine, select_engine
 from ._rivtree import RivTree, RivTreeCluster
 from ._router import LTIRouter, RouterState, RoutingKernels, StagedRouter
+from ._window import WindowTruncationError, check_truncation
 from .levelwise import LevelRouter
 from .oracle import causal_conv_fft, route_oracle
 
@@ -17,7 +18,9 @@ __all__ = [
     "RouterState",
     "RoutingKernels",
     "StagedRouter",
+    "WindowTruncationError",
     "causal_conv_fft",
+    "check_truncation",
     "get_engine",
     "list_engines",
     "register_engine",

@@ -308,6 +308,9 @@ def _filter_mass(coef: torch.Tensor) -> torch.Tensor:
     return torch.where(stable, (b0 + b1) / (1 - a1).where(stable, 1.0), torch.inf)
 
 
+MAX_AUTO_WINDOW = 366  # steps: the longest auto window when the run's length is not known
+
+
 def auto_window(
     cs: RivTreeCluster,
     plan: PairPlan,
@@ -317,7 +320,7 @@ def auto_window(
     *,
     n_sigma: float = 10.0,
     probe_steps: int = 64,
-    max_window: int = 366,
+    max_window: int | None = None,
 ) -> int:
     """A window K (routing steps) covering ``mean + n_sigma · sd`` of every in-cluster path.
 
@@ -341,9 +344,12 @@ def auto_window(
         if mean.size:
             best = max(best, float(np.max(mean + n_sigma * np.sqrt(var))))
     k = int(math.ceil((best + 1) / f)) + 1
-    if k > max_window:
-        logger.warning("auto window %d steps capped at %d", k, max_window)
-        k = max_window
+    cap = MAX_AUTO_WINDOW if max_window is None else int(max_window)
+    if k > cap:
+        logger.info("auto window bound %d steps capped at %d (the run's length, or the "
+                    "longest auto window; a truncating window is refused before routing)",
+                    k, cap)
+        k = cap
     return max(k, 2)
 
 

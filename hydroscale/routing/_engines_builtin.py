@@ -47,8 +47,8 @@ def _route(
     )
     if window == "auto":
         # taps beyond the run's length never act: a longer window is only wasted work
-        router.window = max(1, min(router.auto_window(params), int(runoff.shape[-1])))
-    return router(runoff, params)
+        router.window = router.auto_window(params, max_steps=int(runoff.shape[-1]))
+    return router(runoff, params)  # a window that truncates the run raises there
 
 
 def _torch_engine(network, runoff, irf, params, substeps=1, **options):

@@ -36,6 +36,7 @@ from ..irf import get_irf, irf_kernel, stack_params
 from ..kernels import PathLayout, RowTarget, path_conv_sum, path_conv_sum_into, select_backend
 from ..network._validation import _some
 from ._aggregation import (
+    MAX_AUTO_WINDOW,
     PathKernels,
     aggregate,
     auto_window,
@@ -44,10 +45,14 @@ from ._aggregation import (
     plan_pairs,
 )
 from ._rivtree import RivTreeCluster
+from ._window import check_truncation
 
 __all__ = ["RouterState", "RoutingKernels", "StagedRouter", "LTIRouter"]
 
 logger = logging.getLogger(__name__)
+
+# what float32 aggregation may add to a reported truncated mass (its rounding, ~1e-6)
+_F32_ROUNDING = 1e-5
 
 
 @dataclass
@@ -148,9 +153,12 @@ class StagedRouter:
     substeps : f, routing at ``dt = Δt / f`` (runoff spread evenly, discharge averaged).
     window : K, kernel taps in routing steps, or ``"auto"`` (resolved from the parameters at
         the first :meth:`aggregate`, then fixed; see :meth:`auto_window`).
-    window_tolerance : largest truncated mass (fraction of a path's unit response) that the
-        ``"auto"`` window may leave out of any in-cluster path (default 1e-6, about float32
-        resolution).
+    window_tolerance : largest truncated mass (fraction of a path's unit response) a window
+        may leave out of any in-cluster path (default 1e-6, about float32 resolution): the
+        ``"auto"`` window is the shortest within it, and routing from a zero state with a
+        window shorter than the input and kernels beyond it raises
+        :class:`~hydroscale.routing.WindowTruncationError` (with a carried state the caller
+        checks against the whole run: :meth:`check_window`).
     dtype : compute dtype of runoff and discharge (float32 default; float64 for tests).
     storage_dtype : optional ``torch.bfloat16``/``torch.float16``: runoff, transfer buffers and
         kernels are stored in it, products accumulate in float32 (Triton backend).
@@ -209,8 +217,8 @@ class StagedRouter:
         if aggregate_dtype not in (torch.float32, torch.float64):
             raise ValueError(f"aggregate_dtype must be float32 or float64, got {aggregate_dtype}")
         self.aggregate_dtype = aggregate_dtype
-        if not 0 <= window_tolerance < 1:
-            raise ValueError(f"window_tolerance must be in [0, 1), got {window_tolerance}")
+        if not window_tolerance >= 0:
+            raise ValueError(f"window_tolerance must be >= 0, got {window_tolerance}")
         self.window_tolerance = float(window_tolerance)
         cs = clusters
         self.only = None if only is None else np.unique(np.asarray(only, dtype=np.int64))
@@ -434,23 +442,69 @@ class StagedRouter:
         return self
 
     # ------------------------------------------------------------------ kernels
-    def auto_window(self, params: Any) -> int:
+    def auto_window(self, params: Any, max_steps: int | None = None) -> int:
         """The window (routing steps) that ``window="auto"`` resolves to for ``params``: the
         shortest whose truncated mass stays within ``window_tolerance`` for every in-cluster
         path (:func:`~._aggregation.fitted_window`), searched below the bound ``mean + 10 sd``
         of the paths' travel times (:func:`~._aggregation.auto_window`) by one float64
-        aggregation at that bound."""
+        aggregation at that bound (doubled while even the bound leaves too much out), and at
+        most ``max_steps`` (the run's length: longer taps never act; default 366 steps, past
+        which the run's check refuses a truncating window).  ``params`` need not be stable
+        (any parameter a calibration may try)."""
+        cap = int(max_steps) if max_steps else MAX_AUTO_WINDOW
         with torch.no_grad():
-            p = self._params(params).detach()
-            bound = int(auto_window(self.clusters, self.plan, self.spec, p, self.f))
-            if self.window_tolerance <= 0 or bound <= 2:
-                return bound
-            pk = aggregate(self.plan, self._device_hops(), self.spec, p, self.f, bound,
-                           dtype=torch.float64, backend=select_backend(p.device, self.backend))
-            k = fitted_window(pk, self.window_tolerance)
+            p = self._params(params, check=False).detach()
+            bound = int(auto_window(self.clusters, self.plan, self.spec, p, self.f,
+                                    max_window=cap))
+            while True:
+                if self.window_tolerance <= 0 or bound <= 2:
+                    return bound
+                pk = aggregate(self.plan, self._device_hops(), self.spec, p, self.f, bound,
+                               dtype=torch.float64,
+                               backend=select_backend(p.device, self.backend))
+                k = fitted_window(pk, self.window_tolerance)
+                left = float(pk.truncated.abs().max()) if pk.truncated.numel() else 0.0
+                if k < bound or left <= self.window_tolerance or bound >= cap:
+                    break
+                bound = min(2 * bound, cap)  # the bound is short of the tolerance: longer
             logger.info("auto window: %d steps (bound %d, tolerance %.3g)", k, bound,
                         self.window_tolerance)
             return k
+
+    def fit_window(self, param_sets: Any, run_steps: int | None = None,
+                   what: str = "the routing") -> int:
+        """Fix the window for every parameter set a run may use (e.g. the corners of a
+        calibration's bounds, :func:`hydroscale.irf.bound_corners`) and check it, before
+        the run: ``"auto"`` becomes the longest auto window over the sets (at most
+        ``run_steps``); a window shorter than ``run_steps`` (or any, when it is None) is
+        then checked at every set (:class:`~hydroscale.routing.WindowTruncationError`
+        naming the clusters at fault).  Returns the window."""
+        sets = list(param_sets)
+        if self.window is None:
+            k = max(self.auto_window(p, max_steps=run_steps) for p in sets)
+            self.window = max(1, min(k, int(run_steps)) if run_steps else k)
+        if run_steps is None or self.window < int(run_steps):
+            for p in sets:  # in float64: the truncation itself, without rounding
+                with torch.no_grad():
+                    kern = self.aggregate(p, agg_dtype=torch.float64, check=False)
+                self.check_window(kern, run_steps, what, exact=True)
+        return self.window
+
+    def check_window(self, kernels: RoutingKernels | None = None, run_steps: int | None = None,
+                     what: str = "the routing", exact: bool = False) -> None:
+        """Raise :class:`~hydroscale.routing.WindowTruncationError` if ``kernels`` (default
+        the last aggregation's) leave more than ``window_tolerance`` out of a path of a
+        cluster routed over ``run_steps`` steps from a zero state (None: of any length).
+
+        Kernels aggregated in float32 report their rounding in the truncated mass (~1e-6):
+        unless ``exact`` (float64 kernels), 1e-5 more is allowed for it; the check before a
+        run (:meth:`fit_window`) aggregates in float64."""
+        trunc = self.truncated_mass if kernels is None else kernels.truncated_mass
+        k = self.window if kernels is None else kernels.window
+        slack = 0.0 if exact or self.aggregate_dtype == torch.float64 else _F32_ROUNDING
+        if trunc is not None and k is not None:
+            check_truncation(trunc, tolerance=self.window_tolerance + slack, window=k,
+                             run_steps=run_steps, clusters=self.clusters, what=what)
 
     def _plan_rows(self) -> torch.Tensor:
         """The plan's reaches as a device tensor (made on first use, then kept)."""
@@ -464,7 +518,7 @@ class StagedRouter:
             self._hops = device_hops(self.plan, self._exit_mask, self._inlet_mask, self.device)
         return self._hops
 
-    def _params(self, params: Any) -> torch.Tensor:
+    def _params(self, params: Any, check: bool = True) -> torch.Tensor:
         n = self.clusters.n_reaches
         p = stack_params(self.spec, params, n=n)
         if p.shape != (n, self.spec.n_params):
@@ -473,20 +527,21 @@ class StagedRouter:
                 f"{list(self.spec.params)}), got {tuple(p.shape)}"
             )
         p = p.to(self.device)
-        if not self.allow_unstable:
+        if check and not self.allow_unstable:
             rows = torch.as_tensor(self.plan.reaches, device=self.device)
             irf_kernel(self.spec, p[rows].detach(), 1, self.f,
                        labels=torch.as_tensor(self.clusters.network.ids[self.plan.reaches]))
         return p
 
-    def aggregate(self, params: Any, *, agg_dtype: torch.dtype | None = None) -> RoutingKernels:
+    def aggregate(self, params: Any, *, agg_dtype: torch.dtype | None = None,
+                  check: bool = True) -> RoutingKernels:
         """Path kernels for ``params`` ``[N, P]`` (network order; routing-step units),
         differentiable w.r.t. them.  Resolves an ``"auto"`` window on first use.  The
         aggregation runs in ``agg_dtype`` (default the router's ``aggregate_dtype``); for a
         narrower router ``dtype`` the sub-step kernels kept for backward are stored in
-        ``dtype``."""
+        ``dtype``.  ``check=False`` skips the stability check of the parameters."""
         agg_dtype = agg_dtype or self.aggregate_dtype
-        p = self._params(params)
+        p = self._params(params, check)
         if self.window is None:
             self.window = self.auto_window(p)
         save = self.dtype if self.dtype.itemsize < agg_dtype.itemsize else None
@@ -567,6 +622,10 @@ class StagedRouter:
         """
         if self.only is not None:
             raise RuntimeError("a router built for a subset of clusters routes with forward_chunk")
+        if kernels is None and self.window is None and state is None and params is not None:
+            # taps beyond the series never act: "auto" needs no longer window than it
+            self.window = self.auto_window(params, max_steps=int(torch.as_tensor(
+                runoff).shape[-1]))
         kern = kernels if kernels is not None else self.aggregate(params)
         cs, f = self.clusters, self.f
         r = self._check_runoff(runoff, cs.n_reaches)
@@ -574,6 +633,8 @@ class StagedRouter:
         k = kern.window
         if state is not None:
             self._check_state(state, b, cs.n_reaches, cs.n_inlets, k)
+        else:
+            self.check_window(kern, t)
         # each batch writes its reaches into q (engine order) and the f channels of its
         # exits into one transfer buffer [B, n_exit f, T], in place; later batches read the
         # exit channels feeding their inlets there, in place.  The backward reads the output
@@ -671,6 +732,10 @@ class StagedRouter:
         k = kernels.window
         if state is not None:
             self._check_state(state, b, g.n, n_in, k)
+        elif t > k and kernels.truncated_mass[cluster] > self.window_tolerance:
+            one = np.full_like(kernels.truncated_mass, np.nan)
+            one[cluster] = kernels.truncated_mass[cluster]
+            self.check_window(RoutingKernels(kernels.wr, kernels.wu, k, one), t)
         (ra, rb), (ua, ub) = g.rows_r, g.rows_u
         terms = [self._term(r, kernels.wr[ra:rb], g.layout_r,
                             None if state is None else state.runoff_hist)]

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from ..irf import average_substeps, get_irf, irf_kernel, spread_to_substeps, stack_params
 from ..network import RiverNetwork
 from ._engines import EngineSpec, register_engine
+from ._window import check_reach_truncation
 from .oracle import causal_conv_fft
 
 __all__ = ["LevelRouter"]
@@ -41,6 +42,9 @@ class LevelRouter:
     window : K, kernel taps per reach in routing steps (``K · f`` sub-step taps).
     device : where the index tensors live (default CPU); runoff must be on it.
     allow_unstable : accept parameters the IRF's check rejects (see :func:`irf_kernel`).
+    window_tolerance : the largest mass the window may cut off any path (the sum of its
+        reaches' truncated kernel masses bounds it): routing more steps than ``window``
+        with more left out raises :class:`~hydroscale.routing.WindowTruncationError`.
     """
 
     def __init__(
@@ -52,11 +56,15 @@ class LevelRouter:
         window: int = 32,
         device: Any = None,
         allow_unstable: bool = False,
+        window_tolerance: float = 1e-6,
     ) -> None:
         if int(substeps) != substeps or substeps < 1:
             raise ValueError(f"substeps must be a positive integer, got {substeps}")
         if int(window) != window or window < 1:
             raise ValueError(f"window must be a positive number of routing steps, got {window}")
+        if not window_tolerance >= 0:
+            raise ValueError(f"window_tolerance must be >= 0, got {window_tolerance}")
+        self.window_tolerance = float(window_tolerance)
         self.network = network
         self.spec = get_irf(irf)
         self.f = int(substeps)
@@ -101,8 +109,9 @@ class LevelRouter:
         ]
         self._ids = torch.as_tensor(np.array(network.ids))
 
-    def kernels(self, params: Any) -> torch.Tensor:
-        """Sub-step kernels ``[N, K · f]`` (network order) for ``params`` ``[N, P]``."""
+    def kernels(self, params: Any, *, check: bool = True) -> torch.Tensor:
+        """Sub-step kernels ``[N, K · f]`` (network order) for ``params`` ``[N, P]``
+        (``check=False``: parameters the IRF's stability check rejects are taken too)."""
         n = self.network.n_reaches
         p = stack_params(self.spec, params, n=n)
         if tuple(p.shape) != (n, self.spec.n_params):
@@ -110,11 +119,36 @@ class LevelRouter:
                 f"params must be [N={n}, P={self.spec.n_params}] (columns "
                 f"{list(self.spec.params)}), got {tuple(p.shape)}"
             )
+        unstable = self.allow_unstable or not check
         h = irf_kernel(self.spec, p.to(self.device), self.window * self.f, self.f,
-                       allow_unstable=self.allow_unstable, labels=self._ids)
-        with torch.no_grad():
-            self.truncated_mass = (1.0 - h.sum(-1).double() / self.f).abs().cpu().numpy()
+                       allow_unstable=unstable, labels=self._ids)
+        with torch.no_grad():  # measured in float64: float32 rounding is not truncation
+            h64 = h.detach() if h.dtype == torch.float64 else irf_kernel(
+                self.spec, p.detach().to(self.device, torch.float64), self.window * self.f,
+                self.f, allow_unstable=True)
+            self.truncated_mass = (1.0 - h64.sum(-1) / self.f).abs().cpu().numpy()
         return h
+
+    def check_window(self, run_steps: int | None, what: str = "the levels engine") -> None:
+        """Raise :class:`~hydroscale.routing.WindowTruncationError` if the last kernels cut
+        more than ``window_tolerance`` off some path (bounded by the sum of its reaches'
+        truncated masses) of a run of ``run_steps`` steps (None: of any length)."""
+        if self.truncated_mass is None:
+            return
+        path = path_truncation(self.network, self.truncated_mass)
+        check_reach_truncation(path, self.network.ids, tolerance=self.window_tolerance,
+                               window=self.window, run_steps=run_steps, what=what)
+
+    def fit_window(self, param_sets: Any, run_steps: int | None = None,
+                   what: str = "the levels engine") -> None:
+        """Check the window for every parameter set a run may use (e.g. the corners of a
+        calibration's bounds) over ``run_steps`` steps, before the run."""
+        if run_steps is not None and self.window >= int(run_steps):
+            return
+        for p in param_sets:
+            with torch.no_grad():
+                self.kernels(p, check=False)
+            self.check_window(run_steps, what)
 
     def forward(self, runoff: Any, params: Any) -> torch.Tensor:
         """Route ``runoff`` ``[B, N, T]`` (m³/s averaged per routing step, network order) with
@@ -125,6 +159,7 @@ class LevelRouter:
         if r.ndim != 3 or r.shape[1] != n:
             raise ValueError(f"runoff must be [B, N={n}, T], got {tuple(r.shape)}")
         h = self.kernels(params).to(r.dtype)
+        self.check_window(int(r.shape[-1]))
         w = h.index_select(0, self._order)
         x = spread_to_substeps(r, self.f).index_select(1, self._order)  # topo order
         xs = torch.split(x, self._sizes, dim=1)
@@ -163,21 +198,43 @@ def _causal_depthwise(u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 _FFT_THRESHOLD = 1 << 16
 
 
+def path_truncation(network: RiverNetwork, reach_mass: np.ndarray) -> np.ndarray:
+    """``[N]`` for every reach, the largest sum of the truncated masses ``reach_mass`` of the
+    reaches on a path ending there: a bound of the mass a levels run cuts off that path."""
+    m = np.nan_to_num(np.asarray(reach_mass, np.float64), nan=0.0)
+    acc, up = m.copy(), np.zeros_like(m)
+    order, ptr, down = network.topo_order, network.level_ptr, network.downstream
+    for lv in range(network.n_levels):
+        idx = order[ptr[lv] : ptr[lv + 1]]
+        acc[idx] = m[idx] + up[idx]
+        d = down[idx]
+        ok = d >= 0
+        np.maximum.at(up, d[ok], acc[idx[ok]])
+    return acc
+
+
 def auto_level_window(
     network: RiverNetwork, irf: Any, params: Any, substeps: int, n_steps: int,
-    *, tol: float = 1e-9, allow_unstable: bool = False,
+    *, tol: float = 1e-6, allow_unstable: bool = False,
 ) -> int:
-    """The shortest window (routing steps, doubling from 32, at most ``n_steps``) whose
-    largest per-reach truncated kernel mass is at most ``tol``."""
+    """The shortest window (routing steps, doubling from 32, at most ``n_steps``) that cuts
+    at most ``tol`` off any path (the sum of its reaches' truncated kernel masses, see
+    :func:`path_truncation`: what :meth:`LevelRouter.check_window` checks); ``params`` may be
+    one ``[N, P]`` set or a list of them (e.g. the corners of a calibration's bounds): the
+    longest window over the sets."""
     spec = get_irf(irf)
-    p = stack_params(spec, params, n=network.n_reaches)
+    sets = params if isinstance(params, (list, tuple)) else [params]
     window = min(32, n_steps)
-    while True:
-        h = irf_kernel(spec, p, window * substeps, substeps, allow_unstable=allow_unstable)
-        lost = float((1.0 - h.detach().sum(-1).double() / substeps).abs().max())
-        if lost <= tol or window >= n_steps:
-            return window
-        window = min(2 * window, n_steps)
+    for s in sets:
+        p = stack_params(spec, s, n=network.n_reaches)
+        while window < n_steps:
+            h = irf_kernel(spec, p, window * substeps, substeps,
+                           allow_unstable=allow_unstable)
+            lost = (1.0 - h.detach().sum(-1).double() / substeps).abs().cpu().numpy()
+            if path_truncation(network, lost).max(initial=0.0) <= tol:
+                break
+            window = min(2 * window, n_steps)
+    return window
 
 
 def _levels_engine(network, runoff, irf, params, substeps=1, *, window="auto",

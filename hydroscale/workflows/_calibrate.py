@@ -1,7 +1,9 @@
 """Run a ``calibrate`` workflow with :class:`hydroscale.calibration.Calibrator` (one device) or,
 given a Dask client, :class:`hydroscale.calibration.DistributedCalibrator` on its workers (the
-network partitioned with ``routing.max_reaches`` on as many workers, kernel window
-``routing.window``), shown on the dashboard's calibration page.
+network partitioned with ``routing.max_reaches`` on as many workers), shown on the
+dashboard's calibration page.  The kernel window (``routing.window``, default ``auto``) holds
+for every parameter within the model's bounds, on one device and on a cluster alike, or the
+run is refused before it starts.
 
 Observations come from a synthetic twin (discharge routed with known ``truth`` parameters by
 the float64 oracle), a gauge file, or the bundled basin's USGS gauges.  Writes
@@ -22,8 +24,9 @@ import numpy as np
 import torch
 
 from ..irf import get_irf
+from ..routing import select_engine
 from ._inputs import RouteInputs, build_inputs, build_params
-from ._route import NullProgress, Progress, _device
+from ._route import NullProgress, Progress, _device, output_folder_lock
 
 __all__ = ["run_calibrate", "twin_gauges"]
 
@@ -143,13 +146,18 @@ def run_calibrate(cfg: dict[str, Any], *, progress: Progress = NullProgress,
     """Run a validated ``calibrate`` workflow; returns the summary (also ``summary.json``).
 
     With ``client`` (a ``distributed.Client``) the calibration runs on its workers and is
-    shown on the dashboard's calibration page (its URL is ``summary["dashboard"]``)."""
+    shown on the dashboard's calibration page (its URL is ``summary["dashboard"]``).  One
+    run writes ``output.dir`` at a time (another live run there is refused)."""
+    with output_folder_lock(Path(cfg["output"]["dir"])):
+        return _run_calibrate(cfg, progress, client)
+
+
+def _run_calibrate(cfg: dict[str, Any], progress: Progress, client: Any) -> dict[str, Any]:
     from ..calibration import Calibrator
 
     t_start = time.perf_counter()
     rt, cc = cfg["routing"], cfg["calibration"]
     out = Path(cfg["output"]["dir"])
-    out.mkdir(parents=True, exist_ok=True)
     inputs = build_inputs(cfg)
     net, f = inputs.network, inputs.forcing
     runoff = f.read(0, f.n_steps)
@@ -168,9 +176,10 @@ def run_calibrate(cfg: dict[str, Any], *, progress: Progress = NullProgress,
         device = _device(rt["device"])
         model = _model(cfg, inputs, dtype).to(device)
         options: dict[str, Any] = {}
-        if rt["engine"] == "levels":
+        name = rt["engine"] if rt["engine"] != "auto" else select_engine(device).name
+        if name in ("levels", "torch", "triton"):
             options["window"] = rt["window"]
-        elif rt["engine"] in ("torch", "triton"):
+        if name in ("torch", "triton"):
             options["max_reaches"] = rt["max_reaches"]
         cal = Calibrator(
             net, torch.from_numpy(runoff), obs, model, substeps=rt["substeps"],

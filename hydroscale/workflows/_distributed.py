@@ -159,11 +159,7 @@ def route_distributed_workflow(
     steps = inputs.forcing.n_steps
     n_chunks = -(-steps // rt["time_chunk"])
     backend = "auto" if rt["engine"] == "auto" else rt["engine"]
-    window = rt["window"]
-    if window == "auto" and steps <= 64:
-        # A short run: a window of the run's length is exact (later taps never act) and
-        # bounds the kernels the workers build, which "auto" may make far longer.
-        window = steps
+    window = rt["window"]  # "auto": at most the run's length (longer taps never act)
     bar = progress("route tasks", plan.n_groups * n_chunks, "task")
     with _TaskWatcher(client, bar) as watch:
         summ = route_distributed(
@@ -183,7 +179,7 @@ def route_distributed_workflow(
         "workers": summ.workers, "clusters": part.n_clusters, "groups": summ.groups,
         "waves": summ.waves, "tasks": summ.tasks, "window": summ.window,
         "max_truncated_mass": summ.max_truncated_mass,
-        "window_is_run_length": rt["window"] == "auto" and window == steps,
+        "window_is_run_length": summ.window >= steps,
         "partition_s": partition_s,
         "setup_s": summ.setup_s, "route_s": summ.wall_s, "checksum": summ.checksum,
         "reused_tasks": summ.reused_tasks, "recomputed_tasks": summ.recomputed_tasks,

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..io import RunProgress, mark_complete, write_block
+from ..io import RunProgress, write_block
 from ..network import RiverNetwork
 from ._inputs import RouteInputs, build_inputs
 
@@ -95,7 +95,7 @@ def _device(name: str) -> torch.device:
 
 def _definition(cfg: dict[str, Any], inputs: RouteInputs, extra: dict[str, Any]) -> dict:
     """What determines a single-device run's output (a resumed run must match it)."""
-    from ..distributed._recovery import digest
+    from ..io import digest
 
     rt, net, f = cfg["routing"], inputs.network, inputs.forcing
     return {
@@ -117,8 +117,7 @@ def _open_store(cfg: dict[str, Any], inputs: RouteInputs,
     out = cfg["output"]
     if out["store"] is None:
         return None, None
-    from ..distributed._recovery import prepare_output, run_fingerprint
-    from ..io import create_output_store
+    from ..io import create_output_store, prepare_output, run_fingerprint
 
     path = Path(out["dir"]) / out["store"]
     rt = cfg["routing"]
@@ -135,8 +134,28 @@ def _open_store(cfg: dict[str, Any], inputs: RouteInputs,
         )
 
     prepared = prepare_output(str(path), definition, create, overwrite=out["overwrite"],
-                              resume=out["resume"], hint="--overwrite (output.overwrite=true)")
+                              resume=out["resume"], hint="--overwrite (output.overwrite=true)",
+                              inputs=input_paths(cfg))
     return path, prepared
+
+
+def input_paths(cfg: dict[str, Any]) -> list[str]:
+    """The files and stores a workflow reads (no output may be, contain or lie in them)."""
+    net, frc = cfg["network"], cfg["forcing"]
+    paths = [net.get("path"), net.get("riv_bas_id")]
+    if frc["source"] == "zarr":
+        paths.append(frc["path"])
+    return [p for p in paths if p]
+
+
+def truncation_facts(truncated_mass: Any, window: int, steps: int) -> dict[str, Any]:
+    """``window_is_run_length`` (the window spans the run: nothing is truncated within it)
+    and ``max_truncated_mass``: the largest fraction of an in-cluster path response the run
+    leaves out (0 when the window spans the run)."""
+    covers = int(window) >= int(steps)
+    m = np.asarray(truncated_mass if truncated_mass is not None else [], np.float64)
+    worst = float(np.nanmax(m)) if m.size and np.isfinite(m).any() else 0.0
+    return {"window_is_run_length": covers, "max_truncated_mass": 0.0 if covers else worst}
 
 
 def _kept_from_store(store: Path, keep: np.ndarray, a: int, b: int) -> np.ndarray:
@@ -222,8 +241,7 @@ def route_single(
             except BaseException:
                 prepared.rollback()
                 raise
-            mark_complete(store)
-            prepared.commit()
+            prepared.complete()
         kept[:] = q[keep]
         return facts, kept, store
 
@@ -240,18 +258,15 @@ def route_single(
     )
     if rt["window"] == "auto":
         # Taps beyond the run's length never act: a window longer than the run is wasted work.
-        k_auto = router.auto_window(inputs.params.to(device))
-        router.window = max(1, min(int(k_auto), steps))
-        facts["window_is_run_length"] = router.window < int(k_auto)
+        router.window = router.auto_window(inputs.params.to(device), max_steps=steps)
     with torch.no_grad():
         kernels = router.aggregate(inputs.params.to(device))
+    router.check_window(kernels, steps, "routing.window")  # before any output is touched
     t2 = time.perf_counter()
-    trunc = router.truncated_mass
     facts.update(
         engine=f"staged/{backend}", clusters=part.n_clusters, waves=part.n_waves,
         window=int(kernels.window), partition_s=t1 - t0, setup_s=t2 - t1,
-        max_truncated_mass=None if trunc is None or np.size(trunc) == 0
-        else float(np.max(trunc)),
+        **truncation_facts(kernels.truncated_mass, kernels.window, steps),
     )
     store, prepared = _open_store(cfg, inputs, {"engine": facts["engine"],
                                                 "window": kernels.window}) if write else (None,
@@ -314,6 +329,7 @@ def _route_chunks(facts: dict[str, Any], router: Any, kernels: Any, inputs: Rout
             route_s += time.perf_counter() - ts
             qn = q.to(torch.float32).cpu().numpy()
             if store is not None:
+                prepared.check()  # another run took the store: stop now, report no success
                 write_block(store, 0, a, qn)
                 prog.save_state(0, c, {"runoff_hist": state.runoff_hist.cpu().numpy(),
                                        "inflow_hist": state.inflow_hist.cpu().numpy()})
@@ -322,9 +338,7 @@ def _route_chunks(facts: dict[str, Any], router: Any, kernels: Any, inputs: Rout
             bar.update(1)
     bar.close()
     if store is not None:
-        mark_complete(store)
-        prog.clear_states()
-        prepared.commit()
+        prepared.complete()
     facts["route_s"] = route_s
     if n * steps:
         logger.info("routed %d reaches x %d steps in %.2f s", n, steps, route_s)
@@ -370,9 +384,33 @@ def run_route(
     With ``client`` (a ``distributed.Client``) the run goes through
     :mod:`hydroscale.distributed`; otherwise on one device (:func:`route_single`).
     """
+    out_dir = Path(cfg["output"]["dir"])
+    if cfg["output"]["store"] is not None:
+        from ..io import check_not_nested
+
+        store = out_dir / cfg["output"]["store"]
+        bundled = [out_dir / "forcing.zarr"] if client is not None and \
+            cfg["forcing"]["source"] == "lower_colorado" else []
+        check_not_nested(store, [*input_paths(cfg), *bundled])
+    with output_folder_lock(out_dir):
+        return _run_route(cfg, progress, client, inputs)
+
+
+def output_folder_lock(out_dir: Path) -> Any:
+    """The lock of a workflow's ``output.dir`` (file ``.hydroscale.lock`` in it): one run
+    writes a folder at a time (another live run there is refused, see
+    :class:`hydroscale.io.StoreLock`)."""
+    from ..io import StoreLock
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return StoreLock.acquire(out_dir, what="output folder",
+                             path=str(out_dir / ".hydroscale.lock"))
+
+
+def _run_route(cfg: dict[str, Any], progress: Progress, client: Any,
+               inputs: RouteInputs | None) -> RouteResult:
     t_start = time.perf_counter()
     out_dir = Path(cfg["output"]["dir"])
-    out_dir.mkdir(parents=True, exist_ok=True)
     bar = progress("inputs", None, "step")
     inputs = inputs if inputs is not None else build_inputs(cfg)
     bar.update(1)

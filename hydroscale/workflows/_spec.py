@@ -193,8 +193,9 @@ CAL_ROUTING = {
     "device": ROUTING["device"],
     "dtype": ROUTING["dtype"],
     "allow_unstable": ROUTING["allow_unstable"],
-    "window": Field("int", 32, "kernel window in routing steps (levels engine and cluster "
-                    "runs)", minimum=1),
+    "window": Field("int", "auto", "kernel window in routing steps; auto: fitted so that "
+                    "no parameter within the model's bounds loses more than 1e-6 of a path's "
+                    "response (a given window is checked there)", minimum=1, also=("auto",)),
     "max_reaches": Field("int", 512, "most reaches per cluster (torch/triton engines and "
                          "cluster runs)", minimum=1),
 }

@@ -71,7 +71,7 @@ def test_twin_experiment_reaches_nse_099_at_every_gauge(one_torch_thread):
     the calibration starts from the middle of the bounds (NSE < 0 at the worst gauge)."""
     net, runoff, _, obs = _twin(5000, 100, 30)
     model = FreeParameters("muskingum", net, bounds={"k": (0.2, 3.0), "x": (0.0, 0.45)})
-    cal = Calibrator(net, runoff, obs, model, engine="levels", engine_options={"window": 16},
+    cal = Calibrator(net, runoff, obs, model, engine="levels",
                      warmup=16, lr=0.1, allow_unstable=True)
     hist = cal.run(300, target_nse=0.99)
     assert hist["nse_min"][0] < 0.5  # the start is far off
@@ -92,7 +92,7 @@ def test_checkpoint_resume_reproduces_the_trajectory(tmp_path):
 
     def make(ckdir):
         model = FreeParameters("muskingum", net, bounds={"k": (0.2, 3.0), "x": (0.0, 0.45)})
-        return Calibrator(net, runoff, obs, model, engine="levels", engine_options={"window": 12},
+        return Calibrator(net, runoff, obs, model, engine="levels",
                           warmup=8, lr=0.05, gauge_fraction=0.5, seed=7, checkpoint_dir=ckdir,
                           checkpoint_every=3, allow_unstable=True)
 

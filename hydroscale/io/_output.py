@@ -1,0 +1,217 @@
+"""An output store's life for one run: lock, create or resume, complete (DESIGN §3).
+
+:func:`prepare_output` is the one way a run gets its output store:
+
+1. it refuses an output equal to, inside or around one of the run's inputs, before
+   anything is moved (:func:`~._store_lock.check_not_nested`);
+2. it takes the store's lock (:class:`~._store_lock.StoreLock`): a second writer is refused
+   at once, with or without ``overwrite``;
+3. it creates the store (``overwrite`` first moves an old one aside; it comes back if the
+   run fails), or reopens an incomplete store of the same run definition to resume it
+   (:func:`run_fingerprint`), recording this run's lock token in the store;
+4. the run calls :meth:`PreparedOutput.check` between steps and
+   :meth:`PreparedOutput.complete` at the end, which marks the store complete only if this
+   run still holds it and the store still names this run as its writer; otherwise
+   :class:`~._store_lock.StoreChangedError`, and no success is reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._common import IOFormatError
+from ._store_lock import StoreChangedError, StoreLock, check_not_nested
+
+__all__ = ["PreparedOutput", "digest", "prepare_output", "run_fingerprint"]
+
+logger = logging.getLogger(__name__)
+
+
+def digest(*arrays: Any) -> str:
+    """sha256 (16 hex digits) of arrays' dtypes, shapes and bytes."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(np.asarray(a))
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def run_fingerprint(definition: dict[str, Any]) -> str:
+    """sha256 (16 hex digits) of a run definition (a JSON-able mapping of scalars and
+    :func:`digest` strings)."""
+    text = json.dumps(definition, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _set_writer(path: str, lock: StoreLock) -> None:
+    import zarr
+
+    zarr.open_group(path, mode="r+").attrs["writer"] = {
+        k: lock.info[k] for k in ("token", "host", "pid", "started")}
+
+
+@dataclass
+class PreparedOutput:
+    """An output store ready for a run (see :func:`prepare_output`), locked by it.
+
+    ``done``: the (group, chunk) tasks an interrupted run finished; ``replaced``: where an
+    existing store was moved by ``overwrite`` -- deleted by :meth:`complete` once the run is
+    whole, put back by :meth:`rollback` if it fails (a failed run never costs the old
+    output)."""
+
+    path: str
+    done: set[tuple[int, int]]
+    lock: StoreLock | None = None
+    replaced: str | None = None
+    _closed: bool = field(default=False, repr=False)
+
+    def check(self) -> None:
+        """Raise :class:`StoreChangedError` if the store was taken from this run."""
+        if self.lock is not None:
+            self.lock.check()
+
+    def complete(self, clear_states: bool = True) -> None:
+        """Mark the store complete (it holds every block of this run), drop the saved
+        states and the replaced store, release the lock.  Raises
+        :class:`StoreChangedError`, and marks nothing, if the store was changed under the
+        run."""
+        from .zarr_store import RunProgress, mark_complete
+
+        try:
+            self.verify()
+            mark_complete(self.path)
+            if clear_states:
+                RunProgress(self.path).clear_states()
+            if self.replaced is not None:
+                shutil.rmtree(self.replaced, ignore_errors=True)
+                self.replaced = None
+        finally:
+            self._release()
+
+    def verify(self) -> None:
+        """:meth:`check`, and that the store still names this run as its writer."""
+        import zarr
+
+        self.check()
+        try:
+            writer = dict(zarr.open_group(self.path, mode="r").attrs).get("writer") or {}
+        except Exception as err:  # noqa: BLE001 - gone or replaced: not this run's store
+            raise StoreChangedError(f"the output store {self.path!r} this run writes is gone "
+                                    f"or unreadable ({err}); its output is not whole") from err
+        if self.lock is not None and writer.get("token") != self.lock.token:
+            raise StoreChangedError(
+                f"the output store {self.path!r} was replaced under this run (it now names "
+                f"host {writer.get('host')!r}, pid {writer.get('pid')} as its writer); this "
+                "run's output is not whole and it does not report success")
+
+    def rollback(self) -> None:
+        """After a failed run: put a store replaced by ``overwrite`` back, release the lock.
+        A store this run does not hold any more is left alone."""
+        try:
+            if self.replaced is not None and (self.lock is None or self.lock.lost is None):
+                shutil.rmtree(self.path, ignore_errors=True)
+                os.rename(self.replaced, self.path)
+                logger.info("run failed: the previous store is back at %s", self.path)
+            self.replaced = None
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if not self._closed and self.lock is not None:
+            self.lock.release()
+        self._closed = True
+
+
+def prepare_output(path: str, definition: dict[str, Any], create: Callable[[], Any], *,
+                   overwrite: bool, resume: bool, hint: str = "overwrite=True",
+                   inputs: Iterable[Any] = ()) -> PreparedOutput:
+    """Lock the output store at ``path`` and create it, or reopen it to resume.
+
+    ``create()`` creates a new store at ``path`` (nothing is there when it is called: with
+    ``overwrite``, an existing store is first moved aside, see :class:`PreparedOutput`).  An
+    existing store is resumed when ``resume`` and it is an incomplete hydroscale output store
+    of the same run definition; otherwise it is left untouched and the error says why
+    (complete, another run, not an output store).  ``hint`` names the overwrite switch in
+    messages (``"--overwrite"`` for the CLI); ``inputs`` are the run's input paths (forcing
+    store, network file), which the output may not be, lie in or contain.
+
+    Raises :class:`~._store_lock.StoreLockedError` when another live run writes ``path``
+    (nothing is moved or created).
+    """
+    from .zarr_store import RunProgress
+
+    check_not_nested(path, inputs)
+    lock = StoreLock.acquire(path)
+    try:
+        prepared = _prepare(path, definition, create, lock, overwrite=overwrite, resume=resume,
+                            hint=hint)
+    except BaseException:
+        lock.release()
+        raise
+    try:
+        _set_writer(path, lock)
+        if not prepared.done:
+            RunProgress.create(path)
+    except BaseException:
+        prepared.rollback()
+        raise
+    return prepared
+
+
+def _prepare(path: str, definition: dict[str, Any], create: Callable[[], Any],
+             lock: StoreLock, *, overwrite: bool, resume: bool, hint: str) -> PreparedOutput:
+    from .zarr_store import RunProgress
+
+    if overwrite or not os.path.exists(path):
+        aside = None
+        if os.path.exists(path):
+            aside = f"{os.path.abspath(path).rstrip(os.sep)}.replaced-{uuid.uuid4().hex[:8]}"
+            os.rename(path, aside)
+        try:
+            create()
+        except BaseException:
+            PreparedOutput(path, set(), None, aside).rollback()
+            raise
+        return PreparedOutput(path, set(), lock, aside)
+    if not resume:
+        raise FileExistsError(
+            f"output store {path!r} exists and is left untouched; pass {hint} to replace it, "
+            "resume=True to continue an interrupted run, or write elsewhere")
+    import zarr
+
+    try:
+        attrs = dict(zarr.open_group(path, mode="r").attrs)
+    except Exception as err:  # noqa: BLE001 - whatever is there, it is not our store
+        raise IOFormatError(path, None, f"exists but is not a Zarr store ({err}); it is left "
+                            "untouched: remove it or write elsewhere") from None
+    if attrs.get("hydroscale_store") != "output":
+        raise IOFormatError(path, "hydroscale_store", "exists but is not a hydroscale output "
+                            "store; it is left untouched: remove it or write elsewhere")
+    if attrs.get("complete") is not False:
+        raise FileExistsError(
+            f"output store {path!r} exists and is complete; it is left untouched: pass "
+            f"{hint} to replace it, or write elsewhere")
+    old = (attrs.get("run") or {}).get("definition") or {}
+    if attrs.get("fingerprint") != run_fingerprint(definition):
+        diff = sorted(k for k in set(old) | set(definition) if old.get(k) != definition.get(k))
+        shown = "; ".join(f"{k}: store {old.get(k)!r}, now {definition.get(k)!r}"
+                          for k in diff[:6])
+        raise ValueError(
+            f"output store {path!r} holds an interrupted run of another definition ({shown}); "
+            f"it is left untouched: rerun with the same inputs to resume it, or pass {hint} "
+            "to replace it"
+        )
+    done = RunProgress(path).done()
+    logger.info("resuming %s: %d (group, chunk) tasks recorded as finished", path, len(done))
+    return PreparedOutput(path, done, lock)
