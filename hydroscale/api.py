@@ -37,7 +37,7 @@ from ._adapters import (
 )
 from .irf import IRFSpec, get_irf, stack_params
 from .network import RiverNetwork
-from .routing import select_engine
+from .routing import check_fits, estimate_engine_bytes, select_engine
 from .routing._engines import ENV_VAR
 from .routing._inputs import check_runoff
 
@@ -123,7 +123,14 @@ def route(
     TypeError
         ``runoff`` or ``params`` of an unsupported type.
     ValueError
-        Wrong shape or dims, reach ids that do not match the network, bad parameters.
+        Wrong shape or dims (no time step included), reach ids that do not match the network,
+        bad parameters.
+    MemoryError
+        (:class:`hydroscale.routing.RunTooLargeError`) before anything is allocated, when a
+        lower bound of the memory the engine needs (inflow and discharge, sub-step arrays,
+        one kernel per reach) exceeds the memory available on the device (the free memory of
+        a GPU, ``MemAvailable`` on CPU, or ``$HYDROSCALE_MEMORY_LIMIT``); the message gives
+        both figures and what to lower.
     """
     spec = get_irf(irf)
     n = network.n_reaches
@@ -132,6 +139,11 @@ def route(
         raise ValueError(
             f"runoff must be [N, T] or [B, N, T] with N = {n} reaches of the network, "
             f"got shape {tuple(runoff.shape)}"
+        )
+    if runoff.shape[-1] == 0:
+        raise ValueError(
+            f"runoff has 0 time steps (shape {tuple(runoff.shape)}): route needs at least one "
+            "step of lateral inflow on the last axis"
         )
     if int(substeps) != substeps or substeps < 1:
         raise ValueError(f"substeps must be a positive integer, got {substeps!r}")
@@ -169,16 +181,34 @@ def _route_block(
     work = compute_dtype(r.dtype)
     out_dtype = r.dtype if r.is_floating_point() else torch.float64
     added = r.ndim == 2
+    b, n, t = (1, *r.shape) if added else tuple(r.shape)
+    size = b * n * t * substeps
+    if engine is None and not os.environ.get(ENV_VAR) and size <= SMALL_WORK:
+        engine = "oracle"
+    eng = select_engine(r.device, explicit=engine)
+    _check_memory(eng.name, b, n, t, substeps, work, r.device)
     rb = (r.unsqueeze(0) if added else r).to(work)
     check_runoff(rb, network.ids, allow_negative=allow_negative)
     p = torch.as_tensor(params).to(device=rb.device, dtype=work)
-    size = rb.shape[0] * rb.shape[1] * rb.shape[2] * substeps
-    if engine is None and not os.environ.get(ENV_VAR) and size <= SMALL_WORK:
-        engine = "oracle"
-    eng = select_engine(rb.device, explicit=engine)
     logger.debug("route: %s reach-sub-steps on %s with engine %s", size, rb.device, eng.name)
     q = eng.fn(network, rb, spec.name, p, substeps, allow_unstable=allow_unstable)
     return back((q[0] if added else q).to(out_dtype))
+
+
+def _check_memory(engine: str, b: int, n: int, t: int, substeps: int, dtype: torch.dtype,
+                  device: torch.device) -> None:
+    """Refuse, before allocating, a run whose memory lower bound exceeds what the device has
+    (:func:`hydroscale.routing.check_fits`)."""
+    nbytes = estimate_engine_bytes(engine, n, t, substeps, b, dtype)
+    other = "" if engine in ("torch", "triton") else (
+        ", or engine='torch'/'triton' (block-sparse: no sub-step arrays)")
+    check_fits(
+        nbytes, device, "route",
+        detail=f"batch {b} x {n} reaches x {t} steps x substeps={substeps}, "
+               f"{str(dtype).removeprefix('torch.')}, engine {engine!r}",
+        hint=f"lower substeps, route fewer time steps at a time (split the time axis, or a "
+             f"`hydroscale route` workflow with routing.time_chunk), or a smaller batch{other}",
+    )
 
 
 def _float_result_dtype(dtype: Any) -> np.dtype:
@@ -335,7 +365,30 @@ def _downstream_t(network: RiverNetwork, x: torch.Tensor, fill_value: Any) -> to
     return torch.where(outlet, torch.as_tensor(fill_value, dtype=x.dtype, device=x.device), out)
 
 
-def _reach_op(network: RiverNetwork, field: Any, op: Any, name: str, summing: bool) -> Any:
+def _check_field(x: torch.Tensor, ids: np.ndarray, ndim: int, skipna: bool) -> torch.Tensor:
+    """Refuse NaN (unless ``skipna``: counted as 0) and inf in a summed field ``[B, N, T]``
+    (the caller's ``ndim``: 1 ``[N]``, 2 ``[N, T]``, 3 ``[B, N, T]``), naming the first reach
+    id and step as :func:`route` does."""
+    if not x.is_floating_point() and not x.is_complex():
+        return x
+    with torch.no_grad():
+        nan = torch.isnan(x)
+        bad = torch.isinf(x) if skipna else nan | torch.isinf(x)
+        if bool(bad.any()):
+            b, j, t = (int(v) for v in torch.nonzero(bad)[0].tolist())
+            where = f"reach id {int(ids[j])}" + (f", step {t}" if ndim >= 2 else "") + (
+                f", batch {b}" if ndim == 3 else "")
+            what, fix = ("infinite", "replace the infinite values") if skipna else (
+                "NaN or infinite", "fill the missing values (e.g. field.fillna(0), "
+                "np.nan_to_num) or pass skipna=True to count NaN as 0")
+            raise ValueError(f"field has {int(bad.sum())} {what} value(s); first at {where}: "
+                             f"{fix}")
+    return torch.where(nan, torch.zeros((), dtype=x.dtype, device=x.device), x) \
+        if skipna and bool(nan.any()) else x
+
+
+def _reach_op(network: RiverNetwork, field: Any, op: Any, name: str, summing: bool,
+              skipna: bool = False) -> Any:
     n = network.n_reaches
     kind = array_kind(field, "field")
     axis = 0 if field.ndim <= 2 else 1
@@ -344,26 +397,28 @@ def _reach_op(network: RiverNetwork, field: Any, op: Any, name: str, summing: bo
             f"field must be [N], [N, T] or [B, N, T] with N = {n} reaches of the network, "
             f"got shape {tuple(field.shape)}"
         )
-    block = partial(_reach_op_block, op=op, summing=summing)
+    block = partial(_reach_op_block, op=op, summing=summing, skipna=skipna)
     if kind == "dask":
         dtype = np.dtype(np.int64) if field.dtype == bool and summing else field.dtype
         return map_reach_blocks(field, network, block, reach_axis=axis, dtype=dtype, name=name)
     return block(network, field)
 
 
-def _reach_op_block(network: RiverNetwork, field: Any, *, op: Any, summing: bool) -> Any:
+def _reach_op_block(network: RiverNetwork, field: Any, *, op: Any, summing: bool,
+                    skipna: bool = False) -> Any:
     x, back = to_torch(field)
     shape = x.shape
     out_dtype = torch.int64 if (x.dtype == torch.bool and summing) else x.dtype
     canon = x.reshape(1, shape[0], -1) if x.ndim <= 2 else x
     if summing:
+        canon = _check_field(canon, network.ids, x.ndim, skipna)
         canon = canon.to(compute_dtype(x.dtype, integer_ok=True))
     y = op(network, canon)
     return back(y.reshape(shape).to(out_dtype))
 
 
 @xarray_adapter("field", time_required=False)
-def accumulate(network: RiverNetwork, field: Any) -> Any:
+def accumulate(network: RiverNetwork, field: Any, *, skipna: bool = False) -> Any:
     """Upstream sum: each reach's value plus the values of all reaches upstream of it.
 
     The flow accumulation of a per-reach quantity (area, runoff volume, a count), at every
@@ -380,21 +435,29 @@ def accumulate(network: RiverNetwork, field: Any) -> Any:
         (autograd flows), cupy, jax, dask or xarray.  Dask arrays stay lazy, chunked freely
         over batch and time, and over reaches only where every chunk holds whole basins (else
         the reach axis is rechunked to one chunk).
+    skipna : bool
+        False (default): NaN is refused, as infinite values always are (the error names the
+        first reach id and step).  True: NaN counts as 0 (a missing value adds nothing).
 
     Returns
     -------
     The accumulated field, with ``field``'s shape, type, device and dtype (bool gives int64).
+
+    Raises
+    ------
+    ValueError
+        Wrong shape, or NaN (unless ``skipna``) or infinite values in ``field``.
     """
-    return _reach_op(network, field, _accumulate_t, "accumulate", summing=True)
+    return _reach_op(network, field, _accumulate_t, "accumulate", summing=True, skipna=skipna)
 
 
 @xarray_adapter("field", time_required=False)
-def upstream(network: RiverNetwork, field: Any) -> Any:
+def upstream(network: RiverNetwork, field: Any, *, skipna: bool = False) -> Any:
     """Sum of the values of the upstream-adjacent reaches of each reach (0 at headwaters).
 
-    ``field`` and the result are as in :func:`accumulate`.
+    ``field``, ``skipna`` and the result are as in :func:`accumulate`.
     """
-    return _reach_op(network, field, _upstream_t, "upstream", summing=True)
+    return _reach_op(network, field, _upstream_t, "upstream", summing=True, skipna=skipna)
 
 
 @xarray_adapter("field", time_required=False)

@@ -36,6 +36,23 @@ def test_hand_computed(small_tree):
     assert np.isnan(filled[[0, 3]]).all() and filled[1] == 64
 
 
+def test_skipna_counts_nan_as_zero(small_tree):
+    """NaN is refused by default (tests/test_bad_input.py); skipna=True counts it as 0."""
+    field = POW2.astype(float)
+    field[2] = np.nan  # reach 1
+    want = np.array(ACCUMULATED, float) - np.array([4, 4, 4, 0, 0, 0, 4])
+    np.testing.assert_array_equal(hs.accumulate(small_tree, field, skipna=True), want)
+    np.testing.assert_array_equal(hs.upstream(small_tree, field, skipna=True),
+                                  np.array(UPSTREAM, float) - [0, 4, 0, 0, 0, 0, 0])
+    da = xr.DataArray(np.stack([field, field]), dims=("time", "reach"),
+                      coords={"reach": small_tree.ids})
+    np.testing.assert_array_equal(hs.accumulate(small_tree, da, skipna=True).values,
+                                  np.stack([want, want]))
+    field[3] = np.inf  # infinite values are refused either way
+    with pytest.raises(ValueError, match=r"field has 1 infinite value\(s\); first at reach id 9"):
+        hs.accumulate(small_tree, field, skipna=True)
+
+
 def test_counts_from_bool_and_dtypes(small_tree):
     counts = hs.accumulate(small_tree, np.ones(7, dtype=bool))
     assert counts.dtype == np.int64

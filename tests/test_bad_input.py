@@ -15,6 +15,7 @@ import torch
 import xarray as xr
 
 import hydroscale
+from hydroscale.distributed import ClusterConfigError, load_config, render_job_script
 from hydroscale.io import IOFormatError
 from hydroscale.io.zarr_store import create_output_store, ingest, open_forcing
 from hydroscale.irf import UnstableParametersError, from_bounded
@@ -74,6 +75,35 @@ CASES = {
     "workflow unknown key": (
         lambda: load_workflow(None, ["kind=route", "routing.speed=3"]), WorkflowError,
         "routing.speed"),
+    # issue 24 §3
+    "reach id 0 when 0 marks outlets": (
+        lambda: RiverNetwork.from_arrays([0, 1], [1, 0]), NetworkError,
+        r"reach id\(s\) \[0\] mark outlets in the downstream ids .*renumber"),
+    "zero time steps": (lambda: _route(np.ones((3, 0))), ValueError,
+                        r"runoff has 0 time steps \(shape \(3, 0\)\)"),
+    "accumulate NaN": (lambda: hydroscale.accumulate(NET, np.array([1.0, np.nan, 2.0])),
+                       ValueError, r"field has 1 NaN or infinite value\(s\); first at reach id 2:"
+                                   r".*skipna=True"),
+    "accumulate NaN in a time series": (
+        lambda: hydroscale.accumulate(NET, _runoff(np.nan)), ValueError,
+        "field has 1 NaN or infinite value.*reach id 2, step 4"),
+    "substeps beyond memory": (
+        lambda: hydroscale.route(NET, _runoff(), "linear_storage", {"tau": 1.0},
+                                 substeps=10**12),
+        MemoryError, r"route needs at least \d+(\.\d+)? [GTP]B .*substeps=1000000000000.* but "
+                     r"\d+(\.\d+)? [GMT]B .*available.*lower substeps"),
+    "slurm config without a scheduler host": (
+        lambda: load_config("slurm"), ClusterConfigError,
+        r"slurm.yaml: kind 'slurm' needs a scheduler address the compute nodes can reach.*"
+        r"interface: ib0.*host:"),
+    "slurm scheduler on loopback": (
+        lambda: load_config("slurm", host="127.0.0.1"), ClusterConfigError,
+        r"slurm.yaml: key 'host' is '127.0.0.1', a loopback address: .*compute node.*"
+        r"interface: ib0.*host:.*TLS"),
+    "slurm job script pointing at loopback": (
+        lambda: render_job_script(load_config("slurm", interface="ib0"),
+                                  scheduler="tcp://localhost:8786"),
+        ClusterConfigError, r"scheduler 'tcp://localhost:8786' is a loopback address"),
 }
 
 
@@ -278,6 +308,29 @@ def _case(name, tmp_path):  # noqa: C901 - one branch per row of the table
             r"0 <= x <= 0.5; offending 40 reach\(es\)"
     if name == "workflow unknown key":
         return {"routing": {"speed": 3}}, WorkflowError, "routing.speed"
+    if name == "string ids in RouteLink":
+        _string_routelink(tmp_path / "RouteLink.nc")
+        return {"network": {"source": "routelink", "path": str(tmp_path / "RouteLink.nc")}}, \
+            IOFormatError, r"RouteLink.nc \[link\]: reach ids are strings"
+    if name == "link 0 in RouteLink":
+        return _routelink(tmp_path / "RouteLink.nc", [0, 1, 2], [1, 2, 0]), IOFormatError, \
+            r"RouteLink.nc \[link\]: link 0 "
+    if name == "RouteLink not NetCDF":
+        (tmp_path / "RouteLink.nc").write_text("link,to\n1,0\n")
+        return {"network": {"source": "routelink", "path": str(tmp_path / "RouteLink.nc")}}, \
+            IOFormatError, r"RouteLink.nc: not a NetCDF file"
+    if name == "zero time steps":  # a store written elsewhere (ingest refuses to make one)
+        import zarr
+
+        store, sec = _zarr_forcing(tmp_path)
+        root = zarr.open_group(str(store), mode="r+")
+        for key in ("runoff", "time"):
+            del root[key]
+        root.create_array("runoff", shape=(40, 0), dtype="float32", chunks=(16, 4),
+                          dimension_names=("reach", "time"))
+        root.create_array("time", shape=(0,), dtype="int64", chunks=(1,),
+                          dimension_names=("time",))
+        return sec, IOFormatError, r"forcing.zarr \[time\]: no time steps"
     raise KeyError(name)
 
 
@@ -285,7 +338,8 @@ WORKFLOW_CASES = ["cycle", "duplicate ids", "unknown downstream id", "empty netw
                   "truncated NetCDF", "forcing ids not matching", "NaN inflow (late time chunk)",
                   "wrong dtype", "time axis with a gap", "duplicated times",
                   "missing Zarr chunk", "unstable Muskingum", "parameter outside its range",
-                  "workflow unknown key"]
+                  "workflow unknown key", "string ids in RouteLink", "link 0 in RouteLink",
+                  "RouteLink not NetCDF", "zero time steps"]
 
 
 def _mapping(out_dir, **sections):
@@ -332,3 +386,197 @@ def test_bad_input_never_costs_the_existing_output(case, old_output, tmp_path) -
     after = {p.relative_to(out): p.read_bytes() for p in store.rglob("*") if p.is_file()}
     assert after == before
     assert sorted(p.name for p in out.iterdir() if "discharge" in p.name) == ["discharge.zarr"]
+
+
+# ------------------------------------------- issue 24 §3: more mistakes users make
+def _serve(handler_cls):
+    """A server on 127.0.0.1:<free port> in a daemon thread; returns (server, port)."""
+    import socketserver
+    import threading
+
+    class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+
+    srv = Server(("127.0.0.1", 0), handler_cls)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, srv.server_address[1]
+
+
+def _http_handler():
+    import http.server
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # no stderr noise
+            pass
+
+    return Quiet
+
+
+def _garbage_handler():
+    import socketserver
+
+    class Garbage(socketserver.BaseRequestHandler):
+        def handle(self):  # answers at once, in another protocol, and hangs up
+            self.request.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    return Garbage
+
+
+@pytest.mark.parametrize("handler", ["http", "garbage"])
+def test_scheduler_address_answering_another_protocol(handler) -> None:
+    """The dashboard port (an HTTP server) or a server sending garbage given as the
+    scheduler: refused once ``timeout`` passes, naming the address and the likely mistake."""
+    import time
+
+    from hydroscale.distributed import start_cluster
+
+    srv, port = _serve(_http_handler() if handler == "http" else _garbage_handler())
+    address = f"tcp://127.0.0.1:{port}"
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(ClusterConfigError,
+                           match=rf"{address} .*not a Dask scheduler.*dashboard port.*8786"):
+            start_cluster({"kind": "scheduler", "address": address, "timeout": 2})
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert time.monotonic() - t0 < 60  # a generous ceiling: never hangs past the timeout
+
+
+def test_memory_guard_uses_the_available_figure(monkeypatch) -> None:
+    """HYDROSCALE_MEMORY_LIMIT stands for the memory available (here 100 MB): substeps=10**6
+    on 3 reaches x 6 steps needs more and is refused before anything is allocated."""
+    monkeypatch.setenv("HYDROSCALE_MEMORY_LIMIT", "100MB")
+    with pytest.raises(MemoryError, match=r"route needs at least 0\.\d+ GB \(batch 1 x 3 reaches "
+                                          r"x 6 steps x substeps=1000000.*but 0\.1 GB.*"
+                                          r"HYDROSCALE_MEMORY_LIMIT.*lower substeps"):
+        hydroscale.route(NET, _runoff(), "linear_storage", {"tau": 1.0}, substeps=10**6)
+
+
+def _flow(units=None, reach=(1, 2, 3), steps=4):
+    t = pd.date_range("2021-01-01", periods=steps, freq="h").values
+    attrs = {} if units is None else {"units": units}
+    return xr.DataArray(np.ones((len(reach), steps), np.float32), dims=("reach", "time"),
+                        coords={"reach": list(reach), "time": t}, attrs=attrs)
+
+
+@pytest.mark.parametrize("units", ["mm", "kg m-2 s-1"])
+def test_ingest_of_a_dataarray_in_other_units(tmp_path, units) -> None:
+    with pytest.raises(IOFormatError, match=rf"<DataArray> \[units\]: units are '{units}', "
+                                            r"expected m3 s-1; convert"):
+        ingest(_flow(units), tmp_path / "f.zarr")
+    assert not (tmp_path / "f.zarr").exists()
+
+
+def test_ingest_of_a_dataarray_without_units_assumes_discharge(tmp_path, caplog) -> None:
+    """No ``units`` attribute: taken as m³/s, as for NetCDF sources, with a log line."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="hydroscale.io"):
+        ingest(_flow(None), tmp_path / "f.zarr")
+    assert "no 'units' attribute: taken as m3 s-1" in caplog.text
+    assert open_forcing(tmp_path / "f.zarr", NET).attrs["units"] == "m3 s-1"
+
+
+def test_ingest_of_zero_time_steps_is_refused(tmp_path) -> None:
+    with pytest.raises(IOFormatError, match=r"<DataArray> \[time\]: no time steps"):
+        ingest(_flow("m3 s-1", steps=0), tmp_path / "f.zarr")
+    assert not (tmp_path / "f.zarr").exists()
+
+
+def test_string_reach_ids_in_a_dataarray(tmp_path) -> None:
+    with pytest.raises(IOFormatError, match=r"<DataArray> \[reach\]: reach ids are strings, "
+                                            r"e.g. \['a', 'b', 'c'\].*integer ids"):
+        ingest(_flow("m3 s-1", reach=("a", "b", "c")), tmp_path / "f.zarr")
+    assert not (tmp_path / "f.zarr").exists()
+
+
+def test_string_reach_ids_in_a_csv_header(tmp_path) -> None:
+    src = tmp_path / "runoff.csv"
+    src.write_text("time,a1,b2\n2021-01-01T00:00,1,2\n2021-01-01T01:00,1,2\n")
+    with pytest.raises(IOFormatError, match=r"runoff.csv \[header\]: columns after 'time' must "
+                                            r"be integer reach ids, got \['a1', 'b2'\]"):
+        ingest(src, tmp_path / "f.zarr")
+    assert not (tmp_path / "f.zarr").exists()
+
+
+def test_string_reach_ids_in_a_netcdf_source(tmp_path) -> None:
+    src = tmp_path / "runoff.nc"
+    xr.Dataset({"qlat": _flow("m3 s-1").assign_coords(reach=["x1", "x2", "x3"])}).to_netcdf(src)
+    with pytest.raises(IOFormatError, match=r"runoff.nc \[reach\]: reach ids are strings.*"
+                                            r"\['x1', 'x2', 'x3'\]"):
+        ingest(src, tmp_path / "f.zarr")
+    assert not (tmp_path / "f.zarr").exists()
+
+
+def test_csv_passed_as_netcdf(tmp_path) -> None:
+    src = tmp_path / "runoff.nc"
+    src.write_text("time,1,2,3\n2021-01-01T00:00,1,2,3\n")
+    with pytest.raises(IOFormatError, match=r"runoff.nc: not a NetCDF file: it starts with "
+                                            r"'time,1,2,3"):
+        ingest(src, tmp_path / "f.zarr")
+    assert not (tmp_path / "f.zarr").exists()
+
+
+def _string_routelink(path):
+    xr.Dataset({"link": ("feature_id", np.array(["1", "2", "3"])),
+                "to": ("feature_id", np.array([3, 3, 0]))}).to_netcdf(path)
+
+
+def test_string_ids_in_a_routelink(tmp_path) -> None:
+    _string_routelink(tmp_path / "RouteLink.nc")
+    with pytest.raises(IOFormatError, match=r"RouteLink.nc \[link\]: reach ids are strings, "
+                                            r"e.g. \['1', '2', '3'\]"):
+        RiverNetwork.from_routelink(str(tmp_path / "RouteLink.nc"))
+
+
+def test_link_zero_in_a_routelink(tmp_path) -> None:
+    _routelink(tmp_path / "RouteLink.nc", [0, 1], [1, 0])
+    with pytest.raises(IOFormatError, match=r"RouteLink.nc \[link\]: link 0 .*0 in `to` marks "
+                                            r"an outlet"):
+        RiverNetwork.from_routelink(str(tmp_path / "RouteLink.nc"))
+
+
+@pytest.mark.parametrize("reader", ["routelink", "rapid inflow", "chrtout"])
+def test_text_file_named_like_netcdf(tmp_path, reader) -> None:
+    from hydroscale.io import read_chrtout
+    from hydroscale.io.rapid import read_rapid_inflow
+
+    name = {"routelink": "RouteLink.nc", "rapid inflow": "m3_riv.nc",
+            "chrtout": "202108231300.CHRTOUT_DOMAIN1"}[reader]
+    path = tmp_path / name
+    path.write_text("link,to\n1,0\n")
+    read = {"routelink": RiverNetwork.from_routelink, "rapid inflow": read_rapid_inflow,
+            "chrtout": read_chrtout}[reader]
+    with pytest.raises(IOFormatError, match=rf"{name}: not a NetCDF file: it starts with "
+                                            r"'link,to\\n1,0\\n' \(text, 12 bytes\)"):
+        read(str(path))
+
+
+def test_workflow_not_utf8(tmp_path) -> None:
+    path = tmp_path / "wf.yaml"
+    path.write_bytes("kind: route\nname: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(WorkflowError, match=r"wf.yaml:\n  - not UTF-8 text: byte 0xe9 on line 2"
+                                            r".*save the file as UTF-8"):
+        load_workflow(path)
+
+
+@pytest.mark.parametrize("text, key, lines", [
+    ("kind: route\nrouting:\n  substeps: 2\n  substeps: 4\n", "routing.substeps", "3 and 4"),
+    ("kind: route\nforcing: {steps: 3}\nkind: benchmark\n", "kind", "1 and 3"),
+    ("kind: route\nrouting:\n  params: {k: 1, x: 0.2, k: 2}\n", "routing.params.k", "3 and 3"),
+])
+def test_workflow_duplicate_keys(tmp_path, text, key, lines) -> None:
+    path = tmp_path / "wf.yaml"
+    path.write_text(text)
+    with pytest.raises(WorkflowError, match=rf"{key}: key given twice \(lines {lines}\)"):
+        load_workflow(path)
+
+
+@pytest.mark.parametrize("text", ["", "# a workflow, one day\n\n"])
+def test_empty_workflow_file(tmp_path, text) -> None:
+    path = tmp_path / "wf.yaml"
+    path.write_text(text)
+    with pytest.raises(WorkflowError, match=r"wf.yaml:\n  - the file is empty"):
+        load_workflow(path, kind="route")

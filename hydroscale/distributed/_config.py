@@ -15,6 +15,11 @@ A config is a YAML mapping with a ``kind`` and that kind's keys::
 ``local-cpu`` otherwise.  Schedulers and dashboards bind to 127.0.0.1 unless the config says
 otherwise (a dashboard given as a bare port binds to ``host``, never to every interface).
 
+``scheduler`` connects to a running scheduler: its ``address`` must complete the Dask
+handshake within ``timeout`` seconds (an address answering another protocol, such as the
+dashboard's HTTP port, is refused naming it).  ``slurm`` needs a scheduler address the compute
+nodes reach: ``interface`` (e.g. ``ib0``) or ``host`` (the login node); loopback is refused.
+
 ``tls`` secures every connection (client, scheduler, workers) with ``distributed.Security``:
 ``{self_signed: true}`` makes a throw-away self-signed certificate in memory (needs the
 ``cryptography`` package: ``pip install hydroscale[tls]``); ``{ca_file, cert, key}`` (PEM
@@ -108,12 +113,18 @@ CONFIG_KINDS: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "worker_extra_args": (_LIST, []),
         "job_extra_directives": (_LIST, []),
         "job_script_prologue": (_LIST, []),
-        "host": (_STR, "127.0.0.1"),
+        # no default: the scheduler must listen where compute nodes reach it (host or
+        # interface, see _check_slurm_scheduler); loopback never does
+        "host": (_STR + (_OPT,), None),
         "dashboard_address": (_STR + (_OPT,), "127.0.0.1:8787"),
         "wait_for_workers": (_INT + (_OPT,), None),
         "work_stealing": (_BOOL, False),
     },
 }
+
+#: host names that mean this machine only
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost",
+                             "ip6-loopback"})
 
 #: keys of a ``tls`` mapping -> allowed types
 TLS_KEYS: dict[str, tuple[type, ...]] = {
@@ -166,16 +177,29 @@ def load_config(config: str | os.PathLike | dict[str, Any], **overrides: Any) ->
 
     Returns
     -------
-    dict with ``kind`` and every key of that kind (defaults filled in) and ``source``.
+    dict with ``kind`` and every key of that kind (defaults filled in) and ``source`` (the
+    file read); such a dict is itself a valid ``config`` (its ``source`` is kept).
 
     Raises
     ------
     ClusterConfigError
-        Not a mapping, a missing or unknown ``kind``, an unknown key, or a value of the
-        wrong type (the message names the key, the expected type and the value).
+        Not a mapping, a missing or unknown ``kind``, an unknown key, a value of the
+        wrong type (the message names the key, the expected type and the value), or a
+        ``slurm`` config without a scheduler host the compute nodes can reach (``host`` on
+        loopback, or neither ``host`` nor ``interface``).
     """
+    cfg = _load(config, overrides)
+    if cfg["kind"] == "slurm":
+        _check_slurm_scheduler(cfg)
+    return cfg
+
+
+def _load(config: str | os.PathLike | dict[str, Any], overrides: dict[str, Any]
+          ) -> dict[str, Any]:
+    """:func:`load_config` but for the ``slurm`` scheduler host check."""
     if isinstance(config, dict):
-        raw, source = dict(config), "<dict>"
+        raw = dict(config)
+        source = str(raw.pop("source", None) or "<dict>")  # a config load_config returned
     else:
         path = config_path(os.fspath(config))
         source = str(path)
@@ -223,8 +247,43 @@ def load_config(config: str | os.PathLike | dict[str, Any], **overrides: Any) ->
     if out.get("tls") is not None:
         out["tls"] = _check_tls(out["tls"], source)
     if out.get("dashboard_address") is not None and "host" in out:
-        out["dashboard_address"] = _bind_dashboard(out["dashboard_address"], out["host"])
+        out["dashboard_address"] = _bind_dashboard(out["dashboard_address"],
+                                                   out["host"] or "127.0.0.1")
     return out
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    h = host.strip().strip("[]").lower()
+    if h in _LOOPBACK_NAMES or h.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:  # a host name
+        return False
+
+
+_SLURM_FIX = ("set `interface:` to the network interface the login and compute nodes share "
+              "(e.g. `interface: ib0` for InfiniBand) or `host:` to the login node's hostname "
+              "or IP address (TLS is recommended once the scheduler listens off loopback)")
+
+
+def _check_slurm_scheduler(cfg: dict[str, Any]) -> None:
+    """Refuse a ``slurm`` scheduler that compute nodes cannot reach: every job script would
+    point its workers at it."""
+    host, source = cfg["host"], cfg["source"]
+    if host is not None and _is_loopback(host):
+        raise ClusterConfigError(
+            f"{source}: key 'host' is {host!r}, a loopback address: the scheduler would "
+            "listen on the login node only and no compute node's worker could reach it; "
+            f"{_SLURM_FIX}"
+        )
+    if host is None and cfg["interface"] is None:
+        raise ClusterConfigError(
+            f"{source}: kind 'slurm' needs a scheduler address the compute nodes can reach, "
+            f"got host null and interface null: {_SLURM_FIX}"
+        )
 
 
 def _check_tls(tls: dict[str, Any], source: str) -> dict[str, Any]:
@@ -308,19 +367,48 @@ def _slurm_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_job_script(config: str | os.PathLike | dict[str, Any],
-                      scheduler: str = "tcp://127.0.0.1:8786", **overrides: Any) -> str:
+                      scheduler: str | None = None, **overrides: Any) -> str:
     """The SLURM batch script a ``slurm`` config submits per job (no scheduler started).
 
-    ``scheduler`` is the address the workers connect to.
+    ``config`` is a config name, path or mapping (what :func:`load_config` returned
+    included); ``scheduler`` is the address the workers connect to, by default
+    ``tcp://<host>:8786`` from the config's ``host``, or the address of its ``interface``
+    on this machine (render on the login node).  A loopback address is refused: no worker
+    on a compute node could reach it.
     """
-    cfg = load_config(config, **overrides)
+    cfg = _load(config, overrides)
     if cfg["kind"] != "slurm":
         raise ClusterConfigError(f"{cfg['source']}: render_job_script needs kind 'slurm', got "
                                  f"{cfg['kind']!r}")
+    if scheduler is None:
+        _check_slurm_scheduler(cfg)
+        scheduler = f"tcp://{_interface_ip(cfg) if cfg['host'] is None else cfg['host']}:8786"
+    else:
+        from distributed.comm import get_address_host
+
+        if _is_loopback(get_address_host(scheduler)):
+            raise ClusterConfigError(
+                f"{cfg['source']}: scheduler {scheduler!r} is a loopback address: no worker on "
+                f"a compute node could reach it; give the login node's address, or "
+                f"{_SLURM_FIX}"
+            )
     from dask_jobqueue.slurm import SLURMJob
 
     job = SLURMJob(scheduler=scheduler, name="hydroscale-worker", **_slurm_kwargs(cfg))
     return job.job_script()
+
+
+def _interface_ip(cfg: dict[str, Any]) -> str:
+    from distributed.utils import get_ip_interface
+
+    try:
+        return get_ip_interface(cfg["interface"])
+    except ValueError as err:
+        raise ClusterConfigError(
+            f"{cfg['source']}: interface {cfg['interface']!r} has no address on this machine "
+            f"({err}); render the job script on the login node, pass "
+            "scheduler='tcp://HOST:8786', or set `host:`"
+        ) from None
 
 
 def _log_level(value: Any) -> Any:
@@ -376,10 +464,12 @@ def _local_cuda(cfg: dict[str, Any], security: Any) -> Any:
 def _slurm(cfg: dict[str, Any], security: Any) -> Any:
     from dask_jobqueue import SLURMCluster
 
+    # without a host, dask-jobqueue binds the scheduler to the workers' interface
+    opts = {"dashboard_address": cfg["dashboard_address"]}
+    if cfg["host"] is not None:
+        opts["host"] = cfg["host"]
     with _scheduler_config(cfg):
-        cluster = SLURMCluster(scheduler_options={"host": cfg["host"],
-                                                  "dashboard_address": cfg["dashboard_address"]},
-                               **_slurm_kwargs(cfg))
+        cluster = SLURMCluster(scheduler_options=opts, **_slurm_kwargs(cfg))
     cluster.scale(jobs=cfg["jobs"])
     return cluster
 
@@ -411,9 +501,16 @@ def start_cluster(config: str | os.PathLike | dict[str, Any] | None = None,
     security = make_security(cfg.get("tls"))
     sec = {} if security is None else {"security": security}
     if kind == "scheduler":
+        from ._connect import probe_scheduler, scheduler_file_address
+
+        # Client bounds the connection by timeout, not the handshake after it: probe first
         if cfg["scheduler_file"]:
+            address = scheduler_file_address(cfg["scheduler_file"])
+            if address:  # else Client waits for the file to appear
+                probe_scheduler(address, cfg["timeout"], security, cfg["scheduler_file"])
             client = Client(scheduler_file=cfg["scheduler_file"], timeout=cfg["timeout"], **sec)
         else:
+            probe_scheduler(cfg["address"], cfg["timeout"], security, cfg["source"])
             client = Client(cfg["address"], timeout=cfg["timeout"], **sec)
     else:
         cluster = {"local-cpu": _local_cpu, "local-cuda": _local_cuda,

@@ -17,10 +17,13 @@ __all__ = [
     "IOFormatError",
     "as_path_list",
     "netcdf_guard",
+    "check_netcdf_signature",
     "check_ids_known",
+    "check_steps",
     "check_times",
     "check_units",
     "decode_strings",
+    "integer_ids",
     "require_vars",
 ]
 
@@ -52,10 +55,56 @@ class IOFormatError(ValueError):
         self.field = field
 
 
+#: first bytes of NetCDF classic (CDF-1, CDF-2, CDF-5) and of NetCDF-4 (HDF5) files
+_CDF_MAGIC = (b"CDF\x01", b"CDF\x02", b"CDF\x05")
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+#: what some other files start with -> what they are
+_OTHER_MAGIC = {b"\x1f\x8b": "gzip: decompress it first", b"PK\x03\x04": "zip: unpack it first",
+                b"<!DOCTYPE": "an HTML page: the download failed?",
+                b"<html": "an HTML page: the download failed?"}
+
+
+def check_netcdf_signature(path: Any) -> None:
+    """Raise :class:`IOFormatError` unless the file at ``path`` starts like a NetCDF file
+    (classic ``CDF`` or NetCDF-4/HDF5, whose signature may follow a user block of 512·2^k
+    bytes).  Missing paths, folders and URLs are left to the reader."""
+    if not isinstance(path, (str, bytes, os.PathLike)):  # an open file object
+        return
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        return
+    size = os.path.getsize(p)
+    with open(p, "rb") as f:
+        head = f.read(24)
+        if head[:4] in _CDF_MAGIC or head[:8] == _HDF5_MAGIC:
+            return
+        offset = 512
+        while offset + 8 <= size:
+            f.seek(offset)
+            if f.read(8) == _HDF5_MAGIC:
+                return
+            offset *= 2
+    if not head:
+        raise IOFormatError(path, None, "not a NetCDF file: it is empty (0 bytes); copy or "
+                            "download it again")
+    text = head.decode("utf-8", errors="replace").rstrip("\ufffd")  # a cut multibyte tail
+    is_text = bool(text) and all(c.isprintable() or c in "\r\n\t" for c in text)
+    kind = next((k for m, k in _OTHER_MAGIC.items() if head.lower().startswith(m.lower())),
+                "text" if is_text else "binary")
+    raise IOFormatError(
+        path, None,
+        f"not a NetCDF file: it starts with {text if is_text else head!r} ({kind}, {size} "
+        "bytes) where NetCDF files start with 'CDF' or the HDF5 signature; give the NetCDF "
+        "file itself (a text or CSV file is not NetCDF, whatever its name)"
+    )
+
+
 @contextmanager
 def netcdf_guard(path: Any) -> Iterator[None]:
-    """Turn the library errors of a NetCDF/HDF5 file that cannot be read (truncated, damaged,
-    not NetCDF: ``OSError: NetCDF: HDF error``) into an :class:`IOFormatError` naming it."""
+    """Refuse a file that is not NetCDF (:func:`check_netcdf_signature`), and turn the library
+    errors of a NetCDF/HDF5 file that cannot be read (truncated, damaged: ``OSError: NetCDF:
+    HDF error``) into an :class:`IOFormatError` naming it."""
+    check_netcdf_signature(path)
     try:
         yield
     except FileNotFoundError:
@@ -110,6 +159,38 @@ def check_units(units: Any, allowed: frozenset[str], path: Any, field: str, want
         raise IOFormatError(
             path, field, f"units are {u!r}, expected {want}; convert the variable to {want}"
         )
+
+
+def integer_ids(values: Any, path: Any, field: str, what: str = "reach ids") -> np.ndarray:
+    """``values`` as int64 ids; raise if they are strings, or numbers that are not integers.
+
+    A NetCDF/CSV/DataArray whose ids were written as text (``"1234"``) is refused rather than
+    parsed: the file is not what its format promises, and other tools would read it wrong.
+    """
+    arr = np.asarray(values)
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64, copy=False)
+    if arr.dtype.kind == "f" and np.isfinite(arr).all() and (arr == np.round(arr)).all():
+        return arr.astype(np.int64)
+    if arr.dtype.kind in "SUO":
+        shown = decode_strings(arr.ravel()[:3]).tolist()
+        raise IOFormatError(
+            path, field,
+            f"{what} are strings, e.g. {shown} ({arr.size} in all): hydroscale needs integer "
+            "ids (NWM link, RAPID rivid); convert them (e.g. .astype('int64') when they are "
+            "numbers stored as text) and write the file again"
+        )
+    bad = arr.ravel()[~(np.isfinite(arr.ravel()) & (arr.ravel() == np.round(arr.ravel())))] \
+        if arr.dtype.kind == "f" else arr.ravel()
+    raise IOFormatError(path, field, f"{what} must be integers, got dtype {arr.dtype}, e.g. "
+                        f"{_some(bad.tolist(), 3)}")
+
+
+def check_steps(n_steps: int, path: Any, field: str = "time") -> None:
+    """Raise if a source or store holds no time step (nothing to route)."""
+    if int(n_steps) == 0:
+        raise IOFormatError(path, field, "no time steps: the data holds 0 records along "
+                            "time; give a source with at least one time step")
 
 
 def check_times(times: Any, path: Any, field: str = "time") -> np.ndarray:

@@ -28,6 +28,7 @@ from ._common import (
     check_times,
     check_units,
     decode_strings,
+    integer_ids,
     netcdf_guard,
     require_vars,
 )
@@ -84,8 +85,8 @@ def read_routelink(
     attrs = ROUTELINK_ATTRS if attrs is None else attrs
     with netcdf_guard(path), xr.open_dataset(path, decode_times=False) as ds:
         require_vars(ds, ["link", "to"], path)
-        link = ds["link"].values.astype(np.int64)
-        to = ds["to"].values.astype(np.int64)
+        link = integer_ids(ds["link"].values, path, "link")
+        to = integer_ids(ds["to"].values, path, "to", "downstream ids")
         values: dict[str, np.ndarray] = {}
         for var, (name, units) in attrs.items():
             if var not in ds.variables:
@@ -94,6 +95,17 @@ def read_routelink(
                 check_units(ds[var].attrs.get("units"), units, path, var, sorted(units)[0])
             v = ds[var].values
             values[name] = decode_strings(v) if v.dtype.kind in "SOU" else v
+    not_ids = np.unique(link[link <= 0])
+    if not_ids.size:
+        one = not_ids.size == 1
+        raise IOFormatError(
+            path, "link",
+            f"link{'' if one else 's'} {not_ids[0] if one else not_ids[:5].tolist()} "
+            f"{'is not a valid reach id' if one else 'are not valid reach ids'}: 0 in `to` "
+            "marks an outlet (as does any negative value), so no reach could drain into "
+            f"{'it' if one else 'them'}; renumber {'that reach' if one else 'those reaches'} "
+            "(any unused positive id, and the `to` values pointing at it)"
+        )
     missing_to = np.setdiff1d(to[to > 0], link)
     if missing_to.size:
         raise IOFormatError(

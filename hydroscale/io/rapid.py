@@ -33,6 +33,7 @@ from ._common import (
     check_ids_known,
     check_times,
     check_units,
+    integer_ids,
     netcdf_guard,
     require_vars,
 )
@@ -274,7 +275,7 @@ def read_rapid_inflow(
             check_units(units, VOLUME_UNITS, path, name, "m3 (volume per interval)")
         else:
             check_units(units, FLOW_UNITS, path, name, "m3 s-1")
-        rivid = np.asarray(ds.variables[id_name][:], np.int64)
+        rivid = integer_ids(ds.variables[id_name][:], path, id_name)
         raw = np.asarray(var[:], np.float64).T  # [rivid, time]
         if "time" in ds.variables:
             times = check_times(_decode_time(ds, path), path, "time")
@@ -420,7 +421,7 @@ def read_qout(path: Any, network: RiverNetwork | None = None) -> xr.DataArray:
         require_vars(ds, ["Qout", "rivid", "time"], path)
         check_units(getattr(ds.variables["Qout"], "units", None), FLOW_UNITS, path, "Qout",
                     "m3 s-1")
-        rivid = np.asarray(ds.variables["rivid"][:], np.int64)
+        rivid = integer_ids(ds.variables["rivid"][:], path, "rivid")
         times = check_times(_decode_time(ds, path), path, "time")
         q = np.asarray(ds.variables["Qout"][:]).T
     rows = _rows_for(rivid, network, path, allow_extra=False)
@@ -440,7 +441,7 @@ def read_qinit(path: Any, network: RiverNetwork | None = None) -> np.ndarray:
         require_vars(ds, ["Qout", "rivid"], p)
         check_units(getattr(ds.variables["Qout"], "units", None), FLOW_UNITS, p, "Qout",
                     "m3 s-1")
-        rivid = np.asarray(ds.variables["rivid"][:], np.int64)
+        rivid = integer_ids(ds.variables["rivid"][:], p, "rivid")
         q = np.asarray(ds.variables["Qout"][-1, :], np.float64)
     # a Qinit file covers all reaches of rapid_connect: extra rivids are expected
     return q[_rows_for(rivid, network, p, allow_extra=True)]

@@ -45,8 +45,10 @@ from ._common import (
     FLOW_UNITS,
     IOFormatError,
     _some,
+    check_steps,
     check_times,
     check_units,
+    integer_ids,
     netcdf_guard,
 )
 
@@ -98,7 +100,9 @@ def _read_csv(path: str) -> xr.DataArray:
     try:
         ids = np.array([int(c) for c in df.columns[1:]], np.int64)
     except ValueError:
-        msg = "columns after 'time' must be integer reach ids"
+        bad = [str(c) for c in df.columns[1:] if not str(c).strip().lstrip("-").isdigit()]
+        msg = (f"columns after 'time' must be integer reach ids, got {bad[:5]}"
+               f"{f' and {len(bad) - 5} more' if len(bad) > 5 else ''}")
         raise IOFormatError(path, "header", msg) from None
     t = pd.to_datetime(df.iloc[:, 0]).values.astype("datetime64[ns]")
     check_times(t, path, "time")
@@ -123,7 +127,7 @@ def _read_netcdf_var(path: str, variable: str | None) -> xr.DataArray:
     dim = next((d for d in da.dims if d in _REACH_DIMS), None)
     if dim is None or "time" not in da.dims or da.ndim != 2:
         raise IOFormatError(path, variable, f"needs dims (reach-like, time), got {da.dims}")
-    check_units(da.attrs.get("units"), FLOW_UNITS, path, variable, "m3 s-1")
+    _check_flow_units(da.attrs.get("units"), path, variable)
     ids = da[dim].values if dim in da.coords else None
     if ids is None:
         for name in _REACH_DIMS:
@@ -131,11 +135,22 @@ def _read_netcdf_var(path: str, variable: str | None) -> xr.DataArray:
                 ids = ds[name].values
         if ids is None:
             raise IOFormatError(path, dim, "no reach id coordinate along the reach dimension")
+    ids = integer_ids(ids, path, dim)
     check_times(da["time"].values, path, "time")
     da = da.transpose(dim, "time")
-    return xr.DataArray(da.values, {"reach": np.asarray(ids, np.int64),
+    return xr.DataArray(da.values, {"reach": ids,
                                     "time": da["time"].values}, ("reach", "time"),
                         attrs={"units": "m3 s-1", "source": path})
+
+
+def _check_flow_units(units: Any, where: Any, field: str) -> None:
+    """Discharge units only; a variable without ``units`` is taken as m³/s (with a log
+    line), for NetCDF variables and DataArrays alike."""
+    if units is None:
+        logger.warning("%s [%s]: no 'units' attribute: taken as m3 s-1 (set units to say "
+                       "so)", where, field)
+        return
+    check_units(units, FLOW_UNITS, where, field, "m3 s-1")
 
 
 def load_source(source: Any, *, variable: str | None = None) -> xr.DataArray:
@@ -145,21 +160,35 @@ def load_source(source: Any, *, variable: str | None = None) -> xr.DataArray:
     CHRTOUT files (``variable`` default ``q_lateral``); a RAPID inflow NetCDF (``m3_riv`` or
     ``Qext``); a NetCDF with a ``(reach|feature_id|rivid, time)`` variable; or a wide CSV
     (``time,<id>,<id>,...``).
+
+    Values must be discharge: a DataArray or NetCDF variable whose ``units`` attribute is not
+    a spelling of m³/s (``m3 s-1``, ``m3/s``, ``cms``, ...) is refused; one without ``units``
+    is taken as m³/s (a warning is logged).  Reach ids must be integers (ids stored as
+    strings are refused) and there must be at least one time step.
+
+    Raises
+    ------
+    IOFormatError
+        Naming the file (``<DataArray>`` for an array) and the field at fault.
     """
     if isinstance(source, xr.DataArray):
+        where = "<DataArray>"
         if source.dims != ("reach", "time"):
             raise ValueError(f"a DataArray source must have dims (reach, time), got {source.dims}")
-        check_times(source["time"].values, "<DataArray>", "time")
-        return source
+        _check_flow_units(source.attrs.get("units"), where, "units")
+        ids = integer_ids(source["reach"].values, where, "reach")
+        check_steps(source.sizes["time"], where)
+        check_times(source["time"].values, where, "time")
+        return source.assign_coords(reach=ids)
     if _is_chrtout(source):
         from .nwm import read_chrtout
 
         var = variable or "q_lateral"
         return read_chrtout(source, (var,))[var]
     p = os.fspath(source)
-    if p.endswith(".csv"):
-        return _read_csv(p)
-    return _read_netcdf_var(p, variable)
+    da = _read_csv(p) if p.endswith(".csv") else _read_netcdf_var(p, variable)
+    check_steps(da.sizes["time"], p)
+    return da
 
 
 # ---------------------------------------------------------------- forcing stores
@@ -520,6 +549,7 @@ def open_forcing(store: Any, network: RiverNetwork) -> ForcingStore:
         raise IOFormatError(store, "reach", f"{ids.size} ids for {arr.shape[0]} rows")
     rows = _match(ids, network, store)
     t = _EPOCH + root["time"][:].astype("timedelta64[s]")
+    check_steps(min(t.size, arr.shape[1]), store)
     check_times(t, store, "time")
     check_regular(t, store, "time")
     check_chunks(arr, store)

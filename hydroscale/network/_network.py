@@ -84,9 +84,18 @@ class RiverNetwork:
         """Build from reach ids and the id of each reach's downstream reach.
 
         ``downstream_ids`` values in ``outlet_values`` (default 0, as in NWM and RAPID) or
-        negative mark outlets.  Extra keyword arrays become attributes.
+        negative mark outlets, so reach ids must avoid them (a reach id 0 is refused: nothing
+        could drain into it).  Extra keyword arrays become attributes.
         """
         ids = check_ids(ids)
+        marks = np.unique(ids[(ids < 0) | np.isin(ids, np.asarray(outlet_values, np.int64))])
+        if marks.size:
+            raise NetworkError(
+                f"reach id(s) {_some(marks)} mark outlets in the downstream ids (outlet_values="
+                f"{tuple(outlet_values)}, or any negative id), so no reach could drain into "
+                "them: renumber these reaches (any unused positive id), or pass other "
+                "outlet_values"
+            )
         down = resolve_downstream(ids, downstream_ids, outlet_values)
         return cls(ids, down, attrs)
 

@@ -3,6 +3,7 @@ path kernels: "torch", "triton") and LevelRouter (level by level: "levels", pref
 
 from . import _engines_builtin  # noqa: F401  (registers the torch and triton engines)
 from ._engines import EngineSpec, get_engine, list_engines, register_engine, select_engine
+from ._memory import RunTooLargeError, check_fits, estimate_engine_bytes, estimate_route_bytes
 from ._rivtree import RivTree, RivTreeCluster
 from ._router import LTIRouter, RouterState, RoutingKernels, StagedRouter
 from ._window import WindowTruncationError, check_truncation
@@ -16,11 +17,15 @@ __all__ = [
     "RivTree",
     "RivTreeCluster",
     "RouterState",
+    "RunTooLargeError",
     "RoutingKernels",
     "StagedRouter",
     "WindowTruncationError",
     "causal_conv_fft",
+    "check_fits",
     "check_truncation",
+    "estimate_engine_bytes",
+    "estimate_route_bytes",
     "get_engine",
     "list_engines",
     "register_engine",

@@ -245,8 +245,12 @@ def route_single(
         kept[:] = q[keep]
         return facts, kept, store
 
-    from ..routing import RivTreeCluster, StagedRouter
+    from ..routing import RivTreeCluster, StagedRouter, check_fits, estimate_route_bytes
 
+    tc = min(rt["time_chunk"], steps)  # a coarse guard before anything is built
+    check_fits(estimate_route_bytes(net.n_reaches, tc, rt["substeps"], 1, dtype, window=1),
+               device, "route", detail=f"{net.n_reaches} reaches x {tc} steps x substeps="
+               f"{rt['substeps']}", hint="lower routing.substeps or routing.time_chunk")
     t0 = time.perf_counter()
     part = partition_inputs(net, inputs, rt, part_cfg, progress)
     t1 = time.perf_counter()

@@ -200,30 +200,42 @@ def validate(data: Any, schema: Schema, where: str = "") -> dict[str, Any]:
     return out
 
 
-def _lookup(schema: Schema, dotted: str) -> Field | None:
+def _lookup(schema: Schema, dotted: str) -> tuple[Field, int] | None:
+    """The field a dotted key sets and the number of its parts naming that field; keys below
+    a ``mapping`` field (``routing.params.x``) set one entry of it."""
     node: Any = schema
-    for part in dotted.split("."):
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
         if not isinstance(node, Mapping) or part not in node:
             return None
         node = node[part]
-    return node if isinstance(node, Field) else None
+        if isinstance(node, Field):
+            inside = i + 1 < len(parts)
+            return (node, i + 1) if not inside or node.kind == "mapping" else None
+    return None
 
 
 def set_values(data: Any, values: Mapping[str, Any], schema: Schema,
                where: str = "options") -> dict[str, Any]:
     """Set already-typed values by dotted key (e.g. from command-line flags); returns a new
-    mapping.  Raises :class:`WorkflowError` for a key the schema does not have."""
+    mapping.  A key below a mapping field (``routing.params.x``) sets that one entry and
+    keeps the others (the data's, else the field's default).  Raises :class:`WorkflowError`
+    for a key the schema does not have."""
     out = _copy(dict(data or {}))
     problems = []
     for key, value in values.items():
-        if _lookup(schema, key) is None:
+        found = _lookup(schema, key)
+        if found is None:
             problems.append(f"{key}: unknown key (sections: {', '.join(sorted(schema))})")
             continue
+        spec, depth = found
         node = out
         parts = key.split(".")
-        for part in parts[:-1]:
+        for i, part in enumerate(parts[:-1]):
             if not isinstance(node.get(part), dict):
-                node[part] = {}
+                # the mapping field itself, absent from the data: start from its default
+                own = i == depth - 1 and isinstance(spec.default, dict)
+                node[part] = _copy(spec.default) if own else {}
             node = node[part]
         node[parts[-1]] = _copy(value)
     if problems:
@@ -234,7 +246,9 @@ def set_values(data: Any, values: Mapping[str, Any], schema: Schema,
 def apply_overrides(data: Any, overrides: Iterable[str], schema: Schema) -> dict[str, Any]:
     """Set ``key.path=value`` overrides (values parsed as YAML: ``24``, ``true``, ``[1, 2]``).
 
-    Returns a new mapping; the result still has to go through :func:`validate`.
+    A key below a mapping field sets one entry of it and keeps the others:
+    ``routing.params.x=0.3`` changes ``x`` only.  Returns a new mapping; the result still has
+    to go through :func:`validate`.
 
     Raises
     ------

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from ._schema import Field, WorkflowError, apply_overrides, set_values, validate
+from ._yaml import read_yaml_file
 
 __all__ = ["KINDS", "SCHEMAS", "TIME_UNITS", "load_workflow", "workflow_from_mapping"]
 
@@ -460,7 +461,8 @@ def load_workflow(
     Raises
     ------
     WorkflowError
-        Unreadable YAML, unknown keys, wrong types or values, inconsistent keys.
+        A file that is empty, not UTF-8 or not valid YAML, a key given twice in one mapping
+        (naming it and its lines), unknown keys, wrong types or values, inconsistent keys.
     FileNotFoundError
         ``path`` does not exist.
     """
@@ -470,8 +472,5 @@ def load_workflow(
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"workflow file {str(p)!r} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as err:
-        raise WorkflowError(str(p), [f"not valid YAML: {err}"]) from None
+    data = read_yaml_file(p)  # UTF-8, no key twice, not empty
     return workflow_from_mapping(data, overrides, kind=kind, where=str(p), values=values)

@@ -15,13 +15,14 @@ from hydroscale.distributed import (
 
 @pytest.mark.parametrize("name", ["local-cpu", "local-cuda", "scheduler", "slurm", "local-tls"])
 def test_bundled_configs_load(name):
-    cfg = load_config(name)
+    # slurm.yaml leaves the scheduler host to the user (no default reaches compute nodes)
+    cfg = load_config(name, **({"interface": "ib0"} if name == "slurm" else {}))
     kind = {"local-tls": "local-cpu"}.get(name, name)
     assert cfg["kind"] == kind
     assert set(cfg) == set(CONFIG_KINDS[kind]) | {"kind", "source"}
     if "work_stealing" in cfg:
         assert cfg["work_stealing"] is False
-    if "host" in cfg:
+    if "host" in cfg and kind != "slurm":
         assert cfg["host"] == "127.0.0.1"
     if "dashboard_address" in cfg:
         assert cfg["dashboard_address"].startswith("127.0.0.1:")
@@ -66,7 +67,7 @@ def test_unknown_key_kind_and_shape(tmp_path):
 
 
 def test_slurm_job_script_rendering():
-    script = render_job_script("slurm", scheduler="tcp://10.0.0.5:8786", queue="a100",
+    script = render_job_script("slurm", host="10.0.0.5", queue="a100",
                                walltime="00:30:00", job_extra_directives=["--gres=gpu:2"])
     lines = script.splitlines()
     assert lines[0] == "#!/usr/bin/env bash"
@@ -80,6 +81,21 @@ def test_slurm_job_script_rendering():
     assert "--nthreads 1" in cmd
     with pytest.raises(ClusterConfigError, match="needs kind 'slurm'"):
         render_job_script("local-cpu")
+
+
+def test_slurm_config_round_trip():
+    """render_job_script takes what load_config returned; the workers connect to the host
+    the config names (or the address given), never to loopback."""
+    cfg = load_config("slurm", host="login1.cluster.example")
+    assert cfg["host"] == "login1.cluster.example" and cfg["interface"] is None
+    assert load_config(cfg) == cfg
+    script = render_job_script(cfg)
+    assert "-m dask_cuda.cli tcp://login1.cluster.example:8786" in script.splitlines()[-1]
+    assert "127.0.0.1" not in script
+    ib = load_config("slurm", interface="ib0")
+    assert ib["host"] is None and ib["interface"] == "ib0"
+    script = render_job_script(ib, scheduler="tcp://10.1.0.7:8786")
+    assert "tcp://10.1.0.7:8786" in script and "--interface ib0" in script
 
 
 def test_tls_keys_and_dashboard_binding(tmp_path):

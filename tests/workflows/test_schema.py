@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from workflow_cases import small_route
+from workflow_cases import small_calibrate, small_route
 
 from hydroscale.workflows import (
     SCHEMAS,
@@ -147,6 +147,29 @@ def test_overrides_parse_yaml_values_and_win(tmp_path):
     with pytest.raises(WorkflowError, match=r"routing.substeps: expected an integer >= 1, got "
                                             r"str 'many'"):
         workflow_from_mapping(wf, ["routing.substeps=many"])
+
+
+def test_override_of_one_parameter_keeps_the_others(tmp_path):
+    """``--set routing.params.x=0.3`` changes x only, whether k comes from the file or from
+    the defaults; a mapping value replaces that one parameter's source."""
+    wf = small_route(tmp_path, routing={"irf": "muskingum", "params": {"k": 2.0, "x": 0.2}})
+    cfg = workflow_from_mapping(wf, ["routing.params.x=0.3"])
+    assert cfg["routing"]["params"] == {"k": 2.0, "x": 0.3}
+    path = tmp_path / "wf.yaml"
+    path.write_text(yaml.safe_dump(wf))
+    cfg = load_workflow(path, ["routing.params.k={uniform: [1, 2]}", "routing.params.x=0.1"])
+    assert cfg["routing"]["params"] == {"k": {"uniform": [1, 2]}, "x": 0.1}
+    cfg = load_workflow(None, ["kind=route", "forcing.steps=3", "routing.params.x=0.3"])
+    assert cfg["routing"]["params"] == {"k": 1.0, "x": 0.3}  # k: the schema's default
+    cal = workflow_from_mapping(small_calibrate(tmp_path), ["model.bounds.tau=[0.5, 3]",
+                                                            "observations.truth.tau=1.5"])
+    assert cal["model"]["bounds"] == {"tau": [0.5, 3]}
+    assert cal["observations"]["truth"] == {"tau": 1.5}
+    with pytest.raises(WorkflowError, match=r"routing.params: IRF 'muskingum' takes \['k', "
+                                            r"'x'\]; missing \[\], unknown \['y'\]"):
+        workflow_from_mapping(wf, ["routing.params.y=0.3"])
+    with pytest.raises(WorkflowError, match="--set routing.substeps.x: unknown key"):
+        workflow_from_mapping(wf, ["routing.substeps.x=1"])
 
 
 def test_bad_overrides():
