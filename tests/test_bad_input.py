@@ -580,3 +580,13 @@ def test_empty_workflow_file(tmp_path, text) -> None:
     path.write_text(text)
     with pytest.raises(WorkflowError, match=r"wf.yaml:\n  - the file is empty"):
         load_workflow(path, kind="route")
+
+
+def test_an_observations_file_that_is_not_netcdf_is_named(tmp_path) -> None:
+    from hydroscale.calibration import GaugeObservations
+
+    path = tmp_path / "gauges.nc"
+    path.write_text("time,1,2\n2021-01-01,1,2\n")
+    with pytest.raises(IOFormatError, match=r"gauges.nc: not a NetCDF file: it starts with "
+                                            r"'time,1,2"):
+        GaugeObservations.from_netcdf(path)

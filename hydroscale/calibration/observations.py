@@ -205,7 +205,9 @@ class GaugeObservations:
         """Read ``variable`` (default: the only data variable) of a NetCDF file."""
         import xarray as xr
 
-        with xr.open_dataset(path) as ds:
+        from ..io import netcdf_guard
+
+        with netcdf_guard(path), xr.open_dataset(path) as ds:
             return cls.from_dataarray(_pick(ds, variable, path).load())
 
     @classmethod

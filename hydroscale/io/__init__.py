@@ -7,7 +7,7 @@ Submodules: :mod:`~hydroscale.io.nwm`, :mod:`~hydroscale.io.rapid`,
 """
 
 from . import nwm, rapid, zarr_store
-from ._common import IOFormatError
+from ._common import IOFormatError, netcdf_guard
 from ._output import PreparedOutput, digest, prepare_output, run_fingerprint
 from ._store_lock import (
     StoreChangedError,
@@ -56,6 +56,7 @@ __all__ = [
     "open_output",
     "write_block",
     "IOFormatError",
+    "netcdf_guard",
     "LowerColorado",
     "gauge_table",
     "load_lower_colorado",
