@@ -8,6 +8,11 @@ import torch
 
 from hydroscale.network import RiverNetwork
 
+WORKERS = 2  # of the shared ``client`` cluster
+# seconds a test waits for a killed or restarted worker to be back: generous, since a new
+# worker process on a busy 2-core machine can take a minute to start
+RESTART_TIMEOUT = 300.0
+
 
 @pytest.fixture
 def chain3() -> RiverNetwork:
@@ -45,13 +50,48 @@ def client():
 
     from hydroscale.distributed import start_cluster
 
-    # a worker killed while it holds a write lock releases it after the lease timeout
-    # (Dask's default 30 s): short here, so the worker-loss tests stay short
+    # LocalCluster (a SpecCluster) closes the nanny of a worker that left the scheduler and
+    # has not registered again ``lost-worker-timeout`` later (Dask's default 15 s;
+    # distributed/deploy/spec.py, SpecCluster._update_worker_status): a restart slower than
+    # that (the old process stopping, a new one importing torch, on a busy 2-core machine)
+    # lost the worker for good, and every later test of the module with it.  start_cluster
+    # sets it to the config's lost_worker_timeout (10 minutes) for the cluster's life.
+    # A worker killed while it holds a write lock releases it after the lease timeout
+    # (Dask's default 30 s): short here, so the worker-loss tests stay short (read when the
+    # scheduler and each nanny start: restarted workers keep it).
     with dask.config.set({"distributed.scheduler.locks.lease-timeout": "3s",
                           "distributed.scheduler.locks.lease-validation-interval": "0.5s"}):
-        c = start_cluster("local-cpu", n_workers=2, threads_per_worker=1, processes=True,
-                          dashboard_address="127.0.0.1:0")
+        c = start_cluster("local-cpu", n_workers=WORKERS, threads_per_worker=1,
+                          processes=True, dashboard_address="127.0.0.1:0")
+    assert dask.config.get("distributed.deploy.lost-worker-timeout") == "10 minutes"
     yield c
     cluster = c.cluster
     c.close()
     cluster.close()
+
+
+@pytest.fixture
+def whole_cluster(client):
+    """``client`` with its 2 workers before and after the test, for tests that kill or
+    restart workers: no test starts on a cluster still restarting one.  The wait is generous
+    (a busy machine) and never what a test asserts."""
+    from hydroscale.distributed import wait_for_workers
+
+    wait_for_workers(client, WORKERS, timeout=RESTART_TIMEOUT)
+    yield client
+    wait_for_workers(client, WORKERS, timeout=RESTART_TIMEOUT)
+
+
+@pytest.fixture(scope="module")
+def forest():
+    """~400 reaches, Muskingum params, a partition on 2 workers with cross-worker exits (the
+    distributed runtime's tests and the distributed calibration's)."""
+    from hydroscale.network import continental_forest
+    from hydroscale.partition import partition_network
+
+    net = continental_forest(400, seed=5)
+    rng = np.random.default_rng(11)
+    params = np.stack([rng.uniform(0.3, 1.0, net.n_reaches),
+                       rng.uniform(0.1, 0.3, net.n_reaches)], axis=1)
+    part = partition_network(net, max_reaches=24, min_reaches=4, n_workers=2)
+    return net, params, part

@@ -70,6 +70,9 @@ _LOCAL: dict[str, tuple[tuple[type, ...], Any]] = {
     "env": (_MAP, {}),
     "work_stealing": (_BOOL, False),
     "tls": (_MAP + (_OPT,), None),
+    # how long the cluster waits for a lost worker's nanny to bring it back before closing
+    # that nanny for good (Dask's default, 15 s, is shorter than a restart on a busy node)
+    "lost_worker_timeout": (_STR + _NUM, "10 minutes"),
 }
 
 #: Schema per kind: key -> (allowed Python types, default).  ``None`` defaults are left to
@@ -423,6 +426,15 @@ def _scheduler_config(cfg: dict[str, Any]) -> Any:
     return dask.config.set({"distributed.scheduler.work-stealing": cfg["work_stealing"]})
 
 
+def _keep_lost_workers(cfg: dict[str, Any]) -> None:
+    """Let a local cluster's nannies restart a lost worker however long it takes (up to
+    ``lost_worker_timeout``).  Dask reads the setting each time a worker leaves, for as long
+    as the cluster lives, in this (the cluster's) process: it is set process-wide."""
+    import dask
+
+    dask.config.set({"distributed.deploy.lost-worker-timeout": cfg["lost_worker_timeout"]})
+
+
 def _tls_kwargs(cfg: dict[str, Any], security: Any) -> dict[str, Any]:
     return {} if security is None else {"security": security, "protocol": "tls://"}
 
@@ -442,6 +454,7 @@ def _local_cpu(cfg: dict[str, Any], security: Any) -> Any:
         comm = {"protocol": "tcp://"}
     if cfg["env"]:
         os.environ.update({k: str(v) for k, v in cfg["env"].items()})
+    _keep_lost_workers(cfg)
     with _scheduler_config(cfg):
         return LocalCluster(**kw, **comm)
 
@@ -457,6 +470,7 @@ def _local_cuda(cfg: dict[str, Any], security: Any) -> Any:
     kw["dashboard_address"] = cfg["dashboard_address"]  # None: no dashboard (not Dask's :8787)
     if cfg["env"]:
         os.environ.update({k: str(v) for k, v in cfg["env"].items()})
+    _keep_lost_workers(cfg)
     with _scheduler_config(cfg):
         return LocalCUDACluster(**{**kw, **_tls_kwargs(cfg, security)})
 
