@@ -23,7 +23,7 @@ per GPU; ``local-cpu`` without GPUs), the network partitioned for W workers
 (``--dist-max-reaches``, ``--placement``), runoff generated ON the workers
 (:class:`~hydroscale.distributed.SyntheticForcing`, the same uniform runoff whatever W), the
 observations routed on the workers with the true parameters, then
-:class:`~hydroscale.distributed.DistributedGradient` from the perturbed start: one forward
+:class:`~hydroscale.calibration.DistributedGradient` from the perturbed start: one forward
 pass (the same runtime, loss only: ``iterate(training=False)``) and iterations (forward waves,
 backward waves, tree reduction, Adam on every worker), both timed after a warm-up; peak device
 memory per worker of each, per-worker phase times, and the ratio.  Rows go to
@@ -222,7 +222,8 @@ def _start(args: argparse.Namespace, n_workers: int):
 
 
 def _distributed_row(args: argparse.Namespace, n_workers: int) -> dict:
-    from hydroscale.distributed import DistributedGradient, ForcingSource, SyntheticForcing
+    from hydroscale.calibration import DistributedGradient, ForcingSource
+    from hydroscale.distributed import SyntheticForcing
 
     row: dict = {"workers": n_workers}
     t0 = time.perf_counter()

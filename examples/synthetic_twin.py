@@ -52,8 +52,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hydroscale.calibration import RoutingStage, Windows, runoff_routing, synthetic_twin
 from hydroscale.models import AttributeMLP
-from hydroscale.models.pipelines import RoutingStage, Windows, runoff_routing, synthetic_twin
 from hydroscale.models.runoff import LSTMRunoff
 from hydroscale.partition import partition_network
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, default=None, help="write the figures to this JSON")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
-    logging.getLogger("hydroscale.models.pipelines").setLevel(logging.INFO)
+    logging.getLogger("hydroscale.calibration.pipelines").setLevel(logging.INFO)
     torch.manual_seed(args.seed)
     t_start = time.perf_counter()
 

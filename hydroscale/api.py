@@ -37,9 +37,13 @@ from ._adapters import (
 )
 from .irf import IRFSpec, get_irf, stack_params
 from .network import RiverNetwork
-from .routing import check_fits, estimate_engine_bytes, select_engine
-from .routing._engines import ENV_VAR
-from .routing._inputs import check_runoff
+from .routing import (
+    ENGINE_ENV_VAR,
+    check_fits,
+    check_runoff,
+    estimate_engine_bytes,
+    select_engine,
+)
 
 __all__ = ["route", "accumulate", "upstream", "downstream", "SMALL_WORK"]
 
@@ -48,16 +52,6 @@ logger = logging.getLogger(__name__)
 #: Routing problems of at most this many reach-sub-steps (B·N·T·f) go to the simplest engine
 #: (the float64 oracle): no set-up cost, and exact.  Larger ones go to the fastest engine.
 SMALL_WORK = 1 << 20
-
-# Exponent of time in each built-in IRF parameter's unit, to convert SI values (seconds) to
-# routing steps when ``dt`` is given: value_steps = value_si * dt ** -exponent.
-_TIME_EXPONENT: dict[str, dict[str, int]] = {
-    "pure_lag": {"delay": 1},
-    "linear_storage": {"tau": 1},
-    "nash_cascade": {"tau": 1},
-    "muskingum": {"k": 1},
-    "hayami": {"D": -1, "c": -1},
-}
 
 
 # ---------------------------------------------------------------------------- routing
@@ -100,8 +94,9 @@ def route(
         Torch tensors keep their autograd graph.
     dt : float (seconds), timedelta, numpy timedelta64 or pandas string (``"1D"``), optional
         Length of a routing step.  ``None`` (default): time-like parameters are in routing
-        steps.  Given: they are in seconds (``k``, ``tau``, ``delay`` in s; hayami ``D`` in
-        m²/s and ``c`` in m/s) and are converted with ``dt``.
+        steps.  Given: they are in the SI units the IRF declares (:attr:`IRFSpec.units
+        <hydroscale.irf.IRFSpec>`: ``k``, ``tau``, ``delay`` in s; hayami ``D`` in m²/s and
+        ``c`` in m/s) and are converted with ``dt``.
     substeps : int
         f, route at ``Δt / f``: inflow spread evenly over sub-steps, outflow averaged back.
     engine : str, optional
@@ -183,7 +178,7 @@ def _route_block(
     added = r.ndim == 2
     b, n, t = (1, *r.shape) if added else tuple(r.shape)
     size = b * n * t * substeps
-    if engine is None and not os.environ.get(ENV_VAR) and size <= SMALL_WORK:
+    if engine is None and not os.environ.get(ENGINE_ENV_VAR) and size <= SMALL_WORK:
         engine = "oracle"
     eng = select_engine(r.device, explicit=engine)
     _check_memory(eng.name, b, n, t, substeps, work, r.device)
@@ -191,7 +186,12 @@ def _route_block(
     check_runoff(rb, network.ids, allow_negative=allow_negative)
     p = torch.as_tensor(params).to(device=rb.device, dtype=work)
     logger.debug("route: %s reach-sub-steps on %s with engine %s", size, rb.device, eng.name)
-    q = eng.fn(network, rb, spec.name, p, substeps, allow_unstable=allow_unstable)
+    options: dict[str, Any] = {}
+    if eng.clustered:  # the block-sparse engines route clusters of bounded size
+        from .partition import partition_network
+
+        options["cluster_of"] = partition_network(network, max_reaches=512).cluster_of
+    q = eng.fn(network, rb, spec.name, p, substeps, allow_unstable=allow_unstable, **options)
     return back((q[0] if added else q).to(out_dtype))
 
 
@@ -292,15 +292,8 @@ def _params_tensor(network: RiverNetwork, spec: IRFSpec, params: Any, dt: Any) -
             f"params must be [N = {n}, P = {spec.n_params}] (columns {list(spec.params)}), "
             f"got {tuple(p.shape)}"
         )
-    if dt is not None:
-        exps = _TIME_EXPONENT.get(spec.name)
-        if exps is None:
-            raise ValueError(
-                f"IRF {spec.name!r} declares no parameter units, so dt cannot convert them; "
-                "pass params in routing-step units and dt=None"
-            )
-        seconds = _dt_seconds(dt)
-        scale = [seconds ** -exps.get(name, 0) for name in spec.params]
+    if dt is not None:  # SI values -> routing-step units, by the IRF's declared units
+        scale = spec.step_factors(_dt_seconds(dt))
         p = p * torch.tensor(scale, dtype=p.dtype, device=p.device)
     return p
 

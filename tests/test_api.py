@@ -211,7 +211,7 @@ def test_small_inputs_use_oracle_large_ones_the_best_engine(net, case, monkeypat
         )
 
     monkeypatch.setitem(engines._ENGINES, "spy", EngineSpec("spy", spy, rank={"cpu": 1000}))
-    monkeypatch.delenv(engines.ENV_VAR, raising=False)
+    monkeypatch.delenv(engines.ENGINE_ENV_VAR, raising=False)
     want = oracle(net, runoff[0], params)
     close(hs.route(net, runoff[0], "muskingum", params), want, 1e-12)
     assert calls == []  # small: the oracle
@@ -220,7 +220,7 @@ def test_small_inputs_use_oracle_large_ones_the_best_engine(net, case, monkeypat
     assert calls == [(1, net.n_reaches, T)]  # large: the best-ranked engine
     monkeypatch.setattr(api, "SMALL_WORK", 1 << 40)
     hs.route(net, runoff[0], "muskingum", params, engine="spy")
-    monkeypatch.setenv(engines.ENV_VAR, "spy")
+    monkeypatch.setenv(engines.ENGINE_ENV_VAR, "spy")
     hs.route(net, runoff[0], "muskingum", params)
     assert len(calls) == 3
 

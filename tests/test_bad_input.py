@@ -16,7 +16,7 @@ import xarray as xr
 
 import hydroscale
 from hydroscale.distributed import ClusterConfigError, load_config, render_job_script
-from hydroscale.io import IOFormatError
+from hydroscale.io import IOFormatError, read_routelink
 from hydroscale.io.zarr_store import create_output_store, ingest, open_forcing
 from hydroscale.irf import UnstableParametersError, from_bounded
 from hydroscale.network import NetworkError, RiverNetwork
@@ -166,7 +166,7 @@ def test_truncated_netcdf_is_refused(tmp_path) -> None:
     os.truncate(path, path.stat().st_size // 2)
     with pytest.raises(IOFormatError, match=r"RouteLink.nc: cannot be read as NetCDF .*the "
                                             r"file is truncated or damaged \(\d+ bytes\)"):
-        RiverNetwork.from_routelink(str(path))
+        read_routelink(str(path))
 
 
 def test_existing_output_is_not_overwritten(tmp_path) -> None:
@@ -528,14 +528,14 @@ def test_string_ids_in_a_routelink(tmp_path) -> None:
     _string_routelink(tmp_path / "RouteLink.nc")
     with pytest.raises(IOFormatError, match=r"RouteLink.nc \[link\]: reach ids are strings, "
                                             r"e.g. \['1', '2', '3'\]"):
-        RiverNetwork.from_routelink(str(tmp_path / "RouteLink.nc"))
+        read_routelink(str(tmp_path / "RouteLink.nc"))
 
 
 def test_link_zero_in_a_routelink(tmp_path) -> None:
     _routelink(tmp_path / "RouteLink.nc", [0, 1], [1, 0])
     with pytest.raises(IOFormatError, match=r"RouteLink.nc \[link\]: link 0 .*0 in `to` marks "
                                             r"an outlet"):
-        RiverNetwork.from_routelink(str(tmp_path / "RouteLink.nc"))
+        read_routelink(str(tmp_path / "RouteLink.nc"))
 
 
 @pytest.mark.parametrize("reader", ["routelink", "rapid inflow", "chrtout"])
@@ -547,7 +547,7 @@ def test_text_file_named_like_netcdf(tmp_path, reader) -> None:
             "chrtout": "202108231300.CHRTOUT_DOMAIN1"}[reader]
     path = tmp_path / name
     path.write_text("link,to\n1,0\n")
-    read = {"routelink": RiverNetwork.from_routelink, "rapid inflow": read_rapid_inflow,
+    read = {"routelink": read_routelink, "rapid inflow": read_rapid_inflow,
             "chrtout": read_chrtout}[reader]
     with pytest.raises(IOFormatError, match=rf"{name}: not a NetCDF file: it starts with "
                                             r"'link,to\\n1,0\\n' \(text, 12 bytes\)"):

@@ -248,6 +248,16 @@ def test_demo_runs_the_packaged_workflow_and_matches_the_oracle(tmp_path, capsys
     assert err < 1e-5
 
 
+def test_demo_workflow_has_one_source():
+    """`hydroscale demo` runs the packaged file; workflows/demo.yaml is a link to it."""
+    from hydroscale.cli import DEMO_WORKFLOW
+
+    linked = ROOT / "workflows" / "demo.yaml"
+    assert linked.is_symlink()
+    assert linked.resolve() == ROOT / "hydroscale" / "workflows" / "demo.yaml"
+    assert linked.read_bytes() == DEMO_WORKFLOW.read_bytes()
+
+
 def test_calibrate_command(tmp_path, capsys):
     path = _write(tmp_path / "cal.yaml", small_calibrate(tmp_path / "c"))
     assert main(["calibrate", path, "--iterations", "3", "--no-progress"]) == EXIT_OK

@@ -15,8 +15,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ..network import RiverNetwork
-from ..network._validation import _some
+from ..network import RiverNetwork, format_ids
 from ._arrays import is_dataarray
 
 __all__ = ["REACH", "TIME", "reach_alignment", "xarray_adapter"]
@@ -45,18 +44,19 @@ def reach_alignment(network: RiverNetwork, ids: Any, name: str) -> np.ndarray | 
     ids = ids.astype(np.int64, copy=False)
     uniq, counts = np.unique(ids, return_counts=True)
     if np.any(counts > 1):
-        raise ValueError(f"{name}: reach ids listed more than once: {_some(uniq[counts > 1])}")
+        raise ValueError(f"{name}: reach ids listed more than once: {format_ids(uniq[counts > 1])}")
     unknown = np.setdiff1d(uniq, network.ids, assume_unique=True)
     if unknown.size:
         raise ValueError(
-            f"{name}: reach ids not in the network: {_some(unknown)}; drop them with "
+            f"{name}: reach ids not in the network: {format_ids(unknown)}; drop them with "
             f".sel({REACH}=network.ids) or build the network with them"
         )
     missing = np.setdiff1d(network.ids, uniq, assume_unique=True)
     if missing.size:
         raise ValueError(
-            f"{name} lacks {missing.size} reach(es) of the network: ids {_some(missing)}; add them "
-            f"(e.g. .reindex({REACH}=network.ids, fill_value=0)) or use network.subnetwork(...)"
+            f"{name} lacks {missing.size} reach(es) of the network: ids {format_ids(missing)}; "
+            f"add them (e.g. .reindex({REACH}=network.ids, fill_value=0)) or use "
+            "network.subnetwork(...)"
         )
     return np.argsort(network.index_of(ids), kind="stable")
 

@@ -21,16 +21,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..irf import bound_corners, get_irf
+from ..irf import bound_corners
 from ..models import ParameterModel
 from ..network import RiverNetwork
-from ..routing import RivTreeCluster, StagedRouter, get_engine, select_engine
-from ..routing.levelwise import LevelRouter, auto_level_window
+from ..routing import (
+    LevelRouter,
+    RivTreeCluster,
+    RoutingOptions,
+    StagedRouter,
+    get_engine,
+    select_engine,
+)
 from ._control import CalibrationControl
-from ._loop import CalibrationLoop, latest_checkpoint
-from .losses import gauge_loss, get_loss
+from ._loop import CalibrationLoop, checked_periods, latest_checkpoint
+from ._optim import make_optimizer
+from ._options import CalibrationOptions, build_options
+from .losses import gauge_loss
 from .metrics import kge, nse
-from .observations import GaugeObservations, Period
+from .observations import GaugeObservations
 
 __all__ = ["Calibrator", "CHECKPOINT_FORMAT", "latest_checkpoint"]
 
@@ -51,32 +59,23 @@ class Calibrator(CalibrationLoop):
         the observations' time axis.
     observations : gauges by reach id, ``[G, T]`` (NaN where missing).
     model : parameter model returning ``[N, P]`` (its IRF is the routing IRF).
-    substeps : f, routing at ``Δt / f``.
+    options : the routing (:class:`~hydroscale.routing.RoutingOptions`: substeps, window,
+        dtype, allow_unstable, ...).  The window holds for every parameter the optimiser may
+        reach: ``"auto"`` is fitted at the corners of the model's bounds (at most the
+        period's length), a given window is checked there
+        (:class:`~hydroscale.routing.WindowTruncationError` before the first iteration).
+    calibration : :class:`~hydroscale.calibration.CalibrationOptions` (loss, warm-up,
+        periods, optimiser, learning rate, gauge fraction, checkpoints, seed).
+    **keywords : routing or calibration options by name (they amend the two objects).
     engine : ``"auto"`` (the best registered engine for the device, see
         :func:`hydroscale.routing.select_engine`), a registered engine name, or a callable
         ``router(runoff [B, N, T], params [N, P]) -> Q [B, N, T]``.  The ``"levels"`` engine
         (:class:`~hydroscale.routing.LevelRouter`) and the block-sparse ``"torch"``/``"triton"``
         engines (:class:`~hydroscale.routing.StagedRouter`) are built once and reused.
-    engine_options : options of the engine: ``window`` (steps or ``"auto"``) for all three:
-        ``"auto"`` is fitted at the corners of the model's bounds (at most the period's
-        length), a given window is checked there
-        (:class:`~hydroscale.routing.WindowTruncationError` before the first iteration);
-        ``cluster_of`` or ``max_reaches`` (the partition), ``storage_dtype``, ``precision``
-        for the block-sparse ones.
-    loss : ``"nse"``, ``"kge"`` or ``"vnmse"`` (see :mod:`.losses`).
-    warmup : steps at the start of each period left out of the loss and metrics.
-    train, validation : :class:`Period` (or slice) of the training and validation steps;
-        default: all steps for training, no validation.
-    optimizer : ``"adam"``, ``"sgd"`` or a callable ``params -> torch.optim.Optimizer``.
-    lr : learning rate of the named optimisers.
-    gauge_fraction : fraction of the gauges drawn at random (seeded) for each iteration's loss
-        (1 = all); metrics always use all gauges.
-    checkpoint_dir, checkpoint_every, keep : write a checkpoint every ``checkpoint_every``
-        iterations (and at the end) into ``checkpoint_dir``, keeping the last ``keep``.
-    seed : seed of the calibrator's random generator (gauge sampling).
+    engine_options : the partition of the block-sparse engines: ``cluster_of`` or
+        ``max_reaches`` (routing options given here amend ``options``).
     control : a :class:`CalibrationControl` (a new one when None).
-    device, dtype : where and in which dtype to route (default: the model's device, float32).
-    allow_unstable : route parameters the IRF's check rejects (Muskingum with C0 < 0).
+    device : where to route (default: the model's device).
     """
 
     def __init__(
@@ -86,35 +85,29 @@ class Calibrator(CalibrationLoop):
         observations: GaugeObservations,
         model: ParameterModel,
         *,
-        substeps: int = 1,
+        options: RoutingOptions | None = None,
+        calibration: CalibrationOptions | None = None,
         engine: str | Router = "auto",
         engine_options: dict[str, Any] | None = None,
-        loss: str = "nse",
-        warmup: int = 0,
-        train: Period | slice | None = None,
-        validation: Period | slice | None = None,
-        optimizer: str | Callable[..., torch.optim.Optimizer] = "adam",
-        lr: float = 0.05,
-        gauge_fraction: float = 1.0,
-        checkpoint_dir: str | Path | None = None,
-        checkpoint_every: int = 0,
-        keep: int = 3,
-        seed: int = 0,
         control: CalibrationControl | None = None,
         device: Any = None,
-        dtype: torch.dtype = torch.float32,
-        allow_unstable: bool = False,
+        **keywords: Any,
     ) -> None:
+        eng_opts = dict(engine_options or {})
+        routing_here = {k: eng_opts.pop(k) for k in list(eng_opts)
+                        if k in RoutingOptions.field_names()}
+        routing, cal, _ = build_options(options, calibration,
+                                        {"irf": model.spec, **routing_here, **keywords})
+        self.routing, self.calibration = routing, cal
         self.network = network
         self.model = model
-        self.spec = get_irf(model.spec)
+        self.spec = routing.spec
         if model.n_reaches != network.n_reaches:
             raise ValueError(f"the model has {model.n_reaches} reaches, the network "
                              f"{network.n_reaches}")
-        get_loss(loss)
-        self.loss_name = loss
+        self.loss_name = cal.loss
         self.device = torch.device(device) if device is not None else _module_device(model)
-        self.dtype = dtype
+        self.dtype = dtype = routing.dtype
         r = torch.as_tensor(runoff)
         if r.ndim == 2:
             r = r.unsqueeze(0)
@@ -129,13 +122,8 @@ class Calibrator(CalibrationLoop):
         self.gauges = observations.index_in(network)
         self._gauges_t = torch.as_tensor(self.gauges, device=self.device)
         self._obs = torch.as_tensor(observations.values, device=self.device, dtype=dtype)
-        self.train = observations.period(train)
-        self.validation = None if validation is None else observations.period(validation)
-        self.warmup = int(warmup)
-        for name, p in (("train", self.train), ("validation", self.validation)):
-            if p is not None and p.stop - p.start <= self.warmup + 1:
-                raise ValueError(f"the {name} period ({p.stop - p.start} steps) must be longer "
-                                 f"than warmup + 1 = {self.warmup + 1} steps")
+        self.warmup = cal.warmup
+        self.train, self.validation = checked_periods(observations, cal)
         counts = observations.valid_counts(slice(self.train.start + self.warmup,
                                                  self.train.stop))
         if np.all(counts < 2):
@@ -146,15 +134,14 @@ class Calibrator(CalibrationLoop):
                            "period and do not count in the loss: reach ids %s",
                            int((counts < 2).sum()), observations.ids[counts < 2][:10].tolist())
         self.usable_gauges = counts >= 2
-        self._init_loop(gauge_fraction=gauge_fraction, checkpoint_dir=checkpoint_dir,
-                        checkpoint_every=checkpoint_every, keep=keep, seed=seed, control=control)
-        self.substeps = int(substeps)
-        self.allow_unstable = allow_unstable
-        self.engine_options = dict(engine_options or {})
+        self._init_loop(cal, control)
+        self.substeps = routing.substeps
+        self.allow_unstable = routing.allow_unstable
+        self.engine_options = eng_opts
         self.router, self.engine_name = self._make_router(engine)
-        self.optimizer = self._make_optimizer(optimizer, lr)
+        self.optimizer = make_optimizer(cal.optimizer, list(self.model.parameters()), cal.lr)
         logger.info("Calibrator: %d reaches, %d gauges, engine %s, loss %s",
-                    network.n_reaches, len(self.gauges), self.engine_name, loss)
+                    network.n_reaches, len(self.gauges), self.engine_name, cal.loss)
 
     # ------------------------------------------------------------------ set-up
     def _make_router(self, engine: str | Router) -> tuple[Router, str]:
@@ -166,30 +153,23 @@ class Calibrator(CalibrationLoop):
         # at the corners of the model's bounds, over the whole routed period
         steps = self.observations.n_steps
         if name == "levels":  # built once: its index tensors and window are reused
-            window = opts.pop("window", "auto")
             _no_options(opts, "levels")
-            corners = self._corners()
-            if window == "auto":
-                window = auto_level_window(self.network, self.spec, corners, self.substeps,
-                                           steps, allow_unstable=True)
-            router = LevelRouter(self.network, self.spec, substeps=self.substeps,
-                                 window=int(window), device=self.device,
-                                 allow_unstable=self.allow_unstable)
-            router.fit_window(corners, steps, "calibration (levels engine, model bounds)")
+            router = LevelRouter(self.network, options=self.routing, device=self.device)
+            router.fit_window(self._corners(), steps,
+                              "calibration (levels engine, model bounds)")
             return router, "levels"
         if name in ("torch", "triton"):
             cluster_of = opts.pop("cluster_of", None)
+            max_reaches = int(opts.pop("max_reaches", 512))
+            _no_options(opts, name)
             if cluster_of is None:
                 from ..partition import partition_network
 
-                cluster_of = partition_network(
-                    self.network, max_reaches=int(opts.pop("max_reaches", 512))
-                ).cluster_of
-            router = StagedRouter(
-                RivTreeCluster(self.network, cluster_of), self.spec, substeps=self.substeps,
-                dtype=self.dtype, backend=name, device=self.device,
-                allow_unstable=self.allow_unstable, **opts,
-            )
+                cluster_of = partition_network(self.network,
+                                               max_reaches=max_reaches).cluster_of
+            router = StagedRouter(RivTreeCluster(self.network, cluster_of),
+                                  options=self.routing.replace(backend=name),
+                                  device=self.device)
             router.fit_window(self._corners(), steps, "calibration (model bounds)")
             return router, name
         spec = get_engine(name)
@@ -205,16 +185,6 @@ class Calibrator(CalibrationLoop):
         """The corners of the model's bounds ``[N, P]`` on the device (float64)."""
         return [c.to(self.device) for c in bound_corners(self.model.low, self.model.high,
                                                          self.network.n_reaches)]
-
-    def _make_optimizer(self, optimizer: Any, lr: float) -> torch.optim.Optimizer:
-        params = list(self.model.parameters())
-        if callable(optimizer):
-            return optimizer(params)
-        named = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
-        if optimizer not in named:
-            raise ValueError(f"optimizer must be one of {sorted(named)} or a callable, got "
-                             f"{optimizer!r}")
-        return named[optimizer](params, lr=lr)
 
     # ------------------------------------------------------------------ one iteration
     def simulate(self) -> torch.Tensor:

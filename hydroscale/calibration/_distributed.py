@@ -1,6 +1,6 @@
 """Gradient calibration on the workers of a Dask cluster, with the Calibrator's interface.
 
-:class:`DistributedCalibrator` drives a :class:`~hydroscale.distributed.DistributedGradient`
+:class:`DistributedCalibrator` drives a :class:`~hydroscale.calibration.DistributedGradient`
 (forward and backward waves, tree-summed loss and shared gradients, optimisers on the
 workers) with the loop of :class:`~hydroscale.calibration.Calibrator`: the same ``run``,
 ``step``, ``history``, ``gauge_metrics``, listeners, :class:`CalibrationControl` and
@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..irf import get_irf
 from ..network import RiverNetwork
+from ..routing import RoutingOptions
 from ._control import CalibrationControl
+from ._gradient import DistributedGradient
 from ._loop import CalibrationLoop, latest_checkpoint
-from .observations import GaugeObservations, Period
+from ._options import CalibrationOptions, build_options
+from .observations import GaugeObservations
 
 __all__ = ["DISTRIBUTED_CHECKPOINT_FORMAT", "DistributedCalibrator"]
 
@@ -46,19 +47,17 @@ class DistributedCalibrator(CalibrationLoop):
     client : ``distributed.Client`` (see :func:`hydroscale.distributed.start_cluster`).
     network : the river network (N reaches).
     runoff : lateral inflow ``[N, T]``/``[B, N, T]`` (m³/s per routing step, on the
-        observations' steps), or a runoff source of :mod:`hydroscale.distributed`
-        (:class:`~hydroscale.distributed.ForcingSource` reads a Zarr store on the workers;
-        a differentiable source trains with the routing).
-    observations, model, substeps, loss, warmup, train, validation, optimizer, lr,
-    gauge_fraction, checkpoint_dir, checkpoint_every, keep, seed, control, dtype,
-    allow_unstable : as :class:`~hydroscale.calibration.Calibrator` (``optimizer`` may be a
-        picklable callable run on every worker).
+        observations' steps), or a runoff source (:class:`ForcingSource` reads a Zarr store
+        on the workers; a differentiable source trains with the routing, see
+        :mod:`hydroscale.calibration._sources`).
+    observations, model, options, calibration, control, **keywords : as
+        :class:`~hydroscale.calibration.Calibrator` (the optimiser may be a picklable
+        callable run on every worker).
     partition : a :class:`~hydroscale.partition.Partition` placed on the cluster's workers;
         default ``partition_network(network, max_reaches=max_reaches, n_workers=W)``.
-    window : kernel window (steps) or ``"auto"``.
-    engine_options : more options of :class:`~hydroscale.distributed.DistributedGradient`
-        (``backend``, ``storage_dtype``, ``precision``, ``placement``, ``batch_reaches``,
-        ``kernel_graph``, ``worker_timeout``, ...).
+    engine_options : more options of :class:`DistributedGradient` (``plan``,
+        ``placement``, ``batch_reaches``, ``kernel_graph``, ``rematerialise``,
+        ``worker_timeout``, ...; routing options given here amend ``options``).
     snapshot_dir : per-iteration snapshots for worker-loss recovery (default
         ``<checkpoint_dir>/snapshots``, or a temporary folder without ``checkpoint_dir``;
         every worker must see it).
@@ -76,33 +75,25 @@ class DistributedCalibrator(CalibrationLoop):
         *,
         partition: Any = None,
         max_reaches: int = 512,
-        substeps: int = 1,
-        window: int | str = "auto",
-        loss: str = "nse",
-        warmup: int = 0,
-        train: Period | slice | None = None,
-        validation: Period | slice | None = None,
-        optimizer: str | Callable[..., torch.optim.Optimizer] = "adam",
-        lr: float = 0.05,
-        gauge_fraction: float = 1.0,
-        checkpoint_dir: str | Path | None = None,
-        checkpoint_every: int = 0,
-        keep: int = 3,
-        seed: int = 0,
+        options: RoutingOptions | None = None,
+        calibration: CalibrationOptions | None = None,
         control: CalibrationControl | None = None,
-        dtype: torch.dtype = torch.float32,
-        allow_unstable: bool = False,
         engine_options: dict[str, Any] | None = None,
         snapshot_dir: str | Path | None = None,
+        **keywords: Any,
     ) -> None:
-        from ..distributed import DistributedGradient
-        from ..distributed._recovery import worker_addresses
+        from ..distributed import worker_addresses
 
+        eng_opts = dict(engine_options or {})
+        routing_here = {k: eng_opts.pop(k) for k in list(eng_opts)
+                        if k in RoutingOptions.field_names()}
+        routing, cal, _ = build_options(options, calibration,
+                                        {"irf": model.spec, **routing_here, **keywords})
+        self.routing, self.calibration = routing, cal
         self.network, self.model = network, model
-        self.spec = get_irf(model.spec)
+        self.spec = routing.spec
         self.observations = observations
-        self._init_loop(gauge_fraction=gauge_fraction, checkpoint_dir=checkpoint_dir,
-                        checkpoint_every=checkpoint_every, keep=keep, seed=seed, control=control)
+        self._init_loop(cal, control)
         if partition is None:
             from ..partition import partition_network
 
@@ -112,17 +103,15 @@ class DistributedCalibrator(CalibrationLoop):
         if snapshot_dir is None and self.checkpoint_dir is not None:
             snapshot_dir = self.checkpoint_dir / "snapshots"
         self.engine = DistributedGradient(
-            client, network, partition, model, observations, runoff, substeps=substeps,
-            window=window, loss=loss, warmup=warmup, train=train, validation=validation,
-            optimizer=optimizer, lr=lr, dtype=dtype, allow_unstable=allow_unstable,
-            snapshot_dir=snapshot_dir, **(engine_options or {}))
+            client, network, partition, model, observations, runoff, options=routing,
+            calibration=cal, snapshot_dir=snapshot_dir, **eng_opts)
         self.engine.progress = self._progress
         self.usable_gauges = self.engine.usable()
-        self.loss_name, self.warmup = loss, int(warmup)
+        self.loss_name, self.warmup = cal.loss, cal.warmup
         self.train, self.validation = self.engine.train, self.engine.validation
         self.client = client
         logger.info("DistributedCalibrator: %d reaches, %d gauges, %d workers, loss %s",
-                    network.n_reaches, len(observations), self.engine.n_workers, loss)
+                    network.n_reaches, len(observations), self.engine.n_workers, cal.loss)
 
     # ------------------------------------------------------------------ one iteration
     def _progress(self, phase: str, wave: int, waves: int) -> None:

@@ -19,8 +19,10 @@ import numpy as np
 import torch
 
 from ._control import CalibrationControl
+from ._options import CalibrationOptions
+from .observations import GaugeObservations, Period
 
-__all__ = ["CalibrationLoop", "HISTORY_KEYS", "latest_checkpoint"]
+__all__ = ["CalibrationLoop", "HISTORY_KEYS", "checked_periods", "latest_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,16 +40,13 @@ class CalibrationLoop:
     engine_name: str = ""
     usable_gauges: np.ndarray
 
-    def _init_loop(self, *, gauge_fraction: float, checkpoint_dir: Any, checkpoint_every: int,
-                   keep: int, seed: int, control: CalibrationControl | None) -> None:
-        if not 0 < gauge_fraction <= 1:
-            raise ValueError(f"gauge_fraction must be in (0, 1], got {gauge_fraction}")
-        self.gauge_fraction = float(gauge_fraction)
-        self.generator = torch.Generator().manual_seed(int(seed))
+    def _init_loop(self, cal: CalibrationOptions, control: CalibrationControl | None) -> None:
+        self.gauge_fraction = float(cal.gauge_fraction)
+        self.generator = torch.Generator().manual_seed(int(cal.seed))
         self.control = control or CalibrationControl()
-        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
-        self.checkpoint_every = int(checkpoint_every)
-        self.keep = int(keep)
+        self.checkpoint_dir = None if cal.checkpoint_dir is None else Path(cal.checkpoint_dir)
+        self.checkpoint_every = int(cal.checkpoint_every)
+        self.keep = int(cal.keep)
         self.iteration = 0
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
         self.gauge_metrics: dict[str, np.ndarray] = {}
@@ -184,6 +183,19 @@ class CalibrationLoop:
     def _set_history(self, state: dict[str, torch.Tensor]) -> None:
         self.history = {k: [float(x) for x in state[k]] for k in HISTORY_KEYS}
         self.history["iteration"] = [int(x) for x in self.history["iteration"]]
+
+
+def checked_periods(observations: GaugeObservations, cal: CalibrationOptions
+                    ) -> tuple[Period, Period | None]:
+    """The training and validation periods of ``cal`` on ``observations``' steps, each longer
+    than the warm-up plus one step (else a ``ValueError`` naming the period)."""
+    train = observations.period(cal.train)
+    validation = None if cal.validation is None else observations.period(cal.validation)
+    for name, p in (("train", train), ("validation", validation)):
+        if p is not None and p.stop - p.start <= cal.warmup + 1:
+            raise ValueError(f"the {name} period ({p.stop - p.start} steps) must be longer "
+                             f"than warmup + 1 = {cal.warmup + 1} steps")
+    return train, validation
 
 
 def latest_checkpoint(directory: str | Path | None) -> Path | None:

@@ -12,13 +12,14 @@ the scheduler it
 - registers a scheduler handler ``hydroscale_calibration`` through which a calibration running
   in a client sends its events and receives the page's pause/resume/stop requests.
 
-The page extends the dashboard's own ``base.html`` template (same navigation bar and style) and
-draws with a few lines of JavaScript and SVG, so it needs nothing beyond what the dashboard
-already serves.  It shows the loss and the median training NSE/KGE per iteration, per-gauge
-NSE/KGE, progress (iterations; for a :class:`~hydroscale.calibration.DistributedCalibrator`
-also the forward/backward wave of the running iteration), and GPU memory per worker (from the
-workers' NVML metrics when they have GPUs, and the peak of the last iteration that a
-distributed calibrator reports per worker, 0 on CPU) and of the calibrating device.
+The page (package data: ``templates/calibration.html``, a Jinja template) extends the
+dashboard's own ``base.html`` template (same navigation bar and style) and draws with a few
+lines of JavaScript and SVG, so it needs nothing beyond what the dashboard already serves.
+It shows the loss and the median training NSE/KGE per iteration, per-gauge NSE/KGE, progress
+(iterations; for a :class:`~hydroscale.calibration.DistributedCalibrator` also the
+forward/backward wave of the running iteration), and GPU memory per worker (from the workers'
+NVML metrics when they have GPUs, and the peak of the last iteration that a distributed
+calibrator reports per worker, 0 on CPU) and of the calibrating device.
 
 On the client side, :func:`attach_dashboard` registers the plugin if needed, forwards a
 :class:`~hydroscale.calibration.Calibrator`'s events and applies the page's requests to its
@@ -49,6 +50,8 @@ import math
 import secrets
 import threading
 import time
+from functools import cache
+from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -360,11 +363,12 @@ class CalibrationDashboardPlugin(SchedulerPlugin):
         return self.board.snapshot(_gpu_workers(self.scheduler))
 
     def render_page(self) -> str:
+        """The page's HTML: :func:`_page` rendered inside the dashboard's ``base.html``."""
         import distributed.http
         from jinja2 import ChoiceLoader, DictLoader, Environment, FileSystemLoader
 
         templates = FileSystemLoader(distributed.http.__path__[0] + "/templates")
-        env = Environment(loader=ChoiceLoader([DictLoader({"calibration.html": _PAGE}),
+        env = Environment(loader=ChoiceLoader([DictLoader({"calibration.html": _page()}),
                                                templates]), autoescape=True)
         tv = self._template_variables()
         return env.get_template("calibration.html").render(
@@ -479,150 +483,8 @@ def _jsonable(ev: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-_PAGE = r"""{% extends "base.html" %}
-{% block extra_resources %}
-<style>
-  .hs { font-family: sans-serif; padding: 10px 16px; }
-  .hs-row { display: flex; flex-wrap: wrap; gap: 16px; }
-  .hs-card { border: 1px solid #ddd; border-radius: 4px; padding: 8px 12px; }
-  .hs-card h3 { margin: 0 0 6px 0; font-size: 14px; }
-  .hs button { font-size: 14px; margin-right: 6px; padding: 4px 12px; }
-  .hs table { border-collapse: collapse; font-size: 12px; }
-  .hs td, .hs th { border-bottom: 1px solid #eee; padding: 2px 8px; text-align: right; }
-  .hs svg { background: #fafafa; }
-  #hs-gauges-wrap { max-height: 320px; overflow-y: auto; }
-  #hs-control-error { color: #c0392b; }
-</style>
-{% endblock %}
-{% block content %}
-<div class="hs" id="hs" data-token="{{ token }}">
-  <h2>hydroscale calibration</h2>
-  <div class="hs-row">
-    <div class="hs-card">
-      <div>State: <b id="hs-state">idle</b> (requested: <span id="hs-requested">-</span>)</div>
-      <div>Iteration <span id="hs-iteration">0</span> / <span id="hs-total">0</span>
-        &middot; engine <span id="hs-engine">-</span></div>
-      <progress id="hs-progress" value="0" max="1" style="width: 320px"></progress>
-      <div id="hs-waves">Waves of iteration <span id="hs-wave-iteration">-</span>: forward
-        <span id="hs-wave-forward">-</span>, backward <span id="hs-wave-backward">-</span>
-      </div>
-      <div style="margin-top: 6px">
-        <button id="hs-pause" onclick="hsControl('pause')">Pause</button>
-        <button id="hs-resume" onclick="hsControl('resume')">Resume</button>
-        <button id="hs-stop" onclick="hsControl('stop')">Stop</button>
-        <span id="hs-control-error"></span>
-      </div>
-      <div>Latest: loss <span id="hs-loss">-</span>, median NSE <span id="hs-nse">-</span>,
-        median KGE <span id="hs-kge">-</span>, min NSE <span id="hs-nse-min">-</span></div>
-    </div>
-    <div class="hs-card"><h3>GPU memory</h3>
-      <div id="hs-devmem"></div>
-      <table id="hs-workers"><thead><tr><th>worker</th><th>GPU</th><th>used</th>
-        <th>total</th><th>peak (last iteration)</th></tr></thead><tbody></tbody></table>
-    </div>
-  </div>
-  <div class="hs-row" style="margin-top: 12px">
-    <div class="hs-card"><h3>Loss per iteration (log)</h3>
-      <svg id="hs-loss-plot" width="460" height="220"></svg></div>
-    <div class="hs-card"><h3>Median NSE (blue), KGE (orange), min NSE (grey)</h3>
-      <svg id="hs-skill-plot" width="460" height="220"></svg></div>
-  </div>
-  <div class="hs-card" style="margin-top: 12px"><h3>Per gauge (worst NSE first)</h3>
-    <div id="hs-gauges-wrap"><table id="hs-gauges"><thead><tr><th>reach id</th><th>NSE</th>
-      <th>KGE</th></tr></thead><tbody></tbody></table></div>
-  </div>
-</div>
-<script>
-var hsUpdates = 0;
-function hsFmt(v, d) { return (v === null || v === undefined) ? "-" : Number(v).toFixed(d); }
-function hsBytes(v) { return (v === null || v === undefined) ? "-" :
-  (v / 1073741824).toFixed(2) + " GiB"; }
-function hsLine(svg, xs, series, colors, logy) {
-  var w = svg.width.baseVal.value, h = svg.height.baseVal.value, pad = 30;
-  var pts = [], lo = Infinity, hi = -Infinity;
-  series.forEach(function (ys) { ys.forEach(function (y) {
-    if (y === null || (logy && y <= 0)) return;
-    var v = logy ? Math.log10(y) : y; lo = Math.min(lo, v); hi = Math.max(hi, v); }); });
-  var html = "";
-  if (xs.length && isFinite(lo)) {
-    if (hi === lo) { hi = lo + 1; }
-    var x0 = xs[0], x1 = Math.max(xs[xs.length - 1], x0 + 1);
-    series.forEach(function (ys, k) {
-      var p = [];
-      ys.forEach(function (y, i) {
-        if (y === null || (logy && y <= 0)) return;
-        var v = logy ? Math.log10(y) : y;
-        p.push((pad + (xs[i] - x0) / (x1 - x0) * (w - 2 * pad)).toFixed(1) + "," +
-               (h - pad - (v - lo) / (hi - lo) * (h - 2 * pad)).toFixed(1));
-      });
-      html += '<polyline fill="none" stroke-width="2" stroke="' + colors[k] + '" points="' +
-              p.join(" ") + '"/>';
-    });
-    var fl = function (v) { return logy ? "1e" + v.toFixed(1) : v.toFixed(3); };
-    html += '<text x="2" y="' + (pad - 4) + '" font-size="10">' + fl(hi) + '</text>' +
-            '<text x="2" y="' + (h - pad + 12) + '" font-size="10">' + fl(lo) + '</text>' +
-            '<text x="' + (w - pad - 20) + '" y="' + (h - 6) + '" font-size="10">it ' + x1 +
-            '</text>';
-  }
-  svg.innerHTML = html;
-}
-function hsRender(s) {
-  document.getElementById("hs-state").textContent = s.state;
-  document.getElementById("hs-requested").textContent = s.requested;
-  document.getElementById("hs-iteration").textContent = s.iteration;
-  document.getElementById("hs-total").textContent = s.total;
-  document.getElementById("hs-engine").textContent = s.engine || "-";
-  var pr = document.getElementById("hs-progress");
-  pr.max = Math.max(s.total, 1); pr.value = s.iteration;
-  var se = s.series, n = se.iteration.length;
-  document.getElementById("hs-loss").textContent = n ? hsFmt(se.loss[n - 1], 5) : "-";
-  document.getElementById("hs-nse").textContent = n ? hsFmt(se.nse_median[n - 1], 4) : "-";
-  document.getElementById("hs-kge").textContent = n ? hsFmt(se.kge_median[n - 1], 4) : "-";
-  document.getElementById("hs-nse-min").textContent = n ? hsFmt(se.nse_min[n - 1], 4) : "-";
-  hsLine(document.getElementById("hs-loss-plot"), se.iteration, [se.loss], ["#c0392b"], true);
-  hsLine(document.getElementById("hs-skill-plot"), se.iteration,
-         [se.nse_median, se.kge_median, se.nse_min], ["#1f77b4", "#ff7f0e", "#999"], false);
-  var g = s.gauges, order = g.nse.map(function (v, i) { return i; });
-  order.sort(function (a, b) { return (g.nse[a] === null ? -1e9 : g.nse[a]) -
-                                      (g.nse[b] === null ? -1e9 : g.nse[b]); });
-  var rows = order.map(function (i) { return "<tr><td>" + g.ids[i] + "</td><td>" +
-    hsFmt(g.nse[i], 4) + "</td><td>" + hsFmt(g.kge[i], 4) + "</td></tr>"; });
-  document.querySelector("#hs-gauges tbody").innerHTML = rows.join("");
-  document.getElementById("hs-devmem").textContent = s.device_memory === null ?
-    "calibrating device: no GPU" : "calibrating device peak: " + hsBytes(s.device_memory);
-  var wr = s.workers.map(function (w) { return "<tr><td>" + w.worker + "</td><td>" +
-    (w.gpu || "no GPU metrics") + "</td><td>" + hsBytes(w.memory_used) + "</td><td>" +
-    hsBytes(w.memory_total) + "</td><td>" + hsBytes(w.peak_bytes) + "</td></tr>"; });
-  var wv = s.waves, fw = function (p) { return p ? p[0] + " of " + p[1] : "-"; };
-  document.getElementById("hs-wave-iteration").textContent =
-    wv.iteration === null ? "-" : wv.iteration;
-  document.getElementById("hs-wave-forward").textContent = fw(wv.forward);
-  document.getElementById("hs-wave-backward").textContent = fw(wv.backward);
-  document.querySelector("#hs-workers tbody").innerHTML = wr.join("");
-  hsUpdates += 1;
-  document.body.setAttribute("data-hs-updates", hsUpdates);
-}
-function hsPoll() {
-  fetch("calibration/state.json", {cache: "no-store"}).then(function (r) { return r.json(); })
-    .then(hsRender).catch(function () {}).finally(function () { setTimeout(hsPoll, 500); });
-}
-var hsToken = document.getElementById("hs").getAttribute("data-token");
-function hsControl(action) {
-  var err = document.getElementById("hs-control-error");
-  fetch("calibration/control", {method: "POST", cache: "no-store", headers: {
-    "Content-Type": "application/json", "X-Hydroscale-Token": hsToken},
-    body: JSON.stringify({action: action})})
-    .then(function (r) {
-      if (!r.ok) { return r.text().then(function (t) { throw new Error(t); }); }
-      return r.json();
-    })
-    .then(function (j) {
-      err.textContent = "";
-      document.getElementById("hs-requested").textContent = j.requested;
-    })
-    .catch(function (e) { err.textContent = action + " failed: " + e.message; });
-}
-hsPoll();
-</script>
-{% endblock %}
-"""
+@cache
+def _page() -> str:
+    """The calibration page's Jinja template (package data, read once)."""
+    page = resources.files(__package__).joinpath("templates", "calibration.html")
+    return page.read_text(encoding="utf-8")

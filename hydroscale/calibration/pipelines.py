@@ -40,14 +40,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..calibration.losses import gauge_loss, get_loss
-from ..calibration.metrics import kge, nse
-from ..calibration.observations import GaugeObservations
 from ..irf import bound_corners
+from ..models import CatchmentInterpolator, RunoffModel
 from ..network import RiverNetwork
-from ..routing import RivTreeCluster, StagedRouter
-from .interpolation import CatchmentInterpolator
-from .runoff import RunoffModel
+from ..routing import RivTreeCluster, RoutingOptions, StagedRouter
+from ._options import CalibrationOptions
+from .losses import gauge_loss, get_loss
+from .metrics import kge, nse
+from .observations import GaugeObservations
 
 __all__ = [
     "HybridPipeline",
@@ -68,6 +68,10 @@ _VNMSE_EPS = 0.1  # m³/s, the default eps of calibration.losses.vnmse
 
 
 # ---------------------------------------------------------------------- gauges, windows
+def _slice(period: Any) -> Any:
+    return slice(*period) if isinstance(period, tuple) else period
+
+
 def split_by_basin(
     network: RiverNetwork, observations: GaugeObservations, fraction: float = 0.3,
     seed: int = 0,
@@ -137,14 +141,15 @@ class RoutingStage:
     Parameters
     ----------
     network : the river network (N reaches).
-    irf : registered IRF name or spec.
-    substeps : f (runoff spread evenly over f sub-steps, discharge averaged back).
-    window : kernel window K in routing steps, or ``"auto"``: fitted once, the same for all
-        routers, for every parameter a calibration may reach (:meth:`fit_window`, which a
-        :class:`HybridPipeline` calls with the corners of its parameter model's bounds; else
-        at the first call, from the parameters given).  A window that cuts off more than
-        ``window_tolerance`` of an in-cluster path of a routed series raises
-        :class:`~hydroscale.routing.WindowTruncationError`.
+    irf : registered IRF name or spec (the ``irf`` of the options).
+    options : the routing (:class:`~hydroscale.routing.RoutingOptions`; ``**routing``
+        keywords build or amend it: ``substeps``, ``window``, ``dtype``, ``backend``,
+        ``allow_unstable``, ...).  ``window`` is K in routing steps or ``"auto"``: fitted
+        once, the same for all routers, for every parameter a calibration may reach
+        (:meth:`fit_window`, which a :class:`HybridPipeline` calls with the corners of its
+        parameter model's bounds; else at the first call, from the parameters given).  A
+        window that cuts off more than ``window_tolerance`` of an in-cluster path of a routed
+        series raises :class:`~hydroscale.routing.WindowTruncationError`.
     cluster_of : ``[N]`` cluster id per reach (topological ids, e.g. from
         :func:`hydroscale.partition.partition_network`) or a
         :class:`~hydroscale.routing.RivTreeCluster`; default one cluster.
@@ -154,45 +159,40 @@ class RoutingStage:
         router per worker holding only its clusters, as on the Dask workers.
     interpolator : optional: inputs are runoff depths on its source cells (mm per step),
         interpolated per cluster when ``staged``.
-    dtype, device, backend, allow_unstable : as :class:`~hydroscale.routing.StagedRouter`.
+    device : where the routers live.
     """
 
     def __init__(
         self,
         network: RiverNetwork,
-        irf: Any,
+        irf: Any = None,
+        options: RoutingOptions | None = None,
         *,
-        substeps: int = 1,
-        window: int | str = "auto",
         cluster_of: Any = None,
         staged: bool = False,
         worker_of: Any = None,
         interpolator: CatchmentInterpolator | None = None,
-        dtype: torch.dtype = torch.float32,
         device: Any = None,
-        backend: str = "auto",
-        allow_unstable: bool = False,
+        **routing: Any,
     ) -> None:
+        if irf is not None:
+            routing["irf"] = irf
+        self.options = RoutingOptions.build(options, **routing)
         if isinstance(cluster_of, RivTreeCluster):
             cs = cluster_of
         elif cluster_of is None:
             cs = RivTreeCluster.single(network)
         else:
             cs = RivTreeCluster(network, cluster_of)
-        if window != "auto" and (int(window) != window or window < 1):
-            raise ValueError(f"window must be a positive number of routing steps or 'auto', "
-                             f"got {window!r}")
-        self.window: int | str = window if window == "auto" else int(window)
+        self.window: int | str = self.options.window
         if interpolator is not None and interpolator.n_reaches != network.n_reaches:
             raise ValueError(f"the interpolator maps to {interpolator.n_reaches} reaches, the "
                              f"network has {network.n_reaches}")
         self.network, self.clusters, self.staged = network, cs, bool(staged)
         self.interpolator = interpolator
-        self.dtype = dtype
+        self.dtype = self.options.dtype
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        opts = dict(irf=irf, substeps=substeps, window=window, dtype=dtype,
-                    device=self.device, backend=backend, allow_unstable=allow_unstable)
-        self.options = {k: v for k, v in opts.items() if k != "device"}
+        opts = {"options": self.options, "device": self.device}
         if not self.staged:
             self.routers = {0: StagedRouter(cs, **opts)}
             self.worker_of = np.zeros(cs.n_clusters, dtype=np.int64)
@@ -223,7 +223,7 @@ class RoutingStage:
             self.window = max(1, min(k, int(run_steps)) if run_steps else k)
             for r in self.routers.values():
                 r.window = self.window
-            self.options["window"] = self.window
+            self.options = self.options.replace(window=self.window)
         for r in self.routers.values():
             r.fit_window(sets, run_steps, "the routing stage (parameter bounds)")
         return int(self.window)
@@ -462,24 +462,41 @@ class HybridPipeline(nn.Module):
         Each iteration routes the whole ``train`` period (a :class:`Period`, slice or
         ``(start, stop)``) as one window from a zero state, its first ``windows.warmup``
         steps out of the loss; a runoff model is replicated on the workers and its gradients
-        summed across them (see :mod:`hydroscale.models._distributed`).  ``partition``
-        (placed on the cluster's workers; default ``partition_network(network,
+        summed across them (see :class:`~hydroscale.calibration.RunoffModelSource`).
+        ``partition`` (placed on the cluster's workers; default ``partition_network(network,
         max_reaches=max_reaches, n_workers=W)``), ``optimizer``, ``lr``, ``checkpoint_dir``,
         ``checkpoint_every``, ``seed``, ``control`` and ``engine_options`` are those of
         :class:`~hydroscale.calibration.DistributedCalibrator`.  Read the trained weights
         back with its ``update_model()`` (routing parameters) and
-        :func:`hydroscale.models.pull_runoff_model` (runoff model).
+        :func:`hydroscale.calibration.pull_runoff_model` (runoff model).
 
-        The discharge equals this pipeline's up to the kernel-window truncation, which acts
-        inside each group of the runtime: with the stage clustered by those groups
-        (``plan_waves(network, partition).group_of`` of :mod:`hydroscale.distributed`) the
-        loss, the gradients and the steps agree to rounding."""
-        from ._distributed import distributed_calibrator
+        The windows are exact on both sides (fitted or checked for every parameter within
+        the model's bounds), so the loss, the gradients and the steps agree with this
+        pipeline's to rounding, whatever the grouping."""
+        from ._distributed import DistributedCalibrator
+        from ._sources import RunoffModelSource, TensorSource
 
-        return distributed_calibrator(
-            self, client, train=train, validation=validation, partition=partition,
-            max_reaches=max_reaches, optimizer=optimizer, lr=lr, checkpoint_dir=checkpoint_dir,
-            checkpoint_every=checkpoint_every, seed=seed, control=control,
+        stage = self.routing
+        if self.runoff_model is not None:
+            source: Any = RunoffModelSource(self.runoff_model, stage.interpolator,
+                                            self.forcings, self.static)
+        else:
+            source = TensorSource(self.lateral)
+        obs = self.observations
+        tr = obs.period(_slice(train))
+        validation = None if validation is None else obs.period(_slice(validation))
+        warmup = self.windows.warmup
+        if self.normalise == "gauge" and self.scale_period != (tr.start + warmup, tr.stop):
+            logger.info("distributed: the loss of each gauge is divided by its variance over "
+                        "the training period after warm-up %s, not over scale_period %s",
+                        (tr.start + warmup, tr.stop), self.scale_period)
+        cal = CalibrationOptions(loss=self.loss_name, warmup=warmup, train=tr,
+                                 validation=validation, optimizer=optimizer, lr=lr,
+                                 checkpoint_dir=checkpoint_dir,
+                                 checkpoint_every=checkpoint_every, seed=seed)
+        return DistributedCalibrator(
+            client, stage.network, source, obs, self.param_model, partition=partition,
+            max_reaches=max_reaches, options=stage.options, calibration=cal, control=control,
             engine_options=engine_options)
 
     # ------------------------------------------------------------------ training
@@ -610,9 +627,9 @@ def synthetic_twin(
     routing whose time constant follows reach attributes (:func:`twin_tau`), discharge by the
     float64 oracle, and ``n_gauges`` gauges taken round-robin over basins (largest upstream
     area first)."""
+    from ..models.runoff import BucketModel, synthetic_forcings
     from ..network import continental_forest  # lazy: only twins need the generator
     from ..routing import route_oracle
-    from .runoff import BucketModel, synthetic_forcings
 
     rng = np.random.default_rng(seed)
     net = continental_forest(n_reaches, seed=seed, cap=basin_cap)

@@ -19,9 +19,11 @@ partition's per-wave placement, see ``bench/distributed.py``).
 Tasks are pure: a killed worker's results are recomputed (on any worker) and equal, and an
 interrupted run resumes from its output store (:func:`route_distributed`, ``resume``).
 
-:class:`DistributedGradient` computes the gradient of a gauge loss in forward and backward
-waves over the same groups and steps optimisers that live on the workers (DESIGN §3,
-"Backward wave"); :class:`~hydroscale.calibration.DistributedCalibrator` drives it.
+:class:`WaveRuntime` runs forward and backward waves over the same groups, a tree sum across
+workers and a step on every worker, for a picklable per-worker *work* that says what is
+optimised (:class:`WaveWork`; DESIGN §3, "Backward wave"): the runtime knows routing and
+autograd, not calibration (:class:`~hydroscale.calibration.DistributedGradient` is built on
+it).  Both kinds of run keep their worker-resident state in one worker cache.
 """
 
 from ._config import (
@@ -33,8 +35,7 @@ from ._config import (
     render_job_script,
     start_cluster,
 )
-from ._forcing import SyntheticForcing, ZarrForcing, hash_uniform
-from ._gradient import DistributedGradient, ForcingSource, IterationInterrupted, TensorSource
+from ._forcing import SyntheticForcing, ZarrForcing, as_forcing, hash_uniform
 from ._plan import WavePlan, map_workers, place_basins, plan_waves
 from ._recovery import WorkersLost, replaced, wait_for_workers, worker_addresses
 from ._runtime import (
@@ -45,21 +46,24 @@ from ._runtime import (
     synthesize_forcing_store,
 )
 from ._sizeof import TransferBuffer, register_sizeof, tensor_nbytes
+from ._wave_runtime import IterationInterrupted, WaveRuntime
+from ._waves import WaveContext, WaveWork
 
 __all__ = [
     "CONFIG_KINDS",
     "ClusterConfigError",
-    "DistributedGradient",
     "DistributedRouter",
-    "ForcingSource",
+    "IterationInterrupted",
     "RunSummary",
     "SyntheticForcing",
-    "TensorSource",
     "TransferBuffer",
-    "IterationInterrupted",
-    "WorkersLost",
+    "WaveContext",
     "WavePlan",
+    "WaveRuntime",
+    "WaveWork",
+    "WorkersLost",
     "ZarrForcing",
+    "as_forcing",
     "config_path",
     "gpus_visible",
     "hash_uniform",

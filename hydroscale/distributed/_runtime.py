@@ -39,7 +39,7 @@ import torch
 from ..io import digest, prepare_output, run_fingerprint
 from ..network import RiverNetwork
 from ..partition import Partition
-from ..routing import check_truncation
+from ..routing import RoutingOptions, check_truncation
 from ._forcing import SyntheticForcing, ZarrForcing, as_forcing
 from ._plan import WavePlan, map_workers, plan_waves
 from ._recovery import restart_points, worker_addresses
@@ -153,10 +153,11 @@ def _wait_logged(futures: list[Any], what: str) -> None:
 
 
 def _run_data(run_id: str, plan: WavePlan, params: Any = None,
-              options: dict[str, Any] | None = None) -> RunData:
+              options: RoutingOptions | None = None, batch_reaches: int = 1 << 62,
+              max_steps: int | None = None) -> RunData:
     net = plan.network
     return RunData(run_id, net.ids, net.downstream, plan.group_of, plan.group_worker, params,
-                   options)
+                   options, int(batch_reaches), max_steps)
 
 
 def _on_workers(client: Any, addrs: list[str], fn: Any, *args: Any, tag: str,
@@ -227,8 +228,8 @@ class DistributedRouter:
 
     Parameters
     ----------
-    client, network, partition, irf, params, substeps, window, dtype, storage_dtype,
-    backend, precision, allow_unstable : see :func:`route_distributed`.
+    client, network, partition, irf, params, substeps, options, routing : see
+        :func:`route_distributed`.
     plan : a :func:`plan_waves` result to reuse.
     batch_reaches : groups hold at most about this many reaches (larger (wave, worker) sets
         are split, see :func:`plan_waves`), and each worker aggregates its kernels in batches
@@ -237,9 +238,8 @@ class DistributedRouter:
     placement : ``"partition"`` (the partition's placement) or ``"basins"`` (every basin on
         one worker: no cross-worker transfers), see :func:`plan_waves`.
     max_steps : the longest pass this router will route (steps), if known: the ``"auto"``
-        window is at most that long (longer taps never act).
-    window_tolerance : as :class:`~hydroscale.routing.StagedRouter`; a pass whose window
-        leaves more out of a path is refused before it starts
+        window is at most that long (longer taps never act).  A pass whose window leaves
+        more than ``window_tolerance`` out of a path is refused before it starts
         (:class:`~hydroscale.routing.WindowTruncationError`).
     """
 
@@ -248,21 +248,16 @@ class DistributedRouter:
         client: Any,
         network: RiverNetwork,
         partition: Partition,
-        irf: Any,
-        params: Any,
-        substeps: int = 1,
+        irf: Any = None,
+        params: Any = None,
+        substeps: int | None = None,
         *,
-        window: int | str = "auto",
-        dtype: torch.dtype = torch.float32,
-        storage_dtype: torch.dtype | None = None,
-        backend: str = "auto",
-        precision: str | None = None,
-        allow_unstable: bool = False,
+        options: RoutingOptions | None = None,
         plan: WavePlan | None = None,
         batch_reaches: int = 262144,
         placement: str = "partition",
         max_steps: int | None = None,
-        window_tolerance: float = 1e-6,
+        **routing: Any,
     ) -> None:
         tic = time.perf_counter()
         self.client = client
@@ -270,16 +265,14 @@ class DistributedRouter:
                                        placement=placement)
         self.addrs = map_workers(client, self.plan.n_workers)
         self.run_id = uuid.uuid4().hex[:10]
-        self.irf, self.substeps, self.dtype = irf, int(substeps), dtype
-        options = {"irf": irf, "substeps": int(substeps), "window": window, "dtype": dtype,
-                   "storage_dtype": storage_dtype, "backend": backend, "precision": precision,
-                   "allow_unstable": allow_unstable, "batch_reaches": int(batch_reaches),
-                   "window_tolerance": float(window_tolerance), "max_steps": max_steps}
-        self.window_tolerance = float(window_tolerance)
+        given = {k: v for k, v in (("irf", irf), ("substeps", substeps)) if v is not None}
+        o = self.options = RoutingOptions.build(options, **given, **routing)
+        self.irf, self.substeps, self.dtype = o.irf_name, o.substeps, o.dtype
+        self.window_tolerance = o.window_tolerance
         pv = params
         if params is not None and not callable(params):
             pv = np.asarray(torch.as_tensor(params).detach().cpu().numpy())
-        self._run_data = _run_data(self.run_id, self.plan, pv, options)
+        self._run_data = _run_data(self.run_id, self.plan, pv, o, batch_reaches, max_steps)
         self._data = client.scatter(self._run_data, broadcast=True, hash=False)
         info = _on_workers(client, self.addrs, setup_task, self._data,
                            tag=f"setup-{self.run_id}", per_worker=lambda w: (w,))
@@ -293,9 +286,8 @@ class DistributedRouter:
         self._closed = False
         p = self.plan
         self._definition = {
-            "irf": str(irf), "substeps": self.substeps, "window": self.window,
-            "dtype": str(dtype), "storage_dtype": str(storage_dtype), "backend": backend,
-            "precision": precision, "batch_reaches": int(batch_reaches),
+            "routing": {**o.describe(), "window": self.window},
+            "batch_reaches": int(batch_reaches),
             "network": digest(p.network.ids, p.network.downstream), "params": None,
             "plan": digest(p.group_of, p.group_worker, p.order),
         }
@@ -534,17 +526,12 @@ def route_distributed(
     partition: Partition,
     forcing_store: Any,
     output_store: Any,
-    irf: Any,
-    params: Any,
-    substeps: int = 1,
+    irf: Any = None,
+    params: Any = None,
+    substeps: int | None = None,
     time_chunk: int = 365,
     *,
-    window: int | str = "auto",
-    dtype: torch.dtype = torch.float32,
-    storage_dtype: torch.dtype | None = None,
-    backend: str = "auto",
-    precision: str | None = None,
-    allow_unstable: bool = False,
+    options: RoutingOptions | None = None,
     n_steps: int | None = None,
     reach_chunk: int = 65536,
     run_metadata: dict[str, Any] | None = None,
@@ -553,7 +540,7 @@ def route_distributed(
     baseline: Any = None,
     plan: WavePlan | None = None,
     fuse: bool = True,
-    window_tolerance: float = 1e-6,
+    **routing: Any,
 ) -> RunSummary:
     """Route a forcing store through ``network`` on the workers of ``client``.
 
@@ -574,18 +561,17 @@ def route_distributed(
     output_store : path of the Zarr output store to create (``(reach, time)`` float32
         discharge in m³/s, rows in the plan's engine order, with reach ids, time, units and
         the run's metadata), or None to discard discharge (benchmarks; the checksum remains).
-    irf : registered IRF name.
+    irf : registered IRF name (the ``irf`` of the options).
     params : ``[N, P]`` parameters in network order (routing-step units), scattered once; or
         a picklable callable ``params(network) -> [N, P]`` evaluated on each worker.
-    substeps : f, sub-steps per routing step.
+    substeps : f, sub-steps per routing step (the ``substeps`` of the options).
     time_chunk : steps per task; bounds per-worker memory (runoff, discharge and transfer
         buffers of one chunk, plus the carried state).
-    window : kernel window in steps, or ``"auto"`` (the largest of the workers' auto windows,
-        at most the run's length, so every worker uses the single-device router's window).
-        A window that leaves more than ``window_tolerance`` of an in-cluster path's response
-        out of the run is refused before the output store is touched.
-    dtype, storage_dtype, backend, precision, allow_unstable : as
-        :class:`~hydroscale.routing.StagedRouter`.
+    options, routing : the routing (:class:`~hydroscale.routing.RoutingOptions`, amended by
+        ``**routing`` keywords).  ``window="auto"`` is the largest of the workers' auto
+        windows, at most the run's length, so every worker uses the single-device router's
+        window; a window that leaves more than ``window_tolerance`` of an in-cluster path's
+        response out of the run is refused before the output store is touched.
     n_steps : route the first ``n_steps`` steps only (default all).
     reach_chunk : output store chunk along reaches.
     run_metadata : extra attributes stored under the output's ``run`` attribute.
@@ -606,11 +592,9 @@ def route_distributed(
     ``reused_tasks``: tasks an interrupted run had finished).
     """
     forcing_store = as_forcing(forcing_store)  # a bad source fails before any set-up
-    with DistributedRouter(client, network, partition, irf, params, substeps, window=window,
-                           dtype=dtype, storage_dtype=storage_dtype, backend=backend,
-                           precision=precision, allow_unstable=allow_unstable,
+    with DistributedRouter(client, network, partition, irf, params, substeps, options=options,
                            plan=plan, max_steps=int(n_steps or forcing_store.n_steps),
-                           window_tolerance=window_tolerance) as dr:
+                           **routing) as dr:
         return dr.route(forcing_store, output_store, time_chunk, n_steps=n_steps,
                         reach_chunk=reach_chunk, run_metadata=run_metadata,
                         overwrite=overwrite, resume=resume, baseline=baseline, fuse=fuse)

@@ -18,8 +18,9 @@ Every routing task is a pure function of its arguments (DESIGN §3)::
 :func:`route_unit_task` routes a *unit* (consecutive groups of one worker, see
 :meth:`~hydroscale.distributed.WavePlan.units`) in one task, each group as ``route_task``.
 So a lost worker's results are recomputed by Dask on any worker, and equal.  What a worker
-keeps between tasks is a *cache* rebuilt on demand from ``data``: per run id, a
-:class:`_WorkerRun` with the network, the groups, the parameters on its device and one
+keeps between tasks is a *cache* (:mod:`._cache`, the one worker cache) rebuilt on demand
+from ``data``: per run id, a :class:`_WorkerRun` with the network, the groups, the
+parameters on its device and one
 :class:`~hydroscale.routing.StagedRouter` with its aggregated kernels per *batch* of groups.
 Batches are cut from the groups of each group's home worker (the plan's placement), so a
 batch has the same clusters -- and the same kernels, bit for bit -- on whichever worker
@@ -41,12 +42,11 @@ import numpy as np
 import torch
 
 from ..network import RiverNetwork
-from ..routing import RivTreeCluster, RouterState, RoutingKernels, StagedRouter
+from ..routing import RivTreeCluster, RouterState, RoutingKernels, RoutingOptions, StagedRouter
+from . import _cache as cache
 from ._sizeof import ChunkResult, TransferBuffer
 
 logger = logging.getLogger(__name__)
-
-_ATTR = "_hydroscale_runs"
 
 
 @dataclass
@@ -60,8 +60,10 @@ class RunData:
     group_of : int64 ``[N]`` group of every reach.
     group_worker : int64 ``[G]`` home (partition) worker of every group.
     params : ``[N, P]`` array, a callable ``params(network)``, or None (no routing: I/O floor).
-    options : router options (``irf``, ``substeps``, ``dtype``, ``storage_dtype``,
-        ``backend``, ``precision``, ``allow_unstable``, ``batch_reaches``, ``window``) or None.
+    options : the routing (:class:`~hydroscale.routing.RoutingOptions`), or None.
+    batch_reaches : a worker aggregates its kernels in batches of groups of at most this many
+        reaches.
+    max_steps : the longest pass of the run (steps), capping the ``"auto"`` window, if known.
     """
 
     run_id: str
@@ -70,7 +72,9 @@ class RunData:
     group_of: np.ndarray
     group_worker: np.ndarray
     params: Any = None
-    options: dict[str, Any] | None = None
+    options: RoutingOptions | None = None
+    batch_reaches: int = 1 << 62
+    max_steps: int | None = None
 
     def __sizeof__(self) -> int:
         arrays = [self.ids, self.downstream, self.group_of, self.group_worker]
@@ -215,40 +219,17 @@ class _WorkerRun:
     aborted: dict[str, _Writer | None] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
-
-def _worker() -> Any:
-    from distributed import get_worker
-
-    return get_worker()
-
-
-def _runs(worker: Any = None) -> dict[str, _WorkerRun]:
-    w = worker if worker is not None else _worker()
-    if not hasattr(w, _ATTR):
-        setattr(w, _ATTR, {})
-    return getattr(w, _ATTR)
-
-
-def _device() -> torch.device:
-    if torch.cuda.is_available():
-        # Dask-CUDA sets CUDA_VISIBLE_DEVICES per worker so that its GPU is device 0
-        return torch.device("cuda", 0)
-    return torch.device("cpu")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _peak(dev: torch.device) -> int:
-    return int(torch.cuda.max_memory_allocated(dev)) if dev.type == "cuda" else 0
+    def close(self) -> None:
+        """Drop the queued writes of every open pass (the cache forgets the run)."""
+        for ps in self.passes.values():
+            if ps.writer is not None:
+                ps.writer.abort()
 
 
 def _home_batches(data: RunData, groups: RivTreeCluster) -> dict[tuple[int, int], list[int]]:
     """Batches ``(home worker, i) -> groups``: each home worker's groups in order, cut every
     ``batch_reaches`` reaches (or one group): what bounds device memory at aggregation."""
-    limit = int((data.options or {}).get("batch_reaches", 1 << 62))
+    limit = int(data.batch_reaches)
     sizes = np.diff(groups.reach_ptr_cluster, axis=1).ravel()
     out: dict[tuple[int, int], list[int]] = {}
     for w in np.unique(data.group_worker).tolist():
@@ -268,11 +249,10 @@ def _home_batches(data: RunData, groups: RivTreeCluster) -> dict[tuple[int, int]
 def _ensure(data: RunData) -> _WorkerRun:
     """The worker's cache of ``data.run_id``, built now if missing (a new or restarted
     worker, or a worker taking over another's groups)."""
-    runs = _runs()
-    run = runs.get(data.run_id)
+    run = cache.runs().get(data.run_id)
     if run is not None:
         return run
-    dev = _device()
+    dev = cache.device()
     net = RiverNetwork(data.ids, data.downstream)
     cs = RivTreeCluster(net, data.group_of)
     run = _WorkerRun(data.run_id, dev, net, cs, data)
@@ -282,18 +262,15 @@ def _ensure(data: RunData) -> _WorkerRun:
         p = data.params(net) if callable(data.params) else data.params
         run.params = torch.as_tensor(np.asarray(p) if not torch.is_tensor(p) else p,
                                      device=dev)
-    return runs.setdefault(data.run_id, run)
+    return cache.put(data.run_id, run)
 
 
 def _router(run: _WorkerRun, key: tuple[int, int], window: int | str) -> StagedRouter:
     with run.lock:
         if key not in run.routers:
-            opts = dict(run.data.options or {})
-            for k in ("window", "batch_reaches", "max_steps"):
-                opts.pop(k, None)
-            irf = opts.pop("irf")
-            run.routers[key] = StagedRouter(run.groups, irf, only=run.batches[key],
-                                            device=run.device, window=window, **opts)
+            run.routers[key] = StagedRouter(run.groups, options=run.data.options,
+                                            only=run.batches[key], device=run.device,
+                                            window=window)
         return run.routers[key]
 
 
@@ -322,7 +299,8 @@ def _pass(run: _WorkerRun, spec: PassSpec) -> _PassState:
                 from ..io import RunProgress
 
                 progress = RunProgress(spec.output)
-            writer = None if spec.output is None else _Writer(spec.output, _worker(), progress)
+            writer = None if spec.output is None else _Writer(spec.output, cache.this_worker(),
+                                                              progress)
             ps = _PassState(spec.forcing.open(run.network), writer)
             run.passes[spec.pass_id] = ps
         return ps
@@ -336,17 +314,17 @@ def setup_task(data: RunData, worker: int) -> dict[str, Any]:
     out: dict[str, Any] = {"device": str(run.device),
                            "groups": int(np.sum(data.group_worker == worker))}
     if data.options is not None:
-        window = data.options["window"]
+        window = data.options.window
         keys = [k for k in run.batches if k[0] == int(worker)]
         routers = [_router(run, k, window) for k in keys]
         out["routers"] = len(routers)
         if window == "auto":
             p = run.params.to(torch.float64)
-            cap = data.options.get("max_steps")
-            out["window"] = max((r.auto_window(p, max_steps=cap) for r in routers), default=2)
+            out["window"] = max((r.auto_window(p, max_steps=data.max_steps) for r in routers),
+                                default=2)
         else:
             out["window"] = int(window)
-    _sync(run.device)
+    cache.sync(run.device)
     out["setup_s"] = time.perf_counter() - t
     return out
 
@@ -365,9 +343,9 @@ def aggregate_task(data: RunData, worker: int, window: int) -> dict[str, Any]:
             worst = max(worst, float(m.max()))
             tol = run.routers[key].window_tolerance
             over.update({int(g): float(m[g]) for g in np.flatnonzero(m > tol)})
-    _sync(run.device)
+    cache.sync(run.device)
     return {"aggregate_s": time.perf_counter() - t, "max_truncated_mass": worst,
-            "truncated": over, "peak_bytes": _peak(run.device)}
+            "truncated": over, "peak_bytes": cache.peak_bytes(run.device)}
 
 
 def begin_task(data: RunData, spec: PassSpec) -> bool:
@@ -524,30 +502,30 @@ def finish_task(run_id: str, pass_id: str, *results: Any) -> dict[str, Any]:
     for r in results:
         if isinstance(r, ChunkResult) and r.chunk >= last.get(r.group, r).chunk:
             last[r.group] = r
-    out = {"worker": _worker().address, "checksum": checksum, "results": len(results),
+    out = {"worker": cache.this_worker().address, "checksum": checksum, "results": len(results),
            "tasks": 0, "read_s": 0.0, "route_s": 0.0, "d2h_s": 0.0, "write_s": 0.0,
            "peak_bytes": 0,
            "state_bytes": int(sum(r.runoff_hist.numel() * r.runoff_hist.element_size()
                                   + r.inflow_hist.numel() * r.inflow_hist.element_size()
                                   for r in last.values()))}
-    run = _runs().get(run_id)
+    run = cache.runs().get(run_id)
     ps = None if run is None else run.passes.pop(pass_id, None)
     if ps is not None:
         if ps.writer is not None:
             ps.writer.flush()
             ps.writer.pool.shutdown()
-        _sync(run.device)
+        cache.sync(run.device)
         out.update(tasks=ps.tasks, read_s=ps.timers["read"], route_s=ps.timers["route"],
                    d2h_s=ps.timers["d2h"],
                    write_s=ps.writer.seconds if ps.writer is not None else 0.0,
-                   peak_bytes=_peak(run.device))
+                   peak_bytes=cache.peak_bytes(run.device))
     out["flush_wait_s"] = time.perf_counter() - tic
     return out
 
 
 def abort_pass(run_id: str, pass_id: str, dask_worker: Any = None) -> bool:
     """Drop a failed pass on this worker (``client.run``): queued writes are cancelled."""
-    run = _runs(dask_worker).get(run_id)
+    run = cache.runs(dask_worker).get(run_id)
     if run is None:
         return False
     with run.lock:
@@ -562,7 +540,7 @@ def pass_busy(run_id: str, pass_id: str, dask_worker: Any = None) -> int:
     """Tasks of a pass still executing on this worker, plus its writes still running
     (``client.run``): an aborted pass is over once every worker says 0."""
     n = sum(1 for ts in dask_worker.state.executing if pass_id in str(ts.key))
-    run = _runs(dask_worker).get(run_id)
+    run = cache.runs(dask_worker).get(run_id)
     writer = None if run is None else run.aborted.get(pass_id)
     if writer is not None:
         n += sum(1 for f in writer.pending if not f.done())
@@ -571,12 +549,5 @@ def pass_busy(run_id: str, pass_id: str, dask_worker: Any = None) -> int:
 
 def teardown_task(run_id: str, dask_worker: Any = None) -> bool:
     """Forget the run on this worker (frees its device memory); run with ``client.run``."""
-    run = _runs(dask_worker).pop(run_id, None)
-    if run is not None:
-        for ps in run.passes.values():
-            if ps.writer is not None:
-                ps.writer.abort()
-        if run.device.type == "cuda":
-            del run
-            torch.cuda.empty_cache()
+    cache.drop(run_id, dask_worker)
     return True

@@ -7,11 +7,13 @@ how to fix it, so a user with a bad NetCDF/CSV file knows which one and why.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+
+from ..network import format_ids
 
 __all__ = [
     "IOFormatError",
@@ -35,12 +37,6 @@ FLOW_UNITS = frozenset(
 VOLUME_UNITS = frozenset({"m3", "m^3", "m**3", "cubic meters"})
 LENGTH_UNITS = frozenset({"m", "meter", "meters", "metre", "metres"})
 SECOND_UNITS = frozenset({"s", "second", "seconds", "sec"})
-
-
-def _some(values: Iterable[Any], k: int = 5) -> str:
-    values = list(values)
-    head = ", ".join(str(v) for v in values[:k])
-    return f"[{head}{', ...' if len(values) > k else ''}] ({len(values)} in all)"
 
 
 class IOFormatError(ValueError):
@@ -183,7 +179,7 @@ def integer_ids(values: Any, path: Any, field: str, what: str = "reach ids") -> 
     bad = arr.ravel()[~(np.isfinite(arr.ravel()) & (arr.ravel() == np.round(arr.ravel())))] \
         if arr.dtype.kind == "f" else arr.ravel()
     raise IOFormatError(path, field, f"{what} must be integers, got dtype {arr.dtype}, e.g. "
-                        f"{_some(bad.tolist(), 3)}")
+                        f"{format_ids(bad.tolist(), 3)}")
 
 
 def check_steps(n_steps: int, path: Any, field: str = "time") -> None:
@@ -203,14 +199,14 @@ def check_times(times: Any, path: Any, field: str = "time") -> np.ndarray:
         dup = np.flatnonzero(d == 0)
         if dup.size:
             raise IOFormatError(
-                path, field, f"duplicated times {_some(t[dup + 1])}: keep one record per time"
+                path, field, f"duplicated times {format_ids(t[dup + 1])}: keep one record per time"
             )
         back = np.flatnonzero(d < 0)
         if back.size:
             raise IOFormatError(
                 path,
                 field,
-                f"times are not sorted: {_some(t[back + 1])} come after later times; "
+                f"times are not sorted: {format_ids(t[back + 1])} come after later times; "
                 "sort the records (or pass the files) in increasing time",
             )
     return t
@@ -223,7 +219,7 @@ def check_ids_known(ids: Any, known: Any, path: Any, field: str, what: str = "ne
         raise IOFormatError(
             path,
             field,
-            f"ids not in the {what}: {_some(unknown.tolist())}; "
+            f"ids not in the {what}: {format_ids(unknown.tolist())}; "
             "subset the file or use the matching network",
         )
 

@@ -9,8 +9,8 @@ Layout of a store (a Zarr v3 group)::
            interval_s, provenance (source, created, hydroscale version, reach order), ...
 
 * :func:`ingest` turns CHRTOUT slices, RAPID inflow, a NetCDF ``(reach, time)`` variable, a
-  wide CSV or an ``xarray.DataArray`` into a forcing store; :func:`ingest_main` is the
-  ``hydroscale ingest`` entry point.
+  wide CSV or an ``xarray.DataArray`` into a forcing store (the ``hydroscale ingest`` command
+  of :mod:`hydroscale.cli` calls it through the ingest workflow).
 * :func:`open_forcing` opens it against a network: ids must match exactly (clear error).
 * :func:`create_output_store` / :func:`write_block` / :func:`open_output`: the output store
   written block by block (region writes) by the distributed runtime.
@@ -25,12 +25,10 @@ state carried out of it, ``.npz`` without pickle), so that the same run again re
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -40,11 +38,10 @@ import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec
 
-from ..network import RiverNetwork
+from ..network import RiverNetwork, format_ids
 from ._common import (
     FLOW_UNITS,
     IOFormatError,
-    _some,
     check_steps,
     check_times,
     check_units,
@@ -57,7 +54,6 @@ __all__ = [
     "RunProgress",
     "create_output_store",
     "ingest",
-    "ingest_main",
     "load_source",
     "mark_complete",
     "open_forcing",
@@ -262,7 +258,7 @@ def ingest(
         if extra.size or order_ids.size != network.n_reaches:
             raise ValueError(
                 f"reach_order must be a permutation of the network's ids; not in the "
-                f"network: {_some(extra)}, {order_ids.size} ids for {network.n_reaches}"
+                f"network: {format_ids(extra)}, {order_ids.size} ids for {network.n_reaches}"
             )
     target = os.fspath(store) if isinstance(store, (str, os.PathLike)) else None
     if target is not None and os.path.exists(target) and not overwrite:
@@ -379,12 +375,13 @@ def _select_rows(da: xr.DataArray, order_ids: np.ndarray | None, source: Any) ->
     where = None if isinstance(source, xr.DataArray) else source
     u, c = np.unique(src_ids, return_counts=True)
     if (c > 1).any():
-        raise IOFormatError(where, "reach", f"reach ids listed twice: {_some(u[c > 1])}")
+        raise IOFormatError(where, "reach", f"reach ids listed twice: {format_ids(u[c > 1])}")
     if order_ids is None:
         return src_ids
     missing = np.setdiff1d(order_ids, src_ids)
     if missing.size:
-        raise IOFormatError(where, "reach", f"reaches missing from the source: {_some(missing)}")
+        raise IOFormatError(where, "reach",
+                            f"reaches missing from the source: {format_ids(missing)}")
     if src_ids.size > order_ids.size:
         logger.info("ingest: %d source reaches not in the order are dropped",
                     src_ids.size - order_ids.size)
@@ -533,8 +530,8 @@ def _match(ids: np.ndarray, network: RiverNetwork, store: Any) -> np.ndarray:
     if missing.size or extra.size:
         raise IOFormatError(
             store, "reach",
-            f"reach ids do not match the network: missing from the store {_some(missing)}; "
-            f"not in the network {_some(extra)}; re-ingest with this network",
+            f"reach ids do not match the network: missing from the store {format_ids(missing)}; "
+            f"not in the network {format_ids(extra)}; re-ingest with this network",
         )
     order = np.argsort(ids)
     return order[np.searchsorted(ids[order], network.ids)]
@@ -737,38 +734,3 @@ def open_output(store: Any, network: RiverNetwork | None = None, *,
     vals = arr.get_orthogonal_selection((rows, slice(None)))
     return xr.DataArray(vals, {"reach": ids[rows], "time": t}, ("reach", "time"),
                         name=root.attrs["variable"], attrs=dict(root.attrs))
-
-
-# ---------------------------------------------------------------- CLI entry
-def ingest_main(argv: Sequence[str] | None = None) -> int:
-    """``hydroscale ingest SOURCE STORE [--network ...]``: see ``--help``. Returns 0."""
-    p = argparse.ArgumentParser(prog="hydroscale ingest", description=(
-        "Turn CHRTOUT time slices, a RAPID inflow NetCDF, a (reach, time) NetCDF or a wide "
-        "CSV into a (reach, time) Zarr forcing store."))
-    p.add_argument("source", help="file, directory or glob")
-    p.add_argument("store", help="output Zarr store path")
-    p.add_argument("--variable", help="variable to read (CHRTOUT default q_lateral)")
-    p.add_argument("--name", default="runoff", help="array name in the store")
-    p.add_argument("--routelink", help="NWM RouteLink.nc: rows follow its reaches")
-    p.add_argument("--rapid-connect", help="RAPID rapid_connect.csv: rows follow its reaches")
-    p.add_argument("--reach-order", help="text file of reach ids, one per line: row order")
-    p.add_argument("--chunks", default="4096,512", help="reach,time chunk sizes")
-    p.add_argument("--time-is-end", action="store_true",
-                   help="source times mark interval ends (NWM CHRTOUT)")
-    p.add_argument("--overwrite", action="store_true")
-    a = p.parse_args(argv)
-    network = None
-    if a.routelink:
-        from .nwm import read_routelink
-
-        network = read_routelink(a.routelink)
-    elif a.rapid_connect:
-        from .rapid import read_rapid_connect
-
-        network = read_rapid_connect(a.rapid_connect)
-    order = np.loadtxt(a.reach_order, dtype=np.int64, ndmin=1) if a.reach_order else None
-    rc, tc = (int(v) for v in a.chunks.split(","))
-    ingest(a.source, a.store, network=network, reach_order=order, variable=a.variable,
-           name=a.name, chunks=(rc, tc), time_is_end=a.time_is_end, overwrite=a.overwrite,
-           provenance={"command": "hydroscale ingest " + " ".join(argv or [])})
-    return 0

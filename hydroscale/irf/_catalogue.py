@@ -64,6 +64,7 @@ register_irf(
         bounds={"delay": (0.0, 10.0)},
         check=_check_nonneg("delay"),
         doc="translation by `delay` routing steps (fractional delays interpolate linearly)",
+        units={"delay": "s"},
     )
 )
 
@@ -108,6 +109,7 @@ register_irf(
         bounds={"tau": (0.01, 10.0)},
         check=_check_positive("tau"),
         doc="linear reservoir, u(t) = exp(-t/tau)/tau, tau in routing steps",
+        units={"tau": "s"},
     )
 )
 
@@ -136,6 +138,7 @@ register_irf(
         differentiable=("tau",),
         doc="n linear reservoirs in series (gamma IRF), tau in routing steps; "
         "n may be fractional and carries no gradient",
+        units={"tau": "s", "n": "1"},
     )
 )
 
@@ -171,6 +174,7 @@ register_irf(
         check=_check_positive("L", "D", "c"),
         doc="diffusive-wave (Hayami) IRF: reach length L (m), diffusivity D (m²/step), "
         "celerity c (m/step); the inverse-Gaussian travel-time law",
+        units={"L": "m", "D": "m2 s-1", "c": "m s-1"},
     )
 )
 
@@ -227,6 +231,7 @@ register_irf(
         bounds={"k": (0.01, 5.0), "x": (0.0, 0.5)},
         check=_check_muskingum,
         doc="Muskingum: storage constant k (routing steps), weighting x (-)",
+        units={"k": "s", "x": "1"},
     )
 )
 

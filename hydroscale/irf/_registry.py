@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,8 @@ __all__ = [
     "stack_params",
     "irf_kernel",
     "irf_recursion",
+    "time_exponent",
+    "UNIT_SYMBOLS",
 ]
 
 KernelFn = Callable[[dict[str, torch.Tensor], int, int], torch.Tensor]
@@ -27,6 +30,37 @@ RecursionFn = Callable[[dict[str, torch.Tensor], int], torch.Tensor]
 
 class UnstableParametersError(ValueError):
     """IRF parameters that give a kernel with negative coefficients or unbounded growth."""
+
+
+#: symbols a parameter unit may use (SI, UDUNITS-style: ``"m2 s-1"``); ``"1"`` is dimensionless
+UNIT_SYMBOLS = ("s", "m", "kg")
+_UNIT_TERM = re.compile(r"([A-Za-z]+)(-?[0-9]+)?")
+
+
+def time_exponent(unit: str) -> int:
+    """The power of seconds in a unit string: ``"s"`` -> 1, ``"m2 s-1"`` -> -1, ``"1"`` -> 0.
+
+    Units are SI products of :data:`UNIT_SYMBOLS` with integer powers, separated by spaces
+    (``"m"``, ``"m s-1"``, ``"kg m-3"``), or ``"1"`` for a dimensionless parameter.
+    """
+    if not isinstance(unit, str):
+        raise TypeError(f"a unit must be a string such as 's', 'm s-1' or '1', got {unit!r}")
+    if unit.strip() == "1":
+        return 0
+    terms = unit.split()
+    powers: dict[str, int] = {}
+    for term in terms:
+        m = _UNIT_TERM.fullmatch(term)
+        if m is None or m.group(1) not in UNIT_SYMBOLS or m.group(1) in powers:
+            raise ValueError(
+                f"unit {unit!r}: expected SI symbols {list(UNIT_SYMBOLS)} each once with an "
+                "optional integer power, separated by spaces (e.g. 's', 'm2 s-1', 'm s-1'), "
+                "or '1' for dimensionless"
+            )
+        powers[m.group(1)] = int(m.group(2) or 1)
+    if not terms:
+        raise ValueError(f"unit {unit!r} is empty; use '1' for a dimensionless parameter")
+    return powers.get("s", 0)
 
 
 @dataclass(frozen=True)
@@ -46,6 +80,15 @@ class IRFSpec:
         invalid or unstable parameters (``bad_mask`` has the parameters' shape).
     differentiable : names of parameters that carry gradients.
     doc : one-line description with units.
+    units : name -> SI unit of the parameter (``"s"``, ``"m"``, ``"m2 s-1"``, ``"m s-1"``, ``"1"``;
+        see :func:`time_exponent`).  Kernels take parameters in routing-step units: the unit
+        with seconds replaced by routing steps (``k`` in steps, ``c`` in m/step).  The unit says
+        how a value in SI converts when the routing step ``dt`` (seconds) is given:
+        ``value_steps = value_si * dt ** -e``, ``e`` the power of seconds
+        (:attr:`time_exponents`, :meth:`step_factors`).  A parameter not named is
+        dimensionless (``"1"``, never converted); after creation ``units`` names every
+        parameter and :attr:`units_declared` says whether any unit was given at all (an IRF
+        that gives none cannot convert SI values: converting with ``dt`` is an error).
     recursion : optional ``recursion(params, substeps) -> Tensor [..., 3]``, the coefficients
         ``(b0, b1, a1)`` of the first-order recursive filter
         ``y[n] = b0 x[n] + b1 x[n - 1] + a1 y[n - 1]`` whose impulse response is ``kernel``
@@ -63,6 +106,8 @@ class IRFSpec:
     differentiable: tuple[str, ...] = field(default=())
     doc: str = ""
     recursion: RecursionFn | None = None
+    units: Mapping[str, str] = field(default_factory=dict)
+    units_declared: bool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.isidentifier():
@@ -79,10 +124,47 @@ class IRFSpec:
                 raise ValueError(f"IRF {self.name!r}: bounds of {p!r} must be finite lo < hi")
         if not self.differentiable:
             object.__setattr__(self, "differentiable", self.params)
+        unknown = sorted(set(self.units) - set(self.params))
+        if unknown:
+            raise ValueError(
+                f"IRF {self.name!r}: units name unknown parameters {unknown}; "
+                f"the params are {list(self.params)}"
+            )
+        for p, unit in self.units.items():
+            try:
+                time_exponent(unit)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"IRF {self.name!r}: units[{p!r}]: {exc}") from None
+        object.__setattr__(self, "units_declared", bool(self.units))
+        # a plain dict (like bounds), so that specs pickle to Dask workers
+        object.__setattr__(self, "units", {p: self.units.get(p, "1") for p in self.params})
 
     @property
     def n_params(self) -> int:
         return len(self.params)
+
+    @property
+    def time_exponents(self) -> dict[str, int]:
+        """name -> power of seconds in the parameter's unit (0 for dimensionless ones)."""
+        return {p: time_exponent(u) for p, u in self.units.items()}
+
+    def step_factors(self, dt: float) -> tuple[float, ...]:
+        """Factors ``[P]`` (column order) that turn SI values into routing-step units.
+
+        ``value_steps = value_si * factor`` with ``factor = dt ** -e`` (``dt``: the routing
+        step in seconds, ``e``: :attr:`time_exponents`).  Refused for an IRF that declares no
+        units, whose SI values cannot be told from routing-step ones.
+        """
+        if not self.units_declared:
+            raise ValueError(
+                f"IRF {self.name!r} declares no parameter units, so dt cannot convert them; "
+                "give them in routing-step units (dt=None), or register the IRF with units="
+            )
+        dt = float(dt)
+        if not (math.isfinite(dt) and dt > 0):
+            raise ValueError(f"dt must be a positive number of seconds, got {dt}")
+        exps = self.time_exponents
+        return tuple(dt ** -exps[p] for p in self.params)
 
 
 _REGISTRY: dict[str, IRFSpec] = {}

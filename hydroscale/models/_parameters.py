@@ -13,7 +13,8 @@ Both are called the same way, ``model(network_or_attributes=None, rows=None)``, 
 
 Bounds default to the IRF's :attr:`~hydroscale.irf.IRFSpec.bounds` (routing-step units);
 :func:`resolve_bounds` also takes scalars or per-reach arrays, and converts physical units
-(seconds, m²/s, m/s) to routing-step units with ``dt`` for the built-in IRFs.
+(seconds, m²/s, m/s) to routing-step units with ``dt``, by the units the IRF declares
+(:attr:`~hydroscale.irf.IRFSpec.units`).
 """
 
 from __future__ import annotations
@@ -33,23 +34,10 @@ __all__ = [
     "AttributeMLP",
     "FreeParameters",
     "ParameterModel",
-    "TIME_EXPONENTS",
     "resolve_bounds",
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Power of time in each built-in IRF parameter's unit: a value ``v`` in SI units is
-#: ``v * dt ** -e`` in routing-step units (``dt`` in seconds).  ``k`` [s] -> ``k / dt`` steps;
-#: ``c`` [m/s] -> ``c * dt`` m/step; ``D`` [m²/s] -> ``D * dt`` m²/step.
-TIME_EXPONENTS: dict[str, dict[str, int]] = {
-    "pure_lag": {"delay": 1},
-    "linear_storage": {"tau": 1},
-    "nash_cascade": {"tau": 1, "n": 0},
-    "muskingum": {"k": 1, "x": 0},
-    "hayami": {"L": 0, "D": -1, "c": -1},
-}
-
 
 def resolve_bounds(
     irf: str | IRFSpec,
@@ -68,8 +56,9 @@ def resolve_bounds(
         parameters not named keep the IRF's default bounds (routing-step units).
     n : number of reaches, required to check per-reach bounds.
     dt : when given, the bounds in ``bounds`` are in SI units (seconds, m/s, m²/s) and are
-        converted to routing-step units with the routing step ``dt`` (seconds), using
-        :data:`TIME_EXPONENTS` (built-in IRFs only).  The IRF's defaults are never converted.
+        converted to routing-step units with the routing step ``dt`` (seconds), by the IRF's
+        declared units (:meth:`~hydroscale.irf.IRFSpec.step_factors`).  The IRF's defaults
+        are never converted.
     dtype : dtype of the returned tensors.
     """
     spec = get_irf(irf)
@@ -78,9 +67,7 @@ def resolve_bounds(
     if unknown:
         raise ValueError(f"IRF {spec.name!r} has parameters {list(spec.params)}; bounds name "
                          f"unknown {unknown}")
-    if dt is not None and bounds and spec.name not in TIME_EXPONENTS:
-        raise ValueError(f"no unit conversion is known for IRF {spec.name!r}: give its bounds "
-                         "in routing-step units (dt=None)")
+    factors = dict(zip(spec.params, spec.step_factors(dt))) if dt is not None and bounds else {}
     lows, highs = [], []
     for name in spec.params:
         if name in bounds:
@@ -88,8 +75,7 @@ def resolve_bounds(
             lo = torch.as_tensor(lo, dtype=torch.float64)
             hi = torch.as_tensor(hi, dtype=torch.float64)
             if dt is not None:
-                scale = float(dt) ** -TIME_EXPONENTS[spec.name][name]
-                lo, hi = lo * scale, hi * scale
+                lo, hi = lo * factors[name], hi * factors[name]
         else:
             lo = torch.tensor(float(spec.bounds[name][0]), dtype=torch.float64)
             hi = torch.tensor(float(spec.bounds[name][1]), dtype=torch.float64)
@@ -140,10 +126,6 @@ class ParameterModel(nn.Module):
         low, high = resolve_bounds(self.spec, bounds, n=self.n_reaches, dt=dt, dtype=dtype)
         self.register_buffer("low", low)
         self.register_buffer("high", high)
-
-    @property
-    def param_names(self) -> tuple[str, ...]:
-        return self.spec.params
 
     def _bounds_rows(self, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.low.ndim == 1 or rows is None:

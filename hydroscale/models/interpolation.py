@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..network import format_ids
+
 __all__ = ["CatchmentInterpolator", "box_overlap_table", "polygon_overlap_table"]
 
 logger = logging.getLogger(__name__)
@@ -38,10 +40,8 @@ _LENGTH_TO_KM = {"m": 1.0e-3, "km": 1.0}
 _CHUNK_ELEMENTS = 1 << 25  # gathered products per time chunk in forward()
 
 
-def _some(a: Any, k: int = 8) -> str:
-    a = np.asarray(a).ravel()
-    s = ", ".join(str(v) for v in a[:k])
-    return f"[{s}{', ...' if a.size > k else ''}] ({a.size} in all)" if a.size > k else f"[{s}]"
+def _some(a: Any) -> str:
+    return format_ids(a, k=8)
 
 
 def _lookup(wanted: np.ndarray, known: np.ndarray, what: str) -> np.ndarray:

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._validation import NetworkError, _some, check_ids, kahn_levels, resolve_downstream
+from ._format import format_ids
+from ._validation import NetworkError, check_ids, kahn_levels, resolve_downstream
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -52,8 +53,8 @@ class RiverNetwork:
         bad = np.flatnonzero((down < -1) | (down >= ids.size))
         if bad.size:
             raise NetworkError(
-                f"downstream indices of reaches {_some(ids[bad])} are out of range "
-                f"[-1, {ids.size - 1}]: {_some(down[bad])}"
+                f"downstream indices of reaches {format_ids(ids[bad])} are out of range "
+                f"[-1, {ids.size - 1}]: {format_ids(down[bad])}"
             )
         self._ids = ids
         self._down = down
@@ -91,10 +92,10 @@ class RiverNetwork:
         marks = np.unique(ids[(ids < 0) | np.isin(ids, np.asarray(outlet_values, np.int64))])
         if marks.size:
             raise NetworkError(
-                f"reach id(s) {_some(marks)} mark outlets in the downstream ids (outlet_values="
-                f"{tuple(outlet_values)}, or any negative id), so no reach could drain into "
-                "them: renumber these reaches (any unused positive id), or pass other "
-                "outlet_values"
+                f"reach id(s) {format_ids(marks)} mark outlets in the downstream ids "
+                f"(outlet_values={tuple(outlet_values)}, or any negative id), so no reach could "
+                "drain into them: renumber these reaches (any unused positive id), or pass "
+                "other outlet_values"
             )
         down = resolve_downstream(ids, downstream_ids, outlet_values)
         return cls(ids, down, attrs)
@@ -119,14 +120,15 @@ class RiverNetwork:
         twice = np.unique(srt[1:][srt[1:] == srt[:-1]])
         if twice.size:
             raise NetworkError(
-                f"reach(es) {_some(twice)} have two or more downstream reaches (a bifurcation); "
-                "hydroscale routes in-trees: keep one downstream edge per reach"
+                f"reach(es) {format_ids(twice)} have two or more downstream reaches "
+                "(a bifurcation); hydroscale routes in-trees: keep one downstream edge per reach"
             )
         for name, arr in (("upstream", up), ("downstream", dn)):
             unknown = np.setdiff1d(arr, ids)
             if unknown.size:
                 raise NetworkError(
-                    f"edges name {name} ids that are not reaches of the network: {_some(unknown)}"
+                    f"edges name {name} ids that are not reaches of the network: "
+                    f"{format_ids(unknown)}"
                 )
         order = np.argsort(ids)
         down = np.full(ids.size, -1, dtype=np.int64)
@@ -146,20 +148,6 @@ class RiverNetwork:
             for name in attrs
         }
         return cls.from_edges(ids, edges[:, 0], edges[:, 1], **data)
-
-    @classmethod
-    def from_rapid_connect(cls, path: str, **kwargs: Any) -> RiverNetwork:
-        """Read a RAPID ``rapid_connect.csv`` (full or two-column id/downstream form)."""
-        from ..io.rapid import read_rapid_connect
-
-        return read_rapid_connect(path, **kwargs)
-
-    @classmethod
-    def from_routelink(cls, path: str, **kwargs: Any) -> RiverNetwork:
-        """Read an NWM ``RouteLink.nc`` (``link``, ``to`` and per-link attributes)."""
-        from ..io.nwm import read_routelink
-
-        return read_routelink(path, **kwargs)
 
     # ------------------------------------------------------------------ basic properties
     @property
@@ -253,7 +241,7 @@ class RiverNetwork:
         idx = order[pos]
         bad = self._ids[idx] != ids
         if np.any(bad):
-            raise KeyError(f"reach ids not in the network: {_some(np.ravel(ids[bad]))}")
+            raise KeyError(f"reach ids not in the network: {format_ids(np.ravel(ids[bad]))}")
         return idx
 
     @cached_property

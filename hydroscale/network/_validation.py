@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["NetworkError", "check_ids", "resolve_downstream", "kahn_levels"]
+from ._format import format_ids
 
-_SHOW = 10  # how many offending ids an error message lists
+__all__ = ["NetworkError", "check_ids", "resolve_downstream", "kahn_levels"]
 
 
 class NetworkError(ValueError):
     """A river network that breaks the contract of DESIGN §1 (in-tree forest, unique ids)."""
 
 
-def _some(ids: np.ndarray) -> str:
-    ids = np.asarray(ids)
-    shown = ", ".join(str(int(i)) for i in ids[:_SHOW])
-    more = f" and {ids.size - _SHOW} more" if ids.size > _SHOW else ""
-    return f"[{shown}{more}]"
 
 
 def check_ids(ids: np.ndarray) -> np.ndarray:
@@ -37,7 +32,7 @@ def check_ids(ids: np.ndarray) -> np.ndarray:
     dup = np.unique(srt[1:][srt[1:] == srt[:-1]])
     if dup.size:
         raise NetworkError(
-            f"{dup.size} reach id(s) are listed more than once: {_some(dup)}; "
+            f"{dup.size} reach id(s) are listed more than once: {format_ids(dup)}; "
             "each reach must appear exactly once"
         )
     return ids
@@ -69,7 +64,7 @@ def resolve_downstream(
         bad = np.flatnonzero(missing)
         raise NetworkError(
             f"{bad.size} reach(es) point to downstream ids that are not in the network: "
-            f"reaches {_some(ids[bad])} -> downstream {_some(downstream_ids[bad])}; "
+            f"reaches {format_ids(ids[bad])} -> downstream {format_ids(downstream_ids[bad])}; "
             f"add those reaches, or mark outlets with one of {outlet_values} or a negative id"
         )
     down = np.where(is_outlet, -1, order[pos]).astype(np.int64)
@@ -85,7 +80,7 @@ def kahn_levels(ids: np.ndarray, down: np.ndarray) -> np.ndarray:
     n = down.size
     self_loop = np.flatnonzero(down == np.arange(n))
     if self_loop.size:
-        raise NetworkError(f"reach(es) {_some(ids[self_loop])} flow into themselves (a cycle)")
+        raise NetworkError(f"reach(es) {format_ids(ids[self_loop])} flow into themselves (a cycle)")
     has_down = down >= 0
     indeg = np.bincount(down[has_down], minlength=n).astype(np.int64)
     level = np.full(n, -1, dtype=np.int32)
@@ -104,7 +99,7 @@ def kahn_levels(ids: np.ndarray, down: np.ndarray) -> np.ndarray:
     left = np.flatnonzero(level < 0)
     if left.size:
         raise NetworkError(
-            f"the network has a cycle through {left.size} reach(es) {_some(ids[left])}; "
+            f"the network has a cycle through {left.size} reach(es) {format_ids(ids[left])}; "
             "river networks must be forests of in-trees (fix the downstream ids of these reaches)"
         )
     return level

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..network import RiverNetwork
-from ..network._validation import _some
+from ..network import RiverNetwork, format_ids
 
 __all__ = ["PartitionError", "CutResult", "cut_forest", "merge_small_clusters"]
 
@@ -71,8 +70,8 @@ def _check_travel_time(
     bad = np.flatnonzero(~np.isfinite(t) | (t < 0))
     if bad.size:
         raise PartitionError(
-            f"travel_time must be finite and >= 0; reaches {_some(network.ids[bad])} have "
-            f"{_some(np.round(t[bad], 6))}"
+            f"travel_time must be finite and >= 0; reaches {format_ids(network.ids[bad])} have "
+            f"{format_ids(np.round(t[bad], 6))}"
         )
     if not np.isfinite(max_travel_time) or max_travel_time <= 0:
         raise PartitionError(f"max_travel_time must be > 0 routing steps, got {max_travel_time}")

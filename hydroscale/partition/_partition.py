@@ -16,6 +16,7 @@ import numpy as np
 from ..network import RiverNetwork
 from ._cut import PartitionError, cut_forest, merge_small_clusters
 from ._placement import place_clusters, wave_loads
+from ._report import plot_partition, report_text
 
 __all__ = ["Partition", "partition_network", "network_checksums"]
 
@@ -232,14 +233,10 @@ class Partition:
 
     def report(self) -> str:
         """A text table: clusters, waves, reaches per cluster, critical path, balance, edges."""
-        from ._report import report_text
-
         return report_text(self)
 
     def plot(self, path: str | Path) -> Path:
         """Write a PNG summary (cluster sizes, work per wave and worker, imbalance) to ``path``."""
-        from ._report import plot_partition
-
         return plot_partition(self, path)
 
     # ------------------------------------------------------------------ persistence

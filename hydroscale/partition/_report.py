@@ -1,21 +1,55 @@
-"""Text and PNG reports of a :class:`~hydroscale.partition.Partition`."""
+"""Text and PNG reports of a :class:`~hydroscale.partition.Partition`.
+
+The functions take any object with a partition's arrays and summaries (:class:`PartitionLike`),
+so this module does not import :mod:`._partition` (which calls it from ``report``/``plot``).
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from ._partition import Partition
-
-__all__ = ["report_text", "plot_partition"]
+__all__ = ["PartitionLike", "report_text", "plot_partition"]
 
 logger = logging.getLogger(__name__)
 
 _MAX_WAVE_ROWS = 40
+
+
+class PartitionLike(Protocol):
+    """What the reports read from a :class:`~hydroscale.partition.Partition`."""
+
+    n_workers: int
+    size: np.ndarray  # reaches per cluster [C]
+    travel_time: np.ndarray  # longest in-cluster travel time per cluster [C], steps
+    work: np.ndarray  # work per cluster [C]
+    wave: np.ndarray  # wave of each cluster [C]
+    worker: np.ndarray  # worker of each cluster [C]
+    src_cluster: np.ndarray  # upstream cluster of each transfer edge [E]
+    dst_cluster: np.ndarray  # downstream cluster of each transfer edge [E]
+    options: Mapping[str, Any]
+
+    @property
+    def n_reaches(self) -> int: ...
+
+    @property
+    def n_clusters(self) -> int: ...
+
+    @property
+    def n_waves(self) -> int: ...
+
+    @property
+    def n_transfer_edges(self) -> int: ...
+
+    def wave_load(self) -> np.ndarray: ...  # [n_waves, n_workers]
+
+    def wave_imbalance(self) -> np.ndarray: ...  # [n_waves]
+
+    def critical_path_work(self) -> float: ...
 
 
 def _stats(x: np.ndarray) -> str:
@@ -25,7 +59,7 @@ def _stats(x: np.ndarray) -> str:
     return f"min {q[0]:.4g}  median {q[1]:.4g}  mean {x.mean():.4g}  max {q[2]:.4g}"
 
 
-def report_text(p: Partition) -> str:
+def report_text(p: PartitionLike) -> str:
     """The partition summary and a per-wave table, as text."""
     load = p.wave_load()
     imb = p.wave_imbalance()
@@ -67,7 +101,7 @@ def report_text(p: Partition) -> str:
     return "\n".join(lines)
 
 
-def plot_partition(p: Partition, path: str | Path) -> Path:
+def plot_partition(p: PartitionLike, path: str | Path) -> Path:
     """Four panels: cluster sizes, work per wave and worker shares, imbalance, travel times."""
     import matplotlib
 

@@ -16,11 +16,19 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["EngineSpec", "register_engine", "select_engine", "list_engines", "get_engine"]
+__all__ = [
+    "ENGINE_ENV_VAR",
+    "EngineSpec",
+    "register_engine",
+    "select_engine",
+    "list_engines",
+    "get_engine",
+]
 
 logger = logging.getLogger(__name__)
 
-ENV_VAR = "HYDROSCALE_ENGINE"
+#: environment variable naming the engine :func:`select_engine` uses when none is given
+ENGINE_ENV_VAR = "HYDROSCALE_ENGINE"
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,9 @@ class EngineSpec:
     fn: Callable[..., torch.Tensor]
     rank: dict[str, int]
     available: Callable[[], bool] = lambda: True
+    #: the engine routes a partition: callers pass ``cluster_of`` (clusters bounded in size,
+    #: from :func:`hydroscale.partition.partition_network`)
+    clustered: bool = False
 
     def supports(self, device_type: str) -> bool:
         return device_type in self.rank and self.available()
@@ -62,7 +73,7 @@ def select_engine(device: torch.device | str, explicit: str | None = None) -> En
     """The engine to use on ``device``: ``explicit``, else ``$HYDROSCALE_ENGINE``, else the
     highest-ranked registered engine that supports the device type."""
     dtype = torch.device(device).type
-    name = explicit or os.environ.get(ENV_VAR) or None
+    name = explicit or os.environ.get(ENGINE_ENV_VAR) or None
     if name:
         spec = get_engine(name)
         if not spec.supports(dtype):

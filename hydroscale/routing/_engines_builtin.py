@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..kernels import triton_available
@@ -16,12 +15,6 @@ from ._router import StagedRouter
 __all__: list[str] = []
 
 
-def _default_clusters(network: RiverNetwork, max_reaches: int) -> np.ndarray:
-    from ..partition import partition_network  # lazy: only the engine entry point needs it
-
-    return partition_network(network, max_reaches=max_reaches).cluster_of
-
-
 def _route(
     backend: str,
     network: RiverNetwork,
@@ -31,17 +24,16 @@ def _route(
     substeps: int = 1,
     *,
     cluster_of: Any = None,
-    max_reaches: int = 512,
     window: int | str = "auto",
     allow_unstable: bool = False,
     storage_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """Route with a :class:`StagedRouter`; clusters from ``cluster_of`` or, when None, from
-    :func:`hydroscale.partition.partition_network` with ``max_reaches``."""
-    if cluster_of is None:
-        cluster_of = _default_clusters(network, max_reaches)
+    """Route with a :class:`StagedRouter` over the clusters ``cluster_of`` (the caller's
+    partition, see :attr:`EngineSpec.clustered`; one cluster per basin when None)."""
+    clusters = (RivTreeCluster.by_basin(network) if cluster_of is None
+                else RivTreeCluster(network, cluster_of))
     router = StagedRouter(
-        RivTreeCluster(network, cluster_of), irf, substeps=substeps, window=window,
+        clusters, irf, substeps=substeps, window=window,
         dtype=runoff.dtype, storage_dtype=storage_dtype, backend=backend,
         device=runoff.device, allow_unstable=allow_unstable,
     )
@@ -59,7 +51,7 @@ def _triton_engine(network, runoff, irf, params, substeps=1, **options):
     return _route("triton", network, runoff, irf, params, substeps, **options)
 
 
-register_engine(EngineSpec("torch", _torch_engine, rank={"cpu": 10, "cuda": 10}))
-register_engine(
-    EngineSpec("triton", _triton_engine, rank={"cuda": 20}, available=triton_available)
-)
+register_engine(EngineSpec("torch", _torch_engine, rank={"cpu": 10, "cuda": 10},
+                           clustered=True))
+register_engine(EngineSpec("triton", _triton_engine, rank={"cuda": 20},
+                           available=triton_available, clustered=True))

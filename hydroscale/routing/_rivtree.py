@@ -26,8 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..network import RiverNetwork
-from ..network._validation import _some
+from ..network import RiverNetwork, format_ids
 
 __all__ = ["RivTree", "RivTreeCluster"]
 
@@ -117,15 +116,15 @@ class RivTreeCluster:
         if n and cl.min() < 0:
             bad = np.flatnonzero(cl < 0)
             raise ValueError(
-                f"cluster_of must be >= 0; reaches {_some(network.ids[bad])} have "
-                f"{_some(cl[bad])}"
+                f"cluster_of must be >= 0; reaches {format_ids(network.ids[bad])} have "
+                f"{format_ids(cl[bad])}"
             )
         n_clusters = int(cl.max()) + 1 if n else 0
         counts = np.bincount(cl, minlength=n_clusters)
         if n and (counts == 0).any():
             empty = np.flatnonzero(counts == 0)
             raise ValueError(
-                f"cluster ids must be 0..C-1 without gaps; clusters {_some(empty)} are empty "
+                f"cluster ids must be 0..C-1 without gaps; clusters {format_ids(empty)} are empty "
                 "(renumber with np.unique(cluster_of, return_inverse=True) in topological order)"
             )
         down = network.downstream
@@ -136,8 +135,9 @@ class RivTreeCluster:
         if back.size:
             raise ValueError(
                 "cluster ids must follow the cluster DAG (upstream clusters have smaller ids); "
-                f"reaches {_some(network.ids[back])} in clusters {_some(cl[back])} drain into "
-                f"reaches {_some(network.ids[down[back]])} of clusters {_some(cl[down[back]])}"
+                f"reaches {format_ids(network.ids[back])} in clusters {format_ids(cl[back])} "
+                f"drain into reaches {format_ids(network.ids[down[back]])} of clusters "
+                f"{format_ids(cl[down[back]])}"
             )
         self.network = network
         self.n_reaches = n
@@ -269,18 +269,6 @@ class RivTreeCluster:
             inlets=local[inlets],
             inlet_from=[np.stack([self.cluster_of[f], f], axis=1) for f in feeding],
         )
-
-    def hop_depth(self) -> np.ndarray:
-        """``[N]`` number of reaches on the in-cluster path from each reach to its cluster exit
-        or outlet (1 for an exit); the number of path kernels with this reach as source."""
-        depth = np.ones(self.n_reaches, dtype=np.int64)
-        ptr = self.network.level_ptr
-        for lv in range(self.network.n_levels - 1, -1, -1):
-            idx = self.network.topo_order[ptr[lv] : ptr[lv + 1]]
-            d = self.down_in[idx]
-            ok = d >= 0
-            depth[idx[ok]] += depth[d[ok]]
-        return depth
 
     def chain_key(self) -> np.ndarray:
         """``[N]`` float sort key (network order) that lists reaches chain by chain: the

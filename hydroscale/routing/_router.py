@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..irf import get_irf, irf_kernel, stack_params
+from ..irf import irf_kernel, stack_params
 from ..kernels import PathLayout, RowTarget, path_conv_sum, path_conv_sum_into, select_backend
-from ..network._validation import _some
+from ..network import format_ids
 from ._aggregation import (
     MAX_AUTO_WINDOW,
     PathKernels,
@@ -44,6 +44,7 @@ from ._aggregation import (
     fitted_window,
     plan_pairs,
 )
+from ._options import RoutingOptions
 from ._rivtree import RivTreeCluster
 from ._window import check_truncation
 
@@ -149,77 +150,45 @@ class StagedRouter:
     Parameters
     ----------
     clusters : the partitioned network.
-    irf : registered IRF name or spec.
-    substeps : f, routing at ``dt = Δt / f`` (runoff spread evenly, discharge averaged).
-    window : K, kernel taps in routing steps, or ``"auto"`` (resolved from the parameters at
-        the first :meth:`aggregate`, then fixed; see :meth:`auto_window`).
-    window_tolerance : largest truncated mass (fraction of a path's unit response) a window
-        may leave out of any in-cluster path (default 1e-6, about float32 resolution): the
-        ``"auto"`` window is the shortest within it, and routing from a zero state with a
-        window shorter than the input and kernels beyond it raises
-        :class:`~hydroscale.routing.WindowTruncationError` (with a carried state the caller
-        checks against the whole run: :meth:`check_window`).
-    dtype : compute dtype of runoff and discharge (float32 default; float64 for tests).
-    storage_dtype : optional ``torch.bfloat16``/``torch.float16``: runoff, transfer buffers and
-        kernels are stored in it, products accumulate in float32 (Triton backend).
-    backend : kernel backend, ``"auto"``, ``"torch"`` or ``"triton"``.
+    irf : registered IRF name or spec (the ``irf`` of the options).
+    options : the routing (:class:`~hydroscale.routing.RoutingOptions`: substeps, window,
+        window_tolerance, dtypes, backend, precision, allow_unstable, max_batch_reaches);
+        ``**routing`` keywords build or amend it.  A window that leaves more than
+        ``window_tolerance`` out of a path is refused: routing from a zero state checks it
+        against the series routed; with a carried state the caller checks it against the
+        whole run (:meth:`check_window`, :meth:`fit_window`).  ``"auto"`` is resolved at the
+        first :meth:`forward` (or :meth:`aggregate`, :meth:`fit_window`), then fixed.
     device : where the router's index tensors live (default CPU).
-    allow_unstable : accept parameters the IRF's check rejects (see :func:`irf_kernel`).
     only : optional cluster ids to route (default all); with a subset, :meth:`forward_chunk`
         is the entry point (the distributed runtime routes its own clusters).
-    precision : Triton matmul precision (see :func:`~hydroscale.kernels.path_conv`).
-    max_batch_reaches : the clusters of a wave are routed in batches of at most this many
-        reaches (bounds the temporary outputs; one kernel launch per batch).
-    aggregate_dtype : arithmetic of the path-kernel aggregation.  float64 (default) keeps
-        the kernels and the truncated-mass report exact to ~1e-14; float32 about halves the
-        aggregation's time and memory (a calibration re-aggregates every iteration) at
-        ~1e-6 relative error, and its truncated-mass report then includes float32
-        rounding (~1e-6).
     """
 
     def __init__(
         self,
         clusters: RivTreeCluster,
-        irf: Any,
+        irf: Any = None,
+        options: RoutingOptions | None = None,
         *,
-        substeps: int = 1,
-        window: int | str = "auto",
-        dtype: torch.dtype = torch.float32,
-        storage_dtype: torch.dtype | None = None,
-        backend: str = "auto",
         device: Any = None,
-        allow_unstable: bool = False,
         only: Any = None,
-        precision: str | None = None,
-        max_batch_reaches: int = 1 << 17,
-        aggregate_dtype: torch.dtype = torch.float64,
-        window_tolerance: float = 1e-6,
+        **routing: Any,
     ) -> None:
-        if int(substeps) != substeps or substeps < 1:
-            raise ValueError(f"substeps must be a positive integer, got {substeps}")
-        if window != "auto" and (int(window) != window or int(window) < 1):
-            raise ValueError(f"window must be a positive number of steps or 'auto', got {window}")
-        if storage_dtype not in (None, torch.bfloat16, torch.float16, dtype):
-            raise ValueError(
-                f"storage_dtype must be None, bfloat16 or float16, got {storage_dtype}"
-            )
+        if irf is not None:
+            routing["irf"] = irf
+        o = self.options = RoutingOptions.build(options, **routing)
         self.clusters = clusters
-        self.spec = get_irf(irf)
-        self.f = int(substeps)
-        self.window = None if window == "auto" else int(window)
-        self.dtype = dtype
-        self.storage_dtype = storage_dtype if storage_dtype not in (None, dtype) else None
-        self.backend = backend
-        self.precision = precision
+        self.spec = o.spec
+        self.f = o.substeps
+        self.window = None if o.window == "auto" else int(o.window)
+        self.dtype = o.dtype
+        self.storage_dtype = o.storage_dtype
+        self.backend = o.backend
+        self.precision = o.precision
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.allow_unstable = allow_unstable
-        self.max_batch = int(max_batch_reaches)
-        if aggregate_dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"aggregate_dtype must be float32 or float64, got {aggregate_dtype}")
-        self.aggregate_dtype = aggregate_dtype
-        if not window_tolerance >= 0:
-            raise ValueError(f"window_tolerance must be >= 0, got {window_tolerance}")
-        self.window_tolerance = float(window_tolerance)
+        self.allow_unstable = o.allow_unstable
+        self.max_batch = int(o.max_batch_reaches)
+        self.aggregate_dtype = o.aggregate_dtype
+        self.window_tolerance = float(o.window_tolerance)
         cs = clusters
         self.only = None if only is None else np.unique(np.asarray(only, dtype=np.int64))
         self.plan = plan_pairs(cs, self.only)
@@ -315,7 +284,7 @@ class StagedRouter:
         k0, k1 = key
         cl = self._by_rank[k0:k1]
         if self.only is not None and not np.isin(cl, self.only).all():
-            raise ValueError(f"clusters {_some(cl)} are outside this router's subset")
+            raise ValueError(f"clusters {format_ids(cl)} are outside this router's subset")
         first, last = int(cl[0]), int(cl[-1])
         r0, r1 = int(cs.reach_ptr_cluster[first, 0]), int(cs.reach_ptr_cluster[last, 1])
         e0, e1 = int(cs.exit_ptr_cluster[first, 0]), int(cs.exit_ptr_cluster[last, 1])

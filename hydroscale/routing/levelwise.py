@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from ..irf import average_substeps, get_irf, irf_kernel, spread_to_substeps, stack_params
 from ..network import RiverNetwork
 from ._engines import EngineSpec, register_engine
+from ._options import RoutingOptions
 from ._window import check_reach_truncation
 from .oracle import causal_conv_fft
 
@@ -37,40 +38,37 @@ class LevelRouter:
     Parameters
     ----------
     network : the river network (N reaches).
-    irf : registered IRF name or spec.
-    substeps : f, routing at ``dt = Δt / f`` (runoff spread evenly, discharge averaged).
-    window : K, kernel taps per reach in routing steps (``K · f`` sub-step taps).
+    irf : registered IRF name or spec (the ``irf`` of the options).
+    options : the routing (:class:`~hydroscale.routing.RoutingOptions`; this engine reads
+        ``irf``, ``substeps``, ``window``, ``window_tolerance`` and ``allow_unstable``);
+        ``**routing`` keywords build or amend it.  ``window`` is K, kernel taps per reach in
+        routing steps (``K · f`` sub-step taps); ``"auto"`` is fitted at the first call
+        (:func:`auto_level_window`).  The truncation of a path is bounded by the sum of its
+        reaches' truncated kernel masses: routing more steps than the window with more than
+        ``window_tolerance`` left out raises
+        :class:`~hydroscale.routing.WindowTruncationError`.
     device : where the index tensors live (default CPU); runoff must be on it.
-    allow_unstable : accept parameters the IRF's check rejects (see :func:`irf_kernel`).
-    window_tolerance : the largest mass the window may cut off any path (the sum of its
-        reaches' truncated kernel masses bounds it): routing more steps than ``window``
-        with more left out raises :class:`~hydroscale.routing.WindowTruncationError`.
     """
 
     def __init__(
         self,
         network: RiverNetwork,
-        irf: Any,
+        irf: Any = None,
+        options: RoutingOptions | None = None,
         *,
-        substeps: int = 1,
-        window: int = 32,
         device: Any = None,
-        allow_unstable: bool = False,
-        window_tolerance: float = 1e-6,
+        **routing: Any,
     ) -> None:
-        if int(substeps) != substeps or substeps < 1:
-            raise ValueError(f"substeps must be a positive integer, got {substeps}")
-        if int(window) != window or window < 1:
-            raise ValueError(f"window must be a positive number of routing steps, got {window}")
-        if not window_tolerance >= 0:
-            raise ValueError(f"window_tolerance must be >= 0, got {window_tolerance}")
-        self.window_tolerance = float(window_tolerance)
+        if irf is not None:
+            routing["irf"] = irf
+        o = self.options = RoutingOptions.build(options, **routing)
         self.network = network
-        self.spec = get_irf(irf)
-        self.f = int(substeps)
-        self.window = int(window)
+        self.spec = o.spec
+        self.f = o.substeps
+        self.window: int | None = None if o.window == "auto" else int(o.window)
+        self.window_tolerance = float(o.window_tolerance)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.allow_unstable = allow_unstable
+        self.allow_unstable = o.allow_unstable
         self.truncated_mass: np.ndarray | None = None
         order = np.asarray(network.topo_order, dtype=np.int64)
         ptr = np.asarray(network.level_ptr, dtype=np.int64)
@@ -141,11 +139,17 @@ class LevelRouter:
 
     def fit_window(self, param_sets: Any, run_steps: int | None = None,
                    what: str = "the levels engine") -> None:
-        """Check the window for every parameter set a run may use (e.g. the corners of a
-        calibration's bounds) over ``run_steps`` steps, before the run."""
+        """Fit an ``"auto"`` window for, and check a given one at, every parameter set a run
+        may use (e.g. the corners of a calibration's bounds) over ``run_steps`` steps, before
+        the run."""
+        sets = list(param_sets)
+        if self.window is None:
+            self.window = auto_level_window(self.network, self.spec, sets, self.f,
+                                            int(run_steps) if run_steps else 1 << 20,
+                                            tol=self.window_tolerance, allow_unstable=True)
         if run_steps is not None and self.window >= int(run_steps):
             return
-        for p in param_sets:
+        for p in sets:
             with torch.no_grad():
                 self.kernels(p, check=False)
             self.check_window(run_steps, what)
@@ -158,6 +162,10 @@ class LevelRouter:
         r = torch.as_tensor(runoff, device=self.device)
         if r.ndim != 3 or r.shape[1] != n:
             raise ValueError(f"runoff must be [B, N={n}, T], got {tuple(r.shape)}")
+        if self.window is None:
+            self.window = auto_level_window(self.network, self.spec, params, self.f,
+                                            int(r.shape[-1]), tol=self.window_tolerance,
+                                            allow_unstable=True)
         h = self.kernels(params).to(r.dtype)
         self.check_window(int(r.shape[-1]))
         w = h.index_select(0, self._order)

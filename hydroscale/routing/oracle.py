@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..irf import average_substeps, get_irf, irf_kernel, spread_to_substeps, stack_params
@@ -122,11 +121,6 @@ def route_oracle(
     if not return_substeps:
         q = average_substeps(q, substeps)
     return q[0] if added else q
-
-
-def drained_mass(q: torch.Tensor, network: RiverNetwork) -> np.ndarray:
-    """Total volume (m³/s × steps) leaving the network's outlets, per batch row."""
-    return q[..., network.outlets, :].sum(dim=(-1, -2)).cpu().numpy()
 
 
 def _oracle_engine(network, runoff, irf, params, substeps=1, **options):

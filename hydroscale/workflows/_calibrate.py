@@ -25,7 +25,7 @@ import torch
 
 from ..irf import get_irf
 from ..routing import select_engine
-from ._inputs import RouteInputs, build_inputs, build_params
+from ._inputs import RouteInputs, build_inputs, build_params, routing_options
 from ._route import NullProgress, Progress, _device, output_folder_lock
 
 __all__ = ["run_calibrate", "twin_gauges"]
@@ -119,26 +119,33 @@ def _model(cfg: dict[str, Any], inputs: RouteInputs, dtype: torch.dtype) -> Any:
     return FreeParameters(rt["irf"], inputs.network, bounds, init=init, dtype=dtype)
 
 
+def calibration_options(cfg: dict[str, Any], n_steps: int) -> Any:
+    """The workflow's :class:`~hydroscale.calibration.CalibrationOptions` (built once): the
+    training period is the first ``1 - validation_fraction`` of the ``n_steps`` steps."""
+    from ..calibration import CalibrationOptions
+
+    cc = cfg["calibration"]
+    split = int(round(n_steps * (1.0 - cc["validation_fraction"])))
+    return CalibrationOptions(
+        loss=cc["loss"], warmup=cc["warmup"], train=slice(0, split),
+        validation=slice(split, n_steps) if split < n_steps else None,
+        optimizer=cc["optimizer"], lr=cc["lr"], gauge_fraction=cc["gauge_fraction"],
+        checkpoint_dir=Path(cfg["output"]["dir"]) / "checkpoints",
+        checkpoint_every=cc["checkpoint_every"], seed=cc["seed"])
+
+
 def _distributed(cfg: dict[str, Any], client: Any, inputs: RouteInputs, runoff: np.ndarray,
-                 obs: Any, model: Any, dtype: torch.dtype, split: int) -> Any:
+                 obs: Any, model: Any) -> Any:
     from ..calibration import DistributedCalibrator
     from ..distributed import worker_addresses
     from ..partition import partition_network
 
-    rt, cc = cfg["routing"], cfg["calibration"]
-    net, f = inputs.network, inputs.forcing
-    part = partition_network(net, max_reaches=rt["max_reaches"],
+    net = inputs.network
+    part = partition_network(net, max_reaches=cfg["routing"]["max_reaches"],
                              n_workers=len(worker_addresses(client)))
-    backend = rt["engine"] if rt["engine"] in ("torch", "triton") else "auto"
-    out = Path(cfg["output"]["dir"])
     return DistributedCalibrator(
-        client, net, runoff, obs, model, partition=part, substeps=rt["substeps"],
-        window=rt["window"], loss=cc["loss"], warmup=cc["warmup"], train=slice(0, split),
-        validation=slice(split, f.n_steps) if split < f.n_steps else None,
-        optimizer=cc["optimizer"], lr=cc["lr"], gauge_fraction=cc["gauge_fraction"],
-        checkpoint_dir=out / "checkpoints", checkpoint_every=cc["checkpoint_every"],
-        seed=cc["seed"], dtype=dtype, allow_unstable=rt["allow_unstable"],
-        engine_options={"backend": backend})
+        client, net, runoff, obs, model, partition=part, options=routing_options(cfg),
+        calibration=calibration_options(cfg, inputs.forcing.n_steps))
 
 
 def run_calibrate(cfg: dict[str, Any], *, progress: Progress = NullProgress,
@@ -156,40 +163,30 @@ def _run_calibrate(cfg: dict[str, Any], progress: Progress, client: Any) -> dict
     from ..calibration import Calibrator
 
     t_start = time.perf_counter()
-    rt, cc = cfg["routing"], cfg["calibration"]
-    out = Path(cfg["output"]["dir"])
+    rt = cfg["routing"]
     inputs = build_inputs(cfg)
     net, f = inputs.network, inputs.forcing
     runoff = f.read(0, f.n_steps)
     obs, truth = _observations(cfg, inputs, runoff)
     dtype = torch.float64 if rt["dtype"] == "float64" else torch.float32
-    split = int(round(f.n_steps * (1.0 - cc["validation_fraction"])))
     page = None
     if client is not None:
         from ..calibration.dashboard import attach_dashboard
 
         model = _model(cfg, inputs, dtype)
-        cal = _distributed(cfg, client, inputs, runoff, obs, model, dtype, split)
+        cal = _distributed(cfg, client, inputs, runoff, obs, model)
         page = attach_dashboard(cal, client).url
         device = f"{cal.engine.n_workers} workers"
     else:
         device = _device(rt["device"])
         model = _model(cfg, inputs, dtype).to(device)
-        options: dict[str, Any] = {}
         name = rt["engine"] if rt["engine"] != "auto" else select_engine(device).name
-        if name in ("levels", "torch", "triton"):
-            options["window"] = rt["window"]
-        if name in ("torch", "triton"):
-            options["max_reaches"] = rt["max_reaches"]
+        engine_options = {"max_reaches": rt["max_reaches"]} if name in ("torch", "triton") \
+            else {}
         cal = Calibrator(
-            net, torch.from_numpy(runoff), obs, model, substeps=rt["substeps"],
-            engine=rt["engine"], engine_options=options, loss=cc["loss"], warmup=cc["warmup"],
-            train=slice(0, split),
-            validation=slice(split, f.n_steps) if split < f.n_steps else None,
-            optimizer=cc["optimizer"], lr=cc["lr"], gauge_fraction=cc["gauge_fraction"],
-            checkpoint_dir=out / "checkpoints", checkpoint_every=cc["checkpoint_every"],
-            seed=cc["seed"], device=device, dtype=dtype, allow_unstable=rt["allow_unstable"],
-        )
+            net, torch.from_numpy(runoff), obs, model, options=routing_options(cfg),
+            calibration=calibration_options(cfg, f.n_steps), engine=rt["engine"],
+            engine_options=engine_options, device=device)
     try:
         return _calibrate(cfg, cal, inputs, obs, truth, model, device, page, t_start,
                           progress)

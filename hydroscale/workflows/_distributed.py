@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from ._inputs import RouteInputs
+from ._inputs import RouteInputs, routing_options
 from ._route import NullProgress, Progress, partition_inputs
 
 __all__ = ["route_distributed_workflow"]
@@ -158,15 +157,13 @@ def route_distributed_workflow(
     partition_s = time.perf_counter() - t0
     steps = inputs.forcing.n_steps
     n_chunks = -(-steps // rt["time_chunk"])
-    backend = "auto" if rt["engine"] == "auto" else rt["engine"]
-    window = rt["window"]  # "auto": at most the run's length (longer taps never act)
+    options = routing_options(cfg)  # "auto" window: at most the run's length
+    backend = options.backend
     bar = progress("route tasks", plan.n_groups * n_chunks, "task")
     with _TaskWatcher(client, bar) as watch:
         summ = route_distributed(
-            client, net, part, source, None if store is None else str(store), rt["irf"],
-            inputs.params, substeps=rt["substeps"], time_chunk=rt["time_chunk"],
-            window=window, dtype=torch.float64 if rt["dtype"] == "float64"
-            else torch.float32, backend=backend, allow_unstable=rt["allow_unstable"],
+            client, net, part, source, None if store is None else str(store),
+            params=inputs.params, time_chunk=rt["time_chunk"], options=options,
             n_steps=steps, reach_chunk=out["reach_chunk"], plan=plan,
             run_metadata={"workflow": cfg.get("name") or "route"},
             overwrite=out["overwrite"], resume=out["resume"],

@@ -11,9 +11,11 @@ import torch
 
 from ..irf import get_irf
 from ..network import RiverNetwork, continental_forest
+from ..routing import RoutingOptions
 from ._spec import TIME_UNITS
 
-__all__ = ["Forcing", "RouteInputs", "build_inputs", "build_network", "build_params"]
+__all__ = ["Forcing", "RouteInputs", "build_inputs", "build_network", "build_params",
+           "routing_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +123,10 @@ def _bundled_forcing(frc: dict[str, Any], basin: Any) -> Forcing:
 
 
 def _param_values(name: str, spec: Any, network: RiverNetwork, interval_s: float,
-                  fallback_seed: int) -> np.ndarray:
+                  fallback_seed: int, time_exponent: int | None = 1) -> np.ndarray:
+    """One parameter's values ``[N]`` in routing-step units.  ``units`` name the time unit the
+    value is given in; it scales the parameter's time dimension (``time_exponent``, from the
+    IRF's declared units: 1 for ``k`` in s, -1 for ``c`` in m/s; None: none declared)."""
     n = network.n_reaches
     if not isinstance(spec, dict):
         values = np.full(n, float(spec))
@@ -147,7 +152,20 @@ def _param_values(name: str, spec: Any, network: RiverNetwork, interval_s: float
     values = values * float(spec.get("factor", 1.0)) if isinstance(spec, dict) else values
     unit = spec.get("units", "steps") if isinstance(spec, dict) else "steps"
     if TIME_UNITS[unit] is not None:
-        values = values * TIME_UNITS[unit] / interval_s
+        if time_exponent is None:
+            raise ValueError(
+                f"routing.params.{name}: units {unit!r} given, but the IRF declares no "
+                "parameter units (IRFSpec.units): give the value in routing steps"
+            )
+        if time_exponent == 0:
+            raise ValueError(
+                f"routing.params.{name}: units {unit!r} given, but {name} is dimensionless "
+                "for this IRF: drop units (or use units: steps)"
+            )
+        if time_exponent == 1:
+            values = values * TIME_UNITS[unit] / interval_s
+        else:
+            values = values * (TIME_UNITS[unit] / interval_s) ** time_exponent
     bad = ~np.isfinite(values)
     if bad.any():
         raise ValueError(
@@ -161,9 +179,23 @@ def build_params(routing: dict[str, Any], network: RiverNetwork, interval_s: flo
                  seed: int = 0) -> torch.Tensor:
     """Per-reach parameters ``[N, P]`` (float64, routing-step units, the IRF's column order)."""
     spec = get_irf(routing["irf"])
-    cols = [_param_values(p, routing["params"][p], network, interval_s, seed)
+    exps = spec.time_exponents if spec.units_declared else dict.fromkeys(spec.params)
+    cols = [_param_values(p, routing["params"][p], network, interval_s, seed, exps[p])
             for p in spec.params]
     return torch.from_numpy(np.stack(cols, axis=-1))
+
+
+def routing_options(cfg: dict[str, Any], **replace: Any) -> RoutingOptions:
+    """The workflow's routing as one :class:`~hydroscale.routing.RoutingOptions` (built once,
+    passed as one object to the engine, the runtime and the run fingerprint); ``replace``
+    amends it (e.g. the backend an engine name picks)."""
+    rt = cfg["routing"]
+    engine = rt.get("engine", "auto")
+    return RoutingOptions(
+        irf=rt["irf"], substeps=rt["substeps"], window=rt.get("window", "auto"),
+        dtype=torch.float64 if rt["dtype"] == "float64" else torch.float32,
+        backend=engine if engine in ("torch", "triton") else "auto",
+        allow_unstable=rt["allow_unstable"]).replace(**replace)
 
 
 def build_inputs(cfg: dict[str, Any]) -> RouteInputs:

@@ -22,7 +22,7 @@ import torch
 
 from ..io import RunProgress, write_block
 from ..network import RiverNetwork
-from ._inputs import RouteInputs, build_inputs
+from ._inputs import RouteInputs, build_inputs, routing_options
 
 __all__ = ["NullProgress", "RouteResult", "hydrograph_reaches", "run_route", "route_single"]
 
@@ -99,9 +99,10 @@ def _definition(cfg: dict[str, Any], inputs: RouteInputs, extra: dict[str, Any])
 
     rt, net, f = cfg["routing"], inputs.network, inputs.forcing
     return {
-        "engine": extra.get("engine"), "window": extra.get("window"), "irf": rt["irf"],
-        "substeps": rt["substeps"], "dtype": rt["dtype"], "time_chunk": rt["time_chunk"],
-        "initial": rt["initial"], "partition": dict(cfg["partition"]),
+        "engine": extra.get("engine"),
+        "routing": {**routing_options(cfg).describe(), "window": extra.get("window")},
+        "time_chunk": rt["time_chunk"], "initial": rt["initial"],
+        "partition": dict(cfg["partition"]),
         "network": digest(net.ids, net.downstream),
         "params": None if inputs.params is None else digest(inputs.params.numpy()),
         "forcing": {"source": f.source, "times": digest(f.times.astype("datetime64[s]")),
@@ -216,7 +217,8 @@ def route_single(
     net, forcing = inputs.network, inputs.forcing
     steps = forcing.n_steps
     device = _device(rt["device"])
-    dtype = torch.float64 if rt["dtype"] == "float64" else torch.float32
+    options = routing_options(cfg)
+    dtype = options.dtype
     keep = np.zeros(0, np.int64) if keep is None else keep
     kept = np.zeros((keep.size, steps), np.float32)
     base, acc = _steady_base(inputs, rt["initial"])
@@ -254,12 +256,8 @@ def route_single(
     t0 = time.perf_counter()
     part = partition_inputs(net, inputs, rt, part_cfg, progress)
     t1 = time.perf_counter()
-    backend = "auto" if rt["engine"] == "auto" else rt["engine"]
-    router = StagedRouter(
-        RivTreeCluster(net, part.cluster_of), rt["irf"], substeps=rt["substeps"],
-        window=rt["window"], dtype=dtype, backend=backend, device=device,
-        allow_unstable=rt["allow_unstable"],
-    )
+    backend = options.backend
+    router = StagedRouter(RivTreeCluster(net, part.cluster_of), options=options, device=device)
     if rt["window"] == "auto":
         # Taps beyond the run's length never act: a window longer than the run is wasted work.
         router.window = router.auto_window(inputs.params.to(device), max_steps=steps)

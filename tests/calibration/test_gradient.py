@@ -8,9 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from hydroscale.calibration import Calibrator, DistributedCalibrator, GaugeObservations
+from hydroscale.calibration import (
+    Calibrator,
+    DistributedCalibrator,
+    DistributedGradient,
+    GaugeObservations,
+    TensorSource,
+)
 from hydroscale.calibration.losses import gauge_loss
-from hydroscale.distributed import DistributedGradient, TensorSource
 from hydroscale.models import AttributeMLP, FreeParameters
 from hydroscale.network import RiverNetwork
 from hydroscale.routing import route_oracle

@@ -22,6 +22,7 @@ from hydroscale.routing import route_oracle
 
 T = 24
 BOUNDS = {"k": (0.2, 1.5), "x": (0.0, 0.45)}
+RESTART_TIMEOUT = 300.0  # seconds for a killed worker to be back (a busy machine): generous
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +70,7 @@ def test_checkpoint_resume_reproduces_the_trajectory(client, forest, twin, tmp_p
     assert latest_checkpoint(tmp_path / "b").name == "calibration-00000004.pt"
 
 
+@pytest.mark.usefixtures("whole_cluster")  # both workers before and after (tests/conftest.py)
 def test_worker_killed_mid_iteration_is_recovered(client, forest, twin, tmp_path,
                                                   one_torch_thread):
     """Kill worker 1 (SIGKILL to its process) during the backward waves of iteration 3: the
@@ -78,7 +80,7 @@ def test_worker_killed_mid_iteration_is_recovered(client, forest, twin, tmp_path
         calm.run(4)
         want = calm.update_model()().detach().numpy()
     with _calibrator(client, forest, twin, tmp_path / "killed",
-                     engine_options={"worker_timeout": 60}) as cal:
+                     engine_options={"worker_timeout": RESTART_TIMEOUT}) as cal:
         killed = []
         pids = client.run(os.getpid)
 

@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from hydroscale.calibration import GaugeObservations, gauge_loss
-from hydroscale.models import AttributeMLP, FreeParameters
-from hydroscale.models.pipelines import (
+from hydroscale.calibration.pipelines import (
     RoutingStage,
     Windows,
     learned_routing,
@@ -21,6 +20,7 @@ from hydroscale.models.pipelines import (
     split_by_basin,
     synthetic_twin,
 )
+from hydroscale.models import AttributeMLP, FreeParameters
 from hydroscale.models.runoff import LSTMRunoff
 from hydroscale.partition import partition_network
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from hydroscale.models import AttributeMLP, FreeParameters, RunoffModelSource, pull_runoff_model
-from hydroscale.models.pipelines import (
+from hydroscale.calibration import RunoffModelSource, pull_runoff_model
+from hydroscale.calibration.pipelines import (
     RoutingStage,
     Windows,
     learned_routing,
@@ -18,6 +18,7 @@ from hydroscale.models.pipelines import (
     runoff_routing,
     synthetic_twin,
 )
+from hydroscale.models import AttributeMLP, FreeParameters
 from hydroscale.models.runoff import LSTMRunoff
 from hydroscale.partition import partition_network
 

@@ -15,12 +15,18 @@ import torch
 import xarray as xr
 
 import hydroscale
-from hydroscale.calibration import Calibrator, DistributedCalibrator, GaugeObservations
+from hydroscale.calibration import (
+    Calibrator,
+    DistributedCalibrator,
+    GaugeObservations,
+    RoutingStage,
+    Windows,
+    routing_calibration,
+)
 from hydroscale.distributed import route_distributed
 from hydroscale.io import ingest, open_output
 from hydroscale.io.rapid import write_rapid_connect
 from hydroscale.models import FreeParameters
-from hydroscale.models.pipelines import RoutingStage, Windows, routing_calibration
 from hydroscale.network import RiverNetwork
 from hydroscale.partition import partition_network
 from hydroscale.routing import WindowTruncationError, get_engine, route_oracle

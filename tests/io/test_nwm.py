@@ -12,11 +12,10 @@ from hydroscale.io import (
     read_routelink,
     read_usgs_timeslices,
 )
-from hydroscale.network import RiverNetwork
 
 
 def test_routelink_network_and_attributes(nwm_dir):
-    net = RiverNetwork.from_routelink(str(nwm_dir / "RouteLink.nc"))
+    net = read_routelink(str(nwm_dir / "RouteLink.nc"))
     np.testing.assert_array_equal(net.ids, [11, 12, 13, 14, 15])
     np.testing.assert_array_equal(net.downstream, [2, 2, 4, 4, -1])
     np.testing.assert_array_equal(net.attrs["length"], [1000, 2000, 1500, 800, 3000])

@@ -53,7 +53,7 @@ def test_connect_full_form_by_hand(tmp_path, net):
 @pytest.mark.parametrize("form", ["full", "two"])
 def test_connect_round_trip(tmp_path, net, form):
     write_rapid_connect(net, tmp_path / "c.csv", form=form)
-    got = RiverNetwork.from_rapid_connect(str(tmp_path / "c.csv"))
+    got = read_rapid_connect(str(tmp_path / "c.csv"))
     np.testing.assert_array_equal(got.ids, net.ids)
     np.testing.assert_array_equal(got.downstream, net.downstream)
     if form == "full":

@@ -6,13 +6,13 @@ import xarray as xr
 import zarr
 from nwm_files import LINKS
 
+from hydroscale.cli import main as cli_main
 from hydroscale.io import IOFormatError, read_routelink
 from hydroscale.io.rapid import write_rapid_inflow
 from hydroscale.io.zarr_store import (
     RunProgress,
     create_output_store,
     ingest,
-    ingest_main,
     mark_complete,
     open_forcing,
     open_output,
@@ -62,7 +62,8 @@ def test_ingest_rapid_inflow_csv_and_dataarray(tmp_path):
         "time,1,2\n2021-08-23T00:00,1.5,2.5\n2021-08-23T01:00,3.5,4.5\n")
     root = ingest(tmp_path / "w.csv", tmp_path / "b.zarr")
     np.testing.assert_array_equal(root["runoff"][:], [[1.5, 3.5], [2.5, 4.5]])
-    assert ingest_main([str(tmp_path / "w.csv"), str(tmp_path / "c.zarr")]) == 0
+    assert cli_main(["ingest", str(tmp_path / "w.csv"), str(tmp_path / "c.zarr"),
+                     "--no-progress"]) == 0
     np.testing.assert_array_equal(zarr.open_group(tmp_path / "c.zarr")["reach"][:], [1, 2])
     ingest(_da([7, 8]), tmp_path / "d.zarr")
     assert zarr.open_group(tmp_path / "d.zarr").attrs["interval_s"] == 3600.0

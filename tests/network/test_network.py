@@ -4,7 +4,7 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from hydroscale.network import NetworkError, RiverNetwork, continental_forest
+from hydroscale.network import NetworkError, RiverNetwork, continental_forest, format_ids
 from hydroscale.network.synthetic import basin_sizes, random_binary_tree
 
 
@@ -74,6 +74,23 @@ def test_empty_network() -> None:
 def test_duplicate_ids_named() -> None:
     with pytest.raises(NetworkError, match=r"more than once: \[7\]"):
         RiverNetwork.from_arrays([7, 8, 7], [8, 0, 0])
+
+
+def test_format_ids() -> None:
+    assert format_ids([]) == "[]"
+    assert format_ids(np.array([3, 7], dtype=np.int64)) == "[3, 7]"
+    assert format_ids(np.arange(12).reshape(3, 4)) == ("[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, ...] "
+                                                       "(12 in all)")
+    assert format_ids(range(100), k=3) == "[0, 1, 2, ...] (100 in all)"
+    assert format_ids({5}) == "[5]"
+    assert format_ids(np.array([0.5, np.nan])) == "[0.5, nan]"
+
+
+def test_many_offending_ids_are_counted() -> None:
+    ids = np.arange(1, 31)
+    with pytest.raises(NetworkError, match=r"cycle through 30 reach\(es\) \[1, 2, 3, 4, 5, 6, 7, "
+                                           r"8, 9, 10, \.\.\.\] \(30 in all\)"):
+        RiverNetwork.from_arrays(ids, np.roll(ids, -1))
 
 
 def test_unknown_downstream_named() -> None:

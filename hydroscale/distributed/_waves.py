@@ -1,0 +1,417 @@
+"""What runs ON the workers for a wave run: forward waves, backward waves, a tree sum and a
+step, over the groups of a :class:`~hydroscale.distributed.WavePlan` (DESIGN §3, "Backward
+wave").  The runtime knows routing and autograd, not what is optimised: that is the *work*,
+a picklable object given per worker by the driver (a calibration's objective, parameter
+model, runoff source and optimiser; see :class:`WaveWork`).
+
+Per run id a worker keeps a :class:`_WaveRun` in the one worker cache (:mod:`._cache`): the
+network and its groups, one :class:`~hydroscale.routing.StagedRouter` per group of its own
+(so the path kernels of one group are one tensor, whose gradient is exactly that group's),
+the work, and the per-pass state (kernels, the inlet inflow of every group, the partial
+value).  One pass is, per worker: :func:`begin_task` (parameters and path kernels), one
+:func:`forward_task` per group in topological order (the whole period in one task, from a
+zero state), and when training one :func:`backward_task` per group in reverse order
+(rematerialise the forward with autograd, or take the graph it kept; backpropagate the
+group's objective and the gradients of its outgoing buffers; return the gradient of its
+incoming buffers), :func:`end_task` (the parameters' backward; the payload of the tree sum),
+then :func:`update_task` (the work's step).  :func:`call_task` runs a method of the work
+(saving and loading its state, reading its parameters back).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from ..network import RiverNetwork
+from ..routing import RivTreeCluster, RoutingKernels, RoutingOptions, StagedRouter
+from . import _cache as cache
+from ._sizeof import TransferBuffer
+
+__all__ = ["WaveContext", "WaveWork"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class WaveContext:
+    """What the work learns about its worker when the run is set up.
+
+    ``rows``: int64 ``[n_own]`` global indices of the worker's reaches (sorted); ``mine``:
+    its group ids; ``reaches(g)``: a group's reaches in its engine order."""
+
+    network: RiverNetwork
+    groups: RivTreeCluster
+    mine: np.ndarray
+    rows: np.ndarray
+    device: torch.device
+    dtype: torch.dtype
+    worker_index: int
+
+    def reaches(self, group: int) -> np.ndarray:
+        a, b = (int(x) for x in self.groups.reach_ptr_cluster[group])
+        return self.groups.order[a:b]
+
+
+class WaveWork(Protocol):
+    """The worker's part of what a wave run optimises (documented protocol).
+
+    ``open(ctx)``: set up on the worker (move tensors to ``ctx.device``, make the optimiser).
+    ``bounds()``: ``(low, high)`` ``[n_own, P]`` or ``[P]``: every parameter the run may use
+    (the kernel window is fitted or checked at the corners), or None.
+    ``parameters(training)``: ``[n_own, P]`` routing parameters of the worker's reaches
+    (``ctx.rows``), with autograd when training.
+    ``begin(pass_args, training)``: start a pass (``pass_args`` from the driver, small).
+    ``read(group, reaches)``: lateral inflow ``[B, n_g, T]`` of a group (without gradient).
+    ``objective(group, q, record)``: the group's share of the value (a differentiable
+    scalar, or None), from its discharge ``q`` ``[B, n_g, T]``; with ``record`` (once per
+    pass and group, in the forward) it also keeps what the pass reports.
+    ``contributes(group)``: whether the group's discharge enters the value itself (a group
+    that does not, and whose exits receive no gradient, is skipped by the backward).
+    ``input_backward(group, reaches, grad)``: ``dvalue/d(inflow)`` of a group (optional;
+    only when ``differentiable_input`` is true).
+    ``shared_parameters()`` / ``local_parameters()``: trainable tensors replicated on every
+    worker (their gradients are summed across workers) / held here only.
+    ``step(iteration, step)``: after the summed gradients are set: the optimiser step and
+    whatever follows (a snapshot); ``report()``: the worker's small figures of the pass.
+    """
+
+    differentiable_input: bool
+
+    def open(self, ctx: WaveContext) -> None: ...
+    def bounds(self) -> tuple[torch.Tensor, torch.Tensor] | None: ...
+    def parameters(self, training: bool) -> torch.Tensor: ...
+    def begin(self, pass_args: Any, training: bool) -> None: ...
+    def read(self, group: int, reaches: np.ndarray) -> torch.Tensor: ...
+    def objective(self, group: int, q: torch.Tensor, record: bool) -> torch.Tensor | None: ...
+    def contributes(self, group: int) -> bool: ...
+    def shared_parameters(self) -> list[torch.Tensor]: ...
+    def local_parameters(self) -> list[torch.Tensor]: ...
+    def step(self, iteration: int, step: bool) -> None: ...
+    def report(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class _Graph:
+    """One group's forward with autograd: the leaves and what the backward seeds."""
+
+    x: torch.Tensor  # [B, n_g, T] inflow (a leaf requiring grad for a differentiable input)
+    inflow: torch.Tensor | None  # [B, n_inlet, f, T] leaf
+    kernels: RoutingKernels  # leaves
+    part: torch.Tensor | None  # the group's share of the value
+    out: torch.Tensor  # [B, n_exit, f, T] exit outflow
+
+
+@dataclass
+class _WaveRun:
+    run_id: str
+    ctx: WaveContext
+    routers: dict[int, StagedRouter]
+    work: Any
+    feeds: dict[int, list[tuple[int, torch.Tensor, torch.Tensor]]]
+    kernel_graph: str
+    remat: bool
+    # per pass
+    training: bool = False
+    params_own: torch.Tensor | None = None
+    p_leaf: torch.Tensor | None = None
+    kern: dict[int, RoutingKernels] = field(default_factory=dict)
+    kern_det: dict[int, RoutingKernels] = field(default_factory=dict)
+    inflow: dict[int, torch.Tensor | None] = field(default_factory=dict)
+    graphs: dict[int, _Graph] = field(default_factory=dict)
+    value: torch.Tensor | None = None
+    timers: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return self.ctx.device
+
+    def tick(self, key: str, t0: float) -> None:
+        cache.sync(self.device)
+        self.timers[key] = self.timers.get(key, 0.0) + time.perf_counter() - t0
+
+    def full(self, own: torch.Tensor) -> torch.Tensor:
+        """``[N, P]`` with the worker's rows set (the routers read no other row)."""
+        full = own.new_zeros(self.ctx.network.n_reaches, own.shape[1])
+        return full.index_copy(0, torch.as_tensor(self.ctx.rows, device=own.device), own)
+
+    def corners(self) -> list[torch.Tensor]:
+        """``[N, P]`` float64 sets with the worker's rows at each corner of the work's
+        bounds (none when the work has no bounds: the current parameters)."""
+        from ..irf import bound_corners
+
+        b = self.work.bounds()
+        if b is None:
+            with torch.no_grad():
+                return [self.full(self.work.parameters(False)).to(torch.float64)]
+        low, high = b
+        return [self.full(c.to(self.device)) for c in
+                bound_corners(low, high, int(self.ctx.rows.size))]
+
+
+def _get(run_id: str) -> _WaveRun:
+    return cache.get(run_id)
+
+
+# ---------------------------------------------------------------------- set-up
+def setup_task(run_id: str, worker_index: int, ids: np.ndarray, downstream: np.ndarray,
+               group_of: np.ndarray, mine: np.ndarray, options: RoutingOptions,
+               waves: dict[str, Any], work: Any) -> dict[str, Any]:
+    """Build this worker's part of a wave run; returns its auto window and timings.
+
+    ``waves``: ``kernel_graph`` (``"keep"``/``"recompute"``), ``rematerialise`` (bool) and
+    ``max_steps`` (the longest routed series, capping the auto window)."""
+    t = time.perf_counter()
+    dev = cache.device()
+    net = RiverNetwork(ids, downstream)
+    cs = RivTreeCluster(net, group_of)
+    mine = np.asarray(mine, np.int64)
+    routers = {int(g): StagedRouter(cs, options=options, only=[int(g)], device=dev)
+               for g in mine.tolist()}
+    rows = np.sort(np.concatenate([cs.cluster_reaches(int(g)) for g in mine.tolist()])) \
+        if mine.size else np.zeros(0, np.int64)
+    ctx = WaveContext(net, cs, mine, rows, dev, options.dtype, int(worker_index))
+    work.open(ctx)
+    # exits of every own group -> (downstream group, local exit rows, its local inlet rows)
+    feeds: dict[int, list] = {}
+    for g in mine.tolist():
+        e0, e1 = (int(x) for x in cs.exit_ptr_cluster[g])
+        inl = cs.exit_inlet[e0:e1]
+        dst = cs.cluster_of[cs.inlet_reach[inl]]
+        feeds[int(g)] = [(int(d), torch.as_tensor(np.flatnonzero(dst == d), device=dev),
+                          torch.as_tensor(inl[dst == d] - int(cs.inlet_ptr_cluster[d, 0]),
+                                          device=dev))
+                         for d in np.unique(dst).tolist()]
+    run = _WaveRun(run_id, ctx, routers, work, feeds, waves["kernel_graph"],
+                   bool(waves["rematerialise"]))
+    cache.runs()[run_id] = run
+    out: dict[str, Any] = {"device": str(dev), "groups": int(mine.size),
+                           "reaches": int(rows.size)}
+    if options.window == "auto":  # fitted for every parameter the run may use
+        out["window"] = max((r.auto_window(c, max_steps=waves.get("max_steps"))
+                             for c in run.corners() for r in routers.values()), default=2)
+    else:
+        out["window"] = int(options.window)
+    cache.sync(dev)
+    out["setup_s"] = time.perf_counter() - t
+    return out
+
+
+def window_task(run_id: str, window: int) -> bool:
+    """Fix the common window of every router of the run."""
+    for r in _get(run_id).routers.values():
+        r.window = int(window)
+    return True
+
+
+def truncation_task(run_id: str) -> dict[int, float]:
+    """The truncated mass (float64) of every group of this worker above its router's
+    tolerance, at the worst corner of the work's bounds, with the run's window."""
+    run = _get(run_id)
+    over: dict[int, float] = {}
+    for p in run.corners():
+        for g, r in run.routers.items():
+            with torch.no_grad():
+                kern = r.aggregate(p, agg_dtype=torch.float64, check=False)
+            m = float(np.nan_to_num(kern.truncated_mass[g]))
+            if m > r.window_tolerance:
+                over[g] = max(over.get(g, 0.0), m)
+    return over
+
+
+def teardown_task(run_id: str) -> bool:
+    """Forget the run on this worker (frees its device memory)."""
+    return cache.drop(run_id)
+
+
+def call_task(run_id: str, method: str, *args: Any) -> Any:
+    """``work.<method>(*args)`` on this worker's run (its state, read-backs)."""
+    return getattr(_get(run_id).work, method)(*args)
+
+
+# ---------------------------------------------------------------------- one pass
+def begin_task(run_id: str, pass_args: Any, training: bool) -> bool:
+    """Start a pass: the work's pass arguments, the parameters of the worker's reaches and
+    every group's kernels (kept with their autograd graph when training with
+    ``kernel_graph="keep"``)."""
+    t0 = time.perf_counter()
+    run = _get(run_id)
+    run.training = bool(training)
+    run.work.begin(pass_args, run.training)
+    run.value = torch.zeros((), dtype=torch.float64, device=run.device)
+    run.inflow, run.graphs, run.kern, run.kern_det, run.timers = {}, {}, {}, {}, {}
+    for p in run.work.shared_parameters() + run.work.local_parameters():
+        p.grad = None
+    if run.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(run.device)
+    with torch.set_grad_enabled(run.training):
+        own = run.work.parameters(run.training)
+    run.params_own = own
+    run.p_leaf = run.full(own.detach()).requires_grad_(run.training)
+    keep = run.training and run.kernel_graph == "keep"
+    for g, r in run.routers.items():
+        with torch.set_grad_enabled(keep):
+            k = r.aggregate(run.p_leaf)
+        if keep:
+            run.kern[g] = k
+        run.kern_det[g] = _detached(k)
+    run.tick("aggregate", t0)
+    return True
+
+
+def _detached(k: RoutingKernels, grad: bool = False) -> RoutingKernels:
+    return RoutingKernels(k.wr.detach().requires_grad_(grad),
+                          k.wu.detach().requires_grad_(grad and k.wu.numel() > 0),
+                          k.window, k.truncated_mass)
+
+
+def _inflow(run: _WaveRun, g: int, upstream: tuple) -> torch.Tensor | None:
+    outflows = {u.group: u.data.to(run.device) for u in upstream if u is not None}
+    return run.routers[g].inflow_for(g, outflows) if outflows else None
+
+
+def _forward_graph(run: _WaveRun, g: int, inflow: torch.Tensor | None, record: bool
+                   ) -> tuple[_Graph, torch.Tensor]:
+    """Route group ``g`` with autograd from leaf copies of its inputs and kernels; returns
+    the graph and the discharge ``[B, n_g, T]``."""
+    x = run.work.read(g, run.ctx.reaches(g)).detach().requires_grad_(
+        bool(run.work.differentiable_input))
+    if inflow is not None:
+        inflow = inflow.detach().requires_grad_(True)
+    kd = _detached(run.kern_det[g], grad=True)
+    with torch.enable_grad():
+        q, out, _ = run.routers[g].forward_chunk(g, x, inflow, None, kd)
+        part = run.work.objective(g, q, record)
+    return _Graph(x, inflow, kd, part, out), q
+
+
+def forward_task(run_id: str, group: int, begin: Any, *upstream: TransferBuffer | None
+                 ) -> TransferBuffer | None:
+    """Route group ``group`` over the whole period from the upstream buffers; add its share
+    of the value; keep its inflow for the backward (or, without rematerialisation, its
+    autograd graph); return its exits' buffer."""
+    t0 = time.perf_counter()
+    run = _get(run_id)
+    g = int(group)
+    inflow = _inflow(run, g, upstream)
+    if run.training and not run.remat:
+        graph, _ = _forward_graph(run, g, inflow, True)
+        run.graphs[g] = graph
+        part, out = graph.part, graph.out.detach()
+    else:
+        x = run.work.read(g, run.ctx.reaches(g))
+        with torch.no_grad():
+            q, out, _ = run.routers[g].forward_chunk(g, x, inflow, None, run.kern_det[g])
+            part = run.work.objective(g, q, True)
+        if run.training:
+            run.inflow[g] = inflow
+    if part is not None:
+        run.value += part.detach()
+    run.tick("forward", t0)
+    # the exit channels are a view of the group's whole output: copy them, so that the
+    # buffer does not keep the discharge of every reach alive while downstream groups wait
+    return TransferBuffer(g, 0, out.clone()) if out.shape[1] else None
+
+
+def backward_task(run_id: str, group: int, *downstream: Any) -> TransferBuffer | None:
+    """Backpropagate through group ``group``: rematerialise its forward with autograd (or
+    take the graph kept by the forward), seed it with its objective and the gradients of its
+    exits (from the downstream groups' results), accumulate the gradient of its kernels into
+    the parameters and of its inflow into the work; return the gradient of its inlet inflow
+    ``[B, n_inlet, f, T]``."""
+    t0 = time.perf_counter()
+    run = _get(run_id)
+    g = int(group)
+    grads = {d.group: d.data.to(run.device) for d in downstream
+             if isinstance(d, TransferBuffer) and d.chunk < 0}
+    graph = run.graphs.pop(g, None)
+    if graph is None and not grads and not run.work.contributes(g):
+        run.kern.pop(g, None)  # nothing reaches the value through this group
+        run.inflow.pop(g, None)
+        run.tick("backward", t0)
+        return None
+    if graph is None:
+        graph, _ = _forward_graph(run, g, run.inflow.pop(g, None), False)
+    roots, seeds = [], []
+    if graph.part is not None and graph.part.requires_grad:
+        roots.append(graph.part)
+        seeds.append(torch.ones_like(graph.part))
+    if grads:
+        seed = torch.zeros_like(graph.out)
+        for d, loc_exit, loc_inlet in run.feeds[g]:
+            if d in grads:
+                seed.index_copy_(1, loc_exit, grads[d].index_select(1, loc_inlet)
+                                 .to(seed.dtype))
+        roots.append(graph.out)
+        seeds.append(seed)
+    if not roots:  # nothing reaches the value through this group
+        run.kern.pop(g, None)
+        run.tick("backward", t0)
+        return None
+    torch.autograd.backward(roots, seeds)
+    run.tick("backward", t0)
+    t1 = time.perf_counter()
+    kern = run.kern.pop(g, None)
+    if kern is None:  # kernel_graph="recompute": aggregate again, with the graph
+        with torch.enable_grad():
+            kern = run.routers[g].aggregate(run.p_leaf)
+    kd = graph.kernels
+    pairs = [(w, gr) for w, gr in zip((kern.wr, kern.wu), (kd.wr.grad, kd.wu.grad))
+             if gr is not None]
+    if pairs:
+        torch.autograd.backward([w for w, _ in pairs], [gr.to(w.dtype) for w, gr in pairs])
+    del kern
+    if graph.x.grad is not None:
+        run.work.input_backward(g, run.ctx.reaches(g), graph.x.grad)
+    run.tick("kernel_backward", t1)
+    inflow = graph.inflow
+    if inflow is None or inflow.grad is None:
+        return None
+    return TransferBuffer(g, -1, inflow.grad.detach())
+
+
+def end_task(run_id: str, *done: Any) -> dict[str, Any]:
+    """After the worker's last backward (or forward): its partial value and the gradients
+    of the shared parameters (the payload of the tree sum)."""
+    t0 = time.perf_counter()
+    run = _get(run_id)
+    if run.training and run.p_leaf is not None and run.p_leaf.grad is not None:
+        idx = torch.as_tensor(run.ctx.rows, device=run.device)
+        run.params_own.backward(run.p_leaf.grad.index_select(0, idx).to(run.params_own.dtype))
+    shared = []
+    if run.training:
+        shared = [(p.grad if p.grad is not None else torch.zeros_like(p)).detach().cpu()
+                  for p in run.work.shared_parameters()]
+    run.tick("end", t0)
+    return {"value": float(run.value.item()), "shared": shared}
+
+
+def sum_task(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """One node of the tree sum: ``a + b`` (value and shared gradients)."""
+    return {"value": a["value"] + b["value"],
+            "shared": [x + y for x, y in zip(a["shared"], b["shared"])]}
+
+
+def update_task(run_id: str, total: dict[str, Any], iteration: int, step: bool
+                ) -> dict[str, Any]:
+    """Set the summed shared gradients, let the work step (``step``); return the total
+    value, the work's report and this worker's figures."""
+    t0 = time.perf_counter()
+    run = _get(run_id)
+    if run.training:
+        for p, gsum in zip(run.work.shared_parameters(), total["shared"]):
+            p.grad = gsum.to(p.device, p.dtype).clone()
+        for p in run.work.local_parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+    run.work.step(int(iteration), bool(step and run.training))
+    run.kern, run.kern_det, run.inflow, run.graphs = {}, {}, {}, {}
+    run.p_leaf = run.params_own = None
+    run.tick("update", t0)
+    return {"value": float(total["value"]), **run.work.report(),
+            "peak_bytes": cache.peak_bytes(run.device), "timers": dict(run.timers)}

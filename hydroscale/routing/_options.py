@@ -1,0 +1,136 @@
+"""How a run routes: one frozen, validated :class:`RoutingOptions`, built once (from a
+workflow or from keywords) and passed as one object through every layer: the engines, the
+distributed runtime, the calibrators, the run fingerprint of an output store."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..irf import IRFSpec, get_irf
+
+__all__ = ["RoutingOptions"]
+
+_BACKENDS = ("auto", "torch", "triton")
+_STORAGE = (None, torch.bfloat16, torch.float16)
+_DTYPES = (torch.float32, torch.float64)
+
+
+@dataclass(frozen=True)
+class RoutingOptions:
+    """The routing of a run.
+
+    Attributes
+    ----------
+    irf : the impulse response: a registered name or an :class:`~hydroscale.irf.IRFSpec`
+        (kept as the spec; ``irf_name`` is its name).
+    substeps : f, routing at ``dt = Δt / f`` (runoff spread evenly over the f sub-steps,
+        discharge averaged back).
+    window : K, kernel taps in routing steps, or ``"auto"``: the shortest window that leaves
+        at most ``window_tolerance`` of any in-cluster path's response out, for every
+        parameter the run may use (at most the run's length).
+    window_tolerance : the largest truncated mass (fraction of a path's unit response) a
+        window may leave out of a run (default 1e-6, about float32 resolution); a window
+        that leaves more is refused before the run
+        (:class:`~hydroscale.routing.WindowTruncationError`).
+    dtype : compute dtype of runoff and discharge (float32, or float64 for tests).
+    storage_dtype : optional bfloat16/float16: runoff, transfer buffers and kernels are
+        stored in it, products accumulate in float32 (Triton backend).
+    aggregate_dtype : arithmetic of the path-kernel aggregation: float64 (default: kernels
+        and the truncated-mass report exact to ~1e-14) or float32 (about half the time and
+        memory, ~1e-6 relative error).
+    backend : kernel backend, ``"auto"``, ``"torch"`` or ``"triton"``.
+    precision : Triton matmul precision (see :func:`~hydroscale.kernels.path_conv`).
+    allow_unstable : accept parameters the IRF's stability check rejects.
+    max_batch_reaches : the clusters of a wave are routed in batches of at most this many
+        reaches (bounds the temporaries; one kernel launch per batch).
+    """
+
+    irf: Any = "muskingum"
+    substeps: int = 1
+    window: int | str = "auto"
+    window_tolerance: float = 1e-6
+    dtype: torch.dtype = torch.float32
+    storage_dtype: torch.dtype | None = None
+    aggregate_dtype: torch.dtype = torch.float64
+    backend: str = "auto"
+    precision: str | None = None
+    allow_unstable: bool = False
+    max_batch_reaches: int = field(default=1 << 17)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "irf", get_irf(self.irf))
+        if isinstance(self.substeps, bool) or int(self.substeps) != self.substeps \
+                or self.substeps < 1:
+            raise ValueError(f"substeps must be a positive integer, got {self.substeps!r}")
+        set_(self, "substeps", int(self.substeps))
+        w = self.window
+        if w != "auto" and (isinstance(w, bool) or not isinstance(w, (int, float))
+                            or int(w) != w or int(w) < 1):
+            raise ValueError(f"window must be a positive number of steps or 'auto', got {w!r}")
+        if w != "auto":
+            set_(self, "window", int(w))
+        if not self.window_tolerance >= 0:
+            raise ValueError(f"window_tolerance must be >= 0, got {self.window_tolerance!r}")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        if self.storage_dtype == self.dtype:
+            set_(self, "storage_dtype", None)
+        if self.storage_dtype not in _STORAGE:
+            raise ValueError(f"storage_dtype must be None, bfloat16 or float16, got "
+                             f"{self.storage_dtype}")
+        if self.aggregate_dtype not in _DTYPES:
+            raise ValueError(f"aggregate_dtype must be float32 or float64, got "
+                             f"{self.aggregate_dtype}")
+        if self.backend not in _BACKENDS:
+            raise ValueError(f"backend must be one of {list(_BACKENDS)}, got {self.backend!r}")
+        if int(self.max_batch_reaches) < 1:
+            raise ValueError(f"max_batch_reaches must be >= 1, got {self.max_batch_reaches}")
+        set_(self, "allow_unstable", bool(self.allow_unstable))
+
+    @property
+    def spec(self) -> IRFSpec:
+        """The IRF (:class:`~hydroscale.irf.IRFSpec`)."""
+        return self.irf
+
+    @property
+    def irf_name(self) -> str:
+        return self.irf.name
+
+    @classmethod
+    def build(cls, options: RoutingOptions | None = None, /, **keywords: Any) -> RoutingOptions:
+        """``options`` (default the defaults) with ``keywords`` replaced, validated; an
+        unknown keyword is a ``TypeError`` naming it and the known ones."""
+        if options is not None and not isinstance(options, RoutingOptions):
+            raise TypeError(f"options must be a RoutingOptions, got {type(options).__name__}")
+        unknown = sorted(set(keywords) - set(FIELDS))
+        if unknown:
+            raise TypeError(f"unknown routing option(s) {unknown}; routing options are "
+                            f"{sorted(FIELDS)}")
+        base = options if options is not None else cls()
+        return dataclasses.replace(base, **keywords) if keywords else base
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """The option names (what :meth:`build` accepts as keywords)."""
+        return FIELDS
+
+    def replace(self, **keywords: Any) -> RoutingOptions:
+        """A copy with ``keywords`` replaced (validated)."""
+        return RoutingOptions.build(self, **keywords)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able description (what a run fingerprint hashes)."""
+        return {f.name: (self.irf_name if f.name == "irf" else
+                         str(getattr(self, f.name)).removeprefix("torch.")
+                         if isinstance(getattr(self, f.name), torch.dtype)
+                         else getattr(self, f.name))
+                for f in dataclasses.fields(self)}
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(RoutingOptions))
+
