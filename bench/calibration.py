@@ -21,7 +21,7 @@ memory of each, and the NSE at the gauges before and after.
 Distributed mode (``--workers W ...``): for each W, a ``local-cuda`` cluster of W workers (one
 per GPU; ``local-cpu`` without GPUs), the network partitioned for W workers
 (``--dist-max-reaches``, ``--placement``), runoff generated ON the workers
-(:class:`~hydroscale.distributed.SyntheticForcing`, the same uniform runoff whatever W), the
+(:class:`~hydroscale.io.SyntheticForcing`, the same uniform runoff whatever W), the
 observations routed on the workers with the true parameters, then
 :class:`~hydroscale.calibration.DistributedGradient` from the perturbed start: one forward
 pass (the same runtime, loss only: ``iterate(training=False)``) and iterations (forward waves,
@@ -222,8 +222,8 @@ def _start(args: argparse.Namespace, n_workers: int):
 
 
 def _distributed_row(args: argparse.Namespace, n_workers: int) -> dict:
-    from hydroscale.calibration import DistributedGradient, ForcingSource
-    from hydroscale.distributed import SyntheticForcing
+    from hydroscale.calibration import DistributedGradient
+    from hydroscale.io import SyntheticForcing
 
     row: dict = {"workers": n_workers}
     t0 = time.perf_counter()
@@ -246,7 +246,7 @@ def _distributed_row(args: argparse.Namespace, n_workers: int) -> dict:
         bounds = {"k": (1 / 48, 4 / 24), "x": (0.0, 0.45)}
         start = np.clip(true * rng.uniform(0.7, 1.3, true.shape), [1 / 40, 0.01],
                         [0.16, 0.44])
-        source = ForcingSource(SyntheticForcing(args.days, seed=args.seed + 2))
+        source = SyntheticForcing(args.days, seed=args.seed + 2)
         window = "auto" if args.window == "auto" else int(args.window)
         opts = dict(substeps=args.substeps, window=window, lr=args.lr,
                     warmup=min(30, args.days // 4), allow_unstable=True,

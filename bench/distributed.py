@@ -57,14 +57,13 @@ import torch  # noqa: E402
 
 from hydroscale.distributed import (  # noqa: E402
     DistributedRouter,
-    SyntheticForcing,
     io_floor,
     plan_waves,
     route_distributed,
     start_cluster,
     synthesize_forcing_store,
 )
-from hydroscale.io import ingest, open_output  # noqa: E402
+from hydroscale.io import SyntheticForcing, ingest, open_output  # noqa: E402
 from hydroscale.network import continental_forest  # noqa: E402
 from hydroscale.partition import partition_network, travel_time_bound  # noqa: E402
 from hydroscale.routing import RivTreeCluster, StagedRouter  # noqa: E402

@@ -41,13 +41,12 @@ import numpy as np  # noqa: E402
 import zarr  # noqa: E402
 
 from hydroscale.distributed import (  # noqa: E402
-    SyntheticForcing,
     route_distributed,
     start_cluster,
     wait_for_workers,
     worker_addresses,
 )
-from hydroscale.io import RunProgress  # noqa: E402
+from hydroscale.io import RunProgress, SyntheticForcing  # noqa: E402
 from hydroscale.network import continental_forest  # noqa: E402
 from hydroscale.partition import partition_network, travel_time_bound  # noqa: E402
 

@@ -61,17 +61,27 @@ def _progress_factory(enabled: bool) -> Any:
 
 
 def _network_values(spec: str | None) -> dict[str, Any]:
+    """``--network``: ``synthetic``, ``lower_colorado``, a file one network reader of
+    :mod:`hydroscale.io` recognises, or ``ENGINE:PATH`` to name the reader."""
     if spec is None:
         return {}
     if spec in ("synthetic", "lower_colorado"):
         return {"network.source": spec}
-    suffix = Path(spec).suffix.lower()
-    if suffix in (".nc", ".nc4", ".netcdf"):
-        return {"network.source": "routelink", "network.path": spec}
-    if suffix in (".csv", ".txt"):
-        return {"network.source": "rapid", "network.path": spec}
-    raise _Usage(f"--network {spec!r}: expected 'synthetic', 'lower_colorado', a RouteLink "
-                 "NetCDF (.nc) or a RAPID rapid_connect CSV (.csv)")
+    from .io import ReaderGuessError, guess_engine, list_readers
+
+    readers = list_readers("network")
+    engine, sep, path = spec.partition(":")
+    if sep and engine in readers:
+        return {"network.source": engine, "network.path": path}
+    try:
+        engine = guess_engine(spec, "network")
+    except (ReaderGuessError, FileNotFoundError) as err:
+        kinds = [r.description for r in readers.values()]
+        choices = ", ".join(kinds[:-1]) + (" or " if len(kinds) > 1 else "") + kinds[-1]
+        raise _Usage(f"--network {spec!r}: expected 'synthetic', 'lower_colorado', {choices}, "
+                     f"or ENGINE:PATH to name the reader (ENGINE: {', '.join(readers)});\n"
+                     f"{err}") from None
+    return {"network.source": engine, "network.path": spec}
 
 
 def _forcing_values(spec: str | None) -> dict[str, Any]:
@@ -481,7 +491,8 @@ def _network_flags(p: argparse.ArgumentParser, partition: bool = True) -> None:
     g = p.add_argument_group("network and routing (shortcuts for --set)")
     g.add_argument("--network", metavar="SOURCE",
                    help="'synthetic', 'lower_colorado' (bundled), a RouteLink .nc or a RAPID "
-                   "rapid_connect .csv")
+                   "rapid_connect .csv (the reader is guessed), or ENGINE:PATH to name the "
+                   "reader (routelink, rapid_connect or a registered one)")
     g.add_argument("--reaches", type=_positive_int, metavar="N",
                    help="synthetic network size (network.reaches)")
     g.add_argument("--seed", type=int, help="synthetic network seed (network.seed)")

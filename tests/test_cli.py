@@ -107,7 +107,7 @@ def test_route_runs_and_prints_summary(tiny_file, tmp_path, capsys):
     assert Path(summary["outputs"]["hydrographs"]).is_file()
     cfg = load_workflow(tiny_file)
     inputs = build_inputs(cfg)
-    q0 = route_oracle(inputs.network, inputs.forcing.read(0, 12).astype(np.float64),
+    q0 = route_oracle(inputs.network, inputs.forcing.read_all(0, 12).astype(np.float64),
                       "linear_storage", inputs.params, substeps=2)
     q = open_output(tmp_path / "r" / "discharge.zarr", inputs.network).values
     np.testing.assert_allclose(q, np.asarray(q0), rtol=1e-5, atol=1e-5)
@@ -141,7 +141,7 @@ def test_route_on_existing_cluster_matches_oracle(tmp_path, capsys):
     assert "distributed/auto on cluster" in out and "2 workers" in out
     cfg = load_workflow(path)
     inputs = build_inputs(cfg)
-    q0 = route_oracle(inputs.network, inputs.forcing.read(0, 12).astype(np.float64),
+    q0 = route_oracle(inputs.network, inputs.forcing.read_all(0, 12).astype(np.float64),
                       "linear_storage", inputs.params, substeps=2)
     q = open_output(tmp_path / "dist" / "discharge.zarr", inputs.network).values
     np.testing.assert_allclose(q, np.asarray(q0), rtol=1e-5, atol=1e-5)

@@ -11,7 +11,7 @@ from ._gradient import DistributedGradient, IterationInterrupted
 from ._objective import loss_defined
 from ._optim import list_optimizers, make_optimizer, register_optimizer
 from ._options import CalibrationOptions
-from ._sources import ForcingSource, RunoffModelSource, TensorSource, pull_runoff_model
+from ._sources import RunoffModelSource, TensorSource, as_runoff_source, pull_runoff_model
 from .losses import gauge_loss, get_loss, kge_loss, nse_loss, vnmse, vnmse_loss
 from .metrics import kge, nse
 from .observations import GaugeObservations, Period
@@ -35,7 +35,6 @@ __all__ = [
     "DISTRIBUTED_CHECKPOINT_FORMAT",
     "DistributedCalibrator",
     "DistributedGradient",
-    "ForcingSource",
     "GaugeObservations",
     "HybridPipeline",
     "IterationInterrupted",
@@ -46,6 +45,7 @@ __all__ = [
     "SyntheticTwin",
     "TensorSource",
     "Windows",
+    "as_runoff_source",
     "gauge_loss",
     "get_loss",
     "kge",

@@ -47,8 +47,8 @@ class DistributedCalibrator(CalibrationLoop):
     client : ``distributed.Client`` (see :func:`hydroscale.distributed.start_cluster`).
     network : the river network (N reaches).
     runoff : lateral inflow ``[N, T]``/``[B, N, T]`` (m³/s per routing step, on the
-        observations' steps), or a runoff source (:class:`ForcingSource` reads a Zarr store
-        on the workers; a differentiable source trains with the routing, see
+        observations' steps), or a runoff source (a forcing source of :mod:`hydroscale.io`
+        is read on the workers; a differentiable source trains with the routing, see
         :mod:`hydroscale.calibration._sources`).
     observations, model, options, calibration, control, **keywords : as
         :class:`~hydroscale.calibration.Calibrator` (the optimiser may be a picklable

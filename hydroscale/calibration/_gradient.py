@@ -40,7 +40,7 @@ from ..routing import RoutingOptions
 from ._loop import checked_periods
 from ._objective import FreeSlice, GaugeWork, loss_defined
 from ._options import CalibrationOptions, build_options
-from ._sources import TensorSource, window_index
+from ._sources import as_runoff_source, window_index
 from .observations import GaugeObservations
 
 __all__ = ["DistributedGradient", "IterationInterrupted"]
@@ -61,10 +61,11 @@ class DistributedGradient:
         routing IRF): :class:`~hydroscale.models.FreeParameters` are sliced per worker, any
         other model is replicated and its gradients tree-summed.
     observations : gauges by reach id, ``[G, T]`` (NaN where missing) on the runoff's steps.
-    source : runoff: a :class:`~hydroscale.calibration.TensorSource`,
-        :class:`~hydroscale.calibration.ForcingSource`, any object following the source
-        protocol (:mod:`hydroscale.calibration._sources`), or an array ``[N, T]``/``[B, N,
-        T]`` (m³/s per routing step) wrapped in a TensorSource.
+    source : runoff: a :class:`~hydroscale.calibration.TensorSource`, a forcing source of
+        :mod:`hydroscale.io` (read on the workers), any object following the source protocol
+        (:mod:`hydroscale.calibration._sources`), or an array ``[N, T]``/``[B, N, T]`` (m³/s
+        per routing step) wrapped in a TensorSource (see
+        :func:`~hydroscale.calibration.as_runoff_source`).
     options : the routing (:class:`~hydroscale.routing.RoutingOptions`; its IRF is the
         model's).  ``window="auto"``: the largest of the workers' auto windows at the
         corners of the model's bounds, at most the period's length: exact for every
@@ -117,7 +118,7 @@ class DistributedGradient:
         self.client, self.network, self.model = client, network, model
         self.spec = routing.spec
         self.free = isinstance(model, FreeParameters)
-        self.source = source if hasattr(source, "read") else TensorSource(source)
+        self.source = as_runoff_source(source)
         steps = getattr(self.source, "n_steps", observations.n_steps)
         if steps != observations.n_steps:
             raise ValueError(f"the runoff has {steps} steps, the observations "

@@ -43,11 +43,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..distributed import WaveContext, as_forcing
+from ..distributed import WaveContext
+from ..io import as_forcing
 from ..models import CatchmentInterpolator, RunoffModel
 
-__all__ = ["ForcingSource", "RunoffModelSource", "TensorSource", "pull_runoff_model",
-           "source_parameters", "window_index"]
+__all__ = ["ForcingRunoff", "RunoffModelSource", "TensorSource", "as_runoff_source",
+           "pull_runoff_model", "source_parameters", "window_index"]
 
 logger = logging.getLogger(__name__)
 
@@ -145,9 +146,10 @@ class TensorSource:
         return out
 
 
-class ForcingSource:
-    """A forcing of :mod:`hydroscale.distributed` (:class:`SyntheticForcing` generated on
-    the workers, or a :class:`ZarrForcing` store read by them), not differentiable."""
+class ForcingRunoff:
+    """A forcing source of :mod:`hydroscale.io` (a :class:`~hydroscale.io.ZarrForcing`
+    store read by the workers, a :class:`~hydroscale.io.SyntheticForcing` generated on them)
+    as runoff of a calibration; not differentiable.  :func:`as_runoff_source` wraps one."""
 
     def __init__(self, forcing: Any, n_steps: int | None = None) -> None:
         self.forcing = as_forcing(forcing)
@@ -180,6 +182,23 @@ class ForcingSource:
         a, b = (int(x) for x in ctx.groups.reach_ptr_cluster[group])
         x = [self._opened.read(reaches, (a, b), t0, t1, ctx.device) for t0, t1 in self._windows]
         return torch.stack(x).to(ctx.dtype)
+
+
+def as_runoff_source(runoff: Any) -> Any:
+    """A runoff source (the protocol above) from a source, a forcing of
+    :mod:`hydroscale.io` (or a forcing store's path), or an array ``[N, T]``/``[B, N, T]``
+    (a :class:`TensorSource`)."""
+    import os
+
+    from ..io import ArrayForcing, SyntheticForcing, ZarrForcing
+
+    if isinstance(runoff, ArrayForcing):  # cut per worker, as a tensor
+        return TensorSource(runoff.values)
+    if isinstance(runoff, (ZarrForcing, SyntheticForcing, str, os.PathLike)):
+        return ForcingRunoff(runoff)
+    if hasattr(runoff, "read"):
+        return runoff
+    return TensorSource(runoff)
 
 
 def source_parameters(source: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -35,7 +35,6 @@ from ._config import (
     render_job_script,
     start_cluster,
 )
-from ._forcing import SyntheticForcing, ZarrForcing, as_forcing, hash_uniform
 from ._plan import WavePlan, map_workers, place_basins, plan_waves
 from ._recovery import WorkersLost, replaced, wait_for_workers, worker_addresses
 from ._runtime import (
@@ -55,18 +54,14 @@ __all__ = [
     "DistributedRouter",
     "IterationInterrupted",
     "RunSummary",
-    "SyntheticForcing",
     "TransferBuffer",
     "WaveContext",
     "WavePlan",
     "WaveRuntime",
     "WaveWork",
     "WorkersLost",
-    "ZarrForcing",
-    "as_forcing",
     "config_path",
     "gpus_visible",
-    "hash_uniform",
     "io_floor",
     "load_config",
     "map_workers",

@@ -36,11 +36,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..io import digest, prepare_output, run_fingerprint
+from ..io import (
+    ArrayForcing,
+    SyntheticForcing,
+    ZarrForcing,
+    as_forcing,
+    digest,
+    prepare_output,
+    run_fingerprint,
+)
 from ..network import RiverNetwork
 from ..partition import Partition
 from ..routing import RoutingOptions, check_truncation
-from ._forcing import SyntheticForcing, ZarrForcing, as_forcing
 from ._plan import WavePlan, map_workers, plan_waves
 from ._recovery import restart_points, worker_addresses
 from ._worker import (
@@ -125,22 +132,37 @@ def _submit(client: Any, fn: Any, *args: Any, addr: str, key: str, priority: int
                          pure=False, key=key, priority=priority)
 
 
+def _worker_forcing(forcing: Any) -> Any:
+    """A forcing the workers read themselves (a store or a generator): in-memory values are
+    not shipped through the client (ingest them with :func:`hydroscale.io.ingest` first)."""
+    f = as_forcing(forcing)
+    if isinstance(f, ArrayForcing):
+        raise TypeError("route_distributed reads forcing on the workers: an ArrayForcing "
+                        "would travel through the client with every task; write it to a "
+                        "store with hydroscale.io.ingest and pass the store's path")
+    return f
+
+
 def _chunks(n_steps: int, time_chunk: int) -> list[tuple[int, int]]:
     if int(time_chunk) != time_chunk or time_chunk < 1:
         raise ValueError(f"time_chunk must be a positive number of steps, got {time_chunk}")
     return [(t, min(t + int(time_chunk), n_steps)) for t in range(0, n_steps, int(time_chunk))]
 
 
-def _wait_logged(futures: list[Any], what: str) -> None:
+def _wait_logged(futures: list[Any], what: str, on_progress: Any = None,
+                 weight: dict[str, int] | None = None) -> None:
     """Wait for every task; raise the first failure once nothing else can run.
 
     A failed task fails the tasks that depend on it; the others go on, so that an output
-    store records all the work that could be done (a resumed run reuses it)."""
+    store records all the work that could be done (a resumed run reuses it).
+    ``on_progress(n)`` is called as tasks finish, ``n`` the task's ``weight`` (default 1)."""
     from distributed import as_completed
 
     n, step, done, first = len(futures), max(1, len(futures) // 10), 0, None
     for fut in as_completed(futures):
         done += 1
+        if on_progress is not None:
+            on_progress((weight or {}).get(fut.key, 1))
         if fut.status == "error" and first is None:
             first = fut
             logger.error("%s: task %s failed: %r; finishing the tasks that do not depend on "
@@ -296,21 +318,6 @@ class DistributedRouter:
                     "(window %d, max truncated mass %.3g)", self.run_id, self.plan.n_groups,
                     len(self.addrs), self.setup_s, self.window, self.max_truncated_mass)
 
-    def _forcing_identity(self, forcing: Any) -> dict[str, Any]:
-        """What identifies a forcing for a resumed run: for a store, its path, ids, times and
-        a digest of its first chunk (cheap; a re-ingest of the same data keeps it)."""
-        if isinstance(forcing, ZarrForcing):
-            import zarr
-
-            root = zarr.open_group(forcing.store, mode="r")
-            arr = root[root.attrs["variable"]]
-            first = arr[: arr.chunks[0], : arr.chunks[1]]
-            return {"store": os.path.abspath(forcing.store), "shape": list(arr.shape),
-                    "ids_time": digest(root["reach"][:], root["time"][:]),
-                    "first_chunk": digest(first)}
-        return {**forcing.describe(), "n_steps": forcing.n_steps, "start": forcing.start,
-                "interval_s": forcing.interval_s}
-
     def route(
         self,
         forcing_store: Any,
@@ -324,6 +331,7 @@ class DistributedRouter:
         resume: bool = True,
         baseline: Any = None,
         fuse: bool = True,
+        on_progress: Any = None,
     ) -> RunSummary:
         """One pass from zero state: forcing -> discharge (see :func:`route_distributed`).
 
@@ -334,7 +342,7 @@ class DistributedRouter:
         if self._closed:
             raise RuntimeError("this DistributedRouter is closed")
         plan, client = self.plan, self.client
-        forcing = as_forcing(forcing_store)
+        forcing = _worker_forcing(forcing_store)
         steps = int(n_steps or forcing.n_steps)
         if steps > forcing.n_steps or steps < 1:
             raise ValueError(f"n_steps must lie in [1, {forcing.n_steps}], got {n_steps}")
@@ -367,7 +375,7 @@ class DistributedRouter:
                     np.asarray(pv(plan.network)) if callable(pv) else pv)
             definition = {**self._definition, "time_chunk": int(time_chunk), "n_steps": steps,
                           "reach_chunk": int(reach_chunk),
-                          "forcing": self._forcing_identity(forcing),
+                          "forcing": forcing.identity(),
                           "baseline": None if base is None else digest(base)}
             meta = {
                 "engine": "hydroscale.distributed", "irf": str(self.irf),
@@ -443,7 +451,10 @@ class DistributedRouter:
                     for g in due:
                         futs[(g, k)] = fut
             results = list({f.key: f for f in futs.values()}.values())
-            _wait_logged(results, f"route {pass_id}")
+            weight: dict[str, int] = {}
+            for f in futs.values():
+                weight[f.key] = weight.get(f.key, 0) + 1
+            _wait_logged(results, f"route {pass_id}", on_progress, weight)
             expected = set(futs) if progress is not None else set()
             per = _finish(client, self.run_id, pass_id, results, progress, expected)
         except BaseException:
@@ -540,6 +551,7 @@ def route_distributed(
     baseline: Any = None,
     plan: WavePlan | None = None,
     fuse: bool = True,
+    on_progress: Any = None,
     **routing: Any,
 ) -> RunSummary:
     """Route a forcing store through ``network`` on the workers of ``client``.
@@ -585,19 +597,22 @@ def route_distributed(
     plan : a :func:`plan_waves` result to reuse.
     fuse : route each unit of the plan per chunk in one task (see
         :meth:`DistributedRouter.route`); False: one task per (group, chunk).
+    on_progress : optional ``on_progress(n)``, called as routing tasks finish with the
+        number of (group, time chunk) routings each did (e.g. a progress bar's ``update``).
 
     Returns
     -------
     RunSummary (``setup_s``: the set-up on the workers; ``wall_s``: the pass;
     ``reused_tasks``: tasks an interrupted run had finished).
     """
-    forcing_store = as_forcing(forcing_store)  # a bad source fails before any set-up
+    forcing_store = _worker_forcing(forcing_store)  # a bad source fails before any set-up
     with DistributedRouter(client, network, partition, irf, params, substeps, options=options,
                            plan=plan, max_steps=int(n_steps or forcing_store.n_steps),
                            **routing) as dr:
         return dr.route(forcing_store, output_store, time_chunk, n_steps=n_steps,
                         reach_chunk=reach_chunk, run_metadata=run_metadata,
-                        overwrite=overwrite, resume=resume, baseline=baseline, fuse=fuse)
+                        overwrite=overwrite, resume=resume, baseline=baseline, fuse=fuse,
+                        on_progress=on_progress)
 
 
 def io_floor(
@@ -621,7 +636,7 @@ def io_floor(
     tic = time.perf_counter()
     plan = plan or plan_waves(network, partition)
     addrs = map_workers(client, plan.n_workers)
-    forcing = as_forcing(forcing_store)
+    forcing = _worker_forcing(forcing_store)
     steps = int(n_steps or forcing.n_steps)
     chunks = _chunks(steps, time_chunk)
     run_id = uuid.uuid4().hex[:10]

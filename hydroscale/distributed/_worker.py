@@ -30,7 +30,6 @@ builds it.  Per pass a worker also keeps the opened forcing, a background writer
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -110,14 +109,14 @@ class SavedState:
 
 @dataclass
 class _Writer:
-    """Region writes of ``[n, T]`` discharge blocks into an output store, in a background
-    thread, each followed (with ``progress``) by the task's state and completion marker.
+    """Region writes of ``[n, T]`` discharge blocks into an output store
+    (:class:`~hydroscale.io.OutputStore`) in a background thread, each followed (with
+    ``progress``) by the task's state and completion marker.
 
     Zarr chunks shared by two groups' row ranges are written under a ``distributed.Lock``
-    named after the store and the chunk (read-modify-write of one chunk at a time, also
-    across passes, e.g. a resumed run and a late task of the interrupted one); the
-    chunk-aligned middle of a block needs no lock.  Writes are idempotent: a recomputed task
-    writes the same values again."""
+    named after the store and the chunk (also across passes, e.g. a resumed run and a late
+    task of the interrupted one); writes are idempotent: a recomputed task writes the same
+    values again."""
 
     store: str
     worker: Any
@@ -125,7 +124,7 @@ class _Writer:
     pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(2))
     pending: list = field(default_factory=list)
     seconds: float = 0.0
-    _arr: Any = None
+    _out: Any = None
     _mutex: threading.Lock = field(default_factory=threading.Lock)
     _locks: dict = field(default_factory=dict)
 
@@ -138,34 +137,17 @@ class _Writer:
                                          loop=self.worker.loop)
             return self._locks[name]
 
-    def _array(self) -> Any:
-        if self._arr is None:
-            import zarr
-
-            root = zarr.open_group(self.store, mode="r+")
-            self._arr = root[root.attrs["variable"]]
-        return self._arr
-
     def _write(self, a: int, t0: int, block: np.ndarray, done: tuple[int, int] | None,
                state: np.ndarray | None) -> None:
         t = time.perf_counter()
         if state is not None:  # the state first: a marker promises both
             # the runoff history is the forcing's last K - 1 steps: read again on resume
             self.progress.save_state(*done, {"inflow_hist": state})
-        arr = self._array()
-        rc = int(arr.chunks[0])
-        b = a + block.shape[0]
-        t1 = t0 + block.shape[1]
-        cuts = sorted({a, b, *range((a + rc - 1) // rc * rc, b, rc)})
-        tag = hashlib.sha1(self.store.encode()).hexdigest()[:12]
-        for lo, hi in zip(cuts[:-1], cuts[1:]):
-            part = block[lo - a : hi - a]
-            aligned = lo % rc == 0 and (hi % rc == 0 or hi == arr.shape[0])
-            if aligned:
-                arr[lo:hi, t0:t1] = part
-            else:
-                with self._lock(f"hydroscale-write-{tag}-{lo // rc}-{t0}"):
-                    arr[lo:hi, t0:t1] = part
+        if self._out is None:
+            from ..io import OutputStore
+
+            self._out = OutputStore(self.store)
+        self._out.write(a, t0, block, lock=self._lock)
         if done is not None and self.progress is not None:
             self.progress.mark_done(*done)
         with self._mutex:

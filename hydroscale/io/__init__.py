@@ -8,7 +8,17 @@ Submodules: :mod:`~hydroscale.io.nwm`, :mod:`~hydroscale.io.rapid`,
 
 from . import nwm, rapid, zarr_store
 from ._common import IOFormatError, netcdf_guard
-from ._output import PreparedOutput, digest, prepare_output, run_fingerprint
+from ._forcing import ArrayForcing, SyntheticForcing, ZarrForcing, as_forcing, hash_uniform
+from ._output import OutputStore, PreparedOutput, digest, prepare_output, run_fingerprint
+from ._readers import (
+    Reader,
+    ReaderGuessError,
+    guess_engine,
+    list_readers,
+    open_network,
+    open_series,
+    register_reader,
+)
 from ._store_lock import (
     StoreChangedError,
     StoreLock,
@@ -36,6 +46,19 @@ from .zarr_store import (
 )
 
 __all__ = [
+    "Reader",
+    "ReaderGuessError",
+    "guess_engine",
+    "list_readers",
+    "open_network",
+    "open_series",
+    "register_reader",
+    "ArrayForcing",
+    "SyntheticForcing",
+    "ZarrForcing",
+    "as_forcing",
+    "hash_uniform",
+    "OutputStore",
     "PreparedOutput",
     "StoreChangedError",
     "StoreLock",

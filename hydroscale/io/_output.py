@@ -32,7 +32,7 @@ import numpy as np
 from ._common import IOFormatError
 from ._store_lock import StoreChangedError, StoreLock, check_not_nested
 
-__all__ = ["PreparedOutput", "digest", "prepare_output", "run_fingerprint"]
+__all__ = ["OutputStore", "PreparedOutput", "digest", "prepare_output", "run_fingerprint"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,91 @@ def run_fingerprint(definition: dict[str, Any]) -> str:
     :func:`digest` strings)."""
     text = json.dumps(definition, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class OutputStore:
+    """A ``(reach, time)`` output store on disk (see :func:`create_output_store` for its
+    layout): region writes, the run's progress record, completion, reading back.
+
+    ``write`` takes an optional ``lock(name)`` factory (a context manager per name, e.g. a
+    ``distributed.Lock``): writers of other processes may share a Zarr chunk only at the
+    edges of their row ranges, which are then written under the lock named after the store
+    and the chunk (read-modify-write of one chunk at a time); the chunk-aligned middle of a
+    block needs no lock.  Writes are idempotent: the same block written twice gives the
+    same store.
+    """
+
+    def __init__(self, path: Any) -> None:
+        self.path = os.fspath(path)
+        self._array: Any = None
+        self._tag = hashlib.sha1(os.path.abspath(self.path).encode()).hexdigest()[:12]
+
+    def __repr__(self) -> str:
+        return f"OutputStore({self.path!r})"
+
+    @classmethod
+    def create(cls, path: Any, reach_ids: Any, time: Any, **options: Any) -> OutputStore:
+        """Create an empty store at ``path`` (:func:`~hydroscale.io.create_output_store`:
+        ``variable``, ``units``, ``chunks``, ``interval_s``, ``run``, ``overwrite``,
+        ``fingerprint``)."""
+        from .zarr_store import create_output_store
+
+        create_output_store(path, reach_ids, time, **options)
+        return cls(path)
+
+    @property
+    def array(self) -> Any:
+        """The discharge array (opened once)."""
+        if self._array is None:
+            import zarr
+
+            root = zarr.open_group(self.path, mode="r+")
+            self._array = root[root.attrs["variable"]]
+        return self._array
+
+    @property
+    def progress(self) -> Any:
+        """The run's progress record in the store (:class:`~hydroscale.io.RunProgress`)."""
+        from .zarr_store import RunProgress
+
+        return RunProgress(self.path)
+
+    def write(self, reach_start: int, time_start: int, block: Any, *,
+              lock: Callable[[str], Any] | None = None) -> None:
+        """Write ``block`` ``[n_reach, n_time]`` at rows ``reach_start:`` and steps
+        ``time_start:`` (float32), the shared edge chunks under ``lock`` when given."""
+        arr = self.array
+        b = np.asarray(block, np.float32)
+        if b.ndim != 2:
+            raise ValueError(f"block must be [n_reach, n_time], got {b.shape}")
+        a, t0 = int(reach_start), int(time_start)
+        r1, t1 = a + b.shape[0], t0 + b.shape[1]
+        if a < 0 or t0 < 0 or r1 > arr.shape[0] or t1 > arr.shape[1]:
+            raise ValueError(f"block [{a}:{r1}, {t0}:{t1}] is outside the store {arr.shape}")
+        if lock is None:
+            arr[a:r1, t0:t1] = b
+            return
+        rc = int(arr.chunks[0])
+        cuts = sorted({a, r1, *range((a + rc - 1) // rc * rc, r1, rc)})
+        for lo, hi in zip(cuts[:-1], cuts[1:]):
+            part = b[lo - a : hi - a]
+            if lo % rc == 0 and (hi % rc == 0 or hi == arr.shape[0]):
+                arr[lo:hi, t0:t1] = part
+            else:
+                with lock(f"hydroscale-write-{self._tag}-{lo // rc}-{t0}"):
+                    arr[lo:hi, t0:t1] = part
+
+    def complete(self) -> None:
+        """Mark the store complete (every block written and flushed; call last)."""
+        from .zarr_store import mark_complete
+
+        mark_complete(self.path)
+
+    def open(self, network: Any = None, *, allow_incomplete: bool = False) -> Any:
+        """The store as a ``(reach, time)`` DataArray (see :func:`open_output`)."""
+        from .zarr_store import open_output
+
+        return open_output(self.path, network, allow_incomplete=allow_incomplete)
 
 
 def _set_writer(path: str, lock: StoreLock) -> None:
@@ -76,6 +161,11 @@ class PreparedOutput:
     replaced: str | None = None
     _closed: bool = field(default=False, repr=False)
 
+    @property
+    def store(self) -> OutputStore:
+        """The store (region writes, progress)."""
+        return OutputStore(self.path)
+
     def check(self) -> None:
         """Raise :class:`StoreChangedError` if the store was taken from this run."""
         if self.lock is not None:
@@ -86,13 +176,12 @@ class PreparedOutput:
         states and the replaced store, release the lock.  Raises
         :class:`StoreChangedError`, and marks nothing, if the store was changed under the
         run."""
-        from .zarr_store import RunProgress, mark_complete
-
         try:
             self.verify()
-            mark_complete(self.path)
+            store = self.store
+            store.complete()
             if clear_states:
-                RunProgress(self.path).clear_states()
+                store.progress.clear_states()
             if self.replaced is not None:
                 shutil.rmtree(self.replaced, ignore_errors=True)
                 self.replaced = None

@@ -9,8 +9,9 @@ Layout of a store (a Zarr v3 group)::
            interval_s, provenance (source, created, hydroscale version, reach order), ...
 
 * :func:`ingest` turns CHRTOUT slices, RAPID inflow, a NetCDF ``(reach, time)`` variable, a
-  wide CSV or an ``xarray.DataArray`` into a forcing store (the ``hydroscale ingest`` command
-  of :mod:`hydroscale.cli` calls it through the ingest workflow).
+  wide CSV or an ``xarray.DataArray`` into a forcing store, read with the reader registry
+  (:func:`~hydroscale.io.open_series`; the ``hydroscale ingest`` command of
+  :mod:`hydroscale.cli` calls it through the ingest workflow).
 * :func:`open_forcing` opens it against a network: ids must match exactly (clear error).
 * :func:`create_output_store` / :func:`write_block` / :func:`open_output`: the output store
   written block by block (region writes) by the distributed runtime.
@@ -45,16 +46,14 @@ from ._common import (
     check_steps,
     check_times,
     check_units,
-    integer_ids,
-    netcdf_guard,
 )
+from ._readers import guess_engine, open_series
 
 __all__ = [
     "ForcingStore",
     "RunProgress",
     "create_output_store",
     "ingest",
-    "load_source",
     "mark_complete",
     "open_forcing",
     "open_output",
@@ -65,7 +64,6 @@ logger = logging.getLogger(__name__)
 
 TIME_UNITS = "seconds since 1970-01-01T00:00:00Z"
 _EPOCH = np.datetime64("1970-01-01T00:00:00", "s")
-_REACH_DIMS = ("reach", "feature_id", "rivid", "link", "station")
 
 
 def _compressors() -> list[Any]:
@@ -83,108 +81,6 @@ def _version() -> str:
 
 def _to_seconds(t: np.ndarray) -> np.ndarray:
     return (np.asarray(t).astype("datetime64[s]") - _EPOCH).astype(np.int64)
-
-
-# ---------------------------------------------------------------- sources
-def _read_csv(path: str) -> xr.DataArray:
-    """Wide CSV: header ``time,<id>,<id>,...``; one row per time (ISO 8601), values m³/s."""
-    import pandas as pd
-
-    df = pd.read_csv(path)
-    if df.columns[0].strip().lower() != "time":
-        raise IOFormatError(path, "time", "the first column must be 'time' (ISO 8601)")
-    try:
-        ids = np.array([int(c) for c in df.columns[1:]], np.int64)
-    except ValueError:
-        bad = [str(c) for c in df.columns[1:] if not str(c).strip().lstrip("-").isdigit()]
-        msg = (f"columns after 'time' must be integer reach ids, got {bad[:5]}"
-               f"{f' and {len(bad) - 5} more' if len(bad) > 5 else ''}")
-        raise IOFormatError(path, "header", msg) from None
-    t = pd.to_datetime(df.iloc[:, 0]).values.astype("datetime64[ns]")
-    check_times(t, path, "time")
-    return xr.DataArray(df.iloc[:, 1:].to_numpy(np.float64).T, {"reach": ids, "time": t},
-                        ("reach", "time"), attrs={"units": "m3 s-1", "source": path})
-
-
-def _read_netcdf_var(path: str, variable: str | None) -> xr.DataArray:
-    with netcdf_guard(path), xr.open_dataset(path) as ds:
-        if "m3_riv" in ds.variables or "Qext" in ds.variables:
-            from .rapid import read_rapid_inflow
-
-            return read_rapid_inflow(path)
-        if variable is None:
-            cands = [v for v in ds.data_vars if ds[v].ndim == 2 and "time" in ds[v].dims]
-            if len(cands) != 1:
-                raise IOFormatError(path, None, f"name the variable to ingest among {cands}")
-            variable = cands[0]
-        if variable not in ds.variables:
-            raise IOFormatError(path, variable, f"missing variable; the file has {list(ds)}")
-        da = ds[variable].load()
-    dim = next((d for d in da.dims if d in _REACH_DIMS), None)
-    if dim is None or "time" not in da.dims or da.ndim != 2:
-        raise IOFormatError(path, variable, f"needs dims (reach-like, time), got {da.dims}")
-    _check_flow_units(da.attrs.get("units"), path, variable)
-    ids = da[dim].values if dim in da.coords else None
-    if ids is None:
-        for name in _REACH_DIMS:
-            if name in ds.variables and ds[name].dims == (dim,):
-                ids = ds[name].values
-        if ids is None:
-            raise IOFormatError(path, dim, "no reach id coordinate along the reach dimension")
-    ids = integer_ids(ids, path, dim)
-    check_times(da["time"].values, path, "time")
-    da = da.transpose(dim, "time")
-    return xr.DataArray(da.values, {"reach": ids,
-                                    "time": da["time"].values}, ("reach", "time"),
-                        attrs={"units": "m3 s-1", "source": path})
-
-
-def _check_flow_units(units: Any, where: Any, field: str) -> None:
-    """Discharge units only; a variable without ``units`` is taken as m³/s (with a log
-    line), for NetCDF variables and DataArrays alike."""
-    if units is None:
-        logger.warning("%s [%s]: no 'units' attribute: taken as m3 s-1 (set units to say "
-                       "so)", where, field)
-        return
-    check_units(units, FLOW_UNITS, where, field, "m3 s-1")
-
-
-def load_source(source: Any, *, variable: str | None = None) -> xr.DataArray:
-    """A ``(reach, time)`` DataArray (m³/s) from a supported source.
-
-    ``source`` is an ``xarray.DataArray`` ``(reach, time)``; a directory, glob or list of NWM
-    CHRTOUT files (``variable`` default ``q_lateral``); a RAPID inflow NetCDF (``m3_riv`` or
-    ``Qext``); a NetCDF with a ``(reach|feature_id|rivid, time)`` variable; or a wide CSV
-    (``time,<id>,<id>,...``).
-
-    Values must be discharge: a DataArray or NetCDF variable whose ``units`` attribute is not
-    a spelling of m³/s (``m3 s-1``, ``m3/s``, ``cms``, ...) is refused; one without ``units``
-    is taken as m³/s (a warning is logged).  Reach ids must be integers (ids stored as
-    strings are refused) and there must be at least one time step.
-
-    Raises
-    ------
-    IOFormatError
-        Naming the file (``<DataArray>`` for an array) and the field at fault.
-    """
-    if isinstance(source, xr.DataArray):
-        where = "<DataArray>"
-        if source.dims != ("reach", "time"):
-            raise ValueError(f"a DataArray source must have dims (reach, time), got {source.dims}")
-        _check_flow_units(source.attrs.get("units"), where, "units")
-        ids = integer_ids(source["reach"].values, where, "reach")
-        check_steps(source.sizes["time"], where)
-        check_times(source["time"].values, where, "time")
-        return source.assign_coords(reach=ids)
-    if _is_chrtout(source):
-        from .nwm import read_chrtout
-
-        var = variable or "q_lateral"
-        return read_chrtout(source, (var,))[var]
-    p = os.fspath(source)
-    da = _read_csv(p) if p.endswith(".csv") else _read_netcdf_var(p, variable)
-    check_steps(da.sizes["time"], p)
-    return da
 
 
 # ---------------------------------------------------------------- forcing stores
@@ -222,6 +118,7 @@ def ingest(
     *,
     network: RiverNetwork | None = None,
     reach_order: Any = None,
+    engine: Any = None,
     variable: str | None = None,
     name: str = "runoff",
     chunks: tuple[int, int] = (4096, 512),
@@ -233,11 +130,15 @@ def ingest(
 
     Parameters
     ----------
-    source : see :func:`load_source`.
+    source : a source :func:`~hydroscale.io.open_series` reads (a DataArray, CHRTOUT files,
+        RAPID inflow, a ``(reach, time)`` NetCDF variable, a wide CSV, or what a registered
+        series reader takes).
     store : path or zarr store.
     network : if given, every network reach must be in the source (extra source reaches are
         dropped, with a log line) and rows follow ``reach_order`` or ``network.ids``.
     reach_order : int64 reach ids giving the row order (e.g. reaches sorted by cluster).
+    engine : the series reader (a name of :func:`~hydroscale.io.list_readers`, or a
+        :class:`~hydroscale.io.Reader`); default: the one that recognises ``source``.
     variable : CHRTOUT/NetCDF variable to ingest.
     name : array name in the store.
     chunks : (reach chunk, time chunk).  CHRTOUT files are streamed ``chunks[1]`` files at a
@@ -270,9 +171,9 @@ def ingest(
     # ingest (bad source, interruption) never leaves a partial store nor harms an old one
     work: Any = store if target is None else _sibling(target, "ingest")
     try:
-        root = _ingest_into(work, source, order_ids, variable, name, chunks, time_is_end,
-                            overwrite or target is not None, reach_order is not None,
-                            provenance)
+        root = _ingest_into(work, source, engine, order_ids, variable, name, chunks,
+                            time_is_end, overwrite or target is not None,
+                            reach_order is not None, provenance)
         if target is not None:
             _replace(work, target)
             root = zarr.open_group(target, mode="r+")
@@ -300,10 +201,13 @@ def _replace(work: str, target: str) -> None:
         os.rename(work, target)
 
 
-def _ingest_into(store: Any, source: Any, order_ids: np.ndarray | None, variable: str | None,
-                 name: str, chunks: tuple[int, int], time_is_end: bool, overwrite: bool,
-                 ordered: bool, provenance: dict[str, Any] | None) -> zarr.Group:
-    if _is_chrtout(source):
+def _ingest_into(store: Any, source: Any, engine: Any, order_ids: np.ndarray | None,
+                 variable: str | None, name: str, chunks: tuple[int, int], time_is_end: bool,
+                 overwrite: bool, ordered: bool,
+                 provenance: dict[str, Any] | None) -> zarr.Group:
+    if engine is None:
+        engine = guess_engine(source, "series")
+    if getattr(engine, "name", engine) == "chrtout":  # streamed: memory N x time chunk
         root, ids, t, n_files = _stream_chrtout(source, store, variable or "q_lateral", name,
                                                 order_ids, chunks, overwrite)
         first = os.fspath(source[0] if isinstance(source, (list, tuple)) else source)
@@ -311,7 +215,7 @@ def _ingest_into(store: Any, source: Any, order_ids: np.ndarray | None, variable
         check_regular(np.asarray(t), src_name, "time")
         dt = _interval(t)
     else:
-        da = load_source(source, variable=variable)
+        da = open_series(source, engine, **({} if variable is None else {"variable": variable}))
         ids, t = _select_rows(da, order_ids, source), da["time"].values
         src = source if isinstance(source, (str, os.PathLike)) else da.attrs.get("source")
         src_name = os.fspath(src) if isinstance(src, os.PathLike) else str(src or "array")
@@ -346,15 +250,6 @@ def _ingest_into(store: Any, source: Any, order_ids: np.ndarray | None, variable
     })
     logger.info("ingested %s: %d reaches x %d steps", src_name, n, steps)
     return root
-
-
-def _is_chrtout(source: Any) -> bool:
-    if isinstance(source, (list, tuple)):
-        return all("CHRTOUT" in os.path.basename(os.fspath(p)) for p in source)
-    if not isinstance(source, (str, os.PathLike)):
-        return False
-    p = os.fspath(source)
-    return os.path.isdir(p) or any(c in p for c in "*?[") or "CHRTOUT" in os.path.basename(p)
 
 
 def _create_array(store: Any, name: str, shape: tuple[int, int], chunks: tuple[int, int],
@@ -693,21 +588,12 @@ class RunProgress:
 
 
 def write_block(store: Any, reach_start: int, time_start: int, block: Any) -> None:
-    """Write ``block`` ``[n_reach, n_time]`` at rows ``reach_start:`` and steps ``time_start:``.
+    """Write ``block`` ``[n_reach, n_time]`` at rows ``reach_start:`` and steps ``time_start:``
+    (:meth:`hydroscale.io.OutputStore.write`, without a lock: writers of disjoint,
+    chunk-aligned regions may run concurrently)."""
+    from ._output import OutputStore
 
-    Writers of disjoint, chunk-aligned regions may run concurrently (different workers).
-    """
-    root = zarr.open_group(store, mode="r+")
-    arr = root[root.attrs["variable"]]
-    b = np.asarray(block, np.float32)
-    if b.ndim != 2:
-        raise ValueError(f"block must be [n_reach, n_time], got {b.shape}")
-    r1, t1 = reach_start + b.shape[0], time_start + b.shape[1]
-    if reach_start < 0 or time_start < 0 or r1 > arr.shape[0] or t1 > arr.shape[1]:
-        raise ValueError(
-            f"block [{reach_start}:{r1}, {time_start}:{t1}] is outside the store {arr.shape}"
-        )
-    arr[reach_start:r1, time_start:t1] = b
+    OutputStore(store).write(reach_start, time_start, block)
 
 
 def open_output(store: Any, network: RiverNetwork | None = None, *,

@@ -17,7 +17,7 @@ lists every key with its default.
 from __future__ import annotations
 
 from ._calibrate import run_calibrate, twin_gauges
-from ._inputs import Forcing, RouteInputs, build_inputs, build_network, build_params
+from ._inputs import RouteInputs, build_forcing, build_inputs, build_network, build_params
 from ._route import RouteResult, hydrograph_reaches, route_single, run_route
 from ._schema import WorkflowError, apply_overrides, describe, validate
 from ._spec import KINDS, SCHEMAS, load_workflow, workflow_from_mapping
@@ -26,12 +26,12 @@ from ._tasks import basin_subset, run_benchmark, run_ingest, run_partition
 __all__ = [
     "KINDS",
     "SCHEMAS",
-    "Forcing",
     "RouteInputs",
     "RouteResult",
     "WorkflowError",
     "apply_overrides",
     "basin_subset",
+    "build_forcing",
     "build_inputs",
     "build_network",
     "build_params",

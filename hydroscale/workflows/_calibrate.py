@@ -25,8 +25,9 @@ import torch
 
 from ..irf import get_irf
 from ..routing import select_engine
+from ._common import NullProgress, Progress, output_folder_lock
+from ._common import device as device_of
 from ._inputs import RouteInputs, build_inputs, build_params, routing_options
-from ._route import NullProgress, Progress, _device, output_folder_lock
 
 __all__ = ["run_calibrate", "twin_gauges"]
 
@@ -80,15 +81,15 @@ def _observations(cfg: dict[str, Any], inputs: RouteInputs, runoff: np.ndarray
         if oc["noise"] > 0:
             rng = np.random.default_rng(oc["seed"])
             values = values * (1.0 + oc["noise"] * rng.standard_normal(values.shape))
-        return GaugeObservations(net.ids[g], values, f.times), truth
+        return GaugeObservations(net.ids[g], values, f.time), truth
     if oc["source"] == "lower_colorado":
         usgs = inputs.references["USGS"]
-        values = _per_step_means(usgs, f.times, f.interval_s)
+        values = _per_step_means(usgs, f.time, f.interval_s)
         keep = np.isfinite(values).sum(1) >= 2
         if not keep.any():
             raise ValueError("no USGS gauge of the bundled basin has two observed steps in "
                              "the forcing period")
-        return GaugeObservations(usgs["reach"].values[keep], values[keep], f.times), None
+        return GaugeObservations(usgs["reach"].values[keep], values[keep], f.time), None
     path = oc["path"]
     suffix = Path(path).suffix.lower()
     if suffix == ".csv":
@@ -166,7 +167,7 @@ def _run_calibrate(cfg: dict[str, Any], progress: Progress, client: Any) -> dict
     rt = cfg["routing"]
     inputs = build_inputs(cfg)
     net, f = inputs.network, inputs.forcing
-    runoff = f.read(0, f.n_steps)
+    runoff = f.read_all(0, f.n_steps)
     obs, truth = _observations(cfg, inputs, runoff)
     dtype = torch.float64 if rt["dtype"] == "float64" else torch.float32
     page = None
@@ -178,7 +179,7 @@ def _run_calibrate(cfg: dict[str, Any], progress: Progress, client: Any) -> dict
         page = attach_dashboard(cal, client).url
         device = f"{cal.engine.n_workers} workers"
     else:
-        device = _device(rt["device"])
+        device = device_of(rt["device"])
         model = _model(cfg, inputs, dtype).to(device)
         name = rt["engine"] if rt["engine"] != "auto" else select_engine(device).name
         engine_options = {"max_reaches": rt["max_reaches"]} if name in ("torch", "triton") \
@@ -264,7 +265,7 @@ def _figure(path: Path, cfg: dict[str, Any], f: Any, obs: Any, first: np.ndarray
         return None
     from ..plotting import plot_hydrographs
 
-    t_end = f.times + np.timedelta64(int(round(f.interval_s)), "s")
+    t_end = f.time + np.timedelta64(int(round(f.interval_s)), "s")
     panels = [(f"gauge at reach {int(obs.ids[i])}",
                {"observed": (t_end, obs.values[i]), "first guess": (t_end, first[i]),
                 "calibrated": (t_end, final[i])}) for i in range(k)]

@@ -10,15 +10,14 @@ basin's forcing is first written to ``<output.dir>/forcing.zarr``.  With ``outpu
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._inputs import RouteInputs, routing_options
-from ._route import NullProgress, Progress, partition_inputs
+from ._common import NullProgress, Progress, partition_inputs
+from ._inputs import RouteInputs, build_forcing, routing_options
 
 __all__ = ["route_distributed_workflow"]
 
@@ -26,68 +25,27 @@ logger = logging.getLogger(__name__)
 
 
 def _forcing_source(cfg: dict[str, Any], inputs: RouteInputs, out_dir: Path) -> Any:
-    from ..distributed import SyntheticForcing
+    """What the workers read: the workflow's forcing source, or for values held in memory
+    (the bundled basin) a store written for them in the output folder."""
+    from ..io import ArrayForcing
 
-    frc = cfg["forcing"]
-    if frc["source"] == "synthetic":
-        return SyntheticForcing(n_steps=frc["steps"], seed=frc["seed"], scale=float(frc["scale"]),
-                                start=frc["start"].rstrip("Z"), interval_s=frc["interval_s"])
-    if frc["source"] == "zarr":
-        return frc["path"]
+    f = inputs.forcing
+    if not isinstance(f, ArrayForcing) and cfg["routing"]["initial"] != "steady":
+        return build_forcing(cfg["forcing"])
     import xarray as xr
 
     from ..io import ingest
 
-    f = inputs.forcing
-    values = f.read(0, f.n_steps)
+    values = f.read_all(0, f.n_steps)
     if cfg["routing"]["initial"] == "steady":  # route r - r0; accumulate(r0) is added after
         values = values - values[:, :1]
-    da = xr.DataArray(values, {"reach": inputs.network.ids, "time": f.times},
+    da = xr.DataArray(values, {"reach": inputs.network.ids, "time": f.time},
                       ("reach", "time"), attrs={"units": "m3 s-1", "interval_s": f.interval_s})
     path = out_dir / "forcing.zarr"
     ingest(da, path, network=inputs.network, overwrite=True,
-           provenance={"source": f.source})
+           provenance={"source": f.describe()["source"]})
     logger.info("wrote the bundled forcing to %s for the workers", path)
     return str(path)
-
-
-class _TaskWatcher:
-    """Feeds a progress bar with the number of finished (group, chunk) routings, polled from
-    the scheduler (the runtime names a task routing ``n`` groups from ``group``
-    ``hydroscale-route-<run>-<group>+<n>-<chunk>``)."""
-
-    def __init__(self, client: Any, bar: Any, period: float = 0.5) -> None:
-        self.client, self.bar, self.period = client, bar, period
-        self.done = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    @staticmethod
-    def _count(dask_scheduler: Any = None) -> int:
-        n = 0
-        for key, ts in dask_scheduler.tasks.items():
-            if str(key).startswith("hydroscale-route-") and ts.state in ("memory", "erred"):
-                part = str(key).split("-")[3]
-                n += int(part.split("+")[1]) if "+" in part else 1
-        return n
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.period):
-            try:
-                n = self.client.run_on_scheduler(self._count)
-            except Exception:  # noqa: BLE001 - progress is best effort; the run reports errors
-                return
-            if n > self.done:
-                self.bar.update(n - self.done)
-                self.done = n
-
-    def __enter__(self) -> _TaskWatcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
 
 def _kept_rows(store: str, ids: np.ndarray) -> np.ndarray:
@@ -114,7 +72,7 @@ def _steady_baseline(inputs: RouteInputs) -> np.ndarray:
     from ..api import accumulate
 
     return np.asarray(accumulate(inputs.network,
-                                 inputs.forcing.read(0, 1)[:, 0].astype(np.float64)))
+                                 inputs.forcing.read_all(0, 1)[:, 0].astype(np.float64)))
 
 
 def route_distributed_workflow(
@@ -159,8 +117,8 @@ def route_distributed_workflow(
     n_chunks = -(-steps // rt["time_chunk"])
     options = routing_options(cfg)  # "auto" window: at most the run's length
     backend = options.backend
-    bar = progress("route tasks", plan.n_groups * n_chunks, "task")
-    with _TaskWatcher(client, bar) as watch:
+    bar = progress("route", plan.n_groups * n_chunks, "group-chunk")
+    try:
         summ = route_distributed(
             client, net, part, source, None if store is None else str(store),
             params=inputs.params, time_chunk=rt["time_chunk"], options=options,
@@ -168,9 +126,10 @@ def route_distributed_workflow(
             run_metadata={"workflow": cfg.get("name") or "route"},
             overwrite=out["overwrite"], resume=out["resume"],
             baseline=_steady_baseline(inputs) if rt["initial"] == "steady" else None,
+            on_progress=bar.update,
         )
-    bar.update(max(0, plan.n_groups * n_chunks - watch.done))
-    bar.close()
+    finally:
+        bar.close()
     facts = {
         "engine": f"distributed/{backend}", "device": "cluster", "dtype": rt["dtype"],
         "workers": summ.workers, "clusters": part.n_clusters, "groups": summ.groups,

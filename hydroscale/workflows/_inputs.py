@@ -14,28 +14,10 @@ from ..network import RiverNetwork, continental_forest
 from ..routing import RoutingOptions
 from ._spec import TIME_UNITS
 
-__all__ = ["Forcing", "RouteInputs", "build_inputs", "build_network", "build_params",
+__all__ = ["RouteInputs", "build_forcing", "build_inputs", "build_network", "build_params",
            "routing_options"]
 
 logger = logging.getLogger(__name__)
-
-@dataclass
-class Forcing:
-    """Lateral inflow in network order.
-
-    ``times`` [T] datetime64 interval starts; ``interval_s`` step length (s); ``read(t0, t1)``
-    returns float32 ``[N, t1 - t0]`` m³/s (interval means) in network order.
-    """
-
-    times: np.ndarray
-    interval_s: float
-    read: Any
-    source: str
-
-    @property
-    def n_steps(self) -> int:
-        return int(self.times.size)
-
 
 @dataclass
 class RouteInputs:
@@ -44,82 +26,57 @@ class RouteInputs:
     figures."""
 
     network: RiverNetwork
-    forcing: Forcing
+    forcing: Any  # an opened forcing source of hydroscale.io (time, interval_s, read_all)
     params: torch.Tensor | None
     gauges: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     references: dict[str, Any] = field(default_factory=dict)
 
 
 def build_network(net: dict[str, Any]) -> tuple[RiverNetwork, Any]:
-    """The network a workflow's ``network`` section names, and the bundled basin if used."""
+    """The network a workflow's ``network`` section names, and the bundled basin if used.
+
+    ``synthetic`` and ``lower_colorado`` are built here; any other source names a network
+    reader of :func:`hydroscale.io.open_network` (``routelink``; ``rapid`` is its
+    ``rapid_connect``; or a reader registered with :func:`hydroscale.io.register_reader`)
+    that reads ``network.path``; ``network.riv_bas_id``, when set, is that reader's option.
+    """
     src = net["source"]
     if src == "synthetic":
         return continental_forest(net["reaches"], seed=net["seed"]), None
-    if src == "routelink":
-        from ..io import read_routelink
+    if src == "lower_colorado":
+        from ..io import load_lower_colorado
 
-        return read_routelink(net["path"]), None
-    if src == "rapid":
-        from ..io.rapid import read_rapid_connect
+        basin = load_lower_colorado()
+        return basin.network, basin
+    from ..io import open_network
 
-        return read_rapid_connect(net["path"], riv_bas_id=net["riv_bas_id"]), None
-    from ..io import load_lower_colorado
-
-    basin = load_lower_colorado()
-    return basin.network, basin
-
-
-def _synthetic_forcing(frc: dict[str, Any], n: int) -> Forcing:
-    """Uniform runoff from the counter hash the distributed runtime uses, so a single-device
-    and a cluster run of one workflow see the same values whatever the time chunk."""
-    from ..distributed import hash_uniform
-
-    steps, scale, seed = frc["steps"], float(frc["scale"]), frc["seed"]
-    dt = float(frc["interval_s"])
-    start = np.datetime64(frc["start"].rstrip("Z"), "s")
-    times = (start + (np.arange(steps) * dt).astype("timedelta64[s]")).astype("datetime64[ns]")
-    reaches = torch.arange(n)
-
-    def read(t0: int, t1: int) -> np.ndarray:
-        out = hash_uniform(reaches, t0, t1, seed)
-        return (out.mul_(scale) if scale != 1.0 else out).numpy()
-
-    return Forcing(times, dt, read, f"synthetic U(0, {scale}) m3/s, seed {seed}")
+    if not net.get("path"):
+        raise ValueError(f"network.path: required with network.source {src!r}")
+    options = {} if net.get("riv_bas_id") is None else {"riv_bas_id": net["riv_bas_id"]}
+    engine = {"rapid": "rapid_connect"}.get(src, src)
+    return open_network(net["path"], engine, **options), None
 
 
-def _zarr_forcing(frc: dict[str, Any], network: RiverNetwork) -> Forcing:
-    from ..io import open_forcing
+def build_forcing(frc: dict[str, Any], basin: Any = None) -> Any:
+    """The forcing source (:mod:`hydroscale.io`, not opened) a workflow's ``forcing``
+    section names: the synthetic counter-hash runoff the distributed runtime generates too
+    (the same values whatever the time chunks), a forcing store, or the bundled basin's NWM
+    ``q_lateral`` (CHRTOUT times mark the end of each hour: the starts are an hour
+    earlier)."""
+    from ..io import ArrayForcing, SyntheticForcing, ZarrForcing
 
-    fs = open_forcing(frc["path"], network)
-    steps = fs.time.size if frc["steps"] is None else min(frc["steps"], fs.time.size)
-    if frc["steps"] is not None and frc["steps"] > fs.time.size:
-        raise ValueError(
-            f"forcing.steps = {frc['steps']} but the store {frc['path']!r} holds "
-            f"{fs.time.size} steps; lower forcing.steps or leave it null"
-        )
-    if fs.interval_s is None:
-        raise ValueError(f"the forcing store {frc['path']!r} has irregular or unknown times "
-                         "(no interval_s attribute); re-ingest regular time steps")
-    rows = fs.rows
-
-    def read(t0: int, t1: int) -> np.ndarray:
-        return np.asarray(fs.read_rows(rows, t0, t1), np.float32)
-
-    return Forcing(fs.time[:steps], float(fs.interval_s), read, f"zarr {frc['path']}")
-
-
-def _bundled_forcing(frc: dict[str, Any], basin: Any) -> Forcing:
+    if frc["source"] == "synthetic":
+        return SyntheticForcing(n_steps=frc["steps"], seed=frc["seed"],
+                                scale=float(frc["scale"]), start=frc["start"].rstrip("Z"),
+                                interval_s=float(frc["interval_s"]))
+    if frc["source"] == "zarr":
+        return ZarrForcing(frc["path"], frc["steps"])
     q = basin.q_lateral
     steps = q.sizes["time"] if frc["steps"] is None else min(frc["steps"], q.sizes["time"])
-    vals = np.ascontiguousarray(q.values[:, :steps], np.float32)
     t_end = q["time"].values[:steps]
     dt = float((t_end[1] - t_end[0]) / np.timedelta64(1, "s")) if t_end.size > 1 else 3600.0
-    starts = t_end - np.timedelta64(int(dt), "s")  # CHRTOUT times mark the end of the hour
-
-    def read(t0: int, t1: int) -> np.ndarray:
-        return vals[:, t0:t1]
-
-    return Forcing(starts, dt, read, "bundled Lower Colorado NWM q_lateral")
+    return ArrayForcing(q.values[:, :steps], t_end - np.timedelta64(int(dt), "s"), dt,
+                        "bundled Lower Colorado NWM q_lateral")
 
 
 def _param_values(name: str, spec: Any, network: RiverNetwork, interval_s: float,
@@ -202,13 +159,10 @@ def build_inputs(cfg: dict[str, Any]) -> RouteInputs:
     """Network, forcing and parameters of a validated ``route``/``benchmark``/``calibrate``
     workflow."""
     network, basin = build_network(cfg["network"])
-    frc = cfg["forcing"]
-    if frc["source"] == "synthetic":
-        forcing = _synthetic_forcing(frc, network.n_reaches)
-    elif frc["source"] == "zarr":
-        forcing = _zarr_forcing(frc, network)
-    else:
-        forcing = _bundled_forcing(frc, basin)
+    forcing = build_forcing(cfg["forcing"], basin).open(network)  # checked once
+    if forcing.interval_s is None:
+        raise ValueError(f"the forcing {forcing.describe()['source']} has irregular or unknown "
+                         "times (no interval_s attribute); re-ingest regular time steps")
     params = None
     if "params" in cfg["routing"]:  # a calibration starts from its parameter model instead
         params = build_params(cfg["routing"], network, forcing.interval_s,
@@ -222,5 +176,5 @@ def build_inputs(cfg: dict[str, Any]) -> RouteInputs:
         g = np.asarray(network.attrs["gages"]).astype(str)
         gauges = network.ids[np.char.strip(g) != ""]
     logger.info("inputs: %d reaches, %d steps of %s s, forcing %s", network.n_reaches,
-                forcing.n_steps, forcing.interval_s, forcing.source)
+                forcing.n_steps, forcing.interval_s, forcing.describe()["source"])
     return RouteInputs(network, forcing, params, gauges, refs)

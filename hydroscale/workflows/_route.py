@@ -12,7 +12,6 @@ import json
 import logging
 import resource
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,35 +19,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..io import RunProgress, write_block
 from ..network import RiverNetwork
+from ._common import (
+    NullProgress,
+    Progress,
+    input_paths,
+    output_folder_lock,
+    partition_inputs,
+)
+from ._common import device as device_of
 from ._inputs import RouteInputs, build_inputs, routing_options
 
-__all__ = ["NullProgress", "RouteResult", "hydrograph_reaches", "run_route", "route_single"]
+__all__ = ["RouteResult", "hydrograph_reaches", "run_route", "route_single"]
 
 logger = logging.getLogger(__name__)
-
-
-class NullProgress:
-    """A progress bar that shows nothing (``update``, ``close``, context manager)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> NullProgress:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
-Progress = Callable[..., Any]  # (desc, total, unit) -> object with update() and close()
 
 
 @dataclass
@@ -84,15 +68,6 @@ def hydrograph_reaches(network: RiverNetwork, hydro: dict[str, Any],
     return np.asarray(list(seen)[: hydro["max_panels"]], np.int64)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("routing.device is 'cuda' but torch sees no CUDA device; use "
-                           "routing.device=cpu or auto")
-    return torch.device(name)
-
-
 def _definition(cfg: dict[str, Any], inputs: RouteInputs, extra: dict[str, Any]) -> dict:
     """What determines a single-device run's output (a resumed run must match it)."""
     from ..io import digest
@@ -105,8 +80,7 @@ def _definition(cfg: dict[str, Any], inputs: RouteInputs, extra: dict[str, Any])
         "partition": dict(cfg["partition"]),
         "network": digest(net.ids, net.downstream),
         "params": None if inputs.params is None else digest(inputs.params.numpy()),
-        "forcing": {"source": f.source, "times": digest(f.times.astype("datetime64[s]")),
-                    "first_step": digest(f.read(0, 1))},
+        "forcing": f.identity(),
     }
 
 
@@ -126,10 +100,10 @@ def _open_store(cfg: dict[str, Any], inputs: RouteInputs,
 
     def create() -> None:
         create_output_store(
-            path, inputs.network.ids, inputs.forcing.times,
+            path, inputs.network.ids, inputs.forcing.time,
             chunks=(out["reach_chunk"], rt["time_chunk"]), interval_s=inputs.forcing.interval_s,
             run={"workflow": cfg.get("name") or "route", "irf": rt["irf"],
-                 "substeps": rt["substeps"], "forcing": inputs.forcing.source,
+                 "substeps": rt["substeps"], "forcing": inputs.forcing.describe()["source"],
                  "definition": definition, **extra},
             overwrite=out["overwrite"], fingerprint=run_fingerprint(definition),
         )
@@ -138,15 +112,6 @@ def _open_store(cfg: dict[str, Any], inputs: RouteInputs,
                               resume=out["resume"], hint="--overwrite (output.overwrite=true)",
                               inputs=input_paths(cfg))
     return path, prepared
-
-
-def input_paths(cfg: dict[str, Any]) -> list[str]:
-    """The files and stores a workflow reads (no output may be, contain or lie in them)."""
-    net, frc = cfg["network"], cfg["forcing"]
-    paths = [net.get("path"), net.get("riv_bas_id")]
-    if frc["source"] == "zarr":
-        paths.append(frc["path"])
-    return [p for p in paths if p]
 
 
 def truncation_facts(truncated_mass: Any, window: int, steps: int) -> dict[str, Any]:
@@ -177,27 +142,8 @@ def _steady_base(inputs: RouteInputs, initial: str) -> tuple[np.ndarray | None, 
         return None, None
     from ..api import accumulate
 
-    r0 = inputs.forcing.read(0, 1)[:, 0].astype(np.float64)
+    r0 = inputs.forcing.read_all(0, 1)[:, 0].astype(np.float64)
     return r0, accumulate(inputs.network, r0)
-
-
-def partition_inputs(net: RiverNetwork, inputs: RouteInputs, rt: dict[str, Any],
-                     part_cfg: dict[str, Any], progress: Progress,
-                     n_workers: int | None = None) -> Any:
-    """The workflow's partition of ``net`` (``partition`` keys; travel times from the
-    routing parameters when ``max_travel_time`` is set), shown as one progress step."""
-    from ..partition import partition_network, travel_time_bound
-
-    bar = progress("partition", None, "step")
-    travel = None
-    if part_cfg["max_travel_time"] is not None:
-        travel = travel_time_bound(rt["irf"], inputs.params, substeps=rt["substeps"])
-    kw = {} if n_workers is None else {"n_workers": n_workers}
-    part = partition_network(net, max_reaches=part_cfg["max_reaches"], travel_time=travel,
-                             max_travel_time=part_cfg["max_travel_time"], **kw)
-    bar.update(1)
-    bar.close()
-    return part
 
 
 def route_single(
@@ -216,7 +162,7 @@ def route_single(
     rt, part_cfg = cfg["routing"], cfg["partition"]
     net, forcing = inputs.network, inputs.forcing
     steps = forcing.n_steps
-    device = _device(rt["device"])
+    device = device_of(rt["device"])
     options = routing_options(cfg)
     dtype = options.dtype
     keep = np.zeros(0, np.int64) if keep is None else keep
@@ -227,7 +173,7 @@ def route_single(
         from ..routing import route_oracle
 
         facts.update(engine="oracle", partition_s=0.0, setup_s=0.0)
-        r = forcing.read(0, steps).astype(np.float64)
+        r = forcing.read_all(0, steps).astype(np.float64)
         if base is not None:
             r = r - base[:, None]
         t0 = time.perf_counter()
@@ -239,7 +185,7 @@ def route_single(
                                                                                        None)
         if store is not None:
             try:
-                write_block(store, 0, 0, q)
+                prepared.store.write(0, 0, q)
             except BaseException:
                 prepared.rollback()
                 raise
@@ -292,7 +238,7 @@ def _route_chunks(facts: dict[str, Any], router: Any, kernels: Any, inputs: Rout
     n, steps, tc = net.n_reaches, forcing.n_steps, rt["time_chunk"]
     n_chunks = -(-steps // tc)
     done = set() if prepared is None else prepared.done
-    prog = None if store is None else RunProgress(str(store))
+    prog = None if prepared is None else prepared.store.progress
     first = 0  # chunks written by an interrupted run of the same definition: reused
     while (0, first) in done and prog.has_state(0, first) and first < n_chunks:
         first += 1
@@ -318,7 +264,7 @@ def _route_chunks(facts: dict[str, Any], router: Any, kernels: Any, inputs: Rout
                     kept[:, a:b] = _kept_from_store(store, keep, a, b)
                 bar.update(1)
                 continue
-            r = torch.from_numpy(forcing.read(a, b)).to(device=device, dtype=dtype)
+            r = torch.from_numpy(forcing.read_all(a, b)).to(device=device, dtype=dtype)
             if base_t is not None:
                 r = r - base_t[:, None]
             ts = time.perf_counter()
@@ -332,7 +278,7 @@ def _route_chunks(facts: dict[str, Any], router: Any, kernels: Any, inputs: Rout
             qn = q.to(torch.float32).cpu().numpy()
             if store is not None:
                 prepared.check()  # another run took the store: stop now, report no success
-                write_block(store, 0, a, qn)
+                prepared.store.write(0, a, qn)
                 prog.save_state(0, c, {"runoff_hist": state.runoff_hist.cpu().numpy(),
                                        "inflow_hist": state.inflow_hist.cpu().numpy()})
                 prog.mark_done(0, c)
@@ -354,7 +300,7 @@ def _figure(path: Path, inputs: RouteInputs, keep: np.ndarray, kept: np.ndarray,
     from ..plotting import plot_hydrographs
 
     net, f = inputs.network, inputs.forcing
-    t_end = f.times + np.timedelta64(int(round(f.interval_s)), "s")
+    t_end = f.time + np.timedelta64(int(round(f.interval_s)), "s")
     panels = []
     for row, i in enumerate(keep):
         rid = int(net.ids[i])
@@ -396,17 +342,6 @@ def run_route(
         check_not_nested(store, [*input_paths(cfg), *bundled])
     with output_folder_lock(out_dir):
         return _run_route(cfg, progress, client, inputs)
-
-
-def output_folder_lock(out_dir: Path) -> Any:
-    """The lock of a workflow's ``output.dir`` (file ``.hydroscale.lock`` in it): one run
-    writes a folder at a time (another live run there is refused, see
-    :class:`hydroscale.io.StoreLock`)."""
-    from ..io import StoreLock
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return StoreLock.acquire(out_dir, what="output folder",
-                             path=str(out_dir / ".hydroscale.lock"))
 
 
 def _run_route(cfg: dict[str, Any], progress: Progress, client: Any,

@@ -85,9 +85,27 @@ def _check_chunks(value: Any) -> str | None:
     return f"expected [reach_chunk, time_chunk] (two positive integers), got {value!r}"
 
 
+#: ``network.source`` values built in; any registered network reader's engine name works too
+NETWORK_SOURCES = ("synthetic", "routelink", "rapid", "lower_colorado")
+
+
+def _check_network_source(value: Any) -> str | None:
+    if value in NETWORK_SOURCES:
+        return None
+    from ..io import list_readers
+
+    engines = list(list_readers("network"))
+    if value in engines:
+        return None
+    return (f"expected one of {', '.join(repr(v) for v in NETWORK_SOURCES)} or a network "
+            f"reader's engine ({', '.join(engines)}), got {value!r}")
+
+
 NETWORK = {
-    "source": Field("str", "synthetic", "where the river network comes from",
-                    choices=("synthetic", "routelink", "rapid", "lower_colorado")),
+    "source": Field("str", "synthetic", "where the river network comes from: "
+                    f"{', '.join(NETWORK_SOURCES)} (rapid: a rapid_connect CSV), or the engine "
+                    "name of a network reader (hydroscale.io.list_readers('network'))",
+                    check=_check_network_source),
     "path": Field("str", None, "RouteLink.nc (routelink) or rapid_connect.csv (rapid)",
                   nullable=True),
     "riv_bas_id": Field("str", None, "RAPID riv_bas_id.csv: route only these reaches",

@@ -12,8 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._inputs import Forcing, RouteInputs, build_inputs
-from ._route import NullProgress, Progress, route_single
+from ..io import ArrayForcing
+from ._common import NullProgress, Progress
+from ._inputs import RouteInputs, build_inputs
+from ._route import route_single
 
 __all__ = ["run_benchmark", "run_ingest", "run_partition", "basin_subset"]
 
@@ -125,16 +127,14 @@ def run_benchmark(cfg: dict[str, Any], *, progress: Progress = NullProgress) -> 
             sub = net.subnetwork(mask)
             s = min(bench["oracle_steps"], steps)
             full = inputs.forcing
-
-            def read(a: int, b: int) -> np.ndarray:
-                return full.read(a, b)[mask]
-
-            sub_in = RouteInputs(sub, Forcing(full.times[:s], full.interval_s, read, full.source),
+            values = full.read_all(0, s)[mask]
+            sub_in = RouteInputs(sub, ArrayForcing(values, full.time[:s], full.interval_s,
+                                                   full.describe()["source"]),
                                  inputs.params[torch.as_tensor(mask)])
             keep = np.arange(sub.n_reaches)
             dry = {**cfg, "routing": {**cfg["routing"], "initial": "dry"}}
             _, q, _ = route_single(dry, sub_in, keep=keep, write=False)
-            q0 = np.asarray(route_oracle(sub, read(0, s).astype(np.float64), cfg["routing"]["irf"],
+            q0 = np.asarray(route_oracle(sub, values.astype(np.float64), cfg["routing"]["irf"],
                                          sub_in.params, substeps=cfg["routing"]["substeps"],
                                          allow_unstable=cfg["routing"]["allow_unstable"]))
             size = np.bincount(sub.basin, minlength=sub.n_reaches)

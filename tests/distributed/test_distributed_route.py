@@ -9,15 +9,8 @@ import torch
 import xarray as xr
 import zarr
 
-from hydroscale.distributed import (
-    DistributedRouter,
-    SyntheticForcing,
-    hash_uniform,
-    io_floor,
-    plan_waves,
-    route_distributed,
-)
-from hydroscale.io import ingest, open_output
+from hydroscale.distributed import DistributedRouter, io_floor, plan_waves, route_distributed
+from hydroscale.io import SyntheticForcing, hash_uniform, ingest, open_output
 from hydroscale.routing import RivTreeCluster, StagedRouter, route_oracle
 
 SUBSTEPS = 3  # sub-steps per routing step: transfers cross at sub-step resolution

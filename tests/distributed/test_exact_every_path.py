@@ -92,7 +92,7 @@ def test_a_truncating_window_is_refused_before_the_run(client, deep, tmp_path):
                                torch.as_tensor(params), 1, window=32)
     part = partition_network(net, max_reaches=512, n_workers=2)
     with pytest.raises(WindowTruncationError, match=r"route_distributed: a kernel window of 32"):
-        route_distributed(client, net, part, hydroscale.distributed.SyntheticForcing(T),
+        route_distributed(client, net, part, hydroscale.io.SyntheticForcing(T),
                           str(tmp_path / "q.zarr"), "muskingum", params, window=32)
     assert not (tmp_path / "q.zarr").exists()  # refused before the store was created
 

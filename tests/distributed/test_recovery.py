@@ -21,13 +21,12 @@ import zarr
 
 from hydroscale.distributed import (
     DistributedRouter,
-    SyntheticForcing,
     replaced,
     route_distributed,
     wait_for_workers,
     worker_addresses,
 )
-from hydroscale.io import IOFormatError, RunProgress, open_output
+from hydroscale.io import IOFormatError, RunProgress, SyntheticForcing, open_output
 
 SUBSTEPS = 3
 T = 360

@@ -8,7 +8,8 @@ from dask.sizeof import sizeof
 from distributed.protocol import deserialize, serialize
 
 import hydroscale.distributed  # noqa: F401  (registers sizeof)
-from hydroscale.distributed import SyntheticForcing, TransferBuffer, hash_uniform
+from hydroscale.distributed import TransferBuffer
+from hydroscale.io import SyntheticForcing, hash_uniform
 
 
 def test_sizeof_counts_tensor_bytes():

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from hydroscale.distributed import SyntheticForcing, hash_uniform, route_distributed
-from hydroscale.io import open_output
+from hydroscale.distributed import route_distributed
+from hydroscale.io import SyntheticForcing, hash_uniform, open_output
 from hydroscale.routing import route_oracle
 
 pytest.importorskip("cryptography")

@@ -59,7 +59,7 @@ def test_twin_observations_are_the_oracle_at_the_gauges(tmp_path, monkeypatch):
     inputs = build_inputs(cfg)
     truth = build_params({"irf": "linear_storage", "params": cfg["observations"]["truth"]},
                          inputs.network, 86400.0)
-    q = np.asarray(route_oracle(inputs.network, inputs.forcing.read(0, 24).astype(np.float64),
+    q = np.asarray(route_oracle(inputs.network, inputs.forcing.read_all(0, 24).astype(np.float64),
                                 "linear_storage", truth))
     g = twin_gauges(inputs.network, 5)
     obs = seen["obs"]

@@ -92,21 +92,21 @@ def test_a_dead_runs_locks_are_taken_over(tmp_path, holder, caplog):
 def test_a_run_whose_store_is_taken_fails_and_marks_nothing_complete(tmp_path, monkeypatch):
     """Another run takes the store mid-run (e.g. after this one's heartbeat stalled past the
     lease): the next time chunk fails loudly; no summary, no 'complete'."""
-    import hydroscale.io as io
+    from hydroscale.io import OutputStore
 
     wf = small_route(tmp_path / "out")
-    real = io.write_block
+    real = OutputStore.write
     calls = []
 
-    def write_and_lose_the_lock(store, r0, t0, block):
-        real(store, r0, t0, block)
+    def write_and_lose_the_lock(self, r0, t0, block, **kw):
+        real(self, r0, t0, block, **kw)
         calls.append(t0)
         if len(calls) == 1:
-            with open(lock_path(store), "w") as fh:
+            with open(lock_path(self.path), "w") as fh:
                 json.dump({"host": "node-9", "pid": 4, "token": "theirs",
                            "heartbeat": 1e12}, fh)
 
-    monkeypatch.setattr("hydroscale.workflows._route.write_block", write_and_lose_the_lock)
+    monkeypatch.setattr(OutputStore, "write", write_and_lose_the_lock)
     with pytest.raises(StoreChangedError, match=r"discharge.zarr' this run writes was changed "
                                                 r"under it \(the lock was taken by host "
                                                 r"'node-9'"):

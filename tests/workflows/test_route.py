@@ -27,7 +27,7 @@ from hydroscale.workflows import (
 
 
 def _oracle(cfg, inputs, runoff=None):
-    r = inputs.forcing.read(0, inputs.forcing.n_steps) if runoff is None else runoff
+    r = inputs.forcing.read_all(0, inputs.forcing.n_steps) if runoff is None else runoff
     return np.asarray(route_oracle(inputs.network, r.astype(np.float64), cfg["routing"]["irf"],
                                    inputs.params, substeps=cfg["routing"]["substeps"]))
 
@@ -36,15 +36,15 @@ def test_synthetic_inputs_are_deterministic_and_chunk_free(tiny_route):
     cfg = workflow_from_mapping(tiny_route)
     inputs = build_inputs(cfg)
     assert inputs.network.n_reaches == 150 and inputs.forcing.n_steps == 12
-    whole = inputs.forcing.read(0, 12)
+    whole = inputs.forcing.read_all(0, 12)
     assert whole.shape == (150, 12) and whole.dtype == np.float32
-    assert np.array_equal(np.concatenate([inputs.forcing.read(0, 5), inputs.forcing.read(5, 12)],
-                                         axis=1), whole)
+    f = inputs.forcing
+    assert np.array_equal(np.concatenate([f.read_all(0, 5), f.read_all(5, 12)], axis=1), whole)
     assert 0.0 <= whole.min() and whole.max() < 2.0  # U(0, scale = 2)
     tau = inputs.params[:, 0].numpy()
     assert inputs.params.shape == (150, 1) and 0.5 <= tau.min() and tau.max() <= 1.5
     assert np.array_equal(build_inputs(cfg).params.numpy(), inputs.params.numpy())
-    assert np.datetime_as_string(inputs.forcing.times[1], "s") == "2000-01-02T00:00:00"
+    assert np.datetime_as_string(inputs.forcing.time[1], "s") == "2000-01-02T00:00:00"
 
 
 @pytest.mark.parametrize("engine", ["torch", "oracle"])
@@ -57,7 +57,7 @@ def test_route_matches_oracle_across_time_chunks(tiny_route, engine):
     q0 = _oracle(cfg, inputs)
     np.testing.assert_allclose(q.values, q0, rtol=1e-5, atol=1e-5)  # store is float32
     assert q.dims == ("reach", "time") and q.attrs["units"] == "m3 s-1"
-    np.testing.assert_array_equal(q["time"].values, inputs.forcing.times)
+    np.testing.assert_array_equal(q["time"].values, inputs.forcing.time)
     s = json.loads(res.summary_path.read_text())
     assert s["reaches"] == 150 and s["steps"] == 12 and s["substeps"] == 2
     assert s["outputs"]["store"] == str(res.store)
@@ -73,7 +73,7 @@ def test_steady_start_is_the_long_run_limit(tmp_path):
     cfg = workflow_from_mapping(wf)
     res = run_route(cfg)
     inputs = build_inputs(cfg)
-    r = inputs.forcing.read(0, 12).astype(np.float64)
+    r = inputs.forcing.read_all(0, 12).astype(np.float64)
     warm = 400  # the first step's inflow held long before the run: the rivers are in steady state
     long = np.concatenate([np.repeat(r[:, :1], warm, axis=1), r], axis=1)
     q0 = _oracle(cfg, inputs, long)[:, warm:]
@@ -105,7 +105,7 @@ def test_route_from_zarr_store_and_attribute_params(tmp_path):
     assert inputs.forcing.interval_s == 3600.0
     np.testing.assert_allclose(inputs.params[:, 0].numpy(),
                                net.attrs["length"] * 0.5 / 3600.0)  # m at 2 m/s -> hours
-    np.testing.assert_array_equal(inputs.forcing.read(0, 10), da.values)
+    np.testing.assert_array_equal(inputs.forcing.read_all(0, 10), da.values)
     res = run_route(cfg)
     q0 = np.asarray(route_oracle(net, da.values.astype(np.float64), "muskingum", inputs.params,
                                  allow_unstable=True))

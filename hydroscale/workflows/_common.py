@@ -1,0 +1,86 @@
+"""What the workflow runners share: progress bars, the device, the output folder's lock,
+the inputs a run reads, its partition."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..network import RiverNetwork
+from ._inputs import RouteInputs
+
+__all__ = ["NullProgress", "Progress", "device", "input_paths", "output_folder_lock",
+           "partition_inputs"]
+
+
+class NullProgress:
+    """A progress bar that shows nothing (``update``, ``close``, context manager)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> NullProgress:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+Progress = Callable[..., Any]  # (desc, total, unit) -> object with update() and close()
+
+
+def device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("routing.device is 'cuda' but torch sees no CUDA device; use "
+                           "routing.device=cpu or auto")
+    return torch.device(name)
+
+
+def input_paths(cfg: dict[str, Any]) -> list[str]:
+    """The files and stores a workflow reads (no output may be, contain or lie in them)."""
+    net, frc = cfg["network"], cfg["forcing"]
+    paths = [net.get("path"), net.get("riv_bas_id")]
+    if frc["source"] == "zarr":
+        paths.append(frc["path"])
+    return [p for p in paths if p]
+
+
+def partition_inputs(net: RiverNetwork, inputs: RouteInputs, rt: dict[str, Any],
+                     part_cfg: dict[str, Any], progress: Progress,
+                     n_workers: int | None = None) -> Any:
+    """The workflow's partition of ``net`` (``partition`` keys; travel times from the
+    routing parameters when ``max_travel_time`` is set), shown as one progress step."""
+    from ..partition import partition_network, travel_time_bound
+
+    bar = progress("partition", None, "step")
+    travel = None
+    if part_cfg["max_travel_time"] is not None:
+        travel = travel_time_bound(rt["irf"], inputs.params, substeps=rt["substeps"])
+    kw = {} if n_workers is None else {"n_workers": n_workers}
+    part = partition_network(net, max_reaches=part_cfg["max_reaches"], travel_time=travel,
+                             max_travel_time=part_cfg["max_travel_time"], **kw)
+    bar.update(1)
+    bar.close()
+    return part
+
+
+def output_folder_lock(out_dir: Path) -> Any:
+    """The lock of a workflow's ``output.dir`` (file ``.hydroscale.lock`` in it): one run
+    writes a folder at a time (another live run there is refused, see
+    :class:`hydroscale.io.StoreLock`)."""
+    from ..io import StoreLock
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return StoreLock.acquire(out_dir, what="output folder",
+                             path=str(out_dir / ".hydroscale.lock"))
