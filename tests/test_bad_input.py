@@ -16,8 +16,7 @@ import xarray as xr
 
 import hydroscale
 from hydroscale.distributed import ClusterConfigError, load_config, render_job_script
-from hydroscale.io import IOFormatError, read_routelink
-from hydroscale.io.zarr_store import create_output_store, ingest, open_forcing
+from hydroscale.io import IOFormatError, create_output_store, ingest, open_forcing, read_routelink
 from hydroscale.irf import UnstableParametersError, from_bounded
 from hydroscale.network import NetworkError, RiverNetwork
 from hydroscale.workflows import WorkflowError, load_workflow

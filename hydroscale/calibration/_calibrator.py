@@ -12,7 +12,6 @@ listeners (the dashboard) receive one event per iteration.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,9 +32,9 @@ from ..routing import (
     select_engine,
 )
 from ._control import CalibrationControl
-from ._loop import CalibrationLoop, checked_periods, latest_checkpoint
+from ._loop import CalibrationLoop, checked_periods, latest_checkpoint, read_checkpoint
 from ._optim import make_optimizer
-from ._options import CalibrationOptions, build_options
+from ._options import CalibrationOptions, calibrator_options
 from .losses import gauge_loss
 from .metrics import kge, nse
 from .observations import GaugeObservations
@@ -93,11 +92,8 @@ class Calibrator(CalibrationLoop):
         device: Any = None,
         **keywords: Any,
     ) -> None:
-        eng_opts = dict(engine_options or {})
-        routing_here = {k: eng_opts.pop(k) for k in list(eng_opts)
-                        if k in RoutingOptions.field_names()}
-        routing, cal, _ = build_options(options, calibration,
-                                        {"irf": model.spec, **routing_here, **keywords})
+        routing, cal, eng_opts = calibrator_options(model, options, calibration,
+                                                    engine_options, keywords)
         self.routing, self.calibration = routing, cal
         self.network = network
         self.model = model
@@ -235,53 +231,18 @@ class Calibrator(CalibrationLoop):
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         """Everything a resume needs, as tensors, numbers, strings, lists and dicts."""
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "iteration": self.iteration,
-            "irf": self.spec.name,
-            "n_reaches": self.network.n_reaches,
-            "gauge_ids": torch.as_tensor(self.observations.ids),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "rng": self._rng_state(),
-            "history": self._history_state(),
-        }
-
-    def save_checkpoint(self, path: str | Path | None = None) -> Path:
-        """Write :meth:`state_dict` with ``torch.save`` (atomically) and prune old ones."""
-        path = Path(path) if path is not None else self.checkpoint_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
-        logger.info("checkpoint %s (iteration %d)", path, self.iteration)
-        self._prune(path)
-        return path
+        return {**self._loop_state(CHECKPOINT_FORMAT), "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict()}
 
     def load_checkpoint(self, path: str | Path | None = None) -> int:
         """Restore a checkpoint (default: the latest in ``checkpoint_dir``); returns its
         iteration.  Loaded with ``weights_only=True``: no arbitrary object is unpickled."""
-        if path is None:
-            path = latest_checkpoint(self.checkpoint_dir)
-            if path is None:
-                raise FileNotFoundError(f"no checkpoint in {self.checkpoint_dir}")
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint "
-                             f"(format {state.get('format')!r})")
-        if state["irf"] != self.spec.name or state["n_reaches"] != self.network.n_reaches:
-            raise ValueError(f"{path} holds {state['irf']} parameters of {state['n_reaches']} "
-                             f"reaches; this calibrator routes {self.spec.name} on "
-                             f"{self.network.n_reaches}")
-        if not np.array_equal(state["gauge_ids"].numpy(), self.observations.ids):
-            raise ValueError(f"{path} was written with other gauges")
+        path = Path(path) if path is not None else self._checkpoint_path(None)
+        state = read_checkpoint(path)  # read first, without pickle: then checked
+        self._check_checkpoint(path, state, CHECKPOINT_FORMAT)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self._set_rng_state(state["rng"])
-        self.iteration = int(state["iteration"])
-        self._set_history(state["history"])
-        logger.info("resumed from %s at iteration %d", path, self.iteration)
-        return self.iteration
+        return self._resume_loop(path, state)
 
 
 def _module_device(model: torch.nn.Module) -> torch.device:

@@ -17,7 +17,6 @@ worker with its parameters and optimiser state, written by the worker itself.  A
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +27,8 @@ from ..network import RiverNetwork
 from ..routing import RoutingOptions
 from ._control import CalibrationControl
 from ._gradient import DistributedGradient
-from ._loop import CalibrationLoop, latest_checkpoint
-from ._options import CalibrationOptions, build_options
+from ._loop import CalibrationLoop, read_checkpoint
+from ._options import CalibrationOptions, calibrator_options
 from .observations import GaugeObservations
 
 __all__ = ["DISTRIBUTED_CHECKPOINT_FORMAT", "DistributedCalibrator"]
@@ -84,11 +83,8 @@ class DistributedCalibrator(CalibrationLoop):
     ) -> None:
         from ..distributed import worker_addresses
 
-        eng_opts = dict(engine_options or {})
-        routing_here = {k: eng_opts.pop(k) for k in list(eng_opts)
-                        if k in RoutingOptions.field_names()}
-        routing, cal, _ = build_options(options, calibration,
-                                        {"irf": model.spec, **routing_here, **keywords})
+        routing, cal, eng_opts = calibrator_options(model, options, calibration,
+                                                    engine_options, keywords)
         self.routing, self.calibration = routing, cal
         self.network, self.model = network, model
         self.spec = routing.spec
@@ -145,62 +141,30 @@ class DistributedCalibrator(CalibrationLoop):
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """The client's part of a checkpoint (the workers write theirs)."""
-        return {
-            "format": DISTRIBUTED_CHECKPOINT_FORMAT,
-            "iteration": self.iteration,
-            "irf": self.spec.name,
-            "n_reaches": self.network.n_reaches,
-            "n_workers": self.engine.n_workers,
-            "groups": torch.as_tensor(self.engine.plan.group_of),
-            "gauge_ids": torch.as_tensor(self.observations.ids),
-            "rng": self._rng_state(),
-            "history": self._history_state(),
-        }
+        """The client's part of a checkpoint (the workers write theirs, see
+        :meth:`save_checkpoint`)."""
+        return {**self._loop_state(DISTRIBUTED_CHECKPOINT_FORMAT),
+                "n_workers": self.engine.n_workers,
+                "groups": torch.as_tensor(self.engine.plan.group_of)}
 
-    def save_checkpoint(self, path: str | Path | None = None) -> Path:
-        """The workers write their files into ``<path stem>.workers/``, then the client
-        writes ``path`` (atomically); old checkpoints are pruned.  Every worker must see
-        the checkpoint folder."""
-        path = Path(path) if path is not None else self.checkpoint_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def _save_beside(self, path: Path) -> None:
+        """Every worker writes its parameters and optimiser state into ``<path
+        stem>.workers/`` (every worker must see the checkpoint folder)."""
         self.engine.save(path.with_suffix(".workers"))
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
-        logger.info("checkpoint %s (iteration %d)", path, self.iteration)
-        self._prune(path)
-        return path
 
     def load_checkpoint(self, path: str | Path | None = None) -> int:
         """Restore a checkpoint (default: the latest in ``checkpoint_dir``) written with the
         same partition on as many workers; returns its iteration."""
-        if path is None:
-            path = latest_checkpoint(self.checkpoint_dir)
-            if path is None:
-                raise FileNotFoundError(f"no checkpoint in {self.checkpoint_dir}")
-        path = Path(path)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("format") != DISTRIBUTED_CHECKPOINT_FORMAT:
-            raise ValueError(f"{path} is not a {DISTRIBUTED_CHECKPOINT_FORMAT} checkpoint "
-                             f"(format {state.get('format')!r})")
-        if state["irf"] != self.spec.name or state["n_reaches"] != self.network.n_reaches:
-            raise ValueError(f"{path} holds {state['irf']} parameters of {state['n_reaches']} "
-                             f"reaches; this calibrator routes {self.spec.name} on "
-                             f"{self.network.n_reaches}")
-        if not np.array_equal(state["gauge_ids"].numpy(), self.observations.ids):
-            raise ValueError(f"{path} was written with other gauges")
+        path = Path(path) if path is not None else self._checkpoint_path(None)
+        state = read_checkpoint(path)  # read first, without pickle: then checked
+        self._check_checkpoint(path, state, DISTRIBUTED_CHECKPOINT_FORMAT)
         if state["n_workers"] != self.engine.n_workers or not np.array_equal(
                 state["groups"].numpy(), self.engine.plan.group_of):
             raise ValueError(f"{path} was written on {state['n_workers']} workers with another "
                              f"wave plan; resume with the same partition on "
                              f"{state['n_workers']} workers")
         self.engine.load(path.with_suffix(".workers"), int(state["iteration"]))
-        self._set_rng_state(state["rng"])
-        self.iteration = int(state["iteration"])
-        self._set_history(state["history"])
-        logger.info("resumed from %s at iteration %d", path, self.iteration)
-        return self.iteration
+        return self._resume_loop(path, state)
 
     def close(self) -> None:
         """Free the workers."""

@@ -3,13 +3,15 @@
 :class:`CalibrationLoop` holds what does not depend on where the routing runs: the
 iteration loop with its :class:`CalibrationControl` (pause, resume, stop), listeners (the
 dashboard), the history and per-gauge metrics of every iteration, gauge sampling, and the
-naming and pruning of checkpoint files.  A subclass provides :meth:`step` (one iteration,
-ending with :meth:`_finish_step`) and :meth:`save_checkpoint`.
+writing, naming, checking and pruning of checkpoint files.  A subclass provides
+:meth:`step` (one iteration, ending with :meth:`_finish_step`) and :meth:`state_dict` (and,
+for what it writes beside a checkpoint, ``_save_beside``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +24,8 @@ from ._control import CalibrationControl
 from ._options import CalibrationOptions
 from .observations import GaugeObservations, Period
 
-__all__ = ["CalibrationLoop", "HISTORY_KEYS", "checked_periods", "latest_checkpoint"]
+__all__ = ["CalibrationLoop", "HISTORY_KEYS", "checked_periods", "latest_checkpoint",
+           "read_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +59,32 @@ class CalibrationLoop:
     def step(self) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def save_checkpoint(self, path: str | Path | None = None) -> Path:  # pragma: no cover
+    def state_dict(self) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _save_beside(self, path: Path) -> None:
+        """What a subclass writes next to checkpoint ``path`` first (nothing by default)."""
+
+    def save_checkpoint(self, path: str | Path | None = None) -> Path:
+        """Write :meth:`state_dict` with ``torch.save`` (atomically, after what the
+        subclass writes beside it) and prune old checkpoints."""
+        path = Path(path) if path is not None else self.checkpoint_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._save_beside(path)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+        logger.info("checkpoint %s (iteration %d)", path, self.iteration)
+        self._prune(path)
+        return path
+
+    def _loop_state(self, fmt: str) -> dict[str, Any]:
+        """The loop's part of a checkpoint (format, iteration, IRF, network size, gauges,
+        RNG states, history)."""
+        return {"format": fmt, "iteration": self.iteration, "irf": self.spec.name,
+                "n_reaches": self.network.n_reaches,
+                "gauge_ids": torch.as_tensor(self.observations.ids),
+                "rng": self._rng_state(), "history": self._history_state()}
 
     def _sample_gauges(self) -> np.ndarray:
         """bool ``[G]``: the usable gauges, or a seeded random ``gauge_fraction`` of them."""
@@ -164,6 +191,34 @@ class CalibrationLoop:
             if workers.is_dir():
                 shutil.rmtree(workers, ignore_errors=True)
 
+    def _checkpoint_path(self, path: str | Path | None) -> Path:
+        """``path``, or the latest checkpoint in ``checkpoint_dir``."""
+        if path is None:
+            path = latest_checkpoint(self.checkpoint_dir)
+            if path is None:
+                raise FileNotFoundError(f"no checkpoint in {self.checkpoint_dir}")
+        return Path(path)
+
+    def _check_checkpoint(self, path: Path, state: dict[str, Any], fmt: str) -> None:
+        """Check that ``state`` is a ``fmt`` checkpoint of this IRF, network and gauges."""
+        if state.get("format") != fmt:
+            raise ValueError(f"{path} is not a {fmt} checkpoint (format "
+                             f"{state.get('format')!r})")
+        if state["irf"] != self.spec.name or state["n_reaches"] != self.network.n_reaches:
+            raise ValueError(f"{path} holds {state['irf']} parameters of {state['n_reaches']} "
+                             f"reaches; this calibrator routes {self.spec.name} on "
+                             f"{self.network.n_reaches}")
+        if not np.array_equal(state["gauge_ids"].numpy(), self.observations.ids):
+            raise ValueError(f"{path} was written with other gauges")
+
+    def _resume_loop(self, path: Path, state: dict[str, Any]) -> int:
+        """Restore the loop's RNG states, iteration and history from ``state``."""
+        self._set_rng_state(state["rng"])
+        self.iteration = int(state["iteration"])
+        self._set_history(state["history"])
+        logger.info("resumed from %s at iteration %d", path, self.iteration)
+        return self.iteration
+
     def _rng_state(self) -> dict[str, Any]:
         rng: dict[str, Any] = {"torch": torch.get_rng_state(),
                                "generator": self.generator.get_state()}
@@ -196,6 +251,12 @@ def checked_periods(observations: GaugeObservations, cal: CalibrationOptions
             raise ValueError(f"the {name} period ({p.stop - p.start} steps) must be longer "
                              f"than warmup + 1 = {cal.warmup + 1} steps")
     return train, validation
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint file, read with ``weights_only=True``: tensors, numbers, strings and
+    containers only, no arbitrary object is unpickled."""
+    return torch.load(Path(path), map_location="cpu", weights_only=True)
 
 
 def latest_checkpoint(directory: str | Path | None) -> Path | None:

@@ -14,7 +14,7 @@ from ..routing import RoutingOptions
 from ._optim import check_optimizer
 from .losses import get_loss
 
-__all__ = ["CalibrationOptions", "build_options"]
+__all__ = ["CalibrationOptions", "build_options", "calibrator_options"]
 
 
 @dataclass(frozen=True)
@@ -106,3 +106,17 @@ def build_options(routing: RoutingOptions | None, calibration: CalibrationOption
                         f"{sorted(routing_fields)}, calibration options {sorted(FIELDS)}"
                         + (f", and {sorted(accept)}" if accept else ""))
     return RoutingOptions.build(routing, **r), CalibrationOptions.build(calibration, **c), rest
+
+
+def calibrator_options(model: Any, options: RoutingOptions | None,
+                       calibration: CalibrationOptions | None,
+                       engine_options: dict[str, Any] | None, keywords: dict[str, Any]
+                       ) -> tuple[RoutingOptions, CalibrationOptions, dict[str, Any]]:
+    """A calibrator's routing and calibration options (its IRF is ``model``'s; routing
+    options found in ``engine_options`` amend them too) and the engine options left."""
+    eng = dict(engine_options or {})
+    routing_fields = RoutingOptions.field_names()
+    moved = {k: eng.pop(k) for k in list(eng) if k in routing_fields}
+    routing, cal, _ = build_options(options, calibration,
+                                    {"irf": model.spec, **moved, **keywords})
+    return routing, cal, eng

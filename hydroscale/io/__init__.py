@@ -9,7 +9,18 @@ Submodules: :mod:`~hydroscale.io.nwm`, :mod:`~hydroscale.io.rapid`,
 from . import nwm, rapid, zarr_store
 from ._common import IOFormatError, netcdf_guard
 from ._forcing import ArrayForcing, SyntheticForcing, ZarrForcing, as_forcing, hash_uniform
-from ._output import OutputStore, PreparedOutput, digest, prepare_output, run_fingerprint
+from ._output import (
+    OutputStore,
+    PreparedOutput,
+    RunProgress,
+    create_output_store,
+    digest,
+    mark_complete,
+    open_output,
+    prepare_output,
+    run_fingerprint,
+    write_block,
+)
 from ._readers import (
     Reader,
     ReaderGuessError,
@@ -34,16 +45,7 @@ from .nwm import (
     read_routelink,
     read_usgs_timeslices,
 )
-from .zarr_store import (
-    ForcingStore,
-    RunProgress,
-    create_output_store,
-    ingest,
-    mark_complete,
-    open_forcing,
-    open_output,
-    write_block,
-)
+from .zarr_store import ForcingStore, ingest, open_forcing
 
 __all__ = [
     "Reader",

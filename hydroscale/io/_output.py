@@ -25,14 +25,29 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
+import xarray as xr
+import zarr
 
-from ._common import IOFormatError
+from ..network import RiverNetwork
+from ._common import IOFormatError, check_times
 from ._store_lock import StoreChangedError, StoreLock, check_not_nested
+from ._zarr import (
+    EPOCH,
+    TIME_UNITS,
+    compressors,
+    interval_of,
+    match_rows,
+    open_store,
+    to_seconds,
+    version,
+)
 
-__all__ = ["OutputStore", "PreparedOutput", "digest", "prepare_output", "run_fingerprint"]
+__all__ = ["OutputStore", "PreparedOutput", "RunProgress", "create_output_store", "digest",
+           "mark_complete", "open_output", "prepare_output", "run_fingerprint", "write_block"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +94,6 @@ class OutputStore:
         """Create an empty store at ``path`` (:func:`~hydroscale.io.create_output_store`:
         ``variable``, ``units``, ``chunks``, ``interval_s``, ``run``, ``overwrite``,
         ``fingerprint``)."""
-        from .zarr_store import create_output_store
-
         create_output_store(path, reach_ids, time, **options)
         return cls(path)
 
@@ -97,8 +110,6 @@ class OutputStore:
     @property
     def progress(self) -> Any:
         """The run's progress record in the store (:class:`~hydroscale.io.RunProgress`)."""
-        from .zarr_store import RunProgress
-
         return RunProgress(self.path)
 
     def write(self, reach_start: int, time_start: int, block: Any, *,
@@ -128,14 +139,10 @@ class OutputStore:
 
     def complete(self) -> None:
         """Mark the store complete (every block written and flushed; call last)."""
-        from .zarr_store import mark_complete
-
         mark_complete(self.path)
 
     def open(self, network: Any = None, *, allow_incomplete: bool = False) -> Any:
         """The store as a ``(reach, time)`` DataArray (see :func:`open_output`)."""
-        from .zarr_store import open_output
-
         return open_output(self.path, network, allow_incomplete=allow_incomplete)
 
 
@@ -238,8 +245,6 @@ def prepare_output(path: str, definition: dict[str, Any], create: Callable[[], A
     Raises :class:`~._store_lock.StoreLockedError` when another live run writes ``path``
     (nothing is moved or created).
     """
-    from .zarr_store import RunProgress
-
     check_not_nested(path, inputs)
     lock = StoreLock.acquire(path)
     try:
@@ -260,8 +265,6 @@ def prepare_output(path: str, definition: dict[str, Any], create: Callable[[], A
 
 def _prepare(path: str, definition: dict[str, Any], create: Callable[[], Any],
              lock: StoreLock, *, overwrite: bool, resume: bool, hint: str) -> PreparedOutput:
-    from .zarr_store import RunProgress
-
     if overwrite or not os.path.exists(path):
         aside = None
         if os.path.exists(path):
@@ -304,3 +307,174 @@ def _prepare(path: str, definition: dict[str, Any], create: Callable[[], Any],
     done = RunProgress(path).done()
     logger.info("resuming %s: %d (group, chunk) tasks recorded as finished", path, len(done))
     return PreparedOutput(path, done, lock)
+
+
+# ---------------------------------------------------------------- the store's functions
+def create_output_store(
+    store: Any,
+    reach_ids: Any,
+    time: Any,
+    *,
+    variable: str = "discharge",
+    units: str = "m3 s-1",
+    chunks: tuple[int, int] = (4096, 512),
+    interval_s: float | None = None,
+    run: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    fingerprint: str | None = None,
+) -> zarr.Group:
+    """Create an empty ``(reach, time)`` float32 output store (NaN-filled) for region writes.
+
+    ``reach_ids`` [N] in the row order the writers use (e.g. clusters contiguous); ``time``
+    [T] datetime64 interval starts; ``run``: run metadata (engine, IRF, parameters source, ...)
+    stored under the ``run`` attribute; ``fingerprint``: a digest of the run definition (a
+    resumed run must present the same).  The store is marked incomplete
+    (``attrs["complete"] = False``) until the writer calls :func:`mark_complete`.
+    """
+    ids = np.asarray(reach_ids, np.int64)
+    t = np.asarray(time).astype("datetime64[ns]")
+    check_times(t, store, "time")
+    if not overwrite and isinstance(store, (str, os.PathLike)) and os.path.exists(store):
+        raise FileExistsError(
+            f"output store {os.fspath(store)!r} exists and is left untouched; pass "
+            "overwrite=True to replace it, or write to another path"
+        )
+    root = zarr.open_group(store, mode="w" if overwrite else "w-")
+    n, steps = ids.size, t.size
+    root.create_array(variable, shape=(n, steps), dtype="float32",
+                      chunks=(min(chunks[0], max(n, 1)), min(chunks[1], max(steps, 1))),
+                      compressors=compressors(), fill_value=np.nan,
+                      dimension_names=("reach", "time"))
+    root.create_array("reach", data=ids, chunks=(max(n, 1),), dimension_names=("reach",))
+    root.create_array("time", data=to_seconds(t), chunks=(max(steps, 1),),
+                      dimension_names=("time",))
+    root.attrs.update({
+        "hydroscale_store": "output", "variable": variable, "units": units,
+        "time_units": TIME_UNITS, "interval_s": interval_s if interval_s else interval_of(t),
+        "time_meaning": "start of each interval; values are interval means",
+        "run": {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "hydroscale_version": version(), **(run or {})},
+        "fingerprint": fingerprint, "complete": False,
+    })
+    return root
+
+
+def mark_complete(store: Any) -> None:
+    """Mark an output store complete: every block is written and flushed (call last)."""
+    root = zarr.open_group(store, mode="r+")
+    root.attrs.update({"complete": True, "completed": datetime.now(timezone.utc).isoformat(
+        timespec="seconds")})
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """The progress of a run, recorded inside its output store (``<store>/_hydroscale/``).
+
+    Writers on any worker record each finished (group, time chunk) task with its own marker
+    file (``done/g<group>-c<chunk>``, created atomically once the task's discharge block is
+    written), after the state carried out of it (``state/g<group>-c<chunk>.npz``, plain
+    arrays, read back with ``allow_pickle=False``).  One file per task: concurrent writers
+    never touch the same file.  A run started again on the same store reads :meth:`done` and
+    skips what is finished.
+
+    ``store``: the output store path (every worker sees it: local or shared file system).
+    """
+
+    store: str
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.store, "_hydroscale")
+
+    @classmethod
+    def create(cls, store: Any) -> RunProgress:
+        """Create the (empty) progress record of a new run in ``store``."""
+        prog = cls(os.fspath(store))
+        root = zarr.open_group(prog.store, mode="r+")
+        if "_hydroscale" not in root:
+            root.create_group("_hydroscale", attributes={"content": (
+                "hydroscale run progress: done/ one marker per finished (group, chunk), "
+                "state/ the state carried out of it (npz)")})
+        for sub in ("done", "state"):
+            os.makedirs(os.path.join(prog.path, sub), exist_ok=True)
+        return prog
+
+    def _state_file(self, group: int, chunk: int) -> str:
+        return os.path.join(self.path, "state", f"g{int(group)}-c{int(chunk)}.npz")
+
+    def mark_done(self, group: int, chunk: int) -> None:
+        name = os.path.join(self.path, "done", f"g{int(group)}-c{int(chunk)}")
+        tmp = f"{name}.{uuid.uuid4().hex[:8]}.tmp"
+        with open(tmp, "w"):
+            pass
+        os.replace(tmp, name)
+
+    def done(self) -> set[tuple[int, int]]:
+        """The finished (group, chunk) pairs."""
+        d = os.path.join(self.path, "done")
+        if not os.path.isdir(d):
+            return set()
+        out = set()
+        for name in os.listdir(d):
+            if name.startswith("g") and "-c" in name and not name.endswith(".tmp"):
+                g, k = name[1:].split("-c", 1)
+                if g.isdigit() and k.isdigit():
+                    out.add((int(g), int(k)))
+        return out
+
+    def save_state(self, group: int, chunk: int, arrays: dict[str, np.ndarray]) -> None:
+        """Write the state carried out of (group, chunk) (atomically: temp file + rename)."""
+        name = self._state_file(group, chunk)
+        tmp = f"{name[:-4]}.{uuid.uuid4().hex[:8]}.tmp.npz"
+        np.savez(tmp, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
+        os.replace(tmp, name)
+
+    def has_state(self, group: int, chunk: int) -> bool:
+        return os.path.isfile(self._state_file(group, chunk))
+
+    def load_state(self, group: int, chunk: int) -> dict[str, np.ndarray]:
+        """The arrays written by :meth:`save_state` (no pickle: object arrays are refused)."""
+        name = self._state_file(group, chunk)
+        try:
+            with np.load(name, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except FileNotFoundError:
+            raise IOFormatError(self.store, "_hydroscale/state", f"no state saved for group "
+                                f"{group}, chunk {chunk}; run again with overwrite") from None
+
+    def clear_states(self) -> None:
+        """Drop the saved states (once the run is complete they are not needed)."""
+        shutil.rmtree(os.path.join(self.path, "state"), ignore_errors=True)
+
+
+def write_block(store: Any, reach_start: int, time_start: int, block: Any) -> None:
+    """Write ``block`` ``[n_reach, n_time]`` at rows ``reach_start:`` and steps ``time_start:``
+    (:meth:`hydroscale.io.OutputStore.write`, without a lock: writers of disjoint,
+    chunk-aligned regions may run concurrently)."""
+    OutputStore(store).write(reach_start, time_start, block)
+
+
+def open_output(store: Any, network: RiverNetwork | None = None, *,
+                allow_incomplete: bool = False) -> xr.DataArray:
+    """An output store as a ``(reach, time)`` DataArray (network order if given; loads it).
+
+    An incomplete store (its run was interrupted, failed or is still writing) is refused
+    unless ``allow_incomplete=True`` (steps not written yet read as NaN).
+    """
+    root, arr = open_store(store, "output")
+    if root.attrs.get("complete") is False and not allow_incomplete:
+        prog = RunProgress(os.fspath(store))
+        n_done = len(prog.done()) if isinstance(store, (str, os.PathLike)) else 0
+        raise IOFormatError(
+            store, "complete",
+            "the output store is incomplete: the run writing it was interrupted, failed or "
+            f"is still running ({n_done} (group, chunk) blocks recorded as written); run the "
+            "same command again to resume it, or pass allow_incomplete=True to read it anyway "
+            "(unwritten values are NaN)"
+        )
+    ids = root["reach"][:].astype(np.int64)
+    t = (EPOCH + root["time"][:].astype("timedelta64[s]")).astype("datetime64[ns]")
+    rows = np.arange(ids.size) if network is None else match_rows(ids, network, store)
+    vals = arr.get_orthogonal_selection((rows, slice(None)))
+    return xr.DataArray(vals, {"reach": ids[rows], "time": t}, ("reach", "time"),
+                        name=root.attrs["variable"], attrs=dict(root.attrs))

@@ -1,27 +1,10 @@
-"""Zarr v3 stores of ``(reach, time)`` forcings (in) and discharge (out).
-
-Layout of a store (a Zarr v3 group)::
-
-    <variable>  float32 [N, T]  chunks (reach_chunk, time_chunk), dims ("reach", "time")
-    reach       int64   [N]     reach ids, in the store's row order (e.g. clusters contiguous)
-    time        int64   [T]     seconds since 1970-01-01 UTC (interval starts)
-    attrs: hydroscale_store ("forcing" | "output"), variable, units, time_units,
-           interval_s, provenance (source, created, hydroscale version, reach order), ...
-
-* :func:`ingest` turns CHRTOUT slices, RAPID inflow, a NetCDF ``(reach, time)`` variable, a
-  wide CSV or an ``xarray.DataArray`` into a forcing store, read with the reader registry
-  (:func:`~hydroscale.io.open_series`; the ``hydroscale ingest`` command of
-  :mod:`hydroscale.cli` calls it through the ingest workflow).
-* :func:`open_forcing` opens it against a network: ids must match exactly (clear error).
-* :func:`create_output_store` / :func:`write_block` / :func:`open_output`: the output store
-  written block by block (region writes) by the distributed runtime.
-
-An output store is never silently partial: :func:`create_output_store` writes
-``attrs["complete"] = False`` and the writer sets it to True with :func:`mark_complete` once
-every block is flushed; :func:`open_output` refuses an incomplete store unless asked
-(``allow_incomplete=True``).  A run that may be interrupted records its progress inside the
-store with :class:`RunProgress` (one marker file per finished (group, time chunk) and the
-state carried out of it, ``.npz`` without pickle), so that the same run again resumes.
+"""Forcing stores: :func:`ingest` writes one from a source (CHRTOUT slices, RAPID inflow, a
+NetCDF ``(reach, time)`` variable, a wide CSV or an ``xarray.DataArray``, read with the
+reader registry :func:`~hydroscale.io.open_series`; the ``hydroscale ingest`` command calls
+it through the ingest workflow), and :func:`open_forcing` opens one against a network (ids
+must match exactly; a clear error otherwise).  The store layout is in
+:mod:`hydroscale.io._zarr`; forcing *sources* (what runs read) are in
+:mod:`hydroscale.io._forcing`, output stores in :mod:`hydroscale.io._output`.
 """
 
 from __future__ import annotations
@@ -37,7 +20,6 @@ from typing import Any
 import numpy as np
 import xarray as xr
 import zarr
-from zarr.codecs import BloscCodec
 
 from ..network import RiverNetwork, format_ids
 from ._common import (
@@ -48,68 +30,23 @@ from ._common import (
     check_units,
 )
 from ._readers import guess_engine, open_series
+from ._zarr import (
+    EPOCH,
+    TIME_UNITS,
+    check_chunks,
+    check_regular,
+    compressors,
+    interval_of,
+    match_rows,
+    open_store,
+    to_seconds,
+    version,
+)
 
-__all__ = [
-    "ForcingStore",
-    "RunProgress",
-    "create_output_store",
-    "ingest",
-    "mark_complete",
-    "open_forcing",
-    "open_output",
-    "write_block",
-]
+__all__ = ["ForcingStore", "ingest", "open_forcing"]
 
 logger = logging.getLogger(__name__)
 
-TIME_UNITS = "seconds since 1970-01-01T00:00:00Z"
-_EPOCH = np.datetime64("1970-01-01T00:00:00", "s")
-
-
-def _compressors() -> list[Any]:
-    return [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("hydroscale")
-    except Exception:  # noqa: BLE001 - an uninstalled checkout has no metadata
-        return "unknown"
-
-
-def _to_seconds(t: np.ndarray) -> np.ndarray:
-    return (np.asarray(t).astype("datetime64[s]") - _EPOCH).astype(np.int64)
-
-
-# ---------------------------------------------------------------- forcing stores
-def _interval(t: np.ndarray) -> float | None:
-    if t.size < 2:
-        return None
-    d = np.unique(np.diff(t.astype("datetime64[s]")).astype(np.int64))
-    return float(d[0]) if d.size == 1 else None
-
-
-def check_regular(t: np.ndarray, where: Any, field: str = "time") -> None:
-    """Raise unless the times ``t`` (datetime64, increasing) are evenly spaced: routing steps
-    are one interval each, so a gap (a missing record) would shift everything after it."""
-    if np.asarray(t).size < 3:
-        return
-    ts = np.asarray(t).astype("datetime64[s]")
-    d = np.diff(ts).astype(np.int64)
-    vals, counts = np.unique(d, return_counts=True)
-    if vals.size == 1:
-        return
-    step = int(vals[np.argmax(counts)])  # the usual step
-    bad = np.flatnonzero(d != step)
-    i = int(bad[0])
-    raise IOFormatError(
-        where, field,
-        f"the time axis is not regular: {ts[i]} is followed by {ts[i + 1]} ({int(d[i])} s "
-        f"where the step is {step} s; {bad.size} irregular step(s) in all); fill the "
-        "missing records (or resample to a regular step) before routing"
-    )
 
 
 def ingest(
@@ -213,7 +150,7 @@ def _ingest_into(store: Any, source: Any, engine: Any, order_ids: np.ndarray | N
         first = os.fspath(source[0] if isinstance(source, (list, tuple)) else source)
         src_name = f"NWM CHRTOUT ({n_files} files from {first})"
         check_regular(np.asarray(t), src_name, "time")
-        dt = _interval(t)
+        dt = interval_of(t)
     else:
         da = open_series(source, engine, **({} if variable is None else {"variable": variable}))
         ids, t = _select_rows(da, order_ids, source), da["time"].values
@@ -221,7 +158,7 @@ def _ingest_into(store: Any, source: Any, engine: Any, order_ids: np.ndarray | N
         src_name = os.fspath(src) if isinstance(src, os.PathLike) else str(src or "array")
         check_regular(np.asarray(t), src_name, "time")
         da = da.sel(reach=ids)
-        dt = da.attrs.get("interval_s") or _interval(t)
+        dt = da.attrs.get("interval_s") or interval_of(t)
         root = _create_array(store, name, da.shape, chunks, overwrite)
         root[name][:] = np.asarray(da.values, np.float32)
     t = np.asarray(t).astype("datetime64[ns]")
@@ -231,7 +168,7 @@ def _ingest_into(store: Any, source: Any, engine: Any, order_ids: np.ndarray | N
         t = t - np.timedelta64(int(dt), "s")
     n, steps = ids.size, t.size
     root.create_array("reach", data=ids, chunks=(max(n, 1),), dimension_names=("reach",))
-    root.create_array("time", data=_to_seconds(t), chunks=(max(steps, 1),),
+    root.create_array("time", data=to_seconds(t), chunks=(max(steps, 1),),
                       dimension_names=("time",))
     root.attrs.update({
         "hydroscale_store": "forcing",
@@ -243,7 +180,7 @@ def _ingest_into(store: Any, source: Any, engine: Any, order_ids: np.ndarray | N
         "provenance": {
             "source": src_name,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "hydroscale_version": _version(),
+            "hydroscale_version": version(),
             "reach_order": "given" if ordered else "source",
             **(provenance or {}),
         },
@@ -259,7 +196,7 @@ def _create_array(store: Any, name: str, shape: tuple[int, int], chunks: tuple[i
     root.create_array(
         name, shape=(n, steps), dtype="float32",
         chunks=(min(chunks[0], max(n, 1)), min(chunks[1], max(steps, 1))),
-        compressors=_compressors(), fill_value=np.nan, dimension_names=("reach", "time"),
+        compressors=compressors(), fill_value=np.nan, dimension_names=("reach", "time"),
     )
     return root
 
@@ -365,82 +302,15 @@ class ForcingStore:
                             ("reach", "time"), attrs={"units": self.attrs.get("units")})
 
 
-def _open(store: Any, kind: str) -> tuple[zarr.Group, zarr.Array]:
-    try:
-        root = zarr.open_group(store, mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as err:
-        raise IOFormatError(store, None, f"not a Zarr group: {err}") from None
-    if root.attrs.get("hydroscale_store") != kind:
-        raise IOFormatError(store, "hydroscale_store",
-                            f"not a hydroscale {kind} store (attrs: {dict(root.attrs)})")
-    name = root.attrs.get("variable")
-    kinds = {name: "f", "reach": "iu", "time": "iu"}
-    for need in (name, "reach", "time"):
-        if need not in root:
-            raise IOFormatError(store, need, "missing array")
-        # checked before any read: an object array (a Zarr v2 pickle codec) is never decoded
-        dt = np.dtype(root[need].dtype)
-        if dt.kind not in kinds[need]:
-            want = "floating point" if kinds[need] == "f" else "integer"
-            raise IOFormatError(store, need, f"dtype {dt} is not {want}; this is not a store "
-                                "written by hydroscale (re-ingest the source)")
-    return root, root[name]
-
-
-def check_chunks(arr: zarr.Array, store: Any) -> None:
-    """Raise if a chunk of ``arr`` is missing from the store.
-
-    Zarr reads a missing chunk as its fill value; hydroscale writes every chunk of a forcing
-    store (its fill value is NaN, never a valid value), so a missing one means a damaged or
-    partly copied store, not data.
-    """
-    have, want = int(arr.nchunks_initialized), int(arr.nchunks)
-    if have == want:
-        return
-    from zarr.core.sync import sync
-
-    grid = [-(-s // c) for s, c in zip(arr.shape, arr.chunks)]
-    missing: list[tuple[int, ...]] = []
-    for coords in np.ndindex(*grid):
-        key = f"{arr.path}/{arr.metadata.encode_chunk_key(coords)}"
-        if not sync(arr.store_path.store.exists(key)):
-            missing.append(tuple(int(c) for c in coords))
-            if len(missing) == 3:
-                break
-    where = ", ".join(
-        f"chunk {c} (rows {c[0] * arr.chunks[0]}:{min((c[0] + 1) * arr.chunks[0], arr.shape[0])}"
-        f", steps {c[1] * arr.chunks[1]}:{min((c[1] + 1) * arr.chunks[1], arr.shape[1])})"
-        for c in missing)
-    raise IOFormatError(
-        store, arr.basename,
-        f"{want - have} of {want} chunks are missing, e.g. {where}: reading them would give "
-        "fill values, not data; the store is damaged or partly copied: copy it again or "
-        "re-ingest the source"
-    )
-
-
-def _match(ids: np.ndarray, network: RiverNetwork, store: Any) -> np.ndarray:
-    missing = np.setdiff1d(network.ids, ids)
-    extra = np.setdiff1d(ids, network.ids)
-    if missing.size or extra.size:
-        raise IOFormatError(
-            store, "reach",
-            f"reach ids do not match the network: missing from the store {format_ids(missing)}; "
-            f"not in the network {format_ids(extra)}; re-ingest with this network",
-        )
-    order = np.argsort(ids)
-    return order[np.searchsorted(ids[order], network.ids)]
-
-
 def open_forcing(store: Any, network: RiverNetwork) -> ForcingStore:
     """Open a forcing store made by :func:`ingest`; its ids must be the network's ids."""
-    root, arr = _open(store, "forcing")
+    root, arr = open_store(store, "forcing")
     check_units(root.attrs.get("units"), FLOW_UNITS, store, "units", "m3 s-1")
     ids = root["reach"][:].astype(np.int64)
     if ids.size != arr.shape[0]:
         raise IOFormatError(store, "reach", f"{ids.size} ids for {arr.shape[0]} rows")
-    rows = _match(ids, network, store)
-    t = _EPOCH + root["time"][:].astype("timedelta64[s]")
+    rows = match_rows(ids, network, store)
+    t = EPOCH + root["time"][:].astype("timedelta64[s]")
     check_steps(min(t.size, arr.shape[1]), store)
     check_times(t, store, "time")
     check_regular(t, store, "time")
@@ -450,173 +320,3 @@ def open_forcing(store: Any, network: RiverNetwork) -> ForcingStore:
 
 
 # ---------------------------------------------------------------- output stores
-def create_output_store(
-    store: Any,
-    reach_ids: Any,
-    time: Any,
-    *,
-    variable: str = "discharge",
-    units: str = "m3 s-1",
-    chunks: tuple[int, int] = (4096, 512),
-    interval_s: float | None = None,
-    run: dict[str, Any] | None = None,
-    overwrite: bool = False,
-    fingerprint: str | None = None,
-) -> zarr.Group:
-    """Create an empty ``(reach, time)`` float32 output store (NaN-filled) for region writes.
-
-    ``reach_ids`` [N] in the row order the writers use (e.g. clusters contiguous); ``time``
-    [T] datetime64 interval starts; ``run``: run metadata (engine, IRF, parameters source, ...)
-    stored under the ``run`` attribute; ``fingerprint``: a digest of the run definition (a
-    resumed run must present the same).  The store is marked incomplete
-    (``attrs["complete"] = False``) until the writer calls :func:`mark_complete`.
-    """
-    ids = np.asarray(reach_ids, np.int64)
-    t = np.asarray(time).astype("datetime64[ns]")
-    check_times(t, store, "time")
-    if not overwrite and isinstance(store, (str, os.PathLike)) and os.path.exists(store):
-        raise FileExistsError(
-            f"output store {os.fspath(store)!r} exists and is left untouched; pass "
-            "overwrite=True to replace it, or write to another path"
-        )
-    root = zarr.open_group(store, mode="w" if overwrite else "w-")
-    n, steps = ids.size, t.size
-    root.create_array(variable, shape=(n, steps), dtype="float32",
-                      chunks=(min(chunks[0], max(n, 1)), min(chunks[1], max(steps, 1))),
-                      compressors=_compressors(), fill_value=np.nan,
-                      dimension_names=("reach", "time"))
-    root.create_array("reach", data=ids, chunks=(max(n, 1),), dimension_names=("reach",))
-    root.create_array("time", data=_to_seconds(t), chunks=(max(steps, 1),),
-                      dimension_names=("time",))
-    root.attrs.update({
-        "hydroscale_store": "output", "variable": variable, "units": units,
-        "time_units": TIME_UNITS, "interval_s": interval_s if interval_s else _interval(t),
-        "time_meaning": "start of each interval; values are interval means",
-        "run": {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "hydroscale_version": _version(), **(run or {})},
-        "fingerprint": fingerprint, "complete": False,
-    })
-    return root
-
-
-def mark_complete(store: Any) -> None:
-    """Mark an output store complete: every block is written and flushed (call last)."""
-    root = zarr.open_group(store, mode="r+")
-    root.attrs.update({"complete": True, "completed": datetime.now(timezone.utc).isoformat(
-        timespec="seconds")})
-
-
-@dataclass(frozen=True)
-class RunProgress:
-    """The progress of a run, recorded inside its output store (``<store>/_hydroscale/``).
-
-    Writers on any worker record each finished (group, time chunk) task with its own marker
-    file (``done/g<group>-c<chunk>``, created atomically once the task's discharge block is
-    written), after the state carried out of it (``state/g<group>-c<chunk>.npz``, plain
-    arrays, read back with ``allow_pickle=False``).  One file per task: concurrent writers
-    never touch the same file.  A run started again on the same store reads :meth:`done` and
-    skips what is finished.
-
-    ``store``: the output store path (every worker sees it: local or shared file system).
-    """
-
-    store: str
-
-    @property
-    def path(self) -> str:
-        return os.path.join(self.store, "_hydroscale")
-
-    @classmethod
-    def create(cls, store: Any) -> RunProgress:
-        """Create the (empty) progress record of a new run in ``store``."""
-        prog = cls(os.fspath(store))
-        root = zarr.open_group(prog.store, mode="r+")
-        if "_hydroscale" not in root:
-            root.create_group("_hydroscale", attributes={"content": (
-                "hydroscale run progress: done/ one marker per finished (group, chunk), "
-                "state/ the state carried out of it (npz)")})
-        for sub in ("done", "state"):
-            os.makedirs(os.path.join(prog.path, sub), exist_ok=True)
-        return prog
-
-    def _state_file(self, group: int, chunk: int) -> str:
-        return os.path.join(self.path, "state", f"g{int(group)}-c{int(chunk)}.npz")
-
-    def mark_done(self, group: int, chunk: int) -> None:
-        name = os.path.join(self.path, "done", f"g{int(group)}-c{int(chunk)}")
-        tmp = f"{name}.{uuid.uuid4().hex[:8]}.tmp"
-        with open(tmp, "w"):
-            pass
-        os.replace(tmp, name)
-
-    def done(self) -> set[tuple[int, int]]:
-        """The finished (group, chunk) pairs."""
-        d = os.path.join(self.path, "done")
-        if not os.path.isdir(d):
-            return set()
-        out = set()
-        for name in os.listdir(d):
-            if name.startswith("g") and "-c" in name and not name.endswith(".tmp"):
-                g, k = name[1:].split("-c", 1)
-                if g.isdigit() and k.isdigit():
-                    out.add((int(g), int(k)))
-        return out
-
-    def save_state(self, group: int, chunk: int, arrays: dict[str, np.ndarray]) -> None:
-        """Write the state carried out of (group, chunk) (atomically: temp file + rename)."""
-        name = self._state_file(group, chunk)
-        tmp = f"{name[:-4]}.{uuid.uuid4().hex[:8]}.tmp.npz"
-        np.savez(tmp, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
-        os.replace(tmp, name)
-
-    def has_state(self, group: int, chunk: int) -> bool:
-        return os.path.isfile(self._state_file(group, chunk))
-
-    def load_state(self, group: int, chunk: int) -> dict[str, np.ndarray]:
-        """The arrays written by :meth:`save_state` (no pickle: object arrays are refused)."""
-        name = self._state_file(group, chunk)
-        try:
-            with np.load(name, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
-        except FileNotFoundError:
-            raise IOFormatError(self.store, "_hydroscale/state", f"no state saved for group "
-                                f"{group}, chunk {chunk}; run again with overwrite") from None
-
-    def clear_states(self) -> None:
-        """Drop the saved states (once the run is complete they are not needed)."""
-        shutil.rmtree(os.path.join(self.path, "state"), ignore_errors=True)
-
-
-def write_block(store: Any, reach_start: int, time_start: int, block: Any) -> None:
-    """Write ``block`` ``[n_reach, n_time]`` at rows ``reach_start:`` and steps ``time_start:``
-    (:meth:`hydroscale.io.OutputStore.write`, without a lock: writers of disjoint,
-    chunk-aligned regions may run concurrently)."""
-    from ._output import OutputStore
-
-    OutputStore(store).write(reach_start, time_start, block)
-
-
-def open_output(store: Any, network: RiverNetwork | None = None, *,
-                allow_incomplete: bool = False) -> xr.DataArray:
-    """An output store as a ``(reach, time)`` DataArray (network order if given; loads it).
-
-    An incomplete store (its run was interrupted, failed or is still writing) is refused
-    unless ``allow_incomplete=True`` (steps not written yet read as NaN).
-    """
-    root, arr = _open(store, "output")
-    if root.attrs.get("complete") is False and not allow_incomplete:
-        prog = RunProgress(os.fspath(store))
-        n_done = len(prog.done()) if isinstance(store, (str, os.PathLike)) else 0
-        raise IOFormatError(
-            store, "complete",
-            "the output store is incomplete: the run writing it was interrupted, failed or "
-            f"is still running ({n_done} (group, chunk) blocks recorded as written); run the "
-            "same command again to resume it, or pass allow_incomplete=True to read it anyway "
-            "(unwritten values are NaN)"
-        )
-    ids = root["reach"][:].astype(np.int64)
-    t = (_EPOCH + root["time"][:].astype("timedelta64[s]")).astype("datetime64[ns]")
-    rows = np.arange(ids.size) if network is None else _match(ids, network, store)
-    vals = arr.get_orthogonal_selection((rows, slice(None)))
-    return xr.DataArray(vals, {"reach": ids[rows], "time": t}, ("reach", "time"),
-                        name=root.attrs["variable"], attrs=dict(root.attrs))

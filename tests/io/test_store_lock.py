@@ -21,10 +21,12 @@ from hydroscale.io import (
     StoreLock,
     StoreLockedError,
     check_not_nested,
+    create_output_store,
     lock_path,
+    open_output,
     prepare_output,
+    write_block,
 )
-from hydroscale.io.zarr_store import create_output_store, open_output, write_block
 
 T = pd.date_range("2021-01-01", periods=4, freq="h").values
 

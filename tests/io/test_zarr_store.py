@@ -7,17 +7,18 @@ import zarr
 from nwm_files import LINKS
 
 from hydroscale.cli import main as cli_main
-from hydroscale.io import IOFormatError, read_routelink
-from hydroscale.io.rapid import write_rapid_inflow
-from hydroscale.io.zarr_store import (
+from hydroscale.io import (
+    IOFormatError,
     RunProgress,
     create_output_store,
     ingest,
     mark_complete,
     open_forcing,
     open_output,
+    read_routelink,
     write_block,
 )
+from hydroscale.io.rapid import write_rapid_inflow
 from hydroscale.network import RiverNetwork
 
 T0 = np.datetime64("2021-08-23T00:00", "ns")
