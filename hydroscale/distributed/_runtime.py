@@ -352,7 +352,7 @@ class DistributedRouter:
             trunc[list(self._truncated)] = list(self._truncated.values())
             check_truncation(trunc, tolerance=self.window_tolerance, window=self.window,
                              run_steps=steps, clusters=plan.groups, what="route_distributed")
-        if isinstance(forcing, ZarrForcing):
+        if isinstance(forcing, ZarrForcing) and not forcing.opened:
             forcing.open(plan.network)  # a bad forcing store fails before the output is touched
         self.addrs = map_workers(client, plan.n_workers)  # restarted workers: new addresses
         self._ensure_data()

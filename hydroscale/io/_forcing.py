@@ -143,6 +143,11 @@ class ZarrForcing:
         return zarr.open_group(self.store, mode="r")
 
     @property
+    def opened(self) -> bool:
+        """Whether this is a store checked against a network (:meth:`open`)."""
+        return self._fs is not None
+
+    @property
     def time(self) -> np.ndarray:
         t = self._fs.time if self._fs is not None else (
             np.datetime64("1970-01-01T00:00:00", "s")

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ._common import NullProgress, Progress, partition_inputs
-from ._inputs import RouteInputs, build_forcing, routing_options
+from ._inputs import RouteInputs, routing_options
 
 __all__ = ["route_distributed_workflow"]
 
@@ -31,7 +31,7 @@ def _forcing_source(cfg: dict[str, Any], inputs: RouteInputs, out_dir: Path) -> 
 
     f = inputs.forcing
     if not isinstance(f, ArrayForcing) and cfg["routing"]["initial"] != "steady":
-        return build_forcing(cfg["forcing"])
+        return f  # opened (checked) once by build_inputs; the workers open their own
     import xarray as xr
 
     from ..io import ingest
