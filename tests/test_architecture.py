@@ -33,6 +33,7 @@ PACKAGE = ROOT / "hydroscale"
 
 #: floor of every package, lowest first (DESIGN §2)
 FLOORS = {
+    "_options": 0,  # the shape of every options object (FrozenOptions)
     "network": 0,
     "irf": 0,
     "plotting": 0,

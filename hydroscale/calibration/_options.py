@@ -4,12 +4,12 @@ keywords and passed as one object to the calibrators and the distributed gradien
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._options import FrozenOptions
 from ..routing import RoutingOptions
 from ._optim import check_optimizer
 from .losses import get_loss
@@ -18,7 +18,7 @@ __all__ = ["CalibrationOptions", "build_options", "calibrator_options"]
 
 
 @dataclass(frozen=True)
-class CalibrationOptions:
+class CalibrationOptions(FrozenOptions):
     """What a calibration optimises and how.
 
     Attributes
@@ -38,6 +38,8 @@ class CalibrationOptions:
         iterations (and at the end) into ``checkpoint_dir``, keeping the last ``keep``.
     seed : seed of the calibrator's random generator (gauge sampling).
     """
+
+    kind = "calibration"  # (a class attribute: no annotation, not a field)
 
     loss: str = "nse"
     warmup: int = 0
@@ -65,30 +67,8 @@ class CalibrationOptions:
                              f"{self.checkpoint_every}, {self.keep}")
         object.__setattr__(self, "warmup", int(self.warmup))
 
-    @classmethod
-    def build(cls, options: CalibrationOptions | None = None, /,
-              **keywords: Any) -> CalibrationOptions:
-        """``options`` (default the defaults) with ``keywords`` replaced, validated."""
-        unknown = sorted(set(keywords) - set(FIELDS))
-        if unknown:
-            raise TypeError(f"unknown calibration option(s) {unknown}; calibration options "
-                            f"are {sorted(FIELDS)}")
-        base = options if options is not None else cls()
-        return dataclasses.replace(base, **keywords) if keywords else base
 
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        """The option names (what :meth:`build` accepts as keywords)."""
-        return FIELDS
-
-    def describe(self) -> dict[str, Any]:
-        """A JSON-able description (for run records and fingerprints)."""
-        return {f.name: (getattr(self, f.name) if isinstance(
-            getattr(self, f.name), (str, int, float, type(None))) else str(getattr(self, f.name)))
-            for f in dataclasses.fields(self)}
-
-
-FIELDS = tuple(f.name for f in dataclasses.fields(CalibrationOptions))
+FIELDS = CalibrationOptions.field_names()
 
 
 def build_options(routing: RoutingOptions | None, calibration: CalibrationOptions | None,

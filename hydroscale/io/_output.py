@@ -33,18 +33,9 @@ import xarray as xr
 import zarr
 
 from ..network import RiverNetwork
+from . import _zarr as fmt
 from ._common import IOFormatError, check_times
 from ._store_lock import StoreChangedError, StoreLock, check_not_nested
-from ._zarr import (
-    EPOCH,
-    TIME_UNITS,
-    compressors,
-    interval_of,
-    match_rows,
-    open_store,
-    to_seconds,
-    version,
-)
 
 __all__ = ["OutputStore", "PreparedOutput", "RunProgress", "create_output_store", "digest",
            "mark_complete", "open_output", "prepare_output", "run_fingerprint", "write_block"]
@@ -343,17 +334,18 @@ def create_output_store(
     n, steps = ids.size, t.size
     root.create_array(variable, shape=(n, steps), dtype="float32",
                       chunks=(min(chunks[0], max(n, 1)), min(chunks[1], max(steps, 1))),
-                      compressors=compressors(), fill_value=np.nan,
+                      compressors=fmt.compressors(), fill_value=np.nan,
                       dimension_names=("reach", "time"))
     root.create_array("reach", data=ids, chunks=(max(n, 1),), dimension_names=("reach",))
-    root.create_array("time", data=to_seconds(t), chunks=(max(steps, 1),),
+    root.create_array("time", data=fmt.to_seconds(t), chunks=(max(steps, 1),),
                       dimension_names=("time",))
     root.attrs.update({
         "hydroscale_store": "output", "variable": variable, "units": units,
-        "time_units": TIME_UNITS, "interval_s": interval_s if interval_s else interval_of(t),
+        "time_units": fmt.TIME_UNITS,
+        "interval_s": interval_s if interval_s else fmt.interval_of(t),
         "time_meaning": "start of each interval; values are interval means",
         "run": {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "hydroscale_version": version(), **(run or {})},
+                "hydroscale_version": fmt.version(), **(run or {})},
         "fingerprint": fingerprint, "complete": False,
     })
     return root
@@ -461,7 +453,7 @@ def open_output(store: Any, network: RiverNetwork | None = None, *,
     An incomplete store (its run was interrupted, failed or is still writing) is refused
     unless ``allow_incomplete=True`` (steps not written yet read as NaN).
     """
-    root, arr = open_store(store, "output")
+    root, arr = fmt.open_store(store, "output")
     if root.attrs.get("complete") is False and not allow_incomplete:
         prog = RunProgress(os.fspath(store))
         n_done = len(prog.done()) if isinstance(store, (str, os.PathLike)) else 0
@@ -473,8 +465,8 @@ def open_output(store: Any, network: RiverNetwork | None = None, *,
             "(unwritten values are NaN)"
         )
     ids = root["reach"][:].astype(np.int64)
-    t = (EPOCH + root["time"][:].astype("timedelta64[s]")).astype("datetime64[ns]")
-    rows = np.arange(ids.size) if network is None else match_rows(ids, network, store)
+    t = (fmt.EPOCH + root["time"][:].astype("timedelta64[s]")).astype("datetime64[ns]")
+    rows = np.arange(ids.size) if network is None else fmt.match_rows(ids, network, store)
     vals = arr.get_orthogonal_selection((rows, slice(None)))
     return xr.DataArray(vals, {"reach": ids[rows], "time": t}, ("reach", "time"),
                         name=root.attrs["variable"], attrs=dict(root.attrs))

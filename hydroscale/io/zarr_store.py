@@ -22,6 +22,7 @@ import xarray as xr
 import zarr
 
 from ..network import RiverNetwork, format_ids
+from . import _zarr as fmt
 from ._common import (
     FLOW_UNITS,
     IOFormatError,
@@ -30,18 +31,6 @@ from ._common import (
     check_units,
 )
 from ._readers import guess_engine, open_series
-from ._zarr import (
-    EPOCH,
-    TIME_UNITS,
-    check_chunks,
-    check_regular,
-    compressors,
-    interval_of,
-    match_rows,
-    open_store,
-    to_seconds,
-    version,
-)
 
 __all__ = ["ForcingStore", "ingest", "open_forcing"]
 
@@ -149,16 +138,16 @@ def _ingest_into(store: Any, source: Any, engine: Any, order_ids: np.ndarray | N
                                                 order_ids, chunks, overwrite)
         first = os.fspath(source[0] if isinstance(source, (list, tuple)) else source)
         src_name = f"NWM CHRTOUT ({n_files} files from {first})"
-        check_regular(np.asarray(t), src_name, "time")
-        dt = interval_of(t)
+        fmt.check_regular(np.asarray(t), src_name, "time")
+        dt = fmt.interval_of(t)
     else:
         da = open_series(source, engine, **({} if variable is None else {"variable": variable}))
         ids, t = _select_rows(da, order_ids, source), da["time"].values
         src = source if isinstance(source, (str, os.PathLike)) else da.attrs.get("source")
         src_name = os.fspath(src) if isinstance(src, os.PathLike) else str(src or "array")
-        check_regular(np.asarray(t), src_name, "time")
+        fmt.check_regular(np.asarray(t), src_name, "time")
         da = da.sel(reach=ids)
-        dt = da.attrs.get("interval_s") or interval_of(t)
+        dt = da.attrs.get("interval_s") or fmt.interval_of(t)
         root = _create_array(store, name, da.shape, chunks, overwrite)
         root[name][:] = np.asarray(da.values, np.float32)
     t = np.asarray(t).astype("datetime64[ns]")
@@ -168,19 +157,19 @@ def _ingest_into(store: Any, source: Any, engine: Any, order_ids: np.ndarray | N
         t = t - np.timedelta64(int(dt), "s")
     n, steps = ids.size, t.size
     root.create_array("reach", data=ids, chunks=(max(n, 1),), dimension_names=("reach",))
-    root.create_array("time", data=to_seconds(t), chunks=(max(steps, 1),),
+    root.create_array("time", data=fmt.to_seconds(t), chunks=(max(steps, 1),),
                       dimension_names=("time",))
     root.attrs.update({
         "hydroscale_store": "forcing",
         "variable": name,
         "units": "m3 s-1",
-        "time_units": TIME_UNITS,
+        "time_units": fmt.TIME_UNITS,
         "time_meaning": "start of each interval; values are interval means",
         "interval_s": dt,
         "provenance": {
             "source": src_name,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "hydroscale_version": version(),
+            "hydroscale_version": fmt.version(),
             "reach_order": "given" if ordered else "source",
             **(provenance or {}),
         },
@@ -196,7 +185,7 @@ def _create_array(store: Any, name: str, shape: tuple[int, int], chunks: tuple[i
     root.create_array(
         name, shape=(n, steps), dtype="float32",
         chunks=(min(chunks[0], max(n, 1)), min(chunks[1], max(steps, 1))),
-        compressors=compressors(), fill_value=np.nan, dimension_names=("reach", "time"),
+        compressors=fmt.compressors(), fill_value=np.nan, dimension_names=("reach", "time"),
     )
     return root
 
@@ -304,17 +293,17 @@ class ForcingStore:
 
 def open_forcing(store: Any, network: RiverNetwork) -> ForcingStore:
     """Open a forcing store made by :func:`ingest`; its ids must be the network's ids."""
-    root, arr = open_store(store, "forcing")
+    root, arr = fmt.open_store(store, "forcing")
     check_units(root.attrs.get("units"), FLOW_UNITS, store, "units", "m3 s-1")
     ids = root["reach"][:].astype(np.int64)
     if ids.size != arr.shape[0]:
         raise IOFormatError(store, "reach", f"{ids.size} ids for {arr.shape[0]} rows")
-    rows = match_rows(ids, network, store)
-    t = EPOCH + root["time"][:].astype("timedelta64[s]")
+    rows = fmt.match_rows(ids, network, store)
+    t = fmt.EPOCH + root["time"][:].astype("timedelta64[s]")
     check_steps(min(t.size, arr.shape[1]), store)
     check_times(t, store, "time")
-    check_regular(t, store, "time")
-    check_chunks(arr, store)
+    fmt.check_regular(t, store, "time")
+    fmt.check_chunks(arr, store)
     return ForcingStore(arr, ids, rows, t.astype("datetime64[ns]"),
                         root.attrs.get("interval_s"), dict(root.attrs), store)
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._format import format_ids
-from ._validation import NetworkError, check_ids, kahn_levels, resolve_downstream
+from ._validation import NetworkError, check_ids, kahn_levels, repeated, resolve_downstream
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -116,8 +116,7 @@ class RiverNetwork:
             raise NetworkError(
                 f"edge arrays must be 1-D and of equal length, got {up.shape} and {dn.shape}"
             )
-        srt = np.sort(up)
-        twice = np.unique(srt[1:][srt[1:] == srt[:-1]])
+        twice = repeated(up)
         if twice.size:
             raise NetworkError(
                 f"reach(es) {format_ids(twice)} have two or more downstream reaches "

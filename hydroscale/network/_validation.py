@@ -6,13 +6,19 @@ import numpy as np
 
 from ._format import format_ids
 
-__all__ = ["NetworkError", "check_ids", "resolve_downstream", "kahn_levels"]
+__all__ = ["NetworkError", "check_ids", "kahn_levels", "repeated", "resolve_downstream"]
 
 
 class NetworkError(ValueError):
     """A river network that breaks the contract of DESIGN §1 (in-tree forest, unique ids)."""
 
 
+
+
+def repeated(values: np.ndarray) -> np.ndarray:
+    """The values that occur more than once (sorted, each once)."""
+    srt = np.sort(np.asarray(values))
+    return np.unique(srt[1:][srt[1:] == srt[:-1]])
 
 
 def check_ids(ids: np.ndarray) -> np.ndarray:
@@ -28,8 +34,7 @@ def check_ids(ids: np.ndarray) -> np.ndarray:
         else:
             raise NetworkError(f"reach ids must be integers, got dtype {ids.dtype}")
     ids = ids.astype(np.int64, copy=False)
-    srt = np.sort(ids)
-    dup = np.unique(srt[1:][srt[1:] == srt[:-1]])
+    dup = repeated(ids)
     if dup.size:
         raise NetworkError(
             f"{dup.size} reach id(s) are listed more than once: {format_ids(dup)}; "

@@ -89,6 +89,17 @@ def _check_travel_time(
     return t
 
 
+def _runs(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For ``keys`` sorted in runs of equal values (non-empty): the first index of every run,
+    and for every element the sum of the ``values`` before it in its run."""
+    start = np.empty(keys.size, dtype=bool)
+    start[0] = True
+    np.not_equal(keys[1:], keys[:-1], out=start[1:])
+    first = np.flatnonzero(start)
+    cs = np.cumsum(values)
+    return first, cs - values - (cs[first] - values[first])[np.cumsum(start) - 1]
+
+
 def cut_forest(
     network: RiverNetwork,
     max_reaches: int,
@@ -146,14 +157,8 @@ def cut_forest(
         # by parent, then lightest subtree first; k is sorted already, so timsort runs fast
         o = np.argsort(k * (max_reaches + 2) + s_sort, kind="stable")
         s_o = s_sort[o]
-        k_o = k[o]
-        start = np.empty(o.size, dtype=bool)
-        start[0] = True
-        np.not_equal(k_o[1:], k_o[:-1], out=start[1:])
-        first = np.flatnonzero(start)
-        seg = np.cumsum(start) - 1
-        cs = np.cumsum(s_o)
-        incl = cs - (cs[first] - s_o[first])[seg]
+        first, before = _runs(k[o], s_o)
+        incl = before + s_o
         keep = incl + 1 <= max_reaches  # forced cuts sort last and never fit
         cut[a + o] = ~keep
         c_o = c[o]
@@ -210,14 +215,7 @@ def merge_small_clusters(
     o = np.lexsort((cut.size[small], dest, cut.wave[small]))
     small, dest = small[o], dest[o]
     w = cut.wave[small]
-    s = cut.size[small]
-    start = np.empty(small.size, dtype=bool)
-    start[0] = True
-    np.not_equal(w[1:], w[:-1], out=start[1:])
-    first = np.flatnonzero(start)
-    seg = np.cumsum(start) - 1
-    cs = np.cumsum(s)
-    excl = cs - s - (cs[first] - s[first])[seg]
+    _, excl = _runs(w, cut.size[small])
     capacity = max_reaches - min_reaches + 1
     bin_in_wave = excl // capacity
     # new labels: big clusters keep one each, small ones share one per (wave, bin)

@@ -4,15 +4,15 @@ distributed runtime, the calibrators, the run fingerprint of an output store."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from .._options import FrozenOptions
 from ..irf import IRFSpec, get_irf
 
-__all__ = ["RoutingOptions"]
+__all__ = ["Routed", "RoutingOptions"]
 
 _BACKENDS = ("auto", "torch", "triton")
 _STORAGE = (None, torch.bfloat16, torch.float16)
@@ -20,7 +20,7 @@ _DTYPES = (torch.float32, torch.float64)
 
 
 @dataclass(frozen=True)
-class RoutingOptions:
+class RoutingOptions(FrozenOptions):
     """The routing of a run.
 
     Attributes
@@ -48,6 +48,8 @@ class RoutingOptions:
     max_batch_reaches : the clusters of a wave are routed in batches of at most this many
         reaches (bounds the temporaries; one kernel launch per batch).
     """
+
+    kind = "routing"  # (a class attribute: no annotation, not a field)
 
     irf: Any = "muskingum"
     substeps: int = 1
@@ -101,36 +103,30 @@ class RoutingOptions:
     def irf_name(self) -> str:
         return self.irf.name
 
-    @classmethod
-    def build(cls, options: RoutingOptions | None = None, /, **keywords: Any) -> RoutingOptions:
-        """``options`` (default the defaults) with ``keywords`` replaced, validated; an
-        unknown keyword is a ``TypeError`` naming it and the known ones."""
-        if options is not None and not isinstance(options, RoutingOptions):
-            raise TypeError(f"options must be a RoutingOptions, got {type(options).__name__}")
-        unknown = sorted(set(keywords) - set(FIELDS))
-        if unknown:
-            raise TypeError(f"unknown routing option(s) {unknown}; routing options are "
-                            f"{sorted(FIELDS)}")
-        base = options if options is not None else cls()
-        return dataclasses.replace(base, **keywords) if keywords else base
 
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        """The option names (what :meth:`build` accepts as keywords)."""
-        return FIELDS
+class Routed:
+    """What an engine built from :class:`RoutingOptions` reads of them: ``self.options``
+    (set once by :meth:`_set_options`, from an options object and keywords) and read-only
+    views of its fields; the window is the engine's own (``"auto"`` resolves later)."""
 
-    def replace(self, **keywords: Any) -> RoutingOptions:
-        """A copy with ``keywords`` replaced (validated)."""
-        return RoutingOptions.build(self, **keywords)
+    options: RoutingOptions
 
-    def describe(self) -> dict[str, Any]:
-        """A JSON-able description (what a run fingerprint hashes)."""
-        return {f.name: (self.irf_name if f.name == "irf" else
-                         str(getattr(self, f.name)).removeprefix("torch.")
-                         if isinstance(getattr(self, f.name), torch.dtype)
-                         else getattr(self, f.name))
-                for f in dataclasses.fields(self)}
+    def _set_options(self, irf: Any, options: RoutingOptions | None,
+                     routing: dict[str, Any]) -> RoutingOptions:
+        if irf is not None:
+            routing["irf"] = irf
+        self.options = RoutingOptions.build(options, **routing)
+        self.window: int | None = (None if self.options.window == "auto"
+                                   else int(self.options.window))
+        return self.options
 
-
-FIELDS = tuple(f.name for f in dataclasses.fields(RoutingOptions))
-
+    spec = property(lambda self: self.options.spec, doc="The IRF.")
+    f = property(lambda self: self.options.substeps, doc="Sub-steps per routing step.")
+    dtype = property(lambda self: self.options.dtype)
+    storage_dtype = property(lambda self: self.options.storage_dtype)
+    aggregate_dtype = property(lambda self: self.options.aggregate_dtype)
+    backend = property(lambda self: self.options.backend)
+    precision = property(lambda self: self.options.precision)
+    allow_unstable = property(lambda self: self.options.allow_unstable)
+    window_tolerance = property(lambda self: float(self.options.window_tolerance))
+    max_batch = property(lambda self: int(self.options.max_batch_reaches))

@@ -44,7 +44,7 @@ from ._aggregation import (
     fitted_window,
     plan_pairs,
 )
-from ._options import RoutingOptions
+from ._options import Routed, RoutingOptions
 from ._rivtree import RivTreeCluster
 from ._window import check_truncation
 
@@ -144,7 +144,7 @@ def _split_rows(t: torch.Tensor, ranges: list[tuple[int, int]]) -> list[torch.Te
     return [pieces[(a, b)] if (a, b) in pieces else t[a:b] for a, b in ranges]
 
 
-class StagedRouter:
+class StagedRouter(Routed):
     """Route all clusters of a :class:`RivTreeCluster` on one device, wave after wave.
 
     Parameters
@@ -173,22 +173,9 @@ class StagedRouter:
         only: Any = None,
         **routing: Any,
     ) -> None:
-        if irf is not None:
-            routing["irf"] = irf
-        o = self.options = RoutingOptions.build(options, **routing)
+        self._set_options(irf, options, routing)
         self.clusters = clusters
-        self.spec = o.spec
-        self.f = o.substeps
-        self.window = None if o.window == "auto" else int(o.window)
-        self.dtype = o.dtype
-        self.storage_dtype = o.storage_dtype
-        self.backend = o.backend
-        self.precision = o.precision
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.allow_unstable = o.allow_unstable
-        self.max_batch = int(o.max_batch_reaches)
-        self.aggregate_dtype = o.aggregate_dtype
-        self.window_tolerance = float(o.window_tolerance)
         cs = clusters
         self.only = None if only is None else np.unique(np.asarray(only, dtype=np.int64))
         self.plan = plan_pairs(cs, self.only)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ..irf import average_substeps, get_irf, irf_kernel, spread_to_substeps, stack_params
 from ..network import RiverNetwork
 from ._engines import EngineSpec, register_engine
-from ._options import RoutingOptions
+from ._options import Routed, RoutingOptions
 from ._window import check_reach_truncation
 from .oracle import causal_conv_fft
 
@@ -32,7 +32,7 @@ __all__ = ["LevelRouter"]
 logger = logging.getLogger(__name__)
 
 
-class LevelRouter:
+class LevelRouter(Routed):
     """Route a whole network on one device, level by level (differentiable w.r.t. params).
 
     Parameters
@@ -59,16 +59,9 @@ class LevelRouter:
         device: Any = None,
         **routing: Any,
     ) -> None:
-        if irf is not None:
-            routing["irf"] = irf
-        o = self.options = RoutingOptions.build(options, **routing)
+        self._set_options(irf, options, routing)
         self.network = network
-        self.spec = o.spec
-        self.f = o.substeps
-        self.window: int | None = None if o.window == "auto" else int(o.window)
-        self.window_tolerance = float(o.window_tolerance)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.allow_unstable = o.allow_unstable
         self.truncated_mass: np.ndarray | None = None
         order = np.asarray(network.topo_order, dtype=np.int64)
         ptr = np.asarray(network.level_ptr, dtype=np.int64)
