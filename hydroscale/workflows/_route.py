@@ -376,7 +376,9 @@ def _run_route(cfg: dict[str, Any], progress: Progress, client: Any,
         "substeps": cfg["routing"]["substeps"],
         "interval_s": inputs.forcing.interval_s,
         "irf": cfg["routing"]["irf"],
-        **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in facts.items()},
+        # timings rounded; figures such as the truncated mass (~1e-7) kept as they are
+        **{k: (round(v, 4) if isinstance(v, float) and k.endswith("_s") else v)
+           for k, v in facts.items()},
         "inputs_s": round(t_inputs, 3),
         "wall_s": round(wall, 3),
         "reach_steps_per_s_routing": reach_steps / facts["route_s"] if facts["route_s"] else None,
