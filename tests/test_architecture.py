@@ -34,6 +34,7 @@ PACKAGE = ROOT / "hydroscale"
 #: floor of every package, lowest first (DESIGN §2)
 FLOORS = {
     "_options": 0,  # the shape of every options object (FrozenOptions)
+    "_closing": 0,  # the context-manager shape of objects closed after use (Closing)
     "network": 0,
     "irf": 0,
     "plotting": 0,

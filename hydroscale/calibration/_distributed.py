@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._closing import Closing
 from ..network import RiverNetwork
 from ..routing import RoutingOptions
 from ._control import CalibrationControl
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 DISTRIBUTED_CHECKPOINT_FORMAT = "hydroscale-distributed-calibration/1"
 
 
-class DistributedCalibrator(CalibrationLoop):
+class DistributedCalibrator(CalibrationLoop, Closing):
     """Calibrate ``model`` against ``observations`` on the workers of ``client``.
 
     Parameters
@@ -169,9 +170,3 @@ class DistributedCalibrator(CalibrationLoop):
     def close(self) -> None:
         """Free the workers."""
         self.engine.close()
-
-    def __enter__(self) -> DistributedCalibrator:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._closing import Closing
 from ..distributed import IterationInterrupted, WaveRuntime
 from ..network import RiverNetwork
 from ..partition import Partition
@@ -48,7 +49,7 @@ __all__ = ["DistributedGradient", "IterationInterrupted"]
 logger = logging.getLogger(__name__)
 
 
-class DistributedGradient:
+class DistributedGradient(Closing):
     """A gradient calibration resident on the workers of a Dask cluster.
 
     Parameters
@@ -382,9 +383,3 @@ class DistributedGradient:
     def close(self) -> None:
         """Forget the run on every worker."""
         self.runtime.close()
-
-    def __enter__(self) -> DistributedGradient:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()

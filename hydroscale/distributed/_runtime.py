@@ -25,6 +25,7 @@ resumes: finished time chunks are not routed again (:attr:`RunSummary.reused_tas
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import time
@@ -36,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._closing import Closing
 from ..io import (
     ArrayForcing,
     SyntheticForcing,
@@ -238,7 +240,7 @@ def _finish(client: Any, run_id: str, pass_id: str, futs: list[Any], progress: A
                        "keep being lost?); run the same command again to resume")
 
 
-class DistributedRouter:
+class DistributedRouter(Closing):
     """A routing set-up resident on the workers of a Dask cluster; route passes reuse it.
 
     Construction scatters the run data once, builds on every worker the
@@ -524,12 +526,6 @@ class DistributedRouter:
             self._data = self._run_data = None
             self._closed = True
 
-    def __enter__(self) -> DistributedRouter:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
 
 def route_distributed(
     client: Any,
@@ -543,16 +539,8 @@ def route_distributed(
     time_chunk: int = 365,
     *,
     options: RoutingOptions | None = None,
-    n_steps: int | None = None,
-    reach_chunk: int = 65536,
-    run_metadata: dict[str, Any] | None = None,
-    overwrite: bool = False,
-    resume: bool = True,
-    baseline: Any = None,
     plan: WavePlan | None = None,
-    fuse: bool = True,
-    on_progress: Any = None,
-    **routing: Any,
+    **keywords: Any,
 ) -> RunSummary:
     """Route a forcing store through ``network`` on the workers of ``client``.
 
@@ -579,11 +567,14 @@ def route_distributed(
     substeps : f, sub-steps per routing step (the ``substeps`` of the options).
     time_chunk : steps per task; bounds per-worker memory (runoff, discharge and transfer
         buffers of one chunk, plus the carried state).
-    options, routing : the routing (:class:`~hydroscale.routing.RoutingOptions`, amended by
-        ``**routing`` keywords).  ``window="auto"`` is the largest of the workers' auto
-        windows, at most the run's length, so every worker uses the single-device router's
-        window; a window that leaves more than ``window_tolerance`` of an in-cluster path's
-        response out of the run is refused before the output store is touched.
+    options, keywords : the routing (:class:`~hydroscale.routing.RoutingOptions`, amended by
+        routing keywords such as ``window=``; :class:`DistributedRouter` keywords such as
+        ``batch_reaches=`` are passed to it), and the pass keywords of
+        :meth:`DistributedRouter.route` below.  ``window="auto"`` is the largest of the
+        workers' auto windows, at most the run's length, so every worker uses the
+        single-device router's window; a window that leaves more than ``window_tolerance`` of
+        an in-cluster path's response out of the run is refused before the output store is
+        touched.
     n_steps : route the first ``n_steps`` steps only (default all).
     reach_chunk : output store chunk along reaches.
     run_metadata : extra attributes stored under the output's ``run`` attribute.
@@ -605,14 +596,17 @@ def route_distributed(
     RunSummary (``setup_s``: the set-up on the workers; ``wall_s``: the pass;
     ``reused_tasks``: tasks an interrupted run had finished).
     """
+    passing = {k: keywords.pop(k) for k in list(keywords) if k in _PASS_KEYWORDS}
     forcing_store = _worker_forcing(forcing_store)  # a bad source fails before any set-up
+    steps = int(passing.get("n_steps") or forcing_store.n_steps)
     with DistributedRouter(client, network, partition, irf, params, substeps, options=options,
-                           plan=plan, max_steps=int(n_steps or forcing_store.n_steps),
-                           **routing) as dr:
-        return dr.route(forcing_store, output_store, time_chunk, n_steps=n_steps,
-                        reach_chunk=reach_chunk, run_metadata=run_metadata,
-                        overwrite=overwrite, resume=resume, baseline=baseline, fuse=fuse,
-                        on_progress=on_progress)
+                           plan=plan, max_steps=steps, **keywords) as dr:
+        return dr.route(forcing_store, output_store, time_chunk, **passing)
+
+
+# the keywords of route_distributed that belong to the pass (DistributedRouter.route)
+_PASS_KEYWORDS = frozenset(inspect.signature(DistributedRouter.route).parameters) - {
+    "self", "forcing_store", "output_store", "time_chunk"}
 
 
 def io_floor(
