@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["device", "drop", "get", "peak_bytes", "put", "runs", "sync", "this_worker"]
+__all__ = ["device", "drop", "get", "memory_limit", "peak_bytes", "put", "runs", "sync",
+           "this_worker", "host_peak_bytes"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,4 +85,38 @@ def sync(dev: torch.device) -> None:
 
 
 def peak_bytes(dev: torch.device) -> int:
+    """Peak bytes allocated on a GPU ``dev`` (0 on a CPU: see :func:`host_peak_bytes`)."""
     return int(torch.cuda.max_memory_allocated(dev)) if dev.type == "cuda" else 0
+
+
+def memory_limit(dev: torch.device, worker: Any = None) -> tuple[int | None, str]:
+    """(bytes this worker's runs may use on ``dev``, where the figure comes from).
+
+    ``$HYDROSCALE_MEMORY_LIMIT`` when set; on a GPU its free memory plus what this process
+    already holds there; on a CPU the Dask worker's ``memory_limit`` where one is set, else
+    the host's available memory."""
+    import os
+
+    from ..routing import available_bytes
+
+    if os.environ.get("HYDROSCALE_MEMORY_LIMIT"):
+        return available_bytes(dev)
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        return int(free + torch.cuda.memory_reserved(dev)), f"free on {dev} + held by hydroscale"
+    w = worker if worker is not None else this_worker()
+    mm = getattr(w, "memory_manager", None)
+    limit = getattr(mm, "memory_limit", None)
+    if limit:
+        return int(limit), "the Dask worker's memory_limit"
+    return available_bytes(dev)
+
+
+def host_peak_bytes() -> int:
+    """Peak resident memory of this process (bytes; ``ru_maxrss``), 0 where unknown."""
+    try:
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    except (ImportError, OSError):
+        return 0

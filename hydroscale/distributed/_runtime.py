@@ -49,9 +49,10 @@ from ..io import (
 )
 from ..network import RiverNetwork
 from ..partition import Partition
-from ..routing import RoutingOptions, check_truncation
+from ..routing import RoutingOptions, check_truncation, parse_bytes
 from ._plan import WavePlan, map_workers, plan_waves
 from ._recovery import restart_points, worker_addresses
+from ._run_plan import RunPlan, plan_run
 from ._worker import (
     PassSpec,
     RunData,
@@ -59,6 +60,7 @@ from ._worker import (
     abort_pass,
     aggregate_task,
     begin_task,
+    budget_task,
     buffer_task,
     copy_task,
     finish_task,
@@ -113,6 +115,7 @@ class RunSummary:
     output_store: str | None = None
     reused_tasks: int = 0
     recomputed_tasks: int = 0
+    run_plan: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -265,6 +268,15 @@ class DistributedRouter(Closing):
         window is at most that long (longer taps never act).  A pass whose window leaves
         more than ``window_tolerance`` out of a path is refused before it starts
         (:class:`~hydroscale.routing.WindowTruncationError`).
+    time_chunk : the time chunk passes will ask for (steps): what the set-up's run plan
+        assumes (each pass plans again with its own).
+    memory_limit : bytes (or ``"80GB"``) each worker may use; default what each worker
+        reports (a GPU's memory, a CPU worker's Dask ``memory_limit`` or the host's available
+        memory; ``$HYDROSCALE_MEMORY_LIMIT`` overrides it).  The run plan
+        (:attr:`run_plan`, :func:`~._run_plan.plan_run`) keeps every batch's kernels resident
+        when they fit, else builds them as tasks need them within a budget, and lowers the
+        time chunk if needed; a run that cannot fit is refused before aggregation
+        (:class:`~hydroscale.routing.RunTooLargeError`).
     """
 
     def __init__(
@@ -281,6 +293,8 @@ class DistributedRouter(Closing):
         batch_reaches: int = 262144,
         placement: str = "partition",
         max_steps: int | None = None,
+        time_chunk: int = 365,
+        memory_limit: int | str | None = None,
         **routing: Any,
     ) -> None:
         tic = time.perf_counter()
@@ -301,8 +315,16 @@ class DistributedRouter(Closing):
         info = _on_workers(client, self.addrs, setup_task, self._data,
                            tag=f"setup-{self.run_id}", per_worker=lambda w: (w,))
         self.window = max(int(i["window"]) for i in info)
+        self.memory_limit = None if memory_limit is None else parse_bytes(memory_limit)
+        self._setup_info = info
+        try:
+            self.run_plan = self.plan_pass(int(max_steps or time_chunk), time_chunk)
+        except Exception:
+            client.run(teardown_task, self.run_id)
+            raise
         agg = _on_workers(client, self.addrs, aggregate_task, self._data, tag=
-                          f"aggregate-{self.run_id}", per_worker=lambda w: (w, self.window))
+                          f"aggregate-{self.run_id}",
+                          per_worker=lambda w: (w, self.window, self.run_plan.budget(w)))
         self.max_truncated_mass = max(a["max_truncated_mass"] for a in agg)
         self._truncated = {int(g): m for a in agg for g, m in a["truncated"].items()}
         self.worker_setup = [{**i, **a} for i, a in zip(info, agg)]
@@ -319,6 +341,24 @@ class DistributedRouter(Closing):
         logger.info("DistributedRouter %s: %d groups on %d workers set up in %.2f s "
                     "(window %d, max truncated mass %.3g)", self.run_id, self.plan.n_groups,
                     len(self.addrs), self.setup_s, self.window, self.max_truncated_mass)
+
+    def plan_pass(self, n_steps: int, time_chunk: int) -> RunPlan:
+        """The run plan (:func:`plan_run`) of a pass of ``n_steps`` steps cut in chunks of
+        ``time_chunk``: kernel residency, the time chunk that fits and each worker's
+        estimated peak against its memory (``memory_limit`` when given, else what each
+        worker reported at set-up); raises :class:`~hydroscale.routing.RunTooLargeError`
+        when nothing fits."""
+        o = self.options
+        limits = [(self.memory_limit, "memory_limit") if self.memory_limit is not None
+                  else tuple(i["memory_limit"]) for i in self._setup_info]
+        batches = [{"kernel_rows": i.get("kernel_rows", []),
+                    "reaches": i.get("batch_reaches", []), "groups": i["sizes"]}
+                   for i in self._setup_info]
+        store = o.storage_dtype or o.dtype
+        return plan_run(batches, window=self.window, substeps=o.substeps,
+                        n_steps=int(n_steps), time_chunk=int(time_chunk),
+                        itemsize=store.itemsize, aggregate_itemsize=o.aggregate_dtype.itemsize,
+                        limits=limits)
 
     def route(
         self,
@@ -348,6 +388,19 @@ class DistributedRouter(Closing):
         steps = int(n_steps or forcing.n_steps)
         if steps > forcing.n_steps or steps < 1:
             raise ValueError(f"n_steps must lie in [1, {forcing.n_steps}], got {n_steps}")
+        _chunks(steps, time_chunk)  # a bad time_chunk fails first
+        run_plan = self.plan_pass(steps, time_chunk)
+        if run_plan.time_chunk != int(time_chunk):
+            logger.warning("time chunk %d steps does not fit the workers' memory: %d steps "
+                           "(see the run plan)", time_chunk, run_plan.time_chunk)
+            time_chunk = run_plan.time_chunk
+        if [w.kernel_budget for w in run_plan.workers] != \
+                [w.kernel_budget for w in self.run_plan.workers]:
+            _on_workers(client, self.addrs, budget_task, self.run_id, tag=
+                        f"budget-{uuid.uuid4().hex[:10]}",
+                        per_worker=lambda w: (run_plan.budget(w),))
+        self.run_plan = run_plan
+        logger.info("%s", run_plan.table())
         chunks = _chunks(steps, time_chunk)
         if self._truncated:  # before the output store is touched
             trunc = np.full(plan.n_groups, np.nan)
@@ -483,6 +536,7 @@ class DistributedRouter(Closing):
                                 + [s["peak_bytes"]])
                             for a, s in zip(self.addrs, self.worker_setup)],
             per_worker=per, plan=plan.summary(), output_store=output, **summ_reuse,
+            run_plan=run_plan.as_dict(),
         )
         logger.info("%s", summ)
         return summ
@@ -600,7 +654,8 @@ def route_distributed(
     forcing_store = _worker_forcing(forcing_store)  # a bad source fails before any set-up
     steps = int(passing.get("n_steps") or forcing_store.n_steps)
     with DistributedRouter(client, network, partition, irf, params, substeps, options=options,
-                           plan=plan, max_steps=steps, **keywords) as dr:
+                           plan=plan, max_steps=steps, time_chunk=time_chunk,
+                           **keywords) as dr:
         return dr.route(forcing_store, output_store, time_chunk, **passing)
 
 

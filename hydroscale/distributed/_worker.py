@@ -197,6 +197,9 @@ class _WorkerRun:
     batches: dict[tuple[int, int], list[int]] = field(default_factory=dict)
     routers: dict[tuple[int, int], StagedRouter] = field(default_factory=dict)
     kernels: dict[tuple[int, int], RoutingKernels] = field(default_factory=dict)
+    kernel_budget: int | None = None  # bytes of kernels kept (None: every batch, resident)
+    kernel_builds: int = 0
+    kernel_bytes_of: dict[tuple[int, int], int] = field(default_factory=dict)
     passes: dict[str, _PassState] = field(default_factory=dict)
     aborted: dict[str, _Writer | None] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -256,18 +259,37 @@ def _router(run: _WorkerRun, key: tuple[int, int], window: int | str) -> StagedR
         return run.routers[key]
 
 
+def _kernel_bytes(k: RoutingKernels) -> int:
+    return int(k.wr.numel() * k.wr.element_size() + k.wu.numel() * k.wu.element_size())
+
+
 def _kernels(run: _WorkerRun, key: tuple[int, int], window: int) -> RoutingKernels:
+    """The kernels of batch ``key`` with ``window`` taps, aggregated now if not kept.  With a
+    kernel budget (the run plan's ``"per-batch"`` residency) the least recently used
+    batches are dropped first so that the kernels kept stay within it."""
     with run.lock:
-        k = run.kernels.get(key)
+        k = run.kernels.pop(key, None)  # re-inserted last: the dict's order is the LRU order
         if k is None or k.window != int(window):
+            if run.kernel_budget is not None:
+                _evict(run, run.kernel_budget - run.kernel_bytes_of.get(key, 0))
             r = _router(run, key, int(window))
             r.window = int(window)
             with torch.no_grad():
                 k = r.aggregate(run.params)
-            run.kernels[key] = k
-            if run.device.type == "cuda":
+            run.kernel_builds += 1
+            run.kernel_bytes_of[key] = _kernel_bytes(k)
+            if run.device.type == "cuda" and run.kernel_budget is None:
                 torch.cuda.empty_cache()  # the aggregation's temporaries
+        run.kernels[key] = k
         return k
+
+
+def _evict(run: _WorkerRun, keep: int) -> None:
+    """Drop the least recently used kernels until at most ``keep`` bytes remain."""
+    held = sum(_kernel_bytes(k) for k in run.kernels.values())
+    while run.kernels and held > keep:
+        old = next(iter(run.kernels))
+        held -= _kernel_bytes(run.kernels.pop(old))
 
 
 def _pass(run: _WorkerRun, spec: PassSpec) -> _PassState:
@@ -290,16 +312,27 @@ def _pass(run: _WorkerRun, spec: PassSpec) -> _PassState:
 
 def setup_task(data: RunData, worker: int) -> dict[str, Any]:
     """Build the run's cache and the routers of home worker ``worker``'s batches; returns the
-    local window (``"auto"``: the window covering its own paths) and timings."""
+    local window (``"auto"``: the window covering its own paths), what the run planner needs
+    (kernel rows and reaches per batch, ``[reaches, exits, inlets]`` per group, the memory
+    this worker may use) and timings."""
     t = time.perf_counter()
     run = _ensure(data)
-    out: dict[str, Any] = {"device": str(run.device),
-                           "groups": int(np.sum(data.group_worker == worker))}
+    mine = np.flatnonzero(data.group_worker == int(worker))
+    cs = run.groups
+    out: dict[str, Any] = {"device": str(run.device), "groups": int(mine.size)}
+    out["sizes"] = np.stack([np.diff(cs.reach_ptr_cluster[mine], axis=1)[:, 0],
+                             np.diff(cs.exit_ptr_cluster[mine], axis=1)[:, 0],
+                             np.diff(cs.inlet_ptr_cluster[mine], axis=1)[:, 0]],
+                            axis=1).tolist() if mine.size else []
+    out["memory_limit"] = cache.memory_limit(run.device)
     if data.options is not None:
         window = data.options.window
         keys = [k for k in run.batches if k[0] == int(worker)]
         routers = [_router(run, k, window) for k in keys]
         out["routers"] = len(routers)
+        out["kernel_rows"] = [r.kernel_rows() for r in routers]
+        out["batch_reaches"] = [int(sum(cs.reach_ptr_cluster[g, 1] - cs.reach_ptr_cluster[g, 0]
+                                        for g in run.batches[k])) for k in keys]
         if window == "auto":
             p = run.params.to(torch.float64)
             out["window"] = max((r.auto_window(p, max_steps=data.max_steps) for r in routers),
@@ -311,12 +344,17 @@ def setup_task(data: RunData, worker: int) -> dict[str, Any]:
     return out
 
 
-def aggregate_task(data: RunData, worker: int, window: int) -> dict[str, Any]:
-    """Aggregate the path kernels of home worker ``worker``'s batches with the common window;
-    returns the largest truncated mass and that of every group above the routers'
-    ``window_tolerance`` (``{group: mass}``, for the client's exactness check)."""
+def aggregate_task(data: RunData, worker: int, window: int,
+                   kernel_budget: int | None = None) -> dict[str, Any]:
+    """Aggregate the path kernels of home worker ``worker``'s batches with the common window
+    (keeping at most ``kernel_budget`` bytes of them, None: all); returns the largest
+    truncated mass and that of every group above the routers' ``window_tolerance``
+    (``{group: mass}``, for the client's exactness check)."""
     t = time.perf_counter()
     run = _ensure(data)
+    run.kernel_budget = None if kernel_budget is None else int(kernel_budget)
+    if run.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(run.device)
     worst, over = 0.0, {}
     for key in [k for k in run.batches if k[0] == int(worker)]:
         k = _kernels(run, key, window)
@@ -327,7 +365,23 @@ def aggregate_task(data: RunData, worker: int, window: int) -> dict[str, Any]:
             over.update({int(g): float(m[g]) for g in np.flatnonzero(m > tol)})
     cache.sync(run.device)
     return {"aggregate_s": time.perf_counter() - t, "max_truncated_mass": worst,
-            "truncated": over, "peak_bytes": cache.peak_bytes(run.device)}
+            "truncated": over, "peak_bytes": cache.peak_bytes(run.device),
+            "kernel_bytes": int(sum(_kernel_bytes(k) for k in run.kernels.values()))}
+
+
+def budget_task(run_id: str, kernel_budget: int | None, dask_worker: Any = None) -> bool:
+    """Set the kernel budget of run ``run_id`` on this worker (the run plan of a new pass),
+    dropping kernels above it now (a task, or ``client.run``)."""
+    run = cache.runs(dask_worker).get(run_id)
+    if run is None:
+        return False
+    with run.lock:
+        run.kernel_budget = None if kernel_budget is None else int(kernel_budget)
+        if run.kernel_budget is not None:
+            _evict(run, run.kernel_budget)
+    if run.device.type == "cuda":
+        torch.cuda.empty_cache()
+    return True
 
 
 def begin_task(data: RunData, spec: PassSpec) -> bool:
@@ -500,7 +554,9 @@ def finish_task(run_id: str, pass_id: str, *results: Any) -> dict[str, Any]:
         out.update(tasks=ps.tasks, read_s=ps.timers["read"], route_s=ps.timers["route"],
                    d2h_s=ps.timers["d2h"],
                    write_s=ps.writer.seconds if ps.writer is not None else 0.0,
-                   peak_bytes=cache.peak_bytes(run.device))
+                   peak_bytes=cache.peak_bytes(run.device),
+                   host_peak_bytes=cache.host_peak_bytes(),
+                   kernel_builds=run.kernel_builds)
     out["flush_wait_s"] = time.perf_counter() - tic
     return out
 

@@ -11,7 +11,15 @@ from ._engines import (
     select_engine,
 )
 from ._inputs import check_runoff
-from ._memory import RunTooLargeError, check_fits, estimate_engine_bytes, estimate_route_bytes
+from ._memory import (
+    RunTooLargeError,
+    available_bytes,
+    check_fits,
+    estimate_engine_bytes,
+    estimate_route_bytes,
+    format_bytes,
+    parse_bytes,
+)
 from ._options import RoutingOptions
 from ._rivtree import RivTree, RivTreeCluster
 from ._router import LTIRouter, RouterState, RoutingKernels, StagedRouter
@@ -29,6 +37,7 @@ __all__ = [
     "RouterState",
     "RoutingOptions",
     "RunTooLargeError",
+    "available_bytes",
     "RoutingKernels",
     "StagedRouter",
     "WindowTruncationError",
@@ -38,6 +47,8 @@ __all__ = [
     "check_truncation",
     "estimate_engine_bytes",
     "estimate_route_bytes",
+    "format_bytes",
+    "parse_bytes",
     "get_engine",
     "list_engines",
     "register_engine",

@@ -398,6 +398,11 @@ class StagedRouter(Routed):
         return self
 
     # ------------------------------------------------------------------ kernels
+    def kernel_rows(self) -> int:
+        """Rows of the aggregated kernels (``wr`` and ``wu``): each holds ``window`` taps in
+        the storage dtype, so the kernels take ``kernel_rows() * window * itemsize`` bytes."""
+        return self._n_r + self._n_u
+
     def auto_window(self, params: Any, max_steps: int | None = None) -> int:
         """The window (routing steps) that ``window="auto"`` resolves to for ``params``: the
         shortest whose truncated mass stays within ``window_tolerance`` for every in-cluster
