@@ -26,6 +26,14 @@ Rows
   of the same size without routing (the floor), then routed Zarr -> Zarr (end to end).
 - ``big``: ``--big-reaches`` on the largest GPU count with time chunks of
   ``--big-time-chunk`` days: bounded per-worker GPU memory (peak per worker reported).
+- ``geoglows``: GEOGLOWS' size (``--geoglows-reaches`` 6.84M x ``--geoglows-days`` 29,220
+  days, f = 24, DESIGN §5 parameters, discharge reduced on the workers) on the smallest GPU
+  count; DiffRoute's paper reports 237.6 s on one GPU.
+
+Every routing row reports the run plan (kernel residency, planned time chunk, planned peak
+per worker) beside the measured peak; ``--memory-limit 80GB`` plans as on an 80 GB device.
+``--scale-runs 2`` repeats the ``scale`` row on a fresh cluster: the second run's set-up and
+warm-up find the compiled kernels in Triton's cache.
 
 ``--placement basins`` (default) keeps every basin on one worker (no transfer buffer crosses
 workers); ``--placement partition`` uses the partition's per-wave placement (measured 2x
@@ -124,6 +132,19 @@ class Bench:
         return part, time.perf_counter() - tic
 
 
+def _plan_fields(s) -> dict:
+    """The run plan of a pass beside what it measured."""
+    p = s.run_plan
+    return {
+        "residency": p.get("residency"), "planned_time_chunk": p.get("time_chunk"),
+        "planned_peak_gb": [round(w["peak"] / 1e9, 2) for w in p.get("workers", [])],
+        "kernels_gb": [round(w["kernels"] / 1e9, 2) for w in p.get("workers", [])],
+        "limit_gb": [None if w["limit"] is None else round(w["limit"] / 1e9, 1)
+                     for w in p.get("workers", [])],
+        "kernel_builds": [w.get("kernel_builds") for w in s.per_worker],
+    }
+
+
 def _close(client) -> None:
     cluster = getattr(client, "cluster", None)
     client.close()
@@ -184,7 +205,8 @@ def scale(b: Bench, net, n: int, keep: bool = False):
         forcing = SyntheticForcing(a.days, seed=a.seed + 2)
         dr = DistributedRouter(client, net, part, "muskingum", MuskingumParams(a.seed),
                                a.substeps, allow_unstable=True, batch_reaches=a.batch_reaches,
-                               placement=a.placement)
+                               placement=a.placement, max_steps=a.days,
+                               time_chunk=a.time_chunk, memory_limit=a.memory_limit)
         warm = dr.route(forcing, None, a.time_chunk, n_steps=min(a.time_chunk, a.days))
         s = dr.route(forcing, None, a.time_chunk)
         # the same pass with one task per (group, chunk): what fusing the units saves
@@ -207,7 +229,7 @@ def scale(b: Bench, net, n: int, keep: bool = False):
         "peak_gpu_gb": [round(x / 1e9, 2) for x in s.peak_gpu_bytes],
         "route_s_per_worker": [round(p["route_s"], 2) for p in s.per_worker],
         "read_s_per_worker": [round(p["read_s"], 2) for p in s.per_worker],
-        "checksum": s.checksum,
+        "checksum": s.checksum, **_plan_fields(s),
     }
     base = next((r for r in b.rows if r["row"] == "scale" and r["gpus"] == 1
                  and r["reaches"] == net.n_reaches), None)
@@ -268,7 +290,9 @@ def big(b: Bench, n: int) -> None:
         forcing = SyntheticForcing(a.big_days, seed=a.seed + 2)
         with DistributedRouter(client, net, part, "muskingum", MuskingumParams(a.seed),
                                a.substeps, allow_unstable=True,
-                               batch_reaches=a.batch_reaches, placement=a.placement) as dr:
+                               batch_reaches=a.batch_reaches, placement=a.placement,
+                               max_steps=a.big_days, time_chunk=a.big_time_chunk,
+                               memory_limit=a.memory_limit) as dr:
             s = dr.route(forcing, None, a.big_time_chunk)
         b.emit({
             "row": "big", "gpus": n, "reaches": net.n_reaches, "days": a.big_days,
@@ -280,6 +304,44 @@ def big(b: Bench, n: int) -> None:
             "peak_gpu_gb": [round(x / 1e9, 2) for x in s.peak_gpu_bytes],
             "state_gb": [round(p["state_bytes"] / 1e9, 2) for p in s.per_worker],
             "note": "first pass on fresh workers (includes Triton warm-up if not cached)",
+            **_plan_fields(s),
+        })
+    finally:
+        _close(client)
+
+
+def geoglows(b: Bench, n: int) -> None:
+    """GEOGLOWS' size on ``n`` GPUs: one pass from fresh workers, discharge reduced there."""
+    a = b.args
+    tic = time.perf_counter()
+    net = continental_forest(a.geoglows_reaches, seed=a.seed)
+    gen_s = time.perf_counter() - tic
+    part, part_s = b.partition(net, n)
+    client = b.cluster(n)
+    try:
+        forcing = SyntheticForcing(a.geoglows_days, seed=a.seed + 2)
+        tic = time.perf_counter()
+        with DistributedRouter(client, net, part, "muskingum", MuskingumParams(a.seed),
+                               a.substeps, allow_unstable=True,
+                               batch_reaches=a.batch_reaches, placement=a.placement,
+                               max_steps=a.geoglows_days, time_chunk=a.geoglows_time_chunk,
+                               memory_limit=a.memory_limit) as dr:
+            s = dr.route(forcing, None, a.geoglows_time_chunk)
+        total = time.perf_counter() - tic
+        b.emit({
+            "row": "geoglows", "gpus": n, "reaches": net.n_reaches, "days": a.geoglows_days,
+            "substeps": a.substeps, "time_chunk": a.geoglows_time_chunk,
+            "memory_limit": a.memory_limit, "network_s": round(gen_s, 1),
+            "partition_s": round(part_s, 1), "setup_s": round(dr.setup_s, 1),
+            "forward_s": round(s.wall_s, 2), "setup_plus_forward_s": round(total, 1),
+            "reach_steps_per_s": s.reach_steps_per_s, "diffroute_s": 237.6,
+            "speedup_vs_diffroute": round(237.6 / s.wall_s, 2),
+            "groups": s.groups, "waves": s.waves, "window": s.window,
+            "max_truncated_mass": s.max_truncated_mass,
+            "peak_gpu_gb": [round(x / 1e9, 2) for x in s.peak_gpu_bytes],
+            "route_s_per_worker": [round(p["route_s"], 2) for p in s.per_worker],
+            "read_s_per_worker": [round(p["read_s"], 2) for p in s.per_worker],
+            **_plan_fields(s),
         })
     finally:
         _close(client)
@@ -292,7 +354,7 @@ def table(rows: list[dict]) -> str:
         if r["row"] == "check":
             lines.append(f"| check | 2 | {r['reaches']} | {r['days']} | | | | {r['dtype']} "
                          f"rel L2 {r['rel_l2']:.2e}, max {r['max_rel']:.2e} |")
-        elif r["row"] in ("scale", "big"):
+        elif r["row"] in ("scale", "big", "geoglows"):
             lines.append(f"| {r['row']} | {r['gpus']} | {r['reaches']} | {r['days']} | "
                          f"{r['forward_s']} | {r['reach_steps_per_s']:.3g} | "
                          f"{r.get('speedup_vs_1', '')} | peak GB {r['peak_gpu_gb']} |")
@@ -331,7 +393,16 @@ def main() -> None:
     ap.add_argument("--big-reaches", type=int, default=10_000_000)
     ap.add_argument("--big-days", type=int, default=3650)
     ap.add_argument("--big-time-chunk", type=int, default=365)
-    ap.add_argument("--skip", nargs="*", default=[], help="rows to skip: check scale e2e big")
+    ap.add_argument("--geoglows-reaches", type=int, default=6_840_000)
+    ap.add_argument("--geoglows-days", type=int, default=29_220)
+    ap.add_argument("--geoglows-time-chunk", type=int, default=730)
+    ap.add_argument("--memory-limit", default=None,
+                    help="bytes each worker may use (e.g. 80GB: plan as on an H100)")
+    ap.add_argument("--scale-runs", type=int, default=1,
+                    help="run the scale row this many times (fresh clusters; later runs "
+                         "find compiled kernels cached)")
+    ap.add_argument("--skip", nargs="*", default=[],
+                    help="rows to skip: check scale e2e big geoglows")
     ap.add_argument("--budget-s", type=float, default=1e9, help="skip rows past this time")
     ap.add_argument("--scratch", default=os.environ.get("TMPDIR", "/tmp") + "/hs_bench_dist")
     ap.add_argument("--out", default=None)
@@ -365,6 +436,8 @@ def main() -> None:
     counts = sorted(set(args.gpus))
     order = [counts[0]] + ([counts[-1]] if len(counts) > 1 else []) + counts[1:-1]
     for n in order:
+        for _ in range(args.scale_runs - 1):
+            guarded("scale", scale, b, net, n, False)
         kept = guarded("scale", scale, b, net, n, n == counts[-1])
         if kept is not None:
             client, part, dr = kept
@@ -373,6 +446,7 @@ def main() -> None:
             _close(client)
     del net
     guarded("big", big, b, counts[-1])
+    guarded("geoglows", geoglows, b, counts[0])
     if b.out:
         (b.out / "results.json").write_text(json.dumps(b.rows, indent=1, default=str))
         (b.out / "table.md").write_text(table(b.rows) + "\n")

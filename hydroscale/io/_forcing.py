@@ -29,29 +29,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..kernels import hash_uniform
 from ..network import RiverNetwork
 
 __all__ = ["ArrayForcing", "SyntheticForcing", "ZarrForcing", "as_forcing", "hash_uniform"]
 
 logger = logging.getLogger(__name__)
-
-_M32 = 0xFFFFFFFF
-
-
-def hash_uniform(reach: torch.Tensor, t0: int, t1: int, seed: int) -> torch.Tensor:
-    """Uniform ``[0, 1)`` float32 ``[n, t1 - t0]`` from a 32-bit integer hash of
-    (seed, reach index, step) (the "lowbias32" finaliser; int64 arithmetic, so identical on
-    every device)."""
-    t = torch.arange(t0, t1, device=reach.device, dtype=torch.int64)
-    x = (reach.to(torch.int64)[:, None] * 0x9E3779B1 + t[None, :] * 0x85EBCA77
-         + (int(seed) & _M32) * 0xC2B2AE3D) & _M32
-    x ^= x >> 16
-    x = (x * 0x7FEB352D) & _M32
-    x ^= x >> 15
-    x = (x * 0x846CA68B) & _M32
-    x ^= x >> 16
-    return (x >> 8).to(torch.float32) * (1.0 / 16777216.0)
-
 
 def _times(start: Any, n_steps: int, interval_s: float) -> np.ndarray:
     s = np.datetime64(str(start).rstrip("Z"), "s")

@@ -37,6 +37,8 @@ carrying ``hist = xx[..., -(K - 1):]`` gives exactly the unchunked result.
 - :func:`extend_recursive` ``(prev, coef, parent, slot)``: path kernels extended by one
   reach whose response is a first-order recursive filter (the path-kernel aggregation of
   Muskingum and linear-reservoir networks), run as a scan in Triton; differentiable.
+- :func:`hash_uniform` ``(reach, t0, t1, seed)``: the counter-hash uniform numbers of
+  synthetic runoff (one Triton kernel on CUDA, :func:`hash_uniform_reference` elsewhere).
 - :class:`LaunchConfig`, :func:`set_launch_config`, :func:`get_launch_config`: Triton tile
   sizes, warps, paths per iteration and the algorithm (speed only; ``$HYDROSCALE_KERNEL_LAUNCH``
   overrides).
@@ -44,6 +46,7 @@ carrying ``hist = xx[..., -(K - 1):]`` gives exactly the unchunked result.
 Only this package imports Triton, and only when it is installed.
 """
 
+from ._hash import hash_uniform, hash_uniform_reference
 from ._launch import LaunchConfig, get_launch_config, parse_launch_spec, set_launch_config
 from ._layout import PathLayout
 from ._path_conv import (
@@ -67,6 +70,8 @@ __all__ = [
     "extend_recursive",
     "extend_recursive_reference",
     "get_launch_config",
+    "hash_uniform",
+    "hash_uniform_reference",
     "parse_launch_spec",
     "path_conv",
     "path_conv_into",
