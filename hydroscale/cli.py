@@ -116,6 +116,7 @@ def _route_values(args: argparse.Namespace) -> dict[str, Any]:
         "engine": "routing.engine", "device": "routing.device", "out": "output.dir",
         "max_reaches": "partition.max_reaches", "max_travel_time": "partition.max_travel_time",
         "workers": "partition.workers", "cluster": "cluster",
+        "memory_limit": "routing.memory_limit",
     }
     for attr, key in flat.items():
         value = getattr(args, attr, None)
@@ -228,13 +229,16 @@ def _route(args: argparse.Namespace) -> int:
     cfg = _load(args, "route", _route_values(args))
     if args.check:
         return _show_config(cfg)
-    from .workflows import run_route
+    from .workflows import plan_route, run_route
 
     progress = _progress_factory(not args.no_progress)
     client = None
     if cfg["cluster"] is not None:
         client = _start_cluster(cfg["cluster"], args.verbose)
     try:
+        if args.plan:
+            print(plan_route(cfg, progress=progress, client=client).table())
+            return EXIT_OK
         result = run_route(cfg, progress=progress, client=client)
     finally:
         if client is not None:
@@ -580,6 +584,12 @@ def build_parser() -> argparse.ArgumentParser:
     _workflow_args(route, "route")
     _network_flags(route)
     _run_flags(route)
+    route.add_argument("--plan", action="store_true",
+                       help="print the run plan (kernel residency, time chunk, each worker's "
+                       "estimated peak memory in GB against its limit) and stop")
+    route.add_argument("--memory-limit", metavar="SIZE", dest="memory_limit",
+                       help="memory each device or worker may use, e.g. 80GB "
+                       "(routing.memory_limit)")
     route.set_defaults(func=_route)
 
     part = sub.add_parser(

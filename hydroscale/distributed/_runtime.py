@@ -49,10 +49,9 @@ from ..io import (
 )
 from ..network import RiverNetwork
 from ..partition import Partition
-from ..routing import RoutingOptions, check_truncation, parse_bytes
+from ..routing import RoutingOptions, RunPlan, check_truncation, parse_bytes, plan_run
 from ._plan import WavePlan, map_workers, plan_waves
 from ._recovery import restart_points, worker_addresses
-from ._run_plan import RunPlan, plan_run
 from ._worker import (
     PassSpec,
     RunData,
@@ -271,12 +270,14 @@ class DistributedRouter(Closing):
     time_chunk : the time chunk passes will ask for (steps): what the set-up's run plan
         assumes (each pass plans again with its own).
     memory_limit : bytes (or ``"80GB"``) each worker may use; default what each worker
-        reports (a GPU's memory, a CPU worker's Dask ``memory_limit`` or the host's available
-        memory; ``$HYDROSCALE_MEMORY_LIMIT`` overrides it).  The run plan
-        (:attr:`run_plan`, :func:`~._run_plan.plan_run`) keeps every batch's kernels resident
-        when they fit, else builds them as tasks need them within a budget, and lowers the
-        time chunk if needed; a run that cannot fit is refused before aggregation
-        (:class:`~hydroscale.routing.RunTooLargeError`).
+        reports (a GPU's memory, a CPU worker's Dask ``memory_limit`` or the host's
+        available memory; ``$HYDROSCALE_MEMORY_LIMIT`` overrides it).  The run plan
+        (:attr:`run_plan`, :func:`~hydroscale.routing.plan_run`) keeps every batch's kernels
+        resident when they fit, else builds them as tasks need them within a budget, and
+        lowers the time chunk if needed; a run that cannot fit is refused before
+        aggregation (:class:`~hydroscale.routing.RunTooLargeError`).
+    plan_only : stop once :attr:`run_plan` is known (the workers' routers are set up, no
+        kernel is aggregated) and close: ``hydroscale route --plan``.
     """
 
     def __init__(
@@ -295,6 +296,7 @@ class DistributedRouter(Closing):
         max_steps: int | None = None,
         time_chunk: int = 365,
         memory_limit: int | str | None = None,
+        plan_only: bool = False,
         **routing: Any,
     ) -> None:
         tic = time.perf_counter()
@@ -322,6 +324,10 @@ class DistributedRouter(Closing):
         except Exception:
             client.run(teardown_task, self.run_id)
             raise
+        self._closed = False
+        if plan_only:  # the plan is all that was asked for: nothing aggregated
+            self.close()
+            return
         agg = _on_workers(client, self.addrs, aggregate_task, self._data, tag=
                           f"aggregate-{self.run_id}",
                           per_worker=lambda w: (w, self.window, self.run_plan.budget(w)))

@@ -23,6 +23,7 @@ from ._memory import (
 from ._options import RoutingOptions
 from ._rivtree import RivTree, RivTreeCluster
 from ._router import LTIRouter, RouterState, RoutingKernels, StagedRouter
+from ._run_plan import RunPlan, WorkerPlan, plan_run
 from ._window import WindowTruncationError, check_truncation
 from .levelwise import LevelRouter
 from .oracle import causal_conv_fft, route_oracle
@@ -36,7 +37,9 @@ __all__ = [
     "RivTreeCluster",
     "RouterState",
     "RoutingOptions",
+    "RunPlan",
     "RunTooLargeError",
+    "WorkerPlan",
     "available_bytes",
     "RoutingKernels",
     "StagedRouter",
@@ -49,6 +52,7 @@ __all__ = [
     "estimate_route_bytes",
     "format_bytes",
     "parse_bytes",
+    "plan_run",
     "get_engine",
     "list_engines",
     "register_engine",

@@ -12,7 +12,8 @@ import torch
 from ..network import RiverNetwork
 from ._inputs import RouteInputs
 
-__all__ = ["NullProgress", "Progress", "device", "input_paths", "output_folder_lock",
+__all__ = ["NullProgress", "Progress", "device", "input_paths", "measured_peak", "memory_facts",
+           "output_folder_lock",
            "partition_inputs"]
 
 
@@ -84,3 +85,26 @@ def output_folder_lock(out_dir: Path) -> Any:
     out_dir.mkdir(parents=True, exist_ok=True)
     return StoreLock.acquire(out_dir, what="output folder",
                              path=str(out_dir / ".hydroscale.lock"))
+
+
+def measured_peak(device: torch.device) -> int:
+    """Peak bytes of this run on ``device``: the allocator's on a GPU, the process's resident
+    peak on a CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def memory_facts(run_plan: dict[str, Any], measured: list[int]) -> dict[str, Any]:
+    """The summary's memory figures: per worker (one device: one) the plan's estimated peak
+    beside the measured one, in GB, with the plan's residency and time chunk."""
+    return {
+        "memory_residency": run_plan["residency"],
+        "memory_time_chunk": run_plan["time_chunk"],
+        "planned_peak_gb": [round(w["peak"] / 1e9, 3) for w in run_plan["workers"]],
+        "measured_peak_gb": [round(m / 1e9, 3) for m in measured],
+        "memory_limit_gb": [None if w["limit"] is None else round(w["limit"] / 1e9, 3)
+                            for w in run_plan["workers"]],
+    }

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import NullProgress, Progress, partition_inputs
+from ._common import NullProgress, Progress, memory_facts, partition_inputs
 from ._inputs import RouteInputs, routing_options
 
 __all__ = ["route_distributed_workflow"]
@@ -82,10 +82,12 @@ def route_distributed_workflow(
     *,
     keep: np.ndarray,
     progress: Progress = NullProgress,
+    plan_only: bool = False,
 ) -> tuple[dict[str, Any], np.ndarray, Path | None]:
     """Route on the cluster of ``client``; returns (run facts, discharge of ``keep`` [k, T],
-    output store path)."""
-    from ..distributed import plan_waves, route_distributed
+    output store path).  ``plan_only``: set the workers up, return the run plan
+    (``facts["run_plan"]``) and stop."""
+    from ..distributed import DistributedRouter, plan_waves, route_distributed
 
     rt, pc, out = cfg["routing"], cfg["partition"], cfg["output"]
     out_dir = Path(out["dir"])
@@ -116,6 +118,11 @@ def route_distributed_workflow(
     steps = inputs.forcing.n_steps
     n_chunks = -(-steps // rt["time_chunk"])
     options = routing_options(cfg)  # "auto" window: at most the run's length
+    if plan_only:
+        dr = DistributedRouter(client, net, part, params=inputs.params, options=options,
+                               plan=plan, max_steps=steps, time_chunk=rt["time_chunk"],
+                               memory_limit=rt.get("memory_limit"), plan_only=True)
+        return {"run_plan": dr.run_plan.as_dict()}, np.zeros((0, steps), np.float32), None
     backend = options.backend
     bar = progress("route", plan.n_groups * n_chunks, "group-chunk")
     try:
@@ -126,7 +133,7 @@ def route_distributed_workflow(
             run_metadata={"workflow": cfg.get("name") or "route"},
             overwrite=out["overwrite"], resume=out["resume"],
             baseline=_steady_baseline(inputs) if rt["initial"] == "steady" else None,
-            on_progress=bar.update,
+            on_progress=bar.update, memory_limit=rt.get("memory_limit"),
         )
     finally:
         bar.close()
@@ -139,6 +146,8 @@ def route_distributed_workflow(
         "partition_s": partition_s,
         "setup_s": summ.setup_s, "route_s": summ.wall_s, "checksum": summ.checksum,
         "reused_tasks": summ.reused_tasks, "recomputed_tasks": summ.recomputed_tasks,
+        **memory_facts(summ.run_plan, [
+            max(p["peak_bytes"], p.get("host_peak_bytes", 0)) for p in summ.per_worker]),
     }
     if store is None:
         return facts, np.zeros((0, steps), np.float32), None

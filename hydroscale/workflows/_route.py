@@ -24,13 +24,15 @@ from ._common import (
     NullProgress,
     Progress,
     input_paths,
+    measured_peak,
+    memory_facts,
     output_folder_lock,
     partition_inputs,
 )
 from ._common import device as device_of
 from ._inputs import RouteInputs, build_inputs, routing_options
 
-__all__ = ["RouteResult", "hydrograph_reaches", "run_route", "route_single"]
+__all__ = ["RouteResult", "hydrograph_reaches", "plan_route", "run_route", "route_single"]
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +148,36 @@ def _steady_base(inputs: RouteInputs, initial: str) -> tuple[np.ndarray | None, 
     return r0, accumulate(inputs.network, r0)
 
 
+def single_device_plan(router: Any, part: Any, steps: int, rt: dict[str, Any],
+                       device: torch.device, options: Any) -> Any:
+    """The run plan of a one-device route (:func:`~hydroscale.routing.plan_run` with one
+    worker: every kernel resident, the whole network's chunk of runoff and discharge, one
+    carried state); refuses (:class:`~hydroscale.routing.RunTooLargeError`) a run whose
+    kernels do not fit resident, pointing to a cluster (whose runtime builds them per
+    batch)."""
+    from ..routing import RunTooLargeError, available_bytes, format_bytes, parse_bytes, plan_run
+
+    limit = ((parse_bytes(rt["memory_limit"]), "routing.memory_limit")
+             if rt.get("memory_limit") is not None else available_bytes(device))
+    n = int(part.n_reaches)
+    store = options.storage_dtype or options.dtype
+    plan = plan_run([{"kernel_rows": [router.kernel_rows()], "reaches": [n],
+                      "groups": [[n, 0, 0]]}], window=int(router.window),
+                    substeps=options.substeps, n_steps=steps, time_chunk=rt["time_chunk"],
+                    itemsize=store.itemsize, aggregate_itemsize=options.aggregate_dtype.itemsize,
+                    limits=[limit], held_chunks=1)
+    if plan.residency != "resident":
+        w = plan.workers[0]
+        raise RunTooLargeError(
+            f"the path kernels ({format_bytes(w.kernels)}) and a time chunk do not fit "
+            f"{device} ({format_bytes(w.limit or 0)}, {w.limit_source}) at once: route on a "
+            "cluster (--cluster local-cuda or local-cpu), whose runtime builds kernels per "
+            "batch of groups, lower routing.window or routing.substeps, or raise "
+            "routing.memory_limit")
+    logger.info("%s", plan.table())
+    return plan
+
+
 def route_single(
     cfg: dict[str, Any],
     inputs: RouteInputs,
@@ -153,8 +185,11 @@ def route_single(
     progress: Progress = NullProgress,
     keep: np.ndarray | None = None,
     write: bool = True,
+    plan_only: bool = False,
 ) -> tuple[dict[str, Any], np.ndarray, Path | None]:
     """Route on one device; returns (run facts, discharge of the ``keep`` reaches [k, T], store).
+
+    ``plan_only``: stop after the run plan (``facts["run_plan"]``), before aggregation.
 
     The facts hold timings (``partition_s``, ``setup_s``, ``route_s``), the engine, the
     window and the largest truncated kernel mass.
@@ -207,6 +242,16 @@ def route_single(
     if rt["window"] == "auto":
         # Taps beyond the run's length never act: a window longer than the run is wasted work.
         router.window = router.auto_window(inputs.params.to(device), max_steps=steps)
+    run_plan = single_device_plan(router, part, steps, rt, device, options)
+    facts["run_plan"] = run_plan.as_dict()
+    if plan_only:
+        return facts, kept, None
+    if run_plan.time_chunk != rt["time_chunk"]:
+        logger.warning("routing.time_chunk %d does not fit %s: %d steps (see the run plan)",
+                       rt["time_chunk"], device, run_plan.time_chunk)
+        rt = {**rt, "time_chunk": run_plan.time_chunk}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     with torch.no_grad():
         kernels = router.aggregate(inputs.params.to(device))
     router.check_window(kernels, steps, "routing.window")  # before any output is touched
@@ -288,6 +333,8 @@ def _route_chunks(facts: dict[str, Any], router: Any, kernels: Any, inputs: Rout
     if store is not None:
         prepared.complete()
     facts["route_s"] = route_s
+    if "run_plan" in facts:
+        facts.update(memory_facts(facts["run_plan"], [measured_peak(device)]))
     if n * steps:
         logger.info("routed %d reaches x %d steps in %.2f s", n, steps, route_s)
     return facts, kept, store
@@ -317,6 +364,29 @@ def _figure(path: Path, inputs: RouteInputs, keep: np.ndarray, kept: np.ndarray,
 
 def _peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB on Linux
+
+
+def plan_route(cfg: dict[str, Any], *, client: Any = None,
+               progress: Progress = NullProgress) -> Any:
+    """The run plan of a validated ``route`` workflow (:class:`~hydroscale.routing.RunPlan`:
+    kernel residency, time chunk, each worker's estimated peak memory against its limit),
+    computed after the inputs, the partition and the routers' set-up, before any kernel is
+    aggregated; nothing is written.  Raises
+    :class:`~hydroscale.routing.RunTooLargeError` when the run cannot fit."""
+    from ..routing import RunPlan
+
+    inputs = build_inputs(cfg)
+    if client is not None:
+        from ._distributed import route_distributed_workflow
+
+        facts, _, _ = route_distributed_workflow(cfg, inputs, client, keep=np.zeros(0, np.int64),
+                                                 progress=progress, plan_only=True)
+    else:
+        if cfg["routing"]["engine"] == "oracle":
+            raise ValueError("routing.engine oracle has no run plan (it holds full-length "
+                             "float64 kernels); plan the block-sparse engine instead")
+        facts, _, _ = route_single(cfg, inputs, progress=progress, write=False, plan_only=True)
+    return RunPlan.from_dict(facts["run_plan"])
 
 
 def run_route(

@@ -85,6 +85,19 @@ def _check_chunks(value: Any) -> str | None:
     return f"expected [reach_chunk, time_chunk] (two positive integers), got {value!r}"
 
 
+def _check_memory(value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        from ..routing import parse_bytes
+
+        if parse_bytes(value) > 0:
+            return None
+    except (ValueError, TypeError):
+        pass
+    return f"expected a size such as 80GB, 512MiB or a number of bytes, got {value!r}"
+
+
 #: ``network.source`` values built in; any registered network reader's engine name works too
 NETWORK_SOURCES = ("synthetic", "routelink", "rapid", "lower_colorado")
 
@@ -150,6 +163,10 @@ ROUTING = {
                             "are negative (e.g. k x > dt/2)"),
     "initial": Field("str", "dry", "initial state: dry rivers, or the steady state of the "
                      "first step's inflow", choices=("dry", "steady")),
+    "memory_limit": Field("any", None, "memory each device (cluster: each worker) may use, "
+                          "e.g. 80GB; null = what it has (the run plan keeps path kernels "
+                          "resident or builds them per batch, and lowers time_chunk, to fit)",
+                          check=_check_memory),
 }
 
 PARTITION = {

@@ -9,17 +9,21 @@ import pytest
 import torch
 
 from hydroscale.distributed import DistributedRouter, route_distributed
-from hydroscale.distributed._run_plan import SLACK, plan_run
 from hydroscale.distributed._worker import budget_task
 from hydroscale.io import SyntheticForcing
-from hydroscale.routing import RunTooLargeError
+from hydroscale.routing import (
+    RunTooLargeError,
+    plan_run,
+)
+from hydroscale.routing._run_plan import SLACK
 
 SUBSTEPS = 3
 T = 40
 
 
 def _one_worker(rows=(100, 50), reaches=(10, 5), groups=((10, 2, 0), (5, 1, 2))):
-    return [{"kernel_rows": list(rows), "reaches": list(reaches), "groups": [list(g) for g in groups]}]
+    return [{"kernel_rows": list(rows), "reaches": list(reaches),
+             "groups": [list(g) for g in groups]}]
 
 
 def test_estimate_by_hand():

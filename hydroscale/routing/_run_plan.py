@@ -1,6 +1,7 @@
 """The run planner: each worker's peak memory, estimated before any routing task, and what to
 keep resident so that it fits.
 
+Used by the distributed runtime (one entry per worker) and the one-device route (one entry).
 A routing pass holds, on each worker's device:
 
 - the **path kernels** of its batches of groups (``wr [P_R, K]``, ``wu [P_U, K]``: one row
@@ -36,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..routing import RunTooLargeError, format_bytes
+from ._memory import RunTooLargeError, format_bytes
 
 __all__ = ["RunPlan", "WorkerPlan", "plan_run"]
 
@@ -103,6 +104,11 @@ class RunPlan:
         d["workers"] = [w.as_dict() for w in self.workers]
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunPlan:
+        """The plan :meth:`as_dict` wrote."""
+        return cls(**{**d, "workers": [WorkerPlan(**w) for w in d["workers"]]})
+
     def table(self) -> str:
         """The plan as text: one line per worker, in GB."""
         g = lambda n: "-" if n is None else f"{n / 1e9:.2f}"  # noqa: E731
@@ -133,19 +139,23 @@ def plan_run(
     aggregate_itemsize: int = 4,
     limits: list[tuple[int | None, str]] | None = None,
     batch: int = 1,
+    held_chunks: int | None = None,
 ) -> RunPlan:
     """Plan a pass from each worker's batches.
 
     Parameters
     ----------
     batches : one dict per worker: ``{"kernel_rows": [rows per batch], "reaches": [reaches
-        per batch], "groups": [[reaches, exits, inlets] per group]}`` (what
-        :func:`~._worker.setup_task` reports).
+        per batch], "groups": [[reaches, exits, inlets] per group]}`` (what the
+        distributed runtime's set-up reports).
     window, substeps : K (routing steps) and f.
     n_steps, time_chunk : the pass's length and the requested chunk (steps).
     itemsize, aggregate_itemsize : bytes per stored kernel tap / per aggregation value.
     limits : per worker ``(bytes or None, where the figure comes from)``; None: unlimited.
     batch : forcing batch size B (independent series routed together).
+    held_chunks : how many chunks' states a worker holds at once (default all of the
+        pass's: the distributed runtime keeps every (group, chunk) result until the pass
+        ends; 1 for the one-device route, which carries one state).
 
     Raises
     ------
@@ -165,7 +175,7 @@ def plan_run(
 
     def state_bytes(w: dict[str, Any], tc: int) -> int:
         g = np.asarray(w["groups"], dtype=np.int64).reshape(-1, 3)
-        chunks = -(-int(n_steps) // tc)
+        chunks = -(-int(n_steps) // tc) if held_chunks is None else int(held_chunks)
         per_chunk = int((g[:, 0] + f * g[:, 2]).sum()) * (k - 1) * itemsize * batch
         buffers = int(g[:, 1].sum()) * f * tc * itemsize * batch
         return chunks * per_chunk + 2 * buffers
