@@ -616,7 +616,8 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--show-schema", action="store_true", help="list the workflow keys")
     ing.add_argument("--check", action="store_true", help="validate and print, run nothing")
     ing.add_argument("--no-progress", action="store_true", help="no progress bars")
-    ing.add_argument("--variable", help="variable to read (CHRTOUT default q_lateral)")
+    ing.add_argument("--variable", help="variable to read (CHRTOUT default q_lateral, else "
+                     "qSfcLatRunoff+qBucket); A+B sums CHRTOUT variables")
     ing.add_argument("--name", help="array name in the store (default runoff)")
     ing.add_argument("--routelink", help="RouteLink.nc: rows follow its reaches")
     ing.add_argument("--rapid-connect", help="rapid_connect.csv: rows follow its reaches")

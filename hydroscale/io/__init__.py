@@ -39,6 +39,7 @@ from ._store_lock import (
 )
 from .datasets import LowerColorado, load_lower_colorado
 from .nwm import (
+    boundary_inflow,
     gauge_table,
     observations_at_reaches,
     read_chrtout,
@@ -81,6 +82,7 @@ __all__ = [
     "IOFormatError",
     "netcdf_guard",
     "LowerColorado",
+    "boundary_inflow",
     "gauge_table",
     "load_lower_colorado",
     "nwm",

@@ -422,7 +422,7 @@ def _is_channel_slice(path: str) -> bool:
     """An NWM channel output time slice whatever its name (``nwm.t00z...channel_rt...nc``)."""
     hdr = netcdf_header(path)
     return hdr is not None and "feature_id" in hdr and any(
-        hdr.get(v) == ("feature_id",) for v in ("q_lateral", "streamflow"))
+        hdr.get(v) == ("feature_id",) for v in ("q_lateral", "streamflow", "qSfcLatRunoff"))
 
 
 def _guess_chrtout(source: Any) -> bool:
@@ -445,6 +445,8 @@ def _guess_chrtout(source: Any) -> bool:
 
 
 def _open_chrtout(source: Any, *, variable: str | None = None) -> xr.DataArray:
+    """``variable`` (default ``q_lateral``; ``"a+b"`` sums variables; a file without
+    ``q_lateral`` gives ``qSfcLatRunoff+qBucket``) of CHRTOUT slices."""
     var = variable or "q_lateral"
     return read_chrtout(source, (var,))[var]
 
@@ -535,10 +537,11 @@ for _reader in (
     Reader("dataarray", "series", _is_dataarray, _open_dataarray,
            "an xarray.DataArray (reach, time) in m3 s-1", "an xarray.DataArray"),
     Reader("chrtout", "series", _guess_chrtout, _open_chrtout,
-           "NWM CHRTOUT time slices (q_lateral by default)",
+           "NWM/WRF-Hydro CHRTOUT time slices (q_lateral by default, else "
+           "qSfcLatRunoff+qBucket; variable='a+b' sums)",
            "'CHRTOUT' in the file names (a file, a list, a glob, or a folder holding "
-           "*CHRTOUT* files), or a NetCDF time slice with a 1-D q_lateral or streamflow over "
-           "feature_id"),
+           "*CHRTOUT* files), or a NetCDF time slice with a 1-D q_lateral, streamflow or "
+           "qSfcLatRunoff over feature_id"),
     Reader("rapid_inflow", "series", _guess_rapid_inflow, _open_rapid_inflow,
            "a RAPID inflow NetCDF (m3_riv or Qext)", f"{_NC} with a variable m3_riv or Qext"),
     Reader("netcdf", "series", _guess_netcdf, _read_netcdf_var,

@@ -191,7 +191,9 @@ INGEST = {
     "source": Field("str", None, "CHRTOUT files/folder/glob, RAPID inflow, (reach, time) NetCDF "
                     "or wide CSV"),
     "store": Field("str", None, "output Zarr store"),
-    "variable": Field("str", None, "variable to read (CHRTOUT default q_lateral)", nullable=True),
+    "variable": Field("str", None, "variable to read (CHRTOUT default q_lateral, else "
+                      "qSfcLatRunoff+qBucket); NAME+NAME sums CHRTOUT variables",
+                      nullable=True),
     "name": Field("str", "runoff", "array name in the store"),
     "routelink": Field("str", None, "RouteLink.nc: rows follow its reaches", nullable=True),
     "rapid_connect": Field("str", None, "rapid_connect.csv: rows follow its reaches",
