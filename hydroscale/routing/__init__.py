@@ -18,8 +18,11 @@ from ._router import LTIRouter, RouterState, RoutingKernels, StagedRouter
 from ._window import WindowTruncationError, check_truncation
 from .levelwise import LevelRouter
 from .oracle import causal_conv_fft, route_oracle
+from .rapid import rapid_coefficients, route_rapid
 
 __all__ = [
+    "rapid_coefficients",
+    "route_rapid",
     "ENGINE_ENV_VAR",
     "EngineSpec",
     "LTIRouter",
