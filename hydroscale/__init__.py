@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from . import irf, network, routing
-from .api import accumulate, downstream, route, upstream
+from .api import accumulate, downstream, route, route_rapid, upstream
 from .irf import IRFSpec, register_irf
 from .network import RiverNetwork
 from .routing import route_oracle
@@ -24,6 +24,7 @@ __all__ = [
     "register_irf",
     "route",
     "route_oracle",
+    "route_rapid",
     "routing",
     "upstream",
 ]

@@ -44,8 +44,9 @@ from .routing import (
     estimate_engine_bytes,
     select_engine,
 )
+from .routing import route_rapid as _route_rapid_tensors
 
-__all__ = ["route", "accumulate", "upstream", "downstream", "SMALL_WORK"]
+__all__ = ["route", "route_rapid", "accumulate", "upstream", "downstream", "SMALL_WORK"]
 
 logger = logging.getLogger(__name__)
 
@@ -214,6 +215,136 @@ def _check_memory(engine: str, b: int, n: int, t: int, substeps: int, dtype: tor
 def _float_result_dtype(dtype: Any) -> np.dtype:
     dtype = np.dtype(dtype)
     return dtype if dtype.kind == "f" else np.dtype(np.float64)
+
+
+# ---------------------------------------------------------------------------- RAPID mode
+def route_rapid(
+    network: RiverNetwork,
+    qext: Any,
+    k: Any,
+    x: Any,
+    *,
+    dt: float | datetime.timedelta | np.timedelta64 | str | None = None,
+    dtR: float | datetime.timedelta | np.timedelta64 | str | None = None,
+    qinit: Any = None,
+) -> tuple[Any, Any]:
+    r"""Route external inflow exactly as RAPID's matrix Muskingum does (RAPID mode).
+
+    The same array type comes back: numpy in, numpy out; torch in, torch out (on its device,
+    differentiable w.r.t. ``qext``, ``k``, ``x`` and ``qinit``); a DataArray in (e.g. what
+    :func:`hydroscale.io.rapid.read_rapid_inflow` returns, reaches in any order), DataArrays
+    out with its dims and coords.  The arithmetic is
+    :func:`hydroscale.routing.route_rapid` (float64, exact; DESIGN §1's RAPID mode).
+
+    Parameters
+    ----------
+    network : RiverNetwork of N reaches.
+    qext : ``[N, T]`` or ``[B, N, T]`` external inflow (m³/s, interval means), numpy, torch
+        or a DataArray with dims ``reach``, ``time`` and at most one batch dim.
+    k : Muskingum k (s): a scalar or ``[N]`` (a DataArray over ``reach`` is aligned by id).
+    x : Muskingum x (-): a scalar or ``[N]``.
+    dt : the inflow interval (seconds, timedelta, ``"3h"``), RAPID's ``ZS_TauR``; default for
+        a DataArray: its ``interval_s`` attribute, else the step of its ``time`` coordinate;
+        required for plain arrays.
+    dtR : the routing sub-step, RAPID's ``ZS_dtR`` (``dt / dtR`` must be an integer);
+        default ``dt`` (one sub-step per interval).
+    qinit : initial discharge (m³/s): a scalar, ``[N]`` or ``[B, N]``; default 0.
+
+    Returns
+    -------
+    (Qout, Qfinal) : ``Qout`` with the shape of ``qext`` (m³/s, each interval's mean of the
+    discharges at the start of its sub-steps, as RAPID reports it) and ``Qfinal`` with its
+    time axis dropped (m³/s, instantaneous at the end of the run: the ``qinit`` of the next
+    run).  For a DataArray, ``Qfinal`` has a scalar ``time`` coordinate: the end of the run.
+    Dtypes: float64 for numpy and DataArray input, the input's float dtype for torch.
+    """
+    n = network.n_reaches
+    is_da = is_dataarray(qext)
+    order = None
+    if is_da:
+        dims = tuple(qext.dims)
+        if REACH not in dims or "time" not in dims or qext.ndim not in (2, 3):
+            raise ValueError(f"qext must have dims ('reach', 'time') and at most one batch "
+                             f"dim, got {dims}")
+        if REACH not in qext.coords:
+            raise ValueError("qext has no 'reach' coordinate; label the rows with the "
+                             "network's reach ids, e.g. .assign_coords(reach=network.ids)")
+        order = reach_alignment(network, qext[REACH].values, "qext")
+        canon = (*[d for d in dims if d not in (REACH, "time")], REACH, "time")
+        aligned = qext.transpose(*canon)
+        if order is not None:
+            aligned = aligned.isel({REACH: order})
+        if dt is None:
+            dt = _dataarray_interval(qext)
+        values = np.asarray(aligned.values, np.float64)
+    else:
+        if array_kind(qext, "qext") == "dask":
+            raise TypeError("qext: RAPID mode takes numpy, torch or xarray input; compute a "
+                            "dask array first (.compute())")
+        values = qext
+    if dt is None:
+        raise ValueError("dt is required for plain arrays: the inflow interval (e.g. "
+                         "dt=10800 or dt='3h'); a DataArray gives it by its time coordinate")
+    dt_s = _dt_seconds(dt)
+    dtr_s = dt_s if dtR is None else _dt_seconds(dtR)
+    q, back = to_torch(values)
+    if q.ndim not in (2, 3) or q.shape[-2] != n:
+        raise ValueError(f"qext must be [N, T] or [B, N, T] with N = {n} reaches of the "
+                         f"network, got shape {tuple(q.shape)}")
+    if q.shape[-1] == 0:
+        raise ValueError(f"qext has 0 time steps (shape {tuple(q.shape)})")
+    check_runoff((q.unsqueeze(0) if q.ndim == 2 else q).detach(), network.ids,
+                 allow_negative=True)
+    kk = _rapid_param(network, k, "k", q.device)
+    xx = _rapid_param(network, x, "x", q.device)
+    q0 = None
+    if qinit is not None:
+        q0 = _param_values(network, qinit, "qinit").to(q.device)
+        if q0.ndim == 0:
+            q0 = q0.expand(n)
+    qout, qfinal = _route_rapid_tensors(network, q, kk, xx, dt_s, dtr_s, qinit=q0)
+    out_dtype = q.dtype if q.is_floating_point() else torch.float64
+    if not is_da:
+        return back(qout.to(out_dtype)), back(qfinal.to(out_dtype))
+    inverse = None
+    if order is not None:
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(order.size)
+    res = aligned.copy(deep=False, data=qout.detach().cpu().numpy())
+    fin = aligned.isel(time=-1, drop=True).copy(deep=False, data=qfinal.detach().cpu().numpy())
+    t = np.asarray(qext["time"].values)
+    if t.dtype.kind == "M":
+        fin = fin.assign_coords(time=t[-1] + np.timedelta64(int(round(dt_s * 1e9)), "ns"))
+    if inverse is not None:
+        res, fin = res.isel({REACH: inverse}), fin.isel({REACH: inverse})
+    res.attrs.update(units="m3 s-1", interval_s=dt_s)
+    fin.attrs.update(units="m3 s-1")
+    fin.name = "Qfinal"
+    return res.transpose(*dims), fin.transpose(*[d for d in dims if d != "time"])
+
+
+def _dataarray_interval(da: Any) -> float:
+    """The interval (s) of a DataArray: its ``interval_s`` attribute or its time step."""
+    if da.attrs.get("interval_s"):
+        return float(da.attrs["interval_s"])
+    t = np.asarray(da["time"].values) if "time" in da.coords else np.zeros(0)
+    if t.dtype.kind == "M" and t.size > 1:
+        steps = np.unique(np.diff(t).astype("timedelta64[ns]").astype(np.int64))
+        if steps.size == 1 and steps[0] > 0:
+            return steps[0] / 1e9
+        raise ValueError(f"qext: irregular time steps {np.unique(steps) / 1e9} s: pass dt=")
+    raise ValueError("qext: no interval_s attribute and fewer than two datetime times: pass "
+                     "dt= (the inflow interval)")
+
+
+def _rapid_param(network: RiverNetwork, value: Any, name: str, device: Any) -> torch.Tensor:
+    v = _param_values(network, value, name).to(device)
+    if v.ndim == 0:
+        v = v.expand(network.n_reaches)
+    if v.shape != (network.n_reaches,):
+        raise ValueError(f"{name} must be a scalar or [N = {network.n_reaches}] values, got "
+                         f"{tuple(v.shape)}")
+    return v
 
 
 # ---------------------------------------------------------------------------- parameters

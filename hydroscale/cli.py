@@ -71,7 +71,7 @@ def _network_values(spec: str | None) -> dict[str, Any]:
 
     readers = list_readers("network")
     engine, sep, path = spec.partition(":")
-    if sep and engine in readers:
+    if sep and (engine in readers or engine == "rapid"):  # rapid: namelist or rapid_connect
         return {"network.source": engine, "network.path": path}
     try:
         engine = guess_engine(spec, "network")
@@ -85,10 +85,18 @@ def _network_values(spec: str | None) -> dict[str, Any]:
 
 
 def _forcing_values(spec: str | None) -> dict[str, Any]:
+    """``--forcing``: ``synthetic``, ``lower_colorado``, a Zarr store, or ``ENGINE:PATH`` to
+    read PATH with a series reader of :mod:`hydroscale.io` (in memory)."""
     if spec is None:
         return {}
     if spec in ("synthetic", "lower_colorado"):
         return {"forcing.source": spec}
+    engine, sep, path = spec.partition(":")
+    if sep and engine.isidentifier() and len(engine) > 1:  # not a Windows drive letter
+        from .io import list_readers
+
+        if engine in list_readers("series"):
+            return {"forcing.source": engine, "forcing.path": path}
     return {"forcing.source": "zarr", "forcing.path": spec}
 
 
@@ -226,6 +234,11 @@ def _close_cluster(client: Any, verbose: int) -> None:
 def _route(args: argparse.Namespace) -> int:
     if args.show_schema:
         return _show_schema("route")
+    if args.workflow is not None and Path(args.workflow).is_file():
+        from .io.rapid2 import is_rapid2_namelist
+
+        if is_rapid2_namelist(args.workflow):
+            return _route_rapid_namelist(args)
     cfg = _load(args, "route", _route_values(args))
     if args.check:
         return _show_config(cfg)
@@ -244,6 +257,28 @@ def _route(args: argparse.Namespace) -> int:
         if client is not None:
             _close_cluster(client, args.verbose)
     _print_route_summary(result.summary)
+    return EXIT_OK
+
+
+def _route_rapid_namelist(args: argparse.Namespace) -> int:
+    """``hydroscale route NAMELIST.yml``: a RAPID2 case in RAPID mode, outputs where the
+    namelist says (:func:`hydroscale.workflows.run_rapid_namelist`)."""
+    used = {k: v for k, v in _route_values(args).items() if k != "output.overwrite"}
+    if used or args.overrides or args.check:
+        flags = sorted(used) + [f"--set {o}" for o in args.overrides] + \
+            (["--check"] if args.check else [])
+        raise _Usage(f"{args.workflow} is a RAPID2 namelist: it runs as it is (RAPID mode, "
+                     f"outputs Qou_ncf and Qfi_ncf); these options do not apply: {flags}")
+    from .workflows import run_rapid_namelist
+
+    s = run_rapid_namelist(args.workflow, overwrite=args.overwrite)
+    print(f"hydroscale route: RAPID mode done\n"
+          f"  reaches      {s['reaches']:,}\n"
+          f"  steps        {s['steps']:,} of {s['interval_s']:g} s, {s['substeps']} sub-steps "
+          f"each (RAPID2 namelist {s['namelist']})\n"
+          f"  wall time    {s['wall_s']:.1f} s\n"
+          f"  Qout         {s['outputs']['Qou_ncf']}\n"
+          f"  Qfinal       {s['outputs']['Qfi_ncf']}")
     return EXIT_OK
 
 
@@ -494,9 +529,11 @@ def _positive_int(text: str) -> int:
 def _network_flags(p: argparse.ArgumentParser, partition: bool = True) -> None:
     g = p.add_argument_group("network and routing (shortcuts for --set)")
     g.add_argument("--network", metavar="SOURCE",
-                   help="'synthetic', 'lower_colorado' (bundled), a RouteLink .nc or a RAPID "
-                   "rapid_connect .csv (the reader is guessed), or ENGINE:PATH to name the "
-                   "reader (routelink, rapid_connect or a registered one)")
+                   help="'synthetic', 'lower_colorado' (bundled), a RouteLink .nc, a RAPID "
+                   "rapid_connect .csv, a RAPID2 namelist .yml or a mizuRoute NTOPO .nc or "
+                   "control file (the reader is guessed), or ENGINE:PATH to name the reader "
+                   "(routelink, rapid (rapid_connect or RAPID2 namelist), mizuroute or a "
+                   "registered one)")
     g.add_argument("--reaches", type=_positive_int, metavar="N",
                    help="synthetic network size (network.reaches)")
     g.add_argument("--seed", type=int, help="synthetic network seed (network.seed)")
@@ -521,8 +558,9 @@ def _network_flags(p: argparse.ArgumentParser, partition: bool = True) -> None:
 def _run_flags(p: argparse.ArgumentParser, calibrate: bool = False) -> None:
     g = p.add_argument_group("forcing, execution and output (shortcuts for --set)")
     g.add_argument("--forcing", metavar="SOURCE",
-                   help="'synthetic', 'lower_colorado' or a Zarr forcing store "
-                   "(from `hydroscale ingest`)")
+                   help="'synthetic', 'lower_colorado', a Zarr forcing store (from "
+                   "`hydroscale ingest`), or ENGINE:PATH read by a series reader "
+                   "(chrtout, rapid_inflow, mizuroute_runoff, netcdf, wide_csv)")
     g.add_argument("--steps", type=_positive_int, help="routing steps (forcing.steps)")
     engines = ("auto", "levels", "torch", "triton", "oracle") if calibrate else \
         ("auto", "torch", "triton", "oracle")
@@ -579,6 +617,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "hydroscale route --reaches 1000000 --steps 30 --engine oracle --out out/1M",
                 "hydroscale route workflows/route.yaml --set routing.substeps=6 "
                 "--set forcing.steps=730",
+                "hydroscale route nml_case.yml          # a RAPID2 namelist, in RAPID mode",
+                "hydroscale route --network mizuroute:case.control --forcing "
+                "mizuroute_runoff:case.control --engine oracle",
             )),
     )
     _workflow_args(route, "route")
@@ -626,7 +667,8 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--show-schema", action="store_true", help="list the workflow keys")
     ing.add_argument("--check", action="store_true", help="validate and print, run nothing")
     ing.add_argument("--no-progress", action="store_true", help="no progress bars")
-    ing.add_argument("--variable", help="variable to read (CHRTOUT default q_lateral)")
+    ing.add_argument("--variable", help="variable to read (CHRTOUT default q_lateral, else "
+                     "qSfcLatRunoff+qBucket); A+B sums CHRTOUT variables")
     ing.add_argument("--name", help="array name in the store (default runoff)")
     ing.add_argument("--routelink", help="RouteLink.nc: rows follow its reaches")
     ing.add_argument("--rapid-connect", help="rapid_connect.csv: rows follow its reaches")

@@ -256,9 +256,11 @@ def _case(name, tmp_path):  # noqa: C901 - one branch per row of the table
     if name == "duplicate ids":
         return _routelink(tmp_path / "RouteLink.nc", [4, 4, 5], [0, 0, 0]), NetworkError, \
             r"listed more than once: \[4\]"
-    if name == "unknown downstream id":
-        return _routelink(tmp_path / "RouteLink.nc", [1, 2], [9, 0]), IOFormatError, \
-            r"RouteLink.nc \[to\]: downstream links \[9\]"
+    if name == "unknown downstream id":  # a RouteLink subset is read (cut outlets); RAPID's
+        # rapid_connect without riv_bas_id must be closed
+        (tmp_path / "rapid_connect.csv").write_text("1,9\n2,0\n")
+        return {"network": {"source": "rapid", "path": str(tmp_path / "rapid_connect.csv")}}, \
+            IOFormatError, r"rapid_connect.csv \[downstream\]: downstream rivids \[9\]"
     if name == "empty network":
         return _routelink(tmp_path / "RouteLink.nc", [], []), NetworkError, "network is empty"
     if name == "truncated NetCDF":

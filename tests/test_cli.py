@@ -53,7 +53,8 @@ def test_no_command_and_bad_flags_are_usage_errors(capsys):
     assert "--param 'tau': expected NAME=VALUE" in capsys.readouterr().err
     assert main(["route", "--", "x"]) == EXIT_USAGE
     assert main(["route", "--network", "net.shp"]) == EXIT_USAGE
-    assert "a RouteLink NetCDF (.nc) or a RAPID" in capsys.readouterr().err
+    assert "a RouteLink NetCDF (.nc), a RAPID rapid_connect CSV (.csv), a mizuRoute" in \
+        capsys.readouterr().err
 
 
 def test_invalid_workflow_files_exit_2_naming_the_key(tmp_path, capsys):

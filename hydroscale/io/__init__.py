@@ -3,10 +3,11 @@ and the life of an output store (one writer at a time: :class:`StoreLock`,
 :func:`prepare_output`).
 
 Submodules: :mod:`~hydroscale.io.nwm`, :mod:`~hydroscale.io.rapid`,
+:mod:`~hydroscale.io.mizuroute`, :mod:`~hydroscale.io.rapid2`,
 :mod:`~hydroscale.io.zarr_store`; the bundled real basin is :func:`load_lower_colorado`.
 """
 
-from . import nwm, rapid, zarr_store
+from . import mizuroute, nwm, rapid, rapid2, zarr_store
 from ._common import IOFormatError, netcdf_guard
 from ._forcing import ArrayForcing, SyntheticForcing, ZarrForcing, as_forcing, hash_uniform
 from ._output import (
@@ -24,6 +25,7 @@ from ._output import (
 from ._readers import (
     Reader,
     ReaderGuessError,
+    get_reader,
     guess_engine,
     list_readers,
     open_network,
@@ -39,6 +41,7 @@ from ._store_lock import (
 )
 from .datasets import LowerColorado, load_lower_colorado
 from .nwm import (
+    boundary_inflow,
     gauge_table,
     observations_at_reaches,
     read_chrtout,
@@ -50,6 +53,7 @@ from .zarr_store import ForcingStore, ingest, open_forcing
 __all__ = [
     "Reader",
     "ReaderGuessError",
+    "get_reader",
     "guess_engine",
     "list_readers",
     "open_network",
@@ -81,10 +85,13 @@ __all__ = [
     "IOFormatError",
     "netcdf_guard",
     "LowerColorado",
+    "boundary_inflow",
     "gauge_table",
     "load_lower_colorado",
+    "mizuroute",
     "nwm",
     "rapid",
+    "rapid2",
     "zarr_store",
     "observations_at_reaches",
     "read_chrtout",

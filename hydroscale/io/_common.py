@@ -27,6 +27,7 @@ __all__ = [
     "decode_strings",
     "integer_ids",
     "require_vars",
+    "resolve_path",
 ]
 
 #: spellings of m³/s accepted in ``units`` attributes
@@ -233,3 +234,21 @@ def decode_strings(values: Any) -> np.ndarray:
         arr = np.array([v.decode() if isinstance(v, bytes) else str(v) for v in arr.ravel()])
         arr = arr.reshape(np.asarray(values).shape)
     return np.char.strip(arr.astype(str))
+
+
+def resolve_path(reference: Any, path: str) -> str:
+    """A path named in a settings file (mizuRoute control file, RAPID2 namelist): as given
+    when absolute or when it exists from the working directory (as those models take it),
+    else relative to the settings file's folder or that folder's parent (case folders keep
+    their settings in ``settings/`` or ``input/``); unchanged when none exists."""
+    import glob
+
+    p = os.fspath(path)
+    if os.path.isabs(p) or glob.glob(p):
+        return p
+    here = os.path.dirname(os.path.abspath(os.fspath(reference)))
+    for base in (here, os.path.dirname(here)):
+        cand = os.path.join(base, p)
+        if glob.glob(cand):
+            return cand
+    return p

@@ -10,18 +10,24 @@ Two kinds of reader:
 
 Built in (what each guess looks at):
 
-=============  =======  ====================================================================
-engine         kind     recognised by
-=============  =======  ====================================================================
-routelink      network  a NetCDF header holding ``link`` and ``to``
-rapid_connect  network  a ``.csv``/``.txt`` file whose first line is integers
-dataarray      series   an ``xarray.DataArray``
-chrtout        series   ``CHRTOUT`` in the file names (a file, list, glob, or a folder's files)
-                        or an NWM channel time slice (1-D ``q_lateral``/``streamflow``)
-rapid_inflow   series   a NetCDF header holding ``m3_riv`` or ``Qext``
-netcdf         series   a NetCDF header with a 2-D (reach-like, time) variable
-wide_csv       series   a ``.csv`` file (header ``time,<id>,<id>,...``)
-=============  =======  ====================================================================
+================  =======  ==================================================================
+engine            kind     recognised by
+================  =======  ==================================================================
+routelink         network  a NetCDF header holding ``link`` and ``to``
+rapid_connect     network  a ``.csv``/``.txt`` file whose first line is integers
+mizuroute         network  a NetCDF header holding segId/downSegId/hruSegId (or the aliases of
+                           :data:`~hydroscale.io.mizuroute.NTOPO_ALIASES`), or a mizuRoute
+                           control file (``<fname_ntopOld>``)
+rapid2            network  a ``.yml``/``.yaml`` RAPID2 namelist (keys ``con_pqt``, ``bas_pqt``)
+dataarray         series   an ``xarray.DataArray``
+chrtout           series   ``CHRTOUT`` in the file names (a file, list, glob, or a folder's files)
+                           or an NWM channel time slice (1-D ``q_lateral``/``streamflow``)
+rapid_inflow      series   a NetCDF header holding ``m3_riv`` or ``Qext``
+netcdf            series   a NetCDF header with a 2-D (reach-like, time) variable
+mizuroute_runoff  series   a mizuRoute control file naming ``<fname_qsim>`` (or, named with
+                           ``engine=``, a runoff NetCDF with ``ntopo=``): HRU runoff x area
+wide_csv          series   a ``.csv`` file (header ``time,<id>,<id>,...``)
+================  =======  ==================================================================
 
 Guessing stays cheap: names, suffixes, the first line of a CSV, the header of a NetCDF file
 (never its data).  With ``engine=None`` exactly one reader of the kind must recognise the
@@ -57,8 +63,10 @@ from ._common import (
     integer_ids,
     netcdf_guard,
 )
+from .mizuroute import NTOPO_ALIASES, NTOPO_NAMES, is_control_file, read_control, read_mizuroute
 from .nwm import read_chrtout, read_routelink
 from .rapid import read_rapid_connect, read_rapid_inflow
+from .rapid2 import is_rapid2_namelist, read_rapid2_namelist
 
 __all__ = [
     "KINDS",
@@ -422,7 +430,7 @@ def _is_channel_slice(path: str) -> bool:
     """An NWM channel output time slice whatever its name (``nwm.t00z...channel_rt...nc``)."""
     hdr = netcdf_header(path)
     return hdr is not None and "feature_id" in hdr and any(
-        hdr.get(v) == ("feature_id",) for v in ("q_lateral", "streamflow"))
+        hdr.get(v) == ("feature_id",) for v in ("q_lateral", "streamflow", "qSfcLatRunoff"))
 
 
 def _guess_chrtout(source: Any) -> bool:
@@ -445,6 +453,8 @@ def _guess_chrtout(source: Any) -> bool:
 
 
 def _open_chrtout(source: Any, *, variable: str | None = None) -> xr.DataArray:
+    """``variable`` (default ``q_lateral``; ``"a+b"`` sums variables; a file without
+    ``q_lateral`` gives ``qSfcLatRunoff+qBucket``) of CHRTOUT slices."""
     var = variable or "q_lateral"
     return read_chrtout(source, (var,))[var]
 
@@ -523,6 +533,46 @@ def _read_csv(path: Any) -> xr.DataArray:
                         ("reach", "time"), attrs={"units": "m3 s-1", "source": os.fspath(path)})
 
 
+def _has_var(hdr: Mapping[str, Any], key: str) -> bool:
+    names = {v.lower() for v in hdr}
+    return NTOPO_NAMES[key].lower() in names or any(a in names for a in NTOPO_ALIASES[key])
+
+
+def _guess_ntopo(source: Any) -> bool:
+    if is_control_file(source):
+        return True
+    hdr = netcdf_header(source)
+    return hdr is not None and "link" not in hdr and all(
+        _has_var(hdr, k) for k in ("segId", "downSegId", "hruSegId"))
+
+
+def _open_ntopo(path: Any, *, names: Mapping[str, str] | None = None) -> RiverNetwork:
+    """A mizuRoute river network from its NTOPO NetCDF or a control file naming it."""
+    return read_mizuroute(path, names=names, with_runoff=False).network
+
+
+def _open_rapid2(path: Any) -> RiverNetwork:
+    """The basin of a RAPID2 namelist, with attributes ``k`` (s) and ``x``."""
+    return read_rapid2_namelist(path, read_inputs=False).network
+
+
+def _guess_mizuroute_runoff(source: Any) -> bool:
+    return is_control_file(source) and "fname_qsim" in read_control(source)
+
+
+def _open_mizuroute_runoff(source: Any, *, ntopo: Any = None,
+                           names: Mapping[str, str] | None = None) -> xr.DataArray:
+    """mizuRoute's lateral inflow (HRU runoff x area, m³/s) from a control file, or from a
+    runoff NetCDF and its ``ntopo`` (NTOPO NetCDF or control file)."""
+    if ntopo is None:
+        if not is_control_file(source):
+            raise IOFormatError(source, None, "a mizuRoute runoff file needs its river network "
+                                "for the HRU areas: pass ntopo=NTOPO.nc (or give the control "
+                                "file instead)")
+        return read_mizuroute(source, names=names).lateral_inflow()
+    return read_mizuroute(ntopo, runoff=source, names=names).lateral_inflow()
+
+
 _NC = "a NetCDF file (" + "/".join(NETCDF_SUFFIXES) + ", or by signature)"
 
 for _reader in (
@@ -532,19 +582,30 @@ for _reader in (
            "a RAPID rapid_connect CSV (.csv)",
            "a .csv or .txt file whose first line is integers: rivid, downstream rivid "
            "(0 = outlet)[, number upstream, upstream rivids...]"),
+    Reader("mizuroute", "network", _guess_ntopo, _open_ntopo,
+           "a mizuRoute river network (NTOPO .nc or control file)",
+           f"{_NC} with segId, downSegId and hruSegId (or seg_id, Tosegment, seg_hru_id), or "
+           "a mizuRoute control file (<fname_ntopOld>)"),
+    Reader("rapid2", "network", is_rapid2_namelist, _open_rapid2,
+           "a RAPID2 namelist (.yml) and its connectivity, basin, k and x tables",
+           "a .yml/.yaml file with the RAPID2 keys con_pqt and bas_pqt"),
     Reader("dataarray", "series", _is_dataarray, _open_dataarray,
            "an xarray.DataArray (reach, time) in m3 s-1", "an xarray.DataArray"),
     Reader("chrtout", "series", _guess_chrtout, _open_chrtout,
-           "NWM CHRTOUT time slices (q_lateral by default)",
+           "NWM/WRF-Hydro CHRTOUT time slices (q_lateral by default, else "
+           "qSfcLatRunoff+qBucket; variable='a+b' sums)",
            "'CHRTOUT' in the file names (a file, a list, a glob, or a folder holding "
-           "*CHRTOUT* files), or a NetCDF time slice with a 1-D q_lateral or streamflow over "
-           "feature_id"),
+           "*CHRTOUT* files), or a NetCDF time slice with a 1-D q_lateral, streamflow or "
+           "qSfcLatRunoff over feature_id"),
     Reader("rapid_inflow", "series", _guess_rapid_inflow, _open_rapid_inflow,
            "a RAPID inflow NetCDF (m3_riv or Qext)", f"{_NC} with a variable m3_riv or Qext"),
     Reader("netcdf", "series", _guess_netcdf, _read_netcdf_var,
            "a (reach-like, time) NetCDF variable",
            f"{_NC} with a 2-D variable over time and one of {', '.join(REACH_DIMS)} (and no "
            "m3_riv/Qext)"),
+    Reader("mizuroute_runoff", "series", _guess_mizuroute_runoff, _open_mizuroute_runoff,
+           "mizuRoute HRU runoff x HRU area (a control file, or runoff .nc with ntopo=)",
+           "a mizuRoute control file naming <fname_ntopOld> and <fname_qsim>"),
     Reader("wide_csv", "series", _guess_wide_csv, _read_csv,
            "a wide CSV: time,<id>,<id>,... (m3 s-1)", "a .csv file"),
 ):

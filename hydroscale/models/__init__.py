@@ -9,7 +9,7 @@ from ._parameters import (
     ParameterModel,
     resolve_bounds,
 )
-from .interpolation import CatchmentInterpolator
+from .interpolation import CatchmentInterpolator, MizuRouteInputs, mizuroute_inputs
 from .runoff import BucketModel, LSTMRunoff, RunoffModel, synthetic_forcings
 
 __all__ = [
@@ -18,8 +18,10 @@ __all__ = [
     "CatchmentInterpolator",
     "FreeParameters",
     "LSTMRunoff",
+    "MizuRouteInputs",
     "ParameterModel",
     "RunoffModel",
     "resolve_bounds",
+    "mizuroute_inputs",
     "synthetic_forcings",
 ]

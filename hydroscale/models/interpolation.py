@@ -23,15 +23,17 @@ in one pass, so a worker holds only its own rows and cells.  The map is linear a
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..network import format_ids
+from ..network import RiverNetwork, format_ids
 
-__all__ = ["CatchmentInterpolator", "box_overlap_table", "polygon_overlap_table"]
+__all__ = ["CatchmentInterpolator", "MizuRouteInputs", "box_overlap_table", "mizuroute_inputs",
+           "polygon_overlap_table"]
 
 logger = logging.getLogger(__name__)
 
@@ -351,6 +353,52 @@ class CatchmentInterpolator:
 
 
 # ---------------------------------------------------------------------- overlap tables
+@dataclass(frozen=True)
+class MizuRouteInputs:
+    """A mizuRoute case ready to route (:func:`mizuroute_inputs`).
+
+    ``network``: the reaches; ``interpolator``: HRUs -> reaches with the HRU areas
+    (``interpolator(depth)`` gives mizuRoute's lateral inflow, m³/s); ``depth``: float64
+    tensor ``[H, T]`` of runoff depth per interval (mm) on the interpolator's cells;
+    ``hru_ids`` [H]; ``time`` [T] interval starts; ``interval_s`` (s).
+    """
+
+    network: RiverNetwork
+    interpolator: CatchmentInterpolator
+    depth: torch.Tensor | None
+    hru_ids: np.ndarray
+    time: np.ndarray | None
+    interval_s: float | None
+
+
+def mizuroute_inputs(source: Any, runoff: Any = None, *,
+                     names: Mapping[str, str] | None = None,
+                     step_seconds: float | None = None) -> MizuRouteInputs:
+    """The network and the :class:`CatchmentInterpolator` of a mizuRoute case in one call.
+
+    ``source``, ``runoff`` and ``names`` are those of
+    :func:`hydroscale.io.mizuroute.read_mizuroute` (a control file, or an NTOPO NetCDF and
+    its runoff NetCDF; variable names from the control file or ``names``).  Each HRU is a
+    cell of the interpolator with its whole area (``area`` m² -> km²) on the reach it drains
+    into, so ``interpolator(depth)`` is mizuRoute's ``instRunoff``; the runoff's units
+    (``mm/s``, ``mm/d``, ``m/s``, ...) are converted to the interpolator's depth per step
+    (mm).  ``step_seconds`` is needed only without runoff (default: the runoff interval).
+    """
+    from ..io.mizuroute import read_mizuroute
+
+    case = read_mizuroute(source, runoff, names=names)
+    dt = case.interval_s if step_seconds is None else float(step_seconds)
+    if dt is None:
+        raise ValueError(f"{case.source}: no runoff read: give step_seconds (the routing step, "
+                         "s) to build the interpolator")
+    interp = CatchmentInterpolator.from_table(
+        case.hru_ids, case.hru_reach, case.hru_area_m2 / 1.0e6, cells=case.hru_ids,
+        reaches=case.network, step_seconds=dt)
+    depth = None if case.runoff is None else torch.from_numpy(case.runoff_depth_mm())
+    time = None if case.runoff is None else case.runoff["time"].values
+    return MizuRouteInputs(case.network, interp, depth, case.hru_ids, time, case.interval_s)
+
+
 def _boxes(b: Any, name: str) -> np.ndarray:
     a = np.asarray(b, dtype=np.float64)
     if a.ndim != 2 or a.shape[1] != 4:

@@ -84,9 +84,11 @@ class RiverNetwork:
     ) -> RiverNetwork:
         """Build from reach ids and the id of each reach's downstream reach.
 
-        ``downstream_ids`` values in ``outlet_values`` (default 0, as in NWM and RAPID) or
-        negative mark outlets, so reach ids must avoid them (a reach id 0 is refused: nothing
-        could drain into it).  Extra keyword arrays become attributes.
+        A ``downstream_ids`` value marks an outlet when it is negative (mizuRoute's -9999,
+        -1, ...) or one of ``outlet_values`` (default ``(0,)``, as NWM, RAPID and mizuRoute
+        write it; any positive markers may be added); reach ids must avoid the markers (a
+        reach id 0 is refused: nothing could drain into it).  Any other downstream id must be
+        a reach id.  Extra keyword arrays become attributes.
         """
         ids = check_ids(ids)
         marks = np.unique(ids[(ids < 0) | np.isin(ids, np.asarray(outlet_values, np.int64))])

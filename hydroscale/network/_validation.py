@@ -70,7 +70,11 @@ def resolve_downstream(
         raise NetworkError(
             f"{bad.size} reach(es) point to downstream ids that are not in the network: "
             f"reaches {format_ids(ids[bad])} -> downstream {format_ids(downstream_ids[bad])}; "
-            f"add those reaches, or mark outlets with one of {outlet_values} or a negative id"
+            f"add those reaches, or mark outlets: a downstream id counts as an outlet when it "
+            f"is negative (-1, -9999, ...) or one of outlet_values={tuple(outlet_values)} "
+            "(pass e.g. outlet_values=(0, 9999) to add other markers); a reach whose "
+            "downstream reach lies outside a subset must be set to one of them (the readers "
+            "of NWM RouteLink and mizuRoute subsets do so and list them)"
         )
     down = np.where(is_outlet, -1, order[pos]).astype(np.int64)
     return down

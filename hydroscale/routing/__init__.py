@@ -27,8 +27,11 @@ from ._run_plan import RunPlan, WorkerPlan, plan_run
 from ._window import WindowTruncationError, check_truncation
 from .levelwise import LevelRouter
 from .oracle import causal_conv_fft, route_oracle
+from .rapid import rapid_coefficients, route_rapid
 
 __all__ = [
+    "rapid_coefficients",
+    "route_rapid",
     "ENGINE_ENV_VAR",
     "EngineSpec",
     "LTIRouter",

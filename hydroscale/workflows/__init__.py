@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from ._calibrate import run_calibrate, twin_gauges
 from ._inputs import RouteInputs, build_forcing, build_inputs, build_network, build_params
+from ._rapid import run_rapid_namelist
 from ._route import RouteResult, hydrograph_reaches, plan_route, route_single, run_route
 from ._schema import WorkflowError, apply_overrides, describe, validate
 from ._spec import KINDS, SCHEMAS, load_workflow, workflow_from_mapping
@@ -44,6 +45,7 @@ __all__ = [
     "run_ingest",
     "run_partition",
     "plan_route",
+    "run_rapid_namelist",
     "run_route",
     "twin_gauges",
     "validate",

@@ -53,17 +53,27 @@ def build_network(net: dict[str, Any]) -> tuple[RiverNetwork, Any]:
     if not net.get("path"):
         raise ValueError(f"network.path: required with network.source {src!r}")
     options = {} if net.get("riv_bas_id") is None else {"riv_bas_id": net["riv_bas_id"]}
-    engine = {"rapid": "rapid_connect"}.get(src, src)
+    engine = src
+    if src == "rapid":  # a RAPID2 namelist, or RAPID's rapid_connect CSV
+        yml = str(net["path"]).lower().endswith((".yml", ".yaml"))
+        engine = "rapid2" if yml else "rapid_connect"
+        if yml and options:
+            raise ValueError("network.riv_bas_id: a RAPID2 namelist names its basin (bas_pqt)")
     return open_network(net["path"], engine, **options), None
 
 
-def build_forcing(frc: dict[str, Any], basin: Any = None) -> Any:
+def build_forcing(frc: dict[str, Any], basin: Any = None, *, network: RiverNetwork | None = None,
+                  network_cfg: dict[str, Any] | None = None) -> Any:
     """The forcing source (:mod:`hydroscale.io`, not opened) a workflow's ``forcing``
     section names: the synthetic counter-hash runoff the distributed runtime generates too
-    (the same values whatever the time chunks), a forcing store, or the bundled basin's NWM
+    (the same values whatever the time chunks), a forcing store, the bundled basin's NWM
     ``q_lateral`` (CHRTOUT times mark the end of each hour: the starts are an hour
-    earlier)."""
+    earlier), or what a series reader reads from ``forcing.path`` (held in memory, rows in
+    ``network`` order; ingest large forcing to Zarr instead)."""
     from ..io import ArrayForcing, SyntheticForcing, ZarrForcing
+
+    if frc["source"] not in ("synthetic", "zarr", "lower_colorado"):
+        return _reader_forcing(frc, network, network_cfg or {})
 
     if frc["source"] == "synthetic":
         return SyntheticForcing(n_steps=frc["steps"], seed=frc["seed"],
@@ -77,6 +87,46 @@ def build_forcing(frc: dict[str, Any], basin: Any = None) -> Any:
     dt = float((t_end[1] - t_end[0]) / np.timedelta64(1, "s")) if t_end.size > 1 else 3600.0
     return ArrayForcing(q.values[:, :steps], t_end - np.timedelta64(int(dt), "s"), dt,
                         "bundled Lower Colorado NWM q_lateral")
+
+
+def _reader_forcing(frc: dict[str, Any], network: RiverNetwork | None,
+                    net_cfg: dict[str, Any]) -> Any:
+    """``forcing.path`` read by the series reader ``forcing.source``, as an in-memory
+    forcing in network order (source reaches outside the network are dropped).  A mizuRoute
+    runoff file gets the HRU areas from the workflow's mizuRoute network file."""
+    from ..io import ArrayForcing, get_reader, open_series
+    from ..io.mizuroute import is_control_file
+
+    if network is None:
+        raise ValueError(f"forcing.source {frc['source']!r}: the network is needed to order "
+                         "the forcing's reaches")
+    engine, path = frc["source"], frc["path"]
+    options: dict[str, Any] = dict(frc.get("options") or {})
+    reader = get_reader(engine, "series")
+    if (reader.options and "ntopo" in reader.options and not is_control_file(path)
+            and net_cfg.get("source") == "mizuroute" and "ntopo" not in options):
+        options["ntopo"] = net_cfg["path"]
+    da = open_series(path, engine, **options)
+    ids = da["reach"].values
+    missing = np.setdiff1d(network.ids, ids)
+    if missing.size:
+        from ..network import format_ids
+
+        raise ValueError(f"forcing {path} ({engine}): reaches of the network missing from it: "
+                         f"{format_ids(missing)}")
+    extra = ids.size - network.n_reaches
+    if extra:
+        logger.info("forcing %s: %d reaches not in the network are dropped", path, extra)
+    da = da.sel(reach=network.ids)
+    t = da["time"].values
+    dt = da.attrs.get("interval_s")
+    if dt is None and t.size > 1:
+        dt = float((t[1] - t[0]) / np.timedelta64(1, "s"))
+    if engine == "chrtout" and dt is not None:  # CHRTOUT valid times end each interval
+        t = t - np.timedelta64(int(round(dt)), "s")
+    if frc["steps"] is not None:
+        da, t = da.isel(time=slice(0, frc["steps"])), t[: frc["steps"]]
+    return ArrayForcing(np.asarray(da.values), t, dt, f"{engine}:{path}")
 
 
 def _param_values(name: str, spec: Any, network: RiverNetwork, interval_s: float,
@@ -159,7 +209,8 @@ def build_inputs(cfg: dict[str, Any]) -> RouteInputs:
     """Network, forcing and parameters of a validated ``route``/``benchmark``/``calibrate``
     workflow."""
     network, basin = build_network(cfg["network"])
-    forcing = build_forcing(cfg["forcing"], basin).open(network)  # checked once
+    forcing = build_forcing(cfg["forcing"], basin, network=network,
+                            network_cfg=cfg["network"]).open(network)  # checked once
     if forcing.interval_s is None:
         raise ValueError(f"the forcing {forcing.describe()['source']} has irregular or unknown "
                          "times (no interval_s attribute); re-ingest regular time steps")

@@ -128,11 +128,32 @@ NETWORK = {
     "seed": Field("int", 0, "synthetic: random seed of the forest", minimum=0),
 }
 
+#: ``forcing.source`` values built in; any registered series reader's engine name works too
+FORCING_SOURCES = ("synthetic", "zarr", "lower_colorado")
+
+
+def _check_forcing_source(value: Any) -> str | None:
+    if value in FORCING_SOURCES:
+        return None
+    from ..io import list_readers
+
+    engines = [e for e in list_readers("series") if e != "dataarray"]
+    if value in engines:
+        return None
+    return (f"expected one of {', '.join(repr(v) for v in FORCING_SOURCES)} or a series "
+            f"reader's engine ({', '.join(engines)}), got {value!r}")
+
+
 FORCING = {
     "source": Field("str", "synthetic", "lateral inflow: synthetic uniform runoff, a Zarr "
-                    "store from `hydroscale ingest`, or the bundled basin's NWM q_lateral",
-                    choices=("synthetic", "zarr", "lower_colorado")),
-    "path": Field("str", None, "zarr: the forcing store", nullable=True),
+                    "store from `hydroscale ingest`, the bundled basin's NWM q_lateral, or the "
+                    "engine name of a series reader (hydroscale.io.list_readers('series'): "
+                    "chrtout, rapid_inflow, mizuroute_runoff, ...) reading forcing.path into "
+                    "memory", check=_check_forcing_source),
+    "path": Field("str", None, "zarr: the forcing store; a series reader: its source",
+                  nullable=True),
+    "options": Field("mapping", {}, "a series reader: its options (e.g. mizuroute_runoff: "
+                     "{names: {qsim: RUNOFF}}; chrtout: {variable: qSfcLatRunoff+qBucket})"),
     "steps": Field("int", None, "number of routing steps (synthetic: required; zarr/bundled: "
                    "the first N, null = all)", minimum=1, nullable=True),
     "start": Field("time", "2000-01-01T00:00:00", "synthetic: time of the first step (UTC)"),
@@ -208,7 +229,9 @@ INGEST = {
     "source": Field("str", None, "CHRTOUT files/folder/glob, RAPID inflow, (reach, time) NetCDF "
                     "or wide CSV"),
     "store": Field("str", None, "output Zarr store"),
-    "variable": Field("str", None, "variable to read (CHRTOUT default q_lateral)", nullable=True),
+    "variable": Field("str", None, "variable to read (CHRTOUT default q_lateral, else "
+                      "qSfcLatRunoff+qBucket); NAME+NAME sums CHRTOUT variables",
+                      nullable=True),
     "name": Field("str", "runoff", "array name in the store"),
     "routelink": Field("str", None, "RouteLink.nc: rows follow its reaches", nullable=True),
     "rapid_connect": Field("str", None, "rapid_connect.csv: rows follow its reaches",
@@ -370,6 +393,9 @@ def _input_checks(cfg: dict[str, Any]) -> list[str]:
         problems.append(f"network.path: required with network.source {net['source']!r}")
     if frc["source"] == "zarr" and not frc["path"]:
         problems.append("forcing.path: required with forcing.source 'zarr' (a forcing store)")
+    if frc["source"] not in FORCING_SOURCES and not frc["path"]:
+        problems.append(f"forcing.path: required with forcing.source {frc['source']!r} (what "
+                        "the reader reads)")
     if frc["source"] == "synthetic" and frc["steps"] is None:
         problems.append("forcing.steps: required with forcing.source 'synthetic'")
     if frc["source"] == "lower_colorado" and net["source"] != "lower_colorado":

@@ -50,7 +50,7 @@ def test_routelink_bad_files(tmp_path):
         read_routelink(write_routelink(tmp_path / "RouteLink.nc", to=None))
     bad_to = ("feature_id", np.array([13, 13, 15, 99, 0], np.int32))
     with pytest.raises(IOFormatError, match=r"\[to\].*\[99\]"):
-        read_routelink(write_routelink(tmp_path / "r2.nc", to=bad_to))
+        read_routelink(write_routelink(tmp_path / "r2.nc", to=bad_to), closed=True)
     km = ("feature_id", np.ones(5, np.float32), {"units": "km"})
     with pytest.raises(IOFormatError, match=r"r3.nc \[Length\].*'km'"):
         read_routelink(write_routelink(tmp_path / "r3.nc", Length=km))

@@ -71,9 +71,10 @@ EDGES = Reader("edges", "network", lambda s: str(s).endswith(".edges"), _read_ed
 
 # ------------------------------------------------------------------------ built-in guesses
 def test_the_built_in_readers_are_registered():
-    assert list(list_readers("network")) == ["routelink", "rapid_connect"]
+    assert list(list_readers("network")) == ["routelink", "rapid_connect", "mizuroute",
+                                             "rapid2"]
     assert list(list_readers("series")) == ["dataarray", "chrtout", "rapid_inflow", "netcdf",
-                                            "wide_csv"]
+                                            "mizuroute_runoff", "wide_csv"]
     assert set(list_readers()) == set(list_readers("network")) | set(list_readers("series"))
     with pytest.raises(ValueError, match=r"kind must be one of \['network', 'series'\]"):
         list_readers("grid")
@@ -180,13 +181,15 @@ def test_an_explicit_engine_overrides_the_guess(tmp_path):
 def test_an_unknown_engine_lists_the_registered_ones(tmp_path):
     with pytest.raises(ValueError, match=r"unknown series reader engine='grib'; registered "
                                          r"series readers: dataarray, chrtout, rapid_inflow, "
-                                         r"netcdf, wide_csv"):
+                                         r"netcdf, mizuroute_runoff, wide_csv"):
         open_series(tmp_path / "q.grib", engine="grib")
     with pytest.raises(ValueError, match=r"unknown network reader engine='shp'; registered "
-                                         r"network readers: routelink, rapid_connect"):
+                                         r"network readers: routelink, rapid_connect, "
+                                         r"mizuroute, rapid2"):
         open_network(tmp_path / "x.shp", engine="shp")
     with pytest.raises(ValueError, match=r"engine='wide_csv' reads a series, not a network; "
-                                         r"network readers: routelink, rapid_connect"):
+                                         r"network readers: routelink, rapid_connect, "
+                                         r"mizuroute, rapid2"):
         open_network(tmp_path / "x.csv", engine="wide_csv")
     with pytest.raises(ValueError, match=r"engine='routelink' reads a network, not a series"):
         ingest(tmp_path / "x.nc", tmp_path / "x.zarr", engine="routelink")
@@ -224,7 +227,8 @@ def test_missing_sources_and_text_named_netcdf(tmp_path):
 # ------------------------------------------------------------------------ custom readers
 def test_register_a_custom_reader_and_refuse_a_silent_overwrite(tmp_path, registry):
     assert register_reader(EDGES) is EDGES
-    assert list(list_readers("network")) == ["routelink", "rapid_connect", "edges"]
+    assert list(list_readers("network")) == ["routelink", "rapid_connect", "mizuroute",
+                                             "rapid2", "edges"]
     path = _edges(tmp_path / "basin.edges")
     assert guess_engine(path, "network") == "edges"
     net = open_network(path, scale=2.0)
@@ -306,7 +310,7 @@ def test_a_workflow_reads_a_registered_network_reader(tmp_path, registry):
     with pytest.raises(WorkflowError, match=r"network.source: expected one of 'synthetic', "
                                             r"'routelink', 'rapid', 'lower_colorado' or a "
                                             r"network reader's engine \(routelink, "
-                                            r"rapid_connect\), got 'edges'"):
+                                            r"rapid_connect, mizuroute, rapid2\), got 'edges'"):
         workflow_from_mapping(wf)
     register_reader(EDGES)
     cfg = workflow_from_mapping(wf)
@@ -330,7 +334,9 @@ def test_the_cli_guesses_the_network_reader(tmp_path, registry, capsys):
     assert cli_main(["route", "--network", str(path), "--check"]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert f"--network '{path}': expected 'synthetic', 'lower_colorado', a RouteLink NetCDF " \
-           "(.nc) or a RAPID rapid_connect CSV (.csv), or ENGINE:PATH" in err
+           "(.nc), a RAPID rapid_connect CSV (.csv), a mizuRoute river network (NTOPO .nc or " \
+           "control file) or a RAPID2 namelist (.yml) and its connectivity, basin, k and x " \
+           "tables, or ENGINE:PATH" in err
     assert "basin.edges: no network reader recognises it" in err
     register_reader(EDGES)
     out = tmp_path / "run"
