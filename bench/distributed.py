@@ -142,6 +142,11 @@ def _plan_fields(s) -> dict:
         "limit_gb": [None if w["limit"] is None else round(w["limit"] / 1e9, 1)
                      for w in p.get("workers", [])],
         "kernel_builds": [w.get("kernel_builds") for w in s.per_worker],
+        "pass_peak_gb": [round(w.get("peak_bytes", 0) / 1e9, 2) for w in s.per_worker],
+        "planned_task_gb": [round(w["task"] / 1e9, 2) for w in p.get("workers", [])],
+        "planned_aggregation_gb": [round(w["aggregation"] / 1e9, 2)
+                                   for w in p.get("workers", [])],
+        "planned_state_gb": [round(w["state"] / 1e9, 2) for w in p.get("workers", [])],
     }
 
 
@@ -224,6 +229,8 @@ def scale(b: Bench, net, n: int, keep: bool = False):
         "dask_tasks": len(dr.plan.units()) * s.chunks, "dask_tasks_unfused": single.tasks,
         "groups": s.groups, "waves": s.waves, "tasks": s.tasks, "window": s.window,
         "aggregate_s_per_worker": [round(w["aggregate_s"], 1) for w in dr.worker_setup],
+        "setup_task_s_per_worker": [round(w["setup_s"], 1) for w in dr.worker_setup],
+        "aggregate_peak_gb": [round(w["peak_bytes"] / 1e9, 2) for w in dr.worker_setup],
         "max_truncated_mass": s.max_truncated_mass,
         "cross_worker_exits": s.plan["cross_worker_exits"],
         "peak_gpu_gb": [round(x / 1e9, 2) for x in s.peak_gpu_bytes],
@@ -339,6 +346,7 @@ def geoglows(b: Bench, n: int) -> None:
             "groups": s.groups, "waves": s.waves, "window": s.window,
             "max_truncated_mass": s.max_truncated_mass,
             "peak_gpu_gb": [round(x / 1e9, 2) for x in s.peak_gpu_bytes],
+            "aggregate_peak_gb": [round(w["peak_bytes"] / 1e9, 2) for w in dr.worker_setup],
             "route_s_per_worker": [round(p["route_s"], 2) for p in s.per_worker],
             "read_s_per_worker": [round(p["read_s"], 2) for p in s.per_worker],
             **_plan_fields(s),

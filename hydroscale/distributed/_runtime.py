@@ -61,6 +61,7 @@ from ._worker import (
     begin_task,
     budget_task,
     buffer_task,
+    checksum_task,
     copy_task,
     finish_task,
     pass_busy,
@@ -193,6 +194,27 @@ def _on_workers(client: Any, addrs: list[str], fn: Any, *args: Any, tag: str,
     futs = [_submit(client, fn, *args, *(per_worker(w) if per_worker else ()), addr=a,
                     key=f"hydroscale-{tag}-{w}") for w, a in enumerate(addrs)]
     return client.gather(futs)
+
+
+def _keep_checksums(client: Any, futs: dict[tuple[int, int], Any],
+                    bufs: dict[tuple[int, int], Any], chunk: int, sums: list[Any],
+                    weight: dict[str, int], pass_id: str, addrs: list[str],
+                    home: np.ndarray) -> None:
+    """Replace the results of ``chunk`` (whose dependents are all submitted) by one checksum
+    task per result, on the result's worker, and forget the results and their buffers: Dask
+    frees them once their dependents have run (and recomputes them from their tasks if a
+    worker holding a later result is lost)."""
+    seen: dict[str, tuple[Any, int, int]] = {}
+    for (g, k) in [key for key in futs if key[1] == chunk]:
+        f = futs.pop((g, k))
+        bufs.pop((g, k), None)
+        prev = seen.get(f.key)
+        seen[f.key] = (f, (prev[1] if prev else 0) + 1, int(home[g]))
+    for key, (f, n, w) in seen.items():
+        fut = _submit(client, checksum_task, f, addr=addrs[w], priority=1,
+                      key=f"hydroscale-sum-{pass_id}-{chunk}-{key.rsplit('-', 2)[-2]}")
+        sums.append(fut)
+        weight[fut.key] = n
 
 
 def _finish(client: Any, run_id: str, pass_id: str, futs: list[Any], progress: Any,
@@ -364,7 +386,7 @@ class DistributedRouter(Closing):
         return plan_run(batches, window=self.window, substeps=o.substeps,
                         n_steps=int(n_steps), time_chunk=int(time_chunk),
                         itemsize=store.itemsize, aggregate_itemsize=o.aggregate_dtype.itemsize,
-                        limits=limits)
+                        limits=limits, held_chunks=2)
 
     def route(
         self,
@@ -464,6 +486,11 @@ class DistributedRouter(Closing):
         t0 = time.perf_counter()
         futs: dict[tuple[int, int], Any] = {}
         bufs: dict[tuple[int, int], Any] = {}
+        # the checksums of released chunks (their results are dropped once the next chunk is
+        # submitted: a pass holds two chunks of states and transfer buffers, not all of them)
+        sums: list[Any] = []
+        sum_weight: dict[str, int] = {}
+        done_keys: set[tuple[int, int]] = set()
         try:
             first = restart_points(plan.upstream, c_n, done,
                                    progress.has_state if progress is not None else None)
@@ -511,21 +538,26 @@ class DistributedRouter(Closing):
                         priority=-(k * g_n + due[0]))
                     for g in due:
                         futs[(g, k)] = fut
-            results = list({f.key: f for f in futs.values()}.values())
-            weight: dict[str, int] = {}
+                if k:  # chunk k - 1 is needed by no later task: keep its checksums only
+                    done_keys.update(key for key in futs if key[1] == k - 1)
+                    _keep_checksums(client, futs, bufs, k - 1, sums, sum_weight, pass_id,
+                                    self.addrs, home)
+            results = [*sums, *{f.key: f for f in futs.values()}.values()]
+            weight = dict(sum_weight)
             for f in futs.values():
                 weight[f.key] = weight.get(f.key, 0) + 1
             _wait_logged(results, f"route {pass_id}", on_progress, weight)
-            expected = set(futs) if progress is not None else set()
+            expected = done_keys | set(futs) if progress is not None else set()
             per = _finish(client, self.run_id, pass_id, results, progress, expected)
         except BaseException:
-            self._abort(pass_id, [*futs.values(), *bufs.values()])
+            self._abort(pass_id, [*futs.values(), *bufs.values(), *sums])
             if prepared is not None:
                 prepared.rollback()  # a store replaced by overwrite comes back
             raise
         finally:
             futs.clear()
             bufs.clear()
+            sums.clear()
             base_f = None
         if prepared is not None:
             prepared.complete()  # fails if the store was taken from this run meanwhile

@@ -526,6 +526,13 @@ def copy_task(data: RunData, spec: PassSpec, group: int, chunk: int, t0: int,
     return x.sum(dtype=torch.float64)
 
 
+def checksum_task(result: ChunkResult | list[ChunkResult]) -> torch.Tensor:
+    """The float64 checksum of a routing task's result(s): what a pass keeps of a chunk whose
+    states and transfer buffers are no longer needed."""
+    rs = result if isinstance(result, list) else [result]
+    return torch.stack([r.checksum.double() for r in rs]).sum()
+
+
 def finish_task(run_id: str, pass_id: str, *results: Any) -> dict[str, Any]:
     """End a pass on this worker: wait for its pending writes; return its figures and the
     checksum of ``results`` (the pass's results held here)."""
