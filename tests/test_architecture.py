@@ -34,6 +34,7 @@ PACKAGE = ROOT / "hydroscale"
 #: floor of every package, lowest first (DESIGN §2)
 FLOORS = {
     "_options": 0,  # the shape of every options object (FrozenOptions)
+    "_lazy": 0,  # lazy re-exports of package __init__s (imports nothing of hydroscale)
     "network": 0,
     "irf": 0,
     "plotting": 0,
