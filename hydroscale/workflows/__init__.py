@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING
 
 from .._lazy import lazy_exports
 from ._schema import WorkflowError, apply_overrides, describe, validate
-from ._spec import KINDS, SCHEMAS, load_workflow, workflow_from_mapping
+from ._spec import (
+    COMMANDS,
+    KINDS,
+    SCHEMAS,
+    default_output_dir,
+    load_workflow,
+    workflow_from_mapping,
+)
 
 # Loading and validating a workflow imports neither torch nor dask (the command line answers
 # --help, --check and `validate` quickly); running one imports them when it starts.
@@ -40,6 +47,7 @@ if TYPE_CHECKING:
     from ._tasks import basin_subset, run_benchmark, run_ingest, run_partition
 
 __all__ = [
+    "COMMANDS",
     "KINDS",
     "SCHEMAS",
     "RouteInputs",
@@ -51,6 +59,7 @@ __all__ = [
     "build_inputs",
     "build_network",
     "build_params",
+    "default_output_dir",
     "describe",
     "hydrograph_reaches",
     "load_workflow",
