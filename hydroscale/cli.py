@@ -207,6 +207,7 @@ def _start_cluster(config: Any, verbose: int) -> Any:
 
         logging.getLogger("distributed").setLevel(logging.WARNING)
         warnings.filterwarnings("ignore", message="Port .* is already in use")
+    print(f"hydroscale: starting the Dask cluster ({config}) ...", flush=True)
     t0 = time.perf_counter()
     client = start_cluster(None if config == "auto" else config)
     n = len(client.scheduler_info().get("workers", {}))
