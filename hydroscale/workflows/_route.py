@@ -268,8 +268,8 @@ def _route_chunks(facts: dict[str, Any], router: Any, kernels: Any, inputs: Rout
     base_t = None if base is None else torch.as_tensor(base, dtype=dtype, device=device)
     acc_t = None if acc is None else torch.as_tensor(np.asarray(acc), dtype=dtype, device=device)
     route_s = 0.0
-    logger.info("route: %d reaches x %d steps in %d time chunks of %d steps", n, steps,
-                n_chunks, tc)
+    logger.info("route: %d reaches x %d steps in %d time chunk(s) of at most %d steps", n,
+                steps, n_chunks, min(tc, steps))
     bar = progress("route", n_chunks, "chunk")
     with torch.no_grad():
         for c in range(n_chunks):
