@@ -24,6 +24,8 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / "python"
 STAMP = VENV / ".hydroscale-installed"
+# The CPU build of torch, installed before the project: pyproject.toml only asks torch >= 2.11
+# (the GPU machines run 2.11), and from PyPI an unpinned torch pulls GBs of CUDA wheels.
 TORCH = "torch==2.13.0"
 
 

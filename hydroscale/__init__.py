@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from . import irf, network, routing
-from .api import accumulate, downstream, route, route_rapid, upstream
-from .irf import IRFSpec, register_irf
-from .network import RiverNetwork
-from .routing import route_oracle
+from ._lazy import lazy_exports
+
+# Lazy (PEP 562): `import hydroscale` -- which every `hydroscale.x` import runs first, the
+# command line's included -- imports no torch until a name below is used.
+__getattr__, __dir__ = lazy_exports(__name__, {
+    ".api": ("accumulate", "downstream", "route", "route_rapid", "upstream"),
+    ".irf": ("irf", "IRFSpec", "register_irf"),
+    ".network": ("network", "RiverNetwork"),
+    ".routing": ("routing", "route_oracle"),
+})
+
+if TYPE_CHECKING:
+    from . import irf, network, routing
+    from .api import accumulate, downstream, route, route_rapid, upstream
+    from .irf import IRFSpec, register_irf
+    from .network import RiverNetwork
+    from .routing import route_oracle
 
 __version__ = "0.1.0"
 

@@ -142,11 +142,14 @@ def _route_values(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _load(args: argparse.Namespace, kind: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The validated workflow; an ``output.dir`` it leaves null is the command's own folder
+    (``out/<command>``, see :func:`hydroscale.workflows.default_output_dir`)."""
     from .workflows import load_workflow
 
     if args.workflow is not None and not Path(args.workflow).is_file():
         raise _Usage(f"workflow file {args.workflow!r} does not exist")
-    return load_workflow(args.workflow, args.overrides, kind=kind, values=values)
+    return load_workflow(args.workflow, args.overrides, kind=kind, values=values,
+                         command=args.command)
 
 
 def _show_schema(kind: str) -> int:
@@ -213,6 +216,7 @@ def _start_cluster(config: Any, verbose: int) -> Any:
 
         logging.getLogger("distributed").setLevel(logging.WARNING)
         warnings.filterwarnings("ignore", message="Port .* is already in use")
+    print(f"hydroscale: starting the Dask cluster ({config}) ...", flush=True)
     t0 = time.perf_counter()
     client = start_cluster(None if config == "auto" else config)
     n = len(client.scheduler_info().get("workers", {}))
@@ -293,7 +297,7 @@ def _partition(args: argparse.Namespace) -> int:
         return _show_config(cfg)
     from .workflows import run_partition
 
-    out = args.out or str(Path(cfg["output"]["dir"]) / "partition")
+    out = args.out or cfg["output"]["dir"]
     s = run_partition(cfg, out, progress=_progress_factory(not args.no_progress))
     print(Path(s["outputs"]["report"]).read_text(), end="")
     print(f"hydroscale partition: {s['reaches']:,} reaches -> {s.get('clusters')} clusters, "
@@ -647,7 +651,8 @@ def build_parser() -> argparse.ArgumentParser:
     _workflow_args(part, "route")
     _network_flags(part)
     part.add_argument("--out", metavar="DIR",
-                      help="output folder (default: <output.dir>/partition)")
+                      help="output folder (default: the workflow's output.dir, or "
+                      "out/partition when it sets none)")
     part.set_defaults(func=_partition, forcing=None)
 
     ing = sub.add_parser(

@@ -87,6 +87,73 @@ def test_check_prints_resolved_workflow_with_flags_and_overrides(tiny_file, caps
     assert cfg["routing"]["irf"] == "linear_storage"  # from the file
 
 
+def _readme_commands() -> list[list[str]]:
+    """The `hydroscale` commands of README.md's code blocks (`dev.py demo` is `demo`)."""
+    import shlex
+
+    cmds = []
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if not line.startswith((".venv/bin/hydroscale", "python3 dev.py")):
+            continue
+        words = shlex.split(line.split("#")[0])
+        if words[:1] == [".venv/bin/hydroscale"] and len(words) > 1 and words[1] != "--help":
+            cmds.append(words[1:])
+        elif words[:3] == ["python3", "dev.py", "demo"]:
+            cmds.append(["demo"])
+    return cmds
+
+
+def _output_dir(argv: list[str], capsys) -> str:
+    """Where ``hydroscale ARGV`` writes, from its resolved workflow (``--check``)."""
+    from hydroscale.cli import build_parser
+
+    if argv[0] == "demo":  # demo runs the packaged workflow with its own --out
+        return build_parser().parse_args(argv).out
+    assert main([*argv, "--check"]) == EXIT_OK, capsys.readouterr().err
+    return yaml.safe_load(capsys.readouterr().out)["output"]["dir"]
+
+
+def test_readme_commands_write_distinct_folders(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)  # README paths are relative to the repository root
+    cmds = _readme_commands()
+    assert len(cmds) >= 6, cmds  # demo, two routes, partition, two calibrations
+    folders = {" ".join(c): _output_dir(c, capsys) for c in cmds}
+    assert folders == {
+        "demo": "out/demo",
+        "route --reaches 100000 --steps 365": "out/route",
+        "route workflows/route.yaml --cluster local-cpu": "out/route-cluster",
+        "partition --reaches 1000000 --out out/partition": "out/partition",
+        "calibrate workflows/calibrate.yaml": "out/calibrate",
+        "calibrate workflows/calibrate.yaml --cluster local-cpu": "out/calibrate-cluster",
+    }
+
+
+def test_default_output_folder_per_command(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    for argv, folder in ((["route", "--steps", "3"], "out/route"),
+                         (["bench", "--steps", "3"], "out/bench"),
+                         (["partition", "--reaches", "10"], "out/partition"),
+                         (["route", "workflows/route.yaml"], "out/route"),
+                         (["bench", "workflows/route.yaml"], "out/bench"),
+                         (["partition", "workflows/route.yaml"], "out/partition"),
+                         (["bench", "workflows/benchmark.yaml"], "out/bench"),
+                         (["route", "workflows/demo.yaml"], "out/demo-workflow")):
+        assert _output_dir(argv, capsys) == folder, argv
+    # a folder given in the file, by --out or --set wins, on a cluster too
+    wf = small_route(tmp_path / "mine")
+    path = _write(tmp_path / "wf.yaml", wf)
+    assert _output_dir(["route", path, "--cluster", "local-cpu"], capsys) == \
+        str(tmp_path / "mine")
+    assert _output_dir(["route", "--steps", "3", "--out", "elsewhere"], capsys) == "elsewhere"
+    assert _output_dir(["calibrate", "workflows/calibrate.yaml", "--set", "output.dir=o"],
+                       capsys) == "o"
+    # the library resolves a null output.dir to the command of the workflow's kind
+    from hydroscale.workflows import default_output_dir
+
+    cfg = load_workflow(None, kind="benchmark", values={"forcing.steps": 3})
+    assert cfg["output"]["dir"] == default_output_dir("bench") == "out/bench"
+
+
 def test_show_schema(capsys):
     assert main(["route", "--show-schema"]) == EXIT_OK
     out = capsys.readouterr().out

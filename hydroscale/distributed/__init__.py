@@ -26,27 +26,46 @@ autograd, not calibration (:class:`~hydroscale.calibration.DistributedGradient` 
 it).  Both kinds of run keep their worker-resident state in one worker cache.
 """
 
-from ._config import (
-    CONFIG_KINDS,
-    ClusterConfigError,
-    config_path,
-    gpus_visible,
-    load_config,
-    render_job_script,
-    start_cluster,
-)
-from ._plan import WavePlan, map_workers, place_basins, plan_waves
-from ._recovery import WorkersLost, replaced, wait_for_workers, worker_addresses
-from ._runtime import (
-    DistributedRouter,
-    RunSummary,
-    io_floor,
-    route_distributed,
-    synthesize_forcing_store,
-)
-from ._sizeof import TransferBuffer, register_sizeof, tensor_nbytes
-from ._wave_runtime import IterationInterrupted, WaveRuntime
-from ._waves import WaveContext, WaveWork
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+# Lazy: reading a cluster config (what a workflow's validation does) imports neither dask nor
+# torch; the runtime's modules load on first use (and register dask's sizeof for tensors).
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "._config": ("CONFIG_KINDS", "ClusterConfigError", "config_path", "gpus_visible",
+                 "load_config", "render_job_script", "start_cluster"),
+    "._plan": ("WavePlan", "map_workers", "place_basins", "plan_waves"),
+    "._recovery": ("WorkersLost", "replaced", "wait_for_workers", "worker_addresses"),
+    "._runtime": ("DistributedRouter", "RunSummary", "io_floor", "route_distributed",
+                  "synthesize_forcing_store"),
+    "._sizeof": ("TransferBuffer", "register_sizeof", "tensor_nbytes"),
+    "._wave_runtime": ("IterationInterrupted", "WaveRuntime"),
+    "._waves": ("WaveContext", "WaveWork"),
+})
+
+if TYPE_CHECKING:
+    from ._config import (
+        CONFIG_KINDS,
+        ClusterConfigError,
+        config_path,
+        gpus_visible,
+        load_config,
+        render_job_script,
+        start_cluster,
+    )
+    from ._plan import WavePlan, map_workers, place_basins, plan_waves
+    from ._recovery import WorkersLost, replaced, wait_for_workers, worker_addresses
+    from ._runtime import (
+        DistributedRouter,
+        RunSummary,
+        io_floor,
+        route_distributed,
+        synthesize_forcing_store,
+    )
+    from ._sizeof import TransferBuffer, register_sizeof, tensor_nbytes
+    from ._wave_runtime import IterationInterrupted, WaveRuntime
+    from ._waves import WaveContext, WaveWork
 
 __all__ = [
     "CONFIG_KINDS",

@@ -460,7 +460,13 @@ def _local_cpu(cfg: dict[str, Any], security: Any) -> Any:
 
 
 def _local_cuda(cfg: dict[str, Any], security: Any) -> Any:
-    from dask_cuda import LocalCUDACluster
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError as err:  # an optional dependency: the `cuda` extra
+        raise ClusterConfigError(
+            f"{cfg['source']}: a local-cuda cluster needs dask-cuda, which does not import "
+            f"here ({err}); install it with `pip install 'hydroscale[cuda]'`, or run on CPU "
+            "workers with --cluster local-cpu") from err
 
     kw = {k: cfg[k] for k in ("CUDA_VISIBLE_DEVICES", "n_workers", "threads_per_worker",
                               "memory_limit", "device_memory_limit", "protocol",
@@ -505,6 +511,8 @@ def start_cluster(config: str | os.PathLike | dict[str, Any] | None = None,
     manager and close the cluster after).
     """
     from distributed import Client
+
+    from . import _sizeof  # noqa: F401  (dask sees the size of torch tensors in this process)
 
     if config is None:
         config = "local-cuda" if gpus_visible() else "local-cpu"

@@ -43,13 +43,16 @@ import glob
 import inspect
 import logging
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xarray as xr
+
+if TYPE_CHECKING:  # xarray is imported where a reader runs: the registry loads without it
+    import xarray as xr
 
 from ..network import RiverNetwork
 from ._common import (
@@ -369,6 +372,8 @@ def open_series(source: Any, engine: str | Reader | None = None,
     IOFormatError
         Naming the file (``<DataArray>`` for an array) and the field at fault.
     """
+    import xarray as xr
+
     reader = get_reader(guess_engine(source, "series") if engine is None else engine,
                         "series")
     da = _call(reader, source, options)
@@ -409,10 +414,13 @@ def _check_flow_units(units: Any, where: Any, field: str) -> None:
 
 
 def _is_dataarray(source: Any) -> bool:
-    return isinstance(source, xr.DataArray)
+    xr = sys.modules.get("xarray")  # no DataArray exists before xarray is imported
+    return xr is not None and isinstance(source, xr.DataArray)
 
 
 def _open_dataarray(source: xr.DataArray) -> xr.DataArray:
+    import xarray as xr
+
     where = "<DataArray>"
     if not isinstance(source, xr.DataArray):
         raise TypeError(f"the dataarray reader takes an xarray.DataArray, got "
@@ -482,6 +490,8 @@ def _guess_netcdf(source: Any) -> bool:
 
 def _read_netcdf_var(path: Any, *, variable: str | None = None) -> xr.DataArray:
     """A ``(reach-like, time)`` NetCDF variable (``variable``, or the only one) as m³/s."""
+    import xarray as xr
+
     with netcdf_guard(path), xr.open_dataset(path) as ds:
         if variable is None:
             cands = [v for v in ds.data_vars if _is_reach_time(ds[v].dims)]
@@ -516,6 +526,7 @@ def _guess_wide_csv(source: Any) -> bool:
 def _read_csv(path: Any) -> xr.DataArray:
     """Wide CSV: header ``time,<id>,<id>,...``; one row per time (ISO 8601), values m³/s."""
     import pandas as pd
+    import xarray as xr
 
     df = pd.read_csv(path)
     if df.columns[0].strip().lower() != "time":

@@ -36,10 +36,12 @@ import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xarray as xr
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 from ..network import RiverNetwork, format_ids
 from ._common import IOFormatError, check_times, integer_ids, netcdf_guard, resolve_path
@@ -221,6 +223,8 @@ class MizuRouteCase:
     def lateral_inflow(self) -> xr.DataArray:
         """mizuRoute's ``instRunoff``: ``r_j = Σ_{h → j} area_h · q_h`` as a ``(reach, time)``
         DataArray [N, T] of m³/s interval means (float64, rows in ``network.ids`` order)."""
+        import xarray as xr
+
         if self.runoff is None:
             raise ValueError(f"{self.source}: no runoff was read: pass runoff= (or a control "
                              "file naming <fname_qsim>)")
@@ -249,6 +253,8 @@ def read_ntopo(path: Any, *, names: Mapping[str, str] | None = None,
     the file (a subset; those are listed in a ``UserWarning``).  HRUs whose ``hruSegId`` is
     ``<= 0`` or not a reach of the file drain nowhere and are left out (logged).
     """
+    import xarray as xr
+
     nm = _names_from(control, names)
     with netcdf_guard(path), xr.open_dataset(path, decode_times=False) as ds:
         seg_v = _find(ds, "segId", nm, path)
@@ -292,6 +298,8 @@ def read_ntopo(path: Any, *, names: Mapping[str, str] | None = None,
 
 def _read_runoff(path: Any, case: MizuRouteCase, nm: dict) -> tuple[xr.DataArray, float]:
     """Runoff depth rate (m/s) ``(hru, time)`` on ``case.hru_ids`` and the interval (s)."""
+    import xarray as xr
+
     files = sorted(glob.glob(os.fspath(path))) or [os.fspath(path)]
     parts = []
     for f in files:

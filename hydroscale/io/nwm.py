@@ -20,10 +20,12 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xarray as xr
+
+if TYPE_CHECKING:  # xarray is imported where a reader runs: the registry loads without it
+    import xarray as xr
 
 from ..network import RiverNetwork, format_ids
 from ._common import (
@@ -101,6 +103,8 @@ def read_routelink(
     ``""`` for ungauged reaches), ``lat``, ``lon`` (degrees) and the others of
     :data:`ROUTELINK_ATTRS` that the file holds.
     """
+    import xarray as xr
+
     attrs = ROUTELINK_ATTRS if attrs is None else attrs
     with netcdf_guard(path), xr.open_dataset(path, decode_times=False) as ds:
         require_vars(ds, ["link", "to"], path)
@@ -194,6 +198,8 @@ def read_chrtout(
     (datetime64, the file's valid time: ``q_lateral`` is the mean over the hour ending there,
     ``streamflow`` the instantaneous value).  All files are read into memory.
     """
+    import xarray as xr
+
     files = as_path_list(paths, "*CHRTOUT*")
     rows = None if reach_ids is None else np.asarray(reach_ids, dtype=np.int64)
     times: list[np.datetime64] = []
@@ -226,6 +232,8 @@ def iter_chrtout(
     order (default: the first file's); checks variables, units, ids and that each file's time
     is later than the previous one (the error names the file).
     """
+    import xarray as xr
+
     files = as_path_list(paths, "*CHRTOUT*")
     rows = None if reach_ids is None else np.asarray(reach_ids, dtype=np.int64)
     last: np.datetime64 | None = None
@@ -376,6 +384,8 @@ def read_usgs_timeslices(paths: Any, *, min_quality: float = 0.01) -> xr.Dataset
     ``quality`` (0..1), coordinates ``station`` (stripped USGS ids, sorted) and ``time``
     (each slice's ``sliceCenterTimeUTC``; records within the slice window are placed there).
     """
+    import xarray as xr
+
     files = as_path_list(paths, "*usgsTimeSlice*")
     recs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     centers = []
@@ -428,6 +438,8 @@ def observations_at_reaches(obs: xr.Dataset | xr.DataArray, network: RiverNetwor
     Stations without a gauged reach are dropped; the result has a ``station`` coordinate
     along ``reach``.  Gauged reaches without observations are all-NaN rows.
     """
+    import xarray as xr
+
     da = obs["discharge"] if isinstance(obs, xr.Dataset) else obs
     stations, reaches = gauge_table(network)
     have = np.isin(stations, da["station"].values)

@@ -20,10 +20,12 @@ from __future__ import annotations
 import logging
 import os
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xarray as xr
+
+if TYPE_CHECKING:  # xarray is imported where a reader runs: the registry loads without it
+    import xarray as xr
 
 from ..network import RiverNetwork
 from ._common import (
@@ -254,6 +256,7 @@ def read_rapid_inflow(
     starts; attribute ``interval_s`` (s).
     """
     import netCDF4  # lazy: optional on machines that only route
+    import xarray as xr
 
     with netcdf_guard(path), netCDF4.Dataset(path) as ds:
         id_name = "rivid" if "rivid" in ds.variables else "COMID"
@@ -416,6 +419,7 @@ def write_qfinal(
 def read_qout(path: Any, network: RiverNetwork | None = None) -> xr.DataArray:
     """Read a RAPID ``Qout`` file as ``(reach, time)`` float32 m³/s (rows per ``network``)."""
     import netCDF4  # lazy: optional on machines that only route
+    import xarray as xr
 
     with netcdf_guard(path), netCDF4.Dataset(path) as ds:
         require_vars(ds, ["Qout", "rivid", "time"], path)

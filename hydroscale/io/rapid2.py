@@ -32,10 +32,12 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xarray as xr
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 from ..network import RiverNetwork, format_ids
 from ._common import IOFormatError, integer_ids, resolve_path

@@ -14,14 +14,16 @@ All arithmetic is float64; time-like parameters are in routing steps.
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import torch
+from typing import TYPE_CHECKING
 
 from ._registry import CheckFn, IRFSpec, register_irf
 
 __all__ = ["from_ramp_response", "muskingum_coefficients", "muskingum_from_length"]
 
-Params = dict[str, torch.Tensor]
+if TYPE_CHECKING:  # torch is imported where a kernel runs: the registry loads without it
+    import torch
+
+    Params = dict[str, torch.Tensor]
 
 
 def from_ramp_response(
@@ -32,6 +34,8 @@ def from_ramp_response(
     ``ramp`` is evaluated at ``t = k / substeps`` for ``k = -1 .. n_taps``; it must return 0
     for ``t <= 0`` and broadcast over the parameter shape of ``like``.
     """
+    import torch
+
     k = torch.arange(-1, n_taps + 1, dtype=torch.float64, device=like.device)
     t = (k / substeps).expand(*like.shape, n_taps + 2)
     s2 = ramp(t)
@@ -39,6 +43,8 @@ def from_ramp_response(
 
 
 def _pos(t: torch.Tensor) -> torch.Tensor:
+    import torch
+
     return torch.clamp(t, min=0.0)
 
 
@@ -71,6 +77,8 @@ register_irf(
 
 # ---------------------------------------------------------------- linear storage
 def _linear_storage(p: Params, n: int, f: int) -> torch.Tensor:
+    import torch
+
     tau = p["tau"].unsqueeze(-1)
 
     def ramp(t: torch.Tensor) -> torch.Tensor:
@@ -81,6 +89,8 @@ def _linear_storage(p: Params, n: int, f: int) -> torch.Tensor:
 
 
 def _linear_storage_recursion(p: Params, f: int) -> torch.Tensor:
+    import torch
+
     # the kernel above is h[0] = 1 + f tau (a - 1), then f tau (1 - a)^2 a^(n-1), a = e^(-1/f tau)
     ftau = f * p["tau"]
     a = torch.exp(-1.0 / ftau)
@@ -116,6 +126,8 @@ register_irf(
 
 # ---------------------------------------------------------------- Nash cascade
 def _nash_cascade(p: Params, n: int, f: int) -> torch.Tensor:
+    import torch
+
     tau = p["tau"].unsqueeze(-1)
     shape = p["n"].unsqueeze(-1)
 
@@ -145,6 +157,8 @@ register_irf(
 
 # ---------------------------------------------------------------- Hayami (diffusive wave)
 def _hayami(p: Params, n: int, f: int) -> torch.Tensor:
+    import torch
+
     length = p["L"].unsqueeze(-1)
     diff = p["D"].unsqueeze(-1)
     cel = p["c"].unsqueeze(-1)
@@ -192,6 +206,8 @@ def muskingum_coefficients(
 
 
 def _muskingum(p: Params, n: int, f: int) -> torch.Tensor:
+    import torch
+
     c0, c1, c2 = (c.unsqueeze(-1) for c in muskingum_coefficients(p["k"], p["x"], 1.0 / f))
     if n == 1:
         return c0
@@ -201,10 +217,14 @@ def _muskingum(p: Params, n: int, f: int) -> torch.Tensor:
 
 
 def _muskingum_recursion(p: Params, f: int) -> torch.Tensor:
+    import torch
+
     return torch.stack(muskingum_coefficients(p["k"], p["x"], 1.0 / f), dim=-1)
 
 
 def _check_muskingum(p: Params, f: int) -> tuple[str, torch.Tensor] | None:
+    import torch
+
     k, x = p["k"].detach(), p["x"].detach()
     bad = (k <= 0) | (x < 0) | (x > 0.5)
     if bad.any():
@@ -250,6 +270,8 @@ def muskingum_from_length(
     short reaches) and ``x`` is lowered to at most ``dt / (2k)`` (long reaches, which then
     attenuate a little more).
     """
+    import torch
+
     length = torch.as_tensor(length_m, dtype=torch.float64)
     if torch.any(length <= 0) or celerity_m_s <= 0 or step_seconds <= 0:
         raise ValueError("reach lengths, celerity and step length must be positive")

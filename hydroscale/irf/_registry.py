@@ -6,9 +6,10 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where tensors are made: the registry loads without it
+    import torch
 
 __all__ = [
     "IRFSpec",
@@ -23,9 +24,9 @@ __all__ = [
     "UNIT_SYMBOLS",
 ]
 
-KernelFn = Callable[[dict[str, torch.Tensor], int, int], torch.Tensor]
-CheckFn = Callable[[dict[str, torch.Tensor], int], "tuple[str, torch.Tensor] | None"]
-RecursionFn = Callable[[dict[str, torch.Tensor], int], torch.Tensor]
+KernelFn = Callable[[dict[str, "torch.Tensor"], int, int], "torch.Tensor"]
+CheckFn = Callable[[dict[str, "torch.Tensor"], int], "tuple[str, torch.Tensor] | None"]
+RecursionFn = Callable[[dict[str, "torch.Tensor"], int], "torch.Tensor"]
 
 
 class UnstableParametersError(ValueError):
@@ -201,6 +202,8 @@ def list_irfs() -> list[str]:
 
 def _as_float_tensor(value: Any) -> torch.Tensor:
     """A tensor; Python numbers and lists become float64 (not torch's float32 default)."""
+    import torch
+
     if isinstance(value, torch.Tensor) or hasattr(value, "dtype"):
         t = torch.as_tensor(value)
     else:
@@ -214,6 +217,8 @@ def stack_params(spec: IRFSpec, params: Any, n: int | None = None) -> torch.Tens
     ``params`` is a tensor/array ``[..., P]``, or a mapping name -> values (scalars broadcast
     to ``n`` reaches when ``n`` is given).  A missing or unknown name is an error.
     """
+    import torch
+
     if isinstance(params, Mapping):
         missing = [p for p in spec.params if p not in params]
         unknown = [p for p in params if p not in spec.params]
@@ -240,6 +245,8 @@ def stack_params(spec: IRFSpec, params: Any, n: int | None = None) -> torch.Tens
 
 
 def _where(mask: torch.Tensor, labels: Any) -> str:
+    import torch
+
     rows = torch.nonzero(mask.reshape(-1)).flatten()
     n = rows.numel()
     shown = rows[:10].tolist()
@@ -256,6 +263,8 @@ def _columns(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``params`` stacked ``[..., P]`` and as float64 columns by name (gradients cut where the
     spec says a parameter is not differentiable), after the finiteness and stability checks."""
+    import torch
+
     if int(substeps) != substeps or substeps < 1:
         raise ValueError(f"substeps must be a positive integer, got {substeps}")
     p = stack_params(spec, params)

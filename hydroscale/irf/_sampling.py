@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where used: hydroscale.irf loads without torch
+    import torch
 
 __all__ = ["spread_to_substeps", "average_substeps", "substep_kernel_to_step"]
 
@@ -12,6 +15,8 @@ def spread_to_substeps(r: torch.Tensor, substeps: int) -> torch.Tensor:
 
     The volume of each step is spread evenly over its f sub-steps, so the rate is repeated.
     """
+    import torch
+
     return r if substeps == 1 else torch.repeat_interleave(r, substeps, dim=-1)
 
 
@@ -32,6 +37,8 @@ def substep_kernel_to_step(h: torch.Tensor, substeps: int) -> torch.Tensor:
     ``H[K] = (1/f) * sum_{a, b < f} h[K f + b - a]``; tap ``K`` needs ``h`` up to
     ``(K + 1) f - 1``, so ``L = len(h) // f`` taps are exact.
     """
+    import torch
+
     f = substeps
     if f == 1:
         return h

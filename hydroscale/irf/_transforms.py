@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where used: hydroscale.irf loads without torch
+    import torch
 
 __all__ = ["bound_corners", "bounds_tensor", "from_bounded", "to_bounded"]
 
 
-def bounds_tensor(spec, dtype=torch.float32, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(low [P], high [P]) of an :class:`IRFSpec`'s default bounds, in column order."""
+def bounds_tensor(spec, dtype=None, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(low [P], high [P]) of an :class:`IRFSpec`'s default bounds, in column order
+    (``dtype`` default float32)."""
+    import torch
+
+    dtype = torch.float32 if dtype is None else dtype
     lo = torch.tensor([spec.bounds[p][0] for p in spec.params], dtype=dtype, device=device)
     hi = torch.tensor([spec.bounds[p][1] for p in spec.params], dtype=dtype, device=device)
     return lo, hi
@@ -16,11 +23,15 @@ def bounds_tensor(spec, dtype=torch.float32, device=None) -> tuple[torch.Tensor,
 
 def to_bounded(raw: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     """``low + (high - low) * sigmoid(raw)``: any real -> (low, high)."""
+    import torch
+
     return low + (high - low) * torch.sigmoid(raw)
 
 
 def from_bounded(value: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`to_bounded`; values outside (low, high) are an error."""
+    import torch
+
     z = (value - low) / (high - low)
     out = (z <= 0) | (z >= 1)
     if torch.any(out):
@@ -40,6 +51,8 @@ def bound_corners(low: torch.Tensor, high: torch.Tensor, n: int) -> list[torch.T
     (``low``/``high`` ``[P]`` or ``[n, P]``): corner ``c`` takes parameter ``p`` from ``high``
     where bit ``p`` of ``c`` is set.  The extremes a calibration may reach: routing decisions
     that must hold for every admissible parameter (the kernel window) are checked there."""
+    import torch
+
     lo = torch.as_tensor(low, dtype=torch.float64).detach().cpu()
     hi = torch.as_tensor(high, dtype=torch.float64).detach().cpu()
     lo, hi = torch.broadcast_tensors(lo, hi)

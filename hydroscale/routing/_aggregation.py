@@ -31,7 +31,9 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -419,6 +421,7 @@ def aggregate(
     mass_taps: int | None = None,
     backend: str = "torch",
     rows: torch.Tensor | None = None,
+    on_progress: Callable[[int], Any] | None = None,
 ) -> PathKernels:
     """Aggregate the path kernels of ``plan`` (differentiable w.r.t. ``params``).
 
@@ -441,6 +444,8 @@ def aggregate(
         (:func:`~hydroscale.kernels.extend_recursive`); otherwise (and with ``"torch"``) each
         hop is a zero-padded FFT convolution.  Both are exact for the ``K f`` taps.
     rows : ``plan.reaches`` on the device of ``params`` (default: copied from the plan).
+    on_progress : optional ``on_progress(n)``, called after each hop with the number of
+        pairs it aggregated (``plan.n_pairs`` in all; e.g. a progress bar's ``update``).
 
     Returns
     -------
@@ -480,6 +485,8 @@ def aggregate(
             if sel is not None:
                 parts.append(part)
         prev = cur
+        if on_progress is not None:
+            on_progress(int(hop.dst_slot.numel()))
 
     def cat(parts: list, shape: tuple) -> torch.Tensor:
         return torch.cat(parts) if parts else h.new_zeros(shape)

@@ -403,7 +403,8 @@ class StagedRouter(Routed):
         the storage dtype, so the kernels take ``kernel_rows() * window * itemsize`` bytes."""
         return self._n_r + self._n_u
 
-    def auto_window(self, params: Any, max_steps: int | None = None) -> int:
+    def auto_window(self, params: Any, max_steps: int | None = None,
+                    on_progress: Any = None) -> int:
         """The window (routing steps) that ``window="auto"`` resolves to for ``params``: the
         shortest whose truncated mass stays within ``window_tolerance`` for every in-cluster
         path (:func:`~._aggregation.fitted_window`), searched below the bound ``mean + 10 sd``
@@ -411,7 +412,8 @@ class StagedRouter(Routed):
         aggregation at that bound (doubled while even the bound leaves too much out), and at
         most ``max_steps`` (the run's length: longer taps never act; default 366 steps, past
         which the run's check refuses a truncating window).  ``params`` need not be stable
-        (any parameter a calibration may try)."""
+        (any parameter a calibration may try).  ``on_progress(n)`` is called as pairs are
+        aggregated (``plan.n_pairs`` per aggregation; again if the bound is doubled)."""
         cap = int(max_steps) if max_steps else MAX_AUTO_WINDOW
         with torch.no_grad():
             p = self._params(params, check=False).detach()
@@ -422,12 +424,15 @@ class StagedRouter(Routed):
                     return bound
                 pk = aggregate(self.plan, self._device_hops(), self.spec, p, self.f, bound,
                                dtype=torch.float64,
-                               backend=select_backend(p.device, self.backend))
+                               backend=select_backend(p.device, self.backend),
+                               on_progress=on_progress)
                 k = fitted_window(pk, self.window_tolerance)
                 left = float(pk.truncated.abs().max()) if pk.truncated.numel() else 0.0
                 if k < bound or left <= self.window_tolerance or bound >= cap:
                     break
                 bound = min(2 * bound, cap)  # the bound is short of the tolerance: longer
+                logger.info("auto window: the bound leaves %.3g out; aggregating again with "
+                            "a bound of %d steps", left, bound)
             logger.info("auto window: %d steps (bound %d, tolerance %.3g)", k, bound,
                         self.window_tolerance)
             return k
@@ -495,12 +500,14 @@ class StagedRouter(Routed):
         return p
 
     def aggregate(self, params: Any, *, agg_dtype: torch.dtype | None = None,
-                  check: bool = True) -> RoutingKernels:
+                  check: bool = True, on_progress: Any = None) -> RoutingKernels:
         """Path kernels for ``params`` ``[N, P]`` (network order; routing-step units),
         differentiable w.r.t. them.  Resolves an ``"auto"`` window on first use.  The
         aggregation runs in ``agg_dtype`` (default the router's ``aggregate_dtype``); for a
         narrower router ``dtype`` the sub-step kernels kept for backward are stored in
-        ``dtype``.  ``check=False`` skips the stability check of the parameters."""
+        ``dtype``.  ``check=False`` skips the stability check of the parameters.
+        ``on_progress(n)`` is called after each hop of the aggregation with the pairs it
+        aggregated (``plan.n_pairs`` in all)."""
         agg_dtype = agg_dtype or self.aggregate_dtype
         p = self._params(params, check)
         if self.window is None:
@@ -509,7 +516,7 @@ class StagedRouter(Routed):
         pk: PathKernels = aggregate(
             self.plan, self._device_hops(), self.spec, p, self.f, self.window, dtype=agg_dtype,
             save_dtype=save, backend=select_backend(p.device, self.backend),
-            rows=self._plan_rows(),
+            rows=self._plan_rows(), on_progress=on_progress,
         )
         k = self.window
         store = self.storage_dtype or self.dtype

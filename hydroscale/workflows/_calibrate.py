@@ -165,7 +165,7 @@ def _run_calibrate(cfg: dict[str, Any], progress: Progress, client: Any) -> dict
 
     t_start = time.perf_counter()
     rt = cfg["routing"]
-    inputs = build_inputs(cfg)
+    inputs = build_inputs(cfg, progress)
     net, f = inputs.network, inputs.forcing
     runoff = f.read_all(0, f.n_steps)
     obs, truth = _observations(cfg, inputs, runoff)

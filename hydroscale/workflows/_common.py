@@ -3,18 +3,24 @@ the inputs a run reads, its partition."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..network import RiverNetwork
-from ._inputs import RouteInputs
+
+if TYPE_CHECKING:
+    from ._inputs import RouteInputs
 
 __all__ = ["NullProgress", "Progress", "device", "input_paths", "measured_peak", "memory_facts",
-           "output_folder_lock",
-           "partition_inputs"]
+           "output_folder_lock", "partition_inputs", "phase"]
+
+logger = logging.getLogger(__name__)
 
 
 class NullProgress:
@@ -37,6 +43,25 @@ class NullProgress:
 
 
 Progress = Callable[..., Any]  # (desc, total, unit) -> object with update() and close()
+
+
+@contextmanager
+def phase(progress: Progress, name: str, what: str, total: int | None = None,
+          unit: str = "step") -> Iterator[Any]:
+    """One phase of a run (reading the network, partitioning, aggregating kernels, ...).
+
+    Logs ``"<name>: <what>"`` (INFO) when it starts and ``"<name>: done in <s> s"`` when it
+    ends, and yields the progress bar ``progress(name, total, unit)`` (closed at the end):
+    a long phase updates it as its loop goes (``total`` steps of ``unit``); a short one
+    leaves it alone and the bar shows the phase and its elapsed time."""
+    logger.info("%s: %s", name, what)
+    t0 = time.perf_counter()
+    bar = progress(name, total, unit)
+    try:
+        yield bar
+    finally:
+        bar.close()
+    logger.info("%s: done in %.2f s", name, time.perf_counter() - t0)
 
 
 def device(name: str) -> torch.device:
@@ -64,15 +89,19 @@ def partition_inputs(net: RiverNetwork, inputs: RouteInputs, rt: dict[str, Any],
     routing parameters when ``max_travel_time`` is set), shown as one progress step."""
     from ..partition import partition_network, travel_time_bound
 
-    bar = progress("partition", None, "step")
-    travel = None
-    if part_cfg["max_travel_time"] is not None:
-        travel = travel_time_bound(rt["irf"], inputs.params, substeps=rt["substeps"])
-    kw = {} if n_workers is None else {"n_workers": n_workers}
-    part = partition_network(net, max_reaches=part_cfg["max_reaches"], travel_time=travel,
-                             max_travel_time=part_cfg["max_travel_time"], **kw)
-    bar.update(1)
-    bar.close()
+    bound = part_cfg["max_travel_time"]
+    what = (f"cutting {net.n_reaches:,} reaches into clusters of at most "
+            f"{part_cfg['max_reaches']} reaches"
+            + ("" if bound is None else f" and {bound:g} steps of travel time")
+            + ("" if n_workers is None else f" on {n_workers} workers"))
+    with phase(progress, "partition", what, 1) as bar:
+        travel = None
+        if bound is not None:
+            travel = travel_time_bound(rt["irf"], inputs.params, substeps=rt["substeps"])
+        kw = {} if n_workers is None else {"n_workers": n_workers}
+        part = partition_network(net, max_reaches=part_cfg["max_reaches"], travel_time=travel,
+                                 max_travel_time=bound, **kw)
+        bar.update(1)
     return part
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import NullProgress, Progress, memory_facts, partition_inputs
+from ._common import NullProgress, Progress, memory_facts, partition_inputs, phase
 from ._inputs import RouteInputs, routing_options
 
 __all__ = ["route_distributed_workflow"]
@@ -110,10 +110,13 @@ def route_distributed_workflow(
                 f"the output store {str(store)!r} exists and is left untouched; pass "
                 "--overwrite (output.overwrite=true) to replace it, or choose another "
                 "output.store")
-    source = _forcing_source(cfg, inputs, out_dir)
+    with phase(progress, "worker forcing", "choosing what the workers read (the bundled "
+               f"forcing is written to {out_dir / 'forcing.zarr'})"):
+        source = _forcing_source(cfg, inputs, out_dir)
     t0 = time.perf_counter()
     part = partition_inputs(net, inputs, rt, pc, progress, n_workers)
-    plan = plan_waves(net, part)
+    with phase(progress, "plan", f"grouping {part.n_clusters} clusters by wave and worker"):
+        plan = plan_waves(net, part)
     partition_s = time.perf_counter() - t0
     steps = inputs.forcing.n_steps
     n_chunks = -(-steps // rt["time_chunk"])
@@ -124,6 +127,9 @@ def route_distributed_workflow(
                                memory_limit=rt.get("memory_limit"), plan_only=True)
         return {"run_plan": dr.run_plan.as_dict()}, np.zeros((0, steps), np.float32), None
     backend = options.backend
+    logger.info("set-up: scattering the run to %d workers, building their routers and "
+                "aggregating the path kernels of %d groups there; then route: %d time chunks",
+                n_workers, plan.n_groups, n_chunks)
     bar = progress("route", plan.n_groups * n_chunks, "group-chunk")
     try:
         summ = route_distributed(

@@ -12,6 +12,7 @@ import torch
 from ..irf import get_irf
 from ..network import RiverNetwork, continental_forest
 from ..routing import RoutingOptions
+from ._common import NullProgress, Progress, phase
 from ._spec import TIME_UNITS
 
 __all__ = ["RouteInputs", "build_forcing", "build_inputs", "build_network", "build_params",
@@ -205,19 +206,35 @@ def routing_options(cfg: dict[str, Any], **replace: Any) -> RoutingOptions:
         allow_unstable=rt["allow_unstable"]).replace(**replace)
 
 
-def build_inputs(cfg: dict[str, Any]) -> RouteInputs:
+def _network_what(net: dict[str, Any]) -> str:
+    if net["source"] == "synthetic":
+        return f"generating a synthetic forest of {net['reaches']:,} reaches (seed {net['seed']})"
+    if net["source"] == "lower_colorado":
+        return "loading the bundled Lower Colorado basin"
+    return f"reading the {net['source']} network {net.get('path')}"
+
+
+def build_inputs(cfg: dict[str, Any], progress: Progress = NullProgress) -> RouteInputs:
     """Network, forcing and parameters of a validated ``route``/``benchmark``/``calibrate``
-    workflow."""
-    network, basin = build_network(cfg["network"])
-    forcing = build_forcing(cfg["forcing"], basin, network=network,
-                            network_cfg=cfg["network"]).open(network)  # checked once
+    workflow; each is a logged phase (``network``, ``forcing``, ``parameters``) shown
+    through ``progress`` (see :func:`~._common.phase`)."""
+    with phase(progress, "network", _network_what(cfg["network"])):
+        network, basin = build_network(cfg["network"])
+    frc = cfg["forcing"]
+    with phase(progress, "forcing", f"opening the {frc['source']} forcing"
+               + (f" {frc['path']}" if frc.get("path") else "")
+               + f" for {network.n_reaches:,} reaches"):
+        forcing = build_forcing(frc, basin, network=network,
+                                network_cfg=cfg["network"]).open(network)  # checked once
     if forcing.interval_s is None:
         raise ValueError(f"the forcing {forcing.describe()['source']} has irregular or unknown "
                          "times (no interval_s attribute); re-ingest regular time steps")
     params = None
     if "params" in cfg["routing"]:  # a calibration starts from its parameter model instead
-        params = build_params(cfg["routing"], network, forcing.interval_s,
-                              cfg["network"]["seed"])
+        with phase(progress, "parameters", f"{cfg['routing']['irf']} parameters of "
+                   f"{network.n_reaches:,} reaches"):
+            params = build_params(cfg["routing"], network, forcing.interval_s,
+                                  cfg["network"]["seed"])
     gauges = np.zeros(0, np.int64)
     refs: dict[str, Any] = {}
     if basin is not None:

@@ -28,6 +28,7 @@ from ._common import (
     memory_facts,
     output_folder_lock,
     partition_inputs,
+    phase,
 )
 from ._common import device as device_of
 from ._inputs import RouteInputs, build_inputs, routing_options
@@ -238,10 +239,17 @@ def route_single(
     part = partition_inputs(net, inputs, rt, part_cfg, progress)
     t1 = time.perf_counter()
     backend = options.backend
-    router = StagedRouter(RivTreeCluster(net, part.cluster_of), options=options, device=device)
+    with phase(progress, "router", f"planning the in-cluster paths of {part.n_clusters} "
+               f"clusters in {part.n_waves} waves on {device}"):
+        router = StagedRouter(RivTreeCluster(net, part.cluster_of), options=options,
+                              device=device)
+    pairs = router.plan.n_pairs
     if rt["window"] == "auto":
         # Taps beyond the run's length never act: a window longer than the run is wasted work.
-        router.window = router.auto_window(inputs.params.to(device), max_steps=steps)
+        with phase(progress, "window", f"fitting the kernel window: {pairs:,} path pairs "
+                   "aggregated in float64", pairs, "pair") as bar:
+            router.window = router.auto_window(inputs.params.to(device), max_steps=steps,
+                                               on_progress=bar.update)
     run_plan = single_device_plan(router, part, steps, rt, device, options)
     facts["run_plan"] = run_plan.as_dict()
     if plan_only:
@@ -252,8 +260,10 @@ def route_single(
         rt = {**rt, "time_chunk": run_plan.time_chunk}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    with torch.no_grad():
-        kernels = router.aggregate(inputs.params.to(device))
+    with phase(progress, "kernels", f"aggregating the path kernels of {pairs:,} pairs "
+               f"(window {router.window} steps, {rt['substeps']} sub-steps)", pairs,
+               "pair") as bar, torch.no_grad():
+        kernels = router.aggregate(inputs.params.to(device), on_progress=bar.update)
     router.check_window(kernels, steps, "routing.window")  # before any output is touched
     t2 = time.perf_counter()
     facts.update(
@@ -261,9 +271,12 @@ def route_single(
         window=int(kernels.window), partition_s=t1 - t0, setup_s=t2 - t1,
         **truncation_facts(kernels.truncated_mass, kernels.window, steps),
     )
-    store, prepared = _open_store(cfg, inputs, {"engine": facts["engine"],
-                                                "window": kernels.window}) if write else (None,
-                                                                                          None)
+    store, prepared = None, None
+    if write and cfg["output"]["store"] is not None:
+        with phase(progress, "output", "creating (or resuming) the output store "
+                   f"{Path(cfg['output']['dir']) / cfg['output']['store']}"):
+            store, prepared = _open_store(cfg, inputs, {"engine": facts["engine"],
+                                                        "window": kernels.window})
     try:
         return _route_chunks(facts, router, kernels, inputs, rt, keep, kept, base, acc,
                              store, prepared, device, dtype, progress)
@@ -300,6 +313,8 @@ def _route_chunks(facts: dict[str, Any], router: Any, kernels: Any, inputs: Rout
     base_t = None if base is None else torch.as_tensor(base, dtype=dtype, device=device)
     acc_t = None if acc is None else torch.as_tensor(np.asarray(acc), dtype=dtype, device=device)
     route_s = 0.0
+    logger.info("route: %d reaches x %d steps in %d time chunk(s) of at most %d steps", n,
+                steps, n_chunks, min(tc, steps))
     bar = progress("route", n_chunks, "chunk")
     with torch.no_grad():
         for c in range(n_chunks):
@@ -418,10 +433,7 @@ def _run_route(cfg: dict[str, Any], progress: Progress, client: Any,
                inputs: RouteInputs | None) -> RouteResult:
     t_start = time.perf_counter()
     out_dir = Path(cfg["output"]["dir"])
-    bar = progress("inputs", None, "step")
-    inputs = inputs if inputs is not None else build_inputs(cfg)
-    bar.update(1)
-    bar.close()
+    inputs = inputs if inputs is not None else build_inputs(cfg, progress)
     t_inputs = time.perf_counter() - t_start
     net, steps = inputs.network, inputs.forcing.n_steps
     keep = hydrograph_reaches(net, cfg["output"]["hydrographs"], inputs.gauges)

@@ -17,7 +17,8 @@ import yaml
 from ._schema import Field, WorkflowError, apply_overrides, set_values, validate
 from ._yaml import read_yaml_file
 
-__all__ = ["KINDS", "SCHEMAS", "TIME_UNITS", "load_workflow", "workflow_from_mapping"]
+__all__ = ["COMMANDS", "KINDS", "SCHEMAS", "TIME_UNITS", "default_output_dir", "load_workflow",
+           "workflow_from_mapping"]
 
 #: Seconds per unit for parameters given with ``units`` (divided by the step length).
 TIME_UNITS: dict[str, float | None] = {
@@ -206,7 +207,9 @@ HYDROGRAPHS = {
 }
 
 OUTPUT = {
-    "dir": Field("str", "out/route", "folder for the summary, PNGs and (by default) Zarr"),
+    "dir": Field("str", None, "folder for the summary, PNGs and (by default) Zarr; null = "
+                 "out/<command> (out/route, out/bench, out/partition), out/<command>-cluster "
+                 "on a cluster", nullable=True),
     "store": Field("str", "discharge.zarr", "discharge Zarr store (relative to dir); null = "
                    "do not write discharge", nullable=True),
     "overwrite": Field("bool", False, "replace an existing store"),
@@ -333,12 +336,23 @@ SCHEMAS["calibrate"] = {
                      "dashboard page): a cluster_configs/*.yaml path or name, an inline "
                      "mapping, or 'auto'; null = single device", nullable=True,
                      check=_check_cluster),
-    "output": {"dir": Field("str", "out/calibrate", "folder for history.json, parameters, "
-                            "checkpoints, hydrographs and summary.json"),
+    "output": {"dir": Field("str", None, "folder for history.json, parameters, "
+                            "checkpoints, hydrographs and summary.json; null = out/calibrate "
+                            "(out/calibrate-cluster on a cluster)", nullable=True),
                "hydrographs": Field("int", 4, "gauges plotted (observed, first guess, "
                                     "calibrated)", minimum=0)},
 }
 KINDS = tuple(SCHEMAS)
+
+#: the command that runs each kind by default (names its default output folder)
+COMMANDS = {"route": "route", "benchmark": "bench", "calibrate": "calibrate"}
+
+
+def default_output_dir(command: str, cluster: Any = None) -> str:
+    """The output folder of a run whose workflow sets no ``output.dir``: ``out/<command>``,
+    or ``out/<command>-cluster`` for a run on a Dask cluster, so that no two commands (nor a
+    one-device run and a cluster run of the same workflow) write the same folder."""
+    return f"out/{command}" + ("-cluster" if cluster is not None else "")
 
 
 
@@ -462,6 +476,7 @@ def workflow_from_mapping(
     kind: str | None = None,
     where: str = "<dict>",
     values: Mapping[str, Any] | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Validate a workflow given as a mapping (e.g. loaded YAML); see :func:`load_workflow`."""
     if data is None:
@@ -490,6 +505,8 @@ def workflow_from_mapping(
     merged = set_values({**data, "kind": k}, dict(values or {}), schema)
     merged = apply_overrides(merged, overrides, schema)
     cfg = validate(merged, schema, where)
+    if "output" in cfg and cfg["output"]["dir"] is None:
+        cfg["output"]["dir"] = default_output_dir(command or COMMANDS[k], cfg.get("cluster"))
     problems = _cross_checks(cfg)
     if problems:
         raise WorkflowError(where, problems)
@@ -502,6 +519,7 @@ def load_workflow(
     *,
     kind: str | None = None,
     values: Mapping[str, Any] | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Load, override and validate a workflow file.
 
@@ -514,6 +532,9 @@ def load_workflow(
         when ``path`` is None.
     values : typed values by dotted key (e.g. from command-line flags), applied before
         ``overrides``.
+    command : the command that runs it (``route``, ``bench``, ``partition``, ``calibrate``):
+        an ``output.dir`` left null becomes :func:`default_output_dir` of it (default: the
+        command of the workflow's kind).
 
     Returns
     -------
@@ -529,9 +550,10 @@ def load_workflow(
     """
     if path is None:
         return workflow_from_mapping({}, overrides, kind=kind, where="(defaults)",
-                                     values=values)
+                                     values=values, command=command)
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"workflow file {str(p)!r} does not exist")
     data = read_yaml_file(p)  # UTF-8, no key twice, not empty
-    return workflow_from_mapping(data, overrides, kind=kind, where=str(p), values=values)
+    return workflow_from_mapping(data, overrides, kind=kind, where=str(p), values=values,
+                                 command=command)

@@ -99,7 +99,7 @@ def run_benchmark(cfg: dict[str, Any], *, progress: Progress = NullProgress) -> 
     out = Path(cfg["output"]["dir"])
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    inputs = build_inputs(cfg)
+    inputs = build_inputs(cfg, progress)
     t_inputs = time.perf_counter() - t0
     runs = []
     for rep in range(bench["repeat"] + 1):

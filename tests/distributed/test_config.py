@@ -155,3 +155,18 @@ def test_in_process_cluster_on_loopback_with_a_working_dashboard_link():
         cluster = c.cluster
         c.close()
         cluster.close()
+
+
+def test_local_cuda_without_dask_cuda_names_the_extra(monkeypatch):
+    """dask-cuda is the optional `cuda` extra: a local-cuda cluster without it is refused
+    before anything starts, with the install command (and no other cluster is started)."""
+    import sys
+
+    from hydroscale.distributed import start_cluster
+
+    monkeypatch.setitem(sys.modules, "dask_cuda", None)  # as if it were not installed
+    with pytest.raises(ClusterConfigError) as err:
+        start_cluster("local-cuda")
+    msg = str(err.value)
+    assert "local-cuda.yaml: a local-cuda cluster needs dask-cuda" in msg
+    assert "pip install 'hydroscale[cuda]'" in msg and "--cluster local-cpu" in msg

@@ -7,8 +7,7 @@ import torch
 from dask.sizeof import sizeof
 from distributed.protocol import deserialize, serialize
 
-import hydroscale.distributed  # noqa: F401  (registers sizeof)
-from hydroscale.distributed import TransferBuffer
+from hydroscale.distributed import TransferBuffer  # its module registers sizeof for tensors
 from hydroscale.io import SyntheticForcing, hash_uniform
 
 

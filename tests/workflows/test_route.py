@@ -192,3 +192,69 @@ def test_float64_params_are_routing_step_units(tiny_route):
     p = build_inputs(workflow_from_mapping(tiny_route)).params
     assert p.dtype == torch.float64
     assert 0.5 <= float(p.min()) and float(p.max()) <= 1.5  # hours / (2 h steps)
+
+
+class _Bars:
+    """A ``progress(desc, total, unit)`` factory that records each bar and its updates."""
+
+    def __init__(self) -> None:
+        self.bars: list[dict] = []
+
+    def __call__(self, desc, total, unit):
+        rec = {"desc": desc, "total": total, "unit": unit, "done": 0, "closed": False}
+        self.bars.append(rec)
+
+        class Bar:
+            def update(self, n=1):
+                rec["done"] += n
+
+            def close(self):
+                rec["closed"] = True
+
+        return Bar()
+
+
+def _in_cluster_pairs(net, cluster_of) -> int:
+    """Pairs (reach, itself or a reach downstream of it in the same cluster), walked one
+    reach at a time: what the kernel aggregation enumerates."""
+    down = net.downstream
+    total = 0
+    for i in range(net.n_reaches):
+        j = i
+        while j >= 0 and cluster_of[j] == cluster_of[i]:
+            total += 1
+            j = down[j]
+    return total
+
+
+def test_route_set_up_phases_logged_in_order_with_progress(tiny_route, caplog):
+    """A one-device run logs each set-up phase (start, then done) before routing, and the
+    long ones (kernel window, path kernels) count every path pair on their progress bar."""
+    import logging
+
+    from hydroscale.partition import partition_network
+
+    cfg = workflow_from_mapping(tiny_route)
+    bars = _Bars()
+    with caplog.at_level(logging.INFO, logger="hydroscale"):
+        run_route(cfg, progress=bars)
+    phases = ["network", "forcing", "parameters", "partition", "router", "window", "kernels",
+              "output"]
+    seen = []
+    for rec in caplog.records:
+        name, sep, rest = rec.getMessage().partition(": ")
+        if sep and name in phases + ["route"]:
+            seen.append((name, rest.startswith("done in ")))
+    want = [(p, done) for p in phases for done in (False, True)] + [("route", False)]
+    assert seen == want
+    assert [b["desc"] for b in bars.bars] == phases + ["route"]
+    assert all(b["closed"] for b in bars.bars)
+    inputs = build_inputs(cfg)
+    part = partition_network(inputs.network, max_reaches=cfg["partition"]["max_reaches"])
+    pairs = _in_cluster_pairs(inputs.network, part.cluster_of)
+    assert pairs > inputs.network.n_reaches  # clusters longer than one reach
+    by = {b["desc"]: b for b in bars.bars}
+    for name in ("window", "kernels"):
+        assert (by[name]["total"], by[name]["done"], by[name]["unit"]) == (pairs, pairs, "pair")
+    assert (by["route"]["total"], by["route"]["done"]) == (3, 3)  # 12 steps, chunks of 5
+    assert (by["partition"]["total"], by["partition"]["done"]) == (1, 1)
