@@ -393,7 +393,7 @@ class DistributedRouter:
                 create_output_store(output, plan.reach_ids, forcing.time[:steps],
                                     chunks=(int(reach_chunk), int(time_chunk)),
                                     interval_s=forcing.interval_s, run=meta,
-                                    overwrite=overwrite,
+                                    overwrite=overwrite, dtype=str(self.dtype).split(".")[-1],
                                     fingerprint=run_fingerprint(definition))
 
             prepared = prepare_output(
@@ -570,8 +570,8 @@ def route_distributed(
     forcing_store : path of a Zarr forcing store (:func:`hydroscale.io.ingest`; rows in
         ``plan.reach_ids`` order are read as contiguous slices), a :class:`ZarrForcing` or a
         :class:`SyntheticForcing` (generated on the workers).  Runoff in m³/s per step.
-    output_store : path of the Zarr output store to create (``(reach, time)`` float32
-        discharge in m³/s, rows in the plan's engine order, with reach ids, time, units and
+    output_store : path of the Zarr output store to create (``(reach, time)`` discharge in
+        the run's dtype in m³/s, rows in the plan's engine order, with reach ids, time, units and
         the run's metadata), or None to discard discharge (benchmarks; the checksum remains).
     irf : registered IRF name (the ``irf`` of the options).
     params : ``[N, P]`` parameters in network order (routing-step units), scattered once; or

@@ -2,6 +2,7 @@
 path kernels: "torch", "triton") and LevelRouter (level by level: "levels", preferred on CPU)."""
 
 from . import _engines_builtin  # noqa: F401  (registers the torch and triton engines)
+from ._cf import DISCHARGE_ATTRS, DISCHARGE_NAME
 from ._engines import (
     ENGINE_ENV_VAR,
     EngineSpec,
@@ -20,6 +21,8 @@ from .levelwise import LevelRouter
 from .oracle import causal_conv_fft, route_oracle
 
 __all__ = [
+    "DISCHARGE_ATTRS",
+    "DISCHARGE_NAME",
     "ENGINE_ENV_VAR",
     "EngineSpec",
     "LTIRouter",

@@ -106,6 +106,7 @@ def _open_store(cfg: dict[str, Any], inputs: RouteInputs,
                  "substeps": rt["substeps"], "forcing": inputs.forcing.describe()["source"],
                  "definition": definition, **extra},
             overwrite=out["overwrite"], fingerprint=run_fingerprint(definition),
+            dtype=rt["dtype"],
         )
 
     prepared = prepare_output(str(path), definition, create, overwrite=out["overwrite"],
@@ -166,7 +167,7 @@ def route_single(
     options = routing_options(cfg)
     dtype = options.dtype
     keep = np.zeros(0, np.int64) if keep is None else keep
-    kept = np.zeros((keep.size, steps), np.float32)
+    kept = np.zeros((keep.size, steps), np.dtype(rt["dtype"]))
     base, acc = _steady_base(inputs, rt["initial"])
     facts: dict[str, Any] = {"device": str(device), "dtype": rt["dtype"]}
     if rt["engine"] == "oracle":
@@ -275,7 +276,7 @@ def _route_chunks(facts: dict[str, Any], router: Any, kernels: Any, inputs: Rout
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             route_s += time.perf_counter() - ts
-            qn = q.to(torch.float32).cpu().numpy()
+            qn = q.cpu().numpy()  # in routing.dtype, as the store holds it
             if store is not None:
                 prepared.check()  # another run took the store: stop now, report no success
                 prepared.store.write(0, a, qn)
