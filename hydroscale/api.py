@@ -18,7 +18,6 @@ import datetime
 import logging
 import os
 import weakref
-from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -26,18 +25,18 @@ import numpy as np
 import torch
 
 from ._adapters import (
-    REACH,
     array_kind,
     compute_dtype,
-    is_dataarray,
     map_reach_blocks,
-    reach_alignment,
+    params_tensor,
     to_torch,
     xarray_adapter,
 )
-from .irf import IRFSpec, get_irf, stack_params
+from .irf import IRFSpec, get_irf
 from .network import RiverNetwork
 from .routing import (
+    DISCHARGE_ATTRS,
+    DISCHARGE_NAME,
     ENGINE_ENV_VAR,
     check_fits,
     check_runoff,
@@ -55,7 +54,7 @@ SMALL_WORK = 1 << 20
 
 
 # ---------------------------------------------------------------------------- routing
-@xarray_adapter("runoff", time_required=True)
+@xarray_adapter("runoff", time_required=True, result=(DISCHARGE_NAME, DISCHARGE_ATTRS))
 def route(
     network: RiverNetwork,
     runoff: Any,
@@ -76,8 +75,8 @@ def route(
     ----------
     network : RiverNetwork
         The river network (N reaches).
-    runoff : array ``[N, T]`` or ``[B, N, T]``, or DataArray with dims ``reach``, ``time``
-        and optionally one batch dim
+    runoff : array ``[N, T]`` or ``[B, N, T]``, or DataArray with dims ``reach`` (or
+        ``feature_id``, ``rivid``, ``COMID``, ``seg_id``), ``time`` and optionally one batch dim
         Lateral inflow (m³/s, averaged over each routing step).  numpy, torch (CPU/CUDA),
         cupy, jax, dask or xarray (any of those inside).  Dask arrays stay lazy: they may be
         chunked over the batch axis, and over reaches only where every chunk holds whole basins
@@ -111,7 +110,10 @@ def route(
     Returns
     -------
     Discharge (m³/s, averaged over each routing step) with the shape, type, device and dtype of
-    ``runoff`` (integer inputs give float64); a DataArray keeps dims, coords, attrs and name.
+    ``runoff`` (integer inputs give float64); a DataArray keeps dims (the reach dimension's
+    name too: ``reach``, ``feature_id``, ``rivid``, ``COMID`` or ``seg_id``) and coords, and
+    is named ``discharge`` with its own CF attributes (``units`` m3 s-1, ``standard_name``,
+    ``long_name``, ``cell_methods``), never the input's.
 
     Raises
     ------
@@ -142,7 +144,7 @@ def route(
         )
     if int(substeps) != substeps or substeps < 1:
         raise ValueError(f"substeps must be a positive integer, got {substeps!r}")
-    p = _params_tensor(network, spec, params, dt)
+    p = params_tensor(network, spec, params, dt)
     run = partial(
         _route_block, spec=spec, substeps=int(substeps), engine=engine,
         allow_unstable=allow_unstable, allow_negative=allow_negative,
@@ -214,88 +216,6 @@ def _check_memory(engine: str, b: int, n: int, t: int, substeps: int, dtype: tor
 def _float_result_dtype(dtype: Any) -> np.dtype:
     dtype = np.dtype(dtype)
     return dtype if dtype.kind == "f" else np.dtype(np.float64)
-
-
-# ---------------------------------------------------------------------------- parameters
-def _dt_seconds(dt: Any) -> float:
-    if isinstance(dt, datetime.timedelta):
-        seconds = dt.total_seconds()
-    elif isinstance(dt, np.timedelta64):
-        seconds = float(dt / np.timedelta64(1, "s"))
-    elif isinstance(dt, str):
-        import pandas as pd
-
-        seconds = pd.Timedelta(dt).total_seconds()
-    elif isinstance(dt, (int, float, np.integer, np.floating)) and not isinstance(dt, bool):
-        seconds = float(dt)
-    else:
-        raise TypeError(
-            f"dt must be seconds (float), a timedelta, a numpy timedelta64 or a string like "
-            f"'1D', got {dt!r}"
-        )
-    if not np.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"dt must be a positive duration, got {dt!r}")
-    return seconds
-
-
-def _param_values(network: RiverNetwork, value: Any, name: str) -> torch.Tensor:
-    """One parameter column (scalar or ``[N]``) or table (``[N, P]``) as a tensor in network
-    order; DataArrays are aligned by reach id, dask arrays computed."""
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be numeric, got {value!r}")
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        return torch.tensor(float(value), dtype=torch.float64)
-    if isinstance(value, (list, tuple)):
-        value = np.asarray(value, dtype=np.float64)
-    if is_dataarray(value):
-        if REACH in value.dims:
-            order = reach_alignment(network, value[REACH].values, name)
-            value = value.transpose(REACH, ...)
-            if order is not None:
-                value = value.isel({REACH: order})
-        value = value.data
-    kind = array_kind(value, name)
-    if kind == "dask":
-        value = value.compute()
-        kind = array_kind(value, name)
-    t, _ = to_torch(value, kind)
-    return t if t.is_floating_point() else t.to(torch.float64)
-
-
-def _params_tensor(network: RiverNetwork, spec: IRFSpec, params: Any, dt: Any) -> torch.Tensor:
-    """``params`` as an ``[N, P]`` tensor (routing-step units, network order)."""
-    n = network.n_reaches
-    if params is None:
-        raise ValueError(
-            f"params are required: IRF {spec.name!r} takes {list(spec.params)} "
-            f"(default calibration bounds {dict(spec.bounds)})"
-        )
-    if is_dataarray(params) and params.ndim == 2 and REACH in params.dims:
-        other = next(d for d in params.dims if d != REACH)
-        if other in params.coords and set(map(str, params[other].values)) == set(spec.params):
-            params = {p: params.sel({other: p}) for p in spec.params}
-    if isinstance(params, Mapping):
-        cols = {k: _param_values(network, v, f"params[{k!r}]") for k, v in params.items()}
-        device = next((c.device for c in cols.values() if c.device.type != "cpu"), None)
-        if device is not None:
-            cols = {k: c.to(device) for k, c in cols.items()}
-        for k, c in cols.items():
-            if c.ndim > 1 or (c.ndim == 1 and c.shape[0] != n):
-                raise ValueError(
-                    f"params[{k!r}] must be a scalar or [N = {n}] values, got {tuple(c.shape)}"
-                )
-        p = stack_params(spec, cols, n=n)
-    else:
-        p = stack_params(spec, _param_values(network, params, "params"))
-    if tuple(p.shape) != (n, spec.n_params):
-        raise ValueError(
-            f"params must be [N = {n}, P = {spec.n_params}] (columns {list(spec.params)}), "
-            f"got {tuple(p.shape)}"
-        )
-    if dt is not None:  # SI values -> routing-step units, by the IRF's declared units
-        scale = spec.step_factors(_dt_seconds(dt))
-        p = p * torch.tensor(scale, dtype=p.dtype, device=p.device)
-    return p
 
 
 # ---------------------------------------------------------------------------- accumulation
