@@ -14,6 +14,7 @@ from ._engines import (
 from ._inputs import check_runoff
 from ._memory import RunTooLargeError, check_fits, estimate_engine_bytes, estimate_route_bytes
 from ._options import RoutingOptions
+from ._restart import RestartMismatchError, RouteState, restart_fingerprint
 from ._rivtree import RivTree, RivTreeCluster
 from ._router import LTIRouter, RouterState, RoutingKernels, StagedRouter
 from ._window import WindowTruncationError, check_truncation
@@ -29,6 +30,8 @@ __all__ = [
     "LevelRouter",
     "RivTree",
     "RivTreeCluster",
+    "RestartMismatchError",
+    "RouteState",
     "RouterState",
     "RoutingOptions",
     "RunTooLargeError",
@@ -44,6 +47,7 @@ __all__ = [
     "get_engine",
     "list_engines",
     "register_engine",
+    "restart_fingerprint",
     "route_oracle",
     "select_engine",
 ]
