@@ -73,10 +73,14 @@ def _definition(cfg: dict[str, Any], inputs: RouteInputs, extra: dict[str, Any])
     from ..io import digest
 
     rt, net, f = cfg["routing"], inputs.network, inputs.forcing
+    start = extra.get("initial_state")
     return {
         "engine": extra.get("engine"),
         "routing": {**routing_options(cfg).describe(), "window": extra.get("window")},
         "time_chunk": rt["time_chunk"], "initial": rt["initial"],
+        "initial_state": None if start is None else digest(
+            start.router.runoff_hist.numpy(), start.router.inflow_hist.numpy(),
+            start.inflow_offset),
         "partition": dict(cfg["partition"]),
         "network": digest(net.ids, net.downstream),
         "params": None if inputs.params is None else digest(inputs.params.numpy()),
@@ -97,6 +101,7 @@ def _open_store(cfg: dict[str, Any], inputs: RouteInputs,
     path = Path(out["dir"]) / out["store"]
     rt = cfg["routing"]
     definition = _definition(cfg, inputs, extra)
+    start = extra.pop("initial_state", None)
 
     def create() -> None:
         create_output_store(
@@ -104,7 +109,8 @@ def _open_store(cfg: dict[str, Any], inputs: RouteInputs,
             chunks=(out["reach_chunk"], rt["time_chunk"]), interval_s=inputs.forcing.interval_s,
             run={"workflow": cfg.get("name") or "route", "irf": rt["irf"],
                  "substeps": rt["substeps"], "forcing": inputs.forcing.describe()["source"],
-                 "definition": definition, **extra},
+                 "definition": definition, **extra,
+                 "initial_state": None if start is None else start.path},
             overwrite=out["overwrite"], fingerprint=run_fingerprint(definition),
             dtype=rt["dtype"],
         )
@@ -147,6 +153,20 @@ def _steady_base(inputs: RouteInputs, initial: str) -> tuple[np.ndarray | None, 
     return r0, accumulate(inputs.network, r0)
 
 
+def _initial_state(rt: dict[str, Any]) -> Any:
+    """The restart state ``routing.initial_state`` names (a RouteState), or None."""
+    if not rt.get("initial_state"):
+        return None
+    from ..routing import RouteState
+
+    return RouteState.load(rt["initial_state"])
+
+
+def _offset(values: np.ndarray) -> np.ndarray | None:
+    """A state's steady-start offset ``[1, N]`` as ``[N]``, None when it is 0 (dry start)."""
+    return np.asarray(values[0], np.float64) if np.any(values) else None
+
+
 def route_single(
     cfg: dict[str, Any],
     inputs: RouteInputs,
@@ -158,7 +178,17 @@ def route_single(
     """Route on one device; returns (run facts, discharge of the ``keep`` reaches [k, T], store).
 
     The facts hold timings (``partition_s``, ``setup_s``, ``route_s``), the engine, the
-    window and the largest truncated kernel mass.
+    window and the largest truncated kernel mass (and ``final_state``: the restart file
+    written, with ``output.final_state``).
+
+    Restarts: ``routing.initial_state`` continues the run that wrote that state file
+    (:class:`~hydroscale.routing.RouteState`: its window, its steady-start offsets; refused,
+    naming what differs, when the network, parameters, IRF, substeps, window, partition or
+    step length differ, or when the forcing does not start at the step after its last).
+    Routing ``T1`` steps with ``output.final_state``, then the next ``T - T1`` from it,
+    writes the same discharge as one run of ``T`` steps with a final state, bit for bit when
+    ``T1`` is a multiple of ``routing.time_chunk`` (the same chunks; same engine and
+    device), within rounding otherwise.
     """
     rt, part_cfg = cfg["routing"], cfg["partition"]
     net, forcing = inputs.network, inputs.forcing
@@ -168,7 +198,9 @@ def route_single(
     dtype = options.dtype
     keep = np.zeros(0, np.int64) if keep is None else keep
     kept = np.zeros((keep.size, steps), np.dtype(rt["dtype"]))
-    base, acc = _steady_base(inputs, rt["initial"])
+    start = _initial_state(rt)
+    base, acc = _steady_base(inputs, rt["initial"]) if start is None else (
+        _offset(start.inflow_offset), _offset(start.discharge_offset))
     facts: dict[str, Any] = {"device": str(device), "dtype": rt["dtype"]}
     if rt["engine"] == "oracle":
         from ..routing import route_oracle
@@ -205,12 +237,31 @@ def route_single(
     t1 = time.perf_counter()
     backend = options.backend
     router = StagedRouter(RivTreeCluster(net, part.cluster_of), options=options, device=device)
-    if rt["window"] == "auto":
-        # Taps beyond the run's length never act: a window longer than the run is wasted work.
-        router.window = router.auto_window(inputs.params.to(device), max_steps=steps)
+    if start is not None:  # a restart keeps the window of the run it continues
+        if rt["window"] not in ("auto", start.window):
+            raise ValueError(f"routing.window {rt['window']} differs from the window "
+                             f"{start.window} of the restart state {start.path!r}; leave "
+                             "routing.window 'auto' (the state's window is used)")
+        router.window = start.window
+    elif rt["window"] == "auto":
+        # Taps beyond the run's length never act: a window longer than the run is wasted
+        # work, unless the run is to be continued (a final state): then it fits the
+        # tolerance whatever the length, and a continuation keeps it.
+        router.window = router.auto_window(
+            inputs.params.to(device),
+            max_steps=None if cfg["output"].get("final_state") else steps)
     with torch.no_grad():
         kernels = router.aggregate(inputs.params.to(device))
-    router.check_window(kernels, steps, "routing.window")  # before any output is touched
+    from ..routing import restart_fingerprint
+
+    fingerprint = restart_fingerprint(net, inputs.params, rt["irf"], rt["substeps"],
+                                      kernels.window, part.cluster_of, forcing.interval_s)
+    before = 0
+    if start is not None:
+        start.check(net, fingerprint, batch=1, time=forcing.time[0])
+        before = start.steps
+    # before any output is touched
+    router.check_window(kernels, before + steps, "routing.window")
     t2 = time.perf_counter()
     facts.update(
         engine=f"staged/{backend}", clusters=part.n_clusters, waves=part.n_waves,
@@ -218,23 +269,43 @@ def route_single(
         **truncation_facts(kernels.truncated_mass, kernels.window, steps),
     )
     store, prepared = _open_store(cfg, inputs, {"engine": facts["engine"],
-                                                "window": kernels.window}) if write else (None,
-                                                                                          None)
+                                                "window": kernels.window,
+                                                "initial_state": start}) if write else (None,
+                                                                                        None)
     try:
-        return _route_chunks(facts, router, kernels, inputs, rt, keep, kept, base, acc,
-                             store, prepared, device, dtype, progress)
+        facts, kept, store, last = _route_chunks(
+            facts, router, kernels, inputs, rt, keep, kept, base, acc, store, prepared,
+            device, dtype, progress, None if start is None else start.router)
     except BaseException:
         if prepared is not None:
             prepared.rollback()  # a store replaced by overwrite comes back
         raise
+    final = cfg["output"].get("final_state")
+    if final:
+        from ..routing import RouteState
+
+        n = net.n_reaches
+        zeros = np.zeros((1, n))
+        t_next = forcing.time[-1] + np.timedelta64(int(round(forcing.interval_s)), "s")
+        path = RouteState(
+            last.to("cpu"), net.ids.copy(),
+            zeros if base is None else np.asarray(base, np.float64).reshape(1, n),
+            zeros if acc is None else np.asarray(acc, np.float64).reshape(1, n),
+            fingerprint, before + steps, np.datetime64(t_next, "s")).save(final)
+        facts["final_state"] = str(path)
+        logger.info("final state (after step %d, next step %s) written to %s", before + steps,
+                    t_next, path)
+    return facts, kept, store
 
 
 def _route_chunks(facts: dict[str, Any], router: Any, kernels: Any, inputs: RouteInputs,
                   rt: dict[str, Any], keep: np.ndarray, kept: np.ndarray, base: Any, acc: Any,
                   store: Path | None, prepared: Any, device: torch.device, dtype: torch.dtype,
-                  progress: Progress) -> tuple[dict[str, Any], np.ndarray, Path | None]:
+                  progress: Progress, state0: Any = None
+                  ) -> tuple[dict[str, Any], np.ndarray, Path | None, Any]:
     """The time-chunk loop of :func:`route_single` (resumes after the chunks ``prepared``
-    records as written)."""
+    records as written), from the carried state ``state0`` (a restart; dry when None);
+    returns the facts, the kept rows, the store and the state after the last chunk."""
     net, forcing = inputs.network, inputs.forcing
     n, steps, tc = net.n_reaches, forcing.n_steps, rt["time_chunk"]
     n_chunks = -(-steps // tc)
@@ -243,7 +314,7 @@ def _route_chunks(facts: dict[str, Any], router: Any, kernels: Any, inputs: Rout
     first = 0  # chunks written by an interrupted run of the same definition: reused
     while (0, first) in done and prog.has_state(0, first) and first < n_chunks:
         first += 1
-    state = None
+    state = None if state0 is None else state0.to(device, dtype)
     if first:
         from ..routing import RouterState
 
@@ -291,7 +362,7 @@ def _route_chunks(facts: dict[str, Any], router: Any, kernels: Any, inputs: Rout
     facts["route_s"] = route_s
     if n * steps:
         logger.info("routed %d reaches x %d steps in %.2f s", n, steps, route_s)
-    return facts, kept, store
+    return facts, kept, store, state
 
 
 def _figure(path: Path, inputs: RouteInputs, keep: np.ndarray, kept: np.ndarray,
