@@ -8,6 +8,7 @@ Submodules: :mod:`~hydroscale.io.nwm`, :mod:`~hydroscale.io.rapid`,
 
 from . import nwm, rapid, zarr_store
 from ._common import IOFormatError, netcdf_guard
+from ._export import EXPORT_FORMATS, export_output
 from ._forcing import ArrayForcing, SyntheticForcing, ZarrForcing, as_forcing, hash_uniform
 from ._output import (
     OutputStore,
@@ -60,6 +61,7 @@ __all__ = [
     "ZarrForcing",
     "as_forcing",
     "hash_uniform",
+    "EXPORT_FORMATS",
     "OutputStore",
     "PreparedOutput",
     "StoreChangedError",
@@ -67,6 +69,7 @@ __all__ = [
     "StoreLockedError",
     "check_not_nested",
     "digest",
+    "export_output",
     "lock_path",
     "prepare_output",
     "run_fingerprint",

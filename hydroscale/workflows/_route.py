@@ -436,6 +436,12 @@ def _run_route(cfg: dict[str, Any], progress: Progress, client: Any,
                                                         progress=progress)
     else:
         facts, kept, store = route_single(cfg, inputs, progress=progress, keep=keep)
+    out_format, converted = cfg["output"].get("format", "zarr"), None
+    if store is not None and out_format != "zarr":
+        from ..io import export_output
+
+        converted = export_output(store, Path(store).with_suffix(".nc"), out_format,
+                                  network=net)
     label = cfg.get("name") or f"{cfg['network']['source']} network"
     fig = _figure(out_dir / "hydrographs.png", inputs, keep, kept,
                   f"hydroscale: {label}, {cfg['routing']['irf']}")
@@ -458,6 +464,8 @@ def _run_route(cfg: dict[str, Any], progress: Progress, client: Any,
         "peak_rss_gb": round(_peak_rss_gb(), 2),
         "outputs": {
             "store": None if store is None else str(store),
+            "file": None if converted is None else str(converted),
+            "format": out_format,
             "hydrographs": None if fig is None else str(fig),
             "hydrograph_reaches": net.ids[keep].tolist(),
         },

@@ -86,3 +86,45 @@ def test_bad_store_dtype_is_refused(tmp_path):
     with pytest.raises(ValueError, match="float32 or float64, got int32"):
         create_output_store(tmp_path / "q.zarr", [1], TIMES, dtype="int32")
     assert not (tmp_path / "q.zarr").exists()  # refused before anything is written
+
+
+def test_export_netcdf_opens_cf_decoded_in_network_order(tmp_path):
+    from hydroscale.io import export_output
+    from hydroscale.network import RiverNetwork
+
+    store = _store(tmp_path / "q.zarr", dtype="float64")
+    with pytest.raises(IOFormatError, match=r"q.zarr \[complete\]: the output store is "
+                                            r"incomplete"):
+        export_output(tmp_path / "q.zarr", tmp_path / "q.nc")
+    store.complete()
+    net = RiverNetwork.from_arrays([10, 20, 30], [30, 30, 0])  # rows 10, 20, 30
+    path = export_output(tmp_path / "q.zarr", tmp_path / "q.nc", network=net, time_chunk=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = xr.open_dataset(path, engine="netcdf4").load()
+    assert ds.attrs["Conventions"] == "CF-1.8" and ds.attrs["featureType"] == "timeSeries"
+    q = ds["discharge"]
+    assert q.dims == ("reach", "time") and q.dtype == np.float64
+    assert q.attrs["standard_name"] == "water_volume_transport_in_river_channel"
+    assert q.attrs["units"] == "m3 s-1" and q.attrs["cell_methods"].startswith("time: mean")
+    np.testing.assert_array_equal(ds["reach"].values, [10, 20, 30])
+    np.testing.assert_array_equal(ds["time"].values, TIMES)
+    # the rows written for ids 30, 10 (1/3) and 20 (0.1 .. 4.1), now in network order
+    np.testing.assert_array_equal(q.values[0], np.full(5, 1.0 / 3.0))
+    np.testing.assert_array_equal(q.values[1], np.arange(5.0) + 0.1)
+    np.testing.assert_array_equal(q.values[2], np.full(5, 1.0 / 3.0))
+    bnds = ds["time_bnds"].values
+    np.testing.assert_array_equal(bnds[:, 1] - bnds[:, 0], np.full(5, np.timedelta64(1, "h")))
+
+
+def test_export_rapid_qout_reads_back(tmp_path):
+    from hydroscale.io import export_output
+    from hydroscale.io.rapid import read_qout
+
+    _store(tmp_path / "q.zarr").complete()
+    path = export_output(tmp_path / "q.zarr", tmp_path / "Qout.nc", "rapid", time_chunk=3)
+    q = read_qout(path)
+    np.testing.assert_array_equal(q["reach"].values, [30, 10, 20])
+    np.testing.assert_array_equal(q["time"].values, TIMES)
+    np.testing.assert_array_equal(q.values[2], (np.arange(5.0) + 0.1).astype(np.float32))
+    np.testing.assert_array_equal(q.values[0], np.full(5, np.float32(1.0 / 3.0)))

@@ -6,9 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
+import yaml
 from workflow_cases import small_route
 
 from hydroscale.io import ingest, open_output
+from hydroscale.io.rapid import read_qout
 from hydroscale.routing import RestartMismatchError, RouteState, route_oracle
 from hydroscale.workflows import build_inputs, run_route, workflow_from_mapping
 
@@ -105,3 +107,27 @@ def test_restart_keys_cross_checked(tmp_path):
     text = str(err.value)
     assert "the oracle engine carries no state" in text
     assert "routing.initial_state and routing.initial 'steady'" in text
+
+
+def test_cli_format_and_state_flags(tmp_path, forcing, capsys):
+    from hydroscale.cli import EXIT_OK, main
+
+    paths, r, inputs = forcing
+    wf = tmp_path / "tiny.yaml"
+    wf.write_text(yaml.safe_dump(small_route(tmp_path / "unused")))
+    common = [str(wf), "--no-progress", "--set", "forcing.steps=null"]
+    assert main(["route", *common, "--forcing", str(paths["first"]), "--out",
+                 str(tmp_path / "a"), "--format", "netcdf",
+                 "--final-state", str(tmp_path / "a.npz")]) == EXIT_OK
+    assert main(["route", *common, "--forcing", str(paths["last"]), "--out",
+                 str(tmp_path / "b"), "--format", "rapid",
+                 "--initial-state", str(tmp_path / "a.npz")]) == EXIT_OK
+    capsys.readouterr()
+    a = xr.open_dataset(tmp_path / "a" / "discharge.nc").load()
+    assert a["discharge"].attrs["units"] == "m3 s-1" and a["discharge"].dtype == np.float64
+    np.testing.assert_array_equal(a["time"].values, inputs.forcing.time[:T1])
+    b = read_qout(tmp_path / "b" / "discharge.nc", inputs.network)  # RAPID Qout, float32
+    np.testing.assert_array_equal(a["reach"].values, inputs.network.ids)
+    both = np.concatenate([a["discharge"].values, b.values.astype(np.float64)], 1)
+    want = route_oracle(inputs.network, r, "linear_storage", inputs.params, substeps=2).numpy()
+    np.testing.assert_allclose(both, want, rtol=0, atol=2e-6 * np.abs(want).max())
