@@ -18,7 +18,6 @@ import datetime
 import logging
 import os
 import weakref
-from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -29,19 +28,28 @@ from ._adapters import (
     REACH,
     array_kind,
     compute_dtype,
+    dt_seconds,
     is_dataarray,
     map_reach_blocks,
+    param_values,
+    params_tensor,
     reach_alignment,
+    reach_dim,
     to_torch,
     xarray_adapter,
 )
-from .irf import IRFSpec, get_irf, stack_params
-from .network import RiverNetwork
+from .irf import IRFSpec, get_irf
+from .network import RiverNetwork, format_ids
 from .routing import (
+    DISCHARGE_ATTRS,
+    DISCHARGE_NAME,
     ENGINE_ENV_VAR,
+    RouteState,
     check_fits,
     check_runoff,
     estimate_engine_bytes,
+    get_engine,
+    list_engines,
     select_engine,
 )
 from .routing import route_rapid as _route_rapid_tensors
@@ -56,7 +64,7 @@ SMALL_WORK = 1 << 20
 
 
 # ---------------------------------------------------------------------------- routing
-@xarray_adapter("runoff", time_required=True)
+@xarray_adapter("runoff", time_required=True, result=(DISCHARGE_NAME, DISCHARGE_ATTRS))
 def route(
     network: RiverNetwork,
     runoff: Any,
@@ -68,6 +76,8 @@ def route(
     engine: str | None = None,
     allow_unstable: bool = False,
     allow_negative: bool = False,
+    initial: Any = "dry",
+    return_state: bool = False,
 ) -> Any:
     r"""Route lateral inflow through ``network``: discharge leaving every reach.
 
@@ -77,8 +87,8 @@ def route(
     ----------
     network : RiverNetwork
         The river network (N reaches).
-    runoff : array ``[N, T]`` or ``[B, N, T]``, or DataArray with dims ``reach``, ``time``
-        and optionally one batch dim
+    runoff : array ``[N, T]`` or ``[B, N, T]``, or DataArray with dims ``reach`` (or
+        ``feature_id``, ``rivid``, ``COMID``, ``seg_id``), ``time`` and optionally one batch dim
         Lateral inflow (m³/s, averaged over each routing step).  numpy, torch (CPU/CUDA),
         cupy, jax, dask or xarray (any of those inside).  Dask arrays stay lazy: they may be
         chunked over the batch axis, and over reaches only where every chunk holds whole basins
@@ -108,11 +118,33 @@ def route(
         Accept parameters the IRF's check rejects (e.g. Muskingum with a negative C0).
     allow_negative : bool
         Accept negative lateral inflow (losing reaches); NaN and inf are always refused.
+    initial : ``"dry"``, ``"steady"``, a discharge ``[N]`` / ``[B, N]``, or a RouteState
+        The state before the first step (see :mod:`hydroscale.routing._restart`):
+        ``"dry"`` (default) nothing flowed before; ``"steady"`` the steady state of the first
+        step's inflow ``r0`` (discharge ``accumulate(r0)``); a discharge ``Q0`` (m³/s, network
+        order, or a DataArray with a reach dimension) the steady state that yields it: the
+        constant inflow ``r* = Q0 - upstream(Q0)`` having flowed forever, so the run routes
+        ``r - r*`` from dry and adds ``Q0`` (a ``Q0`` smaller than the sum upstream of it
+        means negative ``r*``: refused unless ``allow_negative``); a
+        :class:`~hydroscale.routing.RouteState` returned by an earlier call (``return_state``)
+        or :meth:`RouteState.load` continues that run (same network, parameters, IRF,
+        sub-steps and ``dt``, else :class:`~hydroscale.routing.RestartMismatchError`).
+    return_state : bool
+        Also return the :class:`~hydroscale.routing.RouteState` after the last step (save it
+        with ``.save(path)``).  States are carried by the block-sparse engines (``torch``,
+        ``triton``; the default then), with a kernel window fitted to ``window_tolerance``
+        whatever the run's length: routing ``T1`` steps, then ``T - T1`` from the state
+        equals routing ``T`` steps to within 1e-6 of the discharge (the window's truncation
+        and rounding).  Dask inputs take neither a state nor ``return_state``.
 
     Returns
     -------
     Discharge (m³/s, averaged over each routing step) with the shape, type, device and dtype of
-    ``runoff`` (integer inputs give float64); a DataArray keeps dims, coords, attrs and name.
+    ``runoff`` (integer inputs give float64); a DataArray keeps dims (the reach dimension's
+    name too: ``reach``, ``feature_id``, ``rivid``, ``COMID`` or ``seg_id``) and coords, and
+    is named ``discharge`` with its own CF attributes (``units`` m3 s-1, ``standard_name``,
+    ``long_name``, ``cell_methods``), never the input's.  With ``return_state``: the tuple
+    ``(discharge, RouteState)``.
 
     Raises
     ------
@@ -143,10 +175,17 @@ def route(
         )
     if int(substeps) != substeps or substeps < 1:
         raise ValueError(f"substeps must be a positive integer, got {substeps!r}")
-    p = _params_tensor(network, spec, params, dt)
+    p = params_tensor(network, spec, params, dt)
+    dry = isinstance(initial, str) and initial == "dry"
+    if kind == "dask" and (return_state or not dry):
+        raise ValueError(
+            "initial= (other than 'dry') and return_state=True need the runoff in memory "
+            "(numpy, torch, ...): compute the dask array first (runoff.compute())")
     run = partial(
         _route_block, spec=spec, substeps=int(substeps), engine=engine,
         allow_unstable=allow_unstable, allow_negative=allow_negative,
+        initial=initial, return_state=return_state,
+        dt_s=None if dt is None else dt_seconds(dt),
     )
     if kind == "dask":
         return map_reach_blocks(
@@ -172,28 +211,137 @@ def _route_block(
     engine: str | None,
     allow_unstable: bool,
     allow_negative: bool,
+    initial: Any = "dry",
+    return_state: bool = False,
+    dt_s: float | None = None,
 ) -> Any:
     r, back = to_torch(runoff)
     work = compute_dtype(r.dtype)
     out_dtype = r.dtype if r.is_floating_point() else torch.float64
     added = r.ndim == 2
     b, n, t = (1, *r.shape) if added else tuple(r.shape)
+    state = initial if isinstance(initial, RouteState) else None
+    stateful = return_state or state is not None
     size = b * n * t * substeps
-    if engine is None and not os.environ.get(ENGINE_ENV_VAR) and size <= SMALL_WORK:
+    if (engine is None and not os.environ.get(ENGINE_ENV_VAR) and size <= SMALL_WORK
+            and not stateful):
         engine = "oracle"
+    if stateful and engine is None and not os.environ.get(ENGINE_ENV_VAR):
+        engine = _best_clustered(r.device)
     eng = select_engine(r.device, explicit=engine)
+    if stateful and not eng.clustered:
+        raise ValueError(
+            f"engine {eng.name!r} carries no state between calls: initial=<RouteState> and "
+            "return_state=True route with a block-sparse engine (engine='torch' or "
+            "'triton', or leave engine=None)")
     _check_memory(eng.name, b, n, t, substeps, work, r.device)
     rb = (r.unsqueeze(0) if added else r).to(work)
     check_runoff(rb, network.ids, allow_negative=allow_negative)
     p = torch.as_tensor(params).to(device=rb.device, dtype=work)
+    r_off, q_off = _initial_offsets(network, rb, initial, allow_negative)
+    if r_off is not None:  # a steady start: route r - r*, add its discharge Q0 after
+        rb = rb - r_off[..., None]
     logger.debug("route: %s reach-sub-steps on %s with engine %s", size, rb.device, eng.name)
     options: dict[str, Any] = {}
     if eng.clustered:  # the block-sparse engines route clusters of bounded size
         from .partition import partition_network
 
         options["cluster_of"] = partition_network(network, max_reaches=512).cluster_of
-    q = eng.fn(network, rb, spec.name, p, substeps, allow_unstable=allow_unstable, **options)
-    return back((q[0] if added else q).to(out_dtype))
+    new = None
+    if stateful:
+        q, new = _route_stateful(network, rb, spec, p, substeps, eng.name, state, dt_s,
+                                 allow_unstable, options["cluster_of"], r_off, q_off)
+    else:
+        q = eng.fn(network, rb, spec.name, p, substeps, allow_unstable=allow_unstable,
+                   **options)
+    if q_off is not None:
+        q = q + q_off[..., None].to(q.dtype)
+    out = back((q[0] if added else q).to(out_dtype))
+    return (out, new) if return_state else out
+
+
+def _best_clustered(device: torch.device) -> str:
+    """The best-ranked block-sparse engine for ``device`` (the engines that carry state)."""
+    specs = [get_engine(name) for name in list_engines()]
+    ok = [e for e in specs if e.clustered and e.supports(device.type)]
+    return max(ok, key=lambda e: e.rank[device.type]).name
+
+
+def _initial_offsets(network: RiverNetwork, rb: torch.Tensor, initial: Any,
+                     allow_negative: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The steady start of ``initial`` as (inflow ``r*`` [B, N], discharge ``Q0`` [B, N])
+    in ``rb``'s dtype and device, or (None, None) for a dry start."""
+    b, n = rb.shape[0], rb.shape[1]
+    as_t = lambda a: torch.as_tensor(np.asarray(a), dtype=rb.dtype).to(rb.device)  # noqa: E731
+    if isinstance(initial, RouteState):
+        if np.any(initial.inflow_offset) or np.any(initial.discharge_offset):
+            return as_t(initial.inflow_offset), as_t(initial.discharge_offset)
+        return None, None
+    if isinstance(initial, str):
+        if initial == "dry":
+            return None, None
+        if initial == "steady":
+            r0 = rb[:, :, 0].detach().clone()
+            return r0, _accumulate_t(network, r0[..., None])[..., 0]
+        raise ValueError(f"initial must be 'dry', 'steady', a discharge [N] or [B, N] "
+                         f"(m³/s) or a RouteState, got {initial!r}")
+    q0 = initial
+    if is_dataarray(q0):
+        dim = reach_dim(q0.dims, "initial")
+        order = reach_alignment(network, q0[dim].values, "initial", dim)
+        q0 = q0.transpose(..., dim)
+        q0 = (q0 if order is None else q0.isel({dim: order})).values
+    q0, _ = to_torch(q0) if not isinstance(q0, (list, tuple)) else to_torch(np.asarray(q0))
+    q0 = q0.detach().to(device=rb.device, dtype=rb.dtype)
+    if q0.ndim == 1:
+        q0 = q0.unsqueeze(0).expand(b, -1)
+    if tuple(q0.shape) != (b, n):
+        raise ValueError(f"initial discharge must be [N = {n}] or [B = {b}, N = {n}] m³/s in "
+                         f"network order, got shape {tuple(q0.shape)}")
+    bad = ~torch.isfinite(q0)
+    if bool(bad.any()):
+        j = int(torch.nonzero(bad)[0, 1])
+        raise ValueError(f"initial discharge has {int(bad.sum())} NaN or infinite value(s); "
+                         f"first at reach id {int(network.ids[j])}: fill them first")
+    r_star = q0 - _upstream_t(network, q0[..., None])[..., 0]
+    neg = r_star < 0
+    if not allow_negative and bool(neg.any()):
+        j = torch.nonzero(neg)[:, 1].unique().cpu().numpy()
+        raise ValueError(
+            f"initial discharge is smaller than the sum of the discharges flowing into "
+            f"{j.size} reach(es), ids {format_ids(network.ids[j])}: the steady state that "
+            "yields it needs negative lateral inflow there (r* = Q0 - upstream(Q0)); pass "
+            "allow_negative=True if losing reaches are meant, or correct the discharge")
+    return r_star, q0.clone()
+
+
+def _route_stateful(network: RiverNetwork, rb: torch.Tensor, spec: IRFSpec, p: torch.Tensor,
+                    substeps: int, engine: str, state: RouteState | None, dt_s: float | None,
+                    allow_unstable: bool, cluster_of: np.ndarray, r_off: Any,
+                    q_off: Any) -> tuple[torch.Tensor, RouteState]:
+    """Route ``rb`` ``[B, N, T]`` with a :class:`StagedRouter` from ``state`` (dry when
+    None); returns the discharge and the state after the last step."""
+    from .routing import RivTreeCluster, StagedRouter, restart_fingerprint
+
+    router = StagedRouter(
+        RivTreeCluster(network, cluster_of), spec, substeps=substeps,
+        window="auto" if state is None else state.window, dtype=rb.dtype,
+        backend=engine if engine in ("torch", "triton") else "auto", device=rb.device,
+        allow_unstable=allow_unstable)
+    if router.window is None:  # fitted to the tolerance, whatever this call's length
+        router.window = router.auto_window(p)
+    fp = restart_fingerprint(network, p, spec.name, substeps, router.window, cluster_of, dt_s)
+    b, n, t = rb.shape
+    if state is not None:
+        state.check(network, fp, batch=b)
+    before = 0 if state is None else state.steps
+    kernels = router.aggregate(p)
+    router.check_window(kernels, before + t, "route(initial=<state>)")
+    rs = None if state is None else state.router.to(rb.device, rb.dtype)
+    q, new = router(rb, kernels=kernels, state=rs, return_state=True)
+    zeros = np.zeros((b, n))
+    off = lambda x: zeros if x is None else x.detach().cpu().double().numpy()  # noqa: E731
+    return q, RouteState(new, network.ids.copy(), off(r_off), off(q_off), fp, before + t)
 
 
 def _check_memory(engine: str, b: int, n: int, t: int, substeps: int, dtype: torch.dtype,
@@ -285,8 +433,8 @@ def route_rapid(
     if dt is None:
         raise ValueError("dt is required for plain arrays: the inflow interval (e.g. "
                          "dt=10800 or dt='3h'); a DataArray gives it by its time coordinate")
-    dt_s = _dt_seconds(dt)
-    dtr_s = dt_s if dtR is None else _dt_seconds(dtR)
+    dt_s = dt_seconds(dt)
+    dtr_s = dt_s if dtR is None else dt_seconds(dtR)
     q, back = to_torch(values)
     if q.ndim not in (2, 3) or q.shape[-2] != n:
         raise ValueError(f"qext must be [N, T] or [B, N, T] with N = {n} reaches of the "
@@ -299,7 +447,7 @@ def route_rapid(
     xx = _rapid_param(network, x, "x", q.device)
     q0 = None
     if qinit is not None:
-        q0 = _param_values(network, qinit, "qinit").to(q.device)
+        q0 = param_values(network, qinit, "qinit").to(q.device)
         if q0.ndim == 0:
             q0 = q0.expand(n)
     qout, qfinal = _route_rapid_tensors(network, q, kk, xx, dt_s, dtr_s, qinit=q0)
@@ -338,95 +486,13 @@ def _dataarray_interval(da: Any) -> float:
 
 
 def _rapid_param(network: RiverNetwork, value: Any, name: str, device: Any) -> torch.Tensor:
-    v = _param_values(network, value, name).to(device)
+    v = param_values(network, value, name).to(device)
     if v.ndim == 0:
         v = v.expand(network.n_reaches)
     if v.shape != (network.n_reaches,):
         raise ValueError(f"{name} must be a scalar or [N = {network.n_reaches}] values, got "
                          f"{tuple(v.shape)}")
     return v
-
-
-# ---------------------------------------------------------------------------- parameters
-def _dt_seconds(dt: Any) -> float:
-    if isinstance(dt, datetime.timedelta):
-        seconds = dt.total_seconds()
-    elif isinstance(dt, np.timedelta64):
-        seconds = float(dt / np.timedelta64(1, "s"))
-    elif isinstance(dt, str):
-        import pandas as pd
-
-        seconds = pd.Timedelta(dt).total_seconds()
-    elif isinstance(dt, (int, float, np.integer, np.floating)) and not isinstance(dt, bool):
-        seconds = float(dt)
-    else:
-        raise TypeError(
-            f"dt must be seconds (float), a timedelta, a numpy timedelta64 or a string like "
-            f"'1D', got {dt!r}"
-        )
-    if not np.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"dt must be a positive duration, got {dt!r}")
-    return seconds
-
-
-def _param_values(network: RiverNetwork, value: Any, name: str) -> torch.Tensor:
-    """One parameter column (scalar or ``[N]``) or table (``[N, P]``) as a tensor in network
-    order; DataArrays are aligned by reach id, dask arrays computed."""
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be numeric, got {value!r}")
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        return torch.tensor(float(value), dtype=torch.float64)
-    if isinstance(value, (list, tuple)):
-        value = np.asarray(value, dtype=np.float64)
-    if is_dataarray(value):
-        if REACH in value.dims:
-            order = reach_alignment(network, value[REACH].values, name)
-            value = value.transpose(REACH, ...)
-            if order is not None:
-                value = value.isel({REACH: order})
-        value = value.data
-    kind = array_kind(value, name)
-    if kind == "dask":
-        value = value.compute()
-        kind = array_kind(value, name)
-    t, _ = to_torch(value, kind)
-    return t if t.is_floating_point() else t.to(torch.float64)
-
-
-def _params_tensor(network: RiverNetwork, spec: IRFSpec, params: Any, dt: Any) -> torch.Tensor:
-    """``params`` as an ``[N, P]`` tensor (routing-step units, network order)."""
-    n = network.n_reaches
-    if params is None:
-        raise ValueError(
-            f"params are required: IRF {spec.name!r} takes {list(spec.params)} "
-            f"(default calibration bounds {dict(spec.bounds)})"
-        )
-    if is_dataarray(params) and params.ndim == 2 and REACH in params.dims:
-        other = next(d for d in params.dims if d != REACH)
-        if other in params.coords and set(map(str, params[other].values)) == set(spec.params):
-            params = {p: params.sel({other: p}) for p in spec.params}
-    if isinstance(params, Mapping):
-        cols = {k: _param_values(network, v, f"params[{k!r}]") for k, v in params.items()}
-        device = next((c.device for c in cols.values() if c.device.type != "cpu"), None)
-        if device is not None:
-            cols = {k: c.to(device) for k, c in cols.items()}
-        for k, c in cols.items():
-            if c.ndim > 1 or (c.ndim == 1 and c.shape[0] != n):
-                raise ValueError(
-                    f"params[{k!r}] must be a scalar or [N = {n}] values, got {tuple(c.shape)}"
-                )
-        p = stack_params(spec, cols, n=n)
-    else:
-        p = stack_params(spec, _param_values(network, params, "params"))
-    if tuple(p.shape) != (n, spec.n_params):
-        raise ValueError(
-            f"params must be [N = {n}, P = {spec.n_params}] (columns {list(spec.params)}), "
-            f"got {tuple(p.shape)}"
-        )
-    if dt is not None:  # SI values -> routing-step units, by the IRF's declared units
-        scale = spec.step_factors(_dt_seconds(dt))
-        p = p * torch.tensor(scale, dtype=p.dtype, device=p.device)
-    return p
 
 
 # ---------------------------------------------------------------------------- accumulation

@@ -125,6 +125,8 @@ def _route_values(args: argparse.Namespace) -> dict[str, Any]:
         "max_reaches": "partition.max_reaches", "max_travel_time": "partition.max_travel_time",
         "workers": "partition.workers", "cluster": "cluster",
         "memory_limit": "routing.memory_limit",
+        "initial_state": "routing.initial_state", "final_state": "output.final_state",
+        "output_format": "output.format",
     }
     for attr, key in flat.items():
         value = getattr(args, attr, None)
@@ -586,6 +588,15 @@ def _run_flags(p: argparse.ArgumentParser, calibrate: bool = False) -> None:
                    "are visible, else local-cpu)")
     g.add_argument("--overwrite", action="store_true",
                    help="replace an existing output store (output.overwrite)")
+    g.add_argument("--format", dest="output_format", choices=("zarr", "netcdf", "rapid"),
+                   help="discharge file: the Zarr store, plus <store>.nc as CF NetCDF or as "
+                   "a RAPID Qout file (output.format)")
+    g.add_argument("--initial-state", metavar="FILE",
+                   help="continue the run that wrote this restart state (.npz) "
+                   "(routing.initial_state)")
+    g.add_argument("--final-state", metavar="FILE",
+                   help="write the state after the last step to FILE (.npz), to continue "
+                   "later with --initial-state (output.final_state)")
     g.add_argument("--reach", type=int, action="append", metavar="ID",
                    help="also plot this reach's hydrograph (repeatable)")
 

@@ -250,11 +250,45 @@ def test_xarray_aligned_and_labels_kept(net, case, shuffle):
     da = _labelled(net, runoff.astype(np.float32), perm).transpose("time", "reach", "member")
     q = hs.route(net, da, "muskingum", params)
     assert isinstance(q, xr.DataArray) and q.dims == ("time", "reach", "member")
-    assert q.dtype == np.float32 and q.name == "flow" and q.attrs == da.attrs
+    # discharge is labelled as discharge, never with the runoff's name and attributes
+    assert q.dtype == np.float32 and q.name == "discharge" and "source" not in q.attrs
+    assert q.attrs == {"units": "m3 s-1",
+                       "standard_name": "water_volume_transport_in_river_channel",
+                       "long_name": "discharge leaving each reach (mean over each time step)",
+                       "cell_methods": "time: mean"}
+    assert da.name == "flow" and da.attrs["source"] == "test"  # the input is left alone
     for c in da.coords:
         np.testing.assert_array_equal(q[c].values, da[c].values)
     want = oracle(net, runoff, params)[:, perm]  # input reach order
     close(q.transpose("member", "reach", "time").values, want, 2e-6)
+
+
+@pytest.mark.parametrize("dim", ["feature_id", "rivid", "COMID", "seg_id"])
+def test_xarray_reach_dim_aliases(small_tree, dim):
+    """NWM's feature_id, RAPID's rivid, NHDPlus COMID, mizuRoute seg_id name the reach
+    dimension; the result keeps the input's name, and parameters may use it too."""
+    n = small_tree.n_reaches
+    r = np.random.default_rng(3).uniform(size=(n, 9))
+    ids = small_tree.ids[::-1]
+    da = xr.DataArray(r, dims=(dim, "time"), coords={dim: ids})
+    tau = xr.DataArray(np.linspace(0.5, 2.0, n), dims=dim, coords={dim: ids})
+    q = hs.route(small_tree, da, "linear_storage", {"tau": tau})
+    assert q.dims == (dim, "time") and "reach" not in q.coords
+    np.testing.assert_array_equal(q[dim].values, ids)
+    want = route_oracle(small_tree, r[::-1].copy(), "linear_storage",
+                        {"tau": np.linspace(0.5, 2.0, n)[::-1].copy()}).numpy()
+    close(q.values, want[::-1], 1e-12)
+    a = hs.accumulate(small_tree, da.isel(time=0))
+    assert a.dims == (dim,)
+    close(a.values, hs.accumulate(small_tree, r[::-1, 0].copy())[::-1], 1e-12)
+
+
+def test_two_reach_dims_are_refused(small_tree):
+    n = small_tree.n_reaches
+    da = xr.DataArray(np.zeros((n, 2, 3)), dims=("reach", "rivid", "time"),
+                      coords={"reach": small_tree.ids, "rivid": [1, 2]})
+    with pytest.raises(ValueError, match=r"several reach dimensions \['reach', 'rivid'\]"):
+        hs.route(small_tree, da, "linear_storage", {"tau": 1.0})
 
 
 def test_xarray_without_batch_dim(net, case):
@@ -320,7 +354,8 @@ def test_shape_and_dims_errors(net, case, small_tree):
     da = _labelled(net, runoff, np.arange(n))
     with pytest.raises(ValueError, match="'time' dimension, got dims \\('member', 'reach'\\)"):
         hs.route(net, da.isel(time=0), "muskingum", params)
-    with pytest.raises(ValueError, match="'reach' dimension"):
+    with pytest.raises(ValueError, match=r"must have a reach dimension \(one of \['reach', "
+                                         r"'feature_id', 'rivid', 'COMID', 'seg_id'\]\)"):
         hs.route(net, da.rename(reach="link"), "muskingum", params)
     with pytest.raises(ValueError, match="one batch dimension"):
         hs.route(net, da.expand_dims(run=[1]), "muskingum", params)

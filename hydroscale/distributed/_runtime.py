@@ -35,8 +35,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
+from .._adapters import params_tensor
 from .._closing import Closing
 from ..io import (
     ArrayForcing,
@@ -333,7 +333,9 @@ class DistributedRouter(Closing):
         self.window_tolerance = o.window_tolerance
         pv = params
         if params is not None and not callable(params):
-            pv = np.asarray(torch.as_tensor(params).detach().cpu().numpy())
+            # every form hydroscale.route takes (mappings of scalars or arrays, DataArrays
+            # aligned by reach id, [N, P] arrays), normalised the one way route does
+            pv = np.asarray(params_tensor(network, o.spec, params).detach().cpu().numpy())
         self._run_data = _run_data(self.run_id, self.plan, pv, o, batch_reaches, max_steps)
         self._data = client.scatter(self._run_data, broadcast=True, hash=False)
         info = _on_workers(client, self.addrs, setup_task, self._data,
@@ -476,7 +478,7 @@ class DistributedRouter(Closing):
                 create_output_store(output, plan.reach_ids, forcing.time[:steps],
                                     chunks=(int(reach_chunk), int(time_chunk)),
                                     interval_s=forcing.interval_s, run=meta,
-                                    overwrite=overwrite,
+                                    overwrite=overwrite, dtype=str(self.dtype).split(".")[-1],
                                     fingerprint=run_fingerprint(definition))
 
             prepared = prepare_output(
@@ -650,12 +652,14 @@ def route_distributed(
     forcing_store : path of a Zarr forcing store (:func:`hydroscale.io.ingest`; rows in
         ``plan.reach_ids`` order are read as contiguous slices), a :class:`ZarrForcing` or a
         :class:`SyntheticForcing` (generated on the workers).  Runoff in m³/s per step.
-    output_store : path of the Zarr output store to create (``(reach, time)`` float32
-        discharge in m³/s, rows in the plan's engine order, with reach ids, time, units and
+    output_store : path of the Zarr output store to create (``(reach, time)`` discharge in
+        the run's dtype in m³/s, rows in the plan's engine order, with reach ids, time, units and
         the run's metadata), or None to discard discharge (benchmarks; the checksum remains).
     irf : registered IRF name (the ``irf`` of the options).
-    params : ``[N, P]`` parameters in network order (routing-step units), scattered once; or
-        a picklable callable ``params(network) -> [N, P]`` evaluated on each worker.
+    params : the parameters in routing-step units, scattered once: every form
+        :func:`hydroscale.route` takes (a mapping name -> scalar or ``[N]`` values, an
+        ``[N, P]`` array in network order, DataArrays aligned by reach id); or a picklable
+        callable ``params(network) -> [N, P]`` evaluated on each worker.
     substeps : f, sub-steps per routing step (the ``substeps`` of the options).
     time_chunk : steps per task; bounds per-worker memory (runoff, discharge and transfer
         buffers of one chunk, plus the carried state).

@@ -457,7 +457,7 @@ def route_task(data: RunData, spec: PassSpec, group: int, chunk: int, t0: int, t
     ps.timers["route"] += time.perf_counter() - tic
     if ps.writer is not None:
         tic = time.perf_counter()
-        block = q[0].to("cpu", torch.float32).numpy()
+        block = q[0].to("cpu").numpy()  # the run's dtype, as the store holds it
         ps.timers["d2h"] += time.perf_counter() - tic
         ps.writer.submit(a, t0, block, (int(group), int(chunk)),
                          # on the host here, right after the discharge's copy (the device

@@ -21,6 +21,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     ".mizuroute": ("mizuroute",),
     ".zarr_store": ("zarr_store", "ForcingStore", "ingest", "open_forcing"),
     "._common": ("IOFormatError", "netcdf_guard"),
+    "._export": ("EXPORT_FORMATS", "export_output"),
     "._forcing": ("ArrayForcing", "SyntheticForcing", "ZarrForcing", "as_forcing",
                   "hash_uniform"),
     "._output": ("OutputStore", "PreparedOutput", "RunProgress", "create_output_store",
@@ -36,6 +37,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
 if TYPE_CHECKING:
     from . import mizuroute, nwm, rapid, rapid2, zarr_store
     from ._common import IOFormatError, netcdf_guard
+    from ._export import EXPORT_FORMATS, export_output
     from ._forcing import ArrayForcing, SyntheticForcing, ZarrForcing, as_forcing, hash_uniform
     from ._output import (
         OutputStore,
@@ -91,6 +93,7 @@ __all__ = [
     "ZarrForcing",
     "as_forcing",
     "hash_uniform",
+    "EXPORT_FORMATS",
     "OutputStore",
     "PreparedOutput",
     "StoreChangedError",
@@ -98,6 +101,7 @@ __all__ = [
     "StoreLockedError",
     "check_not_nested",
     "digest",
+    "export_output",
     "lock_path",
     "prepare_output",
     "run_fingerprint",

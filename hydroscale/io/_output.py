@@ -84,7 +84,7 @@ class OutputStore:
     def create(cls, path: Any, reach_ids: Any, time: Any, **options: Any) -> OutputStore:
         """Create an empty store at ``path`` (:func:`~hydroscale.io.create_output_store`:
         ``variable``, ``units``, ``chunks``, ``interval_s``, ``run``, ``overwrite``,
-        ``fingerprint``)."""
+        ``fingerprint``, ``dtype``)."""
         create_output_store(path, reach_ids, time, **options)
         return cls(path)
 
@@ -105,10 +105,11 @@ class OutputStore:
 
     def write(self, reach_start: int, time_start: int, block: Any, *,
               lock: Callable[[str], Any] | None = None) -> None:
-        """Write ``block`` ``[n_reach, n_time]`` at rows ``reach_start:`` and steps
-        ``time_start:`` (float32), the shared edge chunks under ``lock`` when given."""
+        """Write ``block`` ``[n_reach, n_time]`` (m³/s) at rows ``reach_start:`` and steps
+        ``time_start:`` (cast to the store's dtype), the shared edge chunks under ``lock``
+        when given."""
         arr = self.array
-        b = np.asarray(block, np.float32)
+        b = np.asarray(block, arr.dtype)
         if b.ndim != 2:
             raise ValueError(f"block must be [n_reach, n_time], got {b.shape}")
         a, t0 = int(reach_start), int(time_start)
@@ -313,18 +314,32 @@ def create_output_store(
     run: dict[str, Any] | None = None,
     overwrite: bool = False,
     fingerprint: str | None = None,
+    dtype: Any = "float32",
 ) -> zarr.Group:
-    """Create an empty ``(reach, time)`` float32 output store (NaN-filled) for region writes.
+    """Create an empty ``(reach, time)`` output store (NaN-filled) for region writes.
 
     ``reach_ids`` [N] in the row order the writers use (e.g. clusters contiguous); ``time``
     [T] datetime64 interval starts; ``run``: run metadata (engine, IRF, parameters source, ...)
     stored under the ``run`` attribute; ``fingerprint``: a digest of the run definition (a
-    resumed run must present the same).  The store is marked incomplete
-    (``attrs["complete"] = False``) until the writer calls :func:`mark_complete`.
+    resumed run must present the same); ``dtype``: float32 (default) or float64, the dtype
+    the run computes in.
+
+    The store is CF-1.8 (``xarray.open_zarr`` decodes it): ``time`` carries CF units and
+    calendar (decoded to datetime64), the discharge its ``units``, ``standard_name``,
+    ``long_name`` and ``cell_methods``, the group ``Conventions`` and ``featureType``.
+
+    Until :func:`mark_complete` the store is marked incomplete: ``attrs["complete"] = False``
+    (:func:`open_output` refuses it), a ``comment`` and the discharge's ``long_name`` say
+    so, and it has no consolidated metadata, so ``xarray.open_zarr`` warns on opening it
+    (a ``RuntimeWarning``; an error under ``-W error``); the consolidated metadata is
+    written by :func:`mark_complete`, last.
     """
     ids = np.asarray(reach_ids, np.int64)
     t = np.asarray(time).astype("datetime64[ns]")
     check_times(t, store, "time")
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise ValueError(f"dtype of an output store must be float32 or float64, got {dt}")
     if not overwrite and isinstance(store, (str, os.PathLike)) and os.path.exists(store):
         raise FileExistsError(
             f"output store {os.fspath(store)!r} exists and is left untouched; pass "
@@ -332,30 +347,71 @@ def create_output_store(
         )
     root = zarr.open_group(store, mode="w" if overwrite else "w-")
     n, steps = ids.size, t.size
-    root.create_array(variable, shape=(n, steps), dtype="float32",
-                      chunks=(min(chunks[0], max(n, 1)), min(chunks[1], max(steps, 1))),
-                      compressors=fmt.compressors(), fill_value=np.nan,
-                      dimension_names=("reach", "time"))
-    root.create_array("reach", data=ids, chunks=(max(n, 1),), dimension_names=("reach",))
-    root.create_array("time", data=fmt.to_seconds(t), chunks=(max(steps, 1),),
-                      dimension_names=("time",))
+    step = interval_s if interval_s else fmt.interval_of(t)
+    q = root.create_array(variable, shape=(n, steps), dtype=dt,
+                          chunks=(min(chunks[0], max(n, 1)), min(chunks[1], max(steps, 1))),
+                          compressors=fmt.compressors(), fill_value=np.nan,
+                          dimension_names=("reach", "time"))
+    q.attrs.update(_variable_attrs(units, step, complete=False))
+    r = root.create_array("reach", data=ids, chunks=(max(n, 1),), dimension_names=("reach",))
+    r.attrs.update({"long_name": "reach id", "cf_role": "timeseries_id"})
+    tt = root.create_array("time", data=fmt.to_seconds(t), chunks=(max(steps, 1),),
+                           dimension_names=("time",))
+    tt.attrs.update(fmt.cf_time_attrs("start of each time step (values are means over it)"))
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     root.attrs.update({
+        "Conventions": "CF-1.8", "featureType": "timeSeries",
+        "title": "hydroscale routed discharge", "source": f"hydroscale {fmt.version()}",
+        "history": f"{created} created by hydroscale", "comment": _INCOMPLETE,
         "hydroscale_store": "output", "variable": variable, "units": units,
         "time_units": fmt.TIME_UNITS,
-        "interval_s": interval_s if interval_s else fmt.interval_of(t),
+        "interval_s": step,
         "time_meaning": "start of each interval; values are interval means",
-        "run": {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "hydroscale_version": fmt.version(), **(run or {})},
+        "run": {"created": created, "hydroscale_version": fmt.version(), **(run or {})},
         "fingerprint": fingerprint, "complete": False,
     })
     return root
 
 
+_INCOMPLETE = ("INCOMPLETE: the run writing this store has not finished (or failed); "
+               "unwritten values are NaN. Read it with hydroscale.io.open_output, which "
+               "refuses it until the run completes")
+
+
+def _variable_attrs(units: str, interval_s: float | None, *, complete: bool) -> dict[str, str]:
+    from ..routing import DISCHARGE_ATTRS  # lazy: reading a store needs no routing
+
+    attrs = {**DISCHARGE_ATTRS, "units": units}
+    if interval_s:
+        attrs["cell_methods"] = f"time: mean (interval: {interval_s:g} s)"
+    if not complete:
+        attrs["long_name"] = f"INCOMPLETE (run not finished) {attrs['long_name']}"
+    return attrs
+
+
 def mark_complete(store: Any) -> None:
-    """Mark an output store complete: every block is written and flushed (call last)."""
+    """Mark an output store complete: every block is written and flushed (call last).
+
+    Clears the incomplete markers and writes the store's consolidated metadata (after
+    which ``xarray.open_zarr`` opens it without a warning)."""
+    import warnings
+
     root = zarr.open_group(store, mode="r+")
-    root.attrs.update({"complete": True, "completed": datetime.now(timezone.utc).isoformat(
-        timespec="seconds")})
+    completed = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    attrs = dict(root.attrs)
+    var = root[attrs["variable"]]
+    var.attrs.update(_variable_attrs(attrs.get("units", "m3 s-1"), attrs.get("interval_s"),
+                                     complete=True))
+    root.attrs.update({"complete": True, "completed": completed,
+                       "comment": "complete: every time step of every reach was written",
+                       "history": f"{attrs.get('history', '')}\n{completed} completed".strip()})
+    with warnings.catch_warnings():
+        # zarr notes that consolidated metadata is not (yet) in the v3 specification;
+        # zarr-python and xarray read it, and the store reads the same without it
+        warnings.filterwarnings("ignore", message="Consolidated metadata")
+        # the run's progress record (_hydroscale/done, state) holds plain files
+        warnings.filterwarnings("ignore", message="Object at .* is not recognized")
+        zarr.consolidate_metadata(store)
 
 
 @dataclass(frozen=True)
@@ -448,10 +504,14 @@ def write_block(store: Any, reach_start: int, time_start: int, block: Any) -> No
 
 def open_output(store: Any, network: RiverNetwork | None = None, *,
                 allow_incomplete: bool = False) -> xr.DataArray:
-    """An output store as a ``(reach, time)`` DataArray (network order if given; loads it).
+    """An output store as a ``(reach, time)`` DataArray (network order if given; loads it):
+    discharge in m³/s (the store's dtype), ``time`` the interval starts (datetime64), attrs
+    those of the store and of its discharge variable (``units``, ``standard_name``, ...).
 
     An incomplete store (its run was interrupted, failed or is still writing) is refused
-    unless ``allow_incomplete=True`` (steps not written yet read as NaN).
+    unless ``allow_incomplete=True`` (steps not written yet read as NaN).  Plain
+    ``xarray.open_zarr(store)`` opens a complete store too (CF-decoded); on an incomplete
+    one it warns (no consolidated metadata) and its ``complete`` attribute is False.
     """
     root, arr = fmt.open_store(store, "output")
     if root.attrs.get("complete") is False and not allow_incomplete:
@@ -469,4 +529,5 @@ def open_output(store: Any, network: RiverNetwork | None = None, *,
     rows = np.arange(ids.size) if network is None else fmt.match_rows(ids, network, store)
     vals = arr.get_orthogonal_selection((rows, slice(None)))
     return xr.DataArray(vals, {"reach": ids[rows], "time": t}, ("reach", "time"),
-                        name=root.attrs["variable"], attrs=dict(root.attrs))
+                        name=root.attrs["variable"],
+                        attrs={**dict(root.attrs), **dict(arr.attrs)})

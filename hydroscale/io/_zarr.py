@@ -8,6 +8,10 @@ Layout of a store (a Zarr v3 group)::
     attrs: hydroscale_store ("forcing" | "output"), variable, units, time_units,
            interval_s, provenance (source, created, hydroscale version, reach order), ...
 
+Output stores also carry CF-1.8 metadata (:func:`cf_time_attrs`, the discharge's
+``units``/``standard_name``/``long_name``/``cell_methods``, global ``Conventions``), so that
+``xarray.open_zarr`` decodes them as they are; see :mod:`hydroscale.io._output`.
+
 Forcing stores are written by :func:`~hydroscale.io.ingest` and opened against a network
 by :func:`~hydroscale.io.open_forcing`; output stores are created, written and completed by
 :mod:`hydroscale.io._output`.
@@ -24,11 +28,20 @@ from zarr.codecs import BloscCodec
 from ..network import RiverNetwork, format_ids
 from ._common import IOFormatError
 
-__all__ = ["EPOCH", "TIME_UNITS", "check_chunks", "check_regular", "compressors",
-           "interval_of", "match_rows", "open_store", "to_seconds", "version"]
+__all__ = ["CF_TIME_UNITS", "EPOCH", "TIME_UNITS", "cf_time_attrs", "check_chunks",
+           "check_regular", "compressors", "interval_of", "match_rows", "open_store",
+           "to_seconds", "version"]
 
 TIME_UNITS = "seconds since 1970-01-01T00:00:00Z"
+#: the same epoch as CF writes it on the ``time`` array (UTC; decoded by xarray/cftime)
+CF_TIME_UNITS = "seconds since 1970-01-01 00:00:00"
 EPOCH = np.datetime64("1970-01-01T00:00:00", "s")
+
+
+def cf_time_attrs(meaning: str) -> dict[str, str]:
+    """CF attributes of a ``time`` array of int64 seconds since 1970-01-01 UTC."""
+    return {"units": CF_TIME_UNITS, "calendar": "proleptic_gregorian", "standard_name": "time",
+            "long_name": meaning, "axis": "T"}
 
 
 def compressors() -> list[Any]:

@@ -41,6 +41,8 @@ from ._common import (
 )
 
 __all__ = [
+    "append_qout",
+    "create_qout",
     "read_k",
     "read_qinit",
     "read_qout",
@@ -379,19 +381,41 @@ def write_qout(
     t = _seconds(time)
     if q.shape != (rivid.size, t.size):
         raise ValueError(f"qout must be [N={rivid.size}, T={t.size}], got {q.shape}")
-    ds = _create(path, rivid, title, lon, lat, source)
+    ds = create_qout(path, rivid, dt_s, lon=lon, lat=lat, title=title, source=source)
+    try:
+        append_qout(ds, 0, q, t, dt_s)
+    finally:
+        ds.close()
+
+
+def create_qout(path: Any, rivid: Any, dt_s: float, *, lon: Any = None, lat: Any = None,
+                title: str = "hydroscale RAPID-mode discharge",
+                source: str = "hydroscale") -> Any:
+    """Create an empty RAPID ``Qout`` file (``time`` unlimited) and return it open
+    (a ``netCDF4.Dataset``: fill it with :func:`append_qout`, then close it)."""
+    ds = _create(path, np.asarray(rivid, np.int64), title, lon, lat, source)
     try:
         ds.variables["time"].bounds = "time_bnds"
-        ds.variables["time"][:] = t
-        b = ds.createVariable("time_bnds", "i4", ("time", "nv"))
-        b[:] = np.stack([t, t + int(round(dt_s))], 1)
+        ds.createVariable("time_bnds", "i4", ("time", "nv"))
         v = ds.createVariable("Qout", "f4", ("time", "rivid"))
         v.long_name = "average river water discharge downstream of each river reach"
         v.units, v.coordinates, v.grid_mapping = "m3 s-1", "lon lat", "crs"
         v.cell_methods = "time: mean"
-        v[:] = q.T
-    finally:
+    except BaseException:
         ds.close()
+        raise
+    return ds
+
+
+def append_qout(ds: Any, start: int, qout: Any, time: Any, dt_s: float) -> None:
+    """Write ``qout`` ``[N, t]`` (m³/s, rows in the file's ``rivid`` order) at steps
+    ``start:start + t`` of a file made by :func:`create_qout`; ``time`` [t] interval starts."""
+    t = _seconds(time)
+    q = np.asarray(qout, np.float32)
+    end = int(start) + t.size
+    ds.variables["time"][start:end] = t
+    ds.variables["time_bnds"][start:end] = np.stack([t, t + int(round(dt_s))], 1)
+    ds.variables["Qout"][start:end, :] = q.T
 
 
 def write_qfinal(

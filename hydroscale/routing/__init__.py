@@ -2,6 +2,7 @@
 path kernels: "torch", "triton") and LevelRouter (level by level: "levels", preferred on CPU)."""
 
 from . import _engines_builtin  # noqa: F401  (registers the torch and triton engines)
+from ._cf import DISCHARGE_ATTRS, DISCHARGE_NAME
 from ._engines import (
     ENGINE_ENV_VAR,
     EngineSpec,
@@ -21,6 +22,7 @@ from ._memory import (
     parse_bytes,
 )
 from ._options import RoutingOptions
+from ._restart import RestartMismatchError, RouteState, restart_fingerprint
 from ._rivtree import RivTree, RivTreeCluster
 from ._router import LTIRouter, RouterState, RoutingKernels, StagedRouter
 from ._run_plan import RunPlan, WorkerPlan, plan_run
@@ -30,6 +32,8 @@ from .oracle import causal_conv_fft, route_oracle
 from .rapid import rapid_coefficients, route_rapid
 
 __all__ = [
+    "DISCHARGE_ATTRS",
+    "DISCHARGE_NAME",
     "rapid_coefficients",
     "route_rapid",
     "ENGINE_ENV_VAR",
@@ -38,6 +42,8 @@ __all__ = [
     "LevelRouter",
     "RivTree",
     "RivTreeCluster",
+    "RestartMismatchError",
+    "RouteState",
     "RouterState",
     "RoutingOptions",
     "RunPlan",
@@ -59,6 +65,7 @@ __all__ = [
     "get_engine",
     "list_engines",
     "register_engine",
+    "restart_fingerprint",
     "route_oracle",
     "select_engine",
 ]

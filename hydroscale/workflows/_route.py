@@ -76,10 +76,14 @@ def _definition(cfg: dict[str, Any], inputs: RouteInputs, extra: dict[str, Any])
     from ..io import digest
 
     rt, net, f = cfg["routing"], inputs.network, inputs.forcing
+    start = extra.get("initial_state")
     return {
         "engine": extra.get("engine"),
         "routing": {**routing_options(cfg).describe(), "window": extra.get("window")},
         "time_chunk": rt["time_chunk"], "initial": rt["initial"],
+        "initial_state": None if start is None else digest(
+            start.router.runoff_hist.numpy(), start.router.inflow_hist.numpy(),
+            start.inflow_offset),
         "partition": dict(cfg["partition"]),
         "network": digest(net.ids, net.downstream),
         "params": None if inputs.params is None else digest(inputs.params.numpy()),
@@ -100,6 +104,7 @@ def _open_store(cfg: dict[str, Any], inputs: RouteInputs,
     path = Path(out["dir"]) / out["store"]
     rt = cfg["routing"]
     definition = _definition(cfg, inputs, extra)
+    start = extra.pop("initial_state", None)
 
     def create() -> None:
         create_output_store(
@@ -107,8 +112,10 @@ def _open_store(cfg: dict[str, Any], inputs: RouteInputs,
             chunks=(out["reach_chunk"], rt["time_chunk"]), interval_s=inputs.forcing.interval_s,
             run={"workflow": cfg.get("name") or "route", "irf": rt["irf"],
                  "substeps": rt["substeps"], "forcing": inputs.forcing.describe()["source"],
-                 "definition": definition, **extra},
+                 "definition": definition, **extra,
+                 "initial_state": None if start is None else start.path},
             overwrite=out["overwrite"], fingerprint=run_fingerprint(definition),
+            dtype=rt["dtype"],
         )
 
     prepared = prepare_output(str(path), definition, create, overwrite=out["overwrite"],
@@ -179,6 +186,20 @@ def single_device_plan(router: Any, part: Any, steps: int, rt: dict[str, Any],
     return plan
 
 
+def _initial_state(rt: dict[str, Any]) -> Any:
+    """The restart state ``routing.initial_state`` names (a RouteState), or None."""
+    if not rt.get("initial_state"):
+        return None
+    from ..routing import RouteState
+
+    return RouteState.load(rt["initial_state"])
+
+
+def _offset(values: np.ndarray) -> np.ndarray | None:
+    """A state's steady-start offset ``[1, N]`` as ``[N]``, None when it is 0 (dry start)."""
+    return np.asarray(values[0], np.float64) if np.any(values) else None
+
+
 def route_single(
     cfg: dict[str, Any],
     inputs: RouteInputs,
@@ -193,7 +214,17 @@ def route_single(
     ``plan_only``: stop after the run plan (``facts["run_plan"]``), before aggregation.
 
     The facts hold timings (``partition_s``, ``setup_s``, ``route_s``), the engine, the
-    window and the largest truncated kernel mass.
+    window and the largest truncated kernel mass (and ``final_state``: the restart file
+    written, with ``output.final_state``).
+
+    Restarts: ``routing.initial_state`` continues the run that wrote that state file
+    (:class:`~hydroscale.routing.RouteState`: its window, its steady-start offsets; refused,
+    naming what differs, when the network, parameters, IRF, substeps, window, partition or
+    step length differ, or when the forcing does not start at the step after its last).
+    Routing ``T1`` steps with ``output.final_state``, then the next ``T - T1`` from it,
+    writes the same discharge as one run of ``T`` steps with a final state, bit for bit when
+    ``T1`` is a multiple of ``routing.time_chunk`` (the same chunks; same engine and
+    device), within rounding otherwise.
     """
     rt, part_cfg = cfg["routing"], cfg["partition"]
     net, forcing = inputs.network, inputs.forcing
@@ -202,8 +233,10 @@ def route_single(
     options = routing_options(cfg)
     dtype = options.dtype
     keep = np.zeros(0, np.int64) if keep is None else keep
-    kept = np.zeros((keep.size, steps), np.float32)
-    base, acc = _steady_base(inputs, rt["initial"])
+    kept = np.zeros((keep.size, steps), np.dtype(rt["dtype"]))
+    start = _initial_state(rt)
+    base, acc = _steady_base(inputs, rt["initial"]) if start is None else (
+        _offset(start.inflow_offset), _offset(start.discharge_offset))
     facts: dict[str, Any] = {"device": str(device), "dtype": rt["dtype"]}
     if rt["engine"] == "oracle":
         from ..routing import route_oracle
@@ -244,12 +277,22 @@ def route_single(
         router = StagedRouter(RivTreeCluster(net, part.cluster_of), options=options,
                               device=device)
     pairs = router.plan.n_pairs
-    if rt["window"] == "auto":
-        # Taps beyond the run's length never act: a window longer than the run is wasted work.
+    if start is not None:  # a restart keeps the window of the run it continues
+        if rt["window"] not in ("auto", start.window):
+            raise ValueError(f"routing.window {rt['window']} differs from the window "
+                             f"{start.window} of the restart state {start.path!r}; leave "
+                             "routing.window 'auto' (the state's window is used)")
+        router.window = start.window
+    elif rt["window"] == "auto":
+        # Taps beyond the run's length never act: a window longer than the run is wasted
+        # work, unless the run is to be continued (a final state): then it fits the
+        # tolerance whatever the length, and a continuation keeps it.
         with phase(progress, "window", f"fitting the kernel window: {pairs:,} path pairs "
                    "aggregated in float64", pairs, "pair") as bar:
-            router.window = router.auto_window(inputs.params.to(device), max_steps=steps,
-                                               on_progress=bar.update)
+            router.window = router.auto_window(
+                inputs.params.to(device),
+                max_steps=None if cfg["output"].get("final_state") else steps,
+                on_progress=bar.update)
     run_plan = single_device_plan(router, part, steps, rt, device, options)
     facts["run_plan"] = run_plan.as_dict()
     if plan_only:
@@ -264,7 +307,16 @@ def route_single(
                f"(window {router.window} steps, {rt['substeps']} sub-steps)", pairs,
                "pair") as bar, torch.no_grad():
         kernels = router.aggregate(inputs.params.to(device), on_progress=bar.update)
-    router.check_window(kernels, steps, "routing.window")  # before any output is touched
+    from ..routing import restart_fingerprint
+
+    fingerprint = restart_fingerprint(net, inputs.params, rt["irf"], rt["substeps"],
+                                      kernels.window, part.cluster_of, forcing.interval_s)
+    before = 0
+    if start is not None:
+        start.check(net, fingerprint, batch=1, time=forcing.time[0])
+        before = start.steps
+    # before any output is touched
+    router.check_window(kernels, before + steps, "routing.window")
     t2 = time.perf_counter()
     facts.update(
         engine=f"staged/{backend}", clusters=part.n_clusters, waves=part.n_waves,
@@ -276,22 +328,42 @@ def route_single(
         with phase(progress, "output", "creating (or resuming) the output store "
                    f"{Path(cfg['output']['dir']) / cfg['output']['store']}"):
             store, prepared = _open_store(cfg, inputs, {"engine": facts["engine"],
-                                                        "window": kernels.window})
+                                                        "window": kernels.window,
+                                                        "initial_state": start})
     try:
-        return _route_chunks(facts, router, kernels, inputs, rt, keep, kept, base, acc,
-                             store, prepared, device, dtype, progress)
+        facts, kept, store, last = _route_chunks(
+            facts, router, kernels, inputs, rt, keep, kept, base, acc, store, prepared,
+            device, dtype, progress, None if start is None else start.router)
     except BaseException:
         if prepared is not None:
             prepared.rollback()  # a store replaced by overwrite comes back
         raise
+    final = cfg["output"].get("final_state")
+    if final:
+        from ..routing import RouteState
+
+        n = net.n_reaches
+        zeros = np.zeros((1, n))
+        t_next = forcing.time[-1] + np.timedelta64(int(round(forcing.interval_s)), "s")
+        path = RouteState(
+            last.to("cpu"), net.ids.copy(),
+            zeros if base is None else np.asarray(base, np.float64).reshape(1, n),
+            zeros if acc is None else np.asarray(acc, np.float64).reshape(1, n),
+            fingerprint, before + steps, np.datetime64(t_next, "s")).save(final)
+        facts["final_state"] = str(path)
+        logger.info("final state (after step %d, next step %s) written to %s", before + steps,
+                    t_next, path)
+    return facts, kept, store
 
 
 def _route_chunks(facts: dict[str, Any], router: Any, kernels: Any, inputs: RouteInputs,
                   rt: dict[str, Any], keep: np.ndarray, kept: np.ndarray, base: Any, acc: Any,
                   store: Path | None, prepared: Any, device: torch.device, dtype: torch.dtype,
-                  progress: Progress) -> tuple[dict[str, Any], np.ndarray, Path | None]:
+                  progress: Progress, state0: Any = None
+                  ) -> tuple[dict[str, Any], np.ndarray, Path | None, Any]:
     """The time-chunk loop of :func:`route_single` (resumes after the chunks ``prepared``
-    records as written)."""
+    records as written), from the carried state ``state0`` (a restart; dry when None);
+    returns the facts, the kept rows, the store and the state after the last chunk."""
     net, forcing = inputs.network, inputs.forcing
     n, steps, tc = net.n_reaches, forcing.n_steps, rt["time_chunk"]
     n_chunks = -(-steps // tc)
@@ -300,7 +372,7 @@ def _route_chunks(facts: dict[str, Any], router: Any, kernels: Any, inputs: Rout
     first = 0  # chunks written by an interrupted run of the same definition: reused
     while (0, first) in done and prog.has_state(0, first) and first < n_chunks:
         first += 1
-    state = None
+    state = None if state0 is None else state0.to(device, dtype)
     if first:
         from ..routing import RouterState
 
@@ -335,7 +407,7 @@ def _route_chunks(facts: dict[str, Any], router: Any, kernels: Any, inputs: Rout
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             route_s += time.perf_counter() - ts
-            qn = q.to(torch.float32).cpu().numpy()
+            qn = q.cpu().numpy()  # in routing.dtype, as the store holds it
             if store is not None:
                 prepared.check()  # another run took the store: stop now, report no success
                 prepared.store.write(0, a, qn)
@@ -352,7 +424,7 @@ def _route_chunks(facts: dict[str, Any], router: Any, kernels: Any, inputs: Rout
         facts.update(memory_facts(facts["run_plan"], [measured_peak(device)]))
     if n * steps:
         logger.info("routed %d reaches x %d steps in %.2f s", n, steps, route_s)
-    return facts, kept, store
+    return facts, kept, store, state
 
 
 def _figure(path: Path, inputs: RouteInputs, keep: np.ndarray, kept: np.ndarray,
@@ -446,6 +518,12 @@ def _run_route(cfg: dict[str, Any], progress: Progress, client: Any,
                                                         progress=progress)
     else:
         facts, kept, store = route_single(cfg, inputs, progress=progress, keep=keep)
+    out_format, converted = cfg["output"].get("format", "zarr"), None
+    if store is not None and out_format != "zarr":
+        from ..io import export_output
+
+        converted = export_output(store, Path(store).with_suffix(".nc"), out_format,
+                                  network=net)
     label = cfg.get("name") or f"{cfg['network']['source']} network"
     fig = _figure(out_dir / "hydrographs.png", inputs, keep, kept,
                   f"hydroscale: {label}, {cfg['routing']['irf']}")
@@ -468,6 +546,8 @@ def _run_route(cfg: dict[str, Any], progress: Progress, client: Any,
         "peak_rss_gb": round(_peak_rss_gb(), 2),
         "outputs": {
             "store": None if store is None else str(store),
+            "file": None if converted is None else str(converted),
+            "format": out_format,
             "hydrographs": None if fig is None else str(fig),
             "hydrograph_reaches": net.ids[keep].tolist(),
         },

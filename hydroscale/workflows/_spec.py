@@ -189,6 +189,10 @@ ROUTING = {
                           "e.g. 80GB; null = what it has (the run plan keeps path kernels "
                           "resident or builds them per batch, and lowers time_chunk, to fit)",
                           check=_check_memory),
+    "initial_state": Field("str", None, "restart: continue the run whose output.final_state "
+                           "wrote this file (.npz; same network, parameters, IRF, substeps, "
+                           "window, partition and step length, forcing from the step after "
+                           "its last); one device, block-sparse engine", nullable=True),
 }
 
 PARTITION = {
@@ -217,6 +221,13 @@ OUTPUT = {
                     "incomplete store (finished time chunks are reused); a complete store "
                     "still needs overwrite"),
     "reach_chunk": Field("int", 65536, "reach chunk of the output store", minimum=1),
+    "format": Field("str", "zarr", "discharge file: zarr (the store, CF-1.8), netcdf (also "
+                    "<store name>.nc: CF-1.8 NetCDF-4, converted from the finished store) or "
+                    "rapid (also <store name>.nc as a RAPID Qout file)",
+                    choices=("zarr", "netcdf", "rapid")),
+    "final_state": Field("str", None, "restart: write the state after the last step to this "
+                         "file (.npz), to continue the run with routing.initial_state; one "
+                         "device, block-sparse engine", nullable=True),
     "hydrographs": HYDROGRAPHS,
 }
 
@@ -394,9 +405,30 @@ def _cross_checks(cfg: dict[str, Any]) -> list[str]:
                             "or routing.initial=dry")
         problems += _cluster_problems(cfg, rt)
     problems += _irf_params_check(rt["irf"], rt["params"], "routing.params")
+    problems += _restart_checks(cfg)
     if rt["engine"] == "oracle" and cfg.get("cluster"):
         problems.append("routing.engine 'oracle' is single-device: drop the cluster or the "
                         "engine")
+    return problems
+
+
+def _restart_checks(cfg: dict[str, Any]) -> list[str]:
+    rt, out = cfg["routing"], cfg["output"]
+    keys = [k for k, v in (("routing.initial_state", rt.get("initial_state")),
+                           ("output.final_state", out.get("final_state"))) if v]
+    problems = []
+    if keys and cfg.get("cluster") is not None:
+        problems.append(f"{' and '.join(keys)}: restart states are read and written by "
+                        "single-device runs; drop the cluster (or the state files)")
+    if keys and rt["engine"] == "oracle":
+        problems.append(f"{' and '.join(keys)}: the oracle engine carries no state; use "
+                        "routing.engine auto, torch or triton")
+    if rt.get("initial_state") and rt["initial"] != "dry":
+        problems.append("routing.initial_state and routing.initial 'steady': the state file "
+                        "holds the start of the run it continues; drop routing.initial")
+    if out.get("format") != "zarr" and out["store"] is None:
+        problems.append(f"output.format {out['format']!r} converts the output store: give "
+                        "output.store (or output.format zarr)")
     return problems
 
 

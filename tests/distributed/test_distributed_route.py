@@ -108,13 +108,29 @@ def test_equals_staged_router_float64(client, forest, stores, order):
                           str(out), "muskingum", params, SUBSTEPS, CHUNK,
                           dtype=torch.float64, allow_unstable=True)
     assert s.chunks == 3 and s.workers == 2 and s.plan["cross_worker_exits"] > 0
-    got = open_output(str(out), net).values.astype(np.float64)
+    got = open_output(str(out), net)
+    assert got.dtype == np.float64  # the store holds the run's dtype
     ref = _staged(net, part, r, params, s.window)
-    # the store is float32: the only difference is its rounding
-    rel = np.abs(got - ref).max() / np.abs(ref).max()
-    assert rel <= 1e-6
-    assert np.allclose(got, ref.astype(np.float32), rtol=1e-6, atol=0)
+    rel = np.abs(got.values - ref).max() / np.abs(ref).max()
+    assert rel <= 1e-12
     assert s.checksum == pytest.approx(ref.sum(), rel=1e-12)
+
+
+def test_params_in_every_form_route_takes(client, forest):
+    """A mapping of a reach-labelled DataArray (shuffled) and a [N] array, as hydroscale.route
+    takes it, routes the same as the [N, P] table."""
+    net, params, part = forest
+    forcing = SyntheticForcing(T, seed=2, scale=2.0)
+    perm = np.random.default_rng(4).permutation(net.n_reaches)
+    k = xr.DataArray(params[perm, 0], {"feature_id": net.ids[perm]}, ("feature_id",))
+    forms = {"k": k, "x": params[:, 1].tolist()}
+    sums = [route_distributed(client, net, part, forcing, None, "muskingum", p, SUBSTEPS,
+                              CHUNK, dtype=torch.float64, allow_unstable=True).checksum
+            for p in (params, forms)]
+    assert sums[0] == sums[1] and sums[0] > 0
+    with pytest.raises(ValueError, match=r"params\['k'\] must be a scalar or \[N = "):
+        route_distributed(client, net, part, forcing, None, "muskingum",
+                          {"k": params[:5, 0], "x": 0.2}, SUBSTEPS, CHUNK)
 
 
 def test_equals_staged_router_float32_and_oracle(client, forest, stores):
