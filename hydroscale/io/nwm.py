@@ -332,6 +332,8 @@ def boundary_inflow(
     CHRTOUT valid times (interval ends, as :func:`read_chrtout`), zero on reaches no
     boundary link drains into; attribute ``boundary_links`` (int64 [B], the links read).
     """
+    import xarray as xr
+
     with netcdf_guard(routelink), xr.open_dataset(routelink, decode_times=False) as ds:
         require_vars(ds, ["link", "to"], routelink)
         link = integer_ids(ds["link"].values, routelink, "link")
