@@ -154,11 +154,12 @@ def check(b: Bench) -> None:
     try:
         for dtype, backend in ((torch.float32, "auto"), (torch.float64, "torch")):
             oz = b.scratch / f"check_out_{str(dtype)[6:]}.zarr"
-            s = route_distributed(client, net, part, str(fz), str(oz), "muskingum", params,
-                                  a.substeps, a.check_chunk, dtype=dtype, backend=backend,
-                                  allow_unstable=True, overwrite=True, plan=plan)
+            s = route_distributed(client, net, part, str(fz), str(oz), params,
+                                  time_chunk=a.check_chunk, irf="muskingum", substeps=a.substeps,
+                                  dtype=dtype, backend=backend, allow_unstable=True,
+                                  overwrite=True, plan=plan)
             got = open_output(str(oz), net).values.astype(np.float64)
-            sr = StagedRouter(cs, "muskingum", substeps=a.substeps, window=s.window,
+            sr = StagedRouter(cs, irf="muskingum", substeps=a.substeps, window=s.window,
                               dtype=dtype, backend=backend, allow_unstable=True, device=dev)
             with torch.no_grad():
                 ref = sr(torch.tensor(r[None], device=dev, dtype=dtype),
@@ -182,9 +183,9 @@ def scale(b: Bench, net, n: int, keep: bool = False):
     client = b.cluster(n)
     try:
         forcing = SyntheticForcing(a.days, seed=a.seed + 2)
-        dr = DistributedRouter(client, net, part, "muskingum", MuskingumParams(a.seed),
-                               a.substeps, allow_unstable=True, batch_reaches=a.batch_reaches,
-                               placement=a.placement)
+        dr = DistributedRouter(client, net, part, MuskingumParams(a.seed), irf="muskingum",
+                               substeps=a.substeps, allow_unstable=True,
+                               batch_reaches=a.batch_reaches, placement=a.placement)
         warm = dr.route(forcing, None, a.time_chunk, n_steps=min(a.time_chunk, a.days))
         s = dr.route(forcing, None, a.time_chunk)
         # the same pass with one task per (group, chunk): what fusing the units saves
@@ -266,8 +267,8 @@ def big(b: Bench, n: int) -> None:
     client = b.cluster(n)
     try:
         forcing = SyntheticForcing(a.big_days, seed=a.seed + 2)
-        with DistributedRouter(client, net, part, "muskingum", MuskingumParams(a.seed),
-                               a.substeps, allow_unstable=True,
+        with DistributedRouter(client, net, part, MuskingumParams(a.seed), irf="muskingum",
+                               substeps=a.substeps, allow_unstable=True,
                                batch_reaches=a.batch_reaches, placement=a.placement) as dr:
             s = dr.route(forcing, None, a.big_time_chunk)
         b.emit({

@@ -12,7 +12,7 @@ from ._engines import (
 )
 from ._inputs import check_runoff
 from ._memory import RunTooLargeError, check_fits, estimate_engine_bytes, estimate_route_bytes
-from ._options import RoutingOptions
+from ._options import Routed, RoutingOptions
 from ._rivtree import RivTree, RivTreeCluster
 from ._router import LTIRouter, RouterState, RoutingKernels, StagedRouter
 from ._window import WindowTruncationError, check_truncation
@@ -26,6 +26,7 @@ __all__ = [
     "LevelRouter",
     "RivTree",
     "RivTreeCluster",
+    "Routed",
     "RouterState",
     "RoutingOptions",
     "RunTooLargeError",
