@@ -180,11 +180,12 @@ def check(b: Bench) -> None:
     try:
         for dtype, backend in ((torch.float32, "auto"), (torch.float64, "torch")):
             oz = b.scratch / f"check_out_{str(dtype)[6:]}.zarr"
-            s = route_distributed(client, net, part, str(fz), str(oz), "muskingum", params,
-                                  a.substeps, a.check_chunk, dtype=dtype, backend=backend,
-                                  allow_unstable=True, overwrite=True, plan=plan)
+            s = route_distributed(client, net, part, str(fz), str(oz), params,
+                                  time_chunk=a.check_chunk, irf="muskingum", substeps=a.substeps,
+                                  dtype=dtype, backend=backend, allow_unstable=True,
+                                  overwrite=True, plan=plan)
             got = open_output(str(oz), net).values.astype(np.float64)
-            sr = StagedRouter(cs, "muskingum", substeps=a.substeps, window=s.window,
+            sr = StagedRouter(cs, irf="muskingum", substeps=a.substeps, window=s.window,
                               dtype=dtype, backend=backend, allow_unstable=True, device=dev)
             with torch.no_grad():
                 ref = sr(torch.tensor(r[None], device=dev, dtype=dtype),
@@ -208,10 +209,11 @@ def scale(b: Bench, net, n: int, keep: bool = False):
     client = b.cluster(n)
     try:
         forcing = SyntheticForcing(a.days, seed=a.seed + 2)
-        dr = DistributedRouter(client, net, part, "muskingum", MuskingumParams(a.seed),
-                               a.substeps, allow_unstable=True, batch_reaches=a.batch_reaches,
-                               placement=a.placement, max_steps=a.days,
-                               time_chunk=a.time_chunk, memory_limit=a.memory_limit)
+        dr = DistributedRouter(client, net, part, MuskingumParams(a.seed), irf="muskingum",
+                               substeps=a.substeps, allow_unstable=True,
+                               batch_reaches=a.batch_reaches, placement=a.placement,
+                               max_steps=a.days, time_chunk=a.time_chunk,
+                               memory_limit=a.memory_limit)
         warm = dr.route(forcing, None, a.time_chunk, n_steps=min(a.time_chunk, a.days))
         s = dr.route(forcing, None, a.time_chunk)
         # the same pass with one task per (group, chunk): what fusing the units saves
@@ -295,8 +297,8 @@ def big(b: Bench, n: int) -> None:
     client = b.cluster(n)
     try:
         forcing = SyntheticForcing(a.big_days, seed=a.seed + 2)
-        with DistributedRouter(client, net, part, "muskingum", MuskingumParams(a.seed),
-                               a.substeps, allow_unstable=True,
+        with DistributedRouter(client, net, part, MuskingumParams(a.seed), irf="muskingum",
+                               substeps=a.substeps, allow_unstable=True,
                                batch_reaches=a.batch_reaches, placement=a.placement,
                                max_steps=a.big_days, time_chunk=a.big_time_chunk,
                                memory_limit=a.memory_limit) as dr:
@@ -328,8 +330,8 @@ def geoglows(b: Bench, n: int) -> None:
     try:
         forcing = SyntheticForcing(a.geoglows_days, seed=a.seed + 2)
         tic = time.perf_counter()
-        with DistributedRouter(client, net, part, "muskingum", MuskingumParams(a.seed),
-                               a.substeps, allow_unstable=True,
+        with DistributedRouter(client, net, part, MuskingumParams(a.seed), irf="muskingum",
+                               substeps=a.substeps, allow_unstable=True,
                                batch_reaches=a.batch_reaches, placement=a.placement,
                                max_steps=a.geoglows_days, time_chunk=a.geoglows_time_chunk,
                                memory_limit=a.memory_limit) as dr:

@@ -108,7 +108,7 @@ def ours(net, params, runoff, args, grad: bool, window=None, cluster_of=None):
         net2 = net if identity else net.reorder(order)
         cs = cs0 if identity else RivTreeCluster(net2, cl[order])
         p = torch.tensor(params[order], device=dev)
-        router = StagedRouter(cs, "muskingum", substeps=args.substeps,
+        router = StagedRouter(cs, irf="muskingum", substeps=args.substeps,
                               window=window or args.window, allow_unstable=True, device=dev,
                               precision=args.precision,
                               aggregate_dtype=getattr(torch, args.aggregate_dtype))
@@ -444,7 +444,7 @@ def gpu_check(args) -> dict:
         substeps=24, max_reaches=128, max_travel_time=1.0)))
     out = {"reaches": net.n_reaches, "clusters": cs.n_clusters, "exits": cs.n_exits}
     for dtype in (torch.float64, torch.float32):
-        router = StagedRouter(cs, "muskingum", substeps=24, window=12, dtype=dtype,
+        router = StagedRouter(cs, irf="muskingum", substeps=24, window=12, dtype=dtype,
                               allow_unstable=True, device=dev, precision=args.precision)
         with torch.no_grad():
             kern = router.aggregate(torch.tensor(p, device=dev))

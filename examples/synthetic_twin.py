@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"{n_steps} days (train {split}, validate {n_steps - split})")
 
     cluster_of = partition_network(net, max_reaches=16).cluster_of
-    stage = RoutingStage(net, twin.irf, window=args.window, cluster_of=cluster_of,
+    stage = RoutingStage(net, irf=twin.irf, window=args.window, cluster_of=cluster_of,
                          interpolator=twin.interpolator, device=args.device)
     routing_params = AttributeMLP(twin.irf, net, ("length", "slope"), hidden=(16, 16),
                                   bounds={"tau": (0.1, 5.0)}, seed=args.seed)

@@ -48,6 +48,10 @@ __all__ = ["DistributedGradient", "IterationInterrupted"]
 
 logger = logging.getLogger(__name__)
 
+# the keywords of a DistributedGradient that configure its wave run (WaveRuntime's defaults)
+_RUNTIME_KEYWORDS = ("plan", "placement", "batch_reaches", "kernel_graph", "rematerialise",
+                     "worker_timeout", "max_recoveries", "poll")
+
 
 class DistributedGradient(Closing):
     """A gradient calibration resident on the workers of a Dask cluster.
@@ -77,11 +81,13 @@ class DistributedGradient(Closing):
         ``warmup``, ``train``, ``validation``, ``optimizer``, ``lr`` are used here: the loss
         is the mean of the per-gauge loss over the used gauges (and batch), exactly as
         :class:`~hydroscale.calibration.Calibrator`, computed as a sum of per-group parts).
-    **keywords : routing or calibration options by name (they amend the two objects).
-    plan, placement, batch_reaches, kernel_graph, rematerialise, worker_timeout,
-    max_recoveries, poll : as :class:`~hydroscale.distributed.WaveRuntime`.
     snapshot_dir : folder of the per-iteration snapshots (visible to every worker); default a
         new temporary folder (local clusters); False: no snapshots (no recovery).
+    **keywords : routing or calibration options by name (they amend the two objects), and
+        the keywords of the wave run, passed to
+        :class:`~hydroscale.distributed.WaveRuntime` (its defaults): ``plan``,
+        ``placement``, ``batch_reaches``, ``kernel_graph``, ``rematerialise``,
+        ``worker_timeout``, ``max_recoveries``, ``poll``.
     """
 
     def __init__(
@@ -95,15 +101,7 @@ class DistributedGradient(Closing):
         *,
         options: RoutingOptions | None = None,
         calibration: CalibrationOptions | None = None,
-        plan: Any = None,
-        placement: str = "partition",
-        batch_reaches: int = 262144,
-        kernel_graph: str = "keep",
-        rematerialise: bool = True,
         snapshot_dir: str | os.PathLike | bool | None = None,
-        worker_timeout: float = 120.0,
-        max_recoveries: int = 3,
-        poll: float = 0.2,
         **keywords: Any,
     ) -> None:
         from ..models import FreeParameters, ParameterModel
@@ -114,7 +112,9 @@ class DistributedGradient(Closing):
         if model.n_reaches != network.n_reaches:
             raise ValueError(f"the model has {model.n_reaches} reaches, the network "
                              f"{network.n_reaches}")
-        routing, cal, _ = build_options(options, calibration, {"irf": model.spec, **keywords})
+        routing, cal, runtime = build_options(options, calibration,
+                                              {"irf": model.spec, **keywords},
+                                              accept=_RUNTIME_KEYWORDS)
         self.routing, self.calibration = routing, cal
         self.client, self.network, self.model = client, network, model
         self.spec = routing.spec
@@ -150,11 +150,8 @@ class DistributedGradient(Closing):
         self.progress = None
         self.runtime = WaveRuntime(
             client, network, partition, routing, self._work, max_steps=observations.n_steps,
-            plan=plan, placement=placement, batch_reaches=batch_reaches,
-            kernel_graph=kernel_graph, rematerialise=rematerialise,
-            recoverable=self.snapshot_dir is not None, worker_timeout=worker_timeout,
-            max_recoveries=max_recoveries, poll=poll,
-            label="distributed calibration (model bounds)")
+            recoverable=self.snapshot_dir is not None,
+            label="distributed calibration (model bounds)", **runtime)
         self.plan, self.n_workers = self.runtime.plan, self.runtime.n_workers
         self._snapshot()
         self.setup_s = time.perf_counter() - tic

@@ -43,7 +43,7 @@ from torch import nn
 from ..irf import bound_corners
 from ..models import CatchmentInterpolator, RunoffModel
 from ..network import RiverNetwork
-from ..routing import RivTreeCluster, RoutingOptions, StagedRouter
+from ..routing import RivTreeCluster, Routed, RoutingOptions, StagedRouter
 from ._options import CalibrationOptions
 from .losses import gauge_loss, get_loss
 from .metrics import kge, nse
@@ -135,21 +135,21 @@ class Windows:
 
 
 # ---------------------------------------------------------------------- routing stage
-class RoutingStage:
+class RoutingStage(Routed):
     """Lateral inflow (or runoff depth, with an interpolator) -> discharge ``[B, N, T]``.
 
     Parameters
     ----------
     network : the river network (N reaches).
-    irf : registered IRF name or spec (the ``irf`` of the options).
     options : the routing (:class:`~hydroscale.routing.RoutingOptions`; ``**routing``
-        keywords build or amend it: ``substeps``, ``window``, ``dtype``, ``backend``,
-        ``allow_unstable``, ...).  ``window`` is K in routing steps or ``"auto"``: fitted
-        once, the same for all routers, for every parameter a calibration may reach
-        (:meth:`fit_window`, which a :class:`HybridPipeline` calls with the corners of its
-        parameter model's bounds; else at the first call, from the parameters given).  A
-        window that cuts off more than ``window_tolerance`` of an in-cluster path of a routed
-        series raises :class:`~hydroscale.routing.WindowTruncationError`.
+        keywords build or amend it: ``irf``, ``substeps``, ``window``, ``dtype``,
+        ``backend``, ``allow_unstable``, ...).  ``window`` is K in routing steps or
+        ``"auto"``: fitted once, the same for all routers, for every parameter a calibration
+        may reach (:meth:`fit_window`, which a :class:`HybridPipeline` calls with the corners
+        of its parameter model's bounds; else at the first call, from the parameters given).
+        A window that cuts off more than ``window_tolerance`` of an in-cluster path of a
+        routed series raises :class:`~hydroscale.routing.WindowTruncationError`.  The
+        attribute ``window`` is None until it is fitted.
     cluster_of : ``[N]`` cluster id per reach (topological ids, e.g. from
         :func:`hydroscale.partition.partition_network`) or a
         :class:`~hydroscale.routing.RivTreeCluster`; default one cluster.
@@ -165,7 +165,6 @@ class RoutingStage:
     def __init__(
         self,
         network: RiverNetwork,
-        irf: Any = None,
         options: RoutingOptions | None = None,
         *,
         cluster_of: Any = None,
@@ -175,23 +174,18 @@ class RoutingStage:
         device: Any = None,
         **routing: Any,
     ) -> None:
-        if irf is not None:
-            routing["irf"] = irf
-        self.options = RoutingOptions.build(options, **routing)
+        self._set_options(options, routing, device)
         if isinstance(cluster_of, RivTreeCluster):
             cs = cluster_of
         elif cluster_of is None:
             cs = RivTreeCluster.single(network)
         else:
             cs = RivTreeCluster(network, cluster_of)
-        self.window: int | str = self.options.window
         if interpolator is not None and interpolator.n_reaches != network.n_reaches:
             raise ValueError(f"the interpolator maps to {interpolator.n_reaches} reaches, the "
                              f"network has {network.n_reaches}")
         self.network, self.clusters, self.staged = network, cs, bool(staged)
         self.interpolator = interpolator
-        self.dtype = self.options.dtype
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
         opts = {"options": self.options, "device": self.device}
         if not self.staged:
             self.routers = {0: StagedRouter(cs, **opts)}
@@ -217,7 +211,7 @@ class RoutingStage:
         bounds) over series of up to ``run_steps`` steps; check it there
         (:class:`~hydroscale.routing.WindowTruncationError`).  Returns the window."""
         sets = [torch.as_tensor(p).detach().to(self.device) for p in param_sets]
-        if self.window == "auto":
+        if self.window is None:
             k = max(r.auto_window(p, max_steps=run_steps) for r in self.routers.values()
                     for p in sets)
             self.window = max(1, min(k, int(run_steps)) if run_steps else k)
@@ -231,7 +225,7 @@ class RoutingStage:
     def __call__(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """Discharge ``[B, N, T]`` (m³/s) from lateral inflow ``[B, N, T]`` (m³/s) or, with an
         interpolator, runoff depth ``[B, C, T]`` (mm per step); ``params [N, P]``."""
-        if self.window == "auto":
+        if self.window is None:
             self.fit_window([params], int(x.shape[-1]))
         if not self.staged:
             lat = x if self.interpolator is None else self.interpolator(x)

@@ -7,8 +7,8 @@
     client = start_cluster()                       # local-cuda if GPUs are visible
     part = partition_network(net, max_reaches=16384, travel_time=tt, max_travel_time=3.0,
                              n_workers=len(client.scheduler_info()["workers"]))
-    summary = route_distributed(client, net, part, "forcing.zarr", "discharge.zarr",
-                                "muskingum", params, substeps=24, time_chunk=730)
+    summary = route_distributed(client, net, part, "forcing.zarr", "discharge.zarr", params,
+                                time_chunk=730, irf="muskingum", substeps=24)
 
 Clusters of one wave placed on one worker form a *group*, routed by one task per time chunk
 on that worker; groups exchange sub-step transfer buffers as Dask futures.  With

@@ -276,8 +276,7 @@ class DistributedRouter(Closing):
 
     Parameters
     ----------
-    client, network, partition, irf, params, substeps, options, routing : see
-        :func:`route_distributed`.
+    client, network, partition, params, options, routing : see :func:`route_distributed`.
     plan : a :func:`plan_waves` result to reuse.
     batch_reaches : groups hold at most about this many reaches (larger (wave, worker) sets
         are split, see :func:`plan_waves`), and each worker aggregates its kernels in batches
@@ -307,9 +306,7 @@ class DistributedRouter(Closing):
         client: Any,
         network: RiverNetwork,
         partition: Partition,
-        irf: Any = None,
         params: Any = None,
-        substeps: int | None = None,
         *,
         options: RoutingOptions | None = None,
         plan: WavePlan | None = None,
@@ -327,10 +324,12 @@ class DistributedRouter(Closing):
                                        placement=placement)
         self.addrs = map_workers(client, self.plan.n_workers)
         self.run_id = uuid.uuid4().hex[:10]
-        given = {k: v for k, v in (("irf", irf), ("substeps", substeps)) if v is not None}
-        o = self.options = RoutingOptions.build(options, **given, **routing)
+        o = self.options = RoutingOptions.build(options, **routing)
         self.irf, self.substeps, self.dtype = o.irf_name, o.substeps, o.dtype
         self.window_tolerance = o.window_tolerance
+        if isinstance(params, str):
+            raise TypeError(f"params must be [N, P] parameters or a callable, got the string "
+                            f"{params!r}; an IRF is given as irf={params!r}")
         pv = params
         if params is not None and not callable(params):
             # every form hydroscale.route takes (mappings of scalars or arrays, DataArrays
@@ -627,13 +626,8 @@ def route_distributed(
     partition: Partition,
     forcing_store: Any,
     output_store: Any,
-    irf: Any = None,
     params: Any = None,
-    substeps: int | None = None,
     time_chunk: int = 365,
-    *,
-    options: RoutingOptions | None = None,
-    plan: WavePlan | None = None,
     **keywords: Any,
 ) -> RunSummary:
     """Route a forcing store through ``network`` on the workers of ``client``.
@@ -655,22 +649,20 @@ def route_distributed(
     output_store : path of the Zarr output store to create (``(reach, time)`` discharge in
         the run's dtype in m³/s, rows in the plan's engine order, with reach ids, time, units and
         the run's metadata), or None to discard discharge (benchmarks; the checksum remains).
-    irf : registered IRF name (the ``irf`` of the options).
     params : the parameters in routing-step units, scattered once: every form
         :func:`hydroscale.route` takes (a mapping name -> scalar or ``[N]`` values, an
         ``[N, P]`` array in network order, DataArrays aligned by reach id); or a picklable
         callable ``params(network) -> [N, P]`` evaluated on each worker.
-    substeps : f, sub-steps per routing step (the ``substeps`` of the options).
     time_chunk : steps per task; bounds per-worker memory (runoff, discharge and transfer
         buffers of one chunk, plus the carried state).
-    options, keywords : the routing (:class:`~hydroscale.routing.RoutingOptions`, amended by
-        routing keywords such as ``window=``; :class:`DistributedRouter` keywords such as
-        ``batch_reaches=`` are passed to it), and the pass keywords of
-        :meth:`DistributedRouter.route` below.  ``window="auto"`` is the largest of the
-        workers' auto windows, at most the run's length, so every worker uses the
-        single-device router's window; a window that leaves more than ``window_tolerance`` of
-        an in-cluster path's response out of the run is refused before the output store is
-        touched.
+    **keywords : those of :class:`DistributedRouter` (``options``: the routing, a
+        :class:`~hydroscale.routing.RoutingOptions` amended by routing keywords such as
+        ``irf="muskingum"``, ``substeps=24``, ``window=``; ``plan``, ``batch_reaches``,
+        ``placement``) and those of its pass, :meth:`DistributedRouter.route` (below).
+        ``window="auto"`` is the largest of the workers' auto windows, at most the run's
+        length, so every worker uses the single-device router's window; a window that leaves
+        more than ``window_tolerance`` of an in-cluster path's response out of the run is
+        refused before the output store is touched.
     n_steps : route the first ``n_steps`` steps only (default all).
     reach_chunk : output store chunk along reaches.
     run_metadata : extra attributes stored under the output's ``run`` attribute.
@@ -695,8 +687,8 @@ def route_distributed(
     passing = {k: keywords.pop(k) for k in list(keywords) if k in _PASS_KEYWORDS}
     forcing_store = _worker_forcing(forcing_store)  # a bad source fails before any set-up
     steps = int(passing.get("n_steps") or forcing_store.n_steps)
-    with DistributedRouter(client, network, partition, irf, params, substeps, options=options,
-                           plan=plan, max_steps=steps, time_chunk=time_chunk,
+    with DistributedRouter(client, network, partition, params, max_steps=steps,
+                           time_chunk=time_chunk,
                            **keywords) as dr:
         return dr.route(forcing_store, output_store, time_chunk, **passing)
 

@@ -23,13 +23,7 @@ import zarr
 
 from ..network import RiverNetwork, format_ids
 from . import _zarr as fmt
-from ._common import (
-    FLOW_UNITS,
-    IOFormatError,
-    check_steps,
-    check_times,
-    check_units,
-)
+from ._common import FLOW_UNITS, IOFormatError, check_steps, check_times, check_units
 from ._readers import guess_engine, open_series
 
 __all__ = ["ForcingStore", "ingest", "open_forcing"]

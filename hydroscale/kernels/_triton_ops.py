@@ -81,14 +81,11 @@ def _packed_taps(w: torch.Tensor, rb: RowBlocks) -> torch.Tensor:
 
 
 def path_conv_forward(
-    x: torch.Tensor,
-    w: torch.Tensor,
-    layout: PathLayout,
-    hist: torch.Tensor | None = None,
-    precision: str = "tf32x3",
+    x: torch.Tensor, w: torch.Tensor, layout: PathLayout, hist: torch.Tensor | None, precision: str
 ) -> torch.Tensor:
     """``y [B, D, T]`` (float32, or float64 for float64 inputs) from contiguous ``x [B, S, T]``,
-    ``w [P, K]`` and ``hist [B, S, K - 1]`` of one dtype."""
+    ``w [P, K]`` and ``hist [B, S, K - 1]`` of one dtype; ``precision`` as resolved by
+    :func:`~hydroscale.kernels.path_conv` (the launchers keep no default of their own)."""
     batch, n_src, n_t = x.shape
     k = w.shape[1]
     acc_torch, acc_tl = _acc_dtype(x.dtype)
@@ -223,8 +220,9 @@ def path_conv_backward_input(
     w: torch.Tensor,
     layout: PathLayout,
     n_src: int,
+    *,
     want_hist: bool = True,
-    precision: str = "tf32x3",
+    precision: str,
     into: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``grad_x [B, S, T]`` and ``grad_hist [B, S, K - 1]`` (None unless ``want_hist``):
@@ -299,7 +297,8 @@ def path_conv_backward_weight(
     layout: PathLayout,
     k: int,
     hist: torch.Tensor | None = None,
-    precision: str = "tf32x3",
+    *,
+    precision: str,
 ) -> torch.Tensor:
     """``grad_w [P, K]``: ``Σ_{b,t} grad_y[b, dst_p, t] · xx[b, src_p, t - k]``; ``grad_y`` as
     in :func:`path_conv_backward_input`."""

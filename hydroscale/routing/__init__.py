@@ -21,7 +21,7 @@ from ._memory import (
     format_bytes,
     parse_bytes,
 )
-from ._options import RoutingOptions
+from ._options import Routed, RoutingOptions
 from ._restart import RestartMismatchError, RouteState, restart_fingerprint
 from ._rivtree import RivTree, RivTreeCluster
 from ._router import LTIRouter, RouterState, RoutingKernels, StagedRouter
@@ -44,6 +44,7 @@ __all__ = [
     "RivTreeCluster",
     "RestartMismatchError",
     "RouteState",
+    "Routed",
     "RouterState",
     "RoutingOptions",
     "RunPlan",

@@ -33,7 +33,7 @@ def _route(
     clusters = (RivTreeCluster.by_basin(network) if cluster_of is None
                 else RivTreeCluster(network, cluster_of))
     router = StagedRouter(
-        clusters, irf, substeps=substeps, window=window,
+        clusters, irf=irf, substeps=substeps, window=window,
         dtype=runoff.dtype, storage_dtype=storage_dtype, backend=backend,
         device=runoff.device, allow_unstable=allow_unstable,
     )

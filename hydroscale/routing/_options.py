@@ -106,16 +106,22 @@ class RoutingOptions(FrozenOptions):
 
 class Routed:
     """What an engine built from :class:`RoutingOptions` reads of them: ``self.options``
-    (set once by :meth:`_set_options`, from an options object and keywords) and read-only
-    views of its fields; the window is the engine's own (``"auto"`` resolves later)."""
+    (set once by :meth:`_set_options`, from an options object and keywords), its device and
+    read-only views of its fields; the window is the engine's own (``None`` while
+    ``"auto"``: resolved later)."""
 
     options: RoutingOptions
 
-    def _set_options(self, irf: Any, options: RoutingOptions | None,
-                     routing: dict[str, Any]) -> RoutingOptions:
-        if irf is not None:
-            routing["irf"] = irf
+    def _set_options(self, options: RoutingOptions | None, routing: dict[str, Any],
+                     device: Any = None) -> RoutingOptions:
+        """Build ``self.options`` from ``options`` amended by the ``routing`` keywords (the
+        IRF too: ``irf="muskingum"``) and set ``self.device`` (default CPU)."""
+        if isinstance(options, (str, IRFSpec)):
+            name = options if isinstance(options, str) else options.name
+            raise TypeError(f"options must be a RoutingOptions, got the IRF {name!r}; pass it "
+                            f"as irf={name!r} (or in RoutingOptions(irf={name!r}))")
         self.options = RoutingOptions.build(options, **routing)
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.window: int | None = (None if self.options.window == "auto"
                                    else int(self.options.window))
         return self.options

@@ -173,9 +173,11 @@ class RivTreeCluster:
         # exits and inlets, in engine order
         exits = cross[np.argsort(self.position[cross], kind="stable")]
         self.exit_reach = exits
+        self.n_exits = int(exits.size)
         inlets = np.unique(down[exits])
         inlets = inlets[np.argsort(self.position[inlets], kind="stable")]
         self.inlet_reach = inlets
+        self.n_inlets = int(inlets.size)
         inlet_no = np.full(n, -1, dtype=np.int64)
         inlet_no[inlets] = np.arange(inlets.size)
         self.exit_inlet = inlet_no[down[exits]]
@@ -215,14 +217,6 @@ class RivTreeCluster:
         return cls(network, cl.astype(np.int64))
 
     # ------------------------------------------------------------------ queries
-    @property
-    def n_exits(self) -> int:
-        return int(self.exit_reach.size)
-
-    @property
-    def n_inlets(self) -> int:
-        return int(self.inlet_reach.size)
-
     def __len__(self) -> int:
         return self.n_clusters
 

@@ -150,32 +150,23 @@ class StagedRouter(Routed):
     Parameters
     ----------
     clusters : the partitioned network.
-    irf : registered IRF name or spec (the ``irf`` of the options).
-    options : the routing (:class:`~hydroscale.routing.RoutingOptions`: substeps, window,
+    options : the routing (:class:`~hydroscale.routing.RoutingOptions`: irf, substeps, window,
         window_tolerance, dtypes, backend, precision, allow_unstable, max_batch_reaches);
-        ``**routing`` keywords build or amend it.  A window that leaves more than
-        ``window_tolerance`` out of a path is refused: routing from a zero state checks it
-        against the series routed; with a carried state the caller checks it against the
-        whole run (:meth:`check_window`, :meth:`fit_window`).  ``"auto"`` is resolved at the
-        first :meth:`forward` (or :meth:`aggregate`, :meth:`fit_window`), then fixed.
+        ``**routing`` keywords build or amend it (``irf="muskingum"``, ``substeps=24``, ...).
+        A window that leaves more than ``window_tolerance`` out of a path is refused:
+        routing from a zero state checks it against the series routed; with a carried state
+        the caller checks it against the whole run (:meth:`check_window`,
+        :meth:`fit_window`).  ``"auto"`` is resolved at the first :meth:`forward` (or
+        :meth:`aggregate`, :meth:`fit_window`), then fixed.
     device : where the router's index tensors live (default CPU).
     only : optional cluster ids to route (default all); with a subset, :meth:`forward_chunk`
         is the entry point (the distributed runtime routes its own clusters).
     """
 
-    def __init__(
-        self,
-        clusters: RivTreeCluster,
-        irf: Any = None,
-        options: RoutingOptions | None = None,
-        *,
-        device: Any = None,
-        only: Any = None,
-        **routing: Any,
-    ) -> None:
-        self._set_options(irf, options, routing)
+    def __init__(self, clusters: RivTreeCluster, options: RoutingOptions | None = None, *,
+                 device: Any = None, only: Any = None, **routing: Any) -> None:
+        self._set_options(options, routing, device)
         self.clusters = clusters
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
         cs = clusters
         self.only = None if only is None else np.unique(np.asarray(only, dtype=np.int64))
         self.plan = plan_pairs(cs, self.only)
@@ -757,12 +748,13 @@ class StagedRouter(Routed):
 class LTIRouter(StagedRouter):
     """Route one cluster (by default a whole network as a single cluster).
 
-    ``LTIRouter(network, irf, ...)`` routes ``network`` as one cluster;
-    ``LTIRouter(clusters, irf, cluster=c, ...)`` routes cluster ``c`` of a
-    :class:`RivTreeCluster` given its transfer inflow.  Other options as :class:`StagedRouter`.
+    ``LTIRouter(network, irf="muskingum", ...)`` routes ``network`` as one cluster;
+    ``LTIRouter(clusters, options, cluster=c)`` routes cluster ``c`` of a
+    :class:`RivTreeCluster` given its transfer inflow.  Options as :class:`StagedRouter`.
     """
 
-    def __init__(self, tree: Any, irf: Any, *, cluster: int | None = None, **options: Any):
+    def __init__(self, tree: Any, options: RoutingOptions | None = None, *,
+                 cluster: int | None = None, **routing: Any) -> None:
         if isinstance(tree, RivTreeCluster):
             if cluster is None:
                 if tree.n_clusters != 1:
@@ -773,7 +765,7 @@ class LTIRouter(StagedRouter):
             cs = RivTreeCluster.single(tree)
             cluster = 0
         self.cluster = int(cluster)
-        super().__init__(cs, irf, only=[self.cluster], **options)
+        super().__init__(cs, options, only=[self.cluster], **routing)
 
     def forward(  # type: ignore[override]
         self,

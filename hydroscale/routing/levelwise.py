@@ -38,30 +38,21 @@ class LevelRouter(Routed):
     Parameters
     ----------
     network : the river network (N reaches).
-    irf : registered IRF name or spec (the ``irf`` of the options).
     options : the routing (:class:`~hydroscale.routing.RoutingOptions`; this engine reads
         ``irf``, ``substeps``, ``window``, ``window_tolerance`` and ``allow_unstable``);
-        ``**routing`` keywords build or amend it.  ``window`` is K, kernel taps per reach in
-        routing steps (``K · f`` sub-step taps); ``"auto"`` is fitted at the first call
-        (:func:`auto_level_window`).  The truncation of a path is bounded by the sum of its
-        reaches' truncated kernel masses: routing more steps than the window with more than
-        ``window_tolerance`` left out raises
+        ``**routing`` keywords build or amend it (``irf="muskingum"``, ...).  ``window`` is
+        K, kernel taps per reach in routing steps (``K · f`` sub-step taps); ``"auto"`` is
+        fitted at the first call (:func:`auto_level_window`).  The truncation of a path is
+        bounded by the sum of its reaches' truncated kernel masses: routing more steps than
+        the window with more than ``window_tolerance`` left out raises
         :class:`~hydroscale.routing.WindowTruncationError`.
     device : where the index tensors live (default CPU); runoff must be on it.
     """
 
-    def __init__(
-        self,
-        network: RiverNetwork,
-        irf: Any = None,
-        options: RoutingOptions | None = None,
-        *,
-        device: Any = None,
-        **routing: Any,
-    ) -> None:
-        self._set_options(irf, options, routing)
+    def __init__(self, network: RiverNetwork, options: RoutingOptions | None = None, *,
+                 device: Any = None, **routing: Any) -> None:
+        self._set_options(options, routing, device)
         self.network = network
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.truncated_mass: np.ndarray | None = None
         order = np.asarray(network.topo_order, dtype=np.int64)
         ptr = np.asarray(network.level_ptr, dtype=np.int64)
@@ -246,7 +237,7 @@ def _levels_engine(network, runoff, irf, params, substeps=1, *, window="auto",
     if window == "auto":
         window = auto_level_window(network, irf, params, substeps, n_steps,
                                    allow_unstable=allow_unstable)
-    router = LevelRouter(network, irf, substeps=substeps, window=min(int(window), n_steps),
+    router = LevelRouter(network, irf=irf, substeps=substeps, window=min(int(window), n_steps),
                          device=runoff.device, allow_unstable=allow_unstable)
     q = router(runoff, params)
     lost = float(router.truncated_mass.max()) if router.truncated_mass is not None else 0.0

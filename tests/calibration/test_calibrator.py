@@ -30,7 +30,7 @@ def test_level_router_matches_oracle(irf, p0, f):
     r = torch.rand(2, 300, 40, dtype=torch.float64, generator=g)
     p = torch.tensor([p0], dtype=torch.float64) * (0.5 + torch.rand(300, 1, generator=g,
                                                                      dtype=torch.float64))
-    router = LevelRouter(net, irf, substeps=f, window=40, allow_unstable=True)
+    router = LevelRouter(net, irf=irf, substeps=f, window=40, allow_unstable=True)
     q = router(r, p)
     want = route_oracle(net, r, irf, p, substeps=f, allow_unstable=True)
     np.testing.assert_allclose(q.numpy(), want.numpy(), rtol=1e-10, atol=1e-12)
@@ -46,7 +46,7 @@ def test_level_router_gradient_matches_oracle_autograd():
                       0.1 + 0.2 * torch.rand(120, generator=g, dtype=torch.float64)], -1)
     w = torch.rand(1, 120, 30, dtype=torch.float64, generator=g)
     grads = []
-    for fn in (lambda p: LevelRouter(net, "muskingum", window=30, allow_unstable=True)(r, p),
+    for fn in (lambda p: LevelRouter(net, irf="muskingum", window=30, allow_unstable=True)(r, p),
                lambda p: route_oracle(net, r, "muskingum", p, allow_unstable=True)):
         p = p0.clone().requires_grad_(True)
         (fn(p) * w).sum().backward()

@@ -66,6 +66,9 @@ def test_gradient_equals_single_device_autograd(client, forest, twin, loss, how,
                              **how) as dg:
         plan = dg.plan
         assert plan.cross_worker_exits() > 0 and plan.n_waves >= 3
+        # the wave-run keywords reach the runtime (its defaults where not given)
+        assert (dg.runtime.waves["rematerialise"], dg.runtime.waves["kernel_graph"]) == \
+            (how.get("rematerialise", True), how.get("kernel_graph", "keep"))
         assert len({int(w) for w in plan.group_worker[plan.group_of[obs.index_in(net)]]}) == 2
         got = dg.gradient()
         half = np.arange(len(obs)) % 2 == 0
@@ -83,6 +86,18 @@ def test_gradient_equals_single_device_autograd(client, forest, twin, loss, how,
     assert _rel(got["runoff"], r.grad) < 1e-5
     # reaches upstream of no gauge get no gradient, both ways
     assert np.array_equal(got["model"]["raw"].numpy() == 0, ref.raw.grad.numpy() == 0)
+
+
+def test_unknown_keyword_is_refused_before_the_cluster_is_used(forest, twin):
+    """Routing, calibration and wave-run keywords share **keywords; a misspelt one names all
+    three lists (no client is touched: None stands in for it)."""
+    net, _, part = forest
+    runoff, obs, start = twin
+    model = FreeParameters("muskingum", net, BOUNDS, init=start, dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"unknown keyword\(s\) \['kernel_grap'\]: routing "
+                                        r"options are .*'substeps'.*, calibration options "
+                                        r".*'warmup'.*, and \[.*'kernel_graph'.*\]"):
+        DistributedGradient(None, net, part, model, obs, runoff, kernel_grap="keep")
 
 
 def test_windows_gradient_equals_single_device(client, forest, twin, one_torch_thread):

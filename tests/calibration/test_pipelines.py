@@ -41,7 +41,7 @@ def cluster_of(twin):
 def _stage(twin, cluster_of, **kw):
     """The routing stage with its default window: exact for every parameter within the
     parameter model's bounds (fitted at their corners by the pipeline)."""
-    return RoutingStage(twin.network, "linear_storage", cluster_of=cluster_of, **kw)
+    return RoutingStage(twin.network, irf="linear_storage", cluster_of=cluster_of, **kw)
 
 
 def test_twin_is_consistent(twin):

@@ -42,7 +42,7 @@ def _pipeline(twin, kind: str, partition):
     device as ONE cluster: the windows are exact for every parameter within the bounds (fitted
     at their corners), so the runtime's groups give the same discharge to rounding."""
     net = twin.network
-    stage = RoutingStage(net, "linear_storage", dtype=torch.float64,
+    stage = RoutingStage(net, irf="linear_storage", dtype=torch.float64,
                          interpolator=twin.interpolator if kind == "runoff" else None)
     windows = Windows(T_TRAIN - WARMUP, warmup=WARMUP)
     if kind == "routing":

@@ -27,7 +27,7 @@ def _times():
 
 
 def _staged(net, part, r, params, window, dtype=torch.float64):
-    sr = StagedRouter(RivTreeCluster(net, part.cluster_of), "muskingum", substeps=SUBSTEPS,
+    sr = StagedRouter(RivTreeCluster(net, part.cluster_of), irf="muskingum", substeps=SUBSTEPS,
                       window=window, dtype=dtype, allow_unstable=True)
     with torch.no_grad():
         return sr(torch.as_tensor(r[None], dtype=dtype), torch.tensor(params))[0].double().numpy()
@@ -90,8 +90,8 @@ def test_plan_units_cover_groups_in_dependency_order(forest, placement):
 def test_fused_and_unfused_passes_are_identical(client, forest):
     net, params, part = forest
     forcing = SyntheticForcing(T, seed=2, scale=2.0)
-    with DistributedRouter(client, net, part, "muskingum", params, SUBSTEPS, allow_unstable=True,
-                           dtype=torch.float64) as dr:
+    with DistributedRouter(client, net, part, params, irf="muskingum", substeps=SUBSTEPS,
+                           allow_unstable=True, dtype=torch.float64) as dr:
         assert dr.plan.cross_worker_exits() > 0
         fused = dr.route(forcing, None, CHUNK)
         single = dr.route(forcing, None, CHUNK, fuse=False)
@@ -104,8 +104,8 @@ def test_equals_staged_router_float64(client, forest, stores, order):
     net, params, part = forest
     root, r, plan, in_plan, in_net = stores
     out = root / f"out64_{order}.zarr"
-    s = route_distributed(client, net, part, str(in_plan if order == "plan" else in_net),
-                          str(out), "muskingum", params, SUBSTEPS, CHUNK,
+    s = route_distributed(client, net, part, str(in_plan if order == "plan" else in_net), str(out),
+                          params, time_chunk=CHUNK, irf="muskingum", substeps=SUBSTEPS,
                           dtype=torch.float64, allow_unstable=True)
     assert s.chunks == 3 and s.workers == 2 and s.plan["cross_worker_exits"] > 0
     got = open_output(str(out), net)
@@ -124,21 +124,22 @@ def test_params_in_every_form_route_takes(client, forest):
     perm = np.random.default_rng(4).permutation(net.n_reaches)
     k = xr.DataArray(params[perm, 0], {"feature_id": net.ids[perm]}, ("feature_id",))
     forms = {"k": k, "x": params[:, 1].tolist()}
-    sums = [route_distributed(client, net, part, forcing, None, "muskingum", p, SUBSTEPS,
-                              CHUNK, dtype=torch.float64, allow_unstable=True).checksum
+    sums = [route_distributed(client, net, part, forcing, None, p, time_chunk=CHUNK,
+                              irf="muskingum", substeps=SUBSTEPS, dtype=torch.float64,
+                              allow_unstable=True).checksum
             for p in (params, forms)]
     assert sums[0] == sums[1] and sums[0] > 0
     with pytest.raises(ValueError, match=r"params\['k'\] must be a scalar or \[N = "):
-        route_distributed(client, net, part, forcing, None, "muskingum",
-                          {"k": params[:5, 0], "x": 0.2}, SUBSTEPS, CHUNK)
+        route_distributed(client, net, part, forcing, None, {"k": params[:5, 0], "x": 0.2},
+                          time_chunk=CHUNK, irf="muskingum", substeps=SUBSTEPS)
 
 
 def test_equals_staged_router_float32_and_oracle(client, forest, stores):
     net, params, part = forest
     root, r, plan, in_plan, _ = stores
     out = root / "out32.zarr"
-    s = route_distributed(client, net, part, str(in_plan), str(out), "muskingum", params,
-                          SUBSTEPS, CHUNK, allow_unstable=True)
+    s = route_distributed(client, net, part, str(in_plan), str(out), params, time_chunk=CHUNK,
+                          irf="muskingum", substeps=SUBSTEPS, allow_unstable=True)
     got = open_output(str(out), net).values.astype(np.float64)
     ref32 = _staged(net, part, r, params, s.window, torch.float32)
     assert np.linalg.norm(got - ref32) / np.linalg.norm(ref32) <= 1e-6
@@ -152,8 +153,8 @@ def test_equals_staged_router_float32_and_oracle(client, forest, stores):
 def test_basin_placement_equals_staged_router(client, forest):
     net, params, part = forest
     forcing = SyntheticForcing(T, seed=2, scale=2.0)
-    with DistributedRouter(client, net, part, "muskingum", params, SUBSTEPS, allow_unstable=True,
-                           dtype=torch.float64, placement="basins") as dr:
+    with DistributedRouter(client, net, part, params, irf="muskingum", substeps=SUBSTEPS,
+                           allow_unstable=True, dtype=torch.float64, placement="basins") as dr:
         assert dr.plan.cross_worker_exits() == 0
         per = np.diff(dr.plan.rows, axis=1).ravel()
         loads = [int(per[dr.plan.group_worker == w].sum()) for w in range(2)]
@@ -169,8 +170,9 @@ def test_output_metadata(client, forest, stores):
     net, params, part = forest
     root, _, plan, in_plan, _ = stores
     out = root / "out_meta.zarr"
-    s = route_distributed(client, net, part, str(in_plan), str(out), "muskingum", params,
-                          SUBSTEPS, CHUNK, allow_unstable=True, run_metadata={"user": "ci"})
+    s = route_distributed(client, net, part, str(in_plan), str(out), params, time_chunk=CHUNK,
+                          irf="muskingum", substeps=SUBSTEPS, allow_unstable=True,
+                          run_metadata={"user": "ci"})
     g = zarr.open_group(str(out), mode="r")
     assert g.attrs["hydroscale_store"] == "output"
     assert g.attrs["units"] == "m3 s-1"
@@ -191,7 +193,7 @@ def test_synthetic_forcing_reused_router_and_io_floor(client, forest, tmp_path):
     net, params, part = forest
     forcing = SyntheticForcing(T, seed=9, scale=3.0)
     # small batches: (wave, worker) sets split into several groups, several routers per worker
-    with DistributedRouter(client, net, part, "muskingum", params, SUBSTEPS,
+    with DistributedRouter(client, net, part, params, irf="muskingum", substeps=SUBSTEPS,
                            allow_unstable=True, dtype=torch.float64, batch_reaches=40) as dr:
         assert dr.plan.n_groups > plan_waves(net, part, max_group_reaches=None).n_groups
         assert sum(w["routers"] for w in dr.worker_setup) > 2
@@ -213,12 +215,25 @@ def test_worker_count_must_match(client, forest):
     net, params, _ = forest
     part3 = partition_network(net, max_reaches=24, min_reaches=4, n_workers=3)
     with pytest.raises(ValueError, match="n_workers=2"):
-        route_distributed(client, net, part3, SyntheticForcing(T), None, "muskingum", params,
-                          SUBSTEPS, CHUNK, allow_unstable=True)
+        route_distributed(client, net, part3, SyntheticForcing(T), None, params, time_chunk=CHUNK,
+                          irf="muskingum", substeps=SUBSTEPS, allow_unstable=True)
 
 
 def test_array_forcing_is_refused(client, forest):
     net, params, part = forest
     with pytest.raises(TypeError, match="ingest"):
-        route_distributed(client, net, part, np.zeros((net.n_reaches, T)), None, "muskingum",
-                          params, SUBSTEPS, CHUNK)
+        route_distributed(client, net, part, np.zeros((net.n_reaches, T)), None, params,
+                          time_chunk=CHUNK, irf="muskingum", substeps=SUBSTEPS)
+
+
+def test_irf_in_place_of_params_is_refused(client, forest):
+    """The IRF is a routing option (irf=...), not a positional argument before params."""
+    net, params, part = forest
+    with pytest.raises(TypeError, match=r"params must be \[N, P\] parameters or a callable, got "
+                                        r"the string 'muskingum'; an IRF is given as "
+                                        r"irf='muskingum'"):
+        route_distributed(client, net, part, SyntheticForcing(T), None, "muskingum")
+    with DistributedRouter(client, net, part, params[:, :1], irf="linear_storage", substeps=2,
+                           allow_unstable=True) as dr:
+        assert (dr.options.irf_name, dr.options.substeps, dr.irf) == ("linear_storage", 2,
+                                                                       "linear_storage")

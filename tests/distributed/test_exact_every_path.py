@@ -76,8 +76,8 @@ def test_route_api_one_device_and_cluster_equal_the_oracle(client, deep, tmp_pat
     da = xr.DataArray(runoff.astype(np.float32), {"reach": net.ids, "time": pd.date_range(
         "2001-01-01", periods=T, freq="D").values}, ("reach", "time"), attrs={"units": "m3 s-1"})
     ingest(da, tmp_path / "f.zarr", network=net)
-    summ = route_distributed(client, net, part, str(tmp_path / "f.zarr"), str(store),
-                             "muskingum", params, time_chunk=64)
+    summ = route_distributed(client, net, part, str(tmp_path / "f.zarr"), str(store), params,
+                             irf="muskingum", time_chunk=64)
     assert summ.window >= 64  # several time chunks, each carrying the state of the last
     cluster = open_output(store, net).values
     assert _rel(cluster, q0) < 1e-5 and _rel(cluster, one) < 1e-5
@@ -93,7 +93,7 @@ def test_a_truncating_window_is_refused_before_the_run(client, deep, tmp_path):
     part = partition_network(net, max_reaches=512, n_workers=2)
     with pytest.raises(WindowTruncationError, match=r"route_distributed: a kernel window of 32"):
         route_distributed(client, net, part, hydroscale.io.SyntheticForcing(T),
-                          str(tmp_path / "q.zarr"), "muskingum", params, window=32)
+                          str(tmp_path / "q.zarr"), params, irf="muskingum", window=32)
     assert not (tmp_path / "q.zarr").exists()  # refused before the store was created
 
 
@@ -206,7 +206,7 @@ def test_calibrate_workflow_first_guess_one_device_and_cluster(client, deep, tmp
 def test_routing_pipeline_one_device_and_cluster(client, deep, one_torch_thread):
     net, params, runoff, q0, gauges = deep
     obs = _observations(deep)
-    stage = RoutingStage(net, "muskingum", dtype=torch.float64)  # one cluster, window auto
+    stage = RoutingStage(net, irf="muskingum", dtype=torch.float64)  # one cluster, window auto
     pm = FreeParameters("muskingum", net, BOUNDS, init=params, dtype=torch.float64)
     pipe = routing_calibration(stage, pm, runoff, obs, windows=Windows(T - 20, warmup=20))
     one = pipe.evaluate((0, T))["sim"]

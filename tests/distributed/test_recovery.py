@@ -43,8 +43,9 @@ def _forcing(**kw):
 
 def _route(client, forest, out, forcing=None, **kw):
     net, params, part = forest
-    return route_distributed(client, net, part, forcing or _forcing(), str(out), "muskingum",
-                             params, SUBSTEPS, CHUNK, allow_unstable=True, **kw)
+    return route_distributed(client, net, part, forcing or _forcing(), str(out), params,
+                             time_chunk=CHUNK, irf="muskingum", substeps=SUBSTEPS,
+                             allow_unstable=True, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -145,11 +146,11 @@ def test_resume_refuses_another_run_definition(client, forest, tmp_path):
     before = sorted(p.name for p in out.rglob("*"))
     with pytest.raises(ValueError, match=r"another definition \(params: store '[0-9a-f]+', "
                                          r"now '[0-9a-f]+'.*left untouched.*overwrite=True"):
-        route_distributed(client, net, part, _forcing(), str(out), "muskingum", params * 1.01,
-                          SUBSTEPS, CHUNK, allow_unstable=True)
+        route_distributed(client, net, part, _forcing(), str(out), params * 1.01, time_chunk=CHUNK,
+                          irf="muskingum", substeps=SUBSTEPS, allow_unstable=True)
     with pytest.raises(ValueError, match=r"time_chunk: store 12, now 24"):
-        route_distributed(client, net, part, _forcing(), str(out), "muskingum", params,
-                          SUBSTEPS, 24, allow_unstable=True)
+        route_distributed(client, net, part, _forcing(), str(out), params, time_chunk=24,
+                          irf="muskingum", substeps=SUBSTEPS, allow_unstable=True)
     assert sorted(p.name for p in out.rglob("*")) == before
     with pytest.raises(FileExistsError, match="resume=True to continue"):
         _route(client, forest, out, resume=False)
@@ -161,7 +162,7 @@ def test_router_survives_a_restarted_worker_between_passes(client, forest):
     """The workers' routers are a cache: a pass after a worker restart rebuilds them."""
     net, params, part = forest
     forcing = SyntheticForcing(48, seed=1)
-    with DistributedRouter(client, net, part, "muskingum", params, SUBSTEPS,
+    with DistributedRouter(client, net, part, params, irf="muskingum", substeps=SUBSTEPS,
                            allow_unstable=True, dtype=torch.float64) as dr:
         a = dr.route(forcing, None, 16)
         old = list(dr.addrs)
@@ -178,7 +179,7 @@ def test_router_scatters_its_data_again_when_every_copy_was_lost(client, forest)
     the next pass scatters it again instead of failing on lost dependencies."""
     net, params, part = forest
     forcing = SyntheticForcing(48, seed=1)
-    with DistributedRouter(client, net, part, "muskingum", params, SUBSTEPS,
+    with DistributedRouter(client, net, part, params, irf="muskingum", substeps=SUBSTEPS,
                            allow_unstable=True, dtype=torch.float64) as dr:
         a = dr.route(forcing, None, 16)
         old_key = dr._data.key

@@ -66,7 +66,8 @@ def test_picks_per_batch_then_a_shorter_chunk_then_refuses():
 
 
 def _routed(client, net, part, params, **kw):
-    with DistributedRouter(client, net, part, "muskingum", params, SUBSTEPS, max_steps=T,
+    with DistributedRouter(client, net, part, params, irf="muskingum", substeps=SUBSTEPS,
+                           max_steps=T,
                            time_chunk=16, allow_unstable=True, batch_reaches=40,
                            **kw) as dr:
         s = dr.route(SyntheticForcing(T, seed=3), None, 16)
@@ -93,7 +94,8 @@ def test_per_batch_kernels_route_like_resident_ones(client, forest):
 def test_kernels_dropped_and_built_again_route_the_same(client, forest):
     """A budget smaller than any batch: every task builds its batch's kernels again."""
     net, params, part = forest
-    with DistributedRouter(client, net, part, "muskingum", params, SUBSTEPS, max_steps=T,
+    with DistributedRouter(client, net, part, params, irf="muskingum", substeps=SUBSTEPS,
+                           max_steps=T,
                            time_chunk=16, allow_unstable=True, batch_reaches=40) as dr:
         forcing = SyntheticForcing(T, seed=3)
         kept = dr.route(forcing, None, 16)
@@ -112,8 +114,8 @@ def test_a_run_that_cannot_fit_is_refused_before_routing(client, forest, tmp_pat
     out = tmp_path / "out.zarr"
     with pytest.raises(RunTooLargeError, match=r"does not fit worker \d.*\(memory_limit\): "
                        r"lower batch_reaches"):
-        route_distributed(client, net, part, SyntheticForcing(T, seed=3), str(out),
-                          "muskingum", params, SUBSTEPS, 16, allow_unstable=True,
+        route_distributed(client, net, part, SyntheticForcing(T, seed=3), str(out), params,
+                          time_chunk=16, irf="muskingum", substeps=SUBSTEPS, allow_unstable=True,
                           memory_limit="2kB", dtype=torch.float32)
     assert not out.exists()
     # the workers forgot the refused run

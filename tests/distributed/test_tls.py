@@ -31,8 +31,8 @@ def test_route_over_tls_equals_the_oracle(forest, tmp_path):
         assert client.security.require_encryption
         t = 30
         s = route_distributed(client, net, part, SyntheticForcing(t, seed=4),
-                              str(tmp_path / "q.zarr"), "muskingum", params, 3, 10, window=t,
-                              dtype=torch.float64, allow_unstable=True)
+                              str(tmp_path / "q.zarr"), params, time_chunk=10, irf="muskingum",
+                              substeps=3, window=t, dtype=torch.float64, allow_unstable=True)
     finally:
         cluster = client.cluster
         client.close()

@@ -14,9 +14,11 @@ from _engine_cases import random_clusters, random_forest
 from hydroscale.kernels import triton_available
 from hydroscale.network import RiverNetwork
 from hydroscale.routing import (
+    LevelRouter,
     LTIRouter,
     RivTreeCluster,
     RouterState,
+    RoutingOptions,
     StagedRouter,
     WindowTruncationError,
     get_engine,
@@ -105,7 +107,7 @@ def test_partitioned_equals_oracle(forest, clusters, irf, substeps):
     r = torch.rand(2, forest.n_reaches, N_T, dtype=torch.float64,
                    generator=torch.Generator().manual_seed(4))
     q0 = route_oracle(forest, r, irf, p, substeps=substeps, allow_unstable=True)
-    router = StagedRouter(clusters, irf, substeps=substeps, window=N_T, dtype=torch.float64,
+    router = StagedRouter(clusters, irf=irf, substeps=substeps, window=N_T, dtype=torch.float64,
                           backend="torch", allow_unstable=True)
     q = router(r, p)
     assert q.shape == q0.shape and q.dtype == torch.float64
@@ -119,10 +121,10 @@ def test_partitioned_equals_whole_network(forest, clusters):
     p = torch.tensor(_params("muskingum", forest.n_reaches, rng))
     r = torch.rand(1, forest.n_reaches, N_T, dtype=torch.float64)
     kw = dict(substeps=4, window=N_T, dtype=torch.float64, backend="torch", allow_unstable=True)
-    q_part = StagedRouter(clusters, "muskingum", **kw)(r, p)
-    q_whole = LTIRouter(forest, "muskingum", **kw)(r, p)  # one cluster, no transfers
+    q_part = StagedRouter(clusters, irf="muskingum", **kw)(r, p)
+    q_whole = LTIRouter(forest, irf="muskingum", **kw)(r, p)  # one cluster, no transfers
     q0 = route_oracle(forest, r, "muskingum", p, substeps=4, allow_unstable=True)
-    small = StagedRouter(clusters, "muskingum", max_batch_reaches=8, **kw)  # waves split
+    small = StagedRouter(clusters, irf="muskingum", max_batch_reaches=8, **kw)  # waves split
     assert len(small._batches()) > clusters.n_waves
     assert _rel(small(r, p), q_part) < 1e-13
     assert _rel(q_part, q_whole) < 1e-10
@@ -137,10 +139,10 @@ def test_truncated_mass_reported_and_bounds_the_error(forest):
     q0 = route_oracle(forest, r, "linear_storage", p)
     with pytest.raises(WindowTruncationError, match=r"window of 4 steps of a 30-step run "
                                                      r"cuts off more than window_tolerance"):
-        StagedRouter(cs, "linear_storage", window=4, dtype=torch.float64, backend="torch")(r, p)
-    short = StagedRouter(cs, "linear_storage", window=4, dtype=torch.float64, backend="torch",
+        StagedRouter(cs, irf="linear_storage", window=4, dtype=torch.float64, backend="torch")(r, p)
+    short = StagedRouter(cs, irf="linear_storage", window=4, dtype=torch.float64, backend="torch",
                          **SHORT)
-    long = StagedRouter(cs, "linear_storage", window=N_T, dtype=torch.float64, backend="torch")
+    long = StagedRouter(cs, irf="linear_storage", window=N_T, dtype=torch.float64, backend="torch")
     q_short, q_long = short(r, p), long(r, p)
     m_short, m_long = short.truncated_mass, long.truncated_mass
     assert m_short.shape == (cs.n_clusters,) and m_short.max() > 0.5
@@ -168,7 +170,7 @@ def _n_upstream(net: RiverNetwork) -> np.ndarray:
 def test_auto_window_is_the_shortest_within_the_tolerance(forest, clusters, tolerance):
     rng = np.random.default_rng(7)
     p = torch.tensor(_params("muskingum", forest.n_reaches, rng))
-    router = StagedRouter(clusters, "muskingum", substeps=3, dtype=torch.float64,
+    router = StagedRouter(clusters, irf="muskingum", substeps=3, dtype=torch.float64,
                           backend="torch", allow_unstable=True, window_tolerance=tolerance)
     r = torch.rand(1, forest.n_reaches, N_T, dtype=torch.float64)
     q = router(r, p)
@@ -176,11 +178,11 @@ def test_auto_window_is_the_shortest_within_the_tolerance(forest, clusters, tole
     assert 2 <= k <= N_T
     # the bound it searches below (mean + 10 sd of the travel times), or past it when even
     # the bound leaves more than the tolerance out
-    bound = StagedRouter(clusters, "muskingum", substeps=3, dtype=torch.float64,
+    bound = StagedRouter(clusters, irf="muskingum", substeps=3, dtype=torch.float64,
                          backend="torch", allow_unstable=True, window_tolerance=0)
     k_bound = bound.auto_window(p)
     if k > k_bound:
-        at_bound = StagedRouter(clusters, "muskingum", substeps=3, window=k_bound,
+        at_bound = StagedRouter(clusters, irf="muskingum", substeps=3, window=k_bound,
                                 dtype=torch.float64, backend="torch", allow_unstable=True,
                                 **SHORT)
         at_bound.aggregate(p)
@@ -189,7 +191,7 @@ def test_auto_window_is_the_shortest_within_the_tolerance(forest, clusters, tole
     assert np.nanmax(router.truncated_mass) <= tolerance or k == N_T
     # one step shorter leaves more than the tolerance out (unless K is the floor of 2)
     if k > 2:
-        short = StagedRouter(clusters, "muskingum", substeps=3, window=k - 1,
+        short = StagedRouter(clusters, irf="muskingum", substeps=3, window=k - 1,
                              dtype=torch.float64, backend="torch", allow_unstable=True, **SHORT)
         short.aggregate(p)
         assert np.nanmax(short.truncated_mass) > tolerance
@@ -200,13 +202,34 @@ def test_auto_window_is_the_shortest_within_the_tolerance(forest, clusters, tole
 
 def test_window_tolerance_is_checked(clusters):
     with pytest.raises(ValueError, match="window_tolerance must be >= 0, got -0.5"):
-        StagedRouter(clusters, "muskingum", window_tolerance=-0.5)
+        StagedRouter(clusters, irf="muskingum", window_tolerance=-0.5)
+
+
+def test_routers_take_their_options_as_one_object(forest, clusters):
+    """One RoutingOptions object (the IRF one of its fields) configures every engine;
+    keywords amend it; an IRF in the options' place is refused with the call to write."""
+    opts = RoutingOptions(irf="linear_storage", substeps=2, window=N_T, dtype=torch.float64,
+                          backend="torch")
+    rng = np.random.default_rng(7)
+    p = torch.tensor(_params("linear_storage", forest.n_reaches, rng))
+    r = torch.rand(1, forest.n_reaches, N_T, dtype=torch.float64)
+    q0 = route_oracle(forest, r, "linear_storage", p, substeps=2)
+    for router in (StagedRouter(clusters, opts), LTIRouter(forest, opts),
+                   LevelRouter(forest, opts)):
+        assert router.options.irf_name == "linear_storage" and router.f == 2
+        assert _rel(router(r, p), q0) < 1e-12
+    amended = StagedRouter(clusters, opts, substeps=3)
+    assert (amended.f, amended.options.irf_name, opts.substeps) == (3, "linear_storage", 2)
+    for engine, net in ((StagedRouter, clusters), (LevelRouter, forest)):
+        with pytest.raises(TypeError, match=r"options must be a RoutingOptions, got the IRF "
+                                            r"'muskingum'; pass it as irf='muskingum'"):
+            engine(net, "muskingum", substeps=2)
 
 
 def test_unstable_parameters_are_refused_unless_allowed(forest, clusters):
     p = torch.tensor(np.stack([np.full(forest.n_reaches, 3 / 24), np.full(forest.n_reaches, .3)],
                               1))
-    router = StagedRouter(clusters, "muskingum", substeps=24, window=4, backend="torch")
+    router = StagedRouter(clusters, irf="muskingum", substeps=24, window=4, backend="torch")
     with pytest.raises(ValueError, match="allow_unstable"):
         router.aggregate(p)
 
@@ -216,7 +239,7 @@ def test_chunked_equals_unchunked_and_state_resumes(forest, clusters, tmp_path):
     rng = np.random.default_rng(8)
     p = torch.tensor(_params("muskingum", forest.n_reaches, rng))
     r = torch.rand(2, forest.n_reaches, N_T, dtype=torch.float64)
-    router = StagedRouter(clusters, "muskingum", substeps=3, window=8, dtype=torch.float64,
+    router = StagedRouter(clusters, irf="muskingum", substeps=3, window=8, dtype=torch.float64,
                           backend="torch", allow_unstable=True, **SHORT)
     kern = router.aggregate(p)
     whole = router(r, kernels=kern)
@@ -237,7 +260,7 @@ def test_forward_chunk_per_cluster_matches_staged(forest, clusters):
     rng = np.random.default_rng(9)
     p = torch.tensor(_params("muskingum", forest.n_reaches, rng))
     r = torch.rand(1, forest.n_reaches, N_T, dtype=torch.float64)
-    router = StagedRouter(clusters, "muskingum", substeps=2, window=10, dtype=torch.float64,
+    router = StagedRouter(clusters, irf="muskingum", substeps=2, window=10, dtype=torch.float64,
                           backend="torch", allow_unstable=True, **SHORT)
     kern = router.aggregate(p)
     want = router(r, kernels=kern)
@@ -266,7 +289,7 @@ def test_lti_router_on_one_cluster_with_inflow(forest, clusters):
     rng = np.random.default_rng(10)
     p = torch.tensor(_params("muskingum", forest.n_reaches, rng))
     r = torch.rand(1, forest.n_reaches, N_T, dtype=torch.float64)
-    staged = StagedRouter(clusters, "muskingum", substeps=2, window=10, dtype=torch.float64,
+    staged = StagedRouter(clusters, irf="muskingum", substeps=2, window=10, dtype=torch.float64,
                           backend="torch", allow_unstable=True, **SHORT)
     kern = staged.aggregate(p)
     q_all = staged(r, kernels=kern)
@@ -276,7 +299,7 @@ def test_lti_router_on_one_cluster_with_inflow(forest, clusters):
     for u in range(c):
         _, outflows[u], _ = staged.forward_chunk(u, r[:, clusters[u].reaches],
                                                  staged.inflow_for(u, outflows), None, kern)
-    one = LTIRouter(clusters, "muskingum", cluster=c, substeps=2, window=10,
+    one = LTIRouter(clusters, irf="muskingum", cluster=c, substeps=2, window=10,
                     dtype=torch.float64, backend="torch", allow_unstable=True, **SHORT)
     q = one(r[:, clusters[c].reaches], p, inflow=staged.inflow_for(c, outflows))
     assert torch.allclose(q, q_all[:, clusters[c].reaches], rtol=0, atol=1e-12)
@@ -290,7 +313,7 @@ def test_gradcheck_params_and_runoff():
     rng = np.random.default_rng(13)
     p = torch.tensor(_params("muskingum", net.n_reaches, rng), requires_grad=True)
     r = torch.rand(1, net.n_reaches, 8, dtype=torch.float64, requires_grad=True)
-    router = StagedRouter(cs, "muskingum", substeps=2, window=5, dtype=torch.float64,
+    router = StagedRouter(cs, irf="muskingum", substeps=2, window=5, dtype=torch.float64,
                           backend="torch", allow_unstable=True, **SHORT)
     assert torch.autograd.gradcheck(lambda pp, rr: router(rr, pp), (p, r), fast_mode=True)
 
@@ -304,7 +327,7 @@ def test_gradient_matches_oracle_gradient():
     w = torch.rand(2, net.n_reaches, 16, dtype=torch.float64)
     p1 = torch.tensor(p0, requires_grad=True)
     p2 = torch.tensor(p0, requires_grad=True)
-    router = StagedRouter(cs, "linear_storage", substeps=2, window=16, dtype=torch.float64,
+    router = StagedRouter(cs, irf="linear_storage", substeps=2, window=16, dtype=torch.float64,
                           backend="torch")
     (router(r, p1) * w).sum().backward()
     (route_oracle(net, r, "linear_storage", p2, substeps=2) * w).sum().backward()
@@ -318,8 +341,8 @@ def test_bf16_storage_error_is_reported_and_bounded(forest, clusters):
     r = torch.rand(1, forest.n_reaches, N_T, dtype=torch.float32)
     q0 = route_oracle(forest, r.double(), "muskingum", p, substeps=2, allow_unstable=True)
     kw = dict(substeps=2, window=N_T, backend="torch", allow_unstable=True)
-    q32 = StagedRouter(clusters, "muskingum", **kw)(r, p)
-    q16 = StagedRouter(clusters, "muskingum", storage_dtype=torch.bfloat16, **kw)(r, p)
+    q32 = StagedRouter(clusters, irf="muskingum", **kw)(r, p)
+    q16 = StagedRouter(clusters, irf="muskingum", storage_dtype=torch.bfloat16, **kw)(r, p)
     assert q16.dtype == torch.float32
     e32, e16 = _rel(q32.double(), q0), _rel(q16.double(), q0)
     assert e32 < 1e-6
@@ -334,8 +357,8 @@ def test_float32_aggregation_is_accurate_and_reports_its_rounding(forest, cluste
     q0 = route_oracle(forest, r, "muskingum", p, substeps=2, allow_unstable=True)
     kw = dict(substeps=2, window=N_T, backend="torch", allow_unstable=True,
               dtype=torch.float64)
-    r64 = StagedRouter(clusters, "muskingum", **kw)
-    r32 = StagedRouter(clusters, "muskingum", aggregate_dtype=torch.float32, **kw)
+    r64 = StagedRouter(clusters, irf="muskingum", **kw)
+    r32 = StagedRouter(clusters, irf="muskingum", aggregate_dtype=torch.float32, **kw)
     q64, q32 = r64(r, p), r32(r, p)
     assert _rel(q64, q0) < 1e-12
     # float32 kernels: ~1e-7 per value; routing itself in float64 isolates that error
@@ -343,7 +366,7 @@ def test_float32_aggregation_is_accurate_and_reports_its_rounding(forest, cluste
     assert np.nanmax(r64.truncated_mass) < 1e-12
     assert np.nanmax(r32.truncated_mass) < 1e-5
     with pytest.raises(ValueError, match="aggregate_dtype must be float32 or float64"):
-        StagedRouter(clusters, "muskingum", aggregate_dtype=torch.float16, **kw)
+        StagedRouter(clusters, irf="muskingum", aggregate_dtype=torch.float16, **kw)
 
 
 def test_engines_registered_and_dispatch(forest, clusters):
@@ -373,14 +396,14 @@ def test_triton_path_matches_oracle(substeps, window):
     p = torch.tensor(_params("muskingum", net.n_reaches, rng))
     r = torch.rand(2, net.n_reaches, 20, dtype=torch.float64)
     q0 = route_oracle(net, r, "muskingum", p, substeps=substeps, allow_unstable=True)
-    router = StagedRouter(cs, "muskingum", substeps=substeps, window=window,
+    router = StagedRouter(cs, irf="muskingum", substeps=substeps, window=window,
                           dtype=torch.float64, backend="triton", allow_unstable=True, **SHORT)
     kern = router.aggregate(p)
     q = router(r, kernels=kern)
     # a short window: compare within the reported truncation
     bound = float(np.nanmax(kern.truncated_mass)) * float(r.max()) * net.n_reaches + 1e-12
     assert float((q - q0).abs().max()) <= bound
-    ref = StagedRouter(cs, "muskingum", substeps=substeps, window=window, dtype=torch.float64,
+    ref = StagedRouter(cs, irf="muskingum", substeps=substeps, window=window, dtype=torch.float64,
                        backend="torch", allow_unstable=True, **SHORT)(r, kernels=kern)
     assert torch.allclose(q, ref, rtol=1e-12, atol=1e-12)
 
@@ -404,8 +427,8 @@ def test_recursive_aggregation_equals_fft_aggregation(forest, clusters, irf):
     rng = np.random.default_rng(31)
     p0 = _params(irf, forest.n_reaches, rng)
     kw = dict(substeps=3, window=6, dtype=torch.float64, allow_unstable=True)
-    fast = StagedRouter(clusters, irf, backend="triton", device=dev, **kw)
-    fft = StagedRouter(clusters, irf, backend="torch", **kw)
+    fast = StagedRouter(clusters, irf=irf, backend="triton", device=dev, **kw)
+    fft = StagedRouter(clusters, irf=irf, backend="torch", **kw)
     p1 = torch.tensor(p0, device=dev, requires_grad=True)
     p2 = torch.tensor(p0, requires_grad=True)
     k1, k2 = fast.aggregate(p1), fft.aggregate(p2)
@@ -432,7 +455,7 @@ def test_inference_pass_equals_recorded_pass(forest, clusters, backend):
     rng = np.random.default_rng(8)
     p = torch.tensor(_params("muskingum", forest.n_reaches, rng))
     r = torch.rand(2, forest.n_reaches, 40, generator=torch.Generator().manual_seed(9))
-    router = StagedRouter(clusters, "muskingum", substeps=3, window=6, backend=backend,
+    router = StagedRouter(clusters, irf="muskingum", substeps=3, window=6, backend=backend,
                           allow_unstable=True, **SHORT)
     assert clusters.n_inlets > 0  # inlet inflow: the second call adds into the first's rows
     kern = router.aggregate(p)

@@ -129,7 +129,7 @@ def test_time_chunks_with_saved_state_equal_one_pass(tmp_path_factory, case, cut
     steps = r.shape[1]
     edges = sorted({0, steps, *(min(c, steps - 1) for c in cuts)})
     part = partition_network(net, max_reaches=max_reaches)
-    router = StagedRouter(RivTreeCluster(net, part.cluster_of), "muskingum", substeps=f,
+    router = StagedRouter(RivTreeCluster(net, part.cluster_of), irf="muskingum", substeps=f,
                           window=steps, dtype=f64)
     kernels = router.aggregate(p)
     whole = router(r[None], kernels=kernels)[0]
