@@ -324,7 +324,7 @@ def _route_stateful(network: RiverNetwork, rb: torch.Tensor, spec: IRFSpec, p: t
     from .routing import RivTreeCluster, StagedRouter, restart_fingerprint
 
     router = StagedRouter(
-        RivTreeCluster(network, cluster_of), spec, substeps=substeps,
+        RivTreeCluster(network, cluster_of), irf=spec, substeps=substeps,
         window="auto" if state is None else state.window, dtype=rb.dtype,
         backend=engine if engine in ("torch", "triton") else "auto", device=rb.device,
         allow_unstable=allow_unstable)
