@@ -34,7 +34,9 @@ def test_reference_matches_python_integers():
 @pytest.mark.parametrize("n, t0, t1, seed", [(1, 0, 1, 0), (37, 5, 1030, 7), (300, 0, 9, 2**40)])
 def test_triton_kernel_equals_reference(n, t0, t1, seed):
     pytest.importorskip("triton")
-    reach = torch.as_tensor(np.random.default_rng(n).integers(0, 2**33, n))
+    # on a GPU the compiled kernel; on a CPU the interpreter (TRITON_INTERPRET=1)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    reach = torch.as_tensor(np.random.default_rng(n).integers(0, 2**33, n), device=dev)
     want = hash_uniform_reference(reach, t0, t1, seed)
     got = hash_uniform(reach, t0, t1, seed, backend="triton")
     assert got.dtype == torch.float32 and got.shape == (n, t1 - t0)
