@@ -635,10 +635,14 @@ class StagedRouter(Routed):
 
     @staticmethod
     def _roll(hist: torch.Tensor | None, x: torch.Tensor, k: int) -> torch.Tensor:
-        """The last ``k - 1`` steps of ``[hist, x]`` along time."""
+        """The last ``k - 1`` steps of ``[hist, x]`` along time (only those are copied: a
+        chunk of ``T >= k - 1`` steps gives its own last ``k - 1``)."""
+        k1, t = int(k) - 1, int(x.shape[-1])
+        if t >= k1:
+            return x[..., t - k1 :].detach().clone()
         if hist is None:
-            hist = x.new_zeros(*x.shape[:-1], k - 1)
-        return torch.cat([hist.to(x.dtype), x], dim=-1)[..., x.shape[-1] :].detach().clone()
+            hist = x.new_zeros(*x.shape[:-1], k1)
+        return torch.cat([hist[..., t:].to(x.dtype), x], dim=-1).detach().clone()
 
     def _check_state(self, state: RouterState, b: int, n: int, ni: int, k: int) -> None:
         want_r, want_u = (b, n, k - 1), (b, ni, self.f, k - 1)
