@@ -139,6 +139,7 @@ def _plan_fields(s) -> dict:
         "residency": p.get("residency"), "planned_time_chunk": p.get("time_chunk"),
         "planned_peak_gb": [round(w["peak"] / 1e9, 2) for w in p.get("workers", [])],
         "kernels_gb": [round(w["kernels"] / 1e9, 2) for w in p.get("workers", [])],
+        "routers_gb": [round(w.get("routers", 0) / 1e9, 2) for w in p.get("workers", [])],
         "limit_gb": [None if w["limit"] is None else round(w["limit"] / 1e9, 1)
                      for w in p.get("workers", [])],
         "kernel_builds": [w.get("kernel_builds") for w in s.per_worker],

@@ -381,7 +381,8 @@ class DistributedRouter(Closing):
         limits = [(self.memory_limit, "memory_limit") if self.memory_limit is not None
                   else tuple(i["memory_limit"]) for i in self._setup_info]
         batches = [{"kernel_rows": i.get("kernel_rows", []),
-                    "reaches": i.get("batch_reaches", []), "groups": i["sizes"]}
+                    "reaches": i.get("batch_reaches", []), "groups": i["sizes"],
+                    "resident": i.get("resident", 0)}
                    for i in self._setup_info]
         store = o.storage_dtype or o.dtype
         return plan_run(batches, window=self.window, substeps=o.substeps,

@@ -328,8 +328,13 @@ def setup_task(data: RunData, worker: int) -> dict[str, Any]:
     if data.options is not None:
         window = data.options.window
         keys = [k for k in run.batches if k[0] == int(worker)]
+        before = torch.cuda.memory_allocated(run.device) if run.device.type == "cuda" else 0
         routers = [_router(run, k, window) for k in keys]
+        for r in routers:
+            r.prepare()  # the layouts of its groups: measured here, not at the first task
         out["routers"] = len(routers)
+        out["resident"] = (int(torch.cuda.memory_allocated(run.device) - before)
+                           if run.device.type == "cuda" else 0)
         out["kernel_rows"] = [r.kernel_rows() for r in routers]
         out["batch_reaches"] = [int(sum(cs.reach_ptr_cluster[g, 1] - cs.reach_ptr_cluster[g, 0]
                                         for g in run.batches[k])) for k in keys]

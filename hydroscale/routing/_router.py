@@ -382,10 +382,16 @@ class StagedRouter(Routed):
 
     def prepare(self) -> StagedRouter:
         """Build the path layouts of every wave now (else on first use), the transfer-buffer
-        layouts :meth:`forward` reads included."""
+        layouts :meth:`forward` reads included; for a router of a subset (``only``), the
+        layouts :meth:`forward_chunk` reads for each of its clusters."""
         if self.only is None:
             for key in self._batches():
                 self._exit_layout(self._group(key))
+        else:
+            for c in self.only.tolist():
+                g = self._group(self._cluster_key(c))
+                if g.i1 > g.i0:
+                    self._inlet_layout(g)
         return self
 
     # ------------------------------------------------------------------ kernels

@@ -60,8 +60,10 @@ TASK_CHANNEL_ARRAYS = 3
 class WorkerPlan:
     """One worker's estimate (bytes) and what it keeps resident.
 
-    ``kernels``: every batch's kernels; ``largest_batch``: one batch's kernels and its
-    aggregation peak; ``task``: one routing task's arrays at the plan's time chunk;
+    ``routers``: what the worker's routers hold at set-up (their path layouts and index
+    tensors; measured on a GPU, 0 where unknown); ``kernels``: every batch's kernels;
+    ``largest_batch``: one batch's kernels and its aggregation peak; ``task``: one
+    routing task's arrays at the plan's time chunk;
     ``state``: the carried states (and transfer buffers) the pass keeps; ``peak``: the
     estimated peak under the chosen residency; ``limit``: the memory it is compared with.
     """
@@ -69,6 +71,7 @@ class WorkerPlan:
     worker: int
     groups: int
     reaches: int
+    routers: int
     kernels: int
     largest_batch: int
     aggregation: int
@@ -117,12 +120,13 @@ class RunPlan:
             + (f" (asked {self.requested_time_chunk})"
                if self.time_chunk != self.requested_time_chunk else "")
             + f", window {self.window} steps, f = {self.substeps}, {self.n_steps} steps",
-            "worker  groups   reaches  kernels GB  batch GB  aggregation GB  task GB  "
-            "state GB  peak GB  limit GB",
+            "worker  groups   reaches  routers GB  kernels GB  batch GB  aggregation GB  "
+            "task GB  state GB  peak GB  limit GB",
         ]
         for w in self.workers:
             lines.append(
-                f"{w.worker:>6}  {w.groups:>6}  {w.reaches:>8}  {g(w.kernels):>10}  "
+                f"{w.worker:>6}  {w.groups:>6}  {w.reaches:>8}  {g(w.routers):>10}  "
+                f"{g(w.kernels):>10}  "
                 f"{g(w.largest_batch):>8}  {g(w.aggregation):>14}  {g(w.task):>7}  "
                 f"{g(w.state):>8}  {g(w.peak):>7}  {g(w.limit):>8}")
         return "\n".join(lines)
@@ -189,16 +193,17 @@ def plan_run(
                + n_red * k * f * 8) if rows.size else np.zeros(1, np.int64)
         kernels, largest = int(kb.sum()), int(kb.max()) if kb.size else 0
         task, state = task_bytes(w, tc), state_bytes(w, tc)
+        routers = int(w.get("resident", 0))  # held throughout, like the carried state
         limit, source = limits[i]
         if resident:
             # set-up: every batch aggregated in turn, the earlier ones kept
-            peak = max(kernels - largest + int(agg.max()), kernels + task) + state
+            peak = max(kernels - largest + int(agg.max()), kernels + task) + state + routers
             budget = None
         else:
-            peak = max(int(agg.max()), largest + task) + state
+            peak = max(int(agg.max()), largest + task) + state + routers
             budget = None if limit is None else max(
-                largest, int(limit * SLACK) - task - state)
-        return WorkerPlan(i, len(w["groups"]), int(n_red.sum()), kernels, largest,
+                largest, int(limit * SLACK) - task - state - routers)
+        return WorkerPlan(i, len(w["groups"]), int(n_red.sum()), routers, kernels, largest,
                           int(agg.max()), task, state, int(peak), limit, source, budget)
 
     def fits(p: WorkerPlan) -> bool:

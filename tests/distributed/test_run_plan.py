@@ -39,6 +39,7 @@ def test_estimate_by_hand():
     assert w.task == max(4 * 10 + 9 * 2, 4 * 5 + 9 * 3) * 10 * 4
     # state: chunks x (reaches + f inlets) (K - 1) 4 B, plus twice the exit buffers of a chunk
     assert w.state == 2 * (15 + 3 * 2) * 3 * 4 + 2 * 3 * 3 * 10 * 4
+    assert w.routers == 0  # not reported: unknown
     assert w.peak == max(w.kernels - w.largest_batch + w.aggregation,
                          w.kernels + w.task) + w.state
 
