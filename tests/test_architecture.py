@@ -35,6 +35,7 @@ PACKAGE = ROOT / "hydroscale"
 FLOORS = {
     "_options": 0,  # the shape of every options object (FrozenOptions)
     "_closing": 0,  # the context-manager shape of objects closed after use (Closing)
+    "_digest": 0,  # content digests of arrays (run fingerprints, restart states)
     "_lazy": 0,  # lazy re-exports of package __init__s (imports nothing of hydroscale)
     "network": 0,
     "irf": 0,

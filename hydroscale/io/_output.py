@@ -32,6 +32,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from .._digest import digest
 from ..network import RiverNetwork
 from . import _zarr as fmt
 from ._common import IOFormatError, check_times
@@ -41,16 +42,6 @@ __all__ = ["OutputStore", "PreparedOutput", "RunProgress", "create_output_store"
            "mark_complete", "open_output", "prepare_output", "run_fingerprint", "write_block"]
 
 logger = logging.getLogger(__name__)
-
-
-def digest(*arrays: Any) -> str:
-    """sha256 (16 hex digits) of arrays' dtypes, shapes and bytes."""
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(np.asarray(a))
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()[:16]
 
 
 def run_fingerprint(definition: dict[str, Any]) -> str:

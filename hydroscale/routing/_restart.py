@@ -26,7 +26,6 @@ naming each difference.  Files are ``.npz`` (plain arrays and one JSON string; r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._digest import digest
 from ..network import RiverNetwork, format_ids
 from ._router import RouterState
 
@@ -49,15 +49,6 @@ class RestartMismatchError(ValueError):
     """A restart state does not fit the run asked to continue from it."""
 
 
-def _digest(*arrays: Any) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(np.asarray(a))
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()[:16]
-
-
 def restart_fingerprint(network: RiverNetwork, params: Any, irf: str, substeps: int,
                         window: int, cluster_of: Any, dt_s: float | None) -> dict[str, Any]:
     """What a carried state depends on: ``network`` (ids and downstream links), ``params``
@@ -66,10 +57,10 @@ def restart_fingerprint(network: RiverNetwork, params: Any, irf: str, substeps: 
     ``dt_s`` (seconds; None: not known, parameters in steps)."""
     p = params.detach().cpu().numpy() if isinstance(params, torch.Tensor) else params
     return {
-        "network": _digest(network.ids, network.downstream),
-        "params": _digest(np.asarray(p, np.float64)),
+        "network": digest(network.ids, network.downstream),
+        "params": digest(np.asarray(p, np.float64)),
         "irf": str(irf), "substeps": int(substeps), "window": int(window),
-        "partition": _digest(np.asarray(cluster_of, np.int64)),
+        "partition": digest(np.asarray(cluster_of, np.int64)),
         "dt_s": None if dt_s is None else float(dt_s),
     }
 

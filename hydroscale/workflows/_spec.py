@@ -103,16 +103,25 @@ def _check_memory(value: Any) -> str | None:
 NETWORK_SOURCES = ("synthetic", "routelink", "rapid", "lower_colorado")
 
 
-def _check_network_source(value: Any) -> str | None:
-    if value in NETWORK_SOURCES:
-        return None
-    from ..io import list_readers
+def _source_check(builtin: tuple[str, ...], kind: str, skip: tuple[str, ...] = ()) -> Any:
+    """A check of a ``source`` value: one of ``builtin`` or the engine of a registered
+    ``kind`` reader (``skip`` excepted)."""
 
-    engines = list(list_readers("network"))
-    if value in engines:
-        return None
-    return (f"expected one of {', '.join(repr(v) for v in NETWORK_SOURCES)} or a network "
-            f"reader's engine ({', '.join(engines)}), got {value!r}")
+    def check(value: Any) -> str | None:
+        if value in builtin:
+            return None
+        from ..io import list_readers
+
+        engines = [e for e in list_readers(kind) if e not in skip]
+        if value in engines:
+            return None
+        return (f"expected one of {', '.join(repr(v) for v in builtin)} or a {kind} "
+                f"reader's engine ({', '.join(engines)}), got {value!r}")
+
+    return check
+
+
+_check_network_source = _source_check(NETWORK_SOURCES, "network")
 
 
 NETWORK = {
@@ -133,16 +142,7 @@ NETWORK = {
 FORCING_SOURCES = ("synthetic", "zarr", "lower_colorado")
 
 
-def _check_forcing_source(value: Any) -> str | None:
-    if value in FORCING_SOURCES:
-        return None
-    from ..io import list_readers
-
-    engines = [e for e in list_readers("series") if e != "dataarray"]
-    if value in engines:
-        return None
-    return (f"expected one of {', '.join(repr(v) for v in FORCING_SOURCES)} or a series "
-            f"reader's engine ({', '.join(engines)}), got {value!r}")
+_check_forcing_source = _source_check(FORCING_SOURCES, "series", skip=("dataarray",))
 
 
 FORCING = {
