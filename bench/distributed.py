@@ -289,73 +289,59 @@ def e2e(b: Bench, client, net, part, dr) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
-def big(b: Bench, n: int) -> None:
+def one_pass(b: Bench, row: str, n: int, reaches: int, days: int, time_chunk: int,
+             **extra) -> None:
+    """A ``reaches`` x ``days`` forest routed in one pass on ``n`` fresh GPU workers (time
+    chunks of ``time_chunk`` days, discharge reduced on the workers): the ``big`` and
+    ``geoglows`` rows."""
     a = b.args
     tic = time.perf_counter()
-    net = continental_forest(a.big_reaches, seed=a.seed)
+    net = continental_forest(reaches, seed=a.seed)
     gen_s = time.perf_counter() - tic
     part, part_s = b.partition(net, n)
     client = b.cluster(n)
     try:
-        forcing = SyntheticForcing(a.big_days, seed=a.seed + 2)
-        with DistributedRouter(client, net, part, MuskingumParams(a.seed), irf="muskingum",
-                               substeps=a.substeps, allow_unstable=True,
-                               batch_reaches=a.batch_reaches, placement=a.placement,
-                               max_steps=a.big_days, time_chunk=a.big_time_chunk,
-                               memory_limit=a.memory_limit) as dr:
-            s = dr.route(forcing, None, a.big_time_chunk)
-        b.emit({
-            "row": "big", "gpus": n, "reaches": net.n_reaches, "days": a.big_days,
-            "placement": a.placement,
-            "time_chunk": a.big_time_chunk, "network_s": round(gen_s, 1),
-            "partition_s": round(part_s, 1), "setup_s": round(dr.setup_s, 1),
-            "forward_s": round(s.wall_s, 2), "reach_steps_per_s": s.reach_steps_per_s,
-            "groups": s.groups, "waves": s.waves, "window": s.window,
-            "peak_gpu_gb": [round(x / 1e9, 2) for x in s.peak_gpu_bytes],
-            "state_gb": [round(p["state_bytes"] / 1e9, 2) for p in s.per_worker],
-            "note": "first pass on fresh workers (includes Triton warm-up if not cached)",
-            **_plan_fields(s),
-        })
-    finally:
-        _close(client)
-
-
-def geoglows(b: Bench, n: int) -> None:
-    """GEOGLOWS' size on ``n`` GPUs: one pass from fresh workers, discharge reduced there."""
-    a = b.args
-    tic = time.perf_counter()
-    net = continental_forest(a.geoglows_reaches, seed=a.seed)
-    gen_s = time.perf_counter() - tic
-    part, part_s = b.partition(net, n)
-    client = b.cluster(n)
-    try:
-        forcing = SyntheticForcing(a.geoglows_days, seed=a.seed + 2)
+        forcing = SyntheticForcing(days, seed=a.seed + 2)
         tic = time.perf_counter()
         with DistributedRouter(client, net, part, MuskingumParams(a.seed), irf="muskingum",
                                substeps=a.substeps, allow_unstable=True,
                                batch_reaches=a.batch_reaches, placement=a.placement,
-                               max_steps=a.geoglows_days, time_chunk=a.geoglows_time_chunk,
+                               max_steps=days, time_chunk=time_chunk,
                                memory_limit=a.memory_limit) as dr:
-            s = dr.route(forcing, None, a.geoglows_time_chunk)
+            s = dr.route(forcing, None, time_chunk)
         total = time.perf_counter() - tic
         b.emit({
-            "row": "geoglows", "gpus": n, "reaches": net.n_reaches, "days": a.geoglows_days,
-            "substeps": a.substeps, "time_chunk": a.geoglows_time_chunk,
+            "row": row, "gpus": n, "reaches": net.n_reaches, "days": days,
+            "substeps": a.substeps, "placement": a.placement, "time_chunk": time_chunk,
             "memory_limit": a.memory_limit, "network_s": round(gen_s, 1),
             "partition_s": round(part_s, 1), "setup_s": round(dr.setup_s, 1),
             "forward_s": round(s.wall_s, 2), "setup_plus_forward_s": round(total, 1),
-            "reach_steps_per_s": s.reach_steps_per_s, "diffroute_s": 237.6,
-            "speedup_vs_diffroute": round(237.6 / s.wall_s, 2),
+            "reach_steps_per_s": s.reach_steps_per_s,
             "groups": s.groups, "waves": s.waves, "window": s.window,
             "max_truncated_mass": s.max_truncated_mass,
             "peak_gpu_gb": [round(x / 1e9, 2) for x in s.peak_gpu_bytes],
             "aggregate_peak_gb": [round(w["peak_bytes"] / 1e9, 2) for w in dr.worker_setup],
+            "state_gb": [round(p["state_bytes"] / 1e9, 2) for p in s.per_worker],
             "route_s_per_worker": [round(p["route_s"], 2) for p in s.per_worker],
             "read_s_per_worker": [round(p["read_s"], 2) for p in s.per_worker],
+            "note": "first pass on fresh workers (includes Triton warm-up if not cached)",
+            **{k: v(s) if callable(v) else v for k, v in extra.items()},
             **_plan_fields(s),
         })
     finally:
         _close(client)
+
+
+def big(b: Bench, n: int) -> None:
+    a = b.args
+    one_pass(b, "big", n, a.big_reaches, a.big_days, a.big_time_chunk)
+
+
+def geoglows(b: Bench, n: int) -> None:
+    """GEOGLOWS' size on ``n`` GPUs (DiffRoute's paper: 237.6 s on one GPU)."""
+    a = b.args
+    one_pass(b, "geoglows", n, a.geoglows_reaches, a.geoglows_days, a.geoglows_time_chunk,
+             diffroute_s=237.6, speedup_vs_diffroute=lambda s: round(237.6 / s.wall_s, 2))
 
 
 def table(rows: list[dict]) -> str:
