@@ -47,7 +47,7 @@ __all__ = ["PairPlan", "PathKernels", "plan_pairs", "device_hops", "aggregate", 
 
 logger = logging.getLogger(__name__)
 
-_FFT_CHUNK = 1 << 24  # complex elements per FFT chunk
+_FFT_CHUNK = 1 << 21  # complex elements per FFT chunk (32 MB in complex128)
 
 
 @dataclass
@@ -120,21 +120,44 @@ def _conv_rows(
     a: torch.Tensor, b: torch.Tensor, idx: torch.Tensor | None, *, correlate: bool
 ) -> torch.Tensor:
     """Row-wise truncated causal convolution (or its adjoint, a correlation) of ``a [n, L]``
-    with ``b[idx]`` (or ``b`` when ``idx`` is None), by zero-padded FFT in chunks."""
+    with ``b[idx]`` (or ``b`` when ``idx`` is None), by zero-padded FFT in chunks.
+
+    The FFT length is the smallest 2-3-5-smooth length >= ``2 L - 1`` (not the next power
+    of two), and with ``idx`` each distinct row of ``b`` in a chunk is transformed once
+    (many paths extend by the same reach)."""
     n, length = a.shape
-    nfft = 1 << max(1, (2 * length - 1).bit_length())
+    nfft = _fast_length(2 * length - 1)
     out = torch.empty_like(a)
     step = max(1, _FFT_CHUNK // (nfft // 2 + 1))
     for r0 in range(0, n, step):
         ar = a[r0 : r0 + step]
-        br = b[r0 : r0 + step] if idx is None else b[idx[r0 : r0 + step]]
-        fb = torch.fft.rfft(br, n=nfft)
+        if idx is None:
+            fb = torch.fft.rfft(b[r0 : r0 + step], n=nfft)
+        else:
+            rows, inv = torch.unique(idx[r0 : r0 + step], return_inverse=True)
+            fb = torch.fft.rfft(b.index_select(0, rows), n=nfft).index_select(0, inv)
         if correlate:
             fb = fb.conj()
-        out[r0 : r0 + step] = torch.fft.irfft(torch.fft.rfft(ar, n=nfft) * fb, n=nfft)[
-            :, :length
-        ]
+        fa = torch.fft.rfft(ar, n=nfft)
+        fa *= fb
+        out[r0 : r0 + step] = torch.fft.irfft(fa, n=nfft)[:, :length]
     return out
+
+
+def _fast_length(n: int) -> int:
+    """The smallest 2-3-5-smooth integer >= ``n`` (a length the FFT does fast)."""
+    best = 1 << max(1, (n - 1).bit_length())
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35
+            while m < n:
+                m *= 2
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
 
 
 def _step_kernel(p: torch.Tensor, f: int) -> torch.Tensor:
