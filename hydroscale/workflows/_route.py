@@ -31,6 +31,7 @@ from ._common import (
     phase,
 )
 from ._common import device as device_of
+from ._initial import initial_offsets
 from ._inputs import RouteInputs, build_inputs, routing_options
 
 __all__ = ["RouteResult", "hydrograph_reaches", "plan_route", "run_route", "route_single"]
@@ -81,6 +82,8 @@ def _definition(cfg: dict[str, Any], inputs: RouteInputs, extra: dict[str, Any])
         "engine": extra.get("engine"),
         "routing": {**routing_options(cfg).describe(), "window": extra.get("window")},
         "time_chunk": rt["time_chunk"], "initial": rt["initial"],
+        "initial_discharge": rt.get("initial_discharge"),
+        "initial_negative": rt.get("initial_negative"),
         "initial_state": None if start is None else digest(
             start.router.runoff_hist.numpy(), start.router.inflow_hist.numpy(),
             start.inflow_offset),
@@ -144,16 +147,6 @@ def _kept_from_store(store: Path, keep: np.ndarray, a: int, b: int) -> np.ndarra
     out = np.empty_like(got)
     out[srt] = got
     return out
-
-
-def _steady_base(inputs: RouteInputs, initial: str) -> tuple[np.ndarray | None, Any]:
-    """With a steady start: the first step's inflow ``r0`` [N] and its accumulation [N]."""
-    if initial != "steady":
-        return None, None
-    from ..api import accumulate
-
-    r0 = inputs.forcing.read_all(0, 1)[:, 0].astype(np.float64)
-    return r0, accumulate(inputs.network, r0)
 
 
 def single_device_plan(router: Any, part: Any, steps: int, rt: dict[str, Any],
@@ -235,7 +228,7 @@ def route_single(
     keep = np.zeros(0, np.int64) if keep is None else keep
     kept = np.zeros((keep.size, steps), np.dtype(rt["dtype"]))
     start = _initial_state(rt)
-    base, acc = _steady_base(inputs, rt["initial"]) if start is None else (
+    base, acc = initial_offsets(rt, inputs) if start is None else (
         _offset(start.inflow_offset), _offset(start.discharge_offset))
     facts: dict[str, Any] = {"device": str(device), "dtype": rt["dtype"]}
     if rt["engine"] == "oracle":
