@@ -420,8 +420,17 @@ def _route_chunks(facts: dict[str, Any], router: Any, kernels: Any, inputs: Rout
     return facts, kept, store, state
 
 
+def _station(network: RiverNetwork, i: int) -> str:
+    """The USGS station on reach index ``i`` (RouteLink ``gages``), or ""."""
+    g = network.attrs.get("gages")
+    return "" if g is None else str(np.asarray(g)[i]).strip()
+
+
 def _figure(path: Path, inputs: RouteInputs, keep: np.ndarray, kept: np.ndarray,
-            title: str) -> Path | None:
+            title: str, label: str = "hydroscale") -> Path | None:
+    """Hydrographs of the ``keep`` reaches: ours (each step's mean, plotted at its end)
+    beside the references (NWM streamflow, USGS), titled with the reach id and its USGS
+    station; times in UTC."""
     if keep.size == 0:
         return None
     from ..plotting import plot_hydrographs
@@ -431,15 +440,27 @@ def _figure(path: Path, inputs: RouteInputs, keep: np.ndarray, kept: np.ndarray,
     panels = []
     for row, i in enumerate(keep):
         rid = int(net.ids[i])
-        series = {"hydroscale": (t_end, kept[row])}
-        for label, ref in inputs.references.items():
+        series = {label: (t_end, kept[row])}
+        for name, ref in inputs.references.items():
             if rid in ref["reach"].values:
                 s = ref.sel(reach=rid)
                 if bool(np.isfinite(s.values).any()):
-                    series[label] = (s["time"].values, s.values)
+                    series[name] = (s["time"].values, s.values)
         kind = "outlet" if net.downstream[i] < 0 else "reach"
-        panels.append((f"{kind} {rid}", series))
+        station = _station(net, int(i))
+        panels.append((f"{kind} {rid}" + (f", USGS {station}" if station else ""), series))
     return plot_hydrographs(path, panels, title=title)
+
+
+def _start_label(rt: dict[str, Any]) -> str:
+    """How the run started, for the figure's legend."""
+    if rt.get("initial_state"):
+        return "hydroscale (continued from a restart state)"
+    return {"dry": "hydroscale (dry start)",
+            "steady": "hydroscale (steady start: first step's inflow)",
+            "discharge": "hydroscale (warm start: NWM streamflow at the first step)"
+            if rt.get("initial_discharge") == "lower_colorado" else
+            f"hydroscale (start: discharge of {rt.get('initial_discharge')})"}[rt["initial"]]
 
 
 def _peak_rss_gb() -> float:
@@ -519,7 +540,8 @@ def _run_route(cfg: dict[str, Any], progress: Progress, client: Any,
                                   network=net)
     label = cfg.get("name") or f"{cfg['network']['source']} network"
     fig = _figure(out_dir / "hydrographs.png", inputs, keep, kept,
-                  f"hydroscale: {label}, {cfg['routing']['irf']}")
+                  f"hydroscale: {label}, {cfg['routing']['irf']}",
+                  _start_label(cfg["routing"]))
     wall = time.perf_counter() - t_start
     reach_steps = net.n_reaches * steps
     summary = {
