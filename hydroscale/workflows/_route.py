@@ -458,7 +458,7 @@ def _start_label(rt: dict[str, Any]) -> str:
         return "hydroscale (continued from a restart state)"
     return {"dry": "hydroscale (dry start)",
             "steady": "hydroscale (steady start: first step's inflow)",
-            "discharge": "hydroscale (warm start: NWM streamflow at the first step)"
+            "discharge": "hydroscale (warm start from NWM)"
             if rt.get("initial_discharge") == "lower_colorado" else
             f"hydroscale (start: discharge of {rt.get('initial_discharge')})"}[rt["initial"]]
 
