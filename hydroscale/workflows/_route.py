@@ -84,6 +84,7 @@ def _definition(cfg: dict[str, Any], inputs: RouteInputs, extra: dict[str, Any])
         "time_chunk": rt["time_chunk"], "initial": rt["initial"],
         "initial_discharge": rt.get("initial_discharge"),
         "initial_negative": rt.get("initial_negative"),
+        "initial_offsets": extra.get("initial_offsets"),  # r*, Q0: what a given file held
         "initial_state": None if start is None else digest(
             start.router.runoff_hist.numpy(), start.router.inflow_hist.numpy(),
             start.inflow_offset),
@@ -255,6 +256,7 @@ def route_single(
         kept[:] = q[keep]
         return facts, kept, store
 
+    from ..io import digest
     from ..routing import RivTreeCluster, StagedRouter, check_fits, estimate_route_bytes
 
     tc = min(rt["time_chunk"], steps)  # a coarse guard before anything is built
@@ -320,9 +322,9 @@ def route_single(
     if write and cfg["output"]["store"] is not None:
         with phase(progress, "output", "creating (or resuming) the output store "
                    f"{Path(cfg['output']['dir']) / cfg['output']['store']}"):
-            store, prepared = _open_store(cfg, inputs, {"engine": facts["engine"],
-                                                        "window": kernels.window,
-                                                        "initial_state": start})
+            store, prepared = _open_store(cfg, inputs, {
+                "engine": facts["engine"], "window": kernels.window, "initial_state": start,
+                "initial_offsets": None if base is None else digest(base, acc)})
     try:
         facts, kept, store, last = _route_chunks(
             facts, router, kernels, inputs, rt, keep, kept, base, acc, store, prepared,
