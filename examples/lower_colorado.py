@@ -1,45 +1,39 @@
-"""Route NWM lateral inflow through the Lower Colorado (TX) and score it at the gauges.
+"""Route NWM lateral inflow through the Lower Colorado (TX) as the demo does, and score it.
 
 Usage::
 
-    python examples/lower_colorado.py [--celerity 1.0] [--substeps 12] [--out lower_colorado_out]
+    python examples/lower_colorado.py [--routelink PATH] [--out lower_colorado_out]
 
 Data: the bundled 11,248-reach basin (``hydroscale.io.load_lower_colorado``): 28 hourly
-CHRTOUT files from 2021-08-23 13:00 UTC (NWM ``q_lateral`` and NWM's own routed
-``streamflow``) and the 15-minute USGS observations of 2021-08-23.
+CHRTOUT files from 2021-08-23 13:00 UTC (NWM ``q_lateral`` over the hour ending then, and
+NWM's own routed ``streamflow`` at that instant) and the 15-minute USGS observations of
+2021-08-23 (until 23:45 UTC).
 
-Routing choices (documented, not calibrated):
+Routing: the demo's (``hydroscale demo``): Muskingum with NWM's own ``MusK`` and ``MusX``,
+hourly steps, 28 hours; once from dry rivers and once warm-started from NWM's streamflow at
+13:00 (``hydroscale.route(..., initial=Q0)``: the steady state that yields ``Q0``; lake
+reaches, where NWM reports none, pass their inflow through; NWM's flow falls downstream at
+314 reaches, whose negative steady inflow is routed as it is, ``allow_negative=True``).
 
-* Muskingum with k = L / c, c = 1 m/s (``--celerity``), x = 0.2, hourly steps routed with
-  f = 12 sub-steps (dt = 300 s).  Muskingum's coefficients are non-negative only when
-  2kx <= dt <= 2k(1-x); with reach lengths from 1 m to 61 km no single dt satisfies this, so
-  x is lowered to dt / (2k) on long reaches (more diffusion, same mean travel time k) and k is
-  raised to dt / (2(1-x)) = 187.5 s on the shortest reaches (< 188 m at 1 m/s).
-* Time: the CHRTOUT file valid at t holds ``q_lateral`` over the hour ending at t and the
-  instantaneous ``streamflow`` at t.  We route the 27 hours after 13:00 and compare each hourly
-  mean with NWM's (S(t) + S(t+1)) / 2 and with the mean of the USGS 15-minute values inside
-  the hour (available until 23:45 of the first day: 10 hours).
-* Initial state: NWM's streamflow S0 = S(13:00) (lake reaches, NaN in CHRTOUT, get the sum of
-  their upstream S0 plus their lateral inflow).  ``route_oracle`` (the exact float64 router)
-  has no state argument; being linear, a basin in steady state at S0 before 13:00 is exactly
-  ``S0 + route_oracle(q_lateral - r0)`` from a cold start, where r0_j = S0_j - sum of S0_i
-  upstream-adjacent is the steady lateral inflow that sustains S0 (the Muskingum kernel sums
-  to 1).  The RAPID mode (``hydroscale.routing.rapid.route_rapid``, same k, x and
-  dtR = 300 s) takes ``qinit = S0`` instead, which is not the same history (RAPID lets the
-  stored water drain from S0 with Muskingum's own state, with its lateral-inflow and
-  start-of-sub-step conventions): the two warm starts are close, not equal.
-* Scores: over 27 hours of slowly varying flow, NSE against NWM is dominated by the initial
-  state, so the table also scores persistence (Q = S0).  Measured medians of NSE / KGE
-  against NWM over the 76 gauged reaches (oracle; RAPID mode equal to 3 decimals):
-  c = 0.1 m/s: -1.14 / 0.19; 0.2: -2.03 / -0.02; 0.3: -11.0 / -0.58; 0.5: -45.1 / -1.58;
-  1.0: -155 / -3.98; 2.0: -234 / -4.16.  NWM's Muskingum-Cunge drains this low-flow basin
-  (August 2021) more slowly than Muskingum with k = L / c for any c above ~0.1 m/s; we keep
-  c = 1 m/s as the default (a typical celerity, not fitted to NWM).
-* USGS: NWM's own streamflow scores a median NSE of about -3900 against USGS at these gauges
-  (it is far above the observations at most of them, e.g. 130-180 m³/s against 22-24 m³/s at
-  08147000), and our routing, started from NWM's state, inherits that bias.
-* Lakes and reservoirs (LAKEPARM) are not modelled: flow passes through them as river reaches,
-  so gauges below reservoirs are expected to differ from NWM and USGS.
+What can be scored on 28 hours:
+
+* Time: our step ``t`` is the mean over the hour ending at CHRTOUT time ``t``; it is compared
+  with NWM's ``(S(t - 1 h) + S(t)) / 2`` and with the mean of the USGS values inside the hour.
+  The first hour has no NWM value at its start: 27 hours are scored against NWM.  USGS
+  overlaps the run for 11 hours only (until 23:45 of the first day).
+* NSE divides by the reference's variance.  Lateral inflow is zero at 11,105 reaches and
+  constant at 11,230 of 11,248, and NWM's streamflow is constant at most reaches: there NSE
+  measures float32 rounding.  NSE is reported only where the reference varies
+  (``hydroscale.calibration.metrics.varies``: range > 1 % of its mean and > 0.001 m³/s; the
+  script says how many and which do not); bias (m³/s) and volume error are reported
+  everywhere.
+* Lakes: NWM routes reservoirs (LAKEPARM level pools) that hydroscale passes through as river
+  reaches, so gauges below a lake are listed apart.  Lake membership comes from RouteLink's
+  ``NHDWaterbodyComID`` (``--routelink``; the shared t-route domain file when found); the
+  bundled npz does not hold it.  Without RouteLink the reaches where NWM reports no
+  streamflow stand in: 341 of the 371 waterbody reaches (each lake's outlet reach reports
+  the release), which misses the 6 one-reach lakes and so 1 of the 27 gauges below a lake
+  (08127000).
 """
 
 from __future__ import annotations
@@ -47,43 +41,53 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 import numpy as np
-import torch
 
-from hydroscale.calibration.metrics import kge, nse
+import hydroscale
+from hydroscale.calibration.metrics import score
 from hydroscale.io import load_lower_colorado
-from hydroscale.routing import route_oracle
-from hydroscale.routing.rapid import route_rapid
 
-DT = 3600.0  # s, the CHRTOUT interval
-
-
-def muskingum_params(length_m, celerity, dt_sub):
-    """k (s) and x per reach: k = L / c, x = 0.2 clipped so all coefficients are >= 0."""
-    k = np.asarray(length_m, np.float64) / celerity
-    x = np.minimum(0.2, dt_sub / (2.0 * np.maximum(k, 1e-9)))
-    k = np.maximum(k, dt_sub / (2.0 * (1.0 - x)))
-    return k, x
+ROOT = Path(__file__).resolve().parents[1]
+ROUTELINK = Path("shared/data/lower_colorado_tx/domain/RouteLink.nc")
 
 
-def pass_through_fill(net, q, lateral):
-    """``q`` [N] with NaN reaches set to their lateral inflow plus the inflow from upstream."""
-    q = q.copy()
-    inflow = np.zeros_like(q)
-    order, ptr, down = net.topo_order, net.level_ptr, net.downstream
-    for lv in range(net.n_levels):
-        idx = order[ptr[lv] : ptr[lv + 1]]
-        miss = idx[np.isnan(q[idx])]
-        q[miss] = inflow[miss] + lateral[miss]
-        d = down[idx]
-        m = d >= 0
-        np.add.at(inflow, d[m], q[idx][m])
-    return q
+def find_routelink(given: str | None) -> Path | None:
+    """``--routelink``, else the shared t-route domain file beside the repository (or beside
+    the folder of worktrees), else None."""
+    if given:
+        return Path(given)
+    for base in (ROOT.parent, ROOT.parent.parent):
+        if (base / ROUTELINK).is_file():
+            return base / ROUTELINK
+    return None
 
 
-def interval_means_15min(obs, starts):
-    """Mean of the 15-min values in each hour (start, start + 1 h]; NaN if fewer than 3."""
+def lake_reaches(net, streamflow, routelink: Path | None) -> tuple[np.ndarray, str]:
+    """Bool ``[N]``: reaches inside a waterbody, and where that came from."""
+    if routelink is not None:
+        import xarray as xr
+
+        with xr.open_dataset(routelink) as rl:
+            link = rl["link"].values.astype(np.int64)
+            wb = rl["NHDWaterbodyComID"].values
+        lake = np.zeros(net.n_reaches, bool)
+        known = np.isin(link, net.ids)
+        lake[net.index_of(link[known])] = wb[known] > 0
+        return lake, f"RouteLink NHDWaterbodyComID ({routelink})"
+    return (np.isnan(streamflow[:, 0]),
+            "reaches without NWM streamflow (no RouteLink found: pass --routelink)")
+
+
+def below_lake(net, lake: np.ndarray) -> np.ndarray:
+    """Bool ``[N]``: a waterbody reach at or anywhere upstream of each reach."""
+    return np.asarray(hydroscale.accumulate(net, lake.astype(np.float64))) > 0
+
+
+def hourly_means_15min(obs, starts: np.ndarray) -> np.ndarray:
+    """Mean of the 15-min values ``obs`` ``(station, time)`` in each hour (start, start + 1 h]
+    ``[G, len(starts)]``; NaN where fewer than 3 values."""
     t = obs["time"].values
     out = np.full((obs.shape[0], starts.size), np.nan)
     for j, s in enumerate(starts):
@@ -97,122 +101,109 @@ def interval_means_15min(obs, starts):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--celerity", type=float, default=1.0, help="wave celerity c (m/s)")
-    p.add_argument("--substeps", type=int, default=12, help="sub-steps per hour")
-    p.add_argument("--out", default="lower_colorado_out", help="folder for PNGs and CSV")
+    p.add_argument("--routelink", default=None,
+                   help="RouteLink.nc of the domain (lake membership); default: the shared "
+                        "t-route file when found")
+    p.add_argument("--out", default="lower_colorado_out", help="folder for the CSV")
     a = p.parse_args(argv)
     t_start = time.perf_counter()
     lc = load_lower_colorado()
     net = lc.network
-    f = a.substeps
-    dt_sub = DT / f
-    k_s, x = muskingum_params(net.attrs["length"], a.celerity, dt_sub)
     qlat = lc.q_lateral.values.astype(np.float64)  # [N, 28], hour ending at time
-    s_nwm = lc.streamflow.values.astype(np.float64)  # [N, 28], instantaneous
-    starts = lc.q_lateral["time"].values[:-1]  # interval (start, start + 1 h]
-    forcing = qlat[:, 1:]  # [N, 27]
-    nwm_mean = 0.5 * (s_nwm[:, :-1] + s_nwm[:, 1:])
+    s_nwm = lc.streamflow.values.astype(np.float64)  # [N, 28], instantaneous, NaN in lakes
+    t_end = lc.q_lateral["time"].values
+    params = {"k": net.attrs["musk"].astype(np.float64), "x": net.attrs["musx"]}
+    q0 = lc.nwm_discharge(0)
 
-    # --- initial state: NWM streamflow at 13:00; lake reaches (NaN in CHRTOUT) pass through
-    q0 = pass_through_fill(net, s_nwm[:, 0], qlat[:, 0])
-
-    # --- exact oracle, warm-started by superposition (see the module docstring)
-    incr = q0.copy()
-    has = net.downstream >= 0
-    np.subtract.at(incr, net.downstream[has], q0[has])  # steady lateral inflow giving q0
-    params = {"k": torch.tensor(k_s / DT), "x": torch.tensor(x)}
     t0 = time.perf_counter()
-    q_oracle = q0[:, None] + route_oracle(
-        net, torch.tensor(forcing - incr[:, None]), "muskingum", params, substeps=f
-    ).numpy()
-    t_oracle = time.perf_counter() - t0
+    runs = {
+        "warm": np.asarray(hydroscale.route(net, qlat, "muskingum", params, dt=3600.0,
+                                            initial=q0, allow_negative=True)),
+        "dry": np.asarray(hydroscale.route(net, qlat, "muskingum", params, dt=3600.0)),
+    }
+    t_route = time.perf_counter() - t0
 
-    # --- RAPID mode with Qinit
-    t0 = time.perf_counter()
-    q_rapid, _ = route_rapid(net, forcing, k_s, x, DT, dt_sub, qinit=q0)
-    q_rapid = q_rapid.numpy()
-    t_rapid = time.perf_counter() - t0
-
-    # --- scores at the gauges
+    # scored hours: 1..27 (NWM's hourly mean needs S at the hour's start)
+    nwm_mean = 0.5 * (s_nwm[:, :-1] + s_nwm[:, 1:])  # [N, 27]
     obs = lc.usgs_at_reaches
     gauge_ids = obs["reach"].values
+    stations = obs["station"].values.astype(str)
     rows = net.index_of(gauge_ids)
-    usgs = interval_means_15min(obs, starts)  # [G, 27], NaN after 23:45
-    has_obs = np.isfinite(usgs).sum(1) >= 8
-    res = {}
-    persistence = np.repeat(q0[:, None], forcing.shape[1], 1)  # baseline: Q stays at S0
-    for name, q in (("oracle", q_oracle), ("rapid", q_rapid), ("persistence", persistence)):
-        res[name] = dict(
-            nse_nwm=nse(q[rows], nwm_mean[rows]), kge_nwm=kge(q[rows], nwm_mean[rows]),
-            nse_usgs=nse(q[rows], usgs), kge_usgs=kge(q[rows], usgs))
-    ref_nse, ref_kge = nse(nwm_mean[rows], usgs), kge(nwm_mean[rows], usgs)
-    diff = np.abs(q_oracle - q_rapid).max() / np.abs(q_rapid).max()
+    usgs = hourly_means_15min(obs, t_end[1:] - np.timedelta64(1, "h"))  # [G, 27]
+    usgs_hours = int(np.isfinite(usgs).any(0).sum())
+    lake, lake_src = lake_reaches(net, s_nwm, find_routelink(a.routelink))
+    below = below_lake(net, lake)[rows]
+    ref = nwm_mean[rows]
+    has_nwm = np.isfinite(ref).all(1)
 
-    def med(v, m=slice(None)):
+    sc = {k: score(q[rows, 1:], ref) for k, q in runs.items()}
+    su = {k: score(q[rows, 1:], usgs) for k, q in runs.items()}
+    su_nwm = score(ref, usgs)
+    varies = sc["warm"]["varies"]
+
+    moving = {k: int((np.ptp(q, axis=1) > 1e-3).sum()) for k, q in runs.items()}
+    reported = np.isfinite(s_nwm).all(1)  # NWM reports no streamflow inside lakes
+    nwm_moving = int((np.ptp(s_nwm[reported], axis=1) > 1e-3).sum())
+    print(f"Lower Colorado: {net.n_reaches:,} reaches, 28 hourly steps from "
+          f"{str(t_end[0] - np.timedelta64(1, 'h'))[:16]} UTC, Muskingum (NWM MusK, MusX); "
+          f"routed twice in {t_route:.1f} s")
+    print(f"reaches whose discharge changes by > 0.001 m³/s over the run: warm start "
+          f"{moving['warm']:,}, dry start {moving['dry']:,}; NWM {nwm_moving:,} of the "
+          f"{int(reported.sum()):,} reaches it reports (lateral inflow varies at "
+          f"{int((np.ptp(qlat, axis=1) > 0).sum())})")
+    print(f"lakes: {int(lake.sum())} waterbody reaches from {lake_src}; "
+          f"{int(below.sum())} of {len(rows)} gauged reaches lie in or below one")
+    print(f"against NWM (27 hourly means): NWM varies at {int(varies.sum())} of "
+          f"{int(has_nwm.sum())} gauged reaches (NSE reported there); constant at "
+          f"{int((has_nwm & ~varies).sum())} (bias and volume error only): stations "
+          f"{', '.join(stations[has_nwm & ~varies])}")
+    print(f"against USGS: the observations overlap the run for {usgs_hours} hours "
+          f"(until 2021-08-23 23:45 UTC); {int(np.isfinite(usgs).any(1).sum())} stations "
+          f"have data, varying at {int(su['warm']['varies'].sum())}")
+
+    def med(v, m):
         v = np.asarray(v)[m]
-        return np.nanmedian(v) if np.isfinite(v).any() else np.nan
+        return f"{np.nanmedian(v):8.3f}" if np.isfinite(v).any() else f"{'-':>8s}"
 
-    print(f"Lower Colorado: {net.n_reaches} reaches, {net.n_levels} levels, "
-          f"{len(gauge_ids)} gauged reaches ({int(has_obs.sum())} with >= 8 h of USGS data)")
-    print(f"Muskingum k = L/c, c = {a.celerity} m/s, x <= 0.2, f = {f} sub-steps; "
-          f"{int(np.isnan(s_nwm[:, 0]).sum())} lake reaches without NWM flow pass through")
-    print(f"oracle {t_oracle:.1f} s, RAPID mode {t_rapid:.1f} s; "
-          f"max |oracle - RAPID| / max Q = {diff:.2e}")
     print()
-    print(f"{'median over gauges':24s} {'NSE/NWM':>8s} {'KGE/NWM':>8s} "
-          f"{'NSE/USGS':>9s} {'KGE/USGS':>9s}")
-    labels = {"oracle": "hydroscale oracle", "rapid": "hydroscale RAPID mode",
-              "persistence": "persistence (Q = S0)"}
-    for name in ("oracle", "rapid", "persistence"):
-        r = res[name]
-        print(f"{labels[name]:24s} {med(r['nse_nwm']):8.3f} {med(r['kge_nwm']):8.3f} "
-              f"{med(r['nse_usgs'], has_obs):9.3f} {med(r['kge_usgs'], has_obs):9.3f}")
-    print(f"{'NWM streamflow':24s} {'':8s} {'':8s} {med(ref_nse, has_obs):9.3f} "
-          f"{med(ref_kge, has_obs):9.3f}")
+    print(f"{'median over gauges (bias in m³/s)':34s} {'n':>3s} {'NSE warm':>8s} "
+          f"{'NSE dry':>8s} {'bias warm':>9s} {'bias dry':>8s}")
+    for label, m in (("against NWM, varies, not below lake", varies & ~below),
+                     ("against NWM, varies, below a lake", varies & below),
+                     ("against NWM, constant (no NSE)", has_nwm & ~varies)):
+        print(f"{label:34s} {int(m.sum()):3d} {med(sc['warm']['nse'], m)} "
+              f"{med(sc['dry']['nse'], m)} {med(sc['warm']['bias'], m):>9s} "
+              f"{med(sc['dry']['bias'], m)}")
+    uv = su["warm"]["varies"]
+    print(f"{'against USGS (' + str(usgs_hours) + ' h), USGS varies':34s} {int(uv.sum()):3d} "
+          f"{med(su['warm']['nse'], uv)} {med(su['dry']['nse'], uv)} "
+          f"{med(su['warm']['bias'], uv):>9s} {med(su['dry']['bias'], uv)}")
+    print(f"{'  NWM itself against USGS':34s} {int(uv.sum()):3d} {med(su_nwm['nse'], uv)} "
+          f"{'':8s} {med(su_nwm['bias'], uv):>9s}   (a warm start inherits NWM's state)")
+
     print()
-    big = np.argsort(-nwm_mean[rows].mean(1))[:10]
-    print(f"{'reach':>10s} {'station':>9s} {'NWM m3/s':>9s} {'NSE/NWM':>8s} {'KGE/NWM':>8s} "
-          f"{'NSE/USGS':>9s} {'KGE/USGS':>9s} {'NWM NSE/USGS':>13s}")
-    r = res["oracle"]
-    for g in big:
-        print(f"{gauge_ids[g]:>10d} {str(obs['station'].values[g]):>9s} "
-              f"{nwm_mean[rows[g]].mean():9.2f} {r['nse_nwm'][g]:8.3f} {r['kge_nwm'][g]:8.3f} "
-              f"{r['nse_usgs'][g]:9.3f} {r['kge_usgs'][g]:9.3f} {ref_nse[g]:13.3f}")
+    print("gauged reaches not below a lake where NWM varies (27 h against NWM's hourly means):")
+    print(f"{'station':>9s} {'reach':>9s} {'NWM m³/s':>9s} {'NSE warm':>9s} {'NSE dry':>9s} "
+          f"{'bias warm':>10s} {'bias dry':>9s} {'vol warm':>9s}")
+    for g in np.nonzero(varies & ~below)[0][np.argsort(-ref[varies & ~below].mean(1))]:
+        w, d = sc["warm"], sc["dry"]
+        print(f"{stations[g]:>9s} {gauge_ids[g]:>9d} {ref[g].mean():9.2f} {w['nse'][g]:9.3f} "
+              f"{d['nse'][g]:9.3f} {w['bias'][g]:10.3f} {d['bias'][g]:9.3f} "
+              f"{w['volume_error'][g]:9.3f}")
 
     os.makedirs(a.out, exist_ok=True)
-    table = np.column_stack([gauge_ids, nwm_mean[rows].mean(1), r["nse_nwm"], r["kge_nwm"],
-                             r["nse_usgs"], r["kge_usgs"], ref_nse, ref_kge])
-    np.savetxt(os.path.join(a.out, "scores.csv"), table, delimiter=",", fmt="%.6g",
-               header="reach,mean_nwm_m3s,nse_nwm,kge_nwm,nse_usgs,kge_usgs,"
-                      "nwm_nse_usgs,nwm_kge_usgs", comments="")
-    _plot(a.out, starts, gauge_ids, obs["station"].values, rows, big[:6], q_oracle, q_rapid,
-          nwm_mean, usgs)
-    print(f"\nwrote {a.out}/scores.csv and {a.out}/hydrographs.png "
-          f"in {time.perf_counter() - t_start:.1f} s")
-
-
-def _plot(out, starts, gauge_ids, stations, rows, which, q_oracle, q_rapid, nwm_mean, usgs):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    mid = starts + np.timedelta64(30, "m")
-    fig, axes = plt.subplots(2, 3, figsize=(14, 7), sharex=True)
-    for ax, g in zip(axes.ravel(), which):
-        j = rows[g]
-        ax.plot(mid, nwm_mean[j], "k-", lw=2, label="NWM streamflow")
-        ax.plot(mid, q_oracle[j], "C0-", label="hydroscale oracle (warm start)")
-        ax.plot(mid, q_rapid[j], "C1--", label="hydroscale RAPID mode (Qinit)")
-        ax.plot(mid, usgs[g], "C3o", ms=3, label="USGS (hourly mean)")
-        ax.set_title(f"reach {gauge_ids[g]} / USGS {stations[g]}", fontsize=9)
-        ax.set_ylabel("m³/s")
-        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
-    axes[0, 0].legend(fontsize=7)
-    fig.suptitle("Lower Colorado (TX), 2021-08-23 13:00 + 27 h")
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "hydrographs.png"), dpi=110)
-    plt.close(fig)
+    w, d = sc["warm"], sc["dry"]
+    table = np.column_stack([gauge_ids, below, varies, np.nanmean(ref, 1), w["nse"], d["nse"],
+                             w["bias"], d["bias"], w["volume_error"], d["volume_error"],
+                             su["warm"]["nse"], su["warm"]["bias"], su_nwm["nse"],
+                             su_nwm["bias"]])
+    path = os.path.join(a.out, "scores.csv")
+    np.savetxt(path, table, delimiter=",", fmt="%.6g",
+               header="reach,below_lake,nwm_varies,mean_nwm_m3s,nse_nwm_warm,nse_nwm_dry,"
+                      "bias_nwm_warm,bias_nwm_dry,volerr_nwm_warm,volerr_nwm_dry,"
+                      "nse_usgs_warm,bias_usgs_warm,nse_usgs_nwm,bias_usgs_nwm", comments="")
+    print(f"\nwrote {path} in {time.perf_counter() - t_start:.1f} s "
+          "(hydrographs: `hydroscale demo` writes out/demo/hydrographs.png)")
 
 
 if __name__ == "__main__":

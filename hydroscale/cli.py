@@ -174,6 +174,19 @@ def _fmt_rate(x: Any) -> str:
     return "n/a" if not x else f"{x:.3g}"
 
 
+def _truncation_lines(s: dict[str, Any]) -> list[str]:
+    """The summary's truncation line, stating what ``summary.json`` holds
+    (``max_truncated_mass``, ``window_is_run_length``)."""
+    mass = s.get("max_truncated_mass")
+    if mass is None:
+        return []
+    if s.get("window_is_run_length"):
+        return [f"  truncation   max_truncated_mass {mass:.3g}: the window spans the whole run "
+                "(taps beyond it never act)"]
+    return [f"  truncation   max_truncated_mass {mass:.3g}: the largest fraction of an "
+            "in-cluster path response beyond the window"]
+
+
 def _print_route_summary(s: dict[str, Any]) -> None:
     out = s["outputs"]
     eng = f"{s['engine']} on {s['device']}"
@@ -194,12 +207,7 @@ def _print_route_summary(s: dict[str, Any]) -> None:
         f"  throughput   {_fmt_rate(s['reach_steps_per_s_routing'])} reach-steps/s routing, "
         f"{_fmt_rate(s['reach_steps_per_s_wall'])} overall",
     ]
-    if s.get("window_is_run_length"):
-        lines.append("  truncation   none: the window spans the whole run (taps beyond it never "
-                     "act)")
-    elif s.get("max_truncated_mass") is not None:
-        lines.append(f"  truncation   largest kernel mass beyond the window "
-                     f"{s['max_truncated_mass']:.2e}")
+    lines.extend(_truncation_lines(s))
     lines.append(f"  discharge    {out['store'] or '(not written: output.store is null)'}")
     if out["hydrographs"]:
         ids = ", ".join(str(i) for i in out["hydrograph_reaches"])

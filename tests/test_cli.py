@@ -287,33 +287,104 @@ def test_validate_command(tmp_path, capsys):
     assert "bad.yaml: INVALID" in err and "routing.irf: expected a string, got int 3" in err
 
 
-def test_demo_runs_the_packaged_workflow_and_matches_the_oracle(tmp_path, capsys):
-    """`hydroscale demo` on one device: Zarr + PNG + summary, values equal to the oracle."""
-    import numpy as np
+def _check_summary_matches_json(out: str, summary: dict) -> None:
+    """The printed route summary states what summary.json holds (truncation, window, size)."""
+    line = next(x for x in out.splitlines() if x.strip().startswith("truncation"))
+    printed = float(line.split("max_truncated_mass")[1].split(":")[0])
+    assert printed == float(f"{summary['max_truncated_mass']:.3g}")
+    assert ("the window spans the whole run" in line) == summary["window_is_run_length"]
+    assert summary["window_is_run_length"] == (summary["window"] >= summary["steps"])
+    if summary["window_is_run_length"]:
+        assert summary["max_truncated_mass"] == 0.0
+    assert f"window {summary['window']} steps" in out
+    assert f"reaches      {summary['reaches']:,}" in out
+    assert f"steps        {summary['steps']:,} of" in out
+
+
+def _demo_oracle(steps: int):
+    """The demo's discharge [N, steps] by the float64 oracle from the steady state of NWM's
+    streamflow at the first CHRTOUT time (lake reaches passing their inflow through)."""
     import torch
-    import zarr
 
-    from hydroscale.api import accumulate
+    from hydroscale.api import upstream
     from hydroscale.io import load_lower_colorado
-    from hydroscale.routing import route_oracle
 
-    out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--set", "cluster=null"]) == EXIT_OK
-    assert "hydroscale route: done" in capsys.readouterr().out
-    assert (out / "hydrographs.png").stat().st_size > 10_000
-    assert json.loads((out / "summary.json").read_text())["reaches"] == 11_248
-    q = zarr.open_group(str(out / "discharge.zarr"), mode="r")
     basin = load_lower_colorado()
     net = basin.network
-    order = net.index_of(np.asarray(q["reach"][:]))
-    r = torch.from_numpy(basin.q_lateral.values.astype(np.float64))
+    nwm = basin.streamflow.values[:, 0].astype(np.float64)
+    lat = basin.q_lateral.values[:, 0].astype(np.float64)
+    q0 = basin.nwm_discharge(0)
+    lake = np.isnan(nwm)
+    assert lake.sum() == 341 and np.isfinite(q0).all()
+    np.testing.assert_array_equal(q0[~lake], nwm[~lake])  # NWM's value where it reports one
+    up = np.asarray(upstream(net, q0))
+    np.testing.assert_allclose(q0[lake], lat[lake] + up[lake], rtol=1e-12)  # passes through
+    r = basin.q_lateral.values[:, :steps].astype(np.float64)
     a = net.attrs
     p = {"k": torch.from_numpy(a["musk"] / 3600.0), "x": torch.from_numpy(a["musx"])}
-    r0 = r[:, :1]
-    want = route_oracle(net, r - r0, "muskingum", p) + accumulate(net, r0)
+    r_star = q0 - up  # the steady inflow that yields q0 (negative where NWM falls downstream)
+    assert (r_star < 0).sum() == 314
+    want = q0[:, None] + route_oracle(net, torch.from_numpy(r - r_star[:, None]), "muskingum",
+                                      p).numpy()
+    return net, q0, want
+
+
+def test_demo_runs_the_packaged_workflow_and_matches_the_oracle(tmp_path, capsys):
+    """`hydroscale demo` on one device, 6 steps: Zarr + PNG + summary; the discharge is the
+    oracle's from the steady state of NWM's streamflow; the printed summary is summary.json's."""
+    import zarr
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--set", "cluster=null",
+                 "--set", "forcing.steps=6"]) == EXIT_OK
+    printed = capsys.readouterr().out
+    assert "hydroscale route: done" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["reaches"] == 11_248 and summary["steps"] == 6
+    _check_summary_matches_json(printed, summary)
+    assert (out / "hydrographs.png").stat().st_size > 10_000
+    q = zarr.open_group(str(out / "discharge.zarr"), mode="r")
+    net, q0, want = _demo_oracle(6)
+    order = net.index_of(np.asarray(q["reach"][:]))
     got = np.asarray(q["discharge"][:], dtype=np.float64)
-    err = np.linalg.norm(got - want.numpy()[order]) / np.linalg.norm(want.numpy())
+    err = np.linalg.norm(got - want[order]) / np.linalg.norm(want)
     assert err < 1e-5
+    outlet = net.outlets[0]
+    assert abs(got[np.argsort(order)][outlet, 0] - q0[outlet]) < 0.01 * q0[outlet]  # ~70 m³/s
+
+
+def test_demo_on_a_cluster_matches_one_device_and_its_summary(tmp_path, capsys):
+    """The demo through the Dask runtime (the workers route r - r*, Q0 is added): the same
+    discharge as the oracle, and the printed summary states summary.json's truncation."""
+    import zarr
+    from distributed import LocalCluster
+
+    out = tmp_path / "demo-cluster"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as lc:
+        cluster = _write(tmp_path / "cluster.yaml", {"kind": "scheduler",
+                                                     "address": lc.scheduler_address})
+        assert main(["demo", "--out", str(out), "--cluster", cluster,
+                     "--set", "forcing.steps=6"]) == EXIT_OK
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["engine"].startswith("distributed/") and summary["steps"] == 6
+    _check_summary_matches_json(printed, summary)
+    q = zarr.open_group(str(out / "discharge.zarr"), mode="r")
+    net, _, want = _demo_oracle(6)
+    order = net.index_of(np.asarray(q["reach"][:]))
+    got = np.asarray(q["discharge"][:], dtype=np.float64)
+    assert np.linalg.norm(got - want[order]) / np.linalg.norm(want) < 1e-5
+
+
+def test_route_summary_states_a_window_shorter_than_the_run(tiny_file, tmp_path, capsys):
+    """A run longer than its fitted window: the printed truncated mass is summary.json's."""
+    out = tmp_path / "long"
+    assert main(["route", tiny_file, "--no-progress", "--out", str(out), "--set",
+                 "forcing.steps=200"]) == EXIT_OK
+    summary = json.loads((out / "summary.json").read_text())
+    assert not summary["window_is_run_length"] and 0 < summary["max_truncated_mass"] <= 1e-6
+    _check_summary_matches_json(capsys.readouterr().out, summary)
 
 
 def test_demo_workflow_has_one_source():

@@ -56,6 +56,33 @@ class LowerColorado:
         obs = self.usgs_at_reaches
         return obs["reach"].values[obs.notnull().any("time").values]
 
+    def nwm_discharge(self, step: int = 0) -> np.ndarray:
+        """NWM's streamflow at CHRTOUT step ``step`` as a complete discharge ``[N]`` (m³/s,
+        float64, network order).
+
+        NWM reports no streamflow on the 341 reaches inside lakes (NaN in CHRTOUT); there
+        the discharge is their lateral inflow plus what flows in from upstream (the water
+        passes through), so every reach has a value and a lake's outlet reach keeps NWM's
+        release.
+        """
+        nt = self.streamflow.sizes["time"]
+        if not -nt <= step < nt:
+            raise IndexError(f"step {step} is outside the {nt} CHRTOUT steps of the bundled "
+                             f"streamflow (0 .. {nt - 1})")
+        net = self.network
+        q = self.streamflow.values[:, step].astype(np.float64)
+        lateral = self.q_lateral.values[:, step].astype(np.float64)
+        inflow = np.zeros(net.n_reaches)
+        order, ptr, down = net.topo_order, net.level_ptr, net.downstream
+        for lv in range(net.n_levels):  # upstream first: a lake reach's inflow is complete
+            idx = order[ptr[lv] : ptr[lv + 1]]
+            miss = idx[np.isnan(q[idx])]
+            q[miss] = inflow[miss] + lateral[miss]
+            d = down[idx]
+            has = d >= 0
+            np.add.at(inflow, d[has], q[idx[has]])
+        return q
+
 
 def load_lower_colorado(path: str | None = None) -> LowerColorado:
     """Load the bundled Lower Colorado data (see :class:`LowerColorado`)."""

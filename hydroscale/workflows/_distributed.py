@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ._common import NullProgress, Progress, memory_facts, partition_inputs, phase
+from ._initial import initial_offsets
 from ._inputs import RouteInputs, routing_options
 
 __all__ = ["route_distributed_workflow"]
@@ -24,21 +25,23 @@ __all__ = ["route_distributed_workflow"]
 logger = logging.getLogger(__name__)
 
 
-def _forcing_source(cfg: dict[str, Any], inputs: RouteInputs, out_dir: Path) -> Any:
+def _forcing_source(cfg: dict[str, Any], inputs: RouteInputs, out_dir: Path,
+                    r_star: np.ndarray | None) -> Any:
     """What the workers read: the workflow's forcing source, or for values held in memory
-    (the bundled basin) a store written for them in the output folder."""
+    (the bundled basin) or a steady start (``r - r*``) a store written for them in the
+    output folder."""
     from ..io import ArrayForcing
 
     f = inputs.forcing
-    if not isinstance(f, ArrayForcing) and cfg["routing"]["initial"] != "steady":
+    if not isinstance(f, ArrayForcing) and r_star is None:
         return f  # opened (checked) once by build_inputs; the workers open their own
     import xarray as xr
 
     from ..io import ingest
 
     values = f.read_all(0, f.n_steps)
-    if cfg["routing"]["initial"] == "steady":  # route r - r0; accumulate(r0) is added after
-        values = values - values[:, :1]
+    if r_star is not None:  # route r - r*; its steady discharge Q0 is added after
+        values = values - r_star[:, None].astype(values.dtype)
     da = xr.DataArray(values, {"reach": inputs.network.ids, "time": f.time},
                       ("reach", "time"), attrs={"units": "m3 s-1", "interval_s": f.interval_s})
     path = out_dir / "forcing.zarr"
@@ -63,16 +66,6 @@ def _kept_rows(store: str, ids: np.ndarray) -> np.ndarray:
     out = np.empty_like(got)
     out[srt] = got
     return out
-
-
-def _steady_baseline(inputs: RouteInputs) -> np.ndarray:
-    """The steady discharge of the first step's inflow, ``accumulate(r0)`` [N] (network
-    order): the workers route ``r - r0`` and add it to what they write (linearity and mass
-    conservation)."""
-    from ..api import accumulate
-
-    return np.asarray(accumulate(inputs.network,
-                                 inputs.forcing.read_all(0, 1)[:, 0].astype(np.float64)))
 
 
 def route_distributed_workflow(
@@ -112,7 +105,8 @@ def route_distributed_workflow(
                 "output.store")
     with phase(progress, "worker forcing", "choosing what the workers read (the bundled "
                f"forcing is written to {out_dir / 'forcing.zarr'})"):
-        source = _forcing_source(cfg, inputs, out_dir)
+        r_star, q0 = initial_offsets(rt, inputs)
+        source = _forcing_source(cfg, inputs, out_dir, r_star)
     t0 = time.perf_counter()
     part = partition_inputs(net, inputs, rt, pc, progress, n_workers)
     with phase(progress, "plan", f"grouping {part.n_clusters} clusters by wave and worker"):
@@ -138,7 +132,7 @@ def route_distributed_workflow(
             n_steps=steps, reach_chunk=out["reach_chunk"], plan=plan,
             run_metadata={"workflow": cfg.get("name") or "route"},
             overwrite=out["overwrite"], resume=out["resume"],
-            baseline=_steady_baseline(inputs) if rt["initial"] == "steady" else None,
+            baseline=q0,
             on_progress=bar.update, memory_limit=rt.get("memory_limit"),
         )
     finally:

@@ -23,14 +23,15 @@ logger = logging.getLogger(__name__)
 @dataclass
 class RouteInputs:
     """Everything a run needs: network, forcing, parameters ``[N, P]`` (float64, routing-step
-    units; None for a calibration), gauged reach ids and reference series for the hydrograph
-    figures."""
+    units; None for a calibration), gauged reach ids, reference series for the hydrograph
+    figures and the bundled basin (:class:`~hydroscale.io.LowerColorado`) when used."""
 
     network: RiverNetwork
     forcing: Any  # an opened forcing source of hydroscale.io (time, interval_s, read_all)
     params: torch.Tensor | None
     gauges: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     references: dict[str, Any] = field(default_factory=dict)
+    basin: Any = None
 
 
 def build_network(net: dict[str, Any]) -> tuple[RiverNetwork, Any]:
@@ -245,4 +246,4 @@ def build_inputs(cfg: dict[str, Any], progress: Progress = NullProgress) -> Rout
         gauges = network.ids[np.char.strip(g) != ""]
     logger.info("inputs: %d reaches, %d steps of %s s, forcing %s", network.n_reaches,
                 forcing.n_steps, forcing.interval_s, forcing.describe()["source"])
-    return RouteInputs(network, forcing, params, gauges, refs)
+    return RouteInputs(network, forcing, params, gauges, refs, basin)

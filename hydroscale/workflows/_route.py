@@ -31,6 +31,7 @@ from ._common import (
     phase,
 )
 from ._common import device as device_of
+from ._initial import initial_offsets
 from ._inputs import RouteInputs, build_inputs, routing_options
 
 __all__ = ["RouteResult", "hydrograph_reaches", "plan_route", "run_route", "route_single"]
@@ -81,6 +82,9 @@ def _definition(cfg: dict[str, Any], inputs: RouteInputs, extra: dict[str, Any])
         "engine": extra.get("engine"),
         "routing": {**routing_options(cfg).describe(), "window": extra.get("window")},
         "time_chunk": rt["time_chunk"], "initial": rt["initial"],
+        "initial_discharge": rt.get("initial_discharge"),
+        "initial_negative": rt.get("initial_negative"),
+        "initial_offsets": extra.get("initial_offsets"),  # r*, Q0: what a given file held
         "initial_state": None if start is None else digest(
             start.router.runoff_hist.numpy(), start.router.inflow_hist.numpy(),
             start.inflow_offset),
@@ -144,16 +148,6 @@ def _kept_from_store(store: Path, keep: np.ndarray, a: int, b: int) -> np.ndarra
     out = np.empty_like(got)
     out[srt] = got
     return out
-
-
-def _steady_base(inputs: RouteInputs, initial: str) -> tuple[np.ndarray | None, Any]:
-    """With a steady start: the first step's inflow ``r0`` [N] and its accumulation [N]."""
-    if initial != "steady":
-        return None, None
-    from ..api import accumulate
-
-    r0 = inputs.forcing.read_all(0, 1)[:, 0].astype(np.float64)
-    return r0, accumulate(inputs.network, r0)
 
 
 def single_device_plan(router: Any, part: Any, steps: int, rt: dict[str, Any],
@@ -235,7 +229,7 @@ def route_single(
     keep = np.zeros(0, np.int64) if keep is None else keep
     kept = np.zeros((keep.size, steps), np.dtype(rt["dtype"]))
     start = _initial_state(rt)
-    base, acc = _steady_base(inputs, rt["initial"]) if start is None else (
+    base, acc = initial_offsets(rt, inputs) if start is None else (
         _offset(start.inflow_offset), _offset(start.discharge_offset))
     facts: dict[str, Any] = {"device": str(device), "dtype": rt["dtype"]}
     if rt["engine"] == "oracle":
@@ -262,6 +256,7 @@ def route_single(
         kept[:] = q[keep]
         return facts, kept, store
 
+    from ..io import digest
     from ..routing import RivTreeCluster, StagedRouter, check_fits, estimate_route_bytes
 
     tc = min(rt["time_chunk"], steps)  # a coarse guard before anything is built
@@ -327,9 +322,9 @@ def route_single(
     if write and cfg["output"]["store"] is not None:
         with phase(progress, "output", "creating (or resuming) the output store "
                    f"{Path(cfg['output']['dir']) / cfg['output']['store']}"):
-            store, prepared = _open_store(cfg, inputs, {"engine": facts["engine"],
-                                                        "window": kernels.window,
-                                                        "initial_state": start})
+            store, prepared = _open_store(cfg, inputs, {
+                "engine": facts["engine"], "window": kernels.window, "initial_state": start,
+                "initial_offsets": None if base is None else digest(base, acc)})
     try:
         facts, kept, store, last = _route_chunks(
             facts, router, kernels, inputs, rt, keep, kept, base, acc, store, prepared,
@@ -427,8 +422,17 @@ def _route_chunks(facts: dict[str, Any], router: Any, kernels: Any, inputs: Rout
     return facts, kept, store, state
 
 
+def _station(network: RiverNetwork, i: int) -> str:
+    """The USGS station on reach index ``i`` (RouteLink ``gages``), or ""."""
+    g = network.attrs.get("gages")
+    return "" if g is None else str(np.asarray(g)[i]).strip()
+
+
 def _figure(path: Path, inputs: RouteInputs, keep: np.ndarray, kept: np.ndarray,
-            title: str) -> Path | None:
+            title: str, label: str = "hydroscale") -> Path | None:
+    """Hydrographs of the ``keep`` reaches: ours (each step's mean, plotted at its end)
+    beside the references (NWM streamflow, USGS), titled with the reach id and its USGS
+    station; times in UTC."""
     if keep.size == 0:
         return None
     from ..plotting import plot_hydrographs
@@ -438,15 +442,27 @@ def _figure(path: Path, inputs: RouteInputs, keep: np.ndarray, kept: np.ndarray,
     panels = []
     for row, i in enumerate(keep):
         rid = int(net.ids[i])
-        series = {"hydroscale": (t_end, kept[row])}
-        for label, ref in inputs.references.items():
+        series = {label: (t_end, kept[row])}
+        for name, ref in inputs.references.items():
             if rid in ref["reach"].values:
                 s = ref.sel(reach=rid)
                 if bool(np.isfinite(s.values).any()):
-                    series[label] = (s["time"].values, s.values)
+                    series[name] = (s["time"].values, s.values)
         kind = "outlet" if net.downstream[i] < 0 else "reach"
-        panels.append((f"{kind} {rid}", series))
+        station = _station(net, int(i))
+        panels.append((f"{kind} {rid}" + (f", USGS {station}" if station else ""), series))
     return plot_hydrographs(path, panels, title=title)
+
+
+def _start_label(rt: dict[str, Any]) -> str:
+    """How the run started, for the figure's legend."""
+    if rt.get("initial_state"):
+        return "hydroscale (continued from a restart state)"
+    return {"dry": "hydroscale (dry start)",
+            "steady": "hydroscale (steady start: first step's inflow)",
+            "discharge": "hydroscale (warm start from NWM)"
+            if rt.get("initial_discharge") == "lower_colorado" else
+            f"hydroscale (start: discharge of {rt.get('initial_discharge')})"}[rt["initial"]]
 
 
 def _peak_rss_gb() -> float:
@@ -526,7 +542,8 @@ def _run_route(cfg: dict[str, Any], progress: Progress, client: Any,
                                   network=net)
     label = cfg.get("name") or f"{cfg['network']['source']} network"
     fig = _figure(out_dir / "hydrographs.png", inputs, keep, kept,
-                  f"hydroscale: {label}, {cfg['routing']['irf']}")
+                  f"hydroscale: {label}, {cfg['routing']['irf']}",
+                  _start_label(cfg["routing"]))
     wall = time.perf_counter() - t_start
     reach_steps = net.n_reaches * steps
     summary = {

@@ -183,8 +183,18 @@ ROUTING = {
     "dtype": Field("str", "float32", "compute dtype", choices=("float32", "float64")),
     "allow_unstable": Field("bool", False, "accept parameters whose Muskingum coefficients "
                             "are negative (e.g. k x > dt/2)"),
-    "initial": Field("str", "dry", "initial state: dry rivers, or the steady state of the "
-                     "first step's inflow", choices=("dry", "steady")),
+    "initial": Field("str", "dry", "initial state: dry rivers, the steady state of the "
+                     "first step's inflow, or the steady state that yields "
+                     "routing.initial_discharge", choices=("dry", "steady", "discharge")),
+    "initial_discharge": Field("str", None, "initial: discharge: lower_colorado (the bundled "
+                               "basin's NWM streamflow at its first CHRTOUT time; lake "
+                               "reaches pass their inflow through) or a text file of one "
+                               "discharge per line (m³/s, network order)", nullable=True),
+    "initial_negative": Field("str", "refuse", "initial: discharge falling downstream needs "
+                              "negative steady inflow r* = Q0 - upstream(Q0) there: refuse, "
+                              "allow (start exactly at the discharge) or clip (r* = 0: the "
+                              "start exceeds it below those reaches)",
+                              choices=("refuse", "allow", "clip")),
     "memory_limit": Field("any", None, "memory each device (cluster: each worker) may use, "
                           "e.g. 80GB; null = what it has (the run plan keeps path kernels "
                           "resident or builds them per batch, and lowers time_chunk, to fit)",
@@ -400,7 +410,8 @@ def _cross_checks(cfg: dict[str, Any]) -> list[str]:
     problems += _input_checks(cfg)
     if cfg.get("cluster") is not None:
         if rt["initial"] != "dry" and frc["source"] != "lower_colorado":
-            problems.append("routing.initial 'steady' on a cluster works with the bundled "
+            problems.append(f"routing.initial {rt['initial']!r} on a cluster works with the "
+                            "bundled "
                             "forcing only (the workers read forcing as it is): use one device "
                             "or routing.initial=dry")
         problems += _cluster_problems(cfg, rt)
@@ -424,8 +435,19 @@ def _restart_checks(cfg: dict[str, Any]) -> list[str]:
         problems.append(f"{' and '.join(keys)}: the oracle engine carries no state; use "
                         "routing.engine auto, torch or triton")
     if rt.get("initial_state") and rt["initial"] != "dry":
-        problems.append("routing.initial_state and routing.initial 'steady': the state file "
-                        "holds the start of the run it continues; drop routing.initial")
+        problems.append(f"routing.initial_state and routing.initial {rt['initial']!r}: the "
+                        "state file holds the start of the run it continues; drop "
+                        "routing.initial")
+    if rt["initial"] == "discharge" and not rt.get("initial_discharge"):
+        problems.append("routing.initial 'discharge': give routing.initial_discharge "
+                        "(lower_colorado, or a file of one discharge per reach)")
+    if (rt["initial"] == "discharge" and rt.get("initial_discharge") == "lower_colorado"
+            and cfg["network"]["source"] != "lower_colorado"):
+        problems.append("routing.initial_discharge 'lower_colorado' (the bundled NWM "
+                        "streamflow) needs network.source 'lower_colorado'")
+    if rt.get("initial_discharge") and rt["initial"] != "discharge":
+        problems.append(f"routing.initial_discharge is used with routing.initial "
+                        f"'discharge' only (routing.initial is {rt['initial']!r})")
     if out.get("format") != "zarr" and out["store"] is None:
         problems.append(f"output.format {out['format']!r} converts the output store: give "
                         "output.store (or output.format zarr)")
