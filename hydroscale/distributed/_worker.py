@@ -531,21 +531,34 @@ def copy_task(data: RunData, spec: PassSpec, group: int, chunk: int, t0: int,
     return x.sum(dtype=torch.float64)
 
 
-def checksum_task(result: ChunkResult | list[ChunkResult]) -> torch.Tensor:
-    """The float64 checksum of a routing task's result(s): what a pass keeps of a chunk whose
-    states and transfer buffers are no longer needed."""
+@dataclass(frozen=True)
+class Checksum:
+    """The checksum of (group, chunk): what a pass keeps of a result it no longer needs."""
+
+    group: int
+    chunk: int
+    value: float
+
+
+def checksum_task(result: ChunkResult | list[ChunkResult]) -> list[Checksum]:
+    """The float64 checksums of a routing task's result(s), per (group, chunk): what a pass
+    keeps of a chunk whose states and transfer buffers are no longer needed."""
     rs = result if isinstance(result, list) else [result]
-    return torch.stack([r.checksum.double() for r in rs]).sum()
+    return [Checksum(r.group, r.chunk, float(r.checksum.double())) for r in rs]
 
 
 def finish_task(run_id: str, pass_id: str, *results: Any) -> dict[str, Any]:
     """End a pass on this worker: wait for its pending writes; return its figures and the
-    checksum of ``results`` (the pass's results held here)."""
+    checksum of ``results`` (the pass's results held here, or their :class:`Checksum`),
+    summed in (group, chunk) order: the same bits however the tasks were cut."""
     tic = time.perf_counter()
     results = tuple(r for x in results for r in (x if isinstance(x, list) else [x]))
-    sums = [r.checksum if isinstance(r, ChunkResult) else r for r in results
-            if r is not None]
-    checksum = float(torch.stack([s.double().cpu() for s in sums]).sum()) if sums else 0.0
+    keyed = sorted((r.group, r.chunk, float(r.checksum.double()) if isinstance(
+        r, ChunkResult) else r.value) for r in results if isinstance(r, (ChunkResult, Checksum)))
+    bare = [r for r in results if torch.is_tensor(r)]  # the I/O floor's per-task checksums
+    sums = [torch.tensor(v, dtype=torch.float64) for _, _, v in keyed]
+    sums += [s.double().cpu() for s in bare]
+    checksum = float(torch.stack(sums).sum()) if sums else 0.0
     last: dict[int, ChunkResult] = {}
     for r in results:
         if isinstance(r, ChunkResult) and r.chunk >= last.get(r.group, r).chunk:
