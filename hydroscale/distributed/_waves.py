@@ -125,6 +125,7 @@ class _WaveRun:
     inflow: dict[int, torch.Tensor | None] = field(default_factory=dict)
     graphs: dict[int, _Graph] = field(default_factory=dict)
     value: torch.Tensor | None = None
+    parts: dict[int, torch.Tensor] = field(default_factory=dict)  # the value per group
     timers: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -243,7 +244,7 @@ def begin_task(run_id: str, pass_args: Any, training: bool) -> bool:
     run = _get(run_id)
     run.training = bool(training)
     run.work.begin(pass_args, run.training)
-    run.value = torch.zeros((), dtype=torch.float64, device=run.device)
+    run.value, run.parts = None, {}
     run.inflow, run.graphs, run.kern, run.kern_det, run.timers = {}, {}, {}, {}, {}
     for p in run.work.shared_parameters() + run.work.local_parameters():
         p.grad = None
@@ -311,7 +312,7 @@ def forward_task(run_id: str, group: int, begin: Any, *upstream: TransferBuffer 
         if run.training:
             run.inflow[g] = inflow
     if part is not None:
-        run.value += part.detach()
+        run.parts[g] = part.detach().to(torch.float64)
     run.tick("forward", t0)
     # the exit channels are a view of the group's whole output: copy them, so that the
     # buffer does not keep the discharge of every reach alive while downstream groups wait
@@ -388,6 +389,10 @@ def end_task(run_id: str, *done: Any) -> dict[str, Any]:
         shared = [(p.grad if p.grad is not None else torch.zeros_like(p)).detach().cpu()
                   for p in run.work.shared_parameters()]
     run.tick("end", t0)
+    # the groups' parts summed in group order: the same bits whatever order the tasks of
+    # one wave ran in on this worker (a recovered iteration equals the undisturbed one)
+    parts = [run.parts[g] for g in sorted(run.parts)]
+    run.value = torch.stack(parts).sum() if parts else torch.zeros((), dtype=torch.float64)
     return {"value": float(run.value.item()), "shared": shared}
 
 
