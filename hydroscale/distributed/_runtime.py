@@ -420,7 +420,7 @@ class DistributedRouter(Closing):
             raise ValueError(f"n_steps must lie in [1, {forcing.n_steps}], got {n_steps}")
         _chunks(steps, time_chunk)  # a bad time_chunk fails first
         run_plan = self.plan_pass(steps, time_chunk)
-        if run_plan.time_chunk != int(time_chunk):
+        if run_plan.time_chunk < run_plan.requested_time_chunk:  # lowered to fit
             logger.warning("time chunk %d steps does not fit the workers' memory: %d steps "
                            "(see the run plan)", time_chunk, run_plan.time_chunk)
             time_chunk = run_plan.time_chunk

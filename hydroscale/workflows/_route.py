@@ -292,7 +292,7 @@ def route_single(
     facts["run_plan"] = run_plan.as_dict()
     if plan_only:
         return facts, kept, None
-    if run_plan.time_chunk != rt["time_chunk"]:
+    if run_plan.time_chunk < run_plan.requested_time_chunk:  # lowered to fit
         logger.warning("routing.time_chunk %d does not fit %s: %d steps (see the run plan)",
                        rt["time_chunk"], device, run_plan.time_chunk)
         rt = {**rt, "time_chunk": run_plan.time_chunk}

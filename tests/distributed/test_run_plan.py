@@ -131,3 +131,17 @@ def test_plan_table_in_gb():
     assert p.residency == "per-batch"
     assert "kernels per-batch" in text and " 8.00 " in text and "20.00" in text
     assert np.isclose(p.workers[0].kernels, 2 * 10**8 * 10 * 4)
+
+
+def test_a_run_shorter_than_its_time_chunk_is_not_lowered(client, forest, caplog):
+    """A 40-step pass asked for in 365-step chunks is one chunk: nothing is 'lowered to fit'
+    (no warning), and the plan says the chunk it routes."""
+    import logging
+
+    net, params, part = forest
+    with caplog.at_level(logging.WARNING, logger="hydroscale.distributed"):
+        s = route_distributed(client, net, part, SyntheticForcing(T, seed=3), None, params,
+                              time_chunk=365, irf="muskingum", substeps=SUBSTEPS,
+                              allow_unstable=True)
+    assert "does not fit" not in caplog.text
+    assert s.chunks == 1 and s.run_plan["time_chunk"] == T
