@@ -97,9 +97,9 @@ def memory_limit(dev: torch.device, worker: Any = None) -> tuple[int | None, str
     the host's available memory."""
     import os
 
-    from ..routing import available_bytes
+    from ..routing import MEMORY_ENV_VAR, available_bytes
 
-    if os.environ.get("HYDROSCALE_MEMORY_LIMIT"):
+    if os.environ.get(MEMORY_ENV_VAR):
         return available_bytes(dev)
     if dev.type == "cuda":
         free, _ = torch.cuda.mem_get_info(dev)
@@ -113,10 +113,7 @@ def memory_limit(dev: torch.device, worker: Any = None) -> tuple[int | None, str
 
 
 def host_peak_bytes() -> int:
-    """Peak resident memory of this process (bytes; ``ru_maxrss``), 0 where unknown."""
-    try:
-        import resource
+    """Peak resident memory of this worker process (bytes), 0 where unknown."""
+    from ..routing import peak_bytes as measured
 
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-    except (ImportError, OSError):
-        return 0
+    return measured("cpu")

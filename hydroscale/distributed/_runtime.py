@@ -204,15 +204,15 @@ def _keep_checksums(client: Any, futs: dict[tuple[int, int], Any],
     task per result, on the result's worker, and forget the results and their buffers: Dask
     frees them once their dependents have run (and recomputes them from their tasks if a
     worker holding a later result is lost)."""
-    seen: dict[str, tuple[Any, int, int]] = {}
+    seen: dict[str, tuple[Any, int, int]] = {}  # result key -> (future, groups, first group)
     for (g, k) in [key for key in futs if key[1] == chunk]:
         f = futs.pop((g, k))
         bufs.pop((g, k), None)
         prev = seen.get(f.key)
-        seen[f.key] = (f, (prev[1] if prev else 0) + 1, int(home[g]))
-    for key, (f, n, w) in seen.items():
-        fut = _submit(client, checksum_task, f, addr=addrs[w], priority=1,
-                      key=f"hydroscale-sum-{pass_id}-{chunk}-{key.rsplit('-', 2)[-2]}")
+        seen[f.key] = (f, (prev[1] if prev else 0) + 1, prev[2] if prev else int(g))
+    for f, n, g in seen.values():
+        fut = _submit(client, checksum_task, f, addr=addrs[int(home[g])], priority=1,
+                      key=f"hydroscale-sum-{pass_id}-{chunk}-{g}")
         sums.append(fut)
         weight[fut.key] = n
 
@@ -358,7 +358,6 @@ class DistributedRouter(Closing):
         self._truncated = {int(g): m for a in agg for g, m in a["truncated"].items()}
         self.worker_setup = [{**i, **a} for i, a in zip(info, agg)]
         self.setup_s = time.perf_counter() - tic
-        self._closed = False
         p = self.plan
         self._definition = {
             "routing": {**o.describe(), "window": self.window},

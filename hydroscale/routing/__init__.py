@@ -13,6 +13,7 @@ from ._engines import (
 )
 from ._inputs import check_runoff
 from ._memory import (
+    MEMORY_ENV_VAR,
     RunTooLargeError,
     available_bytes,
     check_fits,
@@ -20,6 +21,7 @@ from ._memory import (
     estimate_route_bytes,
     format_bytes,
     parse_bytes,
+    peak_bytes,
 )
 from ._options import Routed, RoutingOptions
 from ._restart import RestartMismatchError, RouteState, restart_fingerprint
@@ -32,6 +34,7 @@ from .oracle import causal_conv_fft, route_oracle
 from .rapid import rapid_coefficients, route_rapid
 
 __all__ = [
+    "MEMORY_ENV_VAR",
     "DISCHARGE_ATTRS",
     "DISCHARGE_NAME",
     "rapid_coefficients",
@@ -62,6 +65,7 @@ __all__ = [
     "estimate_route_bytes",
     "format_bytes",
     "parse_bytes",
+    "peak_bytes",
     "plan_run",
     "get_engine",
     "list_engines",

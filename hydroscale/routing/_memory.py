@@ -29,6 +29,7 @@ __all__ = [
     "estimate_route_bytes",
     "format_bytes",
     "parse_bytes",
+    "peak_bytes",
 ]
 
 MEMORY_ENV_VAR = "HYDROSCALE_MEMORY_LIMIT"
@@ -134,6 +135,20 @@ def available_bytes(device: Any = "cpu") -> tuple[int | None, str]:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "os.sysconf"
     except (ValueError, OSError, AttributeError):
         return None, "unknown"
+
+
+def peak_bytes(device: Any = "cpu") -> int:
+    """The measured peak of this process on ``device`` (bytes): the allocator's peak on a
+    GPU, the process's resident peak (``ru_maxrss``) on a CPU, 0 where unknown."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(dev))
+    try:
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    except (ImportError, OSError):
+        return 0
 
 
 def check_fits(nbytes: int, device: Any, what: str, hint: str, detail: str = "") -> None:

@@ -17,7 +17,7 @@ from ..network import RiverNetwork
 if TYPE_CHECKING:
     from ._inputs import RouteInputs
 
-__all__ = ["NullProgress", "Progress", "device", "input_paths", "measured_peak", "memory_facts",
+__all__ = ["NullProgress", "Progress", "device", "input_paths", "memory_facts",
            "output_folder_lock", "partition_inputs", "phase"]
 
 logger = logging.getLogger(__name__)
@@ -114,16 +114,6 @@ def output_folder_lock(out_dir: Path) -> Any:
     out_dir.mkdir(parents=True, exist_ok=True)
     return StoreLock.acquire(out_dir, what="output folder",
                              path=str(out_dir / ".hydroscale.lock"))
-
-
-def measured_peak(device: torch.device) -> int:
-    """Peak bytes of this run on ``device``: the allocator's on a GPU, the process's resident
-    peak on a CPU."""
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    import resource
-
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 def memory_facts(run_plan: dict[str, Any], measured: list[int]) -> dict[str, Any]:

@@ -24,7 +24,6 @@ from ._common import (
     NullProgress,
     Progress,
     input_paths,
-    measured_peak,
     memory_facts,
     output_folder_lock,
     partition_inputs,
@@ -416,7 +415,9 @@ def _route_chunks(facts: dict[str, Any], router: Any, kernels: Any, inputs: Rout
         prepared.complete()
     facts["route_s"] = route_s
     if "run_plan" in facts:
-        facts.update(memory_facts(facts["run_plan"], [measured_peak(device)]))
+        from ..routing import peak_bytes
+
+        facts.update(memory_facts(facts["run_plan"], [peak_bytes(device)]))
     if n * steps:
         logger.info("routed %d reaches x %d steps in %.2f s", n, steps, route_s)
     return facts, kept, store, state
