@@ -316,7 +316,16 @@ def setup_task(data: RunData, worker: int) -> dict[str, Any]:
     (kernel rows and reaches per batch, ``[reaches, exits, inlets]`` per group, the memory
     this worker may use) and timings."""
     t = time.perf_counter()
+    phases: dict[str, float] = {}  # seconds per phase, the device synchronised at each end
+    since = [t]
+
+    def lap(name: str) -> None:
+        cache.sync(run.device)
+        phases[name] = time.perf_counter() - since[0]
+        since[0] = time.perf_counter()
+
     run = _ensure(data)
+    lap("cache")
     mine = np.flatnonzero(data.group_worker == int(worker))
     cs = run.groups
     out: dict[str, Any] = {"device": str(run.device), "groups": int(mine.size)}
@@ -330,8 +339,10 @@ def setup_task(data: RunData, worker: int) -> dict[str, Any]:
         keys = [k for k in run.batches if k[0] == int(worker)]
         before = torch.cuda.memory_allocated(run.device) if run.device.type == "cuda" else 0
         routers = [_router(run, k, window) for k in keys]
+        lap("routers")
         for r in routers:
             r.prepare()  # the layouts of its groups: measured here, not at the first task
+        lap("layouts")
         out["routers"] = len(routers)
         out["resident"] = (int(torch.cuda.memory_allocated(run.device) - before)
                            if run.device.type == "cuda" else 0)
@@ -344,8 +355,10 @@ def setup_task(data: RunData, worker: int) -> dict[str, Any]:
                                 default=2)
         else:
             out["window"] = int(window)
+        lap("window")
     cache.sync(run.device)
     out["setup_s"] = time.perf_counter() - t
+    out["phases_s"] = phases
     return out
 
 

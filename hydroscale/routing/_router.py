@@ -174,9 +174,9 @@ class StagedRouter(Routed):
         self._inlet_mask = cs.inlet_of_reach >= 0
         self._build_rows()
         self._groups: dict[Any, _Group] = {}
-        self._chain_key: np.ndarray | None = None
         self._hops = None
         self._feed: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._feed_of: dict[int, Any] = {}
         self._pair_cluster: torch.Tensor | None = None
         self._pair_seen: np.ndarray | None = None
         self._rows: torch.Tensor | None = None
@@ -196,9 +196,11 @@ class StagedRouter(Routed):
         t = lambda a: torch.as_tensor(a, device=dev)  # noqa: E731
         srcs = t(np.concatenate([h[0] for h in self.plan.hops]))
         dsts = t(np.concatenate([h[1] for h in self.plan.hops]))
-        pos, exit_no, inlet_no = t(cs.position), t(cs.exit_of_reach), t(cs.inlet_of_reach)
-        ex = t(self._exit_mask)[dsts]
-        inl = t(self._inlet_mask)[srcs]
+        shared = cs.on_device(dev)  # the whole network's index arrays, once per device
+        pos, exit_no, inlet_no = (shared[k] for k in ("position", "exit_of_reach",
+                                                      "inlet_of_reach"))
+        ex = shared["exit_mask"][dsts]
+        inl = shared["inlet_mask"][srcs]
         both = inl & ex
         ar = torch.arange(f, device=dev)
         n_rr, n_rx = srcs.numel(), int(ex.sum())
@@ -216,13 +218,11 @@ class StagedRouter(Routed):
         u_dst = torch.cat([pos[dsts[inl]].repeat_interleave(f), ue_out.expand(n_ue, f, f)
                            .reshape(-1)])
         u_w = torch.arange(n_ur * f + n_ue * f * f, device=dev)
-        crank = np.empty(cs.n_clusters, dtype=np.int64)
-        crank[np.lexsort((np.arange(cs.n_clusters), cs.wave_of))] = np.arange(cs.n_clusters)
-        self._crank = crank
-        self._by_rank = np.argsort(crank)
-        order_c = t(crank[cs.cluster_of])  # reach -> cluster rank
-        order_r = t(cs.order)
-        inlet_r = t(cs.inlet_reach)
+        self._crank = shared["rank"]
+        self._by_rank = np.argsort(self._crank)
+        order_c = shared["rank_of_reach"]  # reach -> cluster rank
+        order_r = shared["order"]
+        inlet_r = shared["inlet_reach"]
         r_key = order_c[order_r[r_src]]
         u_key = order_c[inlet_r[u_src // f]] if u_src.numel() else u_src
         sr = torch.sort(r_key, stable=True)
@@ -278,9 +278,7 @@ class StagedRouter(Routed):
 
         # block order of the rows for the direct kernels: reaches chain by chain within their
         # cluster, exit channels and inlet channels by exit / inlet (see PathLayout.blocks)
-        if self._chain_key is None:
-            self._chain_key = cs.chain_key()[cs.order]
-        reach_key = self._chain_key[r0:r1]
+        reach_key = cs.chain_key(engine_order=True)[r0:r1]
         reach_group = cs.cluster_of[cs.order[r0:r1]] + (e1 - e0)
         ch_key = np.arange(n_ef, dtype=np.float64)
         dst_order = (np.concatenate([ch_key, reach_key]),
@@ -734,25 +732,64 @@ class StagedRouter(Routed):
         """Sum the upstream exit buffers feeding ``cluster`` into its inlet inflow.
 
         ``outflows`` maps an upstream cluster id to its outflow ``[B, n_exit, f, T]`` (as
-        returned by :meth:`forward_chunk`); returns ``[B, n_inlet_c, f, T]`` or None.
+        returned by :meth:`forward_chunk`); returns ``[B, n_inlet_c, f, T]`` or None.  An
+        inlet fed by several exits sums them in exit order (the same bits whatever the
+        device).  Only the feeding exits' rows are read (one gather per upstream cluster),
+        then summed in one gather plus one add per further feeder rank: a few launches per
+        cluster, not one per exit, and no copy of the upstream buffers' other rows.
         """
+        feed = self._inlet_feed(int(cluster))
+        if feed is None:
+            return None
+        srcs, cols, firsts, ranks = feed
+        missing = [s for s in srcs if s not in outflows]
+        if missing:
+            raise KeyError(f"outflow of upstream cluster {missing[0]} (feeding cluster "
+                           f"{cluster}) is missing")
+        dev = outflows[srcs[0]].device
+        parts = [outflows[s].index_select(1, c.to(dev)) for s, c in zip(srcs, cols)]
+        rows = parts[0] if len(parts) == 1 else torch.cat(parts, 1)  # [B, n_feeding, f, T]
+        acc = rows if firsts is None else rows.index_select(1, firsts.to(dev))
+        for at, take in ranks:
+            at = at.to(dev)
+            acc[:, at] = acc[:, at] + rows.index_select(1, take.to(dev))
+        return acc
+
+    def _inlet_feed(self, cluster: int) -> Any:
+        """How :meth:`inflow_for` gathers cluster ``cluster``'s inlets, built once (None
+        without inlets): the upstream clusters, the exit rows read from each (in exit
+        order), then, as positions among the rows read, every inlet's first feeder (None
+        when that is the identity) and per further feeder rank ``(inlets, rows)``."""
+        cache = self._feed_of
+        if cluster in cache:
+            return cache[cluster]
         cs = self.clusters
         i0, i1 = (int(x) for x in cs.inlet_ptr_cluster[cluster])
         if i1 == i0:
+            cache[cluster] = None
             return None
-        feeding = np.flatnonzero((cs.exit_inlet >= i0) & (cs.exit_inlet < i1))
-        acc = None
-        for e in feeding:
-            src = int(cs.cluster_of[cs.exit_reach[e]])
-            if src not in outflows:
-                raise KeyError(f"outflow of upstream cluster {src} (feeding cluster {cluster}) "
-                               "is missing")
-            buf = outflows[src][:, e - int(cs.exit_ptr_cluster[src, 0])]
-            if acc is None:
-                b, f, t = buf.shape
-                acc = buf.new_zeros(b, i1 - i0, f, t)
-            acc[:, int(cs.exit_inlet[e]) - i0] += buf
-        return acc
+        feeding = np.flatnonzero((cs.exit_inlet >= i0) & (cs.exit_inlet < i1))  # exit order
+        src = cs.cluster_of[cs.exit_reach[feeding]].astype(np.int64)
+        srcs = np.unique(src)
+        # rows read: source by source, each source's exits in exit order; `pos[e]` is the
+        # position of feeding exit e among them
+        by_src = np.argsort(src, kind="stable")
+        pos = np.empty(feeding.size, np.int64)
+        pos[by_src] = np.arange(feeding.size)
+        inlet = cs.exit_inlet[feeding] - i0
+        by = np.lexsort((feeding, inlet))  # per inlet, its feeders in exit order
+        inlet, pos = inlet[by], pos[by]
+        rank = np.arange(inlet.size) - np.searchsorted(inlet, inlet)
+        if not np.array_equal(inlet[rank == 0], np.arange(i1 - i0)):
+            raise ValueError(f"cluster {cluster} has an inlet that no exit feeds")
+        t = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
+        cols = [t(feeding[src == s] - cs.exit_ptr_cluster[s, 0]) for s in srcs]
+        first = pos[rank == 0]
+        ranks = [(t(inlet[rank == j]), t(pos[rank == j])) for j in range(1, int(rank.max()) + 1)]
+        identity = first.size == feeding.size and np.array_equal(first, np.arange(first.size))
+        out = ([int(x) for x in srcs], cols, None if identity else t(first), ranks)
+        cache[cluster] = out
+        return out
 
 
 class LTIRouter(StagedRouter):
