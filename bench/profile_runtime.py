@@ -23,8 +23,11 @@ import functools  # noqa: E402
 import io  # noqa: E402
 import pstats  # noqa: E402
 import time  # noqa: E402
+import warnings  # noqa: E402
+from collections import Counter  # noqa: E402
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from distributed import Client, LocalCluster  # noqa: E402
 
 from hydroscale.distributed import (  # noqa: E402
@@ -121,6 +124,16 @@ def main() -> None:
     out.append(ka.table(sort_by="self_cuda_time_total", row_limit=25,
                         max_name_column_width=110))
     out.append(ka.table(sort_by="cpu_time_total", row_limit=25, max_name_column_width=110))
+    if torch.cuda.is_available():  # where the pass waits for the device
+        torch.cuda.set_sync_debug_mode("warn")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            dr.route(forcing, None, a.time_chunk)
+        torch.cuda.set_sync_debug_mode(0)
+        where = Counter(f"{Path(w.filename).name}:{w.lineno}" for w in caught
+                        if "synchroniz" in str(w.message))
+        out.append(f"synchronising calls in a pass: {sum(where.values())}: "
+                   f"{where.most_common(20)}")
     text = "\n".join(out)
     print(text, flush=True)
     if a.out:

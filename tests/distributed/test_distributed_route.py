@@ -204,7 +204,8 @@ def test_synthetic_forcing_reused_router_and_io_floor(client, forest, tmp_path):
     assert a.checksum == pytest.approx(ref.sum(), rel=1e-12)
     assert b.checksum == pytest.approx(ref.sum(), rel=1e-12)
     floor = io_floor(client, net, part, forcing, str(tmp_path / "floor.zarr"), CHUNK)
-    assert floor.checksum == pytest.approx(float(r.astype(np.float64).sum()), rel=1e-9)
+    # float32 blocks: rows summed over time in float32 (the checksum reads a block once)
+    assert floor.checksum == pytest.approx(float(r.astype(np.float64).sum()), rel=1e-6)
     copied = open_output(str(tmp_path / "floor.zarr"), net).values
     assert np.array_equal(copied, r)
 

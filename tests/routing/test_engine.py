@@ -281,6 +281,38 @@ def test_forward_chunk_per_cluster_matches_staged(forest, clusters):
     assert torch.allclose(got, want, rtol=0, atol=1e-12)
 
 
+def test_inflow_for_sums_feeders_in_exit_order_bit_for_bit():
+    """A reach fed by three clusters' exits (and a cluster with two such inlets): the inlet
+    inflow is every feeder's buffer summed in exit order, the bits of a plain loop."""
+    #      0   1   2        3   4
+    #       \  |  /          \ /
+    #         5               6      clusters: {0} {1} {2} {3} {4} {5, 6, 7}
+    #          \             /
+    #                7
+    ids = np.arange(1, 9)
+    down = np.array([5, 5, 5, 6, 6, 7, 7, -1])  # downstream indices
+    net = RiverNetwork(ids, down)
+    cs = RivTreeCluster(net, np.array([0, 1, 2, 3, 4, 5, 5, 5]))
+    router = StagedRouter(cs, irf="muskingum", substeps=3, window=4, dtype=torch.float32,
+                          allow_unstable=True)
+    gen = torch.Generator().manual_seed(3)
+    outflows = {u: torch.randn(2, cs[u].n_exits, 3, 7, generator=gen) * 10 ** u
+                for u in range(5)}
+    got = router.inflow_for(5, outflows)
+    want = torch.zeros(2, cs[5].n_inlets, 3, 7)
+    i0 = int(cs.inlet_ptr_cluster[5, 0])
+    for e in range(cs.n_exits):  # ascending exit order, as the sum is defined
+        c = int(cs.exit_inlet[e])
+        if c >= i0 and c < i0 + cs[5].n_inlets:
+            u = int(cs.cluster_of[cs.exit_reach[e]])
+            want[:, c - i0] += outflows[u][:, e - int(cs.exit_ptr_cluster[u, 0])]
+    assert got.shape == (2, 2, 3, 7)
+    assert torch.equal(got, want)
+    assert router.inflow_for(0, outflows) is None
+    with pytest.raises(KeyError, match="upstream cluster 4"):
+        router.inflow_for(5, {u: outflows[u] for u in range(4)})
+
+
 def _part(x, a, b):
     return None if x is None else x[..., a:b]
 
