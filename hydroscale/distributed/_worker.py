@@ -428,7 +428,7 @@ def _prev_state(prev: Any, ps: _PassState, spec: PassSpec, run: _WorkerRun, grou
     lo = max(0, t0 - k1)
     hist = torch.zeros(1, b - a, k1, device=run.device, dtype=router.dtype)
     if t0 > lo:
-        x = ps.forcing.read(run.groups.order[a:b], (a, b), lo, t0, run.device)
+        x = ps.forcing.read(_reaches(run, a, b, ps.forcing), (a, b), lo, t0, run.device)
         hist[0, :, k1 - (t0 - lo):] = x.to(router.dtype)
     return RouterState(hist, torch.from_numpy(z["inflow_hist"]).to(run.device, router.dtype))
 
@@ -440,6 +440,14 @@ def _baseline(run: _WorkerRun, ps: _PassState, baseline: np.ndarray, a: int, b: 
             ps.baseline = torch.as_tensor(np.asarray(baseline)[run.groups.order],
                                           device=run.device, dtype=dtype)
     return ps.baseline[a:b, None]
+
+
+def _reaches(run: _WorkerRun, a: int, b: int, forcing: Any) -> np.ndarray | torch.Tensor:
+    """The global indices of engine rows ``a:b``, as the forcing source reads them: on the
+    device for a source that generates there (``index_on_device``)."""
+    if getattr(forcing, "index_on_device", False):
+        return run.groups.on_device(run.device)["order"][a:b]
+    return run.groups.order[a:b]
 
 
 def block_checksum(x: torch.Tensor) -> torch.Tensor:
@@ -466,7 +474,7 @@ def route_task(data: RunData, spec: PassSpec, group: int, chunk: int, t0: int, t
     kernels = _kernels(run, key, spec.window)
     router = run.routers[key]
     tic = time.perf_counter()
-    x = ps.forcing.read(cs.order[a:b], (a, b), t0, t1, dev)
+    x = ps.forcing.read(_reaches(run, a, b, ps.forcing), (a, b), t0, t1, dev)
     ps.timers["read"] += time.perf_counter() - tic
     tic = time.perf_counter()
     state = _prev_state(prev, ps, spec, run, int(group), int(t0), router)
@@ -545,7 +553,7 @@ def copy_task(data: RunData, spec: PassSpec, group: int, chunk: int, t0: int,
     cs = run.groups
     a, b = (int(x) for x in cs.reach_ptr_cluster[group])
     tic = time.perf_counter()
-    x = ps.forcing.read(cs.order[a:b], (a, b), t0, t1, run.device)
+    x = ps.forcing.read(_reaches(run, a, b, ps.forcing), (a, b), t0, t1, run.device)
     ps.timers["read"] += time.perf_counter() - tic
     if ps.writer is not None:
         ps.writer.submit(a, t0, x.to("cpu").numpy())

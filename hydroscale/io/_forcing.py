@@ -7,7 +7,9 @@ network (ids, steps) once and returns an *opened* source that reads blocks:
 
 - ``read(reaches, rows, t0, t1, device) -> Tensor [n, t1 - t0]`` float32: the reaches of a
   group (global reach indices ``reaches``; ``rows`` their engine row range, a hint that lets a
-  store written in that order be read as one slice), on ``device`` (what workers call);
+  store written in that order be read as one slice), on ``device`` (what workers call).  A
+  source whose ``index_on_device`` is True takes ``reaches`` as an int64 tensor on ``device``
+  too (it generates there: a host index would be copied, and the device drained, per read);
 - ``read_all(t0, t1) -> ndarray [N, t1 - t0]`` float32 in network order (one device);
 - ``time`` (datetime64[ns] interval starts), ``n_steps``, ``interval_s`` (s) and
   ``describe()`` (a JSON-able description: its ``source`` names it), on the opened and the
@@ -82,9 +84,12 @@ class SyntheticForcing:
     def open(self, network: RiverNetwork) -> SyntheticForcing:
         return dataclasses.replace(self, n_reaches=network.n_reaches)
 
-    def read(self, reaches: np.ndarray, rows: tuple[int, int], t0: int, t1: int,
+    index_on_device = True  # read() takes the reach indices as a tensor on its device
+
+    def read(self, reaches: np.ndarray | torch.Tensor, rows: tuple[int, int], t0: int, t1: int,
              device: torch.device) -> torch.Tensor:
-        """``[n, t1 - t0]`` float32 on ``device`` for global reach indices ``reaches``."""
+        """``[n, t1 - t0]`` float32 on ``device`` for global reach indices ``reaches``
+        (an array, or an int64 tensor already on ``device``)."""
         if self.fail_at is not None and t1 > self.fail_at:
             raise OSError(f"forcing unavailable from step {self.fail_at} (simulated)")
         r = torch.as_tensor(reaches, device=device)
