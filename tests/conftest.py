@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
 from hydroscale.network import RiverNetwork
+
+# Tests fit their windows afresh (and write nothing under ~/.cache): the window cache is off
+# unless a test turns it on (tests/routing/test_window_cache.py); set before any worker or
+# CLI subprocess starts, which inherit it.
+os.environ["HYDROSCALE_CACHE_DIR"] = "off"
 
 WORKERS = 2  # of the shared ``client`` cluster
 # seconds a test waits for a killed or restarted worker to be back: generous, since a new

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .._digest import digest
 from ..network import RiverNetwork, format_ids
 
 __all__ = ["RivTree", "RivTreeCluster"]
@@ -267,6 +268,15 @@ class RivTreeCluster:
     def __getstate__(self) -> dict[str, Any]:
         # the memos (device tensors among them) are rebuilt where the object lands
         return {k: v for k, v in self.__dict__.items() if k not in ("_chain_keys", "_on_device")}
+
+    def digest(self) -> str:
+        """A content digest of the network (ids, downstream) and the clustering, computed
+        once: what caches of results derived from these clusters are keyed by."""
+        memo = self.__dict__.get("_digest")
+        if memo is None:
+            memo = self._digest = digest(self.network.ids, self.network.downstream,
+                                         self.cluster_of)
+        return memo
 
     def chain_key(self, engine_order: bool = False) -> np.ndarray:
         """``[N]`` float sort key (network order) that lists reaches chain by chain: the

@@ -47,6 +47,7 @@ from ._aggregation import (
 from ._options import Routed, RoutingOptions
 from ._rivtree import RivTreeCluster
 from ._window import check_truncation
+from ._window_cache import load_window, store_window, window_key
 
 __all__ = ["RouterState", "RoutingKernels", "StagedRouter", "LTIRouter"]
 
@@ -408,10 +409,38 @@ class StagedRouter(Routed):
         most ``max_steps`` (the run's length: longer taps never act; default 366 steps, past
         which the run's check refuses a truncating window).  ``params`` need not be stable
         (any parameter a calibration may try).  ``on_progress(n)`` is called as pairs are
-        aggregated (``plan.n_pairs`` per aggregation; again if the bound is doubled)."""
+        aggregated (``plan.n_pairs`` per aggregation; again if the bound is doubled).  A
+        window fitted before for the same clusters, parameters and options is read back from
+        the on-disk cache (:mod:`~hydroscale.routing._window_cache`) instead."""
         cap = int(max_steps) if max_steps else MAX_AUTO_WINDOW
         with torch.no_grad():
             p = self._params(params, check=False).detach()
+            key = self._window_key(p, cap)
+            cached = None if key is None else load_window(key)
+            if cached is not None:
+                logger.info("auto window: %d steps (fitted by an earlier run, %s)", cached,
+                            key)
+                return cached
+            k = self._fit_window(p, cap, on_progress)
+            if key is not None:
+                store_window(key, k, reaches=int(self.plan.reaches.size), cap=cap,
+                             irf=self.spec.name, substeps=self.f)
+            return k
+
+    def _window_key(self, p: torch.Tensor, cap: int) -> str | None:
+        """The window cache's key for parameters ``p`` (None for an IRF outside the
+        catalogue, whose definition may change under the same name)."""
+        if not getattr(self.spec.kernel, "__module__", "").startswith("hydroscale."):
+            return None
+        mine = p[torch.as_tensor(self.plan.reaches, device=p.device)].to(torch.float64)
+        only = np.zeros(0, np.int64) if self.only is None else self.only
+        return window_key(self.clusters.digest(), only, mine.cpu().numpy(), self.spec.name,
+                          tuple(self.spec.params), self.f, float(self.window_tolerance), cap,
+                          select_backend(p.device, self.backend))
+
+    def _fit_window(self, p: torch.Tensor, cap: int, on_progress: Any) -> int:
+        """:meth:`auto_window` without the cache."""
+        with torch.no_grad():
             bound = int(auto_window(self.clusters, self.plan, self.spec, p, self.f,
                                     max_window=cap))
             while True:
