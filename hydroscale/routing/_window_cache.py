@@ -45,9 +45,7 @@ def cache_dir() -> Path | None:
 def window_key(*parts: Any) -> str:
     """The key of a fitted window: a digest of ``parts`` (arrays digested by content, other
     values by their ``repr``), the cache format and hydroscale's version."""
-    from .. import __version__
-
-    arrays, facts = [], [f"format={_FORMAT}", f"version={__version__}"]
+    arrays, facts = [], [f"format={_FORMAT}", f"version={_version()}"]
     for p in parts:
         if hasattr(p, "shape") and hasattr(p, "dtype"):
             arrays.append(p)
@@ -56,6 +54,16 @@ def window_key(*parts: Any) -> str:
     import numpy as np
 
     return digest(np.frombuffer("\n".join(facts).encode(), dtype=np.uint8), *arrays)
+
+
+def _version() -> str:
+    """hydroscale's installed version (the facade's ``__version__`` sits above this layer)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hydroscale")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _path(key: str) -> Path | None:
