@@ -12,6 +12,15 @@ from ._engines import (
     select_engine,
 )
 from ._inputs import check_runoff
+from ._level_pool import (
+    GRAVITY,
+    LEVEL_POOL_PARAMS,
+    LEVEL_POOL_UNITS,
+    initial_elevation,
+    level_pool_discharge,
+    level_pool_params,
+    route_level_pool,
+)
 from ._memory import (
     MEMORY_ENV_VAR,
     RunTooLargeError,
@@ -34,6 +43,13 @@ from .oracle import causal_conv_fft, route_oracle
 from .rapid import rapid_coefficients, route_rapid
 
 __all__ = [
+    "GRAVITY",
+    "LEVEL_POOL_PARAMS",
+    "LEVEL_POOL_UNITS",
+    "initial_elevation",
+    "level_pool_discharge",
+    "level_pool_params",
+    "route_level_pool",
     "MEMORY_ENV_VAR",
     "DISCHARGE_ATTRS",
     "DISCHARGE_NAME",
