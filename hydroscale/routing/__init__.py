@@ -12,6 +12,8 @@ from ._engines import (
     select_engine,
 )
 from ._inputs import check_runoff
+from ._lake_router import LakeRouter, LakeState, substep_params
+from ._lakes import LakeError, LakeLayout, Lakes
 from ._level_pool import (
     GRAVITY,
     LEVEL_POOL_PARAMS,
@@ -43,6 +45,12 @@ from .oracle import causal_conv_fft, route_oracle
 from .rapid import rapid_coefficients, route_rapid
 
 __all__ = [
+    "LakeError",
+    "LakeLayout",
+    "LakeRouter",
+    "LakeState",
+    "Lakes",
+    "substep_params",
     "GRAVITY",
     "LEVEL_POOL_PARAMS",
     "LEVEL_POOL_UNITS",
