@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from . import lakes, mizuroute, nwm, rapid, rapid2, zarr_store
     from ._common import IOFormatError, netcdf_guard
     from ._export import EXPORT_FORMATS, export_output
-    from .lakes import open_lakes, read_lake_table, read_lakeparm, write_lake_table
     from ._forcing import ArrayForcing, SyntheticForcing, ZarrForcing, as_forcing, hash_uniform
     from ._output import (
         OutputStore,
@@ -71,6 +70,7 @@ if TYPE_CHECKING:
         lock_path,
     )
     from .datasets import LowerColorado, load_lower_colorado
+    from .lakes import open_lakes, read_lake_table, read_lakeparm, write_lake_table
     from .nwm import (
         boundary_inflow,
         gauge_table,
