@@ -12,7 +12,7 @@ from ._engines import (
     select_engine,
 )
 from ._inputs import check_runoff
-from ._lake_router import LakeRouter, LakeState, substep_params
+from ._lake_router import LakeRouter, LakeState, route_lakes, substep_params
 from ._lakes import LakeError, LakeLayout, Lakes
 from ._level_pool import (
     GRAVITY,
@@ -50,6 +50,7 @@ __all__ = [
     "LakeRouter",
     "LakeState",
     "Lakes",
+    "route_lakes",
     "substep_params",
     "GRAVITY",
     "LEVEL_POOL_PARAMS",

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..irf import average_substeps, spread_to_substeps, stack_params
-from ..network import RiverNetwork
+from ..network import RiverNetwork, format_ids
 from ._engines import get_engine
 from ._lakes import LakeLayout, Lakes
 from ._level_pool import LEVEL_POOL_PARAMS, initial_elevation, level_pool_params, route_level_pool
@@ -35,7 +35,7 @@ from ._options import Routed, RoutingOptions
 from ._rivtree import RivTreeCluster
 from ._router import RouterState, RoutingKernels, StagedRouter
 
-__all__ = ["LakeRouter", "LakeState", "substep_params"]
+__all__ = ["LakeRouter", "LakeState", "route_lakes", "substep_params"]
 
 logger = logging.getLogger(__name__)
 
@@ -435,3 +435,47 @@ class LakeRouter(Routed):
     @property
     def lake_param_names(self) -> tuple[str, ...]:
         return LEVEL_POOL_PARAMS
+
+
+def route_lakes(
+    network: RiverNetwork,
+    runoff: torch.Tensor,
+    irf: Any,
+    params: torch.Tensor,
+    *,
+    lakes: Lakes | LakeLayout,
+    dt: float,
+    substeps: int = 1,
+    engine: str = "torch",
+    partition: Callable[[RiverNetwork], np.ndarray] | None = None,
+    lake_params: Any = None,
+    initial_discharge: torch.Tensor | None = None,
+    allow_unstable: bool = False,
+    allow_negative: bool = False,
+) -> torch.Tensor:
+    """Route ``runoff`` ``[B, N, T]`` (m³/s) through ``network`` with its lakes, on the device
+    of ``runoff``, in its dtype: one :class:`LakeRouter` call (the engine of
+    :func:`hydroscale.route` with ``lakes=``).
+
+    ``params`` ``[N, P]`` are in routing-step units; ``dt`` is the routing step (s);
+    ``initial_discharge`` ``[B, N]`` (m³/s) starts the linear reaches in the steady state that
+    yields it (:meth:`LakeRouter.steady_offsets`; its implied inflow must be >= 0 on every
+    reach outside lakes unless ``allow_negative``); lakes start at their ``ifd`` elevation.
+    Returns discharge ``[B, N, T]`` (lake reaches: their lake's outflow).
+    """
+    router = LakeRouter(network, lakes, irf=irf, substeps=substeps, dt=dt, engine=engine,
+                        partition=partition, dtype=runoff.dtype, device=runoff.device,
+                        allow_unstable=allow_unstable)
+    offsets = None
+    if initial_discharge is not None:
+        offsets = router.steady_offsets(initial_discharge)
+        neg = offsets[0] < 0
+        if not allow_negative and bool(neg.any()):
+            j = torch.nonzero(neg)[:, 1].unique().cpu().numpy()
+            raise ValueError(
+                f"initial discharge is smaller than the sum of the discharges flowing into "
+                f"{j.size} reach(es) outside lakes, ids {format_ids(network.ids[j])}: the "
+                "steady state that yields it needs negative inflow there; pass "
+                "allow_negative=True if losing reaches are meant, or correct the discharge")
+    q = router(runoff, params, lake_params=lake_params, offsets=offsets)
+    return q
