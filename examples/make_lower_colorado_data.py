@@ -9,9 +9,10 @@ slices shipped with t-route, Apache-2.0).  The npz holds, in RouteLink order: th
 fields ``link, to, length (m), slope, manning_n, musk (s), musx, order, gages, lat, lon``;
 ``q_lateral`` and ``streamflow`` ``[reach, time]`` float32 (m³/s) with ``chrt_time``; and the
 15-minute USGS ``usgs_discharge`` ``[station, time]`` float32 (m³/s, NaN = missing or quality 0)
-for the stations of gauged reaches, with ``usgs_station`` and ``usgs_time``.  Beside it, ``lower_colorado_lakes.csv``: the domain's 30
-level-pool lakes (NWM v2.1 ``LAKEPARM.nc`` rows of the RouteLink ``NHDWaterbodyComID``
-waterbodies, with their 371 member reaches) as a lake table.
+for the stations of gauged reaches, with ``usgs_station`` and ``usgs_time``.  Beside it,
+``lower_colorado_lakes.csv``: the domain's 30 level-pool lakes (NWM v2.1 ``LAKEPARM.nc``
+rows of the RouteLink ``NHDWaterbodyComID`` waterbodies, with their 371 member reaches) as a
+lake table.
 """
 
 from __future__ import annotations
