@@ -143,8 +143,9 @@ def route(
         their reaches are replaced by the lakes, each stepped at ``dt / substeps`` from its
         initial fractional depth (:class:`~hydroscale.routing.LakeRouter`); a lake's reaches
         all report its outflow.  Needs ``dt`` (so time-like ``params`` are in SI) and the
-        runoff in memory; ``initial`` "steady" or a discharge starts the reaches outside lakes
-        in that steady state.  ``return_state`` and a RouteState are not supported with lakes
+        runoff in memory; ``initial`` "steady" or a discharge ``Q0`` starts the reaches outside
+        lakes in the steady state that yields it, and each lake at the level that releases
+        ``Q0`` at its outlet reach (else at its ``ifd`` level).  ``return_state`` and a RouteState are not supported with lakes
         yet (route chunks with :class:`~hydroscale.routing.LakeRouter`, which carries a
         :class:`~hydroscale.routing.LakeState`).
     lake_params : array ``[L, P]`` or mapping, optional

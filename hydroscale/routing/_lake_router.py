@@ -30,7 +30,13 @@ from ..irf import average_substeps, spread_to_substeps, stack_params
 from ..network import RiverNetwork, format_ids
 from ._engines import get_engine
 from ._lakes import LakeLayout, Lakes
-from ._level_pool import LEVEL_POOL_PARAMS, initial_elevation, level_pool_params, route_level_pool
+from ._level_pool import (
+    LEVEL_POOL_PARAMS,
+    elevation_for_outflow,
+    initial_elevation,
+    level_pool_params,
+    route_level_pool,
+)
 from ._options import Routed, RoutingOptions
 from ._rivtree import RivTreeCluster
 from ._router import RouterState, RoutingKernels, StagedRouter
@@ -281,9 +287,11 @@ class LakeRouter(Routed):
             :data:`~hydroscale.routing.LEVEL_POOL_PARAMS`, SI; differentiable) or a mapping;
             default the lakes' own.
         state : from an earlier call's ``return_state`` (default :meth:`init_state`).
-        offsets : a steady start of the linear reaches ``(r_star [B, N], q0 [B, N])``
-            (:meth:`steady_offsets`): each stage routes its inflow minus ``r_star`` from dry
-            and adds ``q0``; lakes start from ``state`` (or ``ifd``).
+        offsets : a warm start ``(r_star [B, N], q0 [B, N])`` (:meth:`steady_offsets`):
+            each linear stage routes its inflow minus ``r_star`` from dry and adds ``q0``
+            (the steady state that yields ``q0``); without ``state``, each lake starts at the
+            level that releases ``q0`` at its outlet reach
+            (:func:`~hydroscale.routing.elevation_for_outflow`) instead of its ``ifd``.
 
         Returns
         -------
@@ -313,6 +321,10 @@ class LakeRouter(Routed):
         if state is None:
             state = self.init_state(b, lake_params)
             state.stages = [None] * len(self.stages)
+            if offsets is not None:
+                q_out = offsets[2].index_select(
+                    1, torch.tensor(self.layout.outlet, device=self.device))
+                state.elevation = elevation_for_outflow(lp, q_out)
         elev = state.elevation.to(self.device, torch.float64)
         if tuple(elev.shape) != (b, self.lakes.n_lakes):
             raise ValueError(f"state elevation must be [B={b}, L={self.lakes.n_lakes}], got "
@@ -415,11 +427,13 @@ class LakeRouter(Routed):
         return q, new
 
     # ------------------------------------------------------------------ warm starts
-    def steady_offsets(self, q0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The steady start of the linear stages that yields discharge ``q0`` ``[B, N]``:
-        ``r_star = q0 - (discharge of the upstream reaches of the same stage)``, i.e. the
-        constant total inflow (lateral plus boundary) each reach had before the run; pass
-        ``(r_star, q0)`` as ``offsets``.  Lake reaches get 0."""
+    def steady_offsets(self, q0: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The warm start that yields discharge ``q0`` ``[B, N]`` (m³/s): ``r_star = q0 -
+        (discharge of the upstream reaches of the same stage)``, the constant total inflow
+        (lateral plus boundary) each reach outside lakes had before the run, ``q0`` there (0
+        on lake reaches), and ``q0`` itself (whose value at each lake's outlet sets the
+        lake's start level); pass the tuple as ``offsets``."""
         q0 = torch.as_tensor(q0).to(self.device, self.dtype)
         down = self.network.downstream
         lay = self.layout
@@ -430,7 +444,7 @@ class LakeRouter(Routed):
         up = torch.zeros_like(q0).index_add(1, dd, q0.index_select(1, s))
         inl = torch.as_tensor(lay.reach_lake >= 0, device=self.device)
         r_star = torch.where(inl, torch.zeros_like(q0), q0 - up)
-        return r_star, torch.where(inl, torch.zeros_like(q0), q0)
+        return r_star, torch.where(inl, torch.zeros_like(q0), q0), q0
 
     @property
     def lake_param_names(self) -> tuple[str, ...]:
@@ -460,7 +474,8 @@ def route_lakes(
     ``params`` ``[N, P]`` are in routing-step units; ``dt`` is the routing step (s);
     ``initial_discharge`` ``[B, N]`` (m³/s) starts the linear reaches in the steady state that
     yields it (:meth:`LakeRouter.steady_offsets`; its implied inflow must be >= 0 on every
-    reach outside lakes unless ``allow_negative``); lakes start at their ``ifd`` elevation.
+    reach outside lakes unless ``allow_negative``) and each lake at the level releasing
+    ``initial_discharge`` at its outlet; without it lakes start at their ``ifd`` elevation.
     Returns discharge ``[B, N, T]`` (lake reaches: their lake's outflow).
     """
     router = LakeRouter(network, lakes, irf=irf, substeps=substeps, dt=dt, engine=engine,

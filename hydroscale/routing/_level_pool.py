@@ -50,6 +50,7 @@ __all__ = [
     "GRAVITY",
     "LEVEL_POOL_PARAMS",
     "LEVEL_POOL_UNITS",
+    "elevation_for_outflow",
     "initial_elevation",
     "level_pool_discharge",
     "level_pool_params",
@@ -134,6 +135,29 @@ def initial_elevation(params: Mapping[str, torch.Tensor], ifd: Any) -> torch.Ten
     f = torch.as_tensor(ifd, dtype=torch.float64, device=params["area"].device)
     eo = params["orifice_elevation"]
     return eo + f * (params["max_elevation"] - eo)
+
+
+def elevation_for_outflow(params: Mapping[str, torch.Tensor], outflow: Any,
+                          iterations: int = 100) -> torch.Tensor:
+    """The water elevation (m) at which lakes release ``outflow`` (m³/s), ``[..., L]``
+    float64: the inverse of :func:`level_pool_discharge` (increasing in the elevation), by
+    bisection.  An outflow <= 0 gives the lowest elevation of the outlet works (below it
+    nothing flows).  A warm start's lake level: a lake releasing a known discharge."""
+    q = torch.as_tensor(outflow, dtype=torch.float64, device=params["area"].device).detach()
+    p = {k: v.detach() for k, v in params.items()}
+    lo = torch.minimum(p["orifice_elevation"], p["weir_elevation"]).expand_as(q).clone()
+    hi = torch.maximum(p["max_elevation"], lo + 1.0).expand_as(q).clone()
+    for _ in range(60):  # grow the bracket until it releases enough (overtopping is unbounded)
+        short = level_pool_discharge(hi, p) < q
+        if not bool(short.any()):
+            break
+        hi = torch.where(short, lo + 2.0 * (hi - lo), hi)
+    for _ in range(int(iterations)):
+        mid = 0.5 * (lo + hi)
+        below = level_pool_discharge(mid, p) < q
+        lo = torch.where(below, mid, lo)
+        hi = torch.where(below, hi, mid)
+    return torch.where(q > 0, hi, lo)
 
 
 def _pos_pow(x: torch.Tensor, power: float) -> torch.Tensor:

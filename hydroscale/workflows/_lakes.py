@@ -5,7 +5,8 @@ block-sparse engine, or the oracle; the lakes stepped at the sub-step), time chu
 chunk with the lake levels and the stages' input histories carried
 (:class:`~hydroscale.routing.LakeState`), and written to the output store as the lake-free
 runs write it.  A warm start (``routing.initial``) sets the reaches outside lakes in the steady
-state of its discharge; lakes start at NWM's initial fractional depth.  The facts list every
+state of its discharge and each lake at the level releasing that discharge at its outlet
+(a dry start: lakes at NWM's initial fractional depth).  The facts list every
 lake with its storage change over the run (``lakes``).  Resuming an interrupted run re-routes
 it from the start (the per-chunk restart states do not hold lake levels yet).
 """

@@ -11,7 +11,9 @@ from _lake_reference import ref_route
 
 from hydroscale.routing import (
     LEVEL_POOL_PARAMS,
+    elevation_for_outflow,
     initial_elevation,
+    level_pool_discharge,
     level_pool_params,
     route_level_pool,
 )
@@ -143,3 +145,14 @@ def test_bad_parameters_name_the_lake():
         level_pool_params({"area": 1.0})
     with pytest.raises(ValueError, match=r"\[B, L, S\]"):
         route_level_pool(torch.zeros(3, 4), level_pool_params(p[:1]), 60.0, [100.0])
+
+
+def test_elevation_for_outflow_inverts_the_discharge():
+    """Orifice only, weir, overtopping and zero outflow: Q(H(q)) = q."""
+    p = level_pool_params(_tensor_params([lake(), lake(area=3e5)]))
+    q = torch.tensor([[0.0, 3.0], [40.0, 900.0]], dtype=torch.float64)
+    h = elevation_for_outflow(p, q)
+    assert float(h[0, 0]) == lake()["orifice_elevation"]
+    torch.testing.assert_close(level_pool_discharge(h, p)[:, :].flatten()[1:],
+                               q.flatten()[1:], rtol=1e-10, atol=0)
+    assert float(h[1, 1]) > lake()["max_elevation"]  # 900 m3/s overtops
