@@ -140,13 +140,14 @@ def route(
         and rounding).  Dask inputs take neither a state nor ``return_state``.
     lakes : :class:`~hydroscale.routing.Lakes`, optional
         Level-pool lakes (NWM's reservoirs; :func:`hydroscale.io.open_lakes` reads them):
-        their reaches are replaced by the lakes, each stepped at ``dt / substeps`` from its
-        initial fractional depth (:class:`~hydroscale.routing.LakeRouter`); a lake's reaches
-        all report its outflow.  Needs ``dt`` (so time-like ``params`` are in SI) and the
-        runoff in memory; ``initial`` "steady" or a discharge ``Q0`` starts the reaches outside
-        lakes in the steady state that yields it, and each lake at the level that releases
-        ``Q0`` at its outlet reach (else at its ``ifd`` level).  ``return_state`` and a RouteState are not supported with lakes
-        yet (route chunks with :class:`~hydroscale.routing.LakeRouter`, which carries a
+        their reaches are replaced by the lakes, each stepped at ``dt / substeps``
+        (:class:`~hydroscale.routing.LakeRouter`); a lake's reaches all report its outflow.
+        Needs ``dt`` (so time-like ``params`` are in SI) and the runoff in memory.  A dry
+        start puts each lake at its initial fractional depth ``ifd``; ``initial`` "steady" or
+        a discharge ``Q0`` starts the reaches outside lakes in the steady state that yields
+        it and each lake at the level releasing ``Q0`` at its outlet reach.  ``return_state``
+        and a RouteState are not supported with lakes yet (route time chunks with
+        :class:`~hydroscale.routing.LakeRouter`, which carries a
         :class:`~hydroscale.routing.LakeState`).
     lake_params : array ``[L, P]`` or mapping, optional
         Level-pool parameters replacing ``lakes.params`` (columns
