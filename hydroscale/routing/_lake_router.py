@@ -235,12 +235,14 @@ class LakeRouter(Routed):
             out.append(None if r is None else r.window)
         return out
 
-    def aggregate(self, params: Any) -> list[RoutingKernels | None]:
+    def aggregate(self, params: Any, run_steps: int | None = None
+                  ) -> list[RoutingKernels | None]:
         """The path kernels of every stage (for runs that route many chunks with fixed
-        parameters: pass them as ``kernels=`` to :meth:`forward`)."""
+        parameters: pass them as ``kernels=`` to :meth:`forward`); ``run_steps``: the whole
+        run's length in routing steps when known (an ``"auto"`` window need not be longer)."""
         if not self.clustered:
             raise RuntimeError(f"engine {self.engine!r} has no kernels to aggregate")
-        self.fit_windows(params)
+        self.fit_windows(params, run_steps)
         p = substep_params(self.spec, self._p(params), self.f)
         return [None if st.router is None else
                 st.router.aggregate(p[torch.as_tensor(st.reaches, device=p.device)])

@@ -109,7 +109,7 @@ def route_single_lakes(
         if clustered:
             with phase(progress, "kernels", f"aggregating the path kernels of "
                        f"{len(router.stages)} stage(s)"):
-                kernels = router.aggregate(params)
+                kernels = router.aggregate(params, run_steps=steps)
     t1 = time.perf_counter()
     windows = [None if k is None else int(k.window) for k in (kernels or [])]
     facts: dict[str, Any] = {
