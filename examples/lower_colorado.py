@@ -2,7 +2,7 @@
 
 Usage::
 
-    python examples/lower_colorado.py [--routelink PATH] [--out lower_colorado_out]
+    python examples/lower_colorado.py [--no-lakes] [--out lower_colorado_out]
 
 Data: the bundled 11,248-reach basin (``hydroscale.io.load_lower_colorado``): 28 hourly
 CHRTOUT files from 2021-08-23 13:00 UTC (NWM ``q_lateral`` over the hour ending then, and
@@ -10,10 +10,15 @@ NWM's own routed ``streamflow`` at that instant) and the 15-minute USGS observat
 2021-08-23 (until 23:45 UTC).
 
 Routing: the demo's (``hydroscale demo``): Muskingum with NWM's own ``MusK`` and ``MusX``,
-hourly steps, 28 hours; once from dry rivers and once warm-started from NWM's streamflow at
-13:00 (``hydroscale.route(..., initial=Q0)``: the steady state that yields ``Q0``; lake
-reaches, where NWM reports none, pass their inflow through; NWM's flow falls downstream at
-314 reaches, whose negative steady inflow is routed as it is, ``allow_negative=True``).
+hourly steps, 28 hours, with the basin's 30 NWM level-pool lakes (``lakes=``, the bundled
+LAKEPARM table; ``--no-lakes`` routes their reaches as river reaches); once from dry rivers
+(lakes at NWM's initial fractional depth) and once warm-started from NWM's streamflow at
+13:00 (``hydroscale.route(..., initial=Q0)``: the steady state that yields ``Q0``, each lake
+at the level that releases ``Q0`` at its outlet; lake reaches, where NWM reports none, pass
+their inflow through in ``Q0``; NWM's flow falls downstream at 314 reaches, whose negative
+steady inflow is routed as it is, ``allow_negative=True``).  The warm start is also routed
+without lakes, and the gauges below the Highland Lakes (downstream of Lake Buchanan) are
+scored both ways.
 
 What can be scored on 28 hours:
 
@@ -27,13 +32,8 @@ What can be scored on 28 hours:
   (``hydroscale.calibration.metrics.varies``: range > 1 % of its mean and > 0.001 m³/s; the
   script says how many and which do not); bias (m³/s) and volume error are reported
   everywhere.
-* Lakes: NWM routes reservoirs (LAKEPARM level pools) that hydroscale passes through as river
-  reaches, so gauges below a lake are listed apart.  Lake membership comes from RouteLink's
-  ``NHDWaterbodyComID`` (``--routelink``; the shared t-route domain file when found); the
-  bundled npz does not hold it.  Without RouteLink the reaches where NWM reports no
-  streamflow stand in: 341 of the 371 waterbody reaches (each lake's outlet reach reports
-  the release), which misses the 6 one-reach lakes and so 1 of the 27 gauges below a lake
-  (08127000).
+* Lakes: gauges below a lake (RouteLink ``NHDWaterbodyComID`` membership, from the bundled
+  lake table) are listed apart.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -49,35 +48,12 @@ import hydroscale
 from hydroscale.calibration.metrics import score
 from hydroscale.io import load_lower_colorado
 
-ROOT = Path(__file__).resolve().parents[1]
-ROUTELINK = Path("shared/data/lower_colorado_tx/domain/RouteLink.nc")
 
-
-def find_routelink(given: str | None) -> Path | None:
-    """``--routelink``, else the shared t-route domain file beside the repository (or beside
-    the folder of worktrees), else None."""
-    if given:
-        return Path(given)
-    for base in (ROOT.parent, ROOT.parent.parent):
-        if (base / ROUTELINK).is_file():
-            return base / ROUTELINK
-    return None
-
-
-def lake_reaches(net, streamflow, routelink: Path | None) -> tuple[np.ndarray, str]:
-    """Bool ``[N]``: reaches inside a waterbody, and where that came from."""
-    if routelink is not None:
-        import xarray as xr
-
-        with xr.open_dataset(routelink) as rl:
-            link = rl["link"].values.astype(np.int64)
-            wb = rl["NHDWaterbodyComID"].values
-        lake = np.zeros(net.n_reaches, bool)
-        known = np.isin(link, net.ids)
-        lake[net.index_of(link[known])] = wb[known] > 0
-        return lake, f"RouteLink NHDWaterbodyComID ({routelink})"
-    return (np.isnan(streamflow[:, 0]),
-            "reaches without NWM streamflow (no RouteLink found: pass --routelink)")
+def lake_reaches(net, lakes) -> np.ndarray:
+    """Bool ``[N]``: reaches inside a lake (``lakes``: :class:`hydroscale.routing.Lakes`)."""
+    lake = np.zeros(net.n_reaches, bool)
+    lake[net.index_of(lakes.reach_ids)] = True
+    return lake
 
 
 def below_lake(net, lake: np.ndarray) -> np.ndarray:
@@ -101,9 +77,8 @@ def hourly_means_15min(obs, starts: np.ndarray) -> np.ndarray:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--routelink", default=None,
-                   help="RouteLink.nc of the domain (lake membership); default: the shared "
-                        "t-route file when found")
+    p.add_argument("--no-lakes", action="store_true",
+                   help="route lake reaches as river reaches (no level-pool lakes)")
     p.add_argument("--out", default="lower_colorado_out", help="folder for the CSV")
     a = p.parse_args(argv)
     t_start = time.perf_counter()
@@ -114,14 +89,20 @@ def main(argv=None):
     t_end = lc.q_lateral["time"].values
     params = {"k": net.attrs["musk"].astype(np.float64), "x": net.attrs["musx"]}
     q0 = lc.nwm_discharge(0)
+    lakes = lc.lakes
+    use = None if a.no_lakes else lakes
 
     t0 = time.perf_counter()
     runs = {
         "warm": np.asarray(hydroscale.route(net, qlat, "muskingum", params, dt=3600.0,
-                                            initial=q0, allow_negative=True)),
-        "dry": np.asarray(hydroscale.route(net, qlat, "muskingum", params, dt=3600.0)),
+                                            initial=q0, allow_negative=True, lakes=use)),
+        "dry": np.asarray(hydroscale.route(net, qlat, "muskingum", params, dt=3600.0,
+                                           lakes=use)),
     }
     t_route = time.perf_counter() - t0
+    other = np.asarray(hydroscale.route(net, qlat, "muskingum", params, dt=3600.0, initial=q0,
+                                        allow_negative=True,
+                                        lakes=lakes if a.no_lakes else None))
 
     # scored hours: 1..27 (NWM's hourly mean needs S at the hour's start)
     nwm_mean = 0.5 * (s_nwm[:, :-1] + s_nwm[:, 1:])  # [N, 27]
@@ -131,12 +112,17 @@ def main(argv=None):
     rows = net.index_of(gauge_ids)
     usgs = hourly_means_15min(obs, t_end[1:] - np.timedelta64(1, "h"))  # [G, 27]
     usgs_hours = int(np.isfinite(usgs).any(0).sum())
-    lake, lake_src = lake_reaches(net, s_nwm, find_routelink(a.routelink))
+    lake = lake_reaches(net, lakes)
     below = below_lake(net, lake)[rows]
+    buchanan = lake_reaches(net, type(lakes).from_members(
+        {k: lakes.reach_ids[lakes.lake_of == j] for j, k in enumerate(lakes.ids)
+         if lakes.names and lakes.names[j] == "Lake Buchanan"}, lakes.params[:1], [0.0]))
+    highland = below_lake(net, buchanan)[rows]
     ref = nwm_mean[rows]
     has_nwm = np.isfinite(ref).all(1)
 
     sc = {k: score(q[rows, 1:], ref) for k, q in runs.items()}
+    sc_other = score(other[rows, 1:], ref)
     su = {k: score(q[rows, 1:], usgs) for k, q in runs.items()}
     su_nwm = score(ref, usgs)
     varies = sc["warm"]["varies"]
@@ -146,13 +132,15 @@ def main(argv=None):
     nwm_moving = int((np.ptp(s_nwm[reported], axis=1) > 1e-3).sum())
     print(f"Lower Colorado: {net.n_reaches:,} reaches, 28 hourly steps from "
           f"{str(t_end[0] - np.timedelta64(1, 'h'))[:16]} UTC, Muskingum (NWM MusK, MusX); "
+          f"{'without lakes' if a.no_lakes else f'{lakes.n_lakes} level-pool lakes'}; "
           f"routed twice in {t_route:.1f} s")
     print(f"reaches whose discharge changes by > 0.001 m³/s over the run: warm start "
           f"{moving['warm']:,}, dry start {moving['dry']:,}; NWM {nwm_moving:,} of the "
           f"{int(reported.sum()):,} reaches it reports (lateral inflow varies at "
           f"{int((np.ptp(qlat, axis=1) > 0).sum())})")
-    print(f"lakes: {int(lake.sum())} waterbody reaches from {lake_src}; "
-          f"{int(below.sum())} of {len(rows)} gauged reaches lie in or below one")
+    print(f"lakes: {lakes.n_lakes} lakes, {int(lake.sum())} waterbody reaches (RouteLink "
+          f"NHDWaterbodyComID, bundled lake table); {int(below.sum())} of {len(rows)} gauged "
+          "reaches lie in or below one")
     print(f"against NWM (27 hourly means): NWM varies at {int(varies.sum())} of "
           f"{int(has_nwm.sum())} gauged reaches (NSE reported there); constant at "
           f"{int((has_nwm & ~varies).sum())} (bias and volume error only): stations "
@@ -190,6 +178,18 @@ def main(argv=None):
         print(f"{stations[g]:>9s} {gauge_ids[g]:>9d} {ref[g].mean():9.2f} {w['nse'][g]:9.3f} "
               f"{d['nse'][g]:9.3f} {w['bias'][g]:10.3f} {d['bias'][g]:9.3f} "
               f"{w['volume_error'][g]:9.3f}")
+
+    tag, tag_other = ("no lakes", "lakes") if a.no_lakes else ("lakes", "no lakes")
+    print()
+    print(f"gauged reaches below the Highland Lakes (downstream of Lake Buchanan), warm start, "
+          f"27 h against NWM's hourly means: {tag} vs {tag_other}")
+    print(f"{'station':>9s} {'reach':>9s} {'NWM m³/s':>9s} {'NSE ' + tag:>13s} "
+          f"{'NSE ' + tag_other:>13s} {'bias ' + tag:>13s} {'bias ' + tag_other:>13s}")
+    for g in np.nonzero(highland & has_nwm)[0][np.argsort(-ref[highland & has_nwm].mean(1))]:
+        w = sc["warm"]
+        print(f"{stations[g]:>9s} {gauge_ids[g]:>9d} {ref[g].mean():9.2f} {w['nse'][g]:13.3f} "
+              f"{sc_other['nse'][g]:13.3f} {w['bias'][g]:13.3f} {sc_other['bias'][g]:13.3f}")
+    print("(NSE is NaN where NWM's hourly means do not vary: see above)")
 
     os.makedirs(a.out, exist_ok=True)
     w, d = sc["warm"], sc["dry"]

@@ -9,7 +9,10 @@ slices shipped with t-route, Apache-2.0).  The npz holds, in RouteLink order: th
 fields ``link, to, length (m), slope, manning_n, musk (s), musx, order, gages, lat, lon``;
 ``q_lateral`` and ``streamflow`` ``[reach, time]`` float32 (m³/s) with ``chrt_time``; and the
 15-minute USGS ``usgs_discharge`` ``[station, time]`` float32 (m³/s, NaN = missing or quality 0)
-for the stations of gauged reaches, with ``usgs_station`` and ``usgs_time``.
+for the stations of gauged reaches, with ``usgs_station`` and ``usgs_time``.  Beside it,
+``lower_colorado_lakes.csv``: the domain's 30 level-pool lakes (NWM v2.1 ``LAKEPARM.nc``
+rows of the RouteLink ``NHDWaterbodyComID`` waterbodies, with their 371 member reaches) as a
+lake table.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import sys
 
 import numpy as np
 
+from hydroscale.io.lakes import read_lakeparm, write_lake_table
 from hydroscale.io.nwm import (
     gauge_table,
     read_chrtout,
@@ -30,6 +34,9 @@ from hydroscale.io.nwm import (
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_SRC = os.path.join(HERE, "..", "..", "shared", "data", "lower_colorado_tx")
 DEFAULT_OUT = os.path.join(HERE, "..", "hydroscale", "data", "lower_colorado.npz")
+#: the Highland Lakes among the domain's waterbodies (NWM lake_id -> name, by location)
+HIGHLAND_LAKES = {5756886: "Lake Buchanan", 5756912: "Inks Lake", 5756952: "Lake LBJ",
+                  120053393: "Lake Travis", 5781691: "Lake Austin"}
 KEEP = ("length", "slope", "manning_n", "musk", "musx", "order", "lat", "lon")
 
 
@@ -55,8 +62,23 @@ def build(src: str, out: str) -> dict[str, np.ndarray]:
     arrays["usgs_time"] = usgs["time"].values.astype("datetime64[s]")
     arrays["usgs_discharge"] = usgs["discharge"].values.astype(np.float32)
     np.savez_compressed(out, **arrays)
+    build_lakes(src, os.path.join(os.path.dirname(out), "lower_colorado_lakes.csv"), net)
     logging.info("wrote %s (%.2f MB)", out, os.path.getsize(out) / 1e6)
     return arrays
+
+
+def build_lakes(src: str, out: str, net=None) -> str:
+    """Write the domain's level-pool lakes (LAKEPARM rows of the RouteLink waterbodies, with
+    their member reaches) as a lake table (:func:`hydroscale.io.read_lake_table`)."""
+    from hydroscale.routing import Lakes
+
+    net = net if net is not None else read_routelink(os.path.join(src, "domain", "RouteLink.nc"))
+    lakes = read_lakeparm(os.path.join(src, "domain", "LAKEPARM.nc"), net)
+    members = {int(k): lakes.reach_ids[lakes.lake_of == j] for j, k in enumerate(lakes.ids)}
+    names = [HIGHLAND_LAKES.get(int(k), "") for k in lakes.ids]
+    write_lake_table(Lakes.from_members(members, lakes.params, lakes.ifd, names), out)
+    logging.info("wrote %s (%d lakes, %d reaches)", out, lakes.n_lakes, lakes.reach_ids.size)
+    return out
 
 
 if __name__ == "__main__":

@@ -78,6 +78,8 @@ def route(
     allow_negative: bool = False,
     initial: Any = "dry",
     return_state: bool = False,
+    lakes: Any = None,
+    lake_params: Any = None,
 ) -> Any:
     r"""Route lateral inflow through ``network``: discharge leaving every reach.
 
@@ -136,6 +138,20 @@ def route(
         whatever the run's length: routing ``T1`` steps, then ``T - T1`` from the state
         equals routing ``T`` steps to within 1e-6 of the discharge (the window's truncation
         and rounding).  Dask inputs take neither a state nor ``return_state``.
+    lakes : :class:`~hydroscale.routing.Lakes`, optional
+        Level-pool lakes (NWM's reservoirs; :func:`hydroscale.io.open_lakes` reads them):
+        their reaches are replaced by the lakes, each stepped at ``dt / substeps``
+        (:class:`~hydroscale.routing.LakeRouter`); a lake's reaches all report its outflow.
+        Needs ``dt`` (so time-like ``params`` are in SI) and the runoff in memory.  A dry
+        start puts each lake at its initial fractional depth ``ifd``; ``initial`` "steady" or
+        a discharge ``Q0`` starts the reaches outside lakes in the steady state that yields
+        it and each lake at the level releasing ``Q0`` at its outlet reach.  ``return_state``
+        and a RouteState are not supported with lakes yet (route time chunks with
+        :class:`~hydroscale.routing.LakeRouter`, which carries a
+        :class:`~hydroscale.routing.LakeState`).
+    lake_params : array ``[L, P]`` or mapping, optional
+        Level-pool parameters replacing ``lakes.params`` (columns
+        :data:`~hydroscale.routing.LEVEL_POOL_PARAMS`, SI); torch tensors keep their graph.
 
     Returns
     -------
@@ -177,6 +193,19 @@ def route(
         raise ValueError(f"substeps must be a positive integer, got {substeps!r}")
     p = params_tensor(network, spec, params, dt)
     dry = isinstance(initial, str) and initial == "dry"
+    if lakes is not None:
+        if dt is None:
+            raise ValueError("lakes need dt= (the routing step: seconds, timedelta or '1h'): "
+                             "a lake's level moves by inflow x seconds / area")
+        if kind == "dask":
+            raise ValueError("lakes need the runoff in memory (numpy, torch, ...): compute "
+                             "the dask array first (runoff.compute())")
+        if return_state or isinstance(initial, RouteState):
+            raise ValueError("return_state=True and initial=<RouteState> are not supported "
+                             "with lakes yet: route time chunks with "
+                             "hydroscale.routing.LakeRouter (it carries a LakeState)")
+    elif lake_params is not None:
+        raise ValueError("lake_params= needs lakes=")
     if kind == "dask" and (return_state or not dry):
         raise ValueError(
             "initial= (other than 'dry') and return_state=True need the runoff in memory "
@@ -185,7 +214,7 @@ def route(
         _route_block, spec=spec, substeps=int(substeps), engine=engine,
         allow_unstable=allow_unstable, allow_negative=allow_negative,
         initial=initial, return_state=return_state,
-        dt_s=None if dt is None else dt_seconds(dt),
+        dt_s=None if dt is None else dt_seconds(dt), lakes=lakes, lake_params=lake_params,
     )
     if kind == "dask":
         return map_reach_blocks(
@@ -214,6 +243,8 @@ def _route_block(
     initial: Any = "dry",
     return_state: bool = False,
     dt_s: float | None = None,
+    lakes: Any = None,
+    lake_params: Any = None,
 ) -> Any:
     r, back = to_torch(runoff)
     work = compute_dtype(r.dtype)
@@ -238,6 +269,10 @@ def _route_block(
     rb = (r.unsqueeze(0) if added else r).to(work)
     check_runoff(rb, network.ids, allow_negative=allow_negative)
     p = torch.as_tensor(params).to(device=rb.device, dtype=work)
+    if lakes is not None:
+        q = _route_lakes(network, rb, spec, p, substeps, eng, dt_s, lakes, lake_params,
+                         initial, allow_unstable, allow_negative)
+        return back((q[0] if added else q).to(out_dtype))
     r_off, q_off = _initial_offsets(network, rb, initial, allow_negative)
     if r_off is not None:  # a steady start: route r - r*, add its discharge Q0 after
         rb = rb - r_off[..., None]
@@ -258,6 +293,29 @@ def _route_block(
         q = q + q_off[..., None].to(q.dtype)
     out = back((q[0] if added else q).to(out_dtype))
     return (out, new) if return_state else out
+
+
+def _route_lakes(network: RiverNetwork, rb: torch.Tensor, spec: IRFSpec, p: torch.Tensor,
+                 substeps: int, eng: Any, dt_s: float, lakes: Any, lake_params: Any,
+                 initial: Any, allow_unstable: bool, allow_negative: bool) -> torch.Tensor:
+    """:func:`hydroscale.routing.route_lakes` with the API's partition and warm start."""
+    from .routing import route_lakes
+
+    partition = None
+    if eng.clustered:
+        from .partition import partition_network
+
+        def partition(sub: RiverNetwork) -> np.ndarray:
+            return partition_network(sub, max_reaches=512).cluster_of
+    q0 = None
+    if not (isinstance(initial, str) and initial == "dry"):
+        q0 = _initial_offsets(network, rb, initial, True)[1]
+    lp = None if lake_params is None else to_torch(lake_params)[0] \
+        if not isinstance(lake_params, dict) else lake_params
+    return route_lakes(network, rb, spec, p, lakes=lakes, dt=dt_s, substeps=substeps,
+                       engine=eng.name, partition=partition, lake_params=lp,
+                       initial_discharge=q0, allow_unstable=allow_unstable,
+                       allow_negative=allow_negative)
 
 
 def _best_clustered(device: torch.device) -> str:

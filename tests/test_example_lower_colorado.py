@@ -10,6 +10,7 @@ import numpy as np
 import xarray as xr
 
 from hydroscale.network import RiverNetwork
+from hydroscale.routing import LEVEL_POOL_PARAMS, Lakes
 
 PATH = Path(__file__).resolve().parents[1] / "examples" / "lower_colorado.py"
 
@@ -28,11 +29,10 @@ def test_below_lake_is_the_lake_or_anything_downstream_of_it():
     lake = np.array([False, True, False, False, False, False])  # reach 2 lies in a lake
     np.testing.assert_array_equal(ex.below_lake(net, lake),
                                   [False, True, True, False, True, False])
-    # without RouteLink: the reaches where NWM reports no streamflow
-    flow = np.array([[1.0], [np.nan], [2.0], [1.0], [3.0], [0.5]])
-    got, source = ex.lake_reaches(net, flow, None)
+    # lake membership from a Lakes table
+    row = np.ones((1, len(LEVEL_POOL_PARAMS)))
+    got = ex.lake_reaches(net, Lakes.from_members({9: [2]}, row, [0.5]))
     np.testing.assert_array_equal(got, lake)
-    assert "no RouteLink found" in source
 
 
 def test_hourly_means_of_15_minute_values():

@@ -16,6 +16,7 @@ from .._lazy import lazy_exports
 __getattr__, __dir__ = lazy_exports(__name__, {
     ".nwm": ("nwm", "boundary_inflow", "gauge_table", "observations_at_reaches", "read_chrtout",
              "read_routelink", "read_usgs_timeslices"),
+    ".lakes": ("lakes", "open_lakes", "read_lake_table", "read_lakeparm", "write_lake_table"),
     ".rapid": ("rapid",),
     ".rapid2": ("rapid2",),
     ".mizuroute": ("mizuroute",),
@@ -35,7 +36,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
 })
 
 if TYPE_CHECKING:
-    from . import mizuroute, nwm, rapid, rapid2, zarr_store
+    from . import lakes, mizuroute, nwm, rapid, rapid2, zarr_store
     from ._common import IOFormatError, netcdf_guard
     from ._export import EXPORT_FORMATS, export_output
     from ._forcing import ArrayForcing, SyntheticForcing, ZarrForcing, as_forcing, hash_uniform
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
         lock_path,
     )
     from .datasets import LowerColorado, load_lower_colorado
+    from .lakes import open_lakes, read_lake_table, read_lakeparm, write_lake_table
     from .nwm import (
         boundary_inflow,
         gauge_table,
@@ -119,8 +121,13 @@ __all__ = [
     "boundary_inflow",
     "gauge_table",
     "load_lower_colorado",
+    "lakes",
     "mizuroute",
     "nwm",
+    "open_lakes",
+    "read_lake_table",
+    "read_lakeparm",
+    "write_lake_table",
     "rapid",
     "rapid2",
     "zarr_store",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -49,6 +50,14 @@ class LowerColorado:
     def usgs_at_reaches(self) -> xr.DataArray:
         """USGS observations ``(reach, time)`` on the gauged reaches (``station`` coordinate)."""
         return observations_at_reaches(self.usgs, self.network)
+
+    @property
+    def lakes(self) -> Any:
+        """The basin's 30 level-pool lakes (:class:`~hydroscale.routing.Lakes`, NWM v2.1
+        LAKEPARM parameters, 371 member reaches; ``lower_colorado_lakes.csv``)."""
+        from .lakes import read_lake_table
+
+        return read_lake_table(os.path.join(DATA_DIR, "lower_colorado_lakes.csv"))
 
     @property
     def gauged_reaches(self) -> np.ndarray:

@@ -12,6 +12,18 @@ from ._engines import (
     select_engine,
 )
 from ._inputs import check_runoff
+from ._lake_router import LakeRouter, LakeState, route_lakes, substep_params
+from ._lakes import LakeError, LakeLayout, Lakes
+from ._level_pool import (
+    GRAVITY,
+    LEVEL_POOL_PARAMS,
+    LEVEL_POOL_UNITS,
+    elevation_for_outflow,
+    initial_elevation,
+    level_pool_discharge,
+    level_pool_params,
+    route_level_pool,
+)
 from ._memory import (
     MEMORY_ENV_VAR,
     RunTooLargeError,
@@ -34,6 +46,21 @@ from .oracle import causal_conv_fft, route_oracle
 from .rapid import rapid_coefficients, route_rapid
 
 __all__ = [
+    "LakeError",
+    "LakeLayout",
+    "LakeRouter",
+    "LakeState",
+    "Lakes",
+    "route_lakes",
+    "substep_params",
+    "GRAVITY",
+    "LEVEL_POOL_PARAMS",
+    "LEVEL_POOL_UNITS",
+    "elevation_for_outflow",
+    "initial_elevation",
+    "level_pool_discharge",
+    "level_pool_params",
+    "route_level_pool",
     "MEMORY_ENV_VAR",
     "DISCHARGE_ATTRS",
     "DISCHARGE_NAME",

@@ -76,7 +76,7 @@ def device(name: str) -> torch.device:
 def input_paths(cfg: dict[str, Any]) -> list[str]:
     """The files and stores a workflow reads (no output may be, contain or lie in them)."""
     net, frc = cfg["network"], cfg["forcing"]
-    paths = [net.get("path"), net.get("riv_bas_id")]
+    paths = [net.get("path"), net.get("riv_bas_id"), net.get("lakes")]
     if frc["source"] not in ("synthetic", "lower_colorado"):
         paths.append(frc.get("path"))
     return [p for p in paths if p]

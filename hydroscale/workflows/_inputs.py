@@ -15,7 +15,8 @@ from ..routing import RoutingOptions
 from ._common import NullProgress, Progress, phase
 from ._spec import TIME_UNITS
 
-__all__ = ["RouteInputs", "build_forcing", "build_inputs", "build_network", "build_params",
+__all__ = ["RouteInputs", "build_forcing", "build_inputs", "build_lakes", "build_network",
+           "build_params",
            "routing_options"]
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class RouteInputs:
     gauges: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     references: dict[str, Any] = field(default_factory=dict)
     basin: Any = None
+    lakes: Any = None  # hydroscale.routing.Lakes with routing.lakes level_pool
 
 
 def build_network(net: dict[str, Any]) -> tuple[RiverNetwork, Any]:
@@ -244,6 +246,24 @@ def build_inputs(cfg: dict[str, Any], progress: Progress = NullProgress) -> Rout
     elif "gages" in network.attrs:
         g = np.asarray(network.attrs["gages"]).astype(str)
         gauges = network.ids[np.char.strip(g) != ""]
+    lakes = None
+    if cfg["routing"].get("lakes", "none") == "level_pool":
+        path = cfg["network"].get("lakes")
+        with phase(progress, "lakes", f"reading the lakes {path or 'of the bundled basin'}"):
+            lakes = build_lakes(path, network, basin)
     logger.info("inputs: %d reaches, %d steps of %s s, forcing %s", network.n_reaches,
                 forcing.n_steps, forcing.interval_s, forcing.describe()["source"])
-    return RouteInputs(network, forcing, params, gauges, refs, basin)
+    return RouteInputs(network, forcing, params, gauges, refs, basin, lakes)
+
+
+def build_lakes(path: str | None, network: RiverNetwork, basin: Any = None) -> Any:
+    """The level-pool lakes of ``network`` (:class:`~hydroscale.routing.Lakes`) from
+    ``network.lakes`` (a LAKEPARM.nc or a lake table), or the bundled basin's."""
+    if path:
+        from ..io import open_lakes
+
+        return open_lakes(path, network)
+    if basin is None:
+        raise ValueError("routing.lakes level_pool: give network.lakes (an NWM LAKEPARM.nc or "
+                         "a lake table CSV)")
+    return basin.lakes

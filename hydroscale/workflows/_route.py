@@ -77,7 +77,9 @@ def _definition(cfg: dict[str, Any], inputs: RouteInputs, extra: dict[str, Any])
 
     rt, net, f = cfg["routing"], inputs.network, inputs.forcing
     start = extra.get("initial_state")
+    lakes = {"lakes": extra["lakes"]} if extra.get("lakes") else {}  # level-pool runs only
     return {
+        **lakes,
         "engine": extra.get("engine"),
         "routing": {**routing_options(cfg).describe(), "window": extra.get("window")},
         "time_chunk": rt["time_chunk"], "initial": rt["initial"],
@@ -219,6 +221,13 @@ def route_single(
     ``T1`` is a multiple of ``routing.time_chunk`` (the same chunks; same engine and
     device), within rounding otherwise.
     """
+    if inputs.lakes is not None:
+        if plan_only:
+            raise ValueError("routing.lakes level_pool has no run plan yet (plan the run "
+                             "with routing.lakes none)")
+        from ._lakes import route_single_lakes
+
+        return route_single_lakes(cfg, inputs, progress=progress, keep=keep, write=write)
     rt, part_cfg = cfg["routing"], cfg["partition"]
     net, forcing = inputs.network, inputs.forcing
     steps = forcing.n_steps

@@ -136,6 +136,10 @@ NETWORK = {
     "reaches": Field("int", 100_000, "synthetic: number of reaches (DESIGN §5 forest)",
                      minimum=2),
     "seed": Field("int", 0, "synthetic: random seed of the forest", minimum=0),
+    "lakes": Field("str", None, "level-pool lakes (with routing.lakes level_pool): an NWM "
+                   "LAKEPARM.nc (members from the network's RouteLink NHDWaterbodyComID) or a "
+                   "lake table CSV (hydroscale.io.read_lake_table); null = the bundled basin's "
+                   "lakes for network.source lower_colorado", nullable=True),
 }
 
 #: ``forcing.source`` values built in; any registered series reader's engine name works too
@@ -199,6 +203,9 @@ ROUTING = {
                           "e.g. 80GB; null = what it has (the run plan keeps path kernels "
                           "resident or builds them per batch, and lowers time_chunk, to fit)",
                           check=_check_memory),
+    "lakes": Field("str", "none", "lakes and reservoirs: none (their reaches route as river "
+                   "reaches) or level_pool (NWM's level-pool reservoirs of network.lakes, "
+                   "stepped at the sub-step; one device)", choices=("none", "level_pool")),
     "initial_state": Field("str", None, "restart: continue the run whose output.final_state "
                            "wrote this file (.npz; same network, parameters, IRF, substeps, "
                            "window, partition and step length, forcing from the step after "
@@ -417,9 +424,30 @@ def _cross_checks(cfg: dict[str, Any]) -> list[str]:
         problems += _cluster_problems(cfg, rt)
     problems += _irf_params_check(rt["irf"], rt["params"], "routing.params")
     problems += _restart_checks(cfg)
+    problems += _lake_checks(cfg)
     if rt["engine"] == "oracle" and cfg.get("cluster"):
         problems.append("routing.engine 'oracle' is single-device: drop the cluster or the "
                         "engine")
+    return problems
+
+
+def _lake_checks(cfg: dict[str, Any]) -> list[str]:
+    rt, net = cfg["routing"], cfg["network"]
+    if rt.get("lakes", "none") == "none":
+        return []
+    problems = []
+    if not net.get("lakes") and net["source"] != "lower_colorado":
+        problems.append("routing.lakes 'level_pool': give network.lakes (an NWM LAKEPARM.nc or "
+                        "a lake table CSV)")
+    if cfg.get("cluster") is not None:
+        problems.append("routing.lakes 'level_pool' routes on one device for now (lakes in the "
+                        "distributed wave runtime come later): set cluster null, or "
+                        "routing.lakes none")
+    keys = [k for k, v in (("routing.initial_state", rt.get("initial_state")),
+                           ("output.final_state", cfg["output"].get("final_state"))) if v]
+    if keys:
+        problems.append(f"{' and '.join(keys)}: restart states do not hold lake levels yet; "
+                        "drop them or set routing.lakes none")
     return problems
 
 

@@ -41,7 +41,8 @@ def test_defaults_filled_in(tmp_path):
     assert cfg["routing"]["window"] == "auto"
     assert cfg["output"]["hydrographs"]["max_panels"] == 6
     assert cfg["network"] == {"source": "synthetic", "path": None, "riv_bas_id": None,
-                              "reaches": 100_000, "seed": 0}
+                              "reaches": 100_000, "seed": 0, "lakes": None}
+    assert cfg["routing"]["lakes"] == "none"
     assert cfg["cluster"] is None
 
 

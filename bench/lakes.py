@@ -1,0 +1,135 @@
+"""Routing with level-pool lakes vs the same forest without lakes, on one device (issue 29).
+
+Workload (DESIGN §5, scaled by the flags): ``continental_forest(N)``, daily runoff U(0, 1)
+m³/s routed at ``--substeps`` sub-steps, Muskingum k ~ U(1, 3) h, x ~ U(0.1, 0.3)
+(``allow_unstable``), float32, batch 1.  About ``--lake-fraction`` of the reaches lie in
+lakes: random reaches with an upstream reach, each a lake with that upstream reach (two
+reaches per lake), level-pool parameters of a 1-10 km² pool.  Both runs use the same engine
+and partition (``max_reaches`` 512); kernels are aggregated before the timed forwards (the
+lake run: one StagedRouter per stage).  Prints the set-up and the median forward seconds of
+each, their ratio (the issue's bound on one H200 at 3M reaches: 1.5), and the lake stages.
+
+    python bench/lakes.py [--reaches 100000] [--steps 365] [--substeps 24]
+                          [--lake-fraction 0.01] [--engine torch|triton] [--device cuda]
+                          [--repeat 3] [--json F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from hydroscale.network import continental_forest
+from hydroscale.partition import partition_network
+from hydroscale.routing import (
+    LEVEL_POOL_PARAMS,
+    LakeRouter,
+    Lakes,
+    RivTreeCluster,
+    StagedRouter,
+)
+
+
+def random_lakes(net, fraction: float, seed: int) -> Lakes:
+    """Two-reach lakes (a reach and one reach upstream of it), ~``fraction`` of the reaches."""
+    rng = np.random.default_rng(seed)
+    down = net.downstream
+    up_of = np.full(net.n_reaches, -1)
+    has = np.flatnonzero(down >= 0)
+    up_of[down[has]] = has  # one upstream reach of each reach (the last one written)
+    cand = rng.permutation(np.flatnonzero(up_of >= 0))
+    taken = np.zeros(net.n_reaches, bool)
+    members: dict[int, np.ndarray] = {}
+    want = int(fraction * net.n_reaches) // 2
+    for j in cand:
+        if len(members) >= want:
+            break
+        u = up_of[j]
+        if taken[j] or taken[u]:
+            continue
+        taken[[j, u]] = True
+        members[len(members) + 1] = net.ids[[j, u]]
+    n = len(members)
+    cols = dict(area=rng.uniform(1e6, 1e7, n), max_elevation=np.full(n, 12.0),
+                weir_elevation=np.full(n, 10.5), weir_coefficient=np.full(n, 0.4),
+                weir_length=np.full(n, 20.0), dam_length=np.full(n, 10.0),
+                orifice_elevation=np.full(n, 5.0), orifice_coefficient=np.full(n, 0.1),
+                orifice_area=np.ones(n))
+    params = np.stack([cols[c] for c in LEVEL_POOL_PARAMS], 1)
+    return Lakes.from_members(members, params, rng.uniform(0.6, 0.9, n))
+
+
+def median_time(fn, repeat: int, device: torch.device) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reaches", type=int, default=100_000)
+    ap.add_argument("--steps", type=int, default=365)
+    ap.add_argument("--substeps", type=int, default=24)
+    ap.add_argument("--lake-fraction", type=float, default=0.01)
+    ap.add_argument("--engine", default="torch", choices=("torch", "triton"))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+    dev = torch.device(a.device)
+    net = continental_forest(a.reaches, seed=a.seed)
+    rng = np.random.default_rng(a.seed)
+    n = net.n_reaches
+    p = torch.tensor(np.stack([rng.uniform(1, 3, n) / 24.0, rng.uniform(0.1, 0.3, n)], 1),
+                     dtype=torch.float32, device=dev)
+    r = torch.rand(1, n, a.steps, generator=torch.Generator().manual_seed(a.seed)).to(dev)
+    lakes = random_lakes(net, a.lake_fraction, a.seed)
+    opts = dict(irf="muskingum", substeps=a.substeps, allow_unstable=True,
+                backend=a.engine, device=dev)
+
+    def part(sub):
+        return partition_network(sub, max_reaches=512).cluster_of
+
+    t0 = time.perf_counter()
+    plain = StagedRouter(RivTreeCluster(net, part(net)), **opts)
+    plain.window = plain.auto_window(p, max_steps=a.steps)
+    with torch.no_grad():
+        kp = plain.aggregate(p)
+    setup_plain = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    lr = LakeRouter(net, lakes, dt=86400.0, engine=a.engine, partition=part, **opts)
+    with torch.no_grad():
+        kl = lr.aggregate(p, run_steps=a.steps)
+    setup_lakes = time.perf_counter() - t0
+    with torch.no_grad():
+        f_plain = median_time(lambda: plain(r, kernels=kp), a.repeat, dev)
+        f_lakes = median_time(lambda: lr(r, kernels=kl), a.repeat, dev)
+    row = {
+        "reaches": n, "steps": a.steps, "substeps": a.substeps, "engine": a.engine,
+        "device": str(dev), "lakes": lakes.n_lakes, "lake_reaches": int(lakes.reach_ids.size),
+        "stages": len(lr.stages) - 1, "setup_s_plain": round(setup_plain, 3),
+        "setup_s_lakes": round(setup_lakes, 3), "forward_s_plain": round(f_plain, 4),
+        "forward_s_lakes": round(f_lakes, 4), "ratio": round(f_lakes / f_plain, 3),
+    }
+    print(" ".join(f"{k}={v}" for k, v in row.items()))
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(row, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""Lakes of a river network: :class:`Lakes` (which reaches form which lake, level-pool
+parameters) and :class:`LakeLayout` (a :class:`Lakes` bound to a network: outlets, the reach
+each lake drains into, and the routing stages).
+
+Semantics (t-route's): the reaches of a lake are replaced by the lake.  Its inflow is the
+discharge of the reaches flowing into any of its reaches plus the lateral inflow of its
+reaches; its outflow leaves through its outlet (the lake reach whose downstream reach is not
+in the lake) into the outlet's downstream reach, as upstream inflow of that reach (or as
+inflow of the next lake when that reach is in one).
+
+Stages: a lake's stage is 1 + the largest stage of the lakes upstream of it (1 when there is
+none); a reach outside lakes has the largest stage of the lakes upstream of it (0 when there
+is none).  Routing runs stage 0's reaches, then the lakes of stage 1, stage 1's reaches, the
+lakes of stage 2, ...: each reach and each lake once, after everything that feeds it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..network import RiverNetwork, format_ids
+from ._level_pool import LEVEL_POOL_PARAMS, LEVEL_POOL_UNITS
+
+__all__ = ["LakeError", "LakeLayout", "Lakes"]
+
+logger = logging.getLogger(__name__)
+
+
+class LakeError(ValueError):
+    """Lakes that do not fit their network or lack parameters (the message names the ids)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Lakes:
+    """Level-pool lakes: their ids, member reaches and parameters (SI units).
+
+    Attributes
+    ----------
+    ids : ``[L]`` int64 lake ids (NWM ``lake_id`` = the waterbody COMID), unique.
+    reach_ids : ``[M]`` int64 ids of the reaches in lakes (each in one lake).
+    lake_of : ``[M]`` int64, the lake (index into ``ids``) of each of ``reach_ids``.
+    params : ``[L, P]`` float64, columns :data:`~hydroscale.routing.LEVEL_POOL_PARAMS`
+        (area m², elevations m, lengths m, orifice area m², coefficients).
+    ifd : ``[L]`` float64 initial fractional depth (NWM ``ifd``): the start elevation is
+        ``orifice_elevation + ifd (max_elevation - orifice_elevation)``.
+    names : optional ``[L]`` names (e.g. "Lake Travis"), for summaries.
+    """
+
+    ids: np.ndarray
+    reach_ids: np.ndarray
+    lake_of: np.ndarray
+    params: np.ndarray
+    ifd: np.ndarray
+    names: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        ids = np.asarray(self.ids, dtype=np.int64).reshape(-1)
+        reach_ids = np.asarray(self.reach_ids, dtype=np.int64).reshape(-1)
+        lake_of = np.asarray(self.lake_of, dtype=np.int64).reshape(-1)
+        params = np.asarray(self.params, dtype=np.float64)
+        ifd = np.asarray(self.ifd, dtype=np.float64).reshape(-1)
+        n, p = ids.size, len(LEVEL_POOL_PARAMS)
+        uniq, counts = np.unique(ids, return_counts=True)
+        if (counts > 1).any():
+            raise LakeError(f"lake ids listed more than once: {format_ids(uniq[counts > 1])}")
+        if params.shape != (n, p):
+            raise LakeError(f"lake params must be [L={n}, {p}] (columns "
+                            f"{list(LEVEL_POOL_PARAMS)}), got {params.shape}")
+        if ifd.shape != (n,):
+            raise LakeError(f"lake ifd must be [L={n}], got {ifd.shape}")
+        if lake_of.shape != reach_ids.shape:
+            raise LakeError(f"lake_of must have the shape of reach_ids {reach_ids.shape}, got "
+                            f"{lake_of.shape}")
+        if lake_of.size and (lake_of.min() < 0 or lake_of.max() >= n):
+            raise LakeError(f"lake_of holds lake indices outside [0, {n - 1}]")
+        ru, rc = np.unique(reach_ids, return_counts=True)
+        if (rc > 1).any():
+            raise LakeError(f"reaches listed in more than one lake (or twice): "
+                            f"{format_ids(ru[rc > 1])}")
+        empty = np.setdiff1d(np.arange(n), lake_of)
+        if empty.size:
+            raise LakeError(f"lakes without reaches: ids {format_ids(ids[empty])}; give each "
+                            "lake its member reaches or its outlet reach")
+        bad = ~np.isfinite(params)
+        if bad.any():
+            rows, cols = np.nonzero(bad)
+            names = sorted({LEVEL_POOL_PARAMS[c] for c in cols})
+            raise LakeError(f"lakes {format_ids(ids[np.unique(rows)])} miss level-pool "
+                            f"parameters {names} (NaN or infinite)")
+        area = params[:, LEVEL_POOL_PARAMS.index("area")]
+        if (area <= 0).any():
+            raise LakeError(f"lakes {format_ids(ids[area <= 0])} have a surface area <= 0 m²")
+        if not np.isfinite(ifd).all():
+            raise LakeError(f"lakes {format_ids(ids[~np.isfinite(ifd)])} miss their initial "
+                            "fractional depth ifd")
+        if self.names and len(self.names) != n:
+            raise LakeError(f"names must name the {n} lakes, got {len(self.names)}")
+        for name, value in (("ids", ids), ("reach_ids", reach_ids), ("lake_of", lake_of),
+                            ("params", params), ("ifd", ifd)):
+            value.setflags(write=False)
+            set_(self, name, value)
+        set_(self, "names", tuple(str(s) for s in self.names))
+
+    @property
+    def n_lakes(self) -> int:
+        return int(self.ids.size)
+
+    def __len__(self) -> int:
+        return self.n_lakes
+
+    def __repr__(self) -> str:
+        return f"Lakes({self.n_lakes} lakes, {self.reach_ids.size} reaches)"
+
+    def param(self, name: str) -> np.ndarray:
+        """One parameter ``[L]`` (units :data:`~hydroscale.routing.LEVEL_POOL_UNITS`)."""
+        if name not in LEVEL_POOL_UNITS:
+            raise KeyError(f"unknown level-pool parameter {name!r}; the parameters are "
+                           f"{list(LEVEL_POOL_PARAMS)}")
+        return self.params[:, LEVEL_POOL_PARAMS.index(name)]
+
+    @classmethod
+    def from_members(cls, members: dict[int, Any], params: Any, ifd: Any,
+                     names: Any = ()) -> Lakes:
+        """Build from ``{lake_id: member reach ids}`` (in the order of ``params`` rows)."""
+        ids = np.fromiter(members, dtype=np.int64, count=len(members))
+        parts = [np.atleast_1d(np.asarray(members[k], np.int64)) for k in members]
+        reach_ids = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        lake_of = np.repeat(np.arange(ids.size), [p.size for p in parts])
+        return cls(ids, reach_ids, lake_of, params, ifd, tuple(names))
+
+    def initial_elevation(self) -> np.ndarray:
+        """NWM's start elevation ``E_o + ifd (E_max - E_o)`` (m) ``[L]``."""
+        eo = self.param("orifice_elevation")
+        return eo + self.ifd * (self.param("max_elevation") - eo)
+
+
+@dataclass(frozen=True, eq=False)
+class LakeLayout:
+    """:class:`Lakes` bound to a network (N reaches, L lakes, indices into the network).
+
+    Attributes
+    ----------
+    lakes : the lakes.
+    reach_lake : ``[N]`` the lake of each reach, -1 outside lakes.
+    outlet : ``[L]`` the outlet reach of each lake (its downstream reach is not in the lake).
+    lake_down : ``[L]`` the reach each lake drains into, -1 where its outlet is an outlet of
+        the network.
+    lake_stage : ``[L]`` stage of each lake (>= 1).
+    reach_stage : ``[N]`` stage of each reach (lake reaches: their lake's stage).
+    """
+
+    lakes: Lakes
+    reach_lake: np.ndarray
+    outlet: np.ndarray
+    lake_down: np.ndarray
+    lake_stage: np.ndarray
+    reach_stage: np.ndarray
+
+    @classmethod
+    def build(cls, network: RiverNetwork, lakes: Lakes) -> LakeLayout:
+        """Bind ``lakes`` to ``network``; errors name the lake and reach ids at fault."""
+        if not isinstance(lakes, Lakes):
+            raise TypeError(f"lakes must be a hydroscale.routing.Lakes, got "
+                            f"{type(lakes).__name__}")
+        ids = network.ids
+        order = np.argsort(ids, kind="stable")
+        pos = np.minimum(np.searchsorted(ids[order], lakes.reach_ids), max(ids.size - 1, 0))
+        idx = order[pos] if ids.size else pos
+        absent = ids[idx] != lakes.reach_ids if ids.size else np.ones(lakes.reach_ids.size,
+                                                                      bool)
+        if absent.any():
+            bad_lakes = np.unique(lakes.ids[lakes.lake_of[absent]])
+            raise LakeError(f"lakes {format_ids(bad_lakes)} list reaches that are not in the "
+                            f"network: {format_ids(lakes.reach_ids[absent])}")
+        n, n_l = network.n_reaches, lakes.n_lakes
+        reach_lake = np.full(n, -1, np.int64)
+        reach_lake[idx] = lakes.lake_of
+        down = network.downstream
+        d = down[idx]
+        is_out = (d < 0) | (reach_lake[np.maximum(d, 0)] != lakes.lake_of)
+        n_out = np.bincount(lakes.lake_of[is_out], minlength=n_l)
+        two = np.flatnonzero(n_out != 1)
+        if two.size:
+            j = int(two[0])
+            outs = ids[idx[is_out & (lakes.lake_of == j)]]
+            raise LakeError(
+                f"lakes {format_ids(lakes.ids[two])} have reaches that drain out of the lake "
+                f"at more than one reach (lake {int(lakes.ids[j])}: reaches "
+                f"{format_ids(outs)} leave it): a lake's reaches must drain to one outlet; "
+                "split the lake or correct its member reaches")
+        outlet = np.empty(n_l, np.int64)
+        outlet[lakes.lake_of[is_out]] = idx[is_out]
+        lake_down = down[outlet]
+        reach_stage, lake_stage = _stages(network, reach_lake, outlet, n_l)
+        layout = cls(lakes, reach_lake, outlet, lake_down, lake_stage, reach_stage)
+        for name in ("reach_lake", "outlet", "lake_down", "lake_stage", "reach_stage"):
+            getattr(layout, name).setflags(write=False)
+        logger.info("lakes: %d lakes (%d reaches) in %d stage(s)", n_l, lakes.reach_ids.size,
+                    layout.n_stages)
+        return layout
+
+    @property
+    def n_stages(self) -> int:
+        """Lake stages (the reaches have stages 0 .. n_stages)."""
+        return int(self.lake_stage.max()) if self.lake_stage.size else 0
+
+    def stage_reaches(self, stage: int) -> np.ndarray:
+        """Indices of the reaches outside lakes of ``stage`` (ascending)."""
+        return np.flatnonzero((self.reach_stage == stage) & (self.reach_lake < 0))
+
+    def stage_lakes(self, stage: int) -> np.ndarray:
+        """Indices of the lakes of ``stage`` (ascending)."""
+        return np.flatnonzero(self.lake_stage == stage)
+
+
+def _stages(network: RiverNetwork, reach_lake: np.ndarray, outlet: np.ndarray,
+            n_lakes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stages of reaches and lakes: one pass over the topological levels (upstream first),
+    pushing each reach's stage to its downstream reach (a lake's members carry the largest
+    inflow stage down to its outlet, where the lake's stage is 1 + that)."""
+    n = network.n_reaches
+    inflow_stage = np.zeros(n, np.int64)  # largest stage flowing into each reach
+    stage = np.zeros(n, np.int64)
+    is_outlet = np.zeros(n, bool)
+    is_outlet[outlet] = True
+    order, ptr, down = network.topo_order, network.level_ptr, network.downstream
+    for lv in range(network.n_levels):
+        idx = order[ptr[lv] : ptr[lv + 1]]
+        s = inflow_stage[idx]
+        s = np.where(is_outlet[idx], s + 1, s)  # a lake's outlet: the lake's stage
+        stage[idx] = s
+        d = down[idx]
+        has = d >= 0
+        np.maximum.at(inflow_stage, d[has], s[has])
+    lake_stage = stage[outlet] if n_lakes else np.zeros(0, np.int64)
+    inl = reach_lake >= 0
+    stage[inl] = lake_stage[reach_lake[inl]]
+    return stage, lake_stage
