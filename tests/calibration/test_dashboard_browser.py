@@ -139,6 +139,12 @@ def test_page_drives_a_two_worker_calibration(tmp_path, caplog):
                 its, losses = _json(got)
                 assert its == list(range(1, len(its) + 1))
                 np.testing.assert_allclose(losses, cal.history["loss"][:len(its)], rtol=1e-12)
+            # the table's cells show the latest values (a replaced source must be redrawn)
+            assert browser.wait_for(f"(function () {{ {DEEP}; var c = hsDeep('.slick-row')[0]"
+                                    ".querySelectorAll('.slick-cell'), d = hsModel('hs-table')"
+                                    ".data; return hsUpdates >= 3 && c[0].textContent == "
+                                    "String(d.id[0]) && c[1].textContent == d.nse[0].toFixed(3)"
+                                    "; })()")
             # clicking a gauge (the table's first row) shows its hydrograph
             _click(browser, "hsDeep('.slick-row')[0].querySelector('.slick-cell')")
             gauge = browser.wait_for("hsSelected")
