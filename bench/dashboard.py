@@ -70,6 +70,7 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=20)
     ap.add_argument("--steps", type=int, default=3650)
     ap.add_argument("--no-browser", action="store_true")
+    ap.add_argument("--screenshot", metavar="PNG", help="save the page as it was at the end")
     args = ap.parse_args()
 
     import distributed
@@ -177,6 +178,12 @@ def main() -> None:
                     browser.wait_for(f"document.body.getAttribute('data-hs-updates') > {n}",
                                      60)
                     timings.append(browser.eval("window.hsTiming"))
+            if browser is not None and args.screenshot:
+                import base64
+
+                shot = browser.send("Page.captureScreenshot", format="png",
+                                    captureBeyondViewport=True)["data"]
+                Path(args.screenshot).write_bytes(base64.b64decode(shot))
         finally:
             if browser is not None:
                 browser.close()
