@@ -168,3 +168,29 @@ def test_learning_rate_from_the_control_changes_the_next_step():
         (1, "lr", 0.01, 0.5, "test")
     with pytest.raises(ValueError, match="finite number > 0"):
         cal.control.set_lr(float("nan"))
+
+
+def test_a_learning_rate_and_the_actions_survive_a_checkpoint(tmp_path):
+    net = continental_forest(40, seed=5)
+    rng = np.random.default_rng(6)
+    runoff = rng.uniform(0.0, 1.0, (40, 20))
+    q = route_oracle(net, runoff, "muskingum", np.full((40, 2), [1.0, 0.2]),
+                     allow_unstable=True).numpy()
+    obs = GaugeObservations(net.ids[net.outlets[:2]], q[net.outlets[:2]])
+
+    def make() -> Calibrator:
+        model = FreeParameters("muskingum", net, bounds={"k": (0.2, 3.0), "x": (0.0, 0.45)})
+        return Calibrator(net, runoff, obs, model, engine="levels", lr=0.05,
+                          allow_unstable=True, checkpoint_dir=tmp_path)
+
+    cal = make()
+    cal.run(1)
+    cal.control.set_lr(0.003)
+    cal.control.checkpoint()
+    cal.run(2)
+    assert [a["action"] for a in cal.actions] == ["lr", "checkpoint"]
+    assert cal.actions[1]["path"] == str(tmp_path / "calibration-00000001.pt")
+    again = make()
+    assert again.load_checkpoint() == 2
+    assert again.lr == 0.003 and again.optimizer.param_groups[0]["lr"] == 0.003
+    assert again.actions == cal.actions and again.history["lr"] == [0.05, 0.003]
