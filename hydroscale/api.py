@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-import weakref
 from functools import partial
 from typing import Any
 
@@ -45,12 +44,18 @@ from .routing import (
     DISCHARGE_NAME,
     ENGINE_ENV_VAR,
     RouteState,
+    accumulate_reaches,
     check_fits,
     check_runoff,
+    downstream_reaches,
     estimate_engine_bytes,
     get_engine,
     list_engines,
+    route_with_state,
     select_engine,
+    steady_discharge,
+    steady_inflow,
+    upstream_reaches,
 )
 from .routing import route_rapid as _route_rapid_tensors
 
@@ -284,7 +289,7 @@ def _route_block(
         options["cluster_of"] = partition_network(network, max_reaches=512).cluster_of
     new = None
     if stateful:
-        q, new = _route_stateful(network, rb, spec, p, substeps, eng.name, state, dt_s,
+        q, new = route_with_state(network, rb, spec, p, substeps, eng.name, state, dt_s,
                                  allow_unstable, options["cluster_of"], r_off, q_off)
     else:
         q = eng.fn(network, rb, spec.name, p, substeps, allow_unstable=allow_unstable,
@@ -340,7 +345,7 @@ def _initial_offsets(network: RiverNetwork, rb: torch.Tensor, initial: Any,
             return None, None
         if initial == "steady":
             r0 = rb[:, :, 0].detach().clone()
-            return r0, _accumulate_t(network, r0[..., None])[..., 0]
+            return r0, steady_discharge(network, r0)
         raise ValueError(f"initial must be 'dry', 'steady', a discharge [N] or [B, N] "
                          f"(m³/s) or a RouteState, got {initial!r}")
     q0 = initial
@@ -361,7 +366,7 @@ def _initial_offsets(network: RiverNetwork, rb: torch.Tensor, initial: Any,
         j = int(torch.nonzero(bad)[0, 1])
         raise ValueError(f"initial discharge has {int(bad.sum())} NaN or infinite value(s); "
                          f"first at reach id {int(network.ids[j])}: fill them first")
-    r_star = q0 - _upstream_t(network, q0[..., None])[..., 0]
+    r_star = steady_inflow(network, q0)
     neg = r_star < 0
     if not allow_negative and bool(neg.any()):
         j = torch.nonzero(neg)[:, 1].unique().cpu().numpy()
@@ -371,35 +376,6 @@ def _initial_offsets(network: RiverNetwork, rb: torch.Tensor, initial: Any,
             "yields it needs negative lateral inflow there (r* = Q0 - upstream(Q0)); pass "
             "allow_negative=True if losing reaches are meant, or correct the discharge")
     return r_star, q0.clone()
-
-
-def _route_stateful(network: RiverNetwork, rb: torch.Tensor, spec: IRFSpec, p: torch.Tensor,
-                    substeps: int, engine: str, state: RouteState | None, dt_s: float | None,
-                    allow_unstable: bool, cluster_of: np.ndarray, r_off: Any,
-                    q_off: Any) -> tuple[torch.Tensor, RouteState]:
-    """Route ``rb`` ``[B, N, T]`` with a :class:`StagedRouter` from ``state`` (dry when
-    None); returns the discharge and the state after the last step."""
-    from .routing import RivTreeCluster, StagedRouter, restart_fingerprint
-
-    router = StagedRouter(
-        RivTreeCluster(network, cluster_of), irf=spec, substeps=substeps,
-        window="auto" if state is None else state.window, dtype=rb.dtype,
-        backend=engine if engine in ("torch", "triton") else "auto", device=rb.device,
-        allow_unstable=allow_unstable)
-    if router.window is None:  # fitted to the tolerance, whatever this call's length
-        router.window = router.auto_window(p)
-    fp = restart_fingerprint(network, p, spec.name, substeps, router.window, cluster_of, dt_s)
-    b, n, t = rb.shape
-    if state is not None:
-        state.check(network, fp, batch=b)
-    before = 0 if state is None else state.steps
-    kernels = router.aggregate(p)
-    router.check_window(kernels, before + t, "route(initial=<state>)")
-    rs = None if state is None else state.router.to(rb.device, rb.dtype)
-    q, new = router(rb, kernels=kernels, state=rs, return_state=True)
-    zeros = np.zeros((b, n))
-    off = lambda x: zeros if x is None else x.detach().cpu().double().numpy()  # noqa: E731
-    return q, RouteState(new, network.ids.copy(), off(r_off), off(q_off), fp, before + t)
 
 
 def _check_memory(engine: str, b: int, n: int, t: int, substeps: int, dtype: torch.dtype,
@@ -554,65 +530,6 @@ def _rapid_param(network: RiverNetwork, value: Any, name: str, device: Any) -> t
 
 
 # ---------------------------------------------------------------------------- accumulation
-_CACHE: weakref.WeakKeyDictionary[RiverNetwork, dict[Any, Any]] = weakref.WeakKeyDictionary()
-
-
-def _cached(network: RiverNetwork, key: str, device: torch.device, build: Any) -> Any:
-    per_network = _CACHE.setdefault(network, {})
-    if (key, device) not in per_network:
-        per_network[key, device] = build()
-    return per_network[key, device]
-
-
-def _index(a: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.tensor(a, dtype=torch.int64, device=device)
-
-
-def _level_plan(network: RiverNetwork, device: torch.device) -> list[tuple[torch.Tensor, ...]]:
-    """Per level (upstream first): (reaches with a downstream reach, their downstream reach)."""
-
-    def build() -> list[tuple[torch.Tensor, ...]]:
-        order, ptr, down = network.topo_order, network.level_ptr, network.downstream
-        plan = []
-        for lv in range(network.n_levels - 1):  # the top level drains nowhere
-            src = order[ptr[lv] : ptr[lv + 1]]
-            src = src[down[src] >= 0]
-            plan.append((_index(src, device), _index(down[src], device)))
-        return plan
-
-    return _cached(network, "levels", device, build)
-
-
-def _edges(network: RiverNetwork, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """(downstream index [N] with -1 at outlets, edge sources [E], edge targets [E])."""
-
-    def build() -> tuple[torch.Tensor, ...]:
-        down = network.downstream
-        has = np.flatnonzero(down >= 0)
-        return _index(down, device), _index(has, device), _index(down[has], device)
-
-    return _cached(network, "edges", device, build)
-
-
-def _accumulate_t(network: RiverNetwork, x: torch.Tensor) -> torch.Tensor:
-    acc = x.clone()
-    for src, dst in _level_plan(network, x.device):
-        acc.index_add_(1, dst, acc.index_select(1, src))
-    return acc
-
-
-def _upstream_t(network: RiverNetwork, x: torch.Tensor) -> torch.Tensor:
-    _, src, dst = _edges(network, x.device)
-    return torch.zeros_like(x).index_add_(1, dst, x.index_select(1, src))
-
-
-def _downstream_t(network: RiverNetwork, x: torch.Tensor, fill_value: Any) -> torch.Tensor:
-    down, _, _ = _edges(network, x.device)
-    out = x.index_select(1, down.clamp(min=0))
-    outlet = (down < 0).view(1, -1, 1)
-    return torch.where(outlet, torch.as_tensor(fill_value, dtype=x.dtype, device=x.device), out)
-
-
 def _check_field(x: torch.Tensor, ids: np.ndarray, ndim: int, skipna: bool) -> torch.Tensor:
     """Refuse NaN (unless ``skipna``: counted as 0) and inf in a summed field ``[B, N, T]``
     (the caller's ``ndim``: 1 ``[N]``, 2 ``[N, T]``, 3 ``[B, N, T]``), naming the first reach
@@ -696,7 +613,7 @@ def accumulate(network: RiverNetwork, field: Any, *, skipna: bool = False) -> An
     ValueError
         Wrong shape, or NaN (unless ``skipna``) or infinite values in ``field``.
     """
-    return _reach_op(network, field, _accumulate_t, "accumulate", summing=True, skipna=skipna)
+    return _reach_op(network, field, accumulate_reaches, "accumulate", summing=True, skipna=skipna)
 
 
 @xarray_adapter("field", time_required=False)
@@ -705,7 +622,7 @@ def upstream(network: RiverNetwork, field: Any, *, skipna: bool = False) -> Any:
 
     ``field``, ``skipna`` and the result are as in :func:`accumulate`.
     """
-    return _reach_op(network, field, _upstream_t, "upstream", summing=True, skipna=skipna)
+    return _reach_op(network, field, upstream_reaches, "upstream", summing=True, skipna=skipna)
 
 
 @xarray_adapter("field", time_required=False)
@@ -714,6 +631,6 @@ def downstream(network: RiverNetwork, field: Any, fill_value: float = 0) -> Any:
 
     ``field`` and the result are as in :func:`accumulate` (the dtype is kept, bool included).
     """
-    op = partial(_downstream_t, fill_value=fill_value)
+    op = partial(downstream_reaches, fill_value=fill_value)
     return _reach_op(network, field, op, "downstream", summing=False)
 

@@ -39,7 +39,7 @@ from .._digest import digest
 from ..network import RiverNetwork, format_ids
 from ._router import RouterState
 
-__all__ = ["RestartMismatchError", "RouteState", "restart_fingerprint"]
+__all__ = ["RestartMismatchError", "RouteState", "restart_fingerprint", "route_with_state"]
 
 _FORMAT = "hydroscale-route-state-1"
 _ARRAYS = ("runoff_hist", "inflow_hist", "reach_ids", "inflow_offset", "discharge_offset")
@@ -179,3 +179,41 @@ class RouteState:
                 raise RestartMismatchError(
                     f"{where} ends at {self.time} (the next step starts then), but this "
                     f"run's first step starts at {t}: give the forcing from {self.time} on")
+
+
+def route_with_state(network: RiverNetwork, runoff: torch.Tensor, spec: Any, params: torch.Tensor,
+                     substeps: int, engine: str, state: RouteState | None, dt_s: float | None,
+                     allow_unstable: bool, cluster_of: np.ndarray, inflow_offset: Any,
+                     discharge_offset: Any) -> tuple[torch.Tensor, RouteState]:
+    """Route ``runoff`` ``[B, N, T]`` (m³/s, already less the steady inflow ``r*`` of a warm
+    start) with a :class:`~hydroscale.routing.StagedRouter` over clusters ``cluster_of``
+    ``[N]``, from ``state`` (dry when None; refused with the differences named when it does
+    not fit this run); returns the discharge ``[B, N, T]`` and the state after the last step,
+    which records the warm start's offsets (``inflow_offset`` ``r*``, ``discharge_offset``
+    ``Q0``, ``[B, N]`` tensors or None for a dry start).  ``engine`` "torch"/"triton" picks the
+    router's backend (anything else: the device's default); ``dt_s`` (s) is recorded in the
+    fingerprint."""
+    from ._rivtree import RivTreeCluster
+    from ._router import StagedRouter
+
+    router = StagedRouter(
+        RivTreeCluster(network, cluster_of), irf=spec, substeps=substeps,
+        window="auto" if state is None else state.window, dtype=runoff.dtype,
+        backend=engine if engine in ("torch", "triton") else "auto", device=runoff.device,
+        allow_unstable=allow_unstable)
+    if router.window is None:  # fitted to the tolerance, whatever this call's length
+        router.window = router.auto_window(params)
+    fp = restart_fingerprint(network, params, spec.name, substeps, router.window, cluster_of,
+                             dt_s)
+    b, n, t = runoff.shape
+    if state is not None:
+        state.check(network, fp, batch=b)
+    before = 0 if state is None else state.steps
+    kernels = router.aggregate(params)
+    router.check_window(kernels, before + t, "route(initial=<state>)")
+    rs = None if state is None else state.router.to(runoff.device, runoff.dtype)
+    q, new = router(runoff, kernels=kernels, state=rs, return_state=True)
+    zeros = np.zeros((b, n))
+    off = lambda x: zeros if x is None else x.detach().cpu().double().numpy()  # noqa: E731
+    return q, RouteState(new, network.ids.copy(), off(inflow_offset), off(discharge_offset), fp,
+                         before + t)

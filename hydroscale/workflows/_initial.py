@@ -61,21 +61,29 @@ def _given_discharge(source: str, inputs: RouteInputs) -> np.ndarray:
     return q0
 
 
+def _on_network(op: Any, net: Any, values: np.ndarray) -> np.ndarray:
+    """``op`` (:func:`~hydroscale.routing.steady_inflow` / ``steady_discharge``) of float64
+    values ``[N]`` in network order."""
+    import torch  # here: workflows load without torch until they route
+
+    return op(net, torch.as_tensor(values, dtype=torch.float64)[None])[0].numpy()
+
+
 def initial_offsets(rt: dict[str, Any], inputs: RouteInputs
                     ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The steady start ``routing.initial`` asks for, as (inflow ``r*`` [N], discharge
     ``Q0`` [N]), float64 m³/s in network order; (None, None) for a dry start.  The run
     routes ``r - r*`` and adds ``Q0``."""
-    from ..api import accumulate, upstream
+    from ..routing import steady_discharge, steady_inflow
 
     net = inputs.network
     if rt["initial"] == "dry":
         return None, None
     if rt["initial"] == "steady":
         r0 = inputs.forcing.read_all(0, 1)[:, 0].astype(np.float64)
-        return r0, np.asarray(accumulate(net, r0), np.float64)
+        return r0, _on_network(steady_discharge, net, r0)
     q0 = _given_discharge(rt["initial_discharge"], inputs)
-    r_star = q0 - np.asarray(upstream(net, q0), np.float64)
+    r_star = _on_network(steady_inflow, net, q0)
     neg = r_star < 0
     if not neg.any():
         return r_star, q0
@@ -96,7 +104,7 @@ def initial_offsets(rt: dict[str, Any], inputs: RouteInputs
                     "the discharge given", what)
         return r_star, q0
     r_star = np.maximum(r_star, 0.0)
-    clipped = np.asarray(accumulate(net, r_star), np.float64)
+    clipped = _on_network(steady_discharge, net, r_star)
     logger.warning("%s; routing.initial_negative clip: r* = 0 there, so the start exceeds "
                    "the discharge given below them (by at most %.4g m³/s)", what,
                    float((clipped - q0).max()))
