@@ -209,6 +209,39 @@ class LakeLayout:
         """Lake stages (the reaches have stages 0 .. n_stages)."""
         return int(self.lake_stage.max()) if self.lake_stage.size else 0
 
+    def cut(self, network: RiverNetwork, cluster_of: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Cut a partition of ``network`` (the layout's) at the lakes: each lake its own
+        cluster.
+
+        ``cluster_of`` ``[N]`` is a partition (ids in topological order of
+        its cluster DAG, e.g. :func:`~hydroscale.partition.partition_network`).  Returns
+        ``(cluster_of [N], lake_cluster [L])``: every lake's reaches form one cluster; the
+        other reaches keep their cluster, split by stage (a cluster with reaches above and
+        below a lake would feed itself through it); ids in topological order, and within
+        each wave of the cluster DAG the lakes have the largest ids, so the linear clusters
+        of a wave are consecutive in engine rank (one batch) and so are its lakes (one
+        fused lake step)."""
+        from ._rivtree import RivTreeCluster  # here: the layout itself needs no clusters
+
+        base = np.asarray(cluster_of, dtype=np.int64)
+        n = self.reach_lake.size
+        if base.shape != (n,):
+            raise ValueError(f"cluster_of must be [N={n}], got {base.shape}")
+        lake = self.reach_lake >= 0
+        kind = np.where(lake, 2 * self.reach_stage, 2 * self.reach_stage + 1)
+        sub = np.where(lake, self.reach_lake, base)
+        width = int(max(base.max(initial=0), self.reach_lake.max(initial=0))) + 1
+        _, cl = np.unique(kind * width + sub, return_inverse=True)
+        cl = cl.reshape(-1).astype(np.int64)
+        waves = RivTreeCluster(network, cl).wave_of
+        n_c = int(cl.max()) + 1 if n else 0
+        is_lake = np.zeros(n_c, dtype=bool)
+        is_lake[cl[lake]] = True
+        new = np.empty(n_c, dtype=np.int64)
+        new[np.lexsort((np.arange(n_c), is_lake, waves))] = np.arange(n_c)
+        cl = new[cl]
+        return cl, cl[self.outlet]
+
     def stage_reaches(self, stage: int) -> np.ndarray:
         """Indices of the reaches outside lakes of ``stage`` (ascending)."""
         return np.flatnonzero((self.reach_stage == stage) & (self.reach_lake < 0))

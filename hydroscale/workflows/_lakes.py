@@ -1,8 +1,9 @@
 """A ``route`` workflow with ``routing.lakes: level_pool`` on one device.
 
-The network is routed by a :class:`~hydroscale.routing.LakeRouter` (the linear stages by the
-block-sparse engine, or the oracle; the lakes stepped at the sub-step), time chunk by time
-chunk with the lake levels and the stages' input histories carried
+The network is routed by a :class:`~hydroscale.routing.LakeRouter` (the linear reaches by the
+block-sparse engine with the lakes as node clusters stepped at the sub-step between its
+waves, or stage by stage by the oracle), time chunk by time chunk with the lake levels and
+the input histories carried
 (:class:`~hydroscale.routing.LakeState`), and written to the output store as the lake-free
 runs write it.  A warm start (``routing.initial``) sets the reaches outside lakes in the steady
 state of its discharge and each lake at the level releasing that discharge at its outlet
@@ -107,16 +108,15 @@ def route_single_lakes(
     kernels = None
     with torch.no_grad():
         if clustered:
-            with phase(progress, "kernels", f"aggregating the path kernels of "
-                       f"{len(router.stages)} stage(s)"):
+            with phase(progress, "kernels", f"aggregating the path kernels "
+                       f"({router.lakes.n_lakes} lakes as node clusters)"):
                 kernels = router.aggregate(params, run_steps=steps)
     t1 = time.perf_counter()
     windows = [None if k is None else int(k.window) for k in (kernels or [])]
     facts: dict[str, Any] = {
         "device": str(device), "dtype": rt["dtype"], "engine": f"lakes/{engine}",
-        "partition_s": 0.0, "setup_s": t1 - t0, "lake_stages": len(router.stages) - 1,
-        "stage_reaches": [int(st.reaches.size) for st in router.stages],
-        "stage_windows_substeps": windows,
+        "partition_s": 0.0, "setup_s": t1 - t0, "lake_stages": router.n_stages,
+        "windows": windows,
     }
     store, prepared = None, None
     if write and cfg["output"]["store"] is not None:
