@@ -12,6 +12,7 @@ from ._engines import (
     select_engine,
 )
 from ._inputs import check_runoff
+from ._lake_nodes import LakeNodes, LakeStep
 from ._lake_router import LakeRouter, LakeState, route_lakes, substep_params
 from ._lakes import LakeError, LakeLayout, Lakes
 from ._level_pool import (
@@ -35,6 +36,7 @@ from ._memory import (
     parse_bytes,
     peak_bytes,
 )
+from ._nodes import NodeRun
 from ._options import Routed, RoutingOptions
 from ._restart import RestartMismatchError, RouteState, restart_fingerprint
 from ._rivtree import RivTree, RivTreeCluster
@@ -48,7 +50,9 @@ from .rapid import rapid_coefficients, route_rapid
 __all__ = [
     "LakeError",
     "LakeLayout",
+    "LakeNodes",
     "LakeRouter",
+    "LakeStep",
     "LakeState",
     "Lakes",
     "route_lakes",
@@ -83,6 +87,7 @@ __all__ = [
     "available_bytes",
     "RoutingKernels",
     "StagedRouter",
+    "NodeRun",
     "WindowTruncationError",
     "causal_conv_fft",
     "check_fits",

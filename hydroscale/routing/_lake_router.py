@@ -35,6 +35,7 @@ import torch
 from ..irf import average_substeps, spread_to_substeps, stack_params
 from ..network import RiverNetwork, format_ids
 from ._engines import get_engine
+from ._lake_nodes import LakeNodes
 from ._lakes import LakeLayout, Lakes
 from ._level_pool import (
     LEVEL_POOL_PARAMS,
@@ -186,7 +187,7 @@ class LakeRouter(Routed):
         src = src[lay.reach_lake[down[src]] >= 0]  # reaches outside lakes draining into one
         self._into_lake = (torch.as_tensor(src, device=dev),
                            torch.as_tensor(lay.reach_lake[down[src]], device=dev))
-        self._run_index: dict[Any, tuple[torch.Tensor, ...]] = {}
+        self.nodes = LakeNodes(self.clusters, lay, dt=self.dt, substeps=self.f, device=dev)
 
     def _build_stages(self) -> None:
         lay, dev = self.layout, self.device
@@ -415,7 +416,6 @@ class LakeRouter(Routed):
                            ) -> torch.Tensor | tuple[torch.Tensor, LakeState]:
         """:meth:`forward` through the one StagedRouter, the lakes as its node clusters."""
         b, _, t = r.shape
-        f, dt_sub = self.f, self.dt / self.f
         kern = kernels[0] if kernels is not None else self.router.aggregate(self._p(params))
         q0_in = None
         if offsets is not None:
@@ -424,26 +424,17 @@ class LakeRouter(Routed):
             q0_in = torch.zeros(b, self.lakes.n_lakes, dtype=torch.float64,
                                 device=self.device).index_add(
                 1, lake, offsets[1].index_select(1, src).to(torch.float64))
-        parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        parts = []
+        nodes = self.nodes
 
         def step(run: NodeRun, runoff: torch.Tensor, inflow: torch.Tensor | None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-            lakes, mem, inl, ex = self._lake_index(run)
-            n_l = int(lakes.numel())
-            x = runoff.to(torch.float64)
-            sub = x.new_zeros(b, n_l, t).index_add(1, mem, x).unsqueeze(-1).expand(b, n_l, t, f)
-            if inflow is not None:
-                u = inflow.to(torch.float64)
-                sub = sub + u.new_zeros(b, n_l, f, t).index_add(1, inl, u).transpose(2, 3)
-            if q0_in is not None:
-                sub = sub + q0_in.index_select(1, lakes)[..., None, None]
-            sub = sub.reshape(b, n_l, t * f)
-            pk = {name: v.index_select(0, lakes) for name, v in lp.items()}
-            out, h1 = route_level_pool(sub, pk, dt_sub, elev.index_select(1, lakes))
-            parts.append((lakes, h1, sub.sum(-1) * dt_sub, out.sum(-1) * dt_sub))
-            o4 = out.view(b, n_l, t, f)
-            return (o4.mean(-1).index_select(1, mem),
-                    o4.transpose(2, 3).index_select(1, ex))
+            lakes = nodes.lakes_of(run)
+            dq, out, done = nodes.step(
+                run, runoff, inflow, elev.index_select(1, lakes), lp,
+                None if q0_in is None else q0_in.index_select(1, lakes))
+            parts.append(done)
+            return dq, out
 
         rs = state.stages[0] if state.stages else None
         out = self.router(r, kernels=kern, state=rs, return_state=return_state,
@@ -453,25 +444,16 @@ class LakeRouter(Routed):
             q = q + offsets[1].to(q.dtype)[..., None]
         self.last_lakes = {
             "elevation_start": elev.detach(),
-            "elevation_end": self._scatter_lakes([(i, h) for i, h, _, _ in parts], b).detach(),
-            "inflow_volume": self._scatter_lakes([(i, v) for i, _, v, _ in parts], b).detach(),
-            "outflow_volume": self._scatter_lakes([(i, v) for i, _, _, v in parts],
-                                                  b).detach(),
+            "elevation_end": self._scatter_lakes([(d.lakes, d.elevation) for d in parts],
+                                                 b).detach(),
+            "inflow_volume": self._scatter_lakes([(d.lakes, d.inflow_volume) for d in parts],
+                                                 b).detach(),
+            "outflow_volume": self._scatter_lakes([(d.lakes, d.outflow_volume)
+                                                   for d in parts], b).detach(),
         }
         if not return_state:
             return q
         return q, LakeState(self.last_lakes["elevation_end"], [new], state.steps + t)
-
-    def _lake_index(self, run: NodeRun) -> tuple[torch.Tensor, ...]:
-        """``(lakes [l], member -> lake [n], inlet -> lake [n_in], exit -> lake [n_exit])``
-        of a node run (positions among its lakes ``lakes``, ascending), built once."""
-        if run.key not in self._run_index:
-            rl = self.layout.reach_lake
-            lakes = np.unique(rl[run.reaches])
-            pos = [np.searchsorted(lakes, rl[a]) for a in (run.reaches, run.inlets, run.exits)]
-            self._run_index[run.key] = tuple(torch.as_tensor(a, device=self.device)
-                                             for a in (lakes, *pos))
-        return self._run_index[run.key]
 
     def _scatter_lakes(self, parts: list[tuple[torch.Tensor, torch.Tensor]], b: int
                        ) -> torch.Tensor:

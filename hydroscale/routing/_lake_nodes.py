@@ -1,0 +1,147 @@
+"""Level-pool lakes as node clusters of a partition cut at the lakes: :class:`LakeNodes`.
+
+The lake step both lake paths of the block-sparse engine share: the one-device
+:class:`~hydroscale.routing.LakeRouter` (its StagedRouter's ``node_step``) and the distributed
+runtime (a group of lakes, one task per time chunk).  A lake's inflow is the runoff of its
+reaches, constant over the ``f`` sub-steps of each step, plus the ``f`` polyphase channels of
+its inlets (the exits of the clusters feeding it); its outflow leaves as the ``f`` channels of
+its outlet, an exit.  All lakes of a call run in one fused time loop
+(:func:`~hydroscale.routing.route_level_pool`, float64 state).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._lakes import LakeLayout
+from ._level_pool import level_pool_params, route_level_pool
+from ._nodes import NodeRun
+from ._rivtree import RivTreeCluster
+
+__all__ = ["LakeNodes", "LakeStep"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LakeStep:
+    """What one lake step did: ``lakes [l]`` (indices into the layout's lakes), the
+    elevation after the last sub-step ``[B, l]`` (m), and the inflow and outflow volumes
+    ``[B, l]`` (m³), float64."""
+
+    lakes: torch.Tensor
+    elevation: torch.Tensor
+    inflow_volume: torch.Tensor
+    outflow_volume: torch.Tensor
+
+
+class LakeNodes:
+    """The lakes of ``layout`` as node clusters of ``clusters`` (every lake one cluster, e.g.
+    from :meth:`~hydroscale.routing.LakeLayout.cut`; a cluster may hold several lakes).
+
+    Parameters
+    ----------
+    clusters : the partition (its clusters holding lakes hold nothing else).
+    layout : the lakes bound to the same network.
+    dt : the routing step (s); lakes step at ``dt / substeps``.
+    substeps : ``f``, the sub-steps per routing step of the transfer channels.
+    device : where the index tensors live.
+    """
+
+    def __init__(self, clusters: RivTreeCluster, layout: LakeLayout, *, dt: float,
+                 substeps: int, device: Any = None) -> None:
+        self.clusters, self.layout = clusters, layout
+        self.dt, self.f = float(dt), int(substeps)
+        if not (np.isfinite(self.dt) and self.dt > 0):
+            raise ValueError(f"dt must be the routing step in seconds (> 0), got {dt}")
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        rl = layout.reach_lake
+        lake_c = np.zeros(clusters.n_clusters, dtype=bool)
+        lake_c[clusters.cluster_of[rl >= 0]] = True
+        mixed = np.flatnonzero(lake_c[clusters.cluster_of] & (rl < 0))
+        if mixed.size:
+            raise ValueError(f"clusters {np.unique(clusters.cluster_of[mixed])[:10].tolist()} "
+                             "hold lake reaches and reaches outside lakes: cut the partition "
+                             "at the lakes (LakeLayout.cut)")
+        self.is_lake_cluster = lake_c
+        self._index: dict[Any, tuple[torch.Tensor, ...]] = {}
+
+    def run_of(self, cluster: int) -> NodeRun:
+        """The :class:`NodeRun` of one cluster (its reaches, inlets and exits)."""
+        cs, c = self.clusters, int(cluster)
+        if not self.is_lake_cluster[c]:
+            raise ValueError(f"cluster {c} holds no lake")
+        (r0, r1), (e0, e1), (i0, i1) = (cs.reach_ptr_cluster[c], cs.exit_ptr_cluster[c],
+                                        cs.inlet_ptr_cluster[c])
+        return NodeRun(("cluster", c), np.array([c]), cs.order[r0:r1], cs.inlet_reach[i0:i1],
+                       cs.exit_reach[e0:e1])
+
+    def lakes_of(self, run: NodeRun) -> torch.Tensor:
+        """The lakes (indices, ascending) of a run."""
+        return self._run_index(run)[0]
+
+    def _run_index(self, run: NodeRun) -> tuple[torch.Tensor, ...]:
+        """``(lakes [l], member -> lake [n], inlet -> lake [n_in], exit -> lake [n_exit])``
+        of a run (positions among ``lakes``), built once."""
+        if run.key not in self._index:
+            rl = self.layout.reach_lake
+            lakes = np.unique(rl[run.reaches])
+            pos = [np.searchsorted(lakes, rl[a]) for a in (run.reaches, run.inlets, run.exits)]
+            self._index[run.key] = tuple(torch.as_tensor(a, device=self.device)
+                                         for a in (lakes, *pos))
+        return self._index[run.key]
+
+    def params(self, lake_params: Any = None) -> dict[str, torch.Tensor]:
+        """Level-pool parameters of all lakes (default the layout's), float64 ``[L]`` each,
+        on the device (tensors keep their graph)."""
+        lp = self.layout.lakes.params if lake_params is None else lake_params
+        if isinstance(lp, np.ndarray):
+            lp = torch.tensor(lp)
+        if torch.is_tensor(lp):
+            lp = lp.to(self.device)
+        p = level_pool_params(lp, self.layout.lakes.n_lakes)
+        return {k: v.to(self.device) for k, v in p.items()}
+
+    def step(self, run: NodeRun, runoff: torch.Tensor, inflow: torch.Tensor | None,
+             elevation: torch.Tensor, params: dict[str, torch.Tensor],
+             extra_inflow: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor, LakeStep]:
+        """Step the lakes of ``run`` over one time chunk.
+
+        Parameters
+        ----------
+        runoff : ``[B, n, T]`` runoff of the run's reaches (m³/s, step means).
+        inflow : ``[B, n_inlet, f, T]`` sub-step inflow of its inlets, or None.
+        elevation : ``[B, l]`` start elevation (m) of the run's lakes (:meth:`lakes_of`).
+        params : :meth:`params` (all lakes; rows of the run's are taken).
+        extra_inflow : optional constant inflow ``[B, l]`` (m³/s) per lake (a warm start's
+            discharge of the reaches feeding it).
+
+        Returns
+        -------
+        discharge ``[B, n, T]`` (each reach its lake's step-mean outflow), outflow
+        ``[B, n_exit, f, T]`` (the sub-step outflow at the run's exits) and the
+        :class:`LakeStep`.
+        """
+        lakes, mem, inl, ex = self._run_index(run)
+        b, _, t = runoff.shape
+        f, n_l = self.f, int(lakes.numel())
+        dt_sub = self.dt / f
+        x = runoff.to(torch.float64)
+        sub = x.new_zeros(b, n_l, t).index_add(1, mem, x).unsqueeze(-1).expand(b, n_l, t, f)
+        if inflow is not None:
+            u = inflow.to(torch.float64)
+            sub = sub + u.new_zeros(b, n_l, f, t).index_add(1, inl, u).transpose(2, 3)
+        if extra_inflow is not None:
+            sub = sub + extra_inflow.to(torch.float64)[..., None, None]
+        sub = sub.reshape(b, n_l, t * f)
+        pk = {name: v.index_select(0, lakes) for name, v in params.items()}
+        out, h1 = route_level_pool(sub, pk, dt_sub, elevation)
+        o4 = out.view(b, n_l, t, f)
+        done = LakeStep(lakes, h1, sub.sum(-1) * dt_sub, out.sum(-1) * dt_sub)
+        return o4.mean(-1).index_select(1, mem), o4.transpose(2, 3).index_select(1, ex), done
