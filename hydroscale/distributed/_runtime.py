@@ -49,7 +49,15 @@ from ..io import (
 )
 from ..network import RiverNetwork
 from ..partition import Partition
-from ..routing import RoutingOptions, RunPlan, check_truncation, parse_bytes, plan_run
+from ..routing import (
+    LakeLayout,
+    Lakes,
+    RoutingOptions,
+    RunPlan,
+    check_truncation,
+    parse_bytes,
+    plan_run,
+)
 from ._plan import WavePlan, map_workers, plan_waves
 from ._recovery import restart_points, worker_addresses
 from ._worker import (
@@ -181,10 +189,11 @@ def _wait_logged(futures: list[Any], what: str, on_progress: Any = None,
 
 def _run_data(run_id: str, plan: WavePlan, params: Any = None,
               options: RoutingOptions | None = None, batch_reaches: int = 1 << 62,
-              max_steps: int | None = None) -> RunData:
+              max_steps: int | None = None, dt: float | None = None) -> RunData:
     net = plan.network
+    lakes = None if plan.layout is None else plan.layout.lakes
     return RunData(run_id, net.ids, net.downstream, plan.group_of, plan.group_worker, params,
-                   options, int(batch_reaches), max_steps)
+                   options, int(batch_reaches), max_steps, lakes, dt)
 
 
 def _on_workers(client: Any, addrs: list[str], fn: Any, *args: Any, tag: str,
@@ -299,6 +308,12 @@ class DistributedRouter(Closing):
         aggregation (:class:`~hydroscale.routing.RunTooLargeError`).
     plan_only : stop once :attr:`run_plan` is known (the workers' routers are set up, no
         kernel is aggregated) and close: ``hydroscale route --plan``.
+    lakes : level-pool lakes (:class:`~hydroscale.routing.Lakes` or
+        :class:`~hydroscale.routing.LakeLayout`): the plan is cut at them
+        (:func:`plan_waves`), the lakes of each (wave, worker) stepped by one task per time
+        chunk in one fused loop, their elevation carried between chunks; lakes start at
+        their ``ifd`` elevation.  Needs ``dt``.
+    dt : the routing step (s), with lakes (:func:`route_distributed` takes the forcing's).
     """
 
     def __init__(
@@ -316,12 +331,22 @@ class DistributedRouter(Closing):
         time_chunk: int = 365,
         memory_limit: int | str | None = None,
         plan_only: bool = False,
+        lakes: Lakes | LakeLayout | None = None,
+        dt: float | None = None,
         **routing: Any,
     ) -> None:
         tic = time.perf_counter()
         self.client = client
+        if lakes is not None and dt is None:
+            raise ValueError("routing with lakes needs dt, the routing step in seconds (lakes "
+                             "are physical: their outflow depends on it)")
+        if plan is not None and lakes is not None and plan.layout is None:
+            raise ValueError("the plan given was not cut at the lakes: build it with "
+                             "plan_waves(..., lakes=lakes) or leave plan out")
         self.plan = plan or plan_waves(network, partition, max_group_reaches=batch_reaches,
-                                       placement=placement)
+                                       placement=placement, lakes=lakes)
+        if self.plan.layout is not None and dt is None:
+            raise ValueError("the plan is cut at lakes: give dt, the routing step in seconds")
         self.addrs = map_workers(client, self.plan.n_workers)
         self.run_id = uuid.uuid4().hex[:10]
         o = self.options = RoutingOptions.build(options, **routing)
@@ -335,7 +360,8 @@ class DistributedRouter(Closing):
             # every form hydroscale.route takes (mappings of scalars or arrays, DataArrays
             # aligned by reach id, [N, P] arrays), normalised the one way route does
             pv = np.asarray(params_tensor(network, o.spec, params).detach().cpu().numpy())
-        self._run_data = _run_data(self.run_id, self.plan, pv, o, batch_reaches, max_steps)
+        self._run_data = _run_data(self.run_id, self.plan, pv, o, batch_reaches, max_steps,
+                                   None if dt is None else float(dt))
         self._data = client.scatter(self._run_data, broadcast=True, hash=False)
         info = _on_workers(client, self.addrs, setup_task, self._data,
                            tag=f"setup-{self.run_id}", per_worker=lambda w: (w,))
@@ -364,6 +390,9 @@ class DistributedRouter(Closing):
             "batch_reaches": int(batch_reaches),
             "network": digest(p.network.ids, p.network.downstream), "params": None,
             "plan": digest(p.group_of, p.group_worker, p.order),
+            "lakes": None if p.layout is None else digest(
+                p.layout.lakes.ids, p.layout.lakes.reach_ids, p.layout.lakes.params,
+                p.layout.lakes.ifd, np.float64(dt)),
         }
         self._params = pv  # digested on the first pass that writes a store
         logger.info("DistributedRouter %s: %d groups on %d workers set up in %.2f s "
@@ -443,6 +472,9 @@ class DistributedRouter(Closing):
         pass_id = uuid.uuid4().hex[:10]
         g_n, c_n = plan.n_groups, len(chunks)
         base = None
+        if baseline is not None and plan.layout is not None:
+            raise ValueError("a baseline discharge is not supported with lakes (their outflow "
+                             "is not linear in the inflow): route the full forcing")
         if baseline is not None:
             base = np.asarray(baseline, np.float64)
             if base.shape != (plan.network.n_reaches,) or not np.isfinite(base).all():
@@ -658,7 +690,8 @@ def route_distributed(
     **keywords : those of :class:`DistributedRouter` (``options``: the routing, a
         :class:`~hydroscale.routing.RoutingOptions` amended by routing keywords such as
         ``irf="muskingum"``, ``substeps=24``, ``window=``; ``plan``, ``batch_reaches``,
-        ``placement``) and those of its pass, :meth:`DistributedRouter.route` (below).
+        ``placement``, ``lakes`` with ``dt``, by default the forcing's step) and those of
+        its pass, :meth:`DistributedRouter.route` (below).
         ``window="auto"`` is the largest of the workers' auto windows, at most the run's
         length, so every worker uses the single-device router's window; a window that leaves
         more than ``window_tolerance`` of an in-cluster path's response out of the run is
@@ -687,6 +720,8 @@ def route_distributed(
     passing = {k: keywords.pop(k) for k in list(keywords) if k in _PASS_KEYWORDS}
     forcing_store = _worker_forcing(forcing_store)  # a bad source fails before any set-up
     steps = int(passing.get("n_steps") or forcing_store.n_steps)
+    if keywords.get("lakes") is not None and keywords.get("dt") is None:
+        keywords["dt"] = forcing_store.interval_s
     with DistributedRouter(client, network, partition, params, max_steps=steps,
                            time_chunk=time_chunk,
                            **keywords) as dr:

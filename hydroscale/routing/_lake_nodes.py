@@ -22,6 +22,7 @@ from ._lakes import LakeLayout
 from ._level_pool import level_pool_params, route_level_pool
 from ._nodes import NodeRun
 from ._rivtree import RivTreeCluster
+from ._transfer import inlet_feed, sum_inflow
 
 __all__ = ["LakeNodes", "LakeStep"]
 
@@ -70,6 +71,26 @@ class LakeNodes:
                              "at the lakes (LakeLayout.cut)")
         self.is_lake_cluster = lake_c
         self._index: dict[Any, tuple[torch.Tensor, ...]] = {}
+        self._feed: dict[int, Any] = {}
+
+    def inflow_for(self, cluster: int, outflows: dict[int, torch.Tensor]
+                   ) -> torch.Tensor | None:
+        """The inlet inflow ``[B, n_inlet_c, f, T]`` of lake cluster ``cluster`` from the
+        outflows ``{upstream cluster: [B, n_exit, f, T]}`` feeding it (None without inlets),
+        as :meth:`~hydroscale.routing.StagedRouter.inflow_for` sums them."""
+        c = int(cluster)
+        if c not in self._feed:
+            self._feed[c] = inlet_feed(self.clusters, c, self.device)
+        return sum_inflow(self._feed[c], c, outflows)
+
+    def initial_elevation(self, run: NodeRun, batch: int,
+                          params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """NWM's start elevation (``ifd``) of the run's lakes, ``[B, l]`` float64 (m)."""
+        p = self.params() if params is None else params
+        lakes = self.lakes_of(run)
+        ifd = torch.tensor(self.layout.lakes.ifd, device=self.device)[lakes]
+        eo, emax = p["orifice_elevation"][lakes], p["max_elevation"][lakes]
+        return (eo + ifd * (emax - eo)).detach().unsqueeze(0).expand(batch, -1).clone()
 
     def run_of(self, cluster: int) -> NodeRun:
         """The :class:`NodeRun` of one cluster (its reaches, inlets and exits)."""
