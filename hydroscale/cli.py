@@ -443,10 +443,16 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     client = None
     if cfg["cluster"] is not None:
-        from .calibration.dashboard import page_url
+        from .calibration.dashboard import page_url, tunnel_hint
 
         client = _start_cluster(cfg["cluster"], args.verbose)
-        print(f"hydroscale: calibration page: {page_url(client)}", flush=True)
+        url = page_url(client)
+        print(f"hydroscale: calibration page: {url}", flush=True)
+        hint = tunnel_hint(url)
+        if hint is not None:
+            print(f"hydroscale: the scheduler runs on another host; from your machine run\n"
+                  f"  {hint[0]}\n(prefix the host with user@ if your login there differs) "
+                  f"and open {hint[1]}", flush=True)
     try:
         s = run_calibrate(cfg, progress=_progress_factory(not args.no_progress), client=client)
     finally:

@@ -35,8 +35,9 @@ from ._control import CalibrationControl
 from ._loop import CalibrationLoop, checked_periods, latest_checkpoint, read_checkpoint
 from ._optim import make_optimizer
 from ._options import CalibrationOptions, calibrator_options
-from .losses import gauge_loss
-from .metrics import kge, nse
+from ._summary import parameter_counts
+from .losses import gauge_loss, get_loss
+from .metrics import kge, nse, volume_error
 from .observations import GaugeObservations
 
 __all__ = ["Calibrator", "CHECKPOINT_FORMAT", "latest_checkpoint"]
@@ -208,21 +209,45 @@ class Calibrator(CalibrationLoop):
         loss.backward()
         self.optimizer.step()
         self.iteration += 1
-        rec = self._sim_record(sim.detach(), float(loss.detach()), time.perf_counter() - t0)
+        sim = sim.detach()
+        self._keep_sims(sim)
+        rec = self._sim_record(sim, float(loss.detach()), time.perf_counter() - t0)
         return self._finish_step(rec)
 
-    def _metrics(self, sim: torch.Tensor, period: slice) -> tuple[np.ndarray, np.ndarray]:
+    def _keep_sims(self, sim: torch.Tensor) -> None:
+        """The first guess (first iteration of the run) and the watched gauges' latest
+        series, batch member 0 (see :class:`CalibrationLoop`)."""
+        if self.first_guess is None:
+            self.first_guess = sim[0].to(torch.float32).cpu().numpy()
+        watched = self.watched()
+        if watched:
+            rows = sim[0, torch.as_tensor(watched, device=sim.device)].cpu().numpy()
+            self._keep_current(dict(zip(watched, rows)))
+
+    def _set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def _parameter_counts(self) -> dict[str, np.ndarray] | None:
+        with torch.no_grad():
+            return parameter_counts(self.model(), self.model.low, self.model.high, self._edges)
+
+    def _metrics(self, sim: torch.Tensor, period: slice) -> tuple[np.ndarray, ...]:
+        """Per-gauge NSE, KGE, relative volume error and loss ``[G]`` over ``period``."""
         a = period.start + self.warmup
         s = sim[..., a : period.stop].to(torch.float64)
         o = self._obs[..., a : period.stop].to(torch.float64)
         g_nse = nse(s, o).mean(0).cpu().numpy()
         g_kge = kge(s, o).mean(0).cpu().numpy()
-        return g_nse, g_kge
+        g_bias = volume_error(s.cpu().numpy(), o.cpu().numpy()).mean(0)
+        g_loss = get_loss(self.loss_name)(s, o.expand_as(s)).mean(0).cpu().numpy()
+        return g_nse, g_kge, g_bias, g_loss
 
     def _sim_record(self, sim: torch.Tensor, loss: float, seconds: float) -> dict[str, Any]:
-        metrics = dict(zip(("nse", "kge"), self._metrics(sim, self.train)))
+        metrics = dict(zip(("nse", "kge", "bias"), self._metrics(sim, self.train)))
         if self.validation is not None:
-            metrics.update(zip(("val_nse", "val_kge"), self._metrics(sim, self.validation)))
+            metrics.update(zip(("val_nse", "val_kge", "val_bias", "val_loss"),
+                               self._metrics(sim, self.validation)))
         rec = self._record(loss, seconds, metrics)
         if self.device.type == "cuda":
             rec["device_memory"] = float(torch.cuda.max_memory_allocated(self.device))

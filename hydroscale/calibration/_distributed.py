@@ -112,20 +112,42 @@ class DistributedCalibrator(CalibrationLoop, Closing):
 
     # ------------------------------------------------------------------ one iteration
     def _progress(self, phase: str, wave: int, waves: int) -> None:
+        done = getattr(self.engine.runtime, "groups_done", None) or {}
         self._emit({"kind": "progress", "phase": phase, "wave": wave, "waves": waves,
-                    "iteration": self.iteration + 1})
+                    "iteration": self.iteration + 1,
+                    "workers": [{"worker": a, **{ph: [int(x) for x in d[w]]
+                                                 for ph, d in done.items()}}
+                                for w, a in enumerate(self.engine.addrs)] if done else []})
+
+    def _set_lr(self, lr: float) -> None:
+        self.engine.set_lr(lr)
+
+    def _parameter_counts(self) -> dict[str, np.ndarray] | None:
+        return getattr(self, "_counts", None)
 
     def step(self) -> dict[str, Any]:
         """One iteration on the workers (forward waves, backward waves, tree reduction,
         optimiser steps); returns its record (as :meth:`Calibrator.step`, plus
         ``worker_memory``: peak device bytes per worker, 0 on CPU, and ``recoveries``)."""
         use = self._sample_gauges()
-        res = self.engine.iterate(use, training=True, step=True)
+        first = self.first_guess is None  # the first iteration returns every gauge's series
+        watched = self.watched()
+        res = self.engine.iterate(use, training=True, step=True, keep_sims=first,
+                                  watch=watched)
         self.iteration = self.engine.iteration
-        metrics = {k: res[k] for k in ("nse", "kge", "val_nse", "val_kge") if k in res}
+        if first:
+            sims = res.pop("sims")
+            self.first_guess = np.asarray(sims[0], np.float32)
+            res["watched"] = {k: sims[:, k] for k in watched}
+        self._keep_current({k: s[0] for k, s in res["watched"].items()})
+        self._counts = res.get("param_counts")
+        metrics = {k: res[k] for k in ("nse", "kge", "bias", "val_nse", "val_kge", "val_bias",
+                                       "val_loss") if k in res}
         rec = self._record(res["loss"], res["seconds"], metrics)
         rec["worker_memory"] = [{"worker": a, "peak_bytes": int(b)}
                                 for a, b in zip(self.engine.addrs, res["peak_bytes"])]
+        rec["worker_timers"] = [{"worker": a, **{k: float(v) for k, v in t.items()}}
+                                for a, t in zip(self.engine.addrs, res["timers"])]
         rec["device_memory"] = float(max(res["peak_bytes"], default=0))
         rec["recoveries"] = res["recoveries"]
         return self._finish_step(rec)

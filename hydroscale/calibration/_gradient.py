@@ -42,6 +42,7 @@ from ._loop import checked_periods
 from ._objective import FreeSlice, GaugeWork, loss_defined
 from ._options import CalibrationOptions, build_options
 from ._sources import as_runoff_source, window_index
+from ._summary import histogram_edges
 from .observations import GaugeObservations
 
 __all__ = ["DistributedGradient", "IterationInterrupted"]
@@ -148,6 +149,10 @@ class DistributedGradient(Closing):
             Path(self.snapshot_dir).mkdir(parents=True, exist_ok=True)
         self.iteration = 0
         self.progress = None
+        try:  # the parameter histograms the workers report after each step
+            self.edges: np.ndarray | None = histogram_edges(model.low, model.high)
+        except (AttributeError, TypeError, ValueError):
+            self.edges = None
         self.runtime = WaveRuntime(
             client, network, partition, routing, self._work, max_steps=observations.n_steps,
             recoverable=self.snapshot_dir is not None,
@@ -218,8 +223,21 @@ class DistributedGradient(Closing):
                 "validation": None if self.validation is None else
                 (self.validation.start + self.warmup, self.validation.stop)}
         cal = self.calibration
-        return GaugeWork(model, shared, source, self._gauge_part(plan, worker), loss,
-                         (cal.optimizer, float(cal.lr)), self.snapshot_dir)
+        work = GaugeWork(model, shared, source, self._gauge_part(plan, worker), loss,
+                         (cal.optimizer, float(cal.lr)), self.snapshot_dir, self.edges)
+        work.lr_override = getattr(self, "_lr", None)  # restored with the snapshot
+        return work
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the workers' optimisers (see :meth:`set_lr`)."""
+        return float(getattr(self, "_lr", self.calibration.lr))
+
+    def set_lr(self, lr: float) -> None:
+        """Every worker's optimiser steps with learning rate ``lr`` from its next step on
+        (a run set up again after a lost worker keeps it: its snapshot holds it too)."""
+        self._lr = float(lr)
+        self.runtime.call("set_lr", self._lr)
 
     def _snapshot(self) -> None:
         if self.snapshot_dir is not None:
@@ -251,7 +269,8 @@ class DistributedGradient(Closing):
 
     def iterate(self, use: np.ndarray | None = None, *, training: bool = True,
                 step: bool = True, keep_sims: bool = False,
-                windows: tuple[np.ndarray, int] | None = None) -> dict[str, Any]:
+                windows: tuple[np.ndarray, int] | None = None,
+                watch: Any = ()) -> dict[str, Any]:
         """One pass: forward (and backward when ``training``; optimiser step when ``step``).
 
         Parameters
@@ -259,6 +278,8 @@ class DistributedGradient(Closing):
         use : bool ``[G]`` gauges counted in the loss (default all).
         training, step, keep_sims : backward; optimiser step; return the discharge at the
             gauges.
+        watch : gauge numbers whose discharge is returned without ``keep_sims``
+            (``watched``: number -> ``[B, T]``), a few for the dashboard.
         windows : None (route the whole period; loss over the training period after
             warm-up) or ``(starts [B], L)``: a batch of ``B`` windows of ``L`` steps cut from
             the one runoff series (the source is told, see the source protocol), each
@@ -268,8 +289,11 @@ class DistributedGradient(Closing):
         Returns
         -------
         dict: ``loss`` (float), per-gauge ``nse``, ``kge`` (and ``val_nse``, ``val_kge``)
-        ``[G]`` of the routed parameters, ``peak_bytes`` and ``timers`` per worker, ``sims``
-        ``[B, G, T or L]`` (with ``keep_sims``), ``seconds``, ``recoveries``.
+        ``[G]`` of the routed parameters (and ``bias``, ``val_bias``: relative volume error;
+        ``val_loss``: the per-gauge loss on the validation period),
+        ``peak_bytes`` and ``timers`` per worker, ``sims`` ``[B, G, T or L]`` (with
+        ``keep_sims``), ``watched``, ``param_counts`` (histograms of the parameters after the
+        step, summed over workers; None without a step), ``seconds``, ``recoveries``.
         """
         t0 = time.perf_counter()
         use = np.ones(len(self.gauges), bool) if use is None else np.asarray(use, bool)
@@ -281,7 +305,8 @@ class DistributedGradient(Closing):
         if windows is None:
             use = use & self.defined
         self.runtime.progress = self.progress
-        pass_args = {"use": use, "norm": norm, "windows": windows, "keep_sims": keep_sims}
+        pass_args = {"use": use, "norm": norm, "windows": windows, "keep_sims": keep_sims,
+                     "watch": np.asarray(watch, np.int64)}
         per, attempts = self.runtime.run_pass(pass_args, training=training, step=step,
                                               iteration=self.iteration + 1)
         if training and step:
@@ -297,15 +322,23 @@ class DistributedGradient(Closing):
         out: dict[str, Any] = {"loss": per[0]["value"],
                                "peak_bytes": [p["peak_bytes"] for p in per],
                                "timers": [p["timers"] for p in per]}
-        keys = ("nse", "kge")
+        keys = ("nse", "kge", "bias")
         if self.validation is not None and windows is None:
-            keys += ("val_nse", "val_kge")
+            keys += ("val_nse", "val_kge", "val_bias", "val_loss")
         for k in keys:
             out[k] = np.full(g_n, np.nan)
         for p in per:
             for m in p["metrics"]:
                 for k in keys:
                     out[k][m["number"]] = m[k]
+        counts = [p["counts"] for p in per if p.get("counts") is not None]
+        out["param_counts"] = ({k: sum(c[k] for c in counts) for k in counts[0]}
+                               if counts else None)
+        out["watched"] = {}
+        if not keep_sims:
+            for p in per:
+                for numbers, s in p["sims"].values():
+                    out["watched"].update({int(n): s[:, i] for i, n in enumerate(numbers)})
         if keep_sims:
             t = self.observations.n_steps if windows is None else windows[1]
             b = self.batch if windows is None else len(windows[0])

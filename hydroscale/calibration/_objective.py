@@ -24,8 +24,9 @@ from torch import nn
 from ..irf import to_bounded
 from ._optim import make_optimizer
 from ._sources import source_parameters, window_index
+from ._summary import parameter_counts
 from .losses import get_loss
-from .metrics import kge, nse
+from .metrics import kge, nse, volume_error
 
 __all__ = ["FreeSlice", "GaugeWork", "STATE_FORMAT", "loss_defined"]
 
@@ -91,11 +92,16 @@ class GaugeWork:
     loss : ``name``, ``warmup``, ``train`` and ``validation`` (step ranges after warm-up).
     optimizer : ``(name or callable, lr)``.
     snapshot_dir : folder of the per-iteration snapshots (every worker sees it), or None.
+    edges : bin edges ``[P, bins + 1]`` of the parameter histograms reported after each
+        step (:func:`~hydroscale.calibration._summary.parameter_counts` of the worker's
+        reaches), or None (no histograms).
     """
 
     def __init__(self, model: nn.Module, shared: bool, source: Any,
                  gauges: dict[int, tuple], loss: dict[str, Any], optimizer: tuple[Any, float],
-                 snapshot_dir: str | None) -> None:
+                 snapshot_dir: str | None, edges: np.ndarray | None = None) -> None:
+        self.edges = edges
+        self.lr_override: float | None = None  # a learning rate set during the run
         self.model, self.shared = model, bool(shared)
         self.source = source
         self._gauge_args = gauges
@@ -126,6 +132,18 @@ class GaugeWork:
                                         + self.local_parameters(), lr)
         self.metrics: dict[int, dict[str, np.ndarray]] = {}
         self.sims: dict[int, np.ndarray] = {}
+        self.counts: dict[str, np.ndarray] | None = None
+
+    def set_lr(self, lr: float) -> float:
+        """Learning rate ``lr`` for every following optimiser step (kept over a restore)."""
+        self.lr_override = float(lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = float(lr)
+        return float(lr)
+
+    def lr(self) -> list[float]:
+        """The optimiser's learning rate per parameter group."""
+        return [float(g["lr"]) for g in self.optimizer.param_groups]
 
     def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's bounds for the worker's rows: every parameter it may produce."""
@@ -151,12 +169,15 @@ class GaugeWork:
     # ------------------------------------------------------------------ one pass
     def begin(self, pass_args: dict[str, Any], training: bool) -> None:
         """``pass_args``: ``use`` (bool ``[G]`` gauges in the loss), ``norm`` (the loss's
-        denominator), ``windows`` (None or ``(starts [B], L)``) and ``keep_sims``."""
+        denominator), ``windows`` (None or ``(starts [B], L)``), ``keep_sims`` and
+        optionally ``watch`` (gauge numbers whose discharge is reported even without
+        ``keep_sims``)."""
         dev = self.ctx.device
         self.use = torch.as_tensor(np.asarray(pass_args["use"], bool), device=dev)
         self.norm = float(pass_args["norm"])
         self.windows = pass_args["windows"]
         self.keep_sims = bool(pass_args["keep_sims"])
+        self.watch = np.asarray(pass_args.get("watch", ()), np.int64)
         for gg in self.gauges.values():
             gg.obs_w = gg.defined_w = None
             if self.windows is not None:
@@ -167,7 +188,7 @@ class GaugeWork:
         begin = getattr(self.source, "begin", None)
         if begin is not None:
             begin(self.windows)
-        self.metrics, self.sims = {}, {}
+        self.metrics, self.sims, self.counts = {}, {}, None
 
     def read(self, group: int, reaches: np.ndarray) -> torch.Tensor:
         return self.source.read(group, reaches)
@@ -223,18 +244,34 @@ class GaugeWork:
             a, b = period
             out[key + "nse"] = nse(s[..., a:b], o[..., a:b]).mean(0).cpu().numpy()
             out[key + "kge"] = kge(s[..., a:b], o[..., a:b]).mean(0).cpu().numpy()
+            out[key + "bias"] = volume_error(s[..., a:b].cpu().numpy(),
+                                             o[..., a:b].cpu().numpy()).mean(0)
+            if key:  # the validation loss (the training loss is the pass's value)
+                ob = o[..., a:b].expand_as(s[..., a:b])
+                out[key + "loss"] = get_loss(self.loss_name)(s[..., a:b], ob).mean(0
+                                                                                ).cpu().numpy()
         self.metrics[g] = out
         if self.keep_sims:
             self.sims[g] = s.cpu().numpy()
+        elif self.watch.size:
+            pick = np.flatnonzero(np.isin(gg.number, self.watch))
+            if pick.size:  # [B, k', T] of the watched gauges, with their numbers
+                self.sims[g] = (gg.number[pick], s[:, torch.as_tensor(pick)].cpu().numpy())
 
     def step(self, iteration: int, step: bool) -> None:
         if step:
             self.optimizer.step()
             if self.snapshot_dir is not None:
                 self._save(self._snapshot_path(iteration), iteration)
+            if self.edges is not None:  # P x bins counts: small, whatever the reaches
+                with torch.no_grad():
+                    low, high = self.bounds()
+                    self.counts = parameter_counts(self.parameters(False), low, high,
+                                                   self.edges)
 
     def report(self) -> dict[str, Any]:
-        out = {"metrics": list(self.metrics.values()), "sims": dict(self.sims)}
+        out = {"metrics": list(self.metrics.values()), "sims": dict(self.sims),
+               "counts": self.counts}
         self.sims = {}
         return out
 
@@ -274,8 +311,12 @@ class GaugeWork:
         return self._save(self._snapshot_path(iteration), iteration)
 
     def restore(self, iteration: int) -> int:
-        """Load this worker's snapshot of ``iteration`` (after a lost worker)."""
-        return self.load(self._snapshot_path(iteration), iteration)
+        """Load this worker's snapshot of ``iteration`` (after a lost worker), keeping the
+        learning rate this work was built with (a rate set after that snapshot holds)."""
+        done = self.load(self._snapshot_path(iteration), iteration)
+        if self.lr_override is not None:
+            self.set_lr(self.lr_override)
+        return done
 
     def load(self, path: str, iteration: int) -> int:
         """Restore parameters and optimiser state from a file written by :meth:`save` or a

@@ -3,30 +3,43 @@
 How it plugs in: :class:`CalibrationDashboardPlugin` is a scheduler plugin.  When it starts on
 the scheduler it
 
-- adds three routes to the scheduler's HTTP application (the dashboard's tornado app, same
-  port): ``/calibration`` (the page), ``/calibration/state.json`` (what the page polls,
-  read-only) and ``/calibration/control`` (POST ``{"action": "pause"|"resume"|"stop"}``, see
-  below);
+- adds routes to the scheduler's HTTP application (the dashboard's tornado app, same port):
+  ``/calibration`` (the page), ``/calibration/state.json`` (the light state the page polls:
+  run state, iteration, waves and groups per worker, memory, timings, the action log),
+  ``/calibration/update.json?sort=nse&desc=0&page=0`` (curves, one page of the per-gauge
+  table, the map's points, parameter histograms, hydrographs: rebuilt at most once per
+  iteration, see :mod:`~hydroscale.calibration._board`),
+  ``/calibration/hydrograph.json?gauge=<reach id>`` (asks for a gauge's hydrograph) and
+  ``/calibration/control`` (POST ``{"action": "pause"|"resume"|"stop"|"checkpoint"}`` or
+  ``{"action": "lr", "lr": 0.01}``, see below);
 - appends ``calibration`` to the dashboard's navigation (the ``pages`` list of
   ``distributed.dashboard.scheduler.template_variables``, shared by every dashboard page);
 - registers a scheduler handler ``hydroscale_calibration`` through which a calibration running
   in a client sends its events and receives the page's pause/resume/stop requests.
 
 The page (package data: ``templates/calibration.html``, a Jinja template) extends the
-dashboard's own ``base.html`` template (same navigation bar and style) and draws with a few
-lines of JavaScript and SVG, so it needs nothing beyond what the dashboard already serves.
-It shows the loss and the median training NSE/KGE per iteration, per-gauge NSE/KGE, progress
-(iterations; for a :class:`~hydroscale.calibration.DistributedCalibrator` also the
-forward/backward wave of the running iteration), and GPU memory per worker (from the workers'
-NVML metrics when they have GPUs, and the peak of the last iteration that a distributed
-calibrator reports per worker, 0 on CPU) and of the calibrating device.
+dashboard's own ``base.html`` template (same navigation bar and style) and embeds a Bokeh
+layout (:mod:`~hydroscale.calibration._page`, drawn by the BokehJS the dashboard serves: no
+CDN).  It shows the training and validation loss per iteration (log axis, hover), median and
+minimum NSE and KGE for training and validation, a per-gauge table (paged, sorted on the
+scheduler by NSE, KGE or volume bias), a map of the gauges coloured by NSE when the network
+has ``lat``/``lon`` (NWM RouteLink), the hydrograph of a clicked gauge (observed, first guess,
+current; the validation period shaded), parameter histograms now against the first guess with
+the share at a bound, progress (iterations; for a
+:class:`~hydroscale.calibration.DistributedCalibrator` the wave and the groups done per
+worker), seconds per iteration and per-worker timings, and device memory per worker (NVML
+when the workers have GPUs, otherwise the words "no GPU").  Steering: pause, resume, stop
+after the current iteration (the workflow then writes its outputs), take a checkpoint now,
+change the learning rate; each action is logged in the run's history
+(:attr:`CalibrationLoop.actions <hydroscale.calibration.Calibrator.actions>`) and shown.
 
 On the client side, :func:`attach_dashboard` registers the plugin if needed, forwards a
-:class:`~hydroscale.calibration.Calibrator`'s events and applies the page's requests to its
-:class:`~hydroscale.calibration.CalibrationControl` (a background thread polls while the loop
-is paused).  It returns a :class:`DashboardLink` whose ``url`` is the page's address.
+calibrator's events and applies the page's requests to its
+:class:`~hydroscale.calibration.CalibrationControl` and its watched gauges (a background
+thread polls every ``interval`` seconds).  It returns a :class:`DashboardLink` whose ``url``
+is the page's address.
 
-Who may pause, resume or stop: every attach makes a new secret token (``link.token``) and hands
+Who may steer: every attach makes a new secret token (``link.token``) and hands
 it to the scheduler, which embeds it in the page it serves.  A control request must
 
 - come from the page's own origin: an ``Origin`` (or, without one, ``Referer``) header naming
@@ -49,115 +62,27 @@ import logging
 import math
 import secrets
 import threading
-import time
 from functools import cache
 from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
 from distributed.diagnostics.plugin import SchedulerPlugin
 from tornado import web
 
+from ._board import SORT_KEYS, Board
 from ._control import CalibrationControl
 
 __all__ = ["CalibrationDashboardPlugin", "DashboardLink", "attach_dashboard", "page_url",
-           "PLUGIN_NAME", "TOKEN_HEADER"]
+           "tunnel_hint", "PLUGIN_NAME", "TOKEN_HEADER"]
 
 logger = logging.getLogger(__name__)
 
 PLUGIN_NAME = "hydroscale-calibration"
 HANDLER = "hydroscale_calibration"
 TOKEN_HEADER = "X-Hydroscale-Token"
-_SERIES = ("iteration", "loss", "nse_median", "kge_median", "nse_min", "val_nse_median")
-
-
-class _Board:
-    """What the page shows: the state of the latest calibration run (scheduler side)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.reset()
-
-    def reset(self) -> None:
-        self.run = 0
-        self.state = "idle"
-        self.requested = "running"
-        self.iteration = 0
-        self.total = 0
-        self.engine = ""
-        self.series: dict[str, list[float]] = {k: [] for k in _SERIES}
-        self.gauge_ids: list[int] = []
-        self.gauge_nse: list[float] = []
-        self.gauge_kge: list[float] = []
-        self.device_memory: float | None = None
-        self.waves: dict[str, Any] = {"iteration": None, "forward": None, "backward": None}
-        self.worker_peak: dict[str, float] = {}
-        self.updated = time.time()
-
-    def event(self, ev: dict[str, Any]) -> None:
-        with self.lock:
-            kind = ev.get("kind")
-            if kind == "start":
-                run = self.run + 1
-                self.reset()
-                self.run = run
-                self.state = "running"
-                self.total = int(ev.get("total", 0))
-                self.iteration = int(ev.get("iteration", 0))
-                self.gauge_ids = [int(i) for i in ev.get("gauge_ids", [])]
-                self.engine = str(ev.get("engine", ""))
-            elif kind == "iteration":
-                self.iteration = int(ev["iteration"])
-                for k in _SERIES:
-                    self.series[k].append(_num(ev.get(k)))
-                self.gauge_nse = [_num(v) for v in ev.get("gauge_nse", [])]
-                self.gauge_kge = [_num(v) for v in ev.get("gauge_kge", [])]
-                if ev.get("device_memory") is not None:
-                    self.device_memory = _num(ev["device_memory"])
-                for w in ev.get("worker_memory") or []:
-                    self.worker_peak[str(w["worker"])] = _num(w["peak_bytes"])
-            elif kind == "progress":
-                it = int(ev.get("iteration", 0))
-                if self.waves["iteration"] != it:
-                    self.waves = {"iteration": it, "forward": None, "backward": None}
-                self.waves[str(ev["phase"])] = [int(ev["wave"]), int(ev["waves"])]
-            elif kind == "status":
-                self.state = str(ev["state"])
-            elif kind == "end":
-                self.state = "stopped" if ev.get("reason") == "stopped" else "finished"
-                self.iteration = int(ev.get("iteration", self.iteration))
-            self.updated = time.time()
-
-    def request(self, action: str) -> str:
-        wanted = {"pause": "paused", "resume": "running", "stop": "stopped"}
-        if action not in wanted:
-            raise ValueError(f"unknown action {action!r}; use pause, resume or stop")
-        with self.lock:
-            if self.requested != "stopped":
-                self.requested = wanted[action]
-            return self.requested
-
-    def snapshot(self, workers: list[dict[str, Any]]) -> dict[str, Any]:
-        with self.lock:
-            workers = [{**w, "peak_bytes": self.worker_peak.get(w["address"])}
-                       for w in workers]
-            return {
-                "run": self.run, "state": self.state, "requested": self.requested,
-                "iteration": self.iteration, "total": self.total, "engine": self.engine,
-                "series": {k: list(v) for k, v in self.series.items()},
-                "gauges": {"ids": list(self.gauge_ids), "nse": list(self.gauge_nse),
-                           "kge": list(self.gauge_kge)},
-                "device_memory": self.device_memory, "workers": workers,
-                "waves": dict(self.waves), "updated": self.updated,
-            }
-
-
-def _num(v: Any) -> float | None:
-    """JSON-safe float (NaN/inf -> None)."""
-    if v is None:
-        return None
-    v = float(v)
-    return v if math.isfinite(v) else None
+ACTIONS = ("pause", "resume", "stop", "checkpoint", "lr")
 
 
 def _gpu_workers(scheduler: Any) -> list[dict[str, Any]]:
@@ -193,6 +118,51 @@ class _StateHandler(_Handler):
         self.write(json.dumps(self.plugin.state()))
 
 
+def _plain(handler: web.RequestHandler, status: int, message: str) -> None:
+    handler.set_status(status)
+    handler.set_header("Content-Type", "text/plain; charset=utf-8")
+    handler.set_header("X-Content-Type-Options", "nosniff")
+    handler.set_header("Cache-Control", "no-store")
+    handler.finish(message + "\n")
+
+
+class _UpdateHandler(_Handler):
+    """The heavy view for one table query (``sort``, ``desc``, ``page``)."""
+
+    def get(self) -> None:
+        sort = self.get_query_argument("sort", "nse")
+        if sort not in SORT_KEYS:
+            _plain(self, 400, f"sort must be one of {', '.join(SORT_KEYS)}, got {sort[:40]!r}")
+            return
+        try:
+            page = int(self.get_query_argument("page", "0"))
+        except ValueError:
+            _plain(self, 400, "page must be an integer")
+            return
+        desc = self.get_query_argument("desc", "0") in ("1", "true")
+        _, body = self.plugin.board.update(sort, desc, page)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.write(body)
+
+
+class _HydrographHandler(_Handler):
+    """``?gauge=<reach id>``: what the board holds of that gauge (``{"pending": true}`` until
+    the calibration sent it) and a request that the calibration send it."""
+
+    def get(self) -> None:
+        try:
+            gauge = int(self.get_query_argument("gauge"))
+            held = self.plugin.board.watch(gauge)
+        except (ValueError, web.MissingArgumentError) as err:
+            _plain(self, 400, f"{err}"[:200])
+            return
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.write(json.dumps(held if held is not None else {"gauge": gauge,
+                                                              "pending": True}))
+
+
 class _Refused(Exception):
     """A control request refused with ``status`` and a plain-text ``message``."""
 
@@ -203,7 +173,8 @@ class _Refused(Exception):
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_ACTION_EXAMPLE = '{"action": "pause"} (or "resume", "stop")'
+_ACTION_EXAMPLE = ('{"action": "pause"} (or "resume", "stop", "checkpoint"), or '
+                   '{"action": "lr", "lr": 0.01}')
 
 
 def _origin(url: str) -> tuple[str, str, int] | None:
@@ -226,14 +197,22 @@ class _ControlHandler(_Handler):
         try:
             self._check_origin()
             self._check_token()
-            requested = self.plugin.board.request(self._action())
+            action, body = self._action()
         except _Refused as refused:
             self._refuse(refused)
             return
-        logger.info("dashboard requested %s", requested)
+        board = self.plugin.board
+        if action in ("pause", "resume", "stop"):
+            reply: dict[str, Any] = {"requested": board.request(action)}
+            logger.info("dashboard requested %s", reply["requested"])
+        else:
+            cmd = {"action": action, **({"lr": body["lr"]} if action == "lr" else {})}
+            board.command(cmd)
+            logger.info("dashboard requested %s", cmd)
+            reply = {"queued": cmd, "requested": board.requested}
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
-        self.write(json.dumps({"requested": requested}))
+        self.write(json.dumps(reply))
 
     def _refuse(self, refused: _Refused) -> None:
         level = logging.WARNING if refused.status == 403 else logging.INFO
@@ -269,7 +248,7 @@ class _ControlHandler(_Handler):
             raise _Refused(403, f"wrong {TOKEN_HEADER}: the page may be from an earlier "
                                 "calibration (reload the page)")
 
-    def _action(self) -> str:
+    def _action(self) -> tuple[str, dict[str, Any]]:
         media = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if media != "application/json":
             raise _Refused(415, f"send the action as JSON with Content-Type: application/json, "
@@ -285,10 +264,16 @@ class _ControlHandler(_Handler):
         if "action" not in body:
             raise _Refused(400, f'the body has no "action"; send {_ACTION_EXAMPLE}')
         action = body["action"]
-        if action not in ("pause", "resume", "stop"):
+        if action not in ACTIONS:
             raise _Refused(400, f"unknown action {json.dumps(action)[:40]}; send "
                                 f"{_ACTION_EXAMPLE}")
-        return action
+        if action == "lr":
+            lr = body.get("lr")
+            if isinstance(lr, bool) or not isinstance(lr, (int, float)) \
+                    or not (math.isfinite(lr) and lr > 0):
+                raise _Refused(400, f"the learning rate must be a number > 0, got "
+                                    f"{json.dumps(lr)[:40]}; send {_ACTION_EXAMPLE}")
+        return action, body
 
 
 class CalibrationDashboardPlugin(SchedulerPlugin):
@@ -308,7 +293,7 @@ class CalibrationDashboardPlugin(SchedulerPlugin):
         self.token: str | None = None  # the attached calibration's, see attach_dashboard
 
     async def start(self, scheduler: Any) -> None:
-        self.board = _Board()  # made here: the plugin is pickled to reach the scheduler
+        self.board = Board()  # made here: the plugin is pickled to reach the scheduler
         self.scheduler = scheduler
         scheduler.handlers[HANDLER] = self.handle
         app = getattr(scheduler, "http_application", None)
@@ -319,6 +304,8 @@ class CalibrationDashboardPlugin(SchedulerPlugin):
         app.add_handlers(r".*", [
             (base, _PageHandler, {"plugin": self}),
             (base + "/state.json", _StateHandler, {"plugin": self}),
+            (base + "/update.json", _UpdateHandler, {"plugin": self}),
+            (base + "/hydrograph.json", _HydrographHandler, {"plugin": self}),
             (base + "/control", _ControlHandler, {"plugin": self}),
         ])
         pages = self._template_variables().get("pages")
@@ -338,8 +325,10 @@ class CalibrationDashboardPlugin(SchedulerPlugin):
                token: str | None = None) -> dict[str, Any]:
         """Scheduler handler: ``action="attach"`` installs ``token``, the one the page embeds and
         its control requests must carry (each attach replaces the previous calibration's);
-        ``action="event"`` records ``event``; every action returns the state the page requests
-        (``running``, ``paused`` or ``stopped``)."""
+        ``action="event"`` records ``event``; every action returns what the link applies
+        (:meth:`Board.take <hydroscale.calibration._board.Board.take>`: the state the page
+        requests, ``running``, ``paused`` or ``stopped``; queued commands; gauges whose
+        hydrographs the page asked for)."""
         if action == "attach":
             if not isinstance(token, str) or len(token) < 32:
                 raise ValueError("attach needs the calibration's token (a string of at least 32 "
@@ -355,12 +344,11 @@ class CalibrationDashboardPlugin(SchedulerPlugin):
             self.board.request(str((event or {}).get("action")))
         elif action not in ("event", "poll"):
             raise ValueError(f"unknown action {action!r}; use attach, event, poll or request")
-        with self.board.lock:
-            return {"requested": self.board.requested}
+        return self.board.take()
 
     def state(self) -> dict[str, Any]:
-        """Everything the page shows (JSON-safe)."""
-        return self.board.snapshot(_gpu_workers(self.scheduler))
+        """The light state the page polls (JSON-safe)."""
+        return self.board.status(_gpu_workers(self.scheduler))
 
     def render_page(self) -> str:
         """The page's HTML: :func:`_page` rendered inside the dashboard's ``base.html``."""
@@ -370,10 +358,14 @@ class CalibrationDashboardPlugin(SchedulerPlugin):
         templates = FileSystemLoader(distributed.http.__path__[0] + "/templates")
         env = Environment(loader=ChoiceLoader([DictLoader({"calibration.html": _page()}),
                                                templates]), autoescape=True)
+        from ._page import page_item
+
         tv = self._template_variables()
+        meta = self.board.meta()
         return env.get_template("calibration.html").render(
             pages=tv.get("pages", []), plots=tv.get("plots", []),
             jupyter=tv.get("jupyter", False), prefix=self.prefix, token=self.token or "",
+            run=meta["run"], item=json.dumps(page_item(meta)).replace("</", "<\\/"),
         )
 
 
@@ -386,9 +378,10 @@ class DashboardLink:
     """
 
     def __init__(self, client: Any, control: CalibrationControl, interval: float = 0.25,
-                 token: str | None = None):
+                 token: str | None = None, calibrator: Any = None):
         self.client = client
         self.control = control
+        self.calibrator = calibrator
         self.interval = float(interval)
         self.token = token
         self._stop = threading.Event()
@@ -411,6 +404,23 @@ class DashboardLink:
             self.control.pause()
         elif want == "running" and self.control.paused:
             self.control.resume()
+        for cmd in reply.get("commands") or []:
+            try:
+                if cmd.get("action") == "lr":
+                    self.control.set_lr(cmd["lr"], source="page")
+                elif cmd.get("action") == "checkpoint":
+                    self.control.checkpoint(source="page")
+            except (KeyError, TypeError, ValueError):
+                logger.warning("calibration page command %r refused", cmd, exc_info=True)
+        if self.calibrator is not None:
+            for gauge in reply.get("watch") or []:
+                try:
+                    h = self.calibrator.watch(int(gauge))
+                except ValueError:
+                    logger.warning("the page asked for gauge %s, which this calibration "
+                                   "does not have", gauge)
+                    continue
+                self._apply(self._call("event", _jsonable({"kind": "hydrograph", **h})))
 
     def __call__(self, event: dict[str, Any]) -> None:
         """Listener: send ``event``, apply the reply."""
@@ -451,6 +461,39 @@ def page_url(client: Any) -> str:
     return base + "/calibration"
 
 
+def _local_names() -> set[str]:
+    """Names and addresses of this machine (best effort)."""
+    import socket
+
+    names = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "::"}
+    for name in (socket.gethostname(), socket.getfqdn()):
+        names.add(name.lower())
+        try:
+            names.update(socket.gethostbyname_ex(name)[2])
+        except OSError:
+            pass
+    return names
+
+
+def tunnel_hint(url: str, local_names: set[str] | None = None) -> tuple[str, str] | None:
+    """For a page ``url`` served by a scheduler on another host: ``(ssh command, URL to
+    open here)``, the SSH tunnel that brings the dashboard's port to this machine, e.g.
+    ``("ssh -N -L 8787:localhost:8787 node17", "http://localhost:8787/calibration")``.
+    None when the scheduler runs here (``local_names``: this machine's names and addresses,
+    found when None)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if not host:
+        return None
+    if host.startswith("127.") or host in (local_names if local_names is not None
+                                           else _local_names()):
+        return None
+    port = parts.port or _DEFAULT_PORTS.get(parts.scheme, 80)
+    path = parts.path or "/"
+    return (f"ssh -N -L {port}:localhost:{port} {host}",
+            f"http://localhost:{port}{path}")
+
+
 def attach_dashboard(calibrator: Any, client: Any, *, prefix: str = "/",
                      interval: float = 0.25) -> DashboardLink:
     """Show ``calibrator`` on the dashboard of ``client``'s scheduler and let the page pause,
@@ -465,22 +508,34 @@ def attach_dashboard(calibrator: Any, client: Any, *, prefix: str = "/",
         client.register_plugin(CalibrationDashboardPlugin(prefix))
     token = secrets.token_urlsafe(32)
     client.sync(client.scheduler.hydroscale_calibration, action="attach", token=token)
-    link = DashboardLink(client, calibrator.control, interval, token=token)
+    link = DashboardLink(client, calibrator.control, interval, token=token,
+                         calibrator=calibrator)
     calibrator.add_listener(link)
     logger.info("calibration page: %s", link.url)
     return link
 
 
-def _jsonable(ev: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in ev.items():
-        if isinstance(v, (list, tuple)):
-            out[k] = [_num(x) if isinstance(x, float) else x for x in v]
-        elif isinstance(v, float):
-            out[k] = _num(v)
-        else:
-            out[k] = v
-    return out
+def _jsonable(v: Any) -> Any:
+    """``v`` with NaN/inf floats as None, numpy scalars as Python numbers (JSON-safe)."""
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (float, np.floating)):
+        return _num(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.ndarray):
+        return _jsonable(v.tolist())
+    return v
+
+
+def _num(v: Any) -> float | None:
+    """JSON-safe float (NaN/inf -> None)."""
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
 
 
 @cache

@@ -139,6 +139,9 @@ class WaveRuntime:
         self.worker_timeout, self.max_recoveries = float(worker_timeout), int(max_recoveries)
         self.poll = float(poll)
         self.progress: Progress | None = None
+        #: groups done per worker in the running (or last) pass, by phase: ``{"forward":
+        #: [[done, total] per worker], "backward": [...]}`` (for a progress display)
+        self.groups_done: dict[str, list[list[int]]] = {}
         self._window = options.window
         self._passes = 0
         self.recoveries = 0
@@ -265,6 +268,10 @@ class WaveRuntime:
         left = {"forward": np.bincount(waves, minlength=n_waves),
                 "backward": np.bincount(waves, minlength=n_waves)}
         shown = {"forward": 0, "backward": 0}
+        gw = self.plan.group_worker
+        total = np.bincount(gw, minlength=self.n_workers)
+        # groups done per worker in each phase of the running pass: [[done, total], ...]
+        self.groups_done = {ph: [[0, int(t)] for t in total] for ph in left}
         phase_of = {id(f): (ph, g) for ph, g, f in watched}
         pending = [f for _, _, f in watched]
         watched.clear()  # completed futures are dropped: their results can be released
@@ -284,6 +291,7 @@ class WaveRuntime:
                     ph, g = phase_of.pop(id(f))
                     if ph in left:
                         left[ph][waves[g]] -= 1
+                        self.groups_done[ph][int(gw[g])][0] += 1
                 pending = list(rest)
                 del done, rest
                 self._report(left, shown)

@@ -286,9 +286,12 @@ def _kernels(run: _WorkerRun, key: tuple[int, int], window: int) -> RoutingKerne
     with run.lock:
         k = run.kernels.pop(key, None)  # re-inserted last: the dict's order is the LRU order
         if k is None or k.window != int(window):
-            if run.kernel_budget is not None:
-                _evict(run, run.kernel_budget - run.kernel_bytes_of.get(key, 0))
             r = _router(run, key, int(window))
+            if run.kernel_budget is not None:
+                # room for this batch's kernels (known exactly before they are built)
+                own = run.kernel_bytes_of.get(key) or r.kernel_rows() * int(window) * (
+                    run.data.options.storage_dtype or run.data.options.dtype).itemsize
+                _evict(run, run.kernel_budget - own)
             r.window = int(window)
             with torch.no_grad():
                 k = r.aggregate(run.params)

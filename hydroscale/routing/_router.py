@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..irf import irf_kernel, stack_params
-from ..kernels import PathLayout, RowTarget, path_conv_sum, path_conv_sum_into, select_backend
+from ..kernels import PathLayout, RowTarget, path_conv_sum_into, select_backend
 from ..network import format_ids
 from ._aggregation import (
     MAX_AUTO_WINDOW,
@@ -817,12 +817,18 @@ class StagedRouter(Routed):
             hu = None if state is None else state.inflow_hist.reshape(b, n_in * self.f, -1)
             terms.append(self._term(inflow.reshape(b, n_in * self.f, t), kernels.wu[ua:ub],
                                     self._inlet_layout(g), hu))
-        y = path_conv_sum(terms, backend=self.backend, precision=self.precision).to(self.dtype)
-        out = y[:, : g.n_ef].reshape(b, g.e1 - g.e0, self.f, t)
+        # the exit channels and the reaches written straight into their own tensors, both
+        # terms summed in one launch where the block kernels apply (no output written,
+        # read back and written again for the inflow term, no slices copied later)
+        exits, q = path_conv_sum_into(
+            terms, RowTarget(r.new_empty(b, g.n_ef, t, dtype=self.dtype), 0,
+                             r.new_empty(b, g.n, t, dtype=self.dtype), 0, g.n_ef),
+            backend=self.backend, precision=self.precision)
+        out = exits.reshape(b, g.e1 - g.e0, self.f, t)
         u = inflow if n_in else r.new_zeros(b, 0, self.f, t)
         new = RouterState(self._roll(state.runoff_hist if state else None, r, k),
                           self._roll(state.inflow_hist if state else None, u, k))
-        return y[:, g.n_ef :], out, new
+        return q, out, new
 
     def init_cluster_state(self, cluster: int, batch: int) -> RouterState:
         """A zero state for one cluster."""

@@ -192,17 +192,24 @@ def plan_run(
         agg = (rows * k * (2 * aggregate_itemsize + itemsize)
                + n_red * k * f * 8) if rows.size else np.zeros(1, np.int64)
         kernels, largest = int(kb.sum()), int(kb.max()) if kb.size else 0
-        task, state = task_bytes(w, tc), state_bytes(w, tc)
+        # a task also holds its group's taps packed for the block kernels (at most a batch's)
+        task, state = task_bytes(w, tc) + largest, state_bytes(w, tc)
         routers = int(w.get("resident", 0))  # held throughout, like the carried state
+        # what aggregating a batch holds beyond the kernels it leaves
+        over = int((agg - kb).max()) if rows.size else 0
         limit, source = limits[i]
         if resident:
             # set-up: every batch aggregated in turn, the earlier ones kept
             peak = max(kernels - largest + int(agg.max()), kernels + task) + state + routers
             budget = None
-        else:
+        elif limit is None:
             peak = max(int(agg.max()), largest + task) + state + routers
-            budget = None if limit is None else max(
-                largest, int(limit * SLACK) - task - state - routers)
+            budget = None
+        else:
+            # the kernels kept fill the budget; a batch aggregated while the others are kept
+            # adds its temporaries (the worker evicts down to budget - its kernels first)
+            budget = max(largest, int(limit * SLACK) - state - routers - max(task, over))
+            peak = budget + max(task, over) + state + routers
         return WorkerPlan(i, len(w["groups"]), int(n_red.sum()), routers, kernels, largest,
                           int(agg.max()), task, state, int(peak), limit, source, budget)
 

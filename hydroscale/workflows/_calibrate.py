@@ -9,7 +9,11 @@ Observations come from a synthetic twin (discharge routed with known ``truth`` p
 the float64 oracle), a gauge file, or the bundled basin's USGS gauges.  Writes
 ``history.json``, ``parameters.npz`` (reach ids, parameter names, calibrated values in
 routing-step units), checkpoints, a hydrograph PNG (observed, first guess, calibrated) and
-``summary.json`` under ``output.dir``.
+``summary.json`` under ``output.dir``.  ``history.json`` holds the per-iteration figures
+(loss, validation loss, median/min NSE and KGE, learning rate, seconds) and ``actions``:
+every steering action (learning rate, checkpoint, pause, resume, stop) with the iteration
+after which it took effect.  A stop (from the page or the API) ends the loop after the
+current iteration; the outputs are written as for a finished run (``summary["ended"]``).
 """
 
 from __future__ import annotations
@@ -212,6 +216,7 @@ def _calibrate(cfg: dict[str, Any], cal: Any, inputs: RouteInputs, obs: Any, tru
             resumed_from = str(last)
     with torch.no_grad():  # simulate() gives the gauges [B, G, T], in observation order
         first = cal.simulate()[0].float().cpu().numpy()
+    cal.first_guess = first  # the page's hydrographs compare with it
     bar = progress("calibrate", cc["iterations"], "it")
     bar.update(cal.iteration)
     cal.add_listener(lambda e: bar.update(1) if e["kind"] == "iteration" else None)
@@ -226,12 +231,16 @@ def _calibrate(cfg: dict[str, Any], cal: Any, inputs: RouteInputs, obs: Any, tru
         final = cal.simulate()[0].float().cpu().numpy()
     names = list(get_irf(rt["irf"]).params)
     np.savez(out / "parameters.npz", reach=net.ids, names=np.asarray(names), values=params)
-    (out / "history.json").write_text(json.dumps(history, indent=1) + "\n")
+    # the run history: per-iteration figures and every steering action (page or API)
+    (out / "history.json").write_text(json.dumps({**history, "actions": cal.actions},
+                                                 indent=1, default=str) + "\n")
     fig = _figure(out / "hydrographs.png", cfg, f, obs, first, final)
     summary: dict[str, Any] = {
         "workflow": cfg.get("name"), "reaches": net.n_reaches, "steps": f.n_steps,
         "gauges": len(obs), "engine": cal.engine_name, "device": str(device),
         "iterations": cal.iteration, "resumed_from": resumed_from,
+        "ended": cal.end_reason, "actions": len(cal.actions),
+        "lr": {"first": cc["lr"], "last": cal.lr},
         "loss": {"name": cc["loss"], "first": history["loss"][0] if history["loss"] else None,
                  "last": history["loss"][-1] if history["loss"] else None},
         "nse_median": {"first": history["nse_median"][0] if history["nse_median"] else None,

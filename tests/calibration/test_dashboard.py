@@ -1,6 +1,7 @@
 """The calibration page of the Dask dashboard: served on the dashboard's port and linked from
-its navigation, fed by a running calibration, and able to pause, resume and stop it; once over
-plain HTTP, once in headless Chromium (skipped, with the reason, when no Chromium is found).
+its navigation, fed by a running calibration, and able to pause, resume, stop it, change its
+learning rate and take a checkpoint, over plain HTTP (the headless-Chromium test is in
+test_dashboard_browser.py).
 Its controls obey only same-origin requests that carry the run's token; anything else is
 refused with a plain message and no traceback."""
 
@@ -15,7 +16,6 @@ import urllib.request
 
 import numpy as np
 import pytest
-from _cdp import Chromium, find_chromium
 
 from hydroscale.calibration import Calibrator, GaugeObservations
 from hydroscale.calibration.dashboard import attach_dashboard
@@ -70,7 +70,7 @@ def _requested(base: str) -> str:
     return json.loads(_get(base + "calibration/state.json"))["requested"]
 
 
-def _calibrator() -> Calibrator:
+def _calibrator(**options) -> Calibrator:
     net = continental_forest(200, seed=8)
     rng = np.random.default_rng(3)
     true = np.stack([rng.uniform(0.5, 2.0, 200), rng.uniform(0.05, 0.3, 200)], -1)
@@ -80,7 +80,8 @@ def _calibrator() -> Calibrator:
     obs = GaugeObservations(net.ids[gauges], q[gauges])
     model = FreeParameters("muskingum", net, bounds={"k": (0.2, 3.0), "x": (0.0, 0.45)})
     return Calibrator(net, runoff, obs, model, engine="levels",
-                      engine_options={"window": "auto"}, lr=0.01, allow_unstable=True)
+                      engine_options={"window": "auto"}, lr=0.01, allow_unstable=True,
+                      **options)
 
 
 def _wait(cond, what: str, timeout: float = 60.0):
@@ -95,8 +96,20 @@ def _wait(cond, what: str, timeout: float = 60.0):
     raise TimeoutError(f"waited {timeout} s for {what}")
 
 
-def test_page_state_and_control_over_http(client):
-    cal = _calibrator()
+def _update(base: str, query: str = "") -> dict:
+    return json.loads(_get(base + "calibration/update.json" + query))
+
+
+def _post(base: str, token: str, body: dict) -> dict:
+    status, _, text = _request(base + "calibration/control", json.dumps(body).encode(),
+                               headers={"Content-Type": "application/json",
+                                        TOKEN_HEADER: token, "Origin": base.rstrip("/")})
+    assert status == 200, text
+    return json.loads(text)
+
+
+def test_page_state_and_control_over_http(client, tmp_path):
+    cal = _calibrator(checkpoint_dir=tmp_path / "ck")
     link = attach_dashboard(cal, client, interval=0.05)
     assert link.url.endswith("/calibration")
     base = _base(client)
@@ -109,23 +122,63 @@ def test_page_state_and_control_over_http(client):
               "the page to show two iterations")
         state = json.loads(_get(base + "calibration/state.json"))
         assert state["state"] == "running" and state["engine"] == "levels"
-        assert len(state["series"]["loss"]) >= 2
-        assert sorted(state["gauges"]["ids"]) == sorted(cal.observations.ids.tolist())
+        assert state["lr"] == 0.01 and state["n_gauges"] == len(cal.observations)
         assert len(state["workers"]) == 1  # one worker; no GPU here, so no NVML figures
+        up = _update(base)
+        n = len(up["series"]["loss"])
+        assert n >= 2 and up["series"]["iteration"] == list(range(1, n + 1))
+        np.testing.assert_allclose(up["series"]["loss"], cal.history["loss"][:n], rtol=1e-12)
+        assert sorted(up["table"]["rows"]["id"]) == sorted(cal.observations.ids.tolist())
+        assert "map" not in up  # the synthetic network has no coordinates: the table only
+        assert up["params"]["names"] == ["k", "x"] and up["params"]["n"] == 200
         page = _get(base + "calibration")
         assert 'id="hs-stop"' in page and 'href="calibration"' in page
+        assert "static/js/bokeh.min.js" in page and "hs-layout" in page  # no CDN
         # the dashboard's own pages link to it
         assert 'href="calibration"' in _get(base + "status")
         assert _request(base + "calibration/control", b'{"action": "explode"}',
                         headers={"Content-Type": "application/json",
                                  TOKEN_HEADER: link.token})[0] == 400
+        # a gauge's hydrograph: asked for, then sent by the calibration
+        gauge = int(cal.observations.ids[1])
+        first = json.loads(_get(base + f"calibration/hydrograph.json?gauge={gauge}"))
+        assert first == {"gauge": gauge, "pending": True}
+        h = _wait(lambda: (lambda x: x if x.get("current") else None)(json.loads(
+            _get(base + f"calibration/hydrograph.json?gauge={gauge}"))), "the hydrograph")
+        np.testing.assert_allclose(h["observed"]["value"], cal.observations.values[1])
+        np.testing.assert_allclose(h["first"]["value"], cal.first_guess[1], rtol=1e-6)
+        assert len(h["current"]["value"]) == cal.observations.n_steps
+        # steering: a new learning rate and a checkpoint now, both logged as actions
+        assert _post(base, link.token, {"action": "lr", "lr": 0.002})["queued"] == {
+            "action": "lr", "lr": 0.002}
+        assert _post(base, link.token, {"action": "checkpoint"})["queued"] == {
+            "action": "checkpoint"}
+        _wait(lambda: len(cal.actions) >= 2, "the two actions")
+        lr_act, ck_act = cal.actions[:2]
+        assert (lr_act["action"], lr_act["lr_from"], lr_act["lr_to"]) == ("lr", 0.01, 0.002)
+        assert lr_act["source"] == "page"
+        assert ck_act["action"] == "checkpoint"
+        assert ck_act["path"].endswith(f"calibration-{ck_act['iteration']:08d}.pt")
+        _wait(lambda: cal.iteration >= lr_act["iteration"] + 2, "two more iterations")
+        lrs = list(cal.history["lr"])  # the rate of each iteration's step
+        assert set(lrs[:lr_act["iteration"]]) == {0.01}
+        assert set(lrs[lr_act["iteration"]:]) == {0.002}
+        assert cal.optimizer.param_groups[0]["lr"] == 0.002
+        status = _refusal(*_request(base + "calibration/control",
+                                    b'{"action": "lr", "lr": -1}',
+                                    headers={"Content-Type": "application/json",
+                                             TOKEN_HEADER: link.token}), expected=400)
+        assert "learning rate must be a number > 0" in status
+        _wait(lambda: len(json.loads(_get(base + "calibration/state.json"))["actions"]) >= 2,
+              "the page to show the actions")
         assert _control(base, link.token, "pause") == {"requested": "paused"}
         _wait(lambda: cal.control.paused, "the pause to reach the calibrator")
         assert _control(base, link.token, "resume") == {"requested": "running"}
         _wait(lambda: not cal.control.paused, "the resume")
         assert _control(base, link.token, "stop") == {"requested": "stopped"}
         run.join(timeout=60)
-        assert not run.is_alive() and cal.control.stopped
+        assert not run.is_alive() and cal.control.stopped and cal.end_reason == "stopped"
+        assert [a["action"] for a in cal.actions][-3:] == ["pause", "resume", "stop"]
         _wait(lambda: json.loads(_get(base + "calibration/state.json"))["state"] == "stopped",
               "the page to show the stop")
     finally:
@@ -134,56 +187,10 @@ def test_page_state_and_control_over_http(client):
         link.close()
 
 
-def test_page_in_headless_chromium(client, tmp_path):
-    binary = find_chromium()
-    if binary is None:
-        pytest.skip("no Chromium binary (apt-get install chromium, or set HYDROSCALE_CHROMIUM)")
-    cal = _calibrator()
-    link = attach_dashboard(cal, client, interval=0.05)
-    run = threading.Thread(target=cal.run, args=(10**6,), daemon=True)
-    run.start()
-    browser = None
-    try:
-        browser = Chromium(binary, str(tmp_path / "profile"))
-        _wait(lambda: cal.iteration >= 1, "the first iteration")
-        browser.navigate(_base(client) + "calibration")
-        # it renders: the dashboard's navigation with our page, our controls and plots
-        browser.wait_for("document.body && document.body.getAttribute('data-hs-updates') >= 1")
-        assert browser.eval("!!document.querySelector(\"a[href='calibration']\")")
-        assert browser.eval("!!document.querySelector(\"a[href='status']\")")
-        assert browser.wait_for("document.getElementById('hs-state').textContent") == "running"
-        # it updates while the calibration runs
-        first = int(browser.eval("document.getElementById('hs-iteration').textContent"))
-        browser.wait_for(f"+document.getElementById('hs-iteration').textContent > {first}")
-        browser.wait_for("document.querySelectorAll('#hs-loss-plot polyline').length == 1")
-        n_rows = browser.wait_for("document.querySelectorAll('#hs-gauges tbody tr').length")
-        assert n_rows == len(cal.observations)
-        # pause and resume from the page
-        browser.eval("document.getElementById('hs-pause').click()")
-        browser.wait_for("document.getElementById('hs-state').textContent == 'paused'")
-        assert cal.control.paused
-        held = cal.iteration
-        browser.wait_for("document.getElementById('hs-requested').textContent == 'paused'")
-        assert cal.iteration == held  # the loop is blocked while paused
-        browser.eval("document.getElementById('hs-resume').click()")
-        browser.wait_for("document.getElementById('hs-state').textContent == 'running'")
-        browser.wait_for(f"+document.getElementById('hs-iteration').textContent > {held}")
-        # the stop button stops it
-        browser.eval("document.getElementById('hs-stop').click()")
-        run.join(timeout=60)
-        assert not run.is_alive() and cal.control.stopped
-        browser.wait_for("document.getElementById('hs-state').textContent == 'stopped'")
-    finally:
-        cal.control.stop()
-        run.join(timeout=60)
-        link.close()
-        if browser is not None:
-            browser.close()
-
-
 def test_page_follows_a_distributed_calibration(client):
-    """A DistributedCalibrator on the same page: wave progress of the running iteration and
-    the peak memory of every worker (0: CPU workers); the stop request stops it."""
+    """A DistributedCalibrator on the same page: wave progress of the running iteration, the
+    groups done per worker and the peak memory of every worker (0: CPU workers); the stop
+    request stops it."""
     from hydroscale.calibration import DistributedCalibrator
 
     cal0 = _calibrator()
@@ -192,6 +199,7 @@ def test_page_follows_a_distributed_calibration(client):
                                 model, max_reaches=40, window="auto", lr=0.01,
                                 allow_unstable=True)
     n_waves = cal.engine.plan.n_waves
+    n_groups = cal.engine.plan.n_groups
     assert n_waves >= 2
     link = attach_dashboard(cal, client, interval=0.05)
     base = _base(client)
@@ -204,7 +212,10 @@ def test_page_follows_a_distributed_calibration(client):
         assert state["engine"] == "distributed" and state["state"] == "running"
         waves = state["waves"]
         assert waves["iteration"] >= 2 and waves["forward"][1] == n_waves
-        assert [w["peak_bytes"] for w in state["workers"]] == [0]
+        (worker,) = state["workers"]
+        assert worker["peak_bytes"] == 0 and worker["gpu"] is None
+        assert worker["groups"]["forward"][1] == n_groups  # one worker holds every group
+        assert {"forward", "backward", "update"} <= set(worker["timers"])
         assert _control(base, link.token, "stop") == {"requested": "stopped"}
         run.join(timeout=60)
         assert not run.is_alive() and cal.control.stopped

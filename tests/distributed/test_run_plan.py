@@ -35,8 +35,9 @@ def test_estimate_by_hand():
     assert w.largest_batch == 100 * 4 * 4
     # aggregation: rows K (2 x 4 + 4) bytes + reaches K f 8 bytes, the larger batch
     assert w.aggregation == 100 * 4 * 12 + 10 * 4 * 3 * 8
-    # task: the largest group's rows (4 per reach, 3 f per exit / inlet channel) x T_c x 4 B
-    assert w.task == max(4 * 10 + 9 * 2, 4 * 5 + 9 * 3) * 10 * 4
+    # task: the largest group's rows (4 per reach, 3 f per exit / inlet channel) x T_c x 4 B,
+    # plus its taps packed for the block kernels (at most the largest batch's kernels)
+    assert w.task == max(4 * 10 + 9 * 2, 4 * 5 + 9 * 3) * 10 * 4 + 100 * 4 * 4
     # state: chunks x (reaches + f inlets) (K - 1) 4 B, plus twice the exit buffers of a chunk
     assert w.state == 2 * (15 + 3 * 2) * 3 * 4 + 2 * 3 * 3 * 10 * 4
     assert w.routers == 0  # not reported: unknown
@@ -47,7 +48,9 @@ def test_estimate_by_hand():
 def test_picks_per_batch_then_a_shorter_chunk_then_refuses():
     base = plan_run(_one_worker(), window=4, substeps=3, n_steps=20, time_chunk=10).workers[0]
     # room for one batch at a time but not both: per-batch, same chunk
-    per_batch_peak = max(base.aggregation, base.largest_batch + base.task) + base.state
+    # one batch's kernels kept, plus a task or another batch's aggregation temporaries
+    per_batch_peak = base.largest_batch + max(base.task, base.aggregation - base.largest_batch
+                                              ) + base.state
     limit = int((per_batch_peak + 1) / SLACK) + 1
     assert base.peak > limit * SLACK
     p = plan_run(_one_worker(), window=4, substeps=3, n_steps=20, time_chunk=10,
@@ -81,12 +84,12 @@ def test_per_batch_kernels_route_like_resident_ones(client, forest):
     assert resident.run_plan["residency"] == "resident"
     w = resident.run_plan["workers"]
     assert len(w) == 2 and all(x["kernels"] > x["largest_batch"] > 0 for x in w)
-    # a limit with room for the largest batch but not for every kernel
-    need = max(max(x["aggregation"], x["largest_batch"] + x["task"]) + x["state"] for x in w)
-    limit = int(need / SLACK) + 1
+    # a limit just short of the resident plan: room for one batch's kernels at a time
+    limit = int((max(x["peak"] for x in w) - 1) / SLACK)
     assert any(x["peak"] > limit * SLACK for x in w)  # the resident plan does not fit
     _, small = _routed(client, net, part, params, memory_limit=limit)
     assert small.run_plan["residency"] == "per-batch"
+    assert small.run_plan["time_chunk"] == 16  # the same chunks: comparable to the bit
     assert all(x["peak"] <= limit * SLACK for x in small.run_plan["workers"])
     assert small.checksum == resident.checksum  # the same kernels: bit for bit
     assert small.max_truncated_mass == resident.max_truncated_mass

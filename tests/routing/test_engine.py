@@ -255,13 +255,18 @@ def test_chunked_equals_unchunked_and_state_resumes(forest, clusters, tmp_path):
         router(r, kernels=kern, state=router.init_state(1))
 
 
-def test_forward_chunk_per_cluster_matches_staged(forest, clusters):
-    """The distributed runtime's step: route cluster by cluster, passing outflow buffers."""
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_forward_chunk_per_cluster_matches_staged(forest, clusters, backend):
+    """The distributed runtime's step: route cluster by cluster, passing outflow buffers (the
+    runoff and inflow terms written into the exit and reach tensors by one launch)."""
+    if backend == "triton" and not (triton_available()
+                                    and os.environ.get("TRITON_INTERPRET") == "1"):
+        pytest.skip("the Triton path runs on CPU only under TRITON_INTERPRET=1")
     rng = np.random.default_rng(9)
     p = torch.tensor(_params("muskingum", forest.n_reaches, rng))
     r = torch.rand(1, forest.n_reaches, N_T, dtype=torch.float64)
     router = StagedRouter(clusters, irf="muskingum", substeps=2, window=10, dtype=torch.float64,
-                          backend="torch", allow_unstable=True, **SHORT)
+                          backend=backend, allow_unstable=True, **SHORT)
     kern = router.aggregate(p)
     want = router(r, kernels=kern)
     got = torch.empty_like(want)

@@ -29,6 +29,10 @@ def test_twin_calibration_outputs_and_loss_decrease(tmp_path):
     hist = json.loads((tmp_path / "c" / "history.json").read_text())
     assert len(hist["loss"]) == 4 and hist["loss"][-1] < hist["loss"][0]
     assert s["loss"]["last"] == hist["loss"][-1]
+    lr = cfg["calibration"]["lr"]  # nobody steered: one rate, no actions, ended by itself
+    assert hist["lr"] == [lr] * 4 and hist["actions"] == [] and s["ended"] == "done"
+    assert s["lr"] == {"first": lr, "last": lr} and s["actions"] == 0
+    assert len(hist["val_loss"]) == 4
     with np.load(tmp_path / "c" / "parameters.npz") as z:
         inputs = build_inputs(cfg)
         assert z["reach"].tolist() == inputs.network.ids.tolist()
