@@ -10,7 +10,7 @@ import torch
 
 from hydroscale.distributed import DistributedRouter, plan_waves, route_distributed
 from hydroscale.io import SyntheticForcing, hash_uniform, open_output
-from hydroscale.routing import LEVEL_POOL_PARAMS, LakeLayout, LakeRouter, Lakes
+from hydroscale.routing import LakeLayout, LakeRouter
 
 SUBSTEPS = 3
 T = 40
@@ -18,46 +18,9 @@ CHUNK = 16  # 3 time chunks
 DT = 3600.0
 
 
-def forest_lakes(net) -> Lakes:
-    """Two-reach lakes (a reach and one upstream reach) on reaches with upstream reaches,
-    among them one lake draining straight into another (lake -> lake)."""
-    rng = np.random.default_rng(3)
-    down = net.downstream
-    up_of = np.full(net.n_reaches, -1)
-    has = np.flatnonzero(down >= 0)
-    up_of[down[has]] = has
-    taken = np.zeros(net.n_reaches, bool)
-    members = []
-    # a chain: lake B = (d, d's upstream c), lake A = (c's upstream b, b's upstream a)
-    for d in rng.permutation(np.flatnonzero(up_of >= 0)):
-        c = up_of[d]
-        b = up_of[c] if c >= 0 else -1
-        a = up_of[b] if b >= 0 else -1
-        if a >= 0:
-            members += [[b, a], [d, c]]
-            taken[[a, b, c, d]] = True
-            break
-    for j in rng.permutation(np.flatnonzero(up_of >= 0)):
-        u = up_of[j]
-        if len(members) >= 12:
-            break
-        if not (taken[j] or taken[u]):
-            taken[[j, u]] = True
-            members.append([j, u])
-    n = len(members)
-    cols = dict(area=rng.uniform(5e5, 2e6, n), max_elevation=np.full(n, 12.0),
-                weir_elevation=np.full(n, 10.5), weir_coefficient=rng.uniform(0.4, 1.5, n),
-                weir_length=rng.uniform(5.0, 20.0, n), dam_length=np.full(n, 10.0),
-                orifice_elevation=np.full(n, 5.0), orifice_coefficient=rng.uniform(0.1, 0.6, n),
-                orifice_area=np.ones(n))
-    return Lakes.from_members({100 + i: net.ids[m] for i, m in enumerate(members)},
-                              np.stack([cols[c] for c in LEVEL_POOL_PARAMS], 1),
-                              rng.uniform(0.5, 0.9, n))
-
-
-def test_plan_cut_at_lakes(forest):
+def test_plan_cut_at_lakes(forest, forest_lakes):
     net, _, part = forest
-    lakes = forest_lakes(net)
+    lakes = forest_lakes
     plan = plan_waves(net, part, lakes=lakes)
     lay = LakeLayout.build(net, lakes)
     assert lay.n_stages >= 2 and plan.group_lake.any()
@@ -72,9 +35,9 @@ def test_plan_cut_at_lakes(forest):
     assert all(u < g for g in range(plan.n_groups) for u in plan.upstream[g])
 
 
-def test_route_with_lakes_equals_one_device(client, forest, tmp_path):
+def test_route_with_lakes_equals_one_device(client, forest, forest_lakes, tmp_path):
     net, params, part = forest
-    lakes = forest_lakes(net)
+    lakes = forest_lakes
     forcing = SyntheticForcing(T, seed=4, scale=2.0, interval_s=DT)
     kw = dict(irf="muskingum", substeps=SUBSTEPS, dtype=torch.float64, allow_unstable=True,
               window=T)
@@ -93,9 +56,9 @@ def test_route_with_lakes_equals_one_device(client, forest, tmp_path):
     assert s.checksum == pytest.approx(ref.sum(), rel=1e-9)
 
 
-def test_lakes_need_dt_and_refuse_a_baseline(client, forest):
+def test_lakes_need_dt_and_refuse_a_baseline(client, forest, forest_lakes):
     net, params, part = forest
-    lakes = forest_lakes(net)
+    lakes = forest_lakes
     with pytest.raises(ValueError, match="needs dt"):
         DistributedRouter(client, net, part, params, irf="muskingum", lakes=lakes)
     with DistributedRouter(client, net, part, params, irf="muskingum", lakes=lakes, dt=DT,
