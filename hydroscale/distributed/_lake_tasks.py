@@ -17,6 +17,7 @@ import logging
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..network import RiverNetwork
@@ -35,10 +36,15 @@ def lake_nodes(data: Any, network: RiverNetwork, groups: RivTreeCluster,
 
 
 def route_lake_group(run: Any, ps: Any, spec: Any, group: int, chunk: int, t0: int, t1: int,
-                     prev: Any, upstream: tuple) -> ChunkResult:
+                     prev: Any, baseline: Any, upstream: tuple) -> ChunkResult:
     """:func:`~._worker.route_task` for a group of lakes: read the lakes' runoff, sum the
     upstream buffers into their inlets, step the lakes from the carried elevation, write the
-    lakes' discharge (each reach its lake's outflow) and return the outlets' buffer."""
+    lakes' discharge (each reach its lake's outflow) and return the outlets' buffer.
+
+    With a ``baseline`` (a warm start's discharge ``q0`` ``[N]``: the linear groups route the
+    departure from it, :meth:`~hydroscale.routing.LakeLayout.steady_inflow`), the lakes
+    start at the level releasing ``q0`` at their outlets and get their feeders' ``q0`` as
+    extra inflow; their own discharge is written as it is."""
     from ._worker import _reaches, block_checksum  # the task helpers of every group
 
     nodes: LakeNodes = run.lakes
@@ -50,8 +56,14 @@ def route_lake_group(run: Any, ps: Any, spec: Any, group: int, chunk: int, t0: i
     ps.timers["read"] += time.perf_counter() - tic
     tic = time.perf_counter()
     node_run = nodes.run_of(group)
+    if run.lake_params is None:
+        run.lake_params = nodes.params()
+    extra = None
+    if baseline is not None:
+        q0 = torch.as_tensor(np.asarray(baseline, np.float64))[None]
+        extra, start = nodes.steady_start(node_run, q0, run.lake_params)
     if prev is None:
-        elev = nodes.initial_elevation(node_run, 1)
+        elev = nodes.initial_elevation(node_run, 1) if baseline is None else start
     elif isinstance(prev, ChunkResult):
         elev = prev.elevation.to(dev, torch.float64)
     else:  # SavedState: the elevation the interrupted run saved as this group's state
@@ -66,9 +78,8 @@ def route_lake_group(run: Any, ps: Any, spec: Any, group: int, chunk: int, t0: i
             outflows[buf.group] = buf.data.to(dev)
     inflow = nodes.inflow_for(group, outflows) if outflows else None
     with torch.no_grad():
-        if run.lake_params is None:
-            run.lake_params = nodes.params()
-        dq, out, done = nodes.step(node_run, x[None].to(dtype), inflow, elev, run.lake_params)
+        dq, out, done = nodes.step(node_run, x[None].to(dtype), inflow, elev, run.lake_params,
+                                   extra)
         q, out = dq.to(dtype), out.to(dtype)
     checksum = block_checksum(q)
     ps.timers["route"] += time.perf_counter() - tic

@@ -472,9 +472,6 @@ class DistributedRouter(Closing):
         pass_id = uuid.uuid4().hex[:10]
         g_n, c_n = plan.n_groups, len(chunks)
         base = None
-        if baseline is not None and plan.layout is not None:
-            raise ValueError("a baseline discharge is not supported with lakes (their outflow "
-                             "is not linear in the inflow): route the full forcing")
         if baseline is not None:
             base = np.asarray(baseline, np.float64)
             if base.shape != (plan.network.n_reaches,) or not np.isfinite(base).all():
@@ -706,6 +703,9 @@ def route_distributed(
         complete store is never touched without ``overwrite``.
     baseline : optional ``[N]`` constant discharge (m³/s, network order) added to every step
         written, e.g. the steady state ``accumulate(r0)`` when the forcing is ``r - r0``.
+        With lakes: the warm start's discharge ``q0``, the forcing being ``r - r*`` of
+        :meth:`~hydroscale.routing.LakeLayout.steady_inflow` (r* = 0 on lake reaches): the
+        lakes start at the level releasing ``q0`` and are not offset.
     plan : a :func:`plan_waves` result to reuse.
     fuse : route each unit of the plan per chunk in one task (see
         :meth:`DistributedRouter.route`); False: one task per (group, chunk).

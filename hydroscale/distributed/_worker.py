@@ -490,7 +490,8 @@ def route_task(data: RunData, spec: PassSpec, group: int, chunk: int, t0: int, t
     if run.lakes is not None and run.lakes.is_lake_cluster[int(group)]:
         from ._lake_tasks import route_lake_group
 
-        return route_lake_group(run, ps, spec, int(group), chunk, t0, t1, prev, upstream)
+        return route_lake_group(run, ps, spec, int(group), chunk, t0, t1, prev, baseline,
+                                upstream)
     dev, cs = run.device, run.groups
     a, b = (int(x) for x in cs.reach_ptr_cluster[group])
     key = run.batch_of[int(group)]

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ._lakes import LakeLayout
-from ._level_pool import level_pool_params, route_level_pool
+from ._level_pool import elevation_for_outflow, level_pool_params, route_level_pool
 from ._nodes import NodeRun
 from ._rivtree import RivTreeCluster
 from ._transfer import inlet_feed, sum_inflow
@@ -70,6 +70,10 @@ class LakeNodes:
                              "hold lake reaches and reaches outside lakes: cut the partition "
                              "at the lakes (LakeLayout.cut)")
         self.is_lake_cluster = lake_c
+        down = clusters.network.downstream
+        src = np.flatnonzero((rl < 0) & (down >= 0))
+        src = src[rl[down[src]] >= 0]  # reaches outside lakes draining into one
+        self._feeders = (src, rl[down[src]])
         self._index: dict[Any, tuple[torch.Tensor, ...]] = {}
         self._feed: dict[int, Any] = {}
 
@@ -101,6 +105,22 @@ class LakeNodes:
                                         cs.inlet_ptr_cluster[c])
         return NodeRun(("cluster", c), np.array([c]), cs.order[r0:r1], cs.inlet_reach[i0:i1],
                        cs.exit_reach[e0:e1])
+
+    def steady_start(self, run: NodeRun, q0: torch.Tensor,
+                     params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A warm start from discharge ``q0`` ``[B, N]`` (m³/s, network order; see
+        :meth:`~hydroscale.routing.LakeLayout.steady_inflow`): the constant extra inflow
+        ``[B, l]`` of the run's lakes (their feeders' ``q0``: the linear reaches route the
+        departure from it) and their start elevation ``[B, l]`` (releasing ``q0`` at the
+        outlet), float64."""
+        lakes = self.lakes_of(run)
+        q0 = q0.to(self.device, torch.float64)
+        src, lake = (torch.as_tensor(a, device=self.device) for a in self._feeders)
+        extra = q0.new_zeros(q0.shape[0], self.layout.lakes.n_lakes).index_add(
+            1, lake, q0.index_select(1, src)).index_select(1, lakes)
+        outlet = torch.tensor(self.layout.outlet, device=self.device)[lakes]
+        pk = {k: v.index_select(0, lakes) for k, v in params.items()}
+        return extra, elevation_for_outflow(pk, q0.index_select(1, outlet))
 
     def lakes_of(self, run: NodeRun) -> torch.Tensor:
         """The lakes (indices, ascending) of a run."""

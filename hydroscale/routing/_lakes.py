@@ -242,6 +242,22 @@ class LakeLayout:
         cl = new[cl]
         return cl, cl[self.outlet]
 
+    def steady_inflow(self, network: RiverNetwork, q0: Any) -> np.ndarray:
+        """The warm start of the block-sparse lake paths (:class:`LakeRouter` with a
+        block-sparse engine, the distributed runtime): the constant inflow ``r* = q0 -
+        (q0 of the upstream reaches outside lakes)`` ``[N]`` float64 of each reach outside
+        lakes (0 on lake reaches) that, routed through the linear reaches with the lakes'
+        outflow added in full, keeps discharge ``q0`` ``[N]`` (m³/s); route ``r - r*`` from
+        dry and add ``q0`` outside lakes, each lake starting at the level releasing ``q0`` at
+        its outlet with its feeders' ``q0`` added to its inflow."""
+        q0 = np.asarray(q0, np.float64)
+        down = network.downstream
+        src = np.flatnonzero((down >= 0) & (self.reach_lake < 0))
+        src = src[self.reach_lake[down[src]] < 0]
+        up = np.zeros_like(q0)
+        np.add.at(up, down[src], q0[src])
+        return np.where(self.reach_lake < 0, q0 - up, 0.0)
+
     def stage_reaches(self, stage: int) -> np.ndarray:
         """Indices of the reaches outside lakes of ``stage`` (ascending)."""
         return np.flatnonzero((self.reach_stage == stage) & (self.reach_lake < 0))

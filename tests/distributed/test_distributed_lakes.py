@@ -7,9 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 
+import hydroscale
 from hydroscale.distributed import DistributedRouter, plan_waves, route_distributed
-from hydroscale.io import SyntheticForcing, hash_uniform, open_output
+from hydroscale.io import SyntheticForcing, hash_uniform, ingest, open_output
 from hydroscale.routing import LakeLayout, LakeRouter
 
 SUBSTEPS = 3
@@ -56,13 +58,37 @@ def test_route_with_lakes_equals_one_device(client, forest, forest_lakes, tmp_pa
     assert s.checksum == pytest.approx(ref.sum(), rel=1e-9)
 
 
-def test_lakes_need_dt_and_refuse_a_baseline(client, forest, forest_lakes):
+def test_lakes_need_dt(client, forest, forest_lakes):
+    net, params, part = forest
+    with pytest.raises(ValueError, match="needs dt"):
+        DistributedRouter(client, net, part, params, irf="muskingum", lakes=forest_lakes)
+
+
+def test_warm_start_with_lakes_equals_one_device(client, forest, forest_lakes, tmp_path):
+    """A steady start from discharge q0 (the forcing r - r*, q0 as the baseline): the lakes
+    start at the level releasing q0 with their feeders' q0 added; equal to LakeRouter's
+    warm start (offsets)."""
     net, params, part = forest
     lakes = forest_lakes
-    with pytest.raises(ValueError, match="needs dt"):
-        DistributedRouter(client, net, part, params, irf="muskingum", lakes=lakes)
-    with DistributedRouter(client, net, part, params, irf="muskingum", lakes=lakes, dt=DT,
-                           allow_unstable=True) as dr:
-        with pytest.raises(ValueError, match="baseline"):
-            dr.route(SyntheticForcing(8, interval_s=DT), None, 8,
-                     baseline=np.ones(net.n_reaches))
+    lay = LakeLayout.build(net, lakes)
+    rng = np.random.default_rng(8)
+    r = rng.uniform(0.5, 3.0, (net.n_reaches, T))
+    q0 = np.asarray(hydroscale.accumulate(net, np.full(net.n_reaches, 1.5)), np.float64)
+    r_star = lay.steady_inflow(net, q0)
+    kw = dict(irf="muskingum", substeps=SUBSTEPS, dtype=torch.float64, allow_unstable=True,
+              window=T)
+    router = LakeRouter(net, lakes, dt=DT, **kw)
+    off = router.steady_offsets(torch.tensor(q0)[None])
+    np.testing.assert_allclose(off[0][0].numpy(), r_star, rtol=0, atol=1e-12)
+    ref = router(torch.tensor(r)[None], torch.tensor(params), offsets=off)[0].numpy()
+    times = np.datetime64("2010-03-01") + np.arange(T).astype("timedelta64[h]")
+    da = xr.DataArray(r - r_star[:, None], {"reach": net.ids, "time": times},
+                      ("reach", "time"))
+    ingest(da, tmp_path / "forcing.zarr", network=net, chunks=(64, 8))
+    out = tmp_path / "warm.zarr"
+    route_distributed(client, net, part, str(tmp_path / "forcing.zarr"), str(out), params,
+                      time_chunk=CHUNK, lakes=lakes, baseline=q0, **kw)
+    got = open_output(str(out), net).values
+    # the forcing store holds float32: r - r* rounded (~1e-8 relative)
+    assert np.abs(got - ref).max() <= 1e-6 * np.abs(ref).max()
+    assert np.abs(got[lay.outlet] - q0[lay.outlet, None]).max() > 1e-3  # the lakes act
