@@ -116,8 +116,13 @@ def route_single_lakes(
     facts: dict[str, Any] = {
         "device": str(device), "dtype": rt["dtype"], "engine": f"lakes/{engine}",
         "partition_s": 0.0, "setup_s": t1 - t0, "lake_stages": router.n_stages,
-        "windows": windows,
     }
+    if kernels:  # the block-sparse engine: one router, its window in routing steps
+        from ._route import truncation_facts
+
+        facts.update(window=windows[0], clusters=router.clusters.n_clusters,
+                     waves=router.clusters.n_waves,
+                     **truncation_facts(kernels[0].truncated_mass, windows[0], steps))
     store, prepared = None, None
     if write and cfg["output"]["store"] is not None:
         store, prepared = _open_store(cfg, inputs, {
