@@ -174,15 +174,19 @@ class LakeNodes:
         f, n_l = self.f, int(lakes.numel())
         dt_sub = self.dt / f
         x = runoff.to(torch.float64)
-        sub = x.new_zeros(b, n_l, t).index_add(1, mem, x).unsqueeze(-1).expand(b, n_l, t, f)
+        # the sub-step inflow time-major, [B, T, f, l]: each sub-step's lakes contiguous (the
+        # Triton loop reads and writes them coalesced)
+        sub = torch.empty(b, t, f, n_l, dtype=torch.float64, device=x.device)
+        xl = x.new_zeros(b, n_l, t).index_add(1, mem, x)
+        sub = sub.copy_(xl.transpose(1, 2)[:, :, None, :].expand(b, t, f, n_l))
         if inflow is not None:
             u = inflow.to(torch.float64)
-            sub = sub + u.new_zeros(b, n_l, f, t).index_add(1, inl, u).transpose(2, 3)
+            sub = sub.add_(u.new_zeros(b, n_l, f, t).index_add(1, inl, u).permute(0, 3, 2, 1))
         if extra_inflow is not None:
-            sub = sub + extra_inflow.to(torch.float64)[..., None, None]
-        sub = sub.reshape(b, n_l, t * f)
+            sub = sub.add_(extra_inflow.to(torch.float64)[:, None, None, :])
         pk = {name: v.index_select(0, lakes) for name, v in params.items()}
-        out, h1 = route_level_pool(sub, pk, dt_sub, elevation)
-        o4 = out.view(b, n_l, t, f)
-        done = LakeStep(lakes, h1, sub.sum(-1) * dt_sub, out.sum(-1) * dt_sub)
+        out, h1 = route_level_pool(sub.view(b, t * f, n_l).transpose(1, 2), pk, dt_sub,
+                                   elevation)
+        o4 = out.view(b, n_l, t, f)  # a view of the time-major [B, T f, l] output
+        done = LakeStep(lakes, h1, sub.sum((1, 2)) * dt_sub, out.sum(-1) * dt_sub)
         return o4.mean(-1).index_select(1, mem), o4.transpose(2, 3).index_select(1, ex), done
