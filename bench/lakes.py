@@ -5,9 +5,17 @@ m³/s routed at ``--substeps`` sub-steps, Muskingum k ~ U(1, 3) h, x ~ U(0.1, 0.
 (``allow_unstable``), float32, batch 1.  About ``--lake-fraction`` of the reaches lie in
 lakes: random reaches with an upstream reach, each a lake with that upstream reach (two
 reaches per lake), level-pool parameters of a 1-10 km² pool.  Both runs use the same engine
-and partition (``max_reaches`` 512); kernels are aggregated before the timed forwards (the
-lake run: one StagedRouter per stage).  Prints the set-up and the median forward seconds of
-each, their ratio (the issue's bound on one H200 at 3M reaches: 1.5), and the lake stages.
+(one StagedRouter, routing steps with f sub-step channels at exits and inlets) and the same
+partition (``max_reaches`` 512; the lake run's cut at the lakes, each lake a node cluster
+stepped between the waves, the lakes of a wave in one Triton loop on CUDA); kernels are
+aggregated before the timed forwards.  Prints the set-up and the median forward seconds of
+each, their ratio (the issue's bound on one H200 at 3M reaches: 1.5), the lake stages and
+the lake steps per forward (runs of lake clusters, one per wave holding lakes).
+
+The issue's row (one H200, ~45 GB of runoff and as much discharge per run)::
+
+    python bench/lakes.py --reaches 3000000 --steps 3650 --substeps 24 --engine triton \
+        --device cuda --repeat 3
 
     python bench/lakes.py [--reaches 100000] [--steps 365] [--substeps 24]
                           [--lake-fraction 0.01] [--engine torch|triton] [--device cuda]
@@ -78,6 +86,19 @@ def median_time(fn, repeat: int, device: torch.device) -> float:
     return statistics.median(times)
 
 
+def without_lakes(net, part, p, r, opts, a, dev) -> tuple[float, float, int]:
+    """Set-up seconds, median forward seconds and waves of the same forest without lakes."""
+    t0 = time.perf_counter()
+    plain = StagedRouter(RivTreeCluster(net, part(net)), **opts)
+    plain.window = plain.auto_window(p, max_steps=a.steps)
+    with torch.no_grad():
+        kp = plain.aggregate(p)
+    setup = time.perf_counter() - t0
+    with torch.no_grad():
+        fwd = median_time(lambda: plain(r, kernels=kp), a.repeat, dev)
+    return setup, fwd, int(plain.clusters.n_waves)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reaches", type=int, default=100_000)
@@ -104,24 +125,23 @@ def main() -> None:
     def part(sub):
         return partition_network(sub, max_reaches=512).cluster_of
 
-    t0 = time.perf_counter()
-    plain = StagedRouter(RivTreeCluster(net, part(net)), **opts)
-    plain.window = plain.auto_window(p, max_steps=a.steps)
-    with torch.no_grad():
-        kp = plain.aggregate(p)
-    setup_plain = time.perf_counter() - t0
+    setup_plain, f_plain, waves_plain = without_lakes(net, part, p, r, opts, a, dev)
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()  # the lake run's kernels and buffers in their place
     t0 = time.perf_counter()
     lr = LakeRouter(net, lakes, dt=86400.0, engine=a.engine, partition=part, **opts)
     with torch.no_grad():
         kl = lr.aggregate(p, run_steps=a.steps)
     setup_lakes = time.perf_counter() - t0
     with torch.no_grad():
-        f_plain = median_time(lambda: plain(r, kernels=kp), a.repeat, dev)
         f_lakes = median_time(lambda: lr(r, kernels=kl), a.repeat, dev)
+    runs = sum(1 for node, _ in lr.router._schedule() if node)
     row = {
         "reaches": n, "steps": a.steps, "substeps": a.substeps, "engine": a.engine,
         "device": str(dev), "lakes": lakes.n_lakes, "lake_reaches": int(lakes.reach_ids.size),
-        "stages": len(lr.stages) - 1, "setup_s_plain": round(setup_plain, 3),
+        "stages": lr.n_stages, "lake_steps_per_forward": runs,
+        "waves_plain": waves_plain,
+        "waves_lakes": int(lr.clusters.n_waves), "setup_s_plain": round(setup_plain, 3),
         "setup_s_lakes": round(setup_lakes, 3), "forward_s_plain": round(f_plain, 4),
         "forward_s_lakes": round(f_lakes, 4), "ratio": round(f_lakes / f_plain, 3),
     }

@@ -1,10 +1,11 @@
 """Triton kernel of :func:`~hydroscale.kernels.level_pool_steps` (forward).
 
-Each program owns ``BL`` lakes of one batch row and walks all ``S`` steps in-kernel: the
-level-pool state (water elevation, float64) stays in registers, one load of the step's
-inflow and one store of its outflow per lake and step.  Inflow and outflow are read and
-written through strides, so a time-major layout (``[B, S, L]``: the lakes of a step
-contiguous) makes every step's loads and stores coalesced.  ``x ** 1.5`` is ``x sqrt(x)``
+Each program owns ``BL`` lakes of one batch row and walks all ``S`` steps in-kernel, in
+blocks of ``U`` steps: the level-pool state (water elevation, float64) stays in registers;
+the next block's inflow is loaded while the current block is stepped (its loads do not wait
+on the chain of sub-steps), and a block's outflow is stored at once.  Inflow and outflow
+are read and written through strides, so a time-major layout (``[B, S, L]``: the lakes of a
+step contiguous) makes every step's loads and stores coalesced.  ``x ** 1.5`` is ``x sqrt(x)``
 (no ``pow`` in float64).
 """
 
@@ -43,7 +44,7 @@ def _level_pool_fwd_kernel(
     h_ptr,  # [B, L] float64 end elevation (m), contiguous
     n_lakes, n_steps, dt,
     sxb, sxl, sxs, sqb, sql, sqs,
-    BL: tl.constexpr,
+    BL: tl.constexpr, U: tl.constexpr,
 ):
     b = tl.program_id(1).to(tl.int64)
     lk = tl.program_id(0).to(tl.int64) * BL + tl.arange(0, BL)
@@ -60,15 +61,27 @@ def _level_pool_fwd_kernel(
     ao = tl.load(pp + 8, mask=m, other=0.0)
     h = tl.load(h0_ptr + b * n_lakes + lk, mask=m, other=0.0)
     rate = dt / area
-    xp = x_ptr + b * sxb + lk * sxl
-    qp = q_ptr + b * sqb + lk * sql
-    for t in range(0, n_steps):
-        i = tl.load(xp + t * sxs, mask=m, other=0.0)
-        q1 = _discharge(h, area, emax, we, cw, lw, ld, eo, co, ao)
-        q2 = _discharge(h + (i - q1) * rate / 3.0, area, emax, we, cw, lw, ld, eo, co, ao)
-        q3 = _discharge(h + (i - q2) * rate * (2.0 / 3.0), area, emax, we, cw, lw, ld, eo,
-                        co, ao)
-        q = 0.25 * q1 + 0.75 * q3
-        h = h + (i - q) * rate
-        tl.store(qp + t * sqs, q, mask=m)
+    cols = tl.arange(0, U)
+    xp = x_ptr + b * sxb + lk[:, None] * sxl + cols[None, :] * sxs  # [BL, U]
+    qp = q_ptr + b * sqb + lk[:, None] * sql + cols[None, :] * sqs
+    # blocks of U steps, the next block's inflow loaded while this one is stepped: the
+    # loads (independent of the level) do not wait on the chain of sub-steps
+    nxt = tl.load(xp, mask=m[:, None] & (cols[None, :] < n_steps), other=0.0)
+    for t0 in range(0, n_steps, U):
+        cur = nxt
+        t1 = t0 + U
+        nxt = tl.load(xp + t1 * sxs, mask=m[:, None] & (t1 + cols[None, :] < n_steps),
+                      other=0.0)
+        qb = tl.zeros([BL, U], dtype=tl.float64)
+        for j in tl.static_range(U):
+            i = tl.sum(tl.where(cols[None, :] == j, cur, 0.0), axis=1)  # step t0 + j
+            q1 = _discharge(h, area, emax, we, cw, lw, ld, eo, co, ao)
+            q2 = _discharge(h + (i - q1) * rate / 3.0, area, emax, we, cw, lw, ld, eo, co,
+                            ao)
+            q3 = _discharge(h + (i - q2) * rate * (2.0 / 3.0), area, emax, we, cw, lw, ld,
+                            eo, co, ao)
+            q = 0.25 * q1 + 0.75 * q3
+            h = tl.where(t0 + j < n_steps, h + (i - q) * rate, h)
+            qb = tl.where(cols[None, :] == j, q[:, None], qb)
+        tl.store(qp + t0 * sqs, qb, mask=m[:, None] & (t0 + cols[None, :] < n_steps))
     tl.store(h_ptr + b * n_lakes + lk, h, mask=m)

@@ -179,7 +179,8 @@ class LakeRouter(Routed):
         base = (RivTreeCluster.by_basin(net).cluster_of if self._partition is None
                 else np.asarray(self._partition(net), np.int64))
         cluster_of, lake_cluster = lay.cut(net, base)
-        self.clusters = RivTreeCluster(net, cluster_of)
+        # the lakes of a stage in one wave: one fused level-pool loop per lake stage
+        self.clusters = RivTreeCluster(net, cluster_of, lay.stage_waves(net, cluster_of))
         self.router = StagedRouter(self.clusters, self.options, device=dev,
                                    nodes=np.unique(lake_cluster))
         down = net.downstream

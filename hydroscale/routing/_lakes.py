@@ -242,6 +242,43 @@ class LakeLayout:
         cl = new[cl]
         return cl, cl[self.outlet]
 
+    def stage_waves(self, network: RiverNetwork, cluster_of: Any) -> np.ndarray:
+        """Waves ``[C]`` of a partition cut at the lakes (:meth:`cut`) in which the lakes of
+        each stage share one wave, alone: the clusters outside lakes of stage 0 first (in
+        their longest-path levels), then the lakes of stage 1, then stage 1's clusters, ...
+        On one device each wave of lakes is one fused level-pool loop, so a network has as
+        many loops as lake stages (not as many as waves holding a lake)."""
+        cl = np.asarray(cluster_of, dtype=np.int64)
+        n_c = int(cl.max()) + 1 if cl.size else 0
+        lake = self.reach_lake >= 0
+        c_stage = np.zeros(n_c, np.int64)
+        c_stage[cl] = self.reach_stage
+        c_lake = np.zeros(n_c, bool)
+        c_lake[cl[lake]] = True
+        down = network.downstream
+        src = np.flatnonzero(down >= 0)
+        cross = src[cl[src] != cl[down[src]]]
+        edges = (np.unique(np.stack([cl[cross], cl[down[cross]]], 1), axis=0) if cross.size
+                 else np.zeros((0, 2), np.int64))
+        wave = np.zeros(n_c, np.int64)
+        floor = 0
+        for s in range(self.n_stages + 1):
+            if s:
+                wave[c_lake & (c_stage == s)] = floor
+                floor += 1
+            grp = ~c_lake & (c_stage == s)
+            wave[grp] = floor
+            e = edges[grp[edges[:, 1]]]  # edges into this stage's clusters
+            for _ in range(n_c):
+                new = wave.copy()
+                np.maximum.at(new, e[:, 1], wave[e[:, 0]] + 1)
+                if np.array_equal(new, wave):
+                    break
+                wave = new
+            if grp.any():
+                floor = int(wave[grp].max()) + 1
+        return wave
+
     def steady_inflow(self, network: RiverNetwork, q0: Any) -> np.ndarray:
         """The warm start of the block-sparse lake paths (:class:`LakeRouter` with a
         block-sparse engine, the distributed runtime): the constant inflow ``r* = q0 -

@@ -18,6 +18,7 @@ from hydroscale.routing import (
     LakeLayout,
     LakeRouter,
     Lakes,
+    RivTreeCluster,
 )
 
 DT = 3600.0
@@ -236,9 +237,16 @@ def test_block_sparse_path_cuts_one_cluster_at_the_lakes(seed, f):
         c = np.unique(cs.cluster_of[mem])
         assert c.size == 1 and np.array_equal(np.sort(cs.cluster_reaches(int(c[0]))),
                                               np.sort(mem))
+    # the lakes of a stage share one wave, alone: one fused level-pool loop per stage
+    lake_c = np.unique(cs.cluster_of[lake_idx])
+    assert np.unique(cs.wave_of[lake_c]).size == router.n_stages
+    assert not np.isin(cs.wave_of[np.setdiff1d(np.arange(cs.n_clusters), lake_c)],
+                       cs.wave_of[lake_c]).any()
     q = router(torch.tensor(runoff)[None], torch.tensor(np.stack([k, x], 1)))
     ref = oracle_with_lakes(net, runoff, k, x, lakes, f)
     np.testing.assert_allclose(q[0].numpy(), ref, rtol=1e-6, atol=1e-9 * ref.max())
+    with pytest.raises(ValueError, match="in no later wave"):
+        RivTreeCluster(net, cs.cluster_of, np.zeros(cs.n_clusters, np.int64))
 
 
 def test_warm_start_block_sparse_equals_stage_path():
