@@ -78,9 +78,8 @@ def route_lake_group(run: Any, ps: Any, spec: Any, group: int, chunk: int, t0: i
             outflows[buf.group] = buf.data.to(dev)
     inflow = nodes.inflow_for(group, outflows) if outflows else None
     with torch.no_grad():
-        dq, out, done = nodes.step(node_run, x[None].to(dtype), inflow, elev, run.lake_params,
-                                   extra)
-        q, out = dq.to(dtype), out.to(dtype)
+        q, out, done = nodes.step(node_run, x[None].to(dtype), inflow, elev, run.lake_params,
+                                  extra, out_dtype=dtype)
     checksum = block_checksum(q)
     ps.timers["route"] += time.perf_counter() - tic
     if ps.writer is not None:

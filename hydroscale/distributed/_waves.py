@@ -320,8 +320,8 @@ def _route(run: _WaveRun, g: int, x: torch.Tensor, inflow: torch.Tensor | None,
     node_run = nodes.run_of(g)
     lp = nodes.params(run.lake_leaf)
     h0 = nodes.initial_elevation(node_run, int(x.shape[0]), lp)
-    q, out, _ = nodes.step(node_run, x, inflow, h0, lp)
-    return q.to(run.ctx.dtype), out.to(run.ctx.dtype)
+    q, out, _ = nodes.step(node_run, x, inflow, h0, lp, out_dtype=run.ctx.dtype)
+    return q, out
 
 
 def _forward_graph(run: _WaveRun, g: int, inflow: torch.Tensor | None, record: bool

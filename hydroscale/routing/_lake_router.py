@@ -433,7 +433,7 @@ class LakeRouter(Routed):
             lakes = nodes.lakes_of(run)
             dq, out, done = nodes.step(
                 run, runoff, inflow, elev.index_select(1, lakes), lp,
-                None if q0_in is None else q0_in.index_select(1, lakes))
+                None if q0_in is None else q0_in.index_select(1, lakes), out_dtype=r.dtype)
             parts.append(done)
             return dq, out
 

@@ -301,17 +301,26 @@ class StagedRouter(Routed):
         b, _, t = r.shape
         dev = r.device
         if ("idx", key, str(dev)) not in self._node_runs:
-            # the exits feeding the run's inlets (rows read) and the inlet each feeds
+            # the exits feeding the run's inlets: each inlet's first feeder (one gather), then
+            # per further feeder rank (inlets, exits) added in place
             inl = cs.inlet_of_reach[run.inlets]
             feed = np.flatnonzero(np.isin(cs.exit_inlet, inl))
             at = np.searchsorted(inl, cs.exit_inlet[feed])  # inlets are in engine order
-            self._node_runs[("idx", key, str(dev))] = tuple(
-                torch.as_tensor(a, device=dev) for a in (run.reaches, feed, at))
-        rows, feed, at = self._node_runs[("idx", key, str(dev))]
+            by = np.lexsort((feed, at))
+            at, feed = at[by], feed[by]
+            rank = np.arange(at.size) - np.searchsorted(at, at)
+            t_ = lambda a: torch.as_tensor(a, device=dev)  # noqa: E731
+            ranks = [(t_(at[rank == j]), t_(feed[rank == j]))
+                     for j in range(1, int(rank.max(initial=0)) + 1)]
+            self._node_runs[("idx", key, str(dev))] = (t_(run.reaches), t_(feed[rank == 0]),
+                                                       ranks)
+        rows, first, ranks = self._node_runs[("idx", key, str(dev))]
         inflow = None
         if run.inlets.size:
-            x = transfer.view(b, cs.n_exits, f, t).index_select(1, feed)
-            inflow = x.new_zeros(b, run.inlets.size, f, t).index_add(1, at, x)
+            tv = transfer.view(b, cs.n_exits, f, t)
+            inflow = tv.index_select(1, first)  # [B, n_inlet, f, T]
+            for at, ex in ranks:
+                inflow.index_add_(1, at, tv.index_select(1, ex))
         dq, out = node_step(run, r.index_select(1, rows), inflow)
         want_q, want_o = (b, run.reaches.size, t), (b, run.exits.size, f, t)
         if tuple(dq.shape) != want_q or tuple(out.shape) != want_o:
