@@ -4,6 +4,8 @@ resolution, each lake by the plain-Python level-pool reference when its outlet c
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ from _engine_cases import random_forest
 from _lake_reference import ref_route
 
 import hydroscale
+from hydroscale.kernels import triton_available
 from hydroscale.network import RiverNetwork
 from hydroscale.routing import (
     LEVEL_POOL_PARAMS,
@@ -274,3 +277,20 @@ def test_warm_start_block_sparse_equals_stage_path():
     qa, st = router(runoff[..., :7], p, offsets=off, return_state=True)
     qb, _ = router(runoff[..., 7:], p, offsets=off, state=st, return_state=True)
     torch.testing.assert_close(torch.cat([qa, qb], -1), ref, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET", "0") != "1" or not triton_available(),
+                    reason="the Triton engine on CPU runs only under TRITON_INTERPRET=1")
+def test_triton_engine_and_lake_loop_match_oracle(monkeypatch):
+    """The triton engine with the lakes' Triton loop (every kernel backend Triton) against
+    the oracle, on CPU through the interpreter."""
+    monkeypatch.setenv("HYDROSCALE_KERNEL_BACKEND", "triton")
+    net = random_forest([9, 6], 7)
+    lakes = lakes_on(net, 7)
+    k, x = muskingum(net, 7)
+    runoff = np.random.default_rng(9).uniform(0.0, 3.0, (net.n_reaches, 10))
+    router = LakeRouter(net, lakes, irf="muskingum", substeps=2, dt=DT, engine="triton",
+                        dtype=torch.float64, window_tolerance=1e-12)
+    q = router(torch.tensor(runoff)[None], torch.tensor(np.stack([k, x], 1)))
+    ref = oracle_with_lakes(net, runoff, k, x, lakes, 2)
+    np.testing.assert_allclose(q[0].numpy(), ref, rtol=1e-6, atol=1e-9 * ref.max())
