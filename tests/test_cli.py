@@ -399,6 +399,8 @@ def test_demo_on_a_cluster_matches_one_device_and_its_summary(tmp_path, capsys):
     assert summary["engine"].startswith("distributed/") and summary["steps"] == 6
     _check_summary_matches_json(printed, summary)
     assert summary["lake_groups"] >= 1  # the lakes, as groups of the wave plan
+    assert len(summary["lakes"]) == 30  # each with its start and end level from the workers
+    assert all(np.isfinite(lk["elevation_end_m"]) for lk in summary["lakes"])
     q = zarr.open_group(str(out / "discharge.zarr"), mode="r")
     net, _, want, _ = _demo_oracle_lakes(6)
     order = net.index_of(np.asarray(q["reach"][:]))

@@ -94,3 +94,9 @@ def route_lake_group(run: Any, ps: Any, spec: Any, group: int, chunk: int, t0: i
     return ChunkResult(int(group), int(chunk), empty, empty.new_zeros(1, 0, 0, 0), buf,
                        checksum, done.elevation)
 
+
+def elevation_task(result: ChunkResult | list[ChunkResult], group: int) -> Any:
+    """The lake elevations ``[B, l]`` (m, float64 numpy) a lake group's result carries (of
+    ``group`` in a unit's list of results): the run summary's end levels."""
+    res = next(r for r in result if r.group == group) if isinstance(result, list) else result
+    return res.elevation.detach().cpu().numpy()

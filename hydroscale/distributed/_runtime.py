@@ -124,6 +124,7 @@ class RunSummary:
     reused_tasks: int = 0
     recomputed_tasks: int = 0
     run_plan: dict[str, Any] = field(default_factory=dict)
+    lake_elevation_end: list[float] | None = None  # [L] m (NaN: not routed by this pass)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -579,6 +580,7 @@ class DistributedRouter(Closing):
             _wait_logged(results, f"route {pass_id}", on_progress, weight)
             expected = done_keys | set(futs) if progress is not None else set()
             per = _finish(client, self.run_id, pass_id, results, progress, expected)
+            lake_end = self._lake_elevations(futs, c_n - 1, pass_id)
         except BaseException:
             self._abort(pass_id, [*futs.values(), *bufs.values(), *sums])
             if prepared is not None:
@@ -604,10 +606,32 @@ class DistributedRouter(Closing):
                                 + [s["peak_bytes"]])
                             for a, s in zip(self.addrs, self.worker_setup)],
             per_worker=per, plan=plan.summary(), output_store=output, **summ_reuse,
-            run_plan=run_plan.as_dict(),
+            run_plan=run_plan.as_dict(), lake_elevation_end=lake_end,
         )
         logger.info("%s", summ)
         return summ
+
+    def _lake_elevations(self, futs: dict[tuple[int, int], Any], last: int, pass_id: str
+                         ) -> list[float] | None:
+        """The elevation ``[L]`` (m) of every lake after the pass (batch member 0), read
+        from the last chunk's results of the lake groups (NaN where a resumed pass reused
+        that chunk); None without lakes."""
+        plan = self.plan
+        if plan.layout is None:
+            return None
+        from ._lake_tasks import elevation_task
+
+        lay = plan.layout
+        out = np.full(lay.lakes.n_lakes, np.nan)
+        got = {int(g): _submit(self.client, elevation_task, futs[(int(g), last)], int(g),
+                               addr=self.addrs[int(plan.group_worker[g])],
+                               key=f"hydroscale-lake-elevation-{pass_id}-{int(g)}")
+               for g in np.flatnonzero(plan.group_lake) if (int(g), last) in futs}
+        for g, fut in got.items():
+            a, b = plan.rows[g]
+            lakes = np.unique(lay.reach_lake[plan.order[a:b]])  # as the worker orders them
+            out[lakes] = np.asarray(fut.result())[0]
+        return out.tolist()
 
     def _abort(self, pass_id: str, futures: list[Any], timeout: float = 120.0) -> None:
         """After a failed pass: stop it on every worker (queued writes and tasks not started

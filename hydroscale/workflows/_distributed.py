@@ -51,6 +51,31 @@ def _forcing_source(cfg: dict[str, Any], inputs: RouteInputs, out_dir: Path,
     return str(path)
 
 
+def _lake_summary(lakes: Any, net: Any, q0: np.ndarray | None, end: list[float]
+                  ) -> list[dict[str, Any]]:
+    """The summary's lakes of a cluster run: start level (``ifd``, or releasing the warm
+    start's discharge), end level (from the workers) and storage change (the volumes in and
+    out stay on the workers)."""
+    import torch
+
+    from ..routing import (
+        LakeLayout,
+        elevation_for_outflow,
+        initial_elevation,
+        level_pool_params,
+    )
+    from ._lakes import lake_facts
+
+    lay = LakeLayout.build(net, lakes)
+    p = level_pool_params(lakes.params)
+    if q0 is None:
+        start = initial_elevation(p, lakes.ifd)
+    else:
+        start = elevation_for_outflow(p, torch.as_tensor(np.asarray(q0)[lay.outlet]))
+    return lake_facts(None, start[None], np.asarray(end)[None], None, None,
+                      layout=(lay, net))
+
+
 def _kept_rows(store: str, ids: np.ndarray) -> np.ndarray:
     import zarr
 
@@ -161,6 +186,8 @@ def route_distributed_workflow(
         **memory_facts(summ.run_plan, [
             max(p["peak_bytes"], p.get("host_peak_bytes", 0)) for p in summ.per_worker]),
     }
+    if lakes is not None and summ.lake_elevation_end is not None:
+        facts["lakes"] = _lake_summary(lakes, net, q0, summ.lake_elevation_end)
     if store is None:
         return facts, np.zeros((0, steps), np.float32), None
     return facts, _kept_rows(str(store), net.ids[keep]), store

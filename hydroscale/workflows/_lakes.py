@@ -40,11 +40,14 @@ def _engine(name: str, device: torch.device) -> str:
     return "triton" if device.type == "cuda" and triton_available() else "torch"
 
 
-def lake_facts(router: Any, start: torch.Tensor, end: torch.Tensor, vin: torch.Tensor,
-               vout: torch.Tensor) -> list[dict[str, Any]]:
-    """One entry per lake: id, name, outlet reach, stage, elevations (m), inflow, outflow and
-    storage change (m³) over the run (batch member 0)."""
-    lakes, lay = router.lakes, router.layout
+def lake_facts(router: Any, start: torch.Tensor, end: torch.Tensor, vin: torch.Tensor | None,
+               vout: torch.Tensor | None, layout: Any = None) -> list[dict[str, Any]]:
+    """One entry per lake: id, name, outlet reach, stage, elevations (m), inflow, outflow
+    (None where unknown: a cluster run) and storage change (m³) over the run (batch member
+    0).  ``router``: a LakeRouter, or None with the ``layout`` and network given as
+    ``layout=(LakeLayout, network)``."""
+    lay, net = (router.layout, router.network) if router is not None else layout
+    lakes = lay.lakes
     area = lakes.param("area")
     out = []
     for j in range(lakes.n_lakes):
@@ -53,12 +56,12 @@ def lake_facts(router: Any, start: torch.Tensor, end: torch.Tensor, vin: torch.T
             "id": int(lakes.ids[j]),
             "name": lakes.names[j] if lakes.names else "",
             "reaches": int((lakes.lake_of == j).sum()),
-            "outlet": int(router.network.ids[lay.outlet[j]]),
+            "outlet": int(net.ids[lay.outlet[j]]),
             "stage": int(lay.lake_stage[j]),
             "elevation_start_m": round(h0, 4),
             "elevation_end_m": round(h1, 4),
-            "inflow_m3": float(vin[0, j]),
-            "outflow_m3": float(vout[0, j]),
+            "inflow_m3": None if vin is None else float(vin[0, j]),
+            "outflow_m3": None if vout is None else float(vout[0, j]),
             "storage_change_m3": float(area[j] * (h1 - h0)),
         })
     return out

@@ -50,8 +50,12 @@ def test_route_with_lakes_equals_one_device(client, forest, forest_lakes, tmp_pa
     assert s.plan["cross_worker_exits"] > 0
     got = open_output(str(out), net).values
     r = (hash_uniform(torch.arange(net.n_reaches), 0, T, 4) * 2.0).double()
-    ref = LakeRouter(net, lakes, dt=DT, **kw)(r[None], torch.tensor(params))[0].numpy()
+    router = LakeRouter(net, lakes, dt=DT, **kw)
+    ref = router(r[None], torch.tensor(params))[0].numpy()
     assert np.abs(got - ref).max() <= 1e-9 * np.abs(ref).max()
+    # the lakes' levels after the last chunk, read back from the lake groups
+    np.testing.assert_allclose(s.lake_elevation_end, router.last_lakes["elevation_end"][0],
+                               rtol=1e-12)
     lay = LakeLayout.build(net, lakes)
     j = lay.outlet[0]  # the lakes act: their outflow is not their inflow passed on
     assert np.abs(got[j] - got[lay.lake_down[0]]).max() > 0
