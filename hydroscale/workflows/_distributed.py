@@ -67,9 +67,9 @@ def _lake_summary(lakes: Any, net: Any, q0: np.ndarray | None, end: list[float]
     from ._lakes import lake_facts
 
     lay = LakeLayout.build(net, lakes)
-    p = level_pool_params(lakes.params)
+    p = level_pool_params(torch.tensor(lakes.params))
     if q0 is None:
-        start = initial_elevation(p, lakes.ifd)
+        start = initial_elevation(p, torch.tensor(lakes.ifd))
     else:
         start = elevation_for_outflow(p, torch.as_tensor(np.asarray(q0)[lay.outlet]))
     return lake_facts(None, start[None], np.asarray(end)[None], None, None,
