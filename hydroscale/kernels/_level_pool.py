@@ -66,10 +66,11 @@ def level_pool_steps(inflow: torch.Tensor, params: torch.Tensor, dt: float,
     if tuple(q.shape) != (b, n, s) or q.dtype != torch.float64:
         raise ValueError(f"out must be [B={b}, L={n}, S={s}] float64, got {tuple(q.shape)}")
     h = torch.empty_like(h0)
+    rate = (float(dt) / p[:, 0]).contiguous()  # in float64 here: Triton passes floats as fp32
     if b and n:
         grid = (triton.cdiv(n, _LAKES), b)
         _triton_level_pool._level_pool_fwd_kernel[grid](
-            inflow, p, h0, q, h, n, s, float(dt), *inflow.stride(), *q.stride(), BL=_LAKES,
+            inflow, p, rate, h0, q, h, n, s, *inflow.stride(), *q.stride(), BL=_LAKES,
             U=_UNROLL)
     else:
         h.copy_(h0)

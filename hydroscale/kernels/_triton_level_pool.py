@@ -25,7 +25,7 @@ def _pos_pow15(x):
 
 
 @triton.jit
-def _discharge(h, area, emax, we, cw, lw, ld, eo, co, ao):
+def _discharge(h, emax, we, cw, lw, ld, eo, co, ao):
     """Weir (head capped at ``emax``) + orifice + overtopping outflow (m3/s) at ``h``."""
     head = tl.minimum(h - we, emax - we)
     weir = cw * lw * _pos_pow15(head)
@@ -39,10 +39,11 @@ def _discharge(h, area, emax, we, cw, lw, ld, eo, co, ao):
 def _level_pool_fwd_kernel(
     x_ptr,  # [B, L, S] float64 inflow (m3/s, step means), strides sxb, sxl, sxs
     p_ptr,  # [L, 9] float64 parameters (LEVEL_POOL_PARAMS order), contiguous
+    rate_ptr,  # [L] float64 dt / area (m per m3/s over one step; a float argument is fp32)
     h0_ptr,  # [B, L] float64 start elevation (m), contiguous
     q_ptr,  # [B, L, S] float64 outflow (m3/s, step means), strides sqb, sql, sqs
     h_ptr,  # [B, L] float64 end elevation (m), contiguous
-    n_lakes, n_steps, dt,
+    n_lakes, n_steps,
     sxb, sxl, sxs, sqb, sql, sqs,
     BL: tl.constexpr, U: tl.constexpr,
 ):
@@ -50,7 +51,6 @@ def _level_pool_fwd_kernel(
     lk = tl.program_id(0).to(tl.int64) * BL + tl.arange(0, BL)
     m = lk < n_lakes
     pp = p_ptr + lk * 9
-    area = tl.load(pp + 0, mask=m, other=1.0)
     emax = tl.load(pp + 1, mask=m, other=0.0)
     we = tl.load(pp + 2, mask=m, other=0.0)
     cw = tl.load(pp + 3, mask=m, other=0.0)
@@ -60,7 +60,7 @@ def _level_pool_fwd_kernel(
     co = tl.load(pp + 7, mask=m, other=0.0)
     ao = tl.load(pp + 8, mask=m, other=0.0)
     h = tl.load(h0_ptr + b * n_lakes + lk, mask=m, other=0.0)
-    rate = dt / area
+    rate = tl.load(rate_ptr + lk, mask=m, other=0.0)
     cols = tl.arange(0, U)
     xp = x_ptr + b * sxb + lk[:, None] * sxl + cols[None, :] * sxs  # [BL, U]
     qp = q_ptr + b * sqb + lk[:, None] * sql + cols[None, :] * sqs
@@ -75,10 +75,10 @@ def _level_pool_fwd_kernel(
         qb = tl.zeros([BL, U], dtype=tl.float64)
         for j in tl.static_range(U):
             i = tl.sum(tl.where(cols[None, :] == j, cur, 0.0), axis=1)  # step t0 + j
-            q1 = _discharge(h, area, emax, we, cw, lw, ld, eo, co, ao)
-            q2 = _discharge(h + (i - q1) * rate / 3.0, area, emax, we, cw, lw, ld, eo, co,
+            q1 = _discharge(h, emax, we, cw, lw, ld, eo, co, ao)
+            q2 = _discharge(h + (i - q1) * rate / 3.0, emax, we, cw, lw, ld, eo, co,
                             ao)
-            q3 = _discharge(h + (i - q2) * rate * (2.0 / 3.0), area, emax, we, cw, lw, ld,
+            q3 = _discharge(h + (i - q2) * rate * (2.0 / 3.0), emax, we, cw, lw, ld,
                             eo, co, ao)
             q = 0.25 * q1 + 0.75 * q3
             h = tl.where(t0 + j < n_steps, h + (i - q) * rate, h)
