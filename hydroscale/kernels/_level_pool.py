@@ -24,7 +24,6 @@ __all__ = ["LEVEL_POOL_COLUMNS", "level_pool_steps"]
 LEVEL_POOL_COLUMNS = 9
 
 _LAKES = 32  # lakes per program (float64 registers: 9 parameters + state per lake)
-_UNROLL = 8  # steps per block (the inflow of the next block is loaded ahead)
 
 
 def level_pool_steps(inflow: torch.Tensor, params: torch.Tensor, dt: float,
@@ -70,8 +69,7 @@ def level_pool_steps(inflow: torch.Tensor, params: torch.Tensor, dt: float,
     if b and n:
         grid = (triton.cdiv(n, _LAKES), b)
         _triton_level_pool._level_pool_fwd_kernel[grid](
-            inflow, p, rate, h0, q, h, n, s, *inflow.stride(), *q.stride(), BL=_LAKES,
-            U=_UNROLL)
+            inflow, p, rate, h0, q, h, n, s, *inflow.stride(), *q.stride(), BL=_LAKES)
     else:
         h.copy_(h0)
     return q, h

@@ -1,9 +1,9 @@
 """Triton kernel of :func:`~hydroscale.kernels.level_pool_steps` (forward).
 
-Each program owns ``BL`` lakes of one batch row and walks all ``S`` steps in-kernel, in
-blocks of ``U`` steps: the level-pool state (water elevation, float64) stays in registers;
-the next block's inflow is loaded while the current block is stepped (its loads do not wait
-on the chain of sub-steps), and a block's outflow is stored at once.  Inflow and outflow
+Each program owns ``BL`` lakes of one batch row and walks all ``S`` steps in-kernel: the
+level-pool state (water elevation, float64) stays in registers, the inflow of the next three
+steps is loaded while a step is computed (its loads do not wait on the chain of sub-steps),
+and each step's outflow is stored as it comes.  Inflow and outflow
 are read and written through strides, so a time-major layout (``[B, S, L]``: the lakes of a
 step contiguous) makes every step's loads and stores coalesced.  ``x ** 1.5`` is ``x sqrt(x)``
 (no ``pow`` in float64).
@@ -45,7 +45,7 @@ def _level_pool_fwd_kernel(
     h_ptr,  # [B, L] float64 end elevation (m), contiguous
     n_lakes, n_steps,
     sxb, sxl, sxs, sqb, sql, sqs,
-    BL: tl.constexpr, U: tl.constexpr,
+    BL: tl.constexpr,
 ):
     b = tl.program_id(1).to(tl.int64)
     lk = tl.program_id(0).to(tl.int64) * BL + tl.arange(0, BL)
@@ -61,27 +61,25 @@ def _level_pool_fwd_kernel(
     ao = tl.load(pp + 8, mask=m, other=0.0)
     h = tl.load(h0_ptr + b * n_lakes + lk, mask=m, other=0.0)
     rate = tl.load(rate_ptr + lk, mask=m, other=0.0)
-    cols = tl.arange(0, U)
-    xp = x_ptr + b * sxb + lk[:, None] * sxl + cols[None, :] * sxs  # [BL, U]
-    qp = q_ptr + b * sqb + lk[:, None] * sql + cols[None, :] * sqs
-    # blocks of U steps, the next block's inflow loaded while this one is stepped: the
-    # loads (independent of the level) do not wait on the chain of sub-steps
-    nxt = tl.load(xp, mask=m[:, None] & (cols[None, :] < n_steps), other=0.0)
-    for t0 in range(0, n_steps, U):
-        cur = nxt
-        t1 = t0 + U
-        nxt = tl.load(xp + t1 * sxs, mask=m[:, None] & (t1 + cols[None, :] < n_steps),
-                      other=0.0)
-        qb = tl.zeros([BL, U], dtype=tl.float64)
-        for j in tl.static_range(U):
-            i = tl.sum(tl.where(cols[None, :] == j, cur, 0.0), axis=1)  # step t0 + j
-            q1 = _discharge(h, emax, we, cw, lw, ld, eo, co, ao)
-            q2 = _discharge(h + (i - q1) * rate / 3.0, emax, we, cw, lw, ld, eo, co,
-                            ao)
-            q3 = _discharge(h + (i - q2) * rate * (2.0 / 3.0), emax, we, cw, lw, ld,
-                            eo, co, ao)
-            q = 0.25 * q1 + 0.75 * q3
-            h = tl.where(t0 + j < n_steps, h + (i - q) * rate, h)
-            qb = tl.where(cols[None, :] == j, q[:, None], qb)
-        tl.store(qp + t0 * sqs, qb, mask=m[:, None] & (t0 + cols[None, :] < n_steps))
+    xp = x_ptr + b * sxb + lk * sxl
+    qp = q_ptr + b * sqb + lk * sql
+    # the inflow of the next 3 steps is in flight while a step is computed: the loads
+    # (independent of the level) do not wait on the chain of sub-steps
+    i1 = tl.load(xp, mask=m & (n_steps > 0), other=0.0)
+    i2 = tl.load(xp + sxs, mask=m & (n_steps > 1), other=0.0)
+    i3 = tl.load(xp + 2 * sxs, mask=m & (n_steps > 2), other=0.0)
+    xn = xp + 3 * sxs  # the inflow of step t + 3 (pointers step on: no int32 offsets)
+    for t in range(0, n_steps):
+        i = i1
+        i1 = i2
+        i2 = i3
+        i3 = tl.load(xn, mask=m & (t + 3 < n_steps), other=0.0)
+        xn += sxs
+        q1 = _discharge(h, emax, we, cw, lw, ld, eo, co, ao)
+        q2 = _discharge(h + (i - q1) * rate / 3.0, emax, we, cw, lw, ld, eo, co, ao)
+        q3 = _discharge(h + (i - q2) * rate * (2.0 / 3.0), emax, we, cw, lw, ld, eo, co, ao)
+        q = 0.25 * q1 + 0.75 * q3
+        h = h + (i - q) * rate
+        tl.store(qp, q, mask=m)
+        qp += sqs
     tl.store(h_ptr + b * n_lakes + lk, h, mask=m)
