@@ -74,7 +74,11 @@ def test_kernel_reads_and_writes_through_strides():
 
 
 @requires_triton
-def test_fallback_backward_equals_torch_autograd():
+@pytest.mark.parametrize("segment", [1 << 22, 2 * 7 * 5])  # one segment; 5 steps each
+def test_fallback_backward_equals_torch_autograd(monkeypatch, segment):
+    from hydroscale.routing import _level_pool
+
+    monkeypatch.setattr(_level_pool, "BACKWARD_SEGMENT_ELEMENTS", segment)
     x, p, h0 = _cases(5)
     x = x[:, :, :12]
     dev = TRITON_DEVICE
