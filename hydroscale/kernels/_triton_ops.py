@@ -172,7 +172,50 @@ def _block_forward(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, spli
     """Launch the block forward kernel: destination row ``d`` into ``out[:, out_row0 + d]``
     if ``d < split``, else into ``out2[:, out2_row0 + d - split]`` (written, or added when
     ``accumulate``); ``term_b``, a second term ``(x, w, layout, hist)`` with the same
-    destination blocks, is summed in the same launch."""
+    destination blocks, is summed in the same launch.  With ``block_split_history`` the
+    histories are applied by :func:`_add_history` after a launch without them."""
+    k = w.shape[1]
+    hb = None if term_b is None else term_b[3]
+    if cfg.block_split_history and k > 1 and (hist is not None or hb is not None):
+        plain_b = None if term_b is None else (*term_b[:3], None)
+        _block_forward(cfg, x, w, layout, None, out, out_row0, out2, out2_row0, split,
+                       accumulate, plain_b)
+        _add_history(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, split, term_b)
+        return
+    _block_launch(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, split, accumulate,
+                  term_b)
+
+
+def _add_history(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, split,
+                 term_b) -> None:
+    """Add the inputs' histories' share of the output, which only reaches its first ``K -
+    1`` steps: the same kernels over ``[hist, zeros]`` (``2 (K - 1)`` steps), whose last
+    ``K - 1`` output steps are ``Σ_{k > t} w_k hist[K - 1 + t - k]``, added to the output's
+    first ``min(T, K - 1)`` steps of the same rows."""
+    k1 = w.shape[1] - 1
+    n_t = x.shape[2]
+
+    def padded(xt, ht):
+        h = ht if ht is not None else xt.new_zeros(xt.shape[0], xt.shape[1], k1)
+        return torch.cat([h.to(xt.dtype), h.new_zeros(h.shape[0], h.shape[1], k1).to(
+            xt.dtype)], -1)
+
+    xs = padded(x, hist)
+    term = None if term_b is None else (padded(term_b[0], term_b[3]), *term_b[1:3], None)
+    n_dst = layout.n_dst
+    ys = torch.zeros(x.shape[0], n_dst, 2 * k1, device=x.device, dtype=out.dtype)
+    _block_launch(cfg, xs, w, layout, None, ys, 0, ys, 0, n_dst, False, term)
+    steps = min(n_t, k1)
+    share = ys[:, :, k1:k1 + steps]
+    if split:
+        out[:, out_row0:out_row0 + split, :steps] += share[:, :split]
+    if n_dst > split:
+        out2[:, out2_row0:out2_row0 + n_dst - split, :steps] += share[:, split:]
+
+
+def _block_launch(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, split,
+                  accumulate, term_b: tuple | None = None) -> None:
+    """One launch of the block forward kernel (see :func:`_block_forward`)."""
     batch, n_src, n_t = x.shape
     k = w.shape[1]
     has_hist = hist is not None and k > 1

@@ -12,8 +12,18 @@ from hydroscale.kernels import RowTarget, path_conv_into, set_launch_config
 def _backends():
     out = ["torch"]
     if TRITON_DEVICE is not None:
-        out += ["triton:blocks", "triton:toeplitz"]
+        out += ["triton:blocks", "triton:toeplitz", "triton:blocks-split"]
     return out
+
+
+def _config(algorithm: str):
+    """The launch configuration of a backend variant (``blocks-split``: the block kernel with
+    the input history applied by a second launch), or None for the default."""
+    if not algorithm:
+        return None
+    if algorithm == "blocks-split":
+        return set_launch_config(conv_algorithm="blocks", block_split_history=True)
+    return set_launch_config(conv_algorithm=algorithm)
 
 
 @pytest.mark.parametrize("backend", _backends())
@@ -30,7 +40,7 @@ def test_rows_land_in_both_targets(make_case, backend, accumulate):
     second = torch.randn(2, 4, 300, generator=g, dtype=torch.float64)
     f0, s0 = first.clone(), second.clone()
     target = RowTarget(first.to(dev), 2, second.to(dev), 1, split=2, accumulate=accumulate)
-    previous = set_launch_config(conv_algorithm=algorithm) if algorithm else None
+    previous = _config(algorithm)
     try:
         path_conv_into(x.to(dev), w.to(dev), layout.to(dev), target, hist.to(dev),
                        backend=name)
@@ -57,3 +67,38 @@ def test_bad_targets_and_gradients_are_refused(make_case):
     with pytest.raises(RuntimeError, match="records no gradients"):
         path_conv_into(x, w.requires_grad_(True), layout, RowTarget(big, 0, big, 0, split=4),
                        backend="torch")
+
+
+@pytest.mark.parametrize("steps", [2, 40])
+def test_split_history_pair_launch_equals_the_oracle(make_case, steps, monkeypatch):
+    """Two terms with histories summed into two targets by one launch, the histories then
+    applied by a second launch (``block_split_history``), also when the chunk is shorter
+    than the history: the float64 oracle's values."""
+    if TRITON_DEVICE is None:
+        pytest.skip("needs triton (a GPU, or TRITON_INTERPRET=1 on CPU)")
+    from hydroscale.kernels import _triton_ops, path_conv_sum_into
+
+    calls = []
+    real = _triton_ops._add_history
+    monkeypatch.setattr(_triton_ops, "_add_history",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    la, xa, wa, ha, sa, da = make_case(1, 5, 6, steps, 5, 12, heavy_dst=2, heavy=4)
+    xb = torch.randn(1, 5, steps, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    hb = torch.randn(1, 5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    expect = (brute_force(xa, wa, sa, da, 6, ha) + brute_force(xb, wa, sa, da, 6, hb))
+    dev = TRITON_DEVICE
+    first = torch.zeros(1, 2, steps, dtype=torch.float64, device=dev)
+    second = torch.zeros(1, 4, steps, dtype=torch.float64, device=dev)
+    previous = _config("blocks-split")
+    try:
+        with torch.no_grad():
+            f, s = path_conv_sum_into(
+                [(xa.to(dev), wa.to(dev), la.to(dev), ha.to(dev)),
+                 (xb.to(dev), wa.to(dev), la.to(dev), hb.to(dev))],
+                RowTarget(first, 0, second, 0, split=2), backend="triton")
+    finally:
+        set_launch_config(previous)
+    got = torch.cat([f.cpu(), s.cpu()], 1)
+    assert calls  # the histories went through the second launch
+    torch.testing.assert_close(got, expect, rtol=1e-10, atol=1e-10)
