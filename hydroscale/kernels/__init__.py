@@ -41,7 +41,8 @@ carrying ``hist = xx[..., -(K - 1):]`` gives exactly the unchunked result.
   synthetic runoff (one Triton kernel on CUDA, :func:`hash_uniform_reference` elsewhere).
 - :func:`level_pool_steps` ``(inflow, params, dt, elevation)``: the level-pool reservoirs'
   time loop in one Triton kernel (a program per block of lakes walking every step in
-  registers; forward only: :func:`hydroscale.routing.route_level_pool` wraps it).
+  registers) and :func:`level_pool_adjoint` (its backward: the steps walked backwards from
+  the stored levels); :func:`hydroscale.routing.route_level_pool` wraps them.
 - :class:`LaunchConfig`, :func:`set_launch_config`, :func:`get_launch_config`: Triton tile
   sizes, warps, paths per iteration and the algorithm (speed only; ``$HYDROSCALE_KERNEL_LAUNCH``
   overrides).
@@ -52,7 +53,7 @@ Only this package imports Triton, and only when it is installed.
 from ._hash import hash_uniform, hash_uniform_reference
 from ._launch import LaunchConfig, get_launch_config, parse_launch_spec, set_launch_config
 from ._layout import PathLayout
-from ._level_pool import LEVEL_POOL_COLUMNS, level_pool_steps
+from ._level_pool import LEVEL_POOL_COLUMNS, level_pool_adjoint, level_pool_steps
 from ._path_conv import (
     BACKENDS,
     RowTarget,
@@ -77,6 +78,7 @@ __all__ = [
     "get_launch_config",
     "hash_uniform",
     "hash_uniform_reference",
+    "level_pool_adjoint",
     "level_pool_steps",
     "parse_launch_spec",
     "path_conv",

@@ -37,11 +37,11 @@ Lake state is float64 whatever the routing dtype; the time loop runs once for al
 call (``[B, L]`` tensors per step), and autograd flows to inflow, initial elevation and every
 parameter.  On CUDA (``backend="triton"``, :func:`hydroscale.kernels.select_backend`) the loop
 is one Triton kernel (:func:`hydroscale.kernels.level_pool_steps`, a program per block of
-lakes walking every step in registers); its backward is a *torch fallback*: the loop is
-rematerialised in torch with autograd, segment by segment from the end (the levels at the
-segment starts from the kernel; :data:`BACKWARD_SEGMENT_ELEMENTS` bounds the graph held):
-exact, but ~20 small kernels per step, so slow for long sub-step series (an adjoint kernel
-storing the levels per step would replace it).
+lakes walking every step in registers, storing the level before each step when a gradient
+is wanted); its backward is the *adjoint kernel*
+(:func:`hydroscale.kernels.level_pool_adjoint`: the steps walked backwards from the stored
+levels, each step's RK3 stages recomputed in registers, the parameters' adjoints summed per
+lake).
 """
 
 from __future__ import annotations
@@ -185,59 +185,28 @@ def level_pool_discharge(h: torch.Tensor, p: Mapping[str, torch.Tensor]) -> torc
     return weir + orifice + over
 
 
-#: values ``[B, L]`` x steps the torch fallback backward rematerialises at once (its graph
-#: holds ~20 such tensors per step: ~0.7 GB of float64 graph per segment)
-BACKWARD_SEGMENT_ELEMENTS = 1 << 22
-
-
 class _LevelPoolKernel(torch.autograd.Function):
-    """The Triton loop forward; backward: the torch loop rematerialised with autograd,
-    segment by segment from the end (levels at the segment starts from the kernel), so the
-    graph held is one segment's."""
+    """The Triton loop forward (storing the level before each step when a gradient is
+    wanted), its adjoint kernel backward."""
 
     @staticmethod
     def forward(ctx, x, pm, h0, dt):  # noqa: D102
         from ..kernels import level_pool_steps
 
-        out, h = level_pool_steps(x, pm, dt, h0)
-        ctx.save_for_backward(x, pm, h0)
+        grad = any(ctx.needs_input_grad[:3])
+        res = level_pool_steps(x, pm, dt, h0, return_levels=grad)
+        if grad:
+            ctx.save_for_backward(x, pm, res[2])
         ctx.dt = dt
-        return out, h
+        return res[0], res[1]
 
     @staticmethod
     def backward(ctx, gq, gh):  # noqa: D102
-        from ..kernels import level_pool_steps
+        from ..kernels import level_pool_adjoint
 
-        x, pm, h0 = ctx.saved_tensors
-        b, n, s = x.shape
-        seg = max(1, min(s, BACKWARD_SEGMENT_ELEMENTS // max(1, b * n)))
-        cuts = list(range(0, s, seg))
-        starts, h = [], h0
-        for a in cuts:  # the level at each segment's start
-            starts.append(h)
-            if a + seg < s:
-                _, h = level_pool_steps(x[..., a : a + seg], pm, ctx.dt, h)
-        gx = torch.zeros_like(x)
-        gp = torch.zeros_like(pm)
-        g_end = torch.zeros_like(h0) if gh is None else gh
-        for a, start in zip(reversed(cuts), reversed(starts)):
-            e = min(s, a + seg)
-            with torch.enable_grad():
-                xl = x[..., a:e].detach().requires_grad_(True)
-                pl = pm.detach().requires_grad_(True)
-                hl = start.detach().requires_grad_(True)
-                p = {k: pl[:, j] for j, k in enumerate(LEVEL_POOL_PARAMS)}
-                out, h_e, _ = _loop(xl, p, ctx.dt, hl, False)
-                roots = [h_e] + ([] if gq is None else [out])
-                seeds = [g_end] + ([] if gq is None else [gq[..., a:e]])
-                g_x, g_p, g_h = torch.autograd.grad(roots, [xl, pl, hl], seeds,
-                                                    allow_unused=True)
-            if g_x is not None:
-                gx[..., a:e] = g_x
-            if g_p is not None:
-                gp += g_p
-            g_end = torch.zeros_like(h0) if g_h is None else g_h
-        return gx, gp, g_end, None
+        x, pm, levels = ctx.saved_tensors
+        gx, gp, g0 = level_pool_adjoint(x, pm, ctx.dt, levels, gq, gh)
+        return gx, gp, g0, None
 
 
 def _loop(x: torch.Tensor, p: Mapping[str, torch.Tensor], dt: float, h: torch.Tensor,

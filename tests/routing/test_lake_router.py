@@ -294,3 +294,17 @@ def test_triton_engine_and_lake_loop_match_oracle(monkeypatch):
     q = router(torch.tensor(runoff)[None], torch.tensor(np.stack([k, x], 1)))
     ref = oracle_with_lakes(net, runoff, k, x, lakes, 2)
     np.testing.assert_allclose(q[0].numpy(), ref, rtol=1e-6, atol=1e-9 * ref.max())
+
+    def grads() -> list[torch.Tensor]:  # through the lakes' adjoint kernel, or torch's loop
+        kk = torch.tensor(k, requires_grad=True)
+        lp = torch.tensor(lakes.params, requires_grad=True)
+        out = router(torch.tensor(runoff)[None], torch.stack([kk, torch.tensor(x)], 1),
+                     lake_params=lp)
+        out[0, int(net.outlets[0])].sum().backward()
+        return [kk.grad, lp.grad]
+
+    got = grads()
+    monkeypatch.setenv("HYDROSCALE_KERNEL_BACKEND", "torch")
+    for a, b in zip(got, grads()):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    assert float(got[1].abs().max()) > 0
