@@ -112,9 +112,10 @@ def level_pool_adjoint(inflow: torch.Tensor, params: torch.Tensor, dt: float,
     gp = inflow.new_zeros(b, n, 10)
     if b and n and s:
         grid = (triton.cdiv(n, _LAKES), b)
+        last = slice(s - 1, s)  # views at the last step: the kernel walks backwards
         _triton_level_pool._level_pool_bwd_kernel[grid](
-            inflow, levels, gq, p, rate, gh, gx, gp, n, s, *inflow.stride(),
-            *levels.stride(), *gq.stride(), BL=_LAKES)
+            inflow[..., last], levels[..., last], gq[..., last], p, rate, gh, gx[..., last],
+            gp, n, s, *inflow.stride(), *levels.stride(), *gq.stride(), BL=_LAKES)
     gp = gp.sum(0)
     g_params = gp[:, :9].clone()
     g_params[:, 0] = -gp[:, 9] * rate / p[:, 0]  # rate = dt / area

@@ -130,13 +130,13 @@ def _discharge_adjoint(g, h, emax, we, cw, lw, ld, eo, co, ao):
 
 @triton.jit
 def _level_pool_bwd_kernel(
-    x_ptr,  # [B, L, S] float64 inflow, strides sxb, sxl, sxs
-    lev_ptr,  # [B, L, S] float64 elevation before each step (the forward's), strides s?q
-    gq_ptr,  # [B, L, S] float64 adjoint of the outflow, strides sgb, sgl, sgs
+    x_ptr,  # [B, L, S] float64 inflow at its LAST step, strides sxb, sxl, sxs
+    lev_ptr,  # [B, L, S] float64 elevation before each step, at its last step, strides s?q
+    gq_ptr,  # [B, L, S] float64 adjoint of the outflow, at its last step, strides sg?
     p_ptr,  # [L, 9] float64 parameters, contiguous
     rate_ptr,  # [L] float64 dt / area
     gh_ptr,  # [B, L] float64 in: adjoint of the end elevation; out: of the start elevation
-    gx_ptr,  # [B, L, S] float64 adjoint of the inflow, strides of x
+    gx_ptr,  # [B, L, S] float64 adjoint of the inflow, at its last step, strides of x
     gp_ptr,  # [B, L, 10] float64 out: adjoints of the 9 parameters and of the rate
     n_lakes, n_steps,
     sxb, sxl, sxs, sqb, sql, sqs, sgb, sgl, sgs,
@@ -166,11 +166,11 @@ def _level_pool_bwd_kernel(
     a_co = zero
     a_ao = zero
     a_rate = zero
-    last = n_steps - 1
-    xp = x_ptr + b * sxb + lk * sxl + last * sxs
-    hp = lev_ptr + b * sqb + lk * sql + last * sqs
-    gp = gq_ptr + b * sgb + lk * sgl + last * sgs
-    gxp = gx_ptr + b * sxb + lk * sxl + last * sxs
+    # the pointers start at the last step (the launcher's views) and step backwards
+    xp = x_ptr + b * sxb + lk * sxl
+    hp = lev_ptr + b * sqb + lk * sql
+    gp = gq_ptr + b * sgb + lk * sgl
+    gxp = gx_ptr + b * sxb + lk * sxl
     for _ in range(0, n_steps):  # steps S - 1 .. 0
         i = tl.load(xp, mask=m, other=0.0)
         h = tl.load(hp, mask=m, other=0.0)
