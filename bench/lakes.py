@@ -12,7 +12,8 @@ aggregated before the timed passes.  A pass routes the steps in time chunks (sta
 each chunk's runoff generated on the device outside the timing: a decade at 3M reaches is
 ~45 GB of runoff).  Prints the set-up and the median pass seconds of each, their ratio (the
 issue's bound on one H200 at 3M reaches: 1.5), the lake stages and the lake loops per chunk
-(one fused level-pool loop per lake stage), waves, windows and the peak device memory.
+(one fused level-pool loop per lake stage), waves, windows, the seconds of the lake steps
+(one more pass, each step synchronised) and the peak device memory.
 
 The issue's row (one H200)::
 
@@ -104,6 +105,32 @@ def median_pass(route, n: int, a: argparse.Namespace, dev: torch.device) -> floa
                              for _ in range(a.repeat))
 
 
+def lake_step_seconds(lr, kl, n: int, a: argparse.Namespace, dev: torch.device) -> float:
+    """Seconds spent in the lakes' steps (inflow gather, level-pool loop, outflow) during one
+    more pass, each step synchronised (an extra pass: the timed ones are not perturbed)."""
+    nodes, spent = lr.nodes, [0.0]
+    step = nodes.step
+
+    def timed(*args, **kw):
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        tic = time.perf_counter()
+        out = step(*args, **kw)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        spent[0] += time.perf_counter() - tic
+        return out
+
+    nodes.step = timed
+    try:
+        with torch.no_grad():
+            pass_seconds(lambda r, st: lr(r, kernels=kl, state=st, return_state=True), n,
+                         a.steps, a.time_chunk, a.seed, dev)
+    finally:
+        del nodes.step
+    return spent[0]
+
+
 def without_lakes(net, part, p, opts, a, dev) -> tuple[float, float, int, int]:
     """Set-up seconds, median pass seconds, waves and window of the same forest without
     lakes."""
@@ -158,6 +185,7 @@ def main() -> None:
         f_lakes = median_pass(lambda r, st: lr(r, kernels=kl, state=st, return_state=True),
                               n, a, dev)
     runs = sum(1 for node, _ in lr.router._schedule() if node)
+    lake_s = lake_step_seconds(lr, kl, n, a, dev)
     row = {
         "reaches": n, "steps": a.steps, "time_chunk": a.time_chunk, "substeps": a.substeps,
         "engine": a.engine, "device": str(dev), "lakes": lakes.n_lakes,
@@ -167,6 +195,7 @@ def main() -> None:
         "window_lakes": int(kl[0].window), "setup_s_plain": round(setup_plain, 3),
         "setup_s_lakes": round(setup_lakes, 3), "forward_s_plain": round(f_plain, 4),
         "forward_s_lakes": round(f_lakes, 4), "ratio": round(f_lakes / f_plain, 3),
+        "lake_step_s": round(lake_s, 4),
         "peak_gb": (round(torch.cuda.max_memory_allocated(dev) / 1e9, 1)
                     if dev.type == "cuda" else None),
     }

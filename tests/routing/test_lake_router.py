@@ -240,6 +240,13 @@ def test_block_sparse_path_cuts_one_cluster_at_the_lakes(seed, f):
         c = np.unique(cs.cluster_of[mem])
         assert c.size == 1 and np.array_equal(np.sort(cs.cluster_reaches(int(c[0]))),
                                               np.sort(mem))
+    # the only exits: the reaches draining into a lake and the lakes' outlets (a tributary
+    # joining below a lake stays with the reaches it joins)
+    lay = router.layout
+    down = net.downstream
+    feeders = [j for j in range(net.n_reaches) if lay.reach_lake[j] < 0 and down[j] >= 0
+               and lay.reach_lake[down[j]] >= 0]
+    assert cs.n_exits == len(feeders) + int((lay.lake_down >= 0).sum())
     # the lakes of a stage share one wave, alone: one fused level-pool loop per stage
     lake_c = np.unique(cs.cluster_of[lake_idx])
     assert np.unique(cs.wave_of[lake_c]).size == router.n_stages
