@@ -102,3 +102,44 @@ def forest():
                        rng.uniform(0.1, 0.3, net.n_reaches)], axis=1)
     part = partition_network(net, max_reaches=24, min_reaches=4, n_workers=2)
     return net, params, part
+
+
+@pytest.fixture(scope="module")
+def forest_lakes(forest):
+    """12 two-reach level-pool lakes (a reach and one upstream reach) on the ``forest``,
+    among them one lake draining straight into another (lake -> lake)."""
+    from hydroscale.routing import LEVEL_POOL_PARAMS, Lakes
+
+    net = forest[0]
+    rng = np.random.default_rng(3)
+    down = net.downstream
+    up_of = np.full(net.n_reaches, -1)
+    has = np.flatnonzero(down >= 0)
+    up_of[down[has]] = has
+    taken = np.zeros(net.n_reaches, bool)
+    members = []
+    # a chain: lake B = (d, d's upstream c), lake A = (c's upstream b, b's upstream a)
+    for d in rng.permutation(np.flatnonzero(up_of >= 0)):
+        c = up_of[d]
+        b = up_of[c] if c >= 0 else -1
+        a = up_of[b] if b >= 0 else -1
+        if a >= 0:
+            members += [[b, a], [d, c]]
+            taken[[a, b, c, d]] = True
+            break
+    for j in rng.permutation(np.flatnonzero(up_of >= 0)):
+        u = up_of[j]
+        if len(members) >= 12:
+            break
+        if not (taken[j] or taken[u]):
+            taken[[j, u]] = True
+            members.append([j, u])
+    n = len(members)
+    cols = dict(area=rng.uniform(5e5, 2e6, n), max_elevation=np.full(n, 12.0),
+                weir_elevation=np.full(n, 10.5), weir_coefficient=rng.uniform(0.4, 1.5, n),
+                weir_length=rng.uniform(5.0, 20.0, n), dam_length=np.full(n, 10.0),
+                orifice_elevation=np.full(n, 5.0), orifice_coefficient=rng.uniform(0.1, 0.6, n),
+                orifice_area=np.ones(n))
+    return Lakes.from_members({100 + i: net.ids[m] for i, m in enumerate(members)},
+                              np.stack([cols[c] for c in LEVEL_POOL_PARAMS], 1),
+                              rng.uniform(0.5, 0.9, n))

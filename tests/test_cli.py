@@ -329,6 +329,28 @@ def _demo_oracle(steps: int):
     return net, q0, want
 
 
+def _demo_oracle_lakes(steps: int):
+    """The demo with its level-pool lakes (the default): the float64 oracle engine routing
+    the network stage by stage between the lakes (LakeRouter's stage path, independent of
+    the block-sparse engine's node clusters), from the steady state of NWM's streamflow,
+    each lake at the level releasing it."""
+    import torch
+
+    from hydroscale.io import load_lower_colorado
+    from hydroscale.routing import LakeRouter
+
+    basin = load_lower_colorado()
+    net = basin.network
+    q0 = torch.as_tensor(basin.nwm_discharge(0))[None]
+    r = torch.as_tensor(basin.q_lateral.values[:, :steps].astype(np.float64))[None]
+    a = net.attrs
+    p = torch.from_numpy(np.stack([a["musk"] / 3600.0, a["musx"]], 1))
+    router = LakeRouter(net, basin.lakes, irf="muskingum", dt=3600.0, engine="oracle",
+                        dtype=torch.float64, allow_unstable=True)
+    want = router(r, p, offsets=router.steady_offsets(q0))[0].numpy()
+    return net, q0[0].numpy(), want, basin.lakes
+
+
 def test_demo_runs_the_packaged_workflow_and_matches_the_oracle(tmp_path, capsys):
     """`hydroscale demo` on one device, 6 steps: Zarr + PNG + summary; the discharge is the
     oracle's from the steady state of NWM's streamflow; the printed summary is summary.json's."""
@@ -343,19 +365,25 @@ def test_demo_runs_the_packaged_workflow_and_matches_the_oracle(tmp_path, capsys
     assert summary["reaches"] == 11_248 and summary["steps"] == 6
     _check_summary_matches_json(printed, summary)
     assert (out / "hydrographs.png").stat().st_size > 10_000
+    assert len(summary["lakes"]) == 30  # the basin's level-pool lakes, by default
     q = zarr.open_group(str(out / "discharge.zarr"), mode="r")
-    net, q0, want = _demo_oracle(6)
+    net, q0, want, lakes = _demo_oracle_lakes(6)
     order = net.index_of(np.asarray(q["reach"][:]))
     got = np.asarray(q["discharge"][:], dtype=np.float64)
     err = np.linalg.norm(got - want[order]) / np.linalg.norm(want)
     assert err < 1e-5
     outlet = net.outlets[0]
     assert abs(got[np.argsort(order)][outlet, 0] - q0[outlet]) < 0.01 * q0[outlet]  # ~70 m³/s
+    # the lakes act: without them (the lake-free oracle) the reaches below differ
+    _, _, free = _demo_oracle(6)
+    below = net.index_of(lakes.reach_ids)
+    assert np.abs(free[below] - want[below]).max() > 1e-3
 
 
 def test_demo_on_a_cluster_matches_one_device_and_its_summary(tmp_path, capsys):
-    """The demo through the Dask runtime (the workers route r - r*, Q0 is added): the same
-    discharge as the oracle, and the printed summary states summary.json's truncation."""
+    """The demo through the Dask runtime (the workers route r - r*, Q0 is added; the lakes
+    as lake groups): the same discharge as the oracle with lakes, and the printed summary
+    states summary.json's truncation."""
     import zarr
     from distributed import LocalCluster
 
@@ -370,8 +398,11 @@ def test_demo_on_a_cluster_matches_one_device_and_its_summary(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["engine"].startswith("distributed/") and summary["steps"] == 6
     _check_summary_matches_json(printed, summary)
+    assert summary["lake_groups"] >= 1  # the lakes, as groups of the wave plan
+    assert len(summary["lakes"]) == 30  # each with its start and end level from the workers
+    assert all(np.isfinite(lk["elevation_end_m"]) for lk in summary["lakes"])
     q = zarr.open_group(str(out / "discharge.zarr"), mode="r")
-    net, _, want = _demo_oracle(6)
+    net, _, want, _ = _demo_oracle_lakes(6)
     order = net.index_of(np.asarray(q["reach"][:]))
     got = np.asarray(q["discharge"][:], dtype=np.float64)
     assert np.linalg.norm(got - want[order]) / np.linalg.norm(want) < 1e-5

@@ -51,7 +51,7 @@ logger = logging.getLogger(__name__)
 
 # the keywords of a DistributedGradient that configure its wave run (WaveRuntime's defaults)
 _RUNTIME_KEYWORDS = ("plan", "placement", "batch_reaches", "kernel_graph", "rematerialise",
-                     "worker_timeout", "max_recoveries", "poll")
+                     "worker_timeout", "max_recoveries", "poll", "lakes", "dt", "train_lakes")
 
 
 class DistributedGradient(Closing):
@@ -88,7 +88,11 @@ class DistributedGradient(Closing):
         the keywords of the wave run, passed to
         :class:`~hydroscale.distributed.WaveRuntime` (its defaults): ``plan``,
         ``placement``, ``batch_reaches``, ``kernel_graph``, ``rematerialise``,
-        ``worker_timeout``, ``max_recoveries``, ``poll``.
+        ``worker_timeout``, ``max_recoveries``, ``poll``; ``lakes`` (level-pool
+        :class:`~hydroscale.routing.Lakes` routed as lake groups) with ``dt`` (the routing
+        step, s) and ``train_lakes`` (names of the level-pool parameters trained, e.g.
+        ``("weir_coefficient",)``: a local parameter of the worker of each lake;
+        :meth:`gradient` returns their gradient as ``lakes`` ``[L, k]``).
     """
 
     def __init__(
@@ -153,6 +157,9 @@ class DistributedGradient(Closing):
             self.edges: np.ndarray | None = histogram_edges(model.low, model.high)
         except (AttributeError, TypeError, ValueError):
             self.edges = None
+        lakes = runtime.get("lakes")
+        train = tuple(runtime.pop("train_lakes", ()))
+        self.lake_columns = self._lake_columns(lakes, train)
         self.runtime = WaveRuntime(
             client, network, partition, routing, self._work, max_steps=observations.n_steps,
             recoverable=self.snapshot_dir is not None,
@@ -185,6 +192,21 @@ class DistributedGradient(Closing):
     @property
     def recoveries(self) -> int:
         return self.runtime.recoveries
+
+    @staticmethod
+    def _lake_columns(lakes: Any, train: tuple[str, ...]) -> tuple[int, ...] | None:
+        """Column indices of the trained level-pool parameters (None without lakes)."""
+        from ..routing import LEVEL_POOL_PARAMS
+
+        if lakes is None:
+            if train:
+                raise ValueError(f"train_lakes={list(train)} needs lakes=")
+            return None
+        bad = [c for c in train if c not in LEVEL_POOL_PARAMS]
+        if bad:
+            raise ValueError(f"train_lakes names unknown level-pool parameters {bad}; the "
+                             f"parameters are {list(LEVEL_POOL_PARAMS)}")
+        return tuple(LEVEL_POOL_PARAMS.index(c) for c in train)
 
     def _model_part(self, rows: np.ndarray) -> tuple[Any, bool]:
         m = self.model
@@ -223,8 +245,12 @@ class DistributedGradient(Closing):
                 "validation": None if self.validation is None else
                 (self.validation.start + self.warmup, self.validation.stop)}
         cal = self.calibration
+        lakes = None
+        if plan.layout is not None:
+            lakes = (np.asarray(plan.layout.lakes.params, np.float64), self.lake_columns)
         work = GaugeWork(model, shared, source, self._gauge_part(plan, worker), loss,
-                         (cal.optimizer, float(cal.lr)), self.snapshot_dir, self.edges)
+                         (cal.optimizer, float(cal.lr)), self.snapshot_dir, self.edges,
+                         lakes)
         work.lr_override = getattr(self, "_lr", None)  # restored with the snapshot
         return work
 
@@ -374,6 +400,8 @@ class DistributedGradient(Closing):
         else:
             out["model"] = dict(per[0]["model"])
         out["source"] = list(per[0]["source"])
+        if "lakes" in per[0]:  # each lake's gradient is on its worker only: summed
+            out["lakes"] = torch.stack([p["lakes"] for p in per]).sum(0)
         if "runoff" in per[0]:
             r = np.zeros((self.batch, self.network.n_reaches, self.observations.n_steps))
             for p in per:

@@ -95,12 +95,19 @@ class GaugeWork:
     edges : bin edges ``[P, bins + 1]`` of the parameter histograms reported after each
         step (:func:`~hydroscale.calibration._summary.parameter_counts` of the worker's
         reaches), or None (no histograms).
+    lakes : for a run with lakes, ``(params [L, P], columns)``: the level-pool parameters
+        of every lake (float64, SI) and the indices of the columns trained (e.g. the weir
+        coefficient); those columns are a local parameter of the worker (only its own lakes
+        get a gradient), the others stay fixed.
     """
 
     def __init__(self, model: nn.Module, shared: bool, source: Any,
                  gauges: dict[int, tuple], loss: dict[str, Any], optimizer: tuple[Any, float],
-                 snapshot_dir: str | None, edges: np.ndarray | None = None) -> None:
+                 snapshot_dir: str | None, edges: np.ndarray | None = None,
+                 lakes: tuple[np.ndarray, tuple[int, ...]] | None = None) -> None:
         self.edges = edges
+        self._lake_args = lakes
+        self.lake_free: nn.Parameter | None = None
         self.lr_override: float | None = None  # a learning rate set during the run
         self.model, self.shared = model, bool(shared)
         self.source = source
@@ -121,6 +128,12 @@ class GaugeWork:
         self.ctx = ctx
         dev, dtype = ctx.device, ctx.dtype
         self.model = self.model.to(dev)
+        if self._lake_args is not None:
+            base, cols = self._lake_args
+            self.lake_base = torch.as_tensor(np.asarray(base, np.float64), device=dev)
+            self.lake_cols = torch.as_tensor(np.asarray(cols, np.int64), device=dev)
+            if self.lake_cols.numel():
+                self.lake_free = nn.Parameter(self.lake_base[:, self.lake_cols].clone())
         self.source.open(ctx)
         self.gauges = {int(g): _Gauges(torch.as_tensor(loc, device=dev), np.asarray(number),
                                        np.asarray(values, np.float64),
@@ -164,7 +177,17 @@ class GaugeWork:
 
     def local_parameters(self) -> list[torch.Tensor]:
         _, loc = source_parameters(self.source)
-        return ([] if self.shared else list(self.model.parameters())) + loc
+        lakes = [] if self.lake_free is None else [self.lake_free]
+        return ([] if self.shared else list(self.model.parameters())) + loc + lakes
+
+    def lake_parameters(self, training: bool) -> torch.Tensor | None:
+        """The lakes' level-pool parameters ``[L, P]`` (the trained columns from
+        :attr:`lake_free`), or None for a run without lakes."""
+        if self._lake_args is None:
+            return None
+        if self.lake_free is None:
+            return self.lake_base
+        return self.lake_base.index_copy(1, self.lake_cols, self.lake_free)
 
     # ------------------------------------------------------------------ one pass
     def begin(self, pass_args: dict[str, Any], training: bool) -> None:
@@ -282,7 +305,7 @@ class GaugeWork:
 
     def _tensors(self) -> list[torch.Tensor]:
         shared, local = source_parameters(self.source)
-        return shared + local
+        return shared + local + ([] if self.lake_free is None else [self.lake_free])
 
     def _save(self, path: str, iteration: int) -> str:
         """Write the worker's parameters and optimiser state with ``torch.save``
@@ -360,6 +383,10 @@ class GaugeWork:
         shared, _ = source_parameters(self.source)
         out["source"] = [(p.grad if p.grad is not None else torch.zeros_like(p)).detach().cpu()
                          for p in shared]
+        if self.lake_free is not None:
+            g = self.lake_free.grad
+            out["lakes"] = (g if g is not None else torch.zeros_like(self.lake_free)
+                            ).detach().cpu()
         grads = getattr(self.source, "gradients", None)
         if grads is not None:
             out["runoff"] = {g: (self.ctx.reaches(g), v)

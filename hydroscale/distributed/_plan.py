@@ -18,7 +18,7 @@ import numpy as np
 
 from ..network import RiverNetwork
 from ..partition import Partition
-from ..routing import RivTreeCluster
+from ..routing import LakeLayout, Lakes, RivTreeCluster
 
 __all__ = ["WavePlan", "map_workers", "place_basins", "plan_waves"]
 
@@ -41,6 +41,10 @@ class WavePlan:
         ranges of it.  The output store's rows follow it; a forcing store ingested with
         ``reach_order=plan.reach_ids`` is read by contiguous row ranges.
     n_workers : W, the partition's worker count.
+    layout : the lakes (:class:`~hydroscale.routing.LakeLayout`) the plan was cut at, or
+        None.
+    group_lake : bool ``[G]``, the groups of lakes (each stepped by one fused level-pool
+        loop per time chunk; never holding a reach outside lakes).
     """
 
     network: RiverNetwork
@@ -52,6 +56,8 @@ class WavePlan:
     rows: np.ndarray
     order: np.ndarray
     n_workers: int
+    layout: LakeLayout | None = None
+    group_lake: np.ndarray | None = None
 
     @property
     def n_groups(self) -> int:
@@ -107,6 +113,7 @@ class WavePlan:
             "groups": self.n_groups,
             "waves": self.n_waves,
             "workers": self.n_workers,
+            "lake_groups": 0 if self.group_lake is None else int(self.group_lake.sum()),
             "exits": int(self.groups.n_exits),
             "cross_worker_exits": self.cross_worker_exits(),
             "largest_group": int(sizes.max()) if sizes.size else 0,
@@ -138,7 +145,8 @@ def place_basins(network: RiverNetwork, n_workers: int) -> np.ndarray:
 
 def plan_waves(network: RiverNetwork, partition: Partition, *,
                max_group_reaches: int | None = 262144,
-               placement: str = "partition") -> WavePlan:
+               placement: str = "partition",
+               lakes: Lakes | LakeLayout | None = None) -> WavePlan:
     """Group the partition's clusters by (wave, worker) and tabulate the group DAG.
 
     Parameters
@@ -152,6 +160,10 @@ def plan_waves(network: RiverNetwork, partition: Partition, *,
     placement : ``"partition"`` (the partition's ``worker`` of every cluster) or
         ``"basins"`` (:func:`place_basins`: every basin on one worker, clusters that hold
         several basins split by basin; no transfer crosses workers).
+    lakes : level-pool lakes of the network: the partition is cut at them
+        (:meth:`~hydroscale.routing.LakeLayout.cut`: each lake its own cluster, placed on the
+        worker of its outlet's cluster), and the lakes of one (wave, worker) form their own
+        groups (:attr:`WavePlan.group_lake`), apart from the linear clusters.
     """
     if not isinstance(network, RiverNetwork):
         raise TypeError(f"network must be a RiverNetwork, got {type(network).__name__}")
@@ -168,10 +180,22 @@ def plan_waves(network: RiverNetwork, partition: Partition, *,
         worker = place_basins(network, w_n)
     else:
         raise ValueError(f"placement must be 'partition' or 'basins', got {placement!r}")
-    # pieces: the reaches of one cluster on one worker, keyed (wave, worker, cluster)
-    ukey, piece_of = np.unique((partition.wave[cl] * w_n + worker) * c_n + cl,
+    wave = partition.wave[cl]
+    is_lake = np.zeros(network.n_reaches, dtype=np.int64)
+    layout = None
+    if lakes is not None:
+        layout = lakes if isinstance(lakes, LakeLayout) else LakeLayout.build(network, lakes)
+        cl, _ = layout.cut(network, cl)
+        inl = layout.reach_lake >= 0
+        worker = worker.copy()
+        worker[inl] = worker[layout.outlet[layout.reach_lake[inl]]]  # the outlet's worker
+        wave = RivTreeCluster(network, cl).wave_of[cl]
+        is_lake = inl.astype(np.int64)
+        c_n = int(cl.max()) + 1
+    # pieces: the reaches of one cluster on one worker, keyed (wave, worker, lake, cluster)
+    ukey, piece_of = np.unique(((wave * w_n + worker) * 2 + is_lake) * c_n + cl,
                                return_inverse=True)
-    piece_ww = ukey // c_n  # wave * W + worker
+    piece_ww = ukey // c_n  # (wave * W + worker) * 2 + lake
     psize = np.bincount(piece_of, minlength=ukey.size).astype(np.int64)
     sub = np.zeros(ukey.size, dtype=np.int64)
     if max_group_reaches is not None and ukey.size:
@@ -183,8 +207,9 @@ def plan_waves(network: RiverNetwork, partition: Partition, *,
     ugroup, group_of_piece = np.unique(piece_ww * (int(sub.max(initial=0)) + 1) + sub,
                                        return_inverse=True)
     group_ww = ugroup // (int(sub.max(initial=0)) + 1)
-    group_wave = (group_ww // w_n).astype(np.int64)
-    group_worker = (group_ww % w_n).astype(np.int64)
+    group_lake = (group_ww % 2).astype(bool)
+    group_wave = (group_ww // (2 * w_n)).astype(np.int64)
+    group_worker = (group_ww // 2 % w_n).astype(np.int64)
     group_of = group_of_piece.ravel().astype(np.int64)[piece_of.ravel()]
     cs = RivTreeCluster(network, group_of)
     g = cs.n_clusters
@@ -193,7 +218,8 @@ def plan_waves(network: RiverNetwork, partition: Partition, *,
     ptr = np.searchsorted(pairs[:, 0], np.arange(g + 1))
     upstream = [pairs[ptr[i] : ptr[i + 1], 1] for i in range(g)]
     plan = WavePlan(network, cs, group_of, group_wave, group_worker, upstream,
-                    cs.reach_ptr_cluster.copy(), cs.order.copy(), int(partition.n_workers))
+                    cs.reach_ptr_cluster.copy(), cs.order.copy(), int(partition.n_workers),
+                    layout, group_lake if layout is not None else None)
     logger.info("wave plan: %s", plan.summary())
     return plan
 

@@ -49,7 +49,15 @@ from ..io import (
 )
 from ..network import RiverNetwork
 from ..partition import Partition
-from ..routing import RoutingOptions, RunPlan, check_truncation, parse_bytes, plan_run
+from ..routing import (
+    LakeLayout,
+    Lakes,
+    RoutingOptions,
+    RunPlan,
+    check_truncation,
+    parse_bytes,
+    plan_run,
+)
 from ._plan import WavePlan, map_workers, plan_waves
 from ._recovery import restart_points, worker_addresses
 from ._worker import (
@@ -116,6 +124,7 @@ class RunSummary:
     reused_tasks: int = 0
     recomputed_tasks: int = 0
     run_plan: dict[str, Any] = field(default_factory=dict)
+    lake_elevation_end: list[float] | None = None  # [L] m (NaN: not routed by this pass)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -181,10 +190,11 @@ def _wait_logged(futures: list[Any], what: str, on_progress: Any = None,
 
 def _run_data(run_id: str, plan: WavePlan, params: Any = None,
               options: RoutingOptions | None = None, batch_reaches: int = 1 << 62,
-              max_steps: int | None = None) -> RunData:
+              max_steps: int | None = None, dt: float | None = None) -> RunData:
     net = plan.network
+    lakes = None if plan.layout is None else plan.layout.lakes
     return RunData(run_id, net.ids, net.downstream, plan.group_of, plan.group_worker, params,
-                   options, int(batch_reaches), max_steps)
+                   options, int(batch_reaches), max_steps, lakes, dt)
 
 
 def _on_workers(client: Any, addrs: list[str], fn: Any, *args: Any, tag: str,
@@ -299,6 +309,12 @@ class DistributedRouter(Closing):
         aggregation (:class:`~hydroscale.routing.RunTooLargeError`).
     plan_only : stop once :attr:`run_plan` is known (the workers' routers are set up, no
         kernel is aggregated) and close: ``hydroscale route --plan``.
+    lakes : level-pool lakes (:class:`~hydroscale.routing.Lakes` or
+        :class:`~hydroscale.routing.LakeLayout`): the plan is cut at them
+        (:func:`plan_waves`), the lakes of each (wave, worker) stepped by one task per time
+        chunk in one fused loop, their elevation carried between chunks; lakes start at
+        their ``ifd`` elevation.  Needs ``dt``.
+    dt : the routing step (s), with lakes (:func:`route_distributed` takes the forcing's).
     """
 
     def __init__(
@@ -316,12 +332,22 @@ class DistributedRouter(Closing):
         time_chunk: int = 365,
         memory_limit: int | str | None = None,
         plan_only: bool = False,
+        lakes: Lakes | LakeLayout | None = None,
+        dt: float | None = None,
         **routing: Any,
     ) -> None:
         tic = time.perf_counter()
         self.client = client
+        if lakes is not None and dt is None:
+            raise ValueError("routing with lakes needs dt, the routing step in seconds (lakes "
+                             "are physical: their outflow depends on it)")
+        if plan is not None and lakes is not None and plan.layout is None:
+            raise ValueError("the plan given was not cut at the lakes: build it with "
+                             "plan_waves(..., lakes=lakes) or leave plan out")
         self.plan = plan or plan_waves(network, partition, max_group_reaches=batch_reaches,
-                                       placement=placement)
+                                       placement=placement, lakes=lakes)
+        if self.plan.layout is not None and dt is None:
+            raise ValueError("the plan is cut at lakes: give dt, the routing step in seconds")
         self.addrs = map_workers(client, self.plan.n_workers)
         self.run_id = uuid.uuid4().hex[:10]
         o = self.options = RoutingOptions.build(options, **routing)
@@ -335,7 +361,8 @@ class DistributedRouter(Closing):
             # every form hydroscale.route takes (mappings of scalars or arrays, DataArrays
             # aligned by reach id, [N, P] arrays), normalised the one way route does
             pv = np.asarray(params_tensor(network, o.spec, params).detach().cpu().numpy())
-        self._run_data = _run_data(self.run_id, self.plan, pv, o, batch_reaches, max_steps)
+        self._run_data = _run_data(self.run_id, self.plan, pv, o, batch_reaches, max_steps,
+                                   None if dt is None else float(dt))
         self._data = client.scatter(self._run_data, broadcast=True, hash=False)
         info = _on_workers(client, self.addrs, setup_task, self._data,
                            tag=f"setup-{self.run_id}", per_worker=lambda w: (w,))
@@ -364,6 +391,9 @@ class DistributedRouter(Closing):
             "batch_reaches": int(batch_reaches),
             "network": digest(p.network.ids, p.network.downstream), "params": None,
             "plan": digest(p.group_of, p.group_worker, p.order),
+            "lakes": None if p.layout is None else digest(
+                p.layout.lakes.ids, p.layout.lakes.reach_ids, p.layout.lakes.params,
+                p.layout.lakes.ifd, np.float64(dt)),
         }
         self._params = pv  # digested on the first pass that writes a store
         logger.info("DistributedRouter %s: %d groups on %d workers set up in %.2f s "
@@ -550,6 +580,7 @@ class DistributedRouter(Closing):
             _wait_logged(results, f"route {pass_id}", on_progress, weight)
             expected = done_keys | set(futs) if progress is not None else set()
             per = _finish(client, self.run_id, pass_id, results, progress, expected)
+            lake_end = self._lake_elevations(futs, c_n - 1, pass_id)
         except BaseException:
             self._abort(pass_id, [*futs.values(), *bufs.values(), *sums])
             if prepared is not None:
@@ -575,10 +606,32 @@ class DistributedRouter(Closing):
                                 + [s["peak_bytes"]])
                             for a, s in zip(self.addrs, self.worker_setup)],
             per_worker=per, plan=plan.summary(), output_store=output, **summ_reuse,
-            run_plan=run_plan.as_dict(),
+            run_plan=run_plan.as_dict(), lake_elevation_end=lake_end,
         )
         logger.info("%s", summ)
         return summ
+
+    def _lake_elevations(self, futs: dict[tuple[int, int], Any], last: int, pass_id: str
+                         ) -> list[float] | None:
+        """The elevation ``[L]`` (m) of every lake after the pass (batch member 0), read
+        from the last chunk's results of the lake groups (NaN where a resumed pass reused
+        that chunk); None without lakes."""
+        plan = self.plan
+        if plan.layout is None:
+            return None
+        from ._lake_tasks import elevation_task
+
+        lay = plan.layout
+        out = np.full(lay.lakes.n_lakes, np.nan)
+        got = {int(g): _submit(self.client, elevation_task, futs[(int(g), last)], int(g),
+                               addr=self.addrs[int(plan.group_worker[g])],
+                               key=f"hydroscale-lake-elevation-{pass_id}-{int(g)}")
+               for g in np.flatnonzero(plan.group_lake) if (int(g), last) in futs}
+        for g, fut in got.items():
+            a, b = plan.rows[g]
+            lakes = np.unique(lay.reach_lake[plan.order[a:b]])  # as the worker orders them
+            out[lakes] = np.asarray(fut.result())[0]
+        return out.tolist()
 
     def _abort(self, pass_id: str, futures: list[Any], timeout: float = 120.0) -> None:
         """After a failed pass: stop it on every worker (queued writes and tasks not started
@@ -658,7 +711,8 @@ def route_distributed(
     **keywords : those of :class:`DistributedRouter` (``options``: the routing, a
         :class:`~hydroscale.routing.RoutingOptions` amended by routing keywords such as
         ``irf="muskingum"``, ``substeps=24``, ``window=``; ``plan``, ``batch_reaches``,
-        ``placement``) and those of its pass, :meth:`DistributedRouter.route` (below).
+        ``placement``, ``lakes`` with ``dt``, by default the forcing's step) and those of
+        its pass, :meth:`DistributedRouter.route` (below).
         ``window="auto"`` is the largest of the workers' auto windows, at most the run's
         length, so every worker uses the single-device router's window; a window that leaves
         more than ``window_tolerance`` of an in-cluster path's response out of the run is
@@ -673,6 +727,9 @@ def route_distributed(
         complete store is never touched without ``overwrite``.
     baseline : optional ``[N]`` constant discharge (m³/s, network order) added to every step
         written, e.g. the steady state ``accumulate(r0)`` when the forcing is ``r - r0``.
+        With lakes: the warm start's discharge ``q0``, the forcing being ``r - r*`` of
+        :meth:`~hydroscale.routing.LakeLayout.steady_inflow` (r* = 0 on lake reaches): the
+        lakes start at the level releasing ``q0`` and are not offset.
     plan : a :func:`plan_waves` result to reuse.
     fuse : route each unit of the plan per chunk in one task (see
         :meth:`DistributedRouter.route`); False: one task per (group, chunk).
@@ -687,6 +744,8 @@ def route_distributed(
     passing = {k: keywords.pop(k) for k in list(keywords) if k in _PASS_KEYWORDS}
     forcing_store = _worker_forcing(forcing_store)  # a bad source fails before any set-up
     steps = int(passing.get("n_steps") or forcing_store.n_steps)
+    if keywords.get("lakes") is not None and keywords.get("dt") is None:
+        keywords["dt"] = forcing_store.interval_s
     with DistributedRouter(client, network, partition, params, max_steps=steps,
                            time_chunk=time_chunk,
                            **keywords) as dr:

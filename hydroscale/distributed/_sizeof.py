@@ -93,6 +93,8 @@ class ChunkResult:
     inflow_hist : ``[B, n_inlet, f, K - 1]`` inlet transfer-inflow history carried on.
     buffer : the group's :class:`TransferBuffer` for this chunk, None without exits.
     checksum : 0-d float64 tensor, the sum of the chunk's discharge.
+    elevation : for a group of lakes, ``[B, L_g]`` float64 water elevation of its lakes
+        (m) after the chunk, carried to the next (its histories are then empty); else None.
     """
 
     group: int
@@ -101,9 +103,11 @@ class ChunkResult:
     inflow_hist: torch.Tensor
     buffer: TransferBuffer | None
     checksum: torch.Tensor
+    elevation: torch.Tensor | None = None
 
     def __sizeof__(self) -> int:
         return (tensor_nbytes(self.runoff_hist) + tensor_nbytes(self.inflow_hist)
+                + (tensor_nbytes(self.elevation) if self.elevation is not None else 0)
                 + (self.buffer.__sizeof__() if self.buffer is not None else 0) + 128)
 
 
@@ -126,16 +130,22 @@ def _serialize_result(res: ChunkResult) -> tuple[dict, list]:
     tensors = [res.runoff_hist, res.inflow_hist, res.checksum]
     if res.buffer is not None:
         tensors.append(res.buffer.data)
+    if res.elevation is not None:
+        tensors.append(res.elevation)
     heads, frames = zip(*(_to_frame(t) for t in tensors))
-    return {"group": res.group, "chunk": res.chunk, "tensors": list(heads)}, list(frames)
+    return {"group": res.group, "chunk": res.chunk, "tensors": list(heads),
+            "buffer": res.buffer is not None, "elevation": res.elevation is not None}, \
+        list(frames)
 
 
 @dask_deserialize.register(ChunkResult)
 def _deserialize_result(header: dict, frames: list) -> ChunkResult:
     ts = [_from_frame(h, f) for h, f in zip(header["tensors"], frames)]
     g, k = int(header["group"]), int(header["chunk"])
-    buf = TransferBuffer(g, k, ts[3]) if len(ts) > 3 else None
-    return ChunkResult(g, k, ts[0], ts[1], buf, ts[2])
+    has_buf = header.get("buffer", len(ts) > 3)
+    buf = TransferBuffer(g, k, ts[3]) if has_buf else None
+    elev = ts[-1] if header.get("elevation", False) else None
+    return ChunkResult(g, k, ts[0], ts[1], buf, ts[2], elev)
 
 
 _REGISTERED = False

@@ -97,6 +97,11 @@ class WaveRuntime:
         allowed per pass, seconds between checks of the cluster while waiting.
     label : what the run is, in error messages (e.g. ``"distributed calibration (model
         bounds)"``).
+    lakes, dt : level-pool lakes (:class:`~hydroscale.routing.Lakes` or a
+        :class:`~hydroscale.routing.LakeLayout`) and the routing step (s): the plan is cut
+        at them (:func:`plan_waves`); a group of lakes is stepped in one fused loop per pass,
+        from the lakes' ``ifd`` elevation, with the work's ``lake_parameters`` (see
+        :class:`~hydroscale.distributed.WaveWork`), and its backward passes through them.
     """
 
     def __init__(
@@ -118,14 +123,21 @@ class WaveRuntime:
         max_recoveries: int = 3,
         poll: float = 0.2,
         label: str = "the wave run",
+        lakes: Any = None,
+        dt: float | None = None,
     ) -> None:
         if kernel_graph not in ("keep", "recompute"):
             raise ValueError(f"kernel_graph must be 'keep' or 'recompute', got {kernel_graph!r}")
         self.client, self.network = client, network
         self.options, self.label = options, label
         self.work_for = work_for
+        if lakes is not None and dt is None:
+            raise ValueError("a wave run with lakes needs dt, the routing step in seconds")
+        if plan is not None and lakes is not None and plan.layout is None:
+            raise ValueError("the plan given was not cut at the lakes: build it with "
+                             "plan_waves(..., lakes=lakes) or leave plan out")
         self.plan = plan or plan_waves(network, partition, max_group_reaches=batch_reaches,
-                                       placement=placement)
+                                       placement=placement, lakes=lakes)
         self.n_workers = self.plan.n_workers
         downstream: list[list[int]] = [[] for _ in range(self.plan.n_groups)]
         for g in range(self.plan.n_groups):
@@ -133,7 +145,9 @@ class WaveRuntime:
                 downstream[int(u)].append(g)
         self.downstream = downstream
         self.waves = {"kernel_graph": kernel_graph, "rematerialise": bool(rematerialise),
-                      "max_steps": None if max_steps is None else int(max_steps)}
+                      "max_steps": None if max_steps is None else int(max_steps),
+                      "lakes": None if self.plan.layout is None else self.plan.layout.lakes,
+                      "dt": None if dt is None else float(dt)}
         self.max_steps = max_steps
         self.recoverable = bool(recoverable)
         self.worker_timeout, self.max_recoveries = float(worker_timeout), int(max_recoveries)

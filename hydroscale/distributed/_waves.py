@@ -29,7 +29,14 @@ import numpy as np
 import torch
 
 from ..network import RiverNetwork
-from ..routing import RivTreeCluster, RoutingKernels, RoutingOptions, StagedRouter
+from ..routing import (
+    LakeLayout,
+    LakeNodes,
+    RivTreeCluster,
+    RoutingKernels,
+    RoutingOptions,
+    StagedRouter,
+)
 from . import _cache as cache
 from ._sizeof import TransferBuffer
 
@@ -79,6 +86,11 @@ class WaveWork(Protocol):
     worker (their gradients are summed across workers) / held here only.
     ``step(iteration, step)``: after the summed gradients are set: the optimiser step and
     whatever follows (a snapshot); ``report()``: the worker's small figures of the pass.
+    ``lake_parameters(training)`` (optional, runs with lakes): the level-pool parameters
+    ``[L, P]`` of all lakes (float64, SI, columns
+    :data:`~hydroscale.routing.LEVEL_POOL_PARAMS`), with autograd when training: the lake
+    groups of the worker route with them and backpropagate into them; default the lakes'
+    own parameters (no gradient).
     """
 
     differentiable_input: bool
@@ -102,7 +114,7 @@ class _Graph:
 
     x: torch.Tensor  # [B, n_g, T] inflow (a leaf requiring grad for a differentiable input)
     inflow: torch.Tensor | None  # [B, n_inlet, f, T] leaf
-    kernels: RoutingKernels  # leaves
+    kernels: RoutingKernels | None  # leaves (None for a group of lakes)
     part: torch.Tensor | None  # the group's share of the value
     out: torch.Tensor  # [B, n_exit, f, T] exit outflow
 
@@ -127,6 +139,9 @@ class _WaveRun:
     value: torch.Tensor | None = None
     parts: dict[int, torch.Tensor] = field(default_factory=dict)  # the value per group
     timers: dict[str, float] = field(default_factory=dict)
+    lakes: LakeNodes | None = None  # the lake groups' step (runs with lakes)
+    lake_p: torch.Tensor | None = None  # the work's lake parameters [L, P] of the pass
+    lake_leaf: torch.Tensor | None = None  # their leaf copy the lake groups read
 
     @property
     def device(self) -> torch.device:
@@ -165,15 +180,20 @@ def setup_task(run_id: str, worker_index: int, ids: np.ndarray, downstream: np.n
                waves: dict[str, Any], work: Any) -> dict[str, Any]:
     """Build this worker's part of a wave run; returns its auto window and timings.
 
-    ``waves``: ``kernel_graph`` (``"keep"``/``"recompute"``), ``rematerialise`` (bool) and
-    ``max_steps`` (the longest routed series, capping the auto window)."""
+    ``waves``: ``kernel_graph`` (``"keep"``/``"recompute"``), ``rematerialise`` (bool),
+    ``max_steps`` (the longest routed series, capping the auto window) and, for a plan cut
+    at lakes, ``lakes`` (:class:`~hydroscale.routing.Lakes`) and ``dt`` (s)."""
     t = time.perf_counter()
     dev = cache.device()
     net = RiverNetwork(ids, downstream)
     cs = RivTreeCluster(net, group_of)
     mine = np.asarray(mine, np.int64)
+    nodes = None
+    if waves.get("lakes") is not None:
+        nodes = LakeNodes(cs, LakeLayout.build(net, waves["lakes"]), dt=float(waves["dt"]),
+                          substeps=options.substeps, device=dev)
     routers = {int(g): StagedRouter(cs, options=options, only=[int(g)], device=dev)
-               for g in mine.tolist()}
+               for g in mine.tolist() if nodes is None or not nodes.is_lake_cluster[g]}
     rows = np.sort(np.concatenate([cs.cluster_reaches(int(g)) for g in mine.tolist()])) \
         if mine.size else np.zeros(0, np.int64)
     ctx = WaveContext(net, cs, mine, rows, dev, options.dtype, int(worker_index))
@@ -189,7 +209,7 @@ def setup_task(run_id: str, worker_index: int, ids: np.ndarray, downstream: np.n
                                           device=dev))
                          for d in np.unique(dst).tolist()]
     run = _WaveRun(run_id, ctx, routers, work, feeds, waves["kernel_graph"],
-                   bool(waves["rematerialise"]))
+                   bool(waves["rematerialise"]), lakes=nodes)
     cache.runs()[run_id] = run
     out: dict[str, Any] = {"device": str(dev), "groups": int(mine.size),
                            "reaches": int(rows.size)}
@@ -254,6 +274,14 @@ def begin_task(run_id: str, pass_args: Any, training: bool) -> bool:
         own = run.work.parameters(run.training)
     run.params_own = own
     run.p_leaf = run.full(own.detach()).requires_grad_(run.training)
+    if run.lakes is not None:
+        lake_fn = getattr(run.work, "lake_parameters", None)
+        with torch.set_grad_enabled(run.training):
+            run.lake_p = None if lake_fn is None else lake_fn(run.training)
+        lp = (torch.as_tensor(run.lakes.layout.lakes.params) if run.lake_p is None
+              else run.lake_p.detach())
+        run.lake_leaf = lp.to(run.device, torch.float64).requires_grad_(
+            run.training and run.lake_p is not None and run.lake_p.requires_grad)
     keep = run.training and run.kernel_graph == "keep"
     for g, r in run.routers.items():
         with torch.set_grad_enabled(keep):
@@ -273,7 +301,27 @@ def _detached(k: RoutingKernels, grad: bool = False) -> RoutingKernels:
 
 def _inflow(run: _WaveRun, g: int, upstream: tuple) -> torch.Tensor | None:
     outflows = {u.group: u.data.to(run.device) for u in upstream if u is not None}
-    return run.routers[g].inflow_for(g, outflows) if outflows else None
+    if not outflows:
+        return None
+    if g not in run.routers:  # a group of lakes
+        return run.lakes.inflow_for(g, outflows)
+    return run.routers[g].inflow_for(g, outflows)
+
+
+def _route(run: _WaveRun, g: int, x: torch.Tensor, inflow: torch.Tensor | None,
+           kernels: RoutingKernels | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Group ``g`` over the whole period from a zero state (lakes: from their ``ifd``
+    elevation, with the pass's lake parameters): discharge ``[B, n_g, T]`` and exit outflow
+    ``[B, n_exit, f, T]``."""
+    if g in run.routers:
+        q, out, _ = run.routers[g].forward_chunk(g, x, inflow, None, kernels)
+        return q, out
+    nodes = run.lakes
+    node_run = nodes.run_of(g)
+    lp = nodes.params(run.lake_leaf)
+    h0 = nodes.initial_elevation(node_run, int(x.shape[0]), lp)
+    q, out, _ = nodes.step(node_run, x, inflow, h0, lp, out_dtype=run.ctx.dtype)
+    return q, out
 
 
 def _forward_graph(run: _WaveRun, g: int, inflow: torch.Tensor | None, record: bool
@@ -284,9 +332,9 @@ def _forward_graph(run: _WaveRun, g: int, inflow: torch.Tensor | None, record: b
         bool(run.work.differentiable_input))
     if inflow is not None:
         inflow = inflow.detach().requires_grad_(True)
-    kd = _detached(run.kern_det[g], grad=True)
+    kd = _detached(run.kern_det[g], grad=True) if g in run.routers else None
     with torch.enable_grad():
-        q, out, _ = run.routers[g].forward_chunk(g, x, inflow, None, kd)
+        q, out = _route(run, g, x, inflow, kd)
         part = run.work.objective(g, q, record)
     return _Graph(x, inflow, kd, part, out), q
 
@@ -307,7 +355,7 @@ def forward_task(run_id: str, group: int, begin: Any, *upstream: TransferBuffer 
     else:
         x = run.work.read(g, run.ctx.reaches(g))
         with torch.no_grad():
-            q, out, _ = run.routers[g].forward_chunk(g, x, inflow, None, run.kern_det[g])
+            q, out = _route(run, g, x, inflow, run.kern_det.get(g))
             part = run.work.objective(g, q, True)
         if run.training:
             run.inflow[g] = inflow
@@ -342,7 +390,7 @@ def backward_task(run_id: str, group: int, *downstream: Any) -> TransferBuffer |
     if graph.part is not None and graph.part.requires_grad:
         roots.append(graph.part)
         seeds.append(torch.ones_like(graph.part))
-    if grads:
+    if grads and graph.out.requires_grad:  # (a lake group may depend on no leaf)
         seed = torch.zeros_like(graph.out)
         for d, loc_exit, loc_inlet in run.feeds[g]:
             if d in grads:
@@ -358,12 +406,15 @@ def backward_task(run_id: str, group: int, *downstream: Any) -> TransferBuffer |
     run.tick("backward", t0)
     t1 = time.perf_counter()
     kern = run.kern.pop(g, None)
-    if kern is None:  # kernel_graph="recompute": aggregate again, with the graph
+    if graph.kernels is None:  # a group of lakes: its gradient is in the lakes' leaf
+        pass
+    elif kern is None:  # kernel_graph="recompute": aggregate again, with the graph
         with torch.enable_grad():
             kern = run.routers[g].aggregate(run.p_leaf)
     kd = graph.kernels
-    pairs = [(w, gr) for w, gr in zip((kern.wr, kern.wu), (kd.wr.grad, kd.wu.grad))
-             if gr is not None]
+    pairs = [] if kd is None else [(w, gr) for w, gr in zip((kern.wr, kern.wu),
+                                                            (kd.wr.grad, kd.wu.grad))
+                                   if gr is not None]
     if pairs:
         torch.autograd.backward([w for w, _ in pairs], [gr.to(w.dtype) for w, gr in pairs])
     del kern
@@ -384,6 +435,8 @@ def end_task(run_id: str, *done: Any) -> dict[str, Any]:
     if run.training and run.p_leaf is not None and run.p_leaf.grad is not None:
         idx = torch.as_tensor(run.ctx.rows, device=run.device)
         run.params_own.backward(run.p_leaf.grad.index_select(0, idx).to(run.params_own.dtype))
+    if run.training and run.lake_leaf is not None and run.lake_leaf.grad is not None:
+        run.lake_p.backward(run.lake_leaf.grad.to(run.lake_p.dtype))
     shared = []
     if run.training:
         shared = [(p.grad if p.grad is not None else torch.zeros_like(p)).detach().cpu()
@@ -416,7 +469,7 @@ def update_task(run_id: str, total: dict[str, Any], iteration: int, step: bool
                 p.grad = torch.zeros_like(p)
     run.work.step(int(iteration), bool(step and run.training))
     run.kern, run.kern_det, run.inflow, run.graphs = {}, {}, {}, {}
-    run.p_leaf = run.params_own = None
+    run.p_leaf = run.params_own = run.lake_p = run.lake_leaf = None
     run.tick("update", t0)
     return {"value": float(total["value"]), **run.work.report(),
             "peak_bytes": cache.peak_bytes(run.device), "timers": dict(run.timers)}

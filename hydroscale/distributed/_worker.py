@@ -63,6 +63,9 @@ class RunData:
     batch_reaches : a worker aggregates its kernels in batches of groups of at most this many
         reaches.
     max_steps : the longest pass of the run (steps), capping the ``"auto"`` window, if known.
+    lakes : the network's level-pool lakes (:class:`~hydroscale.routing.Lakes`) when the plan
+        is cut at them (its lake groups run :mod:`._lake_tasks`), else None.
+    dt : the routing step (s), with lakes.
     """
 
     run_id: str
@@ -74,6 +77,8 @@ class RunData:
     options: RoutingOptions | None = None
     batch_reaches: int = 1 << 62
     max_steps: int | None = None
+    lakes: Any = None
+    dt: float | None = None
 
     def __sizeof__(self) -> int:
         arrays = [self.ids, self.downstream, self.group_of, self.group_worker]
@@ -200,6 +205,8 @@ class _WorkerRun:
     kernel_budget: int | None = None  # bytes of kernels kept (None: every batch, resident)
     kernel_builds: int = 0
     kernel_bytes_of: dict[tuple[int, int], int] = field(default_factory=dict)
+    lakes: Any = None  # LakeNodes of the lake groups (runs with lakes)
+    lake_params: Any = None
     passes: dict[str, _PassState] = field(default_factory=dict)
     aborted: dict[str, _Writer | None] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -211,9 +218,11 @@ class _WorkerRun:
                 ps.writer.abort()
 
 
-def _home_batches(data: RunData, groups: RivTreeCluster) -> dict[tuple[int, int], list[int]]:
+def _home_batches(data: RunData, groups: RivTreeCluster,
+                  skip: np.ndarray | None = None) -> dict[tuple[int, int], list[int]]:
     """Batches ``(home worker, i) -> groups``: each home worker's groups in order, cut every
-    ``batch_reaches`` reaches (or one group): what bounds device memory at aggregation."""
+    ``batch_reaches`` reaches (or one group): what bounds device memory at aggregation.
+    Groups marked in ``skip`` (lakes: no path kernels) are left out."""
     limit = int(data.batch_reaches)
     sizes = np.diff(groups.reach_ptr_cluster, axis=1).ravel()
     out: dict[tuple[int, int], list[int]] = {}
@@ -221,6 +230,8 @@ def _home_batches(data: RunData, groups: RivTreeCluster) -> dict[tuple[int, int]
         cur: list[int] = []
         acc, i = 0, 0
         for g in np.flatnonzero(data.group_worker == w).tolist():
+            if skip is not None and skip[g]:
+                continue
             if cur and acc + int(sizes[g]) > limit:
                 out[(int(w), i)] = cur
                 cur, acc, i = [], 0, i + 1
@@ -241,7 +252,12 @@ def _ensure(data: RunData) -> _WorkerRun:
     net = RiverNetwork(data.ids, data.downstream)
     cs = RivTreeCluster(net, data.group_of)
     run = _WorkerRun(data.run_id, dev, net, cs, data)
-    run.batches = _home_batches(data, cs)
+    if data.lakes is not None:
+        from ._lake_tasks import lake_nodes
+
+        run.lakes = lake_nodes(data, net, cs, dev)
+    run.batches = _home_batches(data, cs, None if run.lakes is None
+                                else run.lakes.is_lake_cluster)
     run.batch_of = {g: key for key, gs in run.batches.items() for g in gs}
     if data.options is not None:
         p = data.params(net) if callable(data.params) else data.params
@@ -471,6 +487,11 @@ def route_task(data: RunData, spec: PassSpec, group: int, chunk: int, t0: int, t
     exits' buffer and the chunk's checksum (of the discharge written)."""
     run = _ensure(data)
     ps = _pass(run, spec)
+    if run.lakes is not None and run.lakes.is_lake_cluster[int(group)]:
+        from ._lake_tasks import route_lake_group
+
+        return route_lake_group(run, ps, spec, int(group), chunk, t0, t1, prev, baseline,
+                                upstream)
     dev, cs = run.device, run.groups
     a, b = (int(x) for x in cs.reach_ptr_cluster[group])
     key = run.batch_of[int(group)]

@@ -39,6 +39,10 @@ carrying ``hist = xx[..., -(K - 1):]`` gives exactly the unchunked result.
   Muskingum and linear-reservoir networks), run as a scan in Triton; differentiable.
 - :func:`hash_uniform` ``(reach, t0, t1, seed)``: the counter-hash uniform numbers of
   synthetic runoff (one Triton kernel on CUDA, :func:`hash_uniform_reference` elsewhere).
+- :func:`level_pool_steps` ``(inflow, params, dt, elevation)``: the level-pool reservoirs'
+  time loop in one Triton kernel (a program per block of lakes walking every step in
+  registers) and :func:`level_pool_adjoint` (its backward: the steps walked backwards from
+  the stored levels); :func:`hydroscale.routing.route_level_pool` wraps them.
 - :class:`LaunchConfig`, :func:`set_launch_config`, :func:`get_launch_config`: Triton tile
   sizes, warps, paths per iteration and the algorithm (speed only; ``$HYDROSCALE_KERNEL_LAUNCH``
   overrides).
@@ -49,6 +53,7 @@ Only this package imports Triton, and only when it is installed.
 from ._hash import hash_uniform, hash_uniform_reference
 from ._launch import LaunchConfig, get_launch_config, parse_launch_spec, set_launch_config
 from ._layout import PathLayout
+from ._level_pool import LEVEL_POOL_COLUMNS, level_pool_adjoint, level_pool_steps
 from ._path_conv import (
     BACKENDS,
     RowTarget,
@@ -64,6 +69,7 @@ from ._reference import path_conv_reference
 
 __all__ = [
     "BACKENDS",
+    "LEVEL_POOL_COLUMNS",
     "LaunchConfig",
     "PathLayout",
     "RowTarget",
@@ -72,6 +78,8 @@ __all__ = [
     "get_launch_config",
     "hash_uniform",
     "hash_uniform_reference",
+    "level_pool_adjoint",
+    "level_pool_steps",
     "parse_launch_spec",
     "path_conv",
     "path_conv_into",

@@ -12,6 +12,7 @@ from ._engines import (
     select_engine,
 )
 from ._inputs import check_runoff
+from ._lake_nodes import LakeNodes, LakeStep
 from ._lake_router import LakeRouter, LakeState, route_lakes, substep_params
 from ._lakes import LakeError, LakeLayout, Lakes
 from ._level_pool import (
@@ -35,6 +36,7 @@ from ._memory import (
     parse_bytes,
     peak_bytes,
 )
+from ._nodes import NodeRun
 from ._options import Routed, RoutingOptions
 from ._reach_ops import (
     accumulate_reaches,
@@ -73,9 +75,11 @@ __all__ = [
     "initial_elevation",
     "LakeError",
     "LakeLayout",
+    "LakeNodes",
     "LakeRouter",
     "Lakes",
     "LakeState",
+    "LakeStep",
     "level_pool_discharge",
     "LEVEL_POOL_PARAMS",
     "level_pool_params",
@@ -84,6 +88,7 @@ __all__ = [
     "list_engines",
     "LTIRouter",
     "MEMORY_ENV_VAR",
+    "NodeRun",
     "parse_bytes",
     "peak_bytes",
     "plan_run",

@@ -1,14 +1,20 @@
 """Routing a network with level-pool lakes on one device: :class:`LakeRouter`.
 
-The network is cut at its lakes (:class:`~hydroscale.routing.LakeLayout`): the linear reaches
-of each stage are routed by an exact engine, then the lakes of the next stage are stepped in one
-fused time loop (:func:`~hydroscale.routing.route_level_pool`), and so on.  Everything crosses
-between stages at sub-step resolution (``dt = Δt / f``): a stage's sub-network is routed with
-one sub-step per step on ``T · f`` sub-steps (the IRF's time-like parameters rescaled to
-sub-steps, which is the same kernel), its inflow being the runoff spread over the sub-steps plus
-the sub-step discharge of the reaches and lakes feeding it.  The linear engines (``torch``,
-``triton``: a :class:`~hydroscale.routing.StagedRouter` per stage; or any registered engine
-without carried state, e.g. the float64 ``oracle``) see only the reaches of their stage.
+The network is cut at its lakes (:class:`~hydroscale.routing.LakeLayout`).  Two paths:
+
+* the block-sparse engines (``torch``, ``triton``): one
+  :class:`~hydroscale.routing.StagedRouter` over the whole network, partitioned so that each
+  lake is its own cluster (:meth:`~hydroscale.routing.LakeLayout.cut`): the reaches flowing
+  into a lake are cluster exits, the reach below its outlet an inlet.  The linear reaches are
+  routed at routing-step resolution with the ``f`` polyphase sub-step channels only at exits
+  and inlets (as without lakes); the lakes are *node clusters* (:mod:`._nodes`) stepped
+  between the waves that feed them and those they feed, the lakes of one wave in one fused
+  time loop (:func:`~hydroscale.routing.route_level_pool`) on the ``f`` sub-step channels of
+  their inlets, their sub-step outflow written back as the exit channels of their outlets;
+* any other registered engine (no carried state, e.g. the float64 ``oracle``): stage by stage
+  (the linear reaches of a stage routed at sub-step resolution ``dt = Δt / f``, one sub-step
+  per step on ``T · f`` sub-steps with the IRF's time-like parameters rescaled, the lakes of
+  the next stage stepped in one loop, everything crossing stages at sub-step resolution).
 
 Outputs: discharge ``[B, N, T]`` averaged to the routing step like every engine; the reaches of
 a lake all report the lake's outflow (the outlet's discharge, also at the lake's non-outlet
@@ -29,6 +35,7 @@ import torch
 from ..irf import average_substeps, spread_to_substeps, stack_params
 from ..network import RiverNetwork, format_ids
 from ._engines import get_engine
+from ._lake_nodes import LakeNodes
 from ._lakes import LakeLayout, Lakes
 from ._level_pool import (
     LEVEL_POOL_PARAMS,
@@ -37,6 +44,7 @@ from ._level_pool import (
     level_pool_params,
     route_level_pool,
 )
+from ._nodes import NodeRun
 from ._options import Routed, RoutingOptions
 from ._rivtree import RivTreeCluster
 from ._router import RouterState, RoutingKernels, StagedRouter
@@ -70,8 +78,9 @@ class LakeState:
     Attributes
     ----------
     elevation : ``[B, L]`` float64 water elevation of every lake (m).
-    stages : per reach stage, the :class:`~hydroscale.routing.RouterState` of its linear
-        router (sub-step input history), None for an empty stage.
+    stages : the :class:`~hydroscale.routing.RouterState` of the linear router (input
+        history): one for the block-sparse engines (the whole network's router); for the
+        stage path one per reach stage (None for an empty stage or an engine without state).
     steps : routing steps routed so far.
     """
 
@@ -94,7 +103,6 @@ class _Stage:
     from_reaches: list[tuple[int, torch.Tensor, torch.Tensor]]
     # (lake indices, destination positions here)
     from_lakes: tuple[torch.Tensor, torch.Tensor] | None
-    router: StagedRouter | None = None
 
 
 @dataclass
@@ -122,8 +130,9 @@ class LakeRouter(Routed):
         ``dt / substeps``.
     engine : the linear engine: ``"torch"`` or ``"triton"`` (a StagedRouter per stage; carries
         state between chunks), or another registered engine (e.g. ``"oracle"``; no state).
-    partition : optional ``partition(subnetwork) -> cluster_of [n]`` for the StagedRouters
-        (default one cluster per basin).
+    partition : optional ``partition(network) -> cluster_of [N]`` for the StagedRouter
+        (default one cluster per basin), cut at the lakes
+        (:meth:`~hydroscale.routing.LakeLayout.cut`).
     device : where the routers' index tensors live (default CPU).
     """
 
@@ -146,8 +155,42 @@ class LakeRouter(Routed):
         self._build()
         self.last_lakes: dict[str, torch.Tensor] | None = None
 
+    @property
+    def n_stages(self) -> int:
+        """Lake stages (lakes downstream of lakes)."""
+        return self.layout.n_stages
+
     # ------------------------------------------------------------------ set-up
     def _build(self) -> None:
+        self.stages: list[_Stage] = []
+        self.lake_stages: list[_LakeStage | None] = []
+        self.router: StagedRouter | None = None
+        if self.clustered:
+            self._build_clustered()
+        else:
+            self._build_stages()
+        logger.info("LakeRouter: %d reaches, %d lakes, %d stage(s), engine %s (f=%d)",
+                    self.network.n_reaches, self.lakes.n_lakes, self.n_stages, self.engine,
+                    self.f)
+
+    def _build_clustered(self) -> None:
+        """One StagedRouter over the network cut at the lakes, the lakes as node clusters."""
+        net, lay, dev = self.network, self.layout, self.device
+        base = (RivTreeCluster.by_basin(net).cluster_of if self._partition is None
+                else np.asarray(self._partition(net), np.int64))
+        cluster_of, lake_cluster = lay.cut(net, base)
+        # the lakes of a stage in one wave: one fused level-pool loop per lake stage
+        self.clusters = RivTreeCluster(net, cluster_of, lay.stage_waves(net, cluster_of))
+        self.router = StagedRouter(self.clusters, self.options, device=dev,
+                                   nodes=np.unique(lake_cluster))
+        down = net.downstream
+        src = np.flatnonzero((lay.reach_lake < 0) & (down >= 0))
+        src = src[lay.reach_lake[down[src]] >= 0]  # reaches outside lakes draining into one
+        self._into_lake = (torch.as_tensor(src, device=dev),
+                           torch.as_tensor(lay.reach_lake[down[src]], device=dev))
+        self.nodes = LakeNodes(self.clusters, lay, dt=self.dt, substeps=self.f, device=dev)
+
+    def _build_stages(self) -> None:
         lay, dev = self.layout, self.device
         n_st = lay.n_stages
         pos = np.full(self.network.n_reaches, -1, np.int64)  # position within its stage
@@ -201,61 +244,40 @@ class LakeRouter(Routed):
                 m2 = lay.lake_stage[nxt] == k
                 if m2.any():
                     self.lake_stages[k].from_lakes = (t(to_lake[m2]), t(lake_pos[nxt[m2]]))
-        self._sub_options = self.options.replace(
-            substeps=1, window=self.options.window if self.options.window == "auto"
-            else int(self.options.window) * self.f)
-        if self.clustered:
-            for st in self.stages:
-                if st.network is None:
-                    continue
-                cof = (None if self._partition is None
-                       else np.asarray(self._partition(st.network), np.int64))
-                cs = (RivTreeCluster.by_basin(st.network) if cof is None
-                      else RivTreeCluster(st.network, cof))
-                st.router = StagedRouter(cs, self._sub_options, device=self.device)
-        logger.info("LakeRouter: %d reaches, %d lakes, %d stage(s), engine %s (f=%d)",
-                    self.network.n_reaches, self.lakes.n_lakes, len(self.stages) - 1,
-                    self.engine, self.f)
 
     def _p(self, params: Any) -> torch.Tensor:
         p = stack_params(self.spec, params, n=self.network.n_reaches)
         return p.to(device=self.device, dtype=self.dtype)
 
     def fit_windows(self, params: Any, run_steps: int | None = None) -> list[int | None]:
-        """Resolve ``"auto"`` windows of the stage routers for ``params`` (sub-steps; at
-        most ``run_steps`` routing steps of taps when given: a run that carries no state)."""
-        p = substep_params(self.spec, self._p(params).detach(), self.f)
-        out: list[int | None] = []
-        for st in self.stages:
-            r = st.router
-            if r is not None and r.window is None:
-                r.window = r.auto_window(p[torch.as_tensor(st.reaches, device=p.device)],
-                                         max_steps=None if run_steps is None
-                                         else run_steps * self.f)
-            out.append(None if r is None else r.window)
-        return out
+        """Resolve the ``"auto"`` window of the router for ``params`` (routing steps; at most
+        ``run_steps`` steps of taps when given: a run that carries no state); one per
+        router (one for the block-sparse engines)."""
+        r = self.router
+        if r is None:
+            return [None] * len(self.stages)
+        if r.window is None:
+            r.window = r.auto_window(self._p(params).detach(), max_steps=run_steps)
+        return [r.window]
 
     def aggregate(self, params: Any, run_steps: int | None = None
                   ) -> list[RoutingKernels | None]:
-        """The path kernels of every stage (for runs that route many chunks with fixed
-        parameters: pass them as ``kernels=`` to :meth:`forward`); ``run_steps``: the whole
-        run's length in routing steps when known (an ``"auto"`` window need not be longer)."""
-        if not self.clustered:
+        """The path kernels (a list of one, the router's; for runs that route many chunks
+        with fixed parameters: pass them as ``kernels=`` to :meth:`forward`); ``run_steps``:
+        the whole run's length in routing steps when known (an ``"auto"`` window need not
+        be longer)."""
+        if self.router is None:
             raise RuntimeError(f"engine {self.engine!r} has no kernels to aggregate")
         self.fit_windows(params, run_steps)
-        p = substep_params(self.spec, self._p(params), self.f)
-        return [None if st.router is None else
-                st.router.aggregate(p[torch.as_tensor(st.reaches, device=p.device)])
-                for st in self.stages]
+        return [self.router.aggregate(self._p(params))]
 
     def init_state(self, batch: int, lake_params: Any = None) -> LakeState:
         """The start: lakes at NWM's ``ifd`` elevation, linear stages dry (zero history)."""
         lp = self._lake_params(lake_params)
         h0 = initial_elevation(lp, torch.tensor(self.lakes.ifd, device=self.device))
-        stages = []
-        for st in self.stages:
-            stages.append(None if st.router is None or st.router.window is None
-                          else st.router.init_state(batch))
+        r = self.router
+        stages = ([None if r.window is None else r.init_state(batch)] if r is not None
+                  else [None] * len(self.stages))
         return LakeState(h0.detach().unsqueeze(0).expand(batch, -1).clone(), stages, 0)
 
     def _lake_params(self, lake_params: Any) -> dict[str, torch.Tensor]:
@@ -315,14 +337,15 @@ class LakeRouter(Routed):
         if kernels is None and params is None:
             raise ValueError("give params [N, P] or kernels (LakeRouter.aggregate)")
         p_sub = None
-        if params is not None:
-            if self.clustered and kernels is None:
+        if params is not None and kernels is None:
+            if self.clustered:
                 self.fit_windows(params, None if (state is not None or return_state) else t)
-            p_sub = substep_params(self.spec, self._p(params), f)
+            if self.router is None:
+                p_sub = substep_params(self.spec, self._p(params), f)
         lp = self._lake_params(lake_params)
         if state is None:
             state = self.init_state(b, lake_params)
-            state.stages = [None] * len(self.stages)
+            state.stages = [None] * len(state.stages)
             if offsets is not None:
                 q_out = offsets[2].index_select(
                     1, torch.tensor(self.layout.outlet, device=self.device))
@@ -331,6 +354,9 @@ class LakeRouter(Routed):
         if tuple(elev.shape) != (b, self.lakes.n_lakes):
             raise ValueError(f"state elevation must be [B={b}, L={self.lakes.n_lakes}], got "
                              f"{tuple(elev.shape)}")
+        if self.router is not None:
+            return self._forward_clustered(r, params, lp, kernels, state, elev, offsets,
+                                           return_state)
         r_sub = spread_to_substeps(r, f)
         stage_q: list[torch.Tensor | None] = []
         lake_out: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -364,7 +390,7 @@ class LakeRouter(Routed):
             x = self._gather(x, st.from_reaches, st.from_lakes, stage_q, lake_out)
             if offsets is not None:
                 x = x - offsets[0].index_select(1, idx).to(x.dtype)[..., None]
-            q_sub, new = self._route_stage(k, st, x, p_sub, kernels, state)
+            q_sub, new = self._route_stage(st, x, p_sub)
             if offsets is not None:
                 q_sub = q_sub + offsets[1].index_select(1, idx).to(q_sub.dtype)[..., None]
             stage_q.append(q_sub)
@@ -384,6 +410,51 @@ class LakeRouter(Routed):
         return q, LakeState(h_end.detach(), new_states, state.steps + t)
 
     __call__ = forward
+
+    def _forward_clustered(self, r: torch.Tensor, params: Any, lp: dict[str, torch.Tensor],
+                           kernels: list | None, state: LakeState, elev: torch.Tensor,
+                           offsets: Any, return_state: bool
+                           ) -> torch.Tensor | tuple[torch.Tensor, LakeState]:
+        """:meth:`forward` through the one StagedRouter, the lakes as its node clusters."""
+        b, _, t = r.shape
+        kern = kernels[0] if kernels is not None else self.router.aggregate(self._p(params))
+        q0_in = None
+        if offsets is not None:
+            r = r - offsets[0].to(r.dtype)[..., None]
+            src, lake = self._into_lake
+            q0_in = torch.zeros(b, self.lakes.n_lakes, dtype=torch.float64,
+                                device=self.device).index_add(
+                1, lake, offsets[1].index_select(1, src).to(torch.float64))
+        parts = []
+        nodes = self.nodes
+
+        def step(run: NodeRun, runoff: torch.Tensor, inflow: torch.Tensor | None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+            lakes = nodes.lakes_of(run)
+            dq, out, done = nodes.step(
+                run, runoff, inflow, elev.index_select(1, lakes), lp,
+                None if q0_in is None else q0_in.index_select(1, lakes), out_dtype=r.dtype)
+            parts.append(done)
+            return dq, out
+
+        rs = state.stages[0] if state.stages else None
+        out = self.router(r, kernels=kern, state=rs, return_state=return_state,
+                          node_step=step)
+        q, new = out if return_state else (out, None)
+        if offsets is not None:
+            q = q + offsets[1].to(q.dtype)[..., None]
+        self.last_lakes = {
+            "elevation_start": elev.detach(),
+            "elevation_end": self._scatter_lakes([(d.lakes, d.elevation) for d in parts],
+                                                 b).detach(),
+            "inflow_volume": self._scatter_lakes([(d.lakes, d.inflow_volume) for d in parts],
+                                                 b).detach(),
+            "outflow_volume": self._scatter_lakes([(d.lakes, d.outflow_volume)
+                                                   for d in parts], b).detach(),
+        }
+        if not return_state:
+            return q
+        return q, LakeState(self.last_lakes["elevation_end"], [new], state.steps + t)
 
     def _scatter_lakes(self, parts: list[tuple[torch.Tensor, torch.Tensor]], b: int
                        ) -> torch.Tensor:
@@ -409,31 +480,22 @@ class LakeRouter(Routed):
                 x = x.index_add(1, dst[cols], out.index_select(1, rows).to(x.dtype))
         return x
 
-    def _route_stage(self, k: int, st: _Stage, x: torch.Tensor, p_sub: torch.Tensor | None,
-                     kernels: list | None, state: LakeState
-                     ) -> tuple[torch.Tensor, RouterState | None]:
-        """Route one stage's sub-network: ``x`` ``[B, n, T f]`` sub-step inflow -> sub-step
-        discharge ``[B, n, T f]`` (and the stage router's new state)."""
-        if st.router is None:
-            eng = get_engine(self.engine)
-            p = p_sub.index_select(0, torch.as_tensor(st.reaches, device=p_sub.device))
-            q = eng.fn(st.network, x, self.spec.name, p, 1,
-                       allow_unstable=self.allow_unstable)
-            return q.to(x.dtype), None
-        rs = state.stages[k] if state.stages and k < len(state.stages) else None
-        if kernels is not None:
-            q, new = st.router(x, kernels=kernels[k], state=rs, return_state=True)
-        else:
-            p = p_sub.index_select(0, torch.as_tensor(st.reaches, device=p_sub.device))
-            q, new = st.router(x, p, state=rs, return_state=True)
-        return q, new
+    def _route_stage(self, st: _Stage, x: torch.Tensor, p_sub: torch.Tensor
+                     ) -> tuple[torch.Tensor, None]:
+        """Route one stage's sub-network by an engine without state: ``x`` ``[B, n, T f]``
+        sub-step inflow -> sub-step discharge ``[B, n, T f]`` (no state: None)."""
+        eng = get_engine(self.engine)
+        p = p_sub.index_select(0, torch.as_tensor(st.reaches, device=p_sub.device))
+        q = eng.fn(st.network, x, self.spec.name, p, 1, allow_unstable=self.allow_unstable)
+        return q.to(x.dtype), None
 
     # ------------------------------------------------------------------ warm starts
     def steady_offsets(self, q0: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The warm start that yields discharge ``q0`` ``[B, N]`` (m³/s): ``r_star = q0 -
-        (discharge of the upstream reaches of the same stage)``, the constant total inflow
-        (lateral plus boundary) each reach outside lakes had before the run, ``q0`` there (0
+        (discharge of the upstream reaches outside lakes)`` (for the stage path: of the same
+        stage), the constant inflow each reach outside lakes had before the run (lateral,
+        plus boundary inflow the path adds in full), ``q0`` there (0
         on lake reaches), and ``q0`` itself (whose value at each lake's outlet sets the
         lake's start level); pass the tuple as ``offsets``."""
         q0 = torch.as_tensor(q0).to(self.device, self.dtype)
@@ -441,7 +503,10 @@ class LakeRouter(Routed):
         lay = self.layout
         src = np.flatnonzero((down >= 0) & (lay.reach_lake < 0))
         d = down[src]
-        same = (lay.reach_lake[d] < 0) & (lay.reach_stage[d] == lay.reach_stage[src])
+        # the one-router path carries the offset-free discharge across stages too (the
+        # stage path adds each stage's full discharge to the next stage's inflow)
+        same = (lay.reach_lake[d] < 0) & ((self.router is not None)
+                                          | (lay.reach_stage[d] == lay.reach_stage[src]))
         s, dd = (torch.as_tensor(a[same], device=self.device) for a in (src, d))
         up = torch.zeros_like(q0).index_add(1, dd, q0.index_select(1, s))
         inl = torch.as_tensor(lay.reach_lake >= 0, device=self.device)

@@ -209,6 +209,114 @@ class LakeLayout:
         """Lake stages (the reaches have stages 0 .. n_stages)."""
         return int(self.lake_stage.max()) if self.lake_stage.size else 0
 
+    def cut(self, network: RiverNetwork, cluster_of: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Cut a partition of ``network`` (the layout's) at the lakes: each lake its own
+        cluster.
+
+        ``cluster_of`` ``[N]`` is a partition (ids in topological order of its cluster DAG,
+        e.g. :func:`~hydroscale.partition.partition_network`).  Returns ``(cluster_of [N],
+        lake_cluster [L])``: every lake's reaches form one cluster; the other reaches keep
+        their cluster, split into the pieces that stay connected without its lake reaches
+        (a cluster with reaches above and below a lake would feed itself through it; a
+        tributary joining below the lake stays with the reaches it joins: no exit there).
+        Ids in topological order, and within each wave of the cluster DAG the lakes have the
+        largest ids, so the linear clusters of a wave are consecutive in engine rank (one
+        batch) and so are its lakes (one fused lake step)."""
+        base = np.asarray(cluster_of, dtype=np.int64)
+        n = self.reach_lake.size
+        if base.shape != (n,):
+            raise ValueError(f"cluster_of must be [N={n}], got {base.shape}")
+        lake = self.reach_lake >= 0
+        down = network.downstream
+        # each reach outside lakes -> the most downstream reach of its piece (pointer
+        # doubling along the in-piece downstream links)
+        d = np.maximum(down, 0)
+        link = (down >= 0) & ~lake & ~lake[d] & (base[d] == base)
+        root = np.where(link, d, np.arange(n))
+        while True:
+            nxt = root[root]
+            if np.array_equal(nxt, root):
+                break
+            root = nxt
+        key = np.where(lake, n + self.reach_lake, root)
+        _, piece = np.unique(key, return_inverse=True)
+        piece = piece.reshape(-1).astype(np.int64)
+        n_c = int(piece.max()) + 1 if n else 0
+        # topological order of the pieces: longest-path levels of their DAG
+        src = np.flatnonzero(down >= 0)
+        src = src[piece[src] != piece[down[src]]]
+        edges = (np.unique(np.stack([piece[src], piece[down[src]]], 1), axis=0) if src.size
+                 else np.zeros((0, 2), np.int64))
+        level = np.zeros(n_c, np.int64)
+        for _ in range(n_c + 1):
+            new = level.copy()
+            np.maximum.at(new, edges[:, 1], level[edges[:, 0]] + 1)
+            if np.array_equal(new, level):
+                break
+            level = new
+        else:  # pragma: no cover - a forest cut at lakes has no cycle
+            raise LakeError("the partition cut at the lakes has a cycle")
+        is_lake = np.zeros(n_c, dtype=bool)
+        is_lake[piece[lake]] = True
+        new_id = np.empty(n_c, dtype=np.int64)
+        new_id[np.lexsort((np.arange(n_c), is_lake, level))] = np.arange(n_c)
+        cl = new_id[piece]
+        return cl, cl[self.outlet]
+
+    def stage_waves(self, network: RiverNetwork, cluster_of: Any) -> np.ndarray:
+        """Waves ``[C]`` of a partition cut at the lakes (:meth:`cut`) in which the lakes of
+        each stage share one wave, alone: the clusters outside lakes of stage 0 first (in
+        their longest-path levels), then the lakes of stage 1, then the clusters whose
+        largest stage is 1, ...
+        On one device each wave of lakes is one fused level-pool loop, so a network has as
+        many loops as lake stages (not as many as waves holding a lake)."""
+        cl = np.asarray(cluster_of, dtype=np.int64)
+        n_c = int(cl.max()) + 1 if cl.size else 0
+        lake = self.reach_lake >= 0
+        c_stage = np.zeros(n_c, np.int64)  # a cluster's largest stage (a piece may hold a
+        np.maximum.at(c_stage, cl, self.reach_stage)  # tributary of an earlier stage)
+        c_lake = np.zeros(n_c, bool)
+        c_lake[cl[lake]] = True
+        down = network.downstream
+        src = np.flatnonzero(down >= 0)
+        cross = src[cl[src] != cl[down[src]]]
+        edges = (np.unique(np.stack([cl[cross], cl[down[cross]]], 1), axis=0) if cross.size
+                 else np.zeros((0, 2), np.int64))
+        wave = np.zeros(n_c, np.int64)
+        floor = 0
+        for s in range(self.n_stages + 1):
+            if s:
+                wave[c_lake & (c_stage == s)] = floor
+                floor += 1
+            grp = ~c_lake & (c_stage == s)
+            wave[grp] = floor
+            e = edges[grp[edges[:, 1]]]  # edges into this stage's clusters
+            for _ in range(n_c):
+                new = wave.copy()
+                np.maximum.at(new, e[:, 1], wave[e[:, 0]] + 1)
+                if np.array_equal(new, wave):
+                    break
+                wave = new
+            if grp.any():
+                floor = int(wave[grp].max()) + 1
+        return wave
+
+    def steady_inflow(self, network: RiverNetwork, q0: Any) -> np.ndarray:
+        """The warm start of the block-sparse lake paths (:class:`LakeRouter` with a
+        block-sparse engine, the distributed runtime): the constant inflow ``r* = q0 -
+        (q0 of the upstream reaches outside lakes)`` ``[N]`` float64 of each reach outside
+        lakes (0 on lake reaches) that, routed through the linear reaches with the lakes'
+        outflow added in full, keeps discharge ``q0`` ``[N]`` (m³/s); route ``r - r*`` from
+        dry and add ``q0`` outside lakes, each lake starting at the level releasing ``q0`` at
+        its outlet with its feeders' ``q0`` added to its inflow."""
+        q0 = np.asarray(q0, np.float64)
+        down = network.downstream
+        src = np.flatnonzero((down >= 0) & (self.reach_lake < 0))
+        src = src[self.reach_lake[down[src]] < 0]
+        up = np.zeros_like(q0)
+        np.add.at(up, down[src], q0[src])
+        return np.where(self.reach_lake < 0, q0 - up, 0.0)
+
     def stage_reaches(self, stage: int) -> np.ndarray:
         """Indices of the reaches outside lakes of ``stage`` (ascending)."""
         return np.flatnonzero((self.reach_stage == stage) & (self.reach_lake < 0))

@@ -35,7 +35,13 @@ Time stepping is NWM's third-order Runge-Kutta of the ``LEVELPOOL_PHYSICS`` rout
 
 Lake state is float64 whatever the routing dtype; the time loop runs once for all lakes of a
 call (``[B, L]`` tensors per step), and autograd flows to inflow, initial elevation and every
-parameter.
+parameter.  On CUDA (``backend="triton"``, :func:`hydroscale.kernels.select_backend`) the loop
+is one Triton kernel (:func:`hydroscale.kernels.level_pool_steps`, a program per block of
+lakes walking every step in registers, storing the level before each step when a gradient
+is wanted); its backward is the *adjoint kernel*
+(:func:`hydroscale.kernels.level_pool_adjoint`: the steps walked backwards from the stored
+levels, each step's RK3 stages recomputed in registers, the parameters' adjoints summed per
+lake).
 """
 
 from __future__ import annotations
@@ -179,6 +185,51 @@ def level_pool_discharge(h: torch.Tensor, p: Mapping[str, torch.Tensor]) -> torc
     return weir + orifice + over
 
 
+class _LevelPoolKernel(torch.autograd.Function):
+    """The Triton loop forward (storing the level before each step when a gradient is
+    wanted), its adjoint kernel backward."""
+
+    @staticmethod
+    def forward(ctx, x, pm, h0, dt):  # noqa: D102
+        from ..kernels import level_pool_steps
+
+        grad = any(ctx.needs_input_grad[:3])
+        res = level_pool_steps(x, pm, dt, h0, return_levels=grad)
+        if grad:
+            ctx.save_for_backward(x, pm, res[2])
+        ctx.dt = dt
+        return res[0], res[1]
+
+    @staticmethod
+    def backward(ctx, gq, gh):  # noqa: D102
+        from ..kernels import level_pool_adjoint
+
+        x, pm, levels = ctx.saved_tensors
+        gx, gp, g0 = level_pool_adjoint(x, pm, ctx.dt, levels, gq, gh)
+        return gx, gp, g0, None
+
+
+def _loop(x: torch.Tensor, p: Mapping[str, torch.Tensor], dt: float, h: torch.Tensor,
+          return_elevation: bool) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """The RK3 loop in torch ops: outflow ``[B, L, S]``, end elevation ``[B, L]`` and (with
+    ``return_elevation``) the elevation after every step."""
+    b, n, s = x.shape
+    rate = dt / p["area"]  # m per (m3/s) over one step
+    outs, levels = [], []
+    for t in range(s):
+        i = x[:, :, t]
+        q1 = level_pool_discharge(h, p)
+        q2 = level_pool_discharge(h + (i - q1) * rate / 3.0, p)
+        q3 = level_pool_discharge(h + (i - q2) * rate * (2.0 / 3.0), p)
+        q = 0.25 * q1 + 0.75 * q3
+        h = h + (i - q) * rate
+        outs.append(q)
+        if return_elevation:
+            levels.append(h)
+    out = torch.stack(outs, dim=-1) if s else x.new_zeros(b, n, 0)
+    return out, h, levels
+
+
 def route_level_pool(
     inflow: torch.Tensor,
     params: Any,
@@ -186,6 +237,7 @@ def route_level_pool(
     elevation: Any,
     *,
     return_elevation: bool = False,
+    backend: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Step level-pool lakes through time: one loop over steps for all lakes.
 
@@ -196,7 +248,11 @@ def route_level_pool(
     dt : the step (s).
     elevation : the water elevation before the first step (m), ``[L]`` or ``[B, L]``
         (:func:`initial_elevation` gives NWM's start from ``ifd``).
-    return_elevation : also return the elevation after every step ``[B, L, S]``.
+    return_elevation : also return the elevation after every step ``[B, L, S]`` (the torch
+        loop).
+    backend : ``"triton"`` (one kernel; CUDA, or the CPU interpreter), ``"torch"`` (the
+        loop in torch ops), or None / ``"auto"``
+        (:func:`~hydroscale.kernels.select_backend`: Triton on CUDA).
 
     Returns
     -------
@@ -219,22 +275,14 @@ def route_level_pool(
         h = h.unsqueeze(0).expand(b, n)
     if tuple(h.shape) != (b, n):
         raise ValueError(f"elevation must be [L={n}] or [B={b}, L={n}], got {tuple(h.shape)}")
-    rate = dt / p["area"]  # m per (m3/s) over one step
-    outs, levels = [], []
-    for t in range(s):
-        i = x[:, :, t]
-        q1 = level_pool_discharge(h, p)
-        q2 = level_pool_discharge(h + (i - q1) * rate / 3.0, p)
-        q3 = level_pool_discharge(h + (i - q2) * rate * (2.0 / 3.0), p)
-        q = 0.25 * q1 + 0.75 * q3
-        h = h + (i - q) * rate
-        outs.append(q)
-        if return_elevation:
-            levels.append(h)
-    if s == 0:
-        out = x.new_zeros(b, n, 0)
-    else:
-        out = torch.stack(outs, dim=-1)
+    from ..kernels import select_backend, triton_available
+
+    if (not return_elevation and s and select_backend(x.device, backend) == "triton"
+            and triton_available()):
+        pm = torch.stack([p[k] for k in LEVEL_POOL_PARAMS], 1)
+        logger.debug("level pool (triton): %d lakes x %d steps (batch %d)", n, s, b)
+        return _LevelPoolKernel.apply(x, pm, h, dt)
+    out, h, levels = _loop(x, p, dt, h, return_elevation)
     logger.debug("level pool: %d lakes x %d steps (batch %d)", n, s, b)
     if return_elevation:
         elev = torch.stack(levels, dim=-1) if levels else x.new_zeros(b, n, 0)

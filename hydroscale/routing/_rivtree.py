@@ -90,6 +90,9 @@ class RivTreeCluster:
     cluster_of : int ``[N]``, cluster id of every reach, ``0..C-1``, numbered in topological
         order of the cluster DAG (any such assignment is valid; clusters need not be
         connected).
+    wave_of : optional int ``[C]`` wave of every cluster (each edge must go to a later wave;
+        waves may be empty), e.g. :meth:`~hydroscale.routing.LakeLayout.stage_waves`;
+        default the longest-path level of the cluster DAG.
 
     Attributes (numpy int64 unless said otherwise)
     ----------------------------------------------
@@ -106,7 +109,7 @@ class RivTreeCluster:
     transfers : ``[E, 4]`` table (src cluster, exit reach, dst cluster, inlet reach).
     """
 
-    def __init__(self, network: RiverNetwork, cluster_of: Any) -> None:
+    def __init__(self, network: RiverNetwork, cluster_of: Any, wave_of: Any = None) -> None:
         n = network.n_reaches
         cl = np.asarray(cluster_of)
         if cl.shape != (n,):
@@ -151,7 +154,16 @@ class RivTreeCluster:
         # id order suffices; it is vectorised over the edges leaving each wave instead)
         src_c, dst_c = cl[cross], cl[down[cross]]
         wave = np.zeros(n_clusters, dtype=np.int64)
-        if cross.size:
+        if wave_of is not None:  # given (e.g. lakes by stage): checked against the DAG
+            wave = np.asarray(wave_of, dtype=np.int64).reshape(-1)
+            if wave.shape != (n_clusters,) or (n_clusters and wave.min() < 0):
+                raise ValueError(f"wave_of must be [C={n_clusters}] waves >= 0, got shape "
+                                 f"{wave.shape}")
+            bad = cross[wave[dst_c] <= wave[src_c]]
+            if bad.size:
+                raise ValueError(f"wave_of puts clusters {format_ids(cl[down[bad]])} in no "
+                                 f"later wave than clusters {format_ids(cl[bad])} feeding them")
+        elif cross.size:
             edges = np.unique(np.stack([src_c, dst_c], axis=1), axis=0)
             for _ in range(n_clusters):
                 new = wave.copy()

@@ -44,8 +44,10 @@ from ._aggregation import (
     fitted_window,
     plan_pairs,
 )
+from ._nodes import NodeRun, NodeStep, write_rows
 from ._options import Routed, RoutingOptions
 from ._rivtree import RivTreeCluster
+from ._transfer import inlet_feed, sum_inflow
 from ._window import check_truncation
 from ._window_cache import load_window, store_window, window_key
 
@@ -162,15 +164,28 @@ class StagedRouter(Routed):
     device : where the router's index tensors live (default CPU).
     only : optional cluster ids to route (default all); with a subset, :meth:`forward_chunk`
         is the entry point (the distributed runtime routes its own clusters).
+    nodes : optional cluster ids routed by a node step instead of path kernels (e.g. lakes;
+        :mod:`._nodes`): :meth:`forward` takes the step as ``node_step`` and writes what it
+        returns into the transfer buffer between the waves (not with ``only``).
     """
 
     def __init__(self, clusters: RivTreeCluster, options: RoutingOptions | None = None, *,
-                 device: Any = None, only: Any = None, **routing: Any) -> None:
+                 device: Any = None, only: Any = None, nodes: Any = None,
+                 **routing: Any) -> None:
         self._set_options(options, routing, device)
         self.clusters = clusters
         cs = clusters
         self.only = None if only is None else np.unique(np.asarray(only, dtype=np.int64))
-        self.plan = plan_pairs(cs, self.only)
+        self._is_node = np.zeros(cs.n_clusters, dtype=bool)
+        routed = self.only
+        if nodes is not None and len(nodes):
+            if self.only is not None:
+                raise ValueError("give a StagedRouter only= or nodes=, not both")
+            self._is_node[np.asarray(nodes, dtype=np.int64)] = True
+            routed = np.flatnonzero(~self._is_node)
+        self._routed = routed
+        self._node_runs: dict[Any, Any] = {}
+        self.plan = plan_pairs(cs, routed)
         self._exit_mask = cs.exit_of_reach >= 0
         self._inlet_mask = cs.inlet_of_reach >= 0
         self._build_rows()
@@ -239,20 +254,81 @@ class StagedRouter(Routed):
 
     def _batches(self) -> list[tuple[int, int]]:
         """Cluster-rank ranges routed in one call each: the clusters of a wave, split into
-        contiguous runs of at most ``max_batch_reaches`` reaches (bounds the temporaries)."""
+        contiguous runs of at most ``max_batch_reaches`` reaches (bounds the temporaries);
+        node clusters are left out (:meth:`_schedule`)."""
+        return [key for node, key in self._schedule() if not node]
+
+    def _schedule(self) -> list[tuple[bool, tuple[int, int]]]:
+        """``(is_node, rank range)`` in rank order: the batches of path-routed clusters and
+        the runs of node clusters (consecutive node clusters of one wave)."""
         cs = self.clusters
         by_rank = np.argsort(self._crank)
         sizes = np.diff(cs.reach_ptr_cluster[by_rank], axis=1)[:, 0]
         waves = cs.wave_of[by_rank]
+        node = self._is_node[by_rank]
         out, start, acc = [], 0, 0
         for k in range(cs.n_clusters):
-            if k > start and (waves[k] != waves[start] or acc + sizes[k] > self.max_batch):
-                out.append((start, k))
+            if k > start and (waves[k] != waves[start] or node[k] != node[start]
+                              or (not node[k] and acc + sizes[k] > self.max_batch)):
+                out.append((bool(node[start]), (start, k)))
                 start, acc = k, 0
             acc += sizes[k]
         if cs.n_clusters:
-            out.append((start, cs.n_clusters))
+            out.append((bool(node[start]), (start, cs.n_clusters)))
         return out
+
+    def _node_run(self, key: tuple[int, int]) -> NodeRun:
+        """The node clusters of ranks ``key`` (built once)."""
+        if key not in self._node_runs:
+            cs = self.clusters
+            cl = self._by_rank[key[0] : key[1]]
+            a, b = int(cl[0]), int(cl[-1])
+            r0, r1 = int(cs.reach_ptr_cluster[a, 0]), int(cs.reach_ptr_cluster[b, 1])
+            e0, e1 = int(cs.exit_ptr_cluster[a, 0]), int(cs.exit_ptr_cluster[b, 1])
+            i0, i1 = int(cs.inlet_ptr_cluster[a, 0]), int(cs.inlet_ptr_cluster[b, 1])
+            self._node_runs[key] = NodeRun(key, cl.copy(), cs.order[r0:r1],
+                                           cs.inlet_reach[i0:i1], cs.exit_reach[e0:e1])
+        return self._node_runs[key]
+
+    def _step_nodes(self, key: tuple[int, int], node_step: NodeStep, r: torch.Tensor,
+                    transfer: torch.Tensor, q: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the node clusters of ranks ``key``: their inlets' inflow summed from the
+        transfer buffer (written by earlier waves), the step, its outflow written into the
+        buffer's rows of their exits and its discharge into ``q`` (engine order)."""
+        run = self._node_run(key)
+        cs, f = self.clusters, self.f
+        b, _, t = r.shape
+        dev = r.device
+        if ("idx", key, str(dev)) not in self._node_runs:
+            # the exits feeding the run's inlets: each inlet's first feeder (one gather), then
+            # per further feeder rank (inlets, exits) added in place
+            inl = cs.inlet_of_reach[run.inlets]
+            feed = np.flatnonzero(np.isin(cs.exit_inlet, inl))
+            at = np.searchsorted(inl, cs.exit_inlet[feed])  # inlets are in engine order
+            by = np.lexsort((feed, at))
+            at, feed = at[by], feed[by]
+            rank = np.arange(at.size) - np.searchsorted(at, at)
+            t_ = lambda a: torch.as_tensor(a, device=dev)  # noqa: E731
+            ranks = [(t_(at[rank == j]), t_(feed[rank == j]))
+                     for j in range(1, int(rank.max(initial=0)) + 1)]
+            self._node_runs[("idx", key, str(dev))] = (t_(run.reaches), t_(feed[rank == 0]),
+                                                       ranks)
+        rows, first, ranks = self._node_runs[("idx", key, str(dev))]
+        inflow = None
+        if run.inlets.size:
+            tv = transfer.view(b, cs.n_exits, f, t)
+            inflow = tv.index_select(1, first)  # [B, n_inlet, f, T]
+            for at, ex in ranks:
+                inflow.index_add_(1, at, tv.index_select(1, ex))
+        dq, out = node_step(run, r.index_select(1, rows), inflow)
+        want_q, want_o = (b, run.reaches.size, t), (b, run.exits.size, f, t)
+        if tuple(dq.shape) != want_q or tuple(out.shape) != want_o:
+            raise ValueError(f"the node step must return discharge {want_q} and outflow "
+                             f"{want_o}, got {tuple(dq.shape)} and {tuple(out.shape)}")
+        e0 = int(cs.exit_of_reach[run.exits[0]]) if run.exits.size else 0
+        r0 = int(cs.position[run.reaches[0]])
+        return write_rows(transfer, e0 * f, out.reshape(b, -1, t), q, r0, dq)
 
     def _group(self, key: tuple[int, int]) -> _Group:
         """The group of clusters with ranks ``key = (k0, k1)`` (contiguous in engine order),
@@ -433,7 +509,7 @@ class StagedRouter(Routed):
         if not getattr(self.spec.kernel, "__module__", "").startswith("hydroscale."):
             return None
         mine = p[torch.as_tensor(self.plan.reaches, device=p.device)].to(torch.float64)
-        only = np.zeros(0, np.int64) if self.only is None else self.only
+        only = np.zeros(0, np.int64) if self._routed is None else self._routed
         return window_key(self.clusters.digest(), only, mine.cpu().numpy(), self.spec.name,
                           tuple(self.spec.params), self.f, float(self.window_tolerance), cap,
                           select_backend(p.device, self.backend))
@@ -604,16 +680,21 @@ class StagedRouter(Routed):
         kernels: RoutingKernels | None = None,
         state: RouterState | None = None,
         return_state: bool = False,
+        node_step: NodeStep | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, RouterState]:
         """Route ``runoff`` ``[B, N, T]`` (m³/s per routing step, network order).
 
         Give ``params`` ``[N, P]`` (aggregated on the fly, differentiable) or precomputed
         ``kernels``.  ``state`` carries the input history of the previous time chunk (zeros
-        when None).  Returns discharge ``[B, N, T]`` (m³/s, step-averaged, ``dtype``), and the
-        new state when ``return_state``.
+        when None).  ``node_step`` routes the node clusters (``nodes=``, :mod:`._nodes`).
+        Returns discharge ``[B, N, T]`` (m³/s, step-averaged, ``dtype``), and the new state
+        when ``return_state``.
         """
         if self.only is not None:
             raise RuntimeError("a router built for a subset of clusters routes with forward_chunk")
+        if self._is_node.any() and node_step is None:
+            raise ValueError(f"this router has {int(self._is_node.sum())} node clusters: "
+                             "give forward the node_step that routes them")
         if kernels is None and self.window is None and state is None and params is not None:
             # taps beyond the series never act: "auto" needs no longer window than it
             self.window = self.auto_window(params, max_steps=int(torch.as_tensor(
@@ -632,14 +713,20 @@ class StagedRouter(Routed):
         # exit channels feeding their inlets there, in place.  The backward reads the output
         # gradients where they are and adds the transfer rows' gradients into the buffer's
         # gradient: no per-batch outputs, gathers, inflow sums or zero-filled gradients
-        batches = self._batches()
-        groups = [self._group(key) for key in batches]
+        schedule = self._schedule()
+        groups = [self._group(key) for node, key in schedule if not node]
         wr = _split_rows(kern.wr, [g.rows_r for g in groups])
         wu = _split_rows(kern.wu, [g.rows_u for g in groups])
         q = r.new_empty(b, cs.n_reaches, t)
         transfer = r.new_empty(b, cs.n_exits * f, t)
         hist_x = None if state is None else self._exit_hist(state.inflow_hist)
-        for bi, g in enumerate(groups):
+        bi = -1
+        for node, key in schedule:
+            if node:
+                transfer, q = self._step_nodes(key, node_step, r, transfer, q)
+                continue
+            bi += 1
+            g = groups[bi]
             if g.contiguous:
                 rg = r[:, g.r0 : g.r0 + g.n]
                 hr = None if state is None else state.runoff_hist[:, g.r0 : g.r0 + g.n]
@@ -774,57 +861,13 @@ class StagedRouter(Routed):
         cluster, not one per exit, and no copy of the upstream buffers' other rows.
         """
         feed = self._inlet_feed(int(cluster))
-        if feed is None:
-            return None
-        srcs, cols, firsts, ranks = feed
-        missing = [s for s in srcs if s not in outflows]
-        if missing:
-            raise KeyError(f"outflow of upstream cluster {missing[0]} (feeding cluster "
-                           f"{cluster}) is missing")
-        dev = outflows[srcs[0]].device
-        parts = [outflows[s].index_select(1, c.to(dev)) for s, c in zip(srcs, cols)]
-        rows = parts[0] if len(parts) == 1 else torch.cat(parts, 1)  # [B, n_feeding, f, T]
-        acc = rows if firsts is None else rows.index_select(1, firsts.to(dev))
-        for at, take in ranks:
-            at = at.to(dev)
-            acc[:, at] = acc[:, at] + rows.index_select(1, take.to(dev))
-        return acc
+        return sum_inflow(feed, int(cluster), outflows)
 
     def _inlet_feed(self, cluster: int) -> Any:
-        """How :meth:`inflow_for` gathers cluster ``cluster``'s inlets, built once (None
-        without inlets): the upstream clusters, the exit rows read from each (in exit
-        order), then, as positions among the rows read, every inlet's first feeder (None
-        when that is the identity) and per further feeder rank ``(inlets, rows)``."""
-        cache = self._feed_of
-        if cluster in cache:
-            return cache[cluster]
-        cs = self.clusters
-        i0, i1 = (int(x) for x in cs.inlet_ptr_cluster[cluster])
-        if i1 == i0:
-            cache[cluster] = None
-            return None
-        feeding = np.flatnonzero((cs.exit_inlet >= i0) & (cs.exit_inlet < i1))  # exit order
-        src = cs.cluster_of[cs.exit_reach[feeding]].astype(np.int64)
-        srcs = np.unique(src)
-        # rows read: source by source, each source's exits in exit order; `pos[e]` is the
-        # position of feeding exit e among them
-        by_src = np.argsort(src, kind="stable")
-        pos = np.empty(feeding.size, np.int64)
-        pos[by_src] = np.arange(feeding.size)
-        inlet = cs.exit_inlet[feeding] - i0
-        by = np.lexsort((feeding, inlet))  # per inlet, its feeders in exit order
-        inlet, pos = inlet[by], pos[by]
-        rank = np.arange(inlet.size) - np.searchsorted(inlet, inlet)
-        if not np.array_equal(inlet[rank == 0], np.arange(i1 - i0)):
-            raise ValueError(f"cluster {cluster} has an inlet that no exit feeds")
-        t = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
-        cols = [t(feeding[src == s] - cs.exit_ptr_cluster[s, 0]) for s in srcs]
-        first = pos[rank == 0]
-        ranks = [(t(inlet[rank == j]), t(pos[rank == j])) for j in range(1, int(rank.max()) + 1)]
-        identity = first.size == feeding.size and np.array_equal(first, np.arange(first.size))
-        out = ([int(x) for x in srcs], cols, None if identity else t(first), ranks)
-        cache[cluster] = out
-        return out
+        """:func:`inlet_feed` of ``cluster``, built once."""
+        if cluster not in self._feed_of:
+            self._feed_of[cluster] = inlet_feed(self.clusters, cluster, self.device)
+        return self._feed_of[cluster]
 
 
 class LTIRouter(StagedRouter):

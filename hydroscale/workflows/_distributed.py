@@ -51,6 +51,31 @@ def _forcing_source(cfg: dict[str, Any], inputs: RouteInputs, out_dir: Path,
     return str(path)
 
 
+def _lake_summary(lakes: Any, net: Any, q0: np.ndarray | None, end: list[float]
+                  ) -> list[dict[str, Any]]:
+    """The summary's lakes of a cluster run: start level (``ifd``, or releasing the warm
+    start's discharge), end level (from the workers) and storage change (the volumes in and
+    out stay on the workers)."""
+    import torch
+
+    from ..routing import (
+        LakeLayout,
+        elevation_for_outflow,
+        initial_elevation,
+        level_pool_params,
+    )
+    from ._lakes import lake_facts
+
+    lay = LakeLayout.build(net, lakes)
+    p = level_pool_params(torch.tensor(lakes.params))
+    if q0 is None:
+        start = initial_elevation(p, torch.tensor(lakes.ifd))
+    else:
+        start = elevation_for_outflow(p, torch.as_tensor(np.asarray(q0)[lay.outlet]))
+    return lake_facts(None, start[None], np.asarray(end)[None], None, None,
+                      layout=(lay, net))
+
+
 def _kept_rows(store: str, ids: np.ndarray) -> np.ndarray:
     import zarr
 
@@ -106,11 +131,21 @@ def route_distributed_workflow(
     with phase(progress, "worker forcing", "choosing what the workers read (the bundled "
                f"forcing is written to {out_dir / 'forcing.zarr'})"):
         r_star, q0 = initial_offsets(rt, inputs)
+        if inputs.lakes is not None and q0 is not None:
+            # the lakes' warm start: r* from the discharge of the reaches outside lakes
+            # (each lake releases q0 and takes its feeders' q0, see LakeLayout.steady_inflow)
+            from ..routing import LakeLayout
+
+            r_star = LakeLayout.build(net, inputs.lakes).steady_inflow(net, q0)
         source = _forcing_source(cfg, inputs, out_dir, r_star)
     t0 = time.perf_counter()
     part = partition_inputs(net, inputs, rt, pc, progress, n_workers)
-    with phase(progress, "plan", f"grouping {part.n_clusters} clusters by wave and worker"):
-        plan = plan_waves(net, part)
+    lakes = inputs.lakes
+    cut = "" if lakes is None else f", cut at {lakes.n_lakes} lakes"
+    with phase(progress, "plan", f"grouping {part.n_clusters} clusters by wave and "
+               f"worker{cut}"):
+        plan = plan_waves(net, part, lakes=lakes)
+    lake_kw = {} if lakes is None else {"lakes": lakes, "dt": inputs.forcing.interval_s}
     partition_s = time.perf_counter() - t0
     steps = inputs.forcing.n_steps
     n_chunks = -(-steps // rt["time_chunk"])
@@ -118,7 +153,8 @@ def route_distributed_workflow(
     if plan_only:
         dr = DistributedRouter(client, net, part, params=inputs.params, options=options,
                                plan=plan, max_steps=steps, time_chunk=rt["time_chunk"],
-                               memory_limit=rt.get("memory_limit"), plan_only=True)
+                               memory_limit=rt.get("memory_limit"), plan_only=True,
+                               **lake_kw)
         return {"run_plan": dr.run_plan.as_dict()}, np.zeros((0, steps), np.float32), None
     backend = options.backend
     logger.info("set-up: scattering the run to %d workers, building their routers and "
@@ -133,7 +169,7 @@ def route_distributed_workflow(
             run_metadata={"workflow": cfg.get("name") or "route"},
             overwrite=out["overwrite"], resume=out["resume"],
             baseline=q0,
-            on_progress=bar.update, memory_limit=rt.get("memory_limit"),
+            on_progress=bar.update, memory_limit=rt.get("memory_limit"), **lake_kw,
         )
     finally:
         bar.close()
@@ -146,9 +182,12 @@ def route_distributed_workflow(
         "partition_s": partition_s,
         "setup_s": summ.setup_s, "route_s": summ.wall_s, "checksum": summ.checksum,
         "reused_tasks": summ.reused_tasks, "recomputed_tasks": summ.recomputed_tasks,
+        **({} if lakes is None else {"lake_groups": summ.plan.get("lake_groups", 0)}),
         **memory_facts(summ.run_plan, [
             max(p["peak_bytes"], p.get("host_peak_bytes", 0)) for p in summ.per_worker]),
     }
+    if lakes is not None and summ.lake_elevation_end is not None:
+        facts["lakes"] = _lake_summary(lakes, net, q0, summ.lake_elevation_end)
     if store is None:
         return facts, np.zeros((0, steps), np.float32), None
     return facts, _kept_rows(str(store), net.ids[keep]), store

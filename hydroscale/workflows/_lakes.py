@@ -1,8 +1,9 @@
 """A ``route`` workflow with ``routing.lakes: level_pool`` on one device.
 
-The network is routed by a :class:`~hydroscale.routing.LakeRouter` (the linear stages by the
-block-sparse engine, or the oracle; the lakes stepped at the sub-step), time chunk by time
-chunk with the lake levels and the stages' input histories carried
+The network is routed by a :class:`~hydroscale.routing.LakeRouter` (the linear reaches by the
+block-sparse engine with the lakes as node clusters stepped at the sub-step between its
+waves, or stage by stage by the oracle), time chunk by time chunk with the lake levels and
+the input histories carried
 (:class:`~hydroscale.routing.LakeState`), and written to the output store as the lake-free
 runs write it.  A warm start (``routing.initial``) sets the reaches outside lakes in the steady
 state of its discharge and each lake at the level releasing that discharge at its outlet
@@ -39,11 +40,14 @@ def _engine(name: str, device: torch.device) -> str:
     return "triton" if device.type == "cuda" and triton_available() else "torch"
 
 
-def lake_facts(router: Any, start: torch.Tensor, end: torch.Tensor, vin: torch.Tensor,
-               vout: torch.Tensor) -> list[dict[str, Any]]:
-    """One entry per lake: id, name, outlet reach, stage, elevations (m), inflow, outflow and
-    storage change (m³) over the run (batch member 0)."""
-    lakes, lay = router.lakes, router.layout
+def lake_facts(router: Any, start: torch.Tensor, end: torch.Tensor, vin: torch.Tensor | None,
+               vout: torch.Tensor | None, layout: Any = None) -> list[dict[str, Any]]:
+    """One entry per lake: id, name, outlet reach, stage, elevations (m), inflow, outflow
+    (None where unknown: a cluster run) and storage change (m³) over the run (batch member
+    0).  ``router``: a LakeRouter, or None with the ``layout`` and network given as
+    ``layout=(LakeLayout, network)``."""
+    lay, net = (router.layout, router.network) if router is not None else layout
+    lakes = lay.lakes
     area = lakes.param("area")
     out = []
     for j in range(lakes.n_lakes):
@@ -52,12 +56,12 @@ def lake_facts(router: Any, start: torch.Tensor, end: torch.Tensor, vin: torch.T
             "id": int(lakes.ids[j]),
             "name": lakes.names[j] if lakes.names else "",
             "reaches": int((lakes.lake_of == j).sum()),
-            "outlet": int(router.network.ids[lay.outlet[j]]),
+            "outlet": int(net.ids[lay.outlet[j]]),
             "stage": int(lay.lake_stage[j]),
             "elevation_start_m": round(h0, 4),
             "elevation_end_m": round(h1, 4),
-            "inflow_m3": float(vin[0, j]),
-            "outflow_m3": float(vout[0, j]),
+            "inflow_m3": None if vin is None else float(vin[0, j]),
+            "outflow_m3": None if vout is None else float(vout[0, j]),
             "storage_change_m3": float(area[j] * (h1 - h0)),
         })
     return out
@@ -107,17 +111,21 @@ def route_single_lakes(
     kernels = None
     with torch.no_grad():
         if clustered:
-            with phase(progress, "kernels", f"aggregating the path kernels of "
-                       f"{len(router.stages)} stage(s)"):
+            with phase(progress, "kernels", f"aggregating the path kernels "
+                       f"({router.lakes.n_lakes} lakes as node clusters)"):
                 kernels = router.aggregate(params, run_steps=steps)
     t1 = time.perf_counter()
     windows = [None if k is None else int(k.window) for k in (kernels or [])]
     facts: dict[str, Any] = {
         "device": str(device), "dtype": rt["dtype"], "engine": f"lakes/{engine}",
-        "partition_s": 0.0, "setup_s": t1 - t0, "lake_stages": len(router.stages) - 1,
-        "stage_reaches": [int(st.reaches.size) for st in router.stages],
-        "stage_windows_substeps": windows,
+        "partition_s": 0.0, "setup_s": t1 - t0, "lake_stages": router.n_stages,
     }
+    if kernels:  # the block-sparse engine: one router, its window in routing steps
+        from ._route import truncation_facts
+
+        facts.update(window=windows[0], clusters=router.clusters.n_clusters,
+                     waves=router.clusters.n_waves,
+                     **truncation_facts(kernels[0].truncated_mass, windows[0], steps))
     store, prepared = None, None
     if write and cfg["output"]["store"] is not None:
         store, prepared = _open_store(cfg, inputs, {

@@ -439,10 +439,6 @@ def _lake_checks(cfg: dict[str, Any]) -> list[str]:
     if not net.get("lakes") and net["source"] != "lower_colorado":
         problems.append("routing.lakes 'level_pool': give network.lakes (an NWM LAKEPARM.nc or "
                         "a lake table CSV)")
-    if cfg.get("cluster") is not None:
-        problems.append("routing.lakes 'level_pool' routes on one device for now (lakes in the "
-                        "distributed wave runtime come later): set cluster null, or "
-                        "routing.lakes none")
     keys = [k for k, v in (("routing.initial_state", rt.get("initial_state")),
                            ("output.final_state", cfg["output"].get("final_state"))) if v]
     if keys:

@@ -4,12 +4,16 @@ resolution, each lake by the plain-Python level-pool reference when its outlet c
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
 from _engine_cases import random_forest
 from _lake_reference import ref_route
 
+import hydroscale
+from hydroscale.kernels import triton_available
 from hydroscale.network import RiverNetwork
 from hydroscale.routing import (
     LEVEL_POOL_PARAMS,
@@ -17,6 +21,7 @@ from hydroscale.routing import (
     LakeLayout,
     LakeRouter,
     Lakes,
+    RivTreeCluster,
 )
 
 DT = 3600.0
@@ -212,3 +217,101 @@ def test_layout_errors_name_the_lakes():
     lay = LakeLayout.build(net, Lakes.from_members({7: [1, 2, 3]}, p, [0.5]))
     assert net.ids[lay.outlet].tolist() == [3] and net.ids[lay.lake_down].tolist() == [5]
     assert lay.reach_stage.tolist() == [1, 1, 1, 0, 1]
+
+
+@pytest.mark.parametrize("seed,f", [(3, 3), (5, 2)])
+def test_block_sparse_path_cuts_one_cluster_at_the_lakes(seed, f):
+    """A partition with the whole network in one cluster (lakes in its middle): each lake
+    becomes its own node cluster, the linear reaches are routed at the routing step with f
+    channels at exits and inlets only, and the result equals the oracle."""
+    net = random_forest([16, 7], seed)
+    lakes = lakes_on(net, seed)
+    k, x = muskingum(net, seed)
+    rng = np.random.default_rng(seed + 11)
+    runoff = rng.uniform(0.0, 3.0, (net.n_reaches, 20)) * (1 + 3 * (np.arange(20) < 5))
+    router = LakeRouter(net, lakes, irf="muskingum", substeps=f, dt=DT, engine="torch",
+                        dtype=torch.float64, window_tolerance=1e-12,
+                        partition=lambda sub: np.zeros(sub.n_reaches, np.int64))
+    sr, cs = router.router, router.clusters
+    assert sr.f == f and not router.stages  # one router at step resolution, no stage path
+    lake_idx = net.index_of(lakes.reach_ids)
+    for j in range(lakes.n_lakes):  # each lake is exactly one cluster
+        mem = lake_idx[lakes.lake_of == j]
+        c = np.unique(cs.cluster_of[mem])
+        assert c.size == 1 and np.array_equal(np.sort(cs.cluster_reaches(int(c[0]))),
+                                              np.sort(mem))
+    # the only exits: the reaches draining into a lake and the lakes' outlets (a tributary
+    # joining below a lake stays with the reaches it joins)
+    lay = router.layout
+    down = net.downstream
+    feeders = [j for j in range(net.n_reaches) if lay.reach_lake[j] < 0 and down[j] >= 0
+               and lay.reach_lake[down[j]] >= 0]
+    assert cs.n_exits == len(feeders) + int((lay.lake_down >= 0).sum())
+    # the lakes of a stage share one wave, alone: one fused level-pool loop per stage
+    lake_c = np.unique(cs.cluster_of[lake_idx])
+    assert np.unique(cs.wave_of[lake_c]).size == router.n_stages
+    assert not np.isin(cs.wave_of[np.setdiff1d(np.arange(cs.n_clusters), lake_c)],
+                       cs.wave_of[lake_c]).any()
+    q = router(torch.tensor(runoff)[None], torch.tensor(np.stack([k, x], 1)))
+    ref = oracle_with_lakes(net, runoff, k, x, lakes, f)
+    np.testing.assert_allclose(q[0].numpy(), ref, rtol=1e-6, atol=1e-9 * ref.max())
+    # the lake loop in pieces of time (its float64 inflow bounded) gives the same
+    router.nodes.max_elements = 7 * f  # a few steps per piece
+    q2 = router(torch.tensor(runoff)[None], torch.tensor(np.stack([k, x], 1)))
+    torch.testing.assert_close(q2, q, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="in no later wave"):
+        RivTreeCluster(net, cs.cluster_of, np.zeros(cs.n_clusters, np.int64))
+
+
+def test_warm_start_block_sparse_equals_stage_path():
+    """A warm start (steady offsets) with unsteady runoff: the one-router path (offset-free
+    discharge across stages, the feeders' start discharge added to the lakes' inflow) gives
+    what the stage path of the oracle engine gives, also across two time chunks."""
+    net = random_forest([14, 9], 2)
+    lakes = lakes_on(net, 2)
+    k, x = muskingum(net, 2)
+    p = torch.tensor(np.stack([k, x], 1))
+    rng = np.random.default_rng(21)
+    runoff = torch.tensor(rng.uniform(0.5, 3.0, (1, net.n_reaches, 18)))
+    kw = dict(irf="muskingum", substeps=2, dt=DT, dtype=torch.float64, window_tolerance=1e-12)
+    # a start discharge: the accumulated runoff of 2 m3/s per reach
+    q0 = torch.tensor(np.asarray(hydroscale.accumulate(net, np.full(net.n_reaches, 2.0))))[None]
+    ref_router = LakeRouter(net, lakes, engine="oracle", **kw)
+    ref = ref_router(runoff, p, offsets=ref_router.steady_offsets(q0))
+    router = LakeRouter(net, lakes, engine="torch", **kw)
+    off = router.steady_offsets(q0)
+    torch.testing.assert_close(router(runoff, p, offsets=off), ref, rtol=1e-9, atol=1e-9)
+    qa, st = router(runoff[..., :7], p, offsets=off, return_state=True)
+    qb, _ = router(runoff[..., 7:], p, offsets=off, state=st, return_state=True)
+    torch.testing.assert_close(torch.cat([qa, qb], -1), ref, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET", "0") != "1" or not triton_available(),
+                    reason="the Triton engine on CPU runs only under TRITON_INTERPRET=1")
+def test_triton_engine_and_lake_loop_match_oracle(monkeypatch):
+    """The triton engine with the lakes' Triton loop (every kernel backend Triton) against
+    the oracle, on CPU through the interpreter."""
+    monkeypatch.setenv("HYDROSCALE_KERNEL_BACKEND", "triton")
+    net = random_forest([9, 6], 7)
+    lakes = lakes_on(net, 7)
+    k, x = muskingum(net, 7)
+    runoff = np.random.default_rng(9).uniform(0.0, 3.0, (net.n_reaches, 10))
+    router = LakeRouter(net, lakes, irf="muskingum", substeps=2, dt=DT, engine="triton",
+                        dtype=torch.float64, window_tolerance=1e-12)
+    q = router(torch.tensor(runoff)[None], torch.tensor(np.stack([k, x], 1)))
+    ref = oracle_with_lakes(net, runoff, k, x, lakes, 2)
+    np.testing.assert_allclose(q[0].numpy(), ref, rtol=1e-6, atol=1e-9 * ref.max())
+
+    def grads() -> list[torch.Tensor]:  # through the lakes' adjoint kernel, or torch's loop
+        kk = torch.tensor(k, requires_grad=True)
+        lp = torch.tensor(lakes.params, requires_grad=True)
+        out = router(torch.tensor(runoff)[None], torch.stack([kk, torch.tensor(x)], 1),
+                     lake_params=lp)
+        out[0, int(net.outlets[0])].sum().backward()
+        return [kk.grad, lp.grad]
+
+    got = grads()
+    monkeypatch.setenv("HYDROSCALE_KERNEL_BACKEND", "torch")
+    for a, b in zip(got, grads()):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    assert float(got[1].abs().max()) > 0

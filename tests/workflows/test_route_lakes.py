@@ -59,6 +59,8 @@ def test_lake_workflow_checks(tmp_path):
     with pytest.raises(WorkflowError, match="give network.lakes"):
         workflow_from_mapping(wf)
     wf["network"]["lakes"] = str(tmp_path / "lakes.csv")
-    wf["cluster"] = "local-cpu"
-    with pytest.raises(WorkflowError, match="one device for now"):
+    wf["cluster"] = "local-cpu"  # lakes route on a cluster too
+    assert workflow_from_mapping(wf)["routing"]["lakes"] == "level_pool"
+    wf["output"]["final_state"] = "final.npz"
+    with pytest.raises(WorkflowError, match="restart states do not hold lake levels"):
         workflow_from_mapping(wf)

@@ -1,0 +1,245 @@
+"""Triton kernel of :func:`~hydroscale.kernels.level_pool_steps` (forward).
+
+Each program owns ``BL`` lakes of one batch row and walks all ``S`` steps in-kernel: the
+level-pool state (water elevation, float64) stays in registers, the inflow of the next three
+steps is loaded while a step is computed (its loads do not wait on the chain of sub-steps),
+and each step's outflow is stored as it comes.  Inflow and outflow
+are read and written through strides, so a time-major layout (``[B, S, L]``: the lakes of a
+step contiguous) makes every step's loads and stores coalesced.  ``x ** 1.5`` is ``x sqrt(x)``
+(no ``pow`` in float64).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+__all__ = ["_level_pool_bwd_kernel", "_level_pool_fwd_kernel"]
+
+
+@triton.jit
+def _pos_pow15(x):
+    """``x ** 1.5`` where ``x > 0``, else 0."""
+    xp = tl.where(x > 0, x, 0.0)
+    return xp * tl.sqrt(xp)
+
+
+@triton.jit
+def _discharge(h, emax, we, cw, lw, ld, eo, co, ao):
+    """Weir (head capped at ``emax``) + orifice + overtopping outflow (m3/s) at ``h``."""
+    head = tl.minimum(h - we, emax - we)
+    weir = cw * lw * _pos_pow15(head)
+    g = 2.0 * 9.81 * (h - eo)
+    orifice = co * ao * tl.sqrt(tl.where(g > 0, g, 0.0))
+    over = cw * (lw * ld) * _pos_pow15(h - emax)
+    return weir + orifice + over
+
+
+@triton.jit
+def _level_pool_fwd_kernel(
+    x_ptr,  # [B, L, S] float64 inflow (m3/s, step means), strides sxb, sxl, sxs
+    p_ptr,  # [L, 9] float64 parameters (LEVEL_POOL_PARAMS order), contiguous
+    rate_ptr,  # [L] float64 dt / area (m per m3/s over one step; a float argument is fp32)
+    h0_ptr,  # [B, L] float64 start elevation (m), contiguous
+    q_ptr,  # [B, L, S] float64 outflow (m3/s, step means), strides sqb, sql, sqs
+    h_ptr,  # [B, L] float64 end elevation (m), contiguous
+    lev_ptr,  # [B, L, S] float64 elevation before each step (m), strides of q (LEVELS only)
+    n_lakes, n_steps,
+    sxb, sxl, sxs, sqb, sql, sqs,
+    BL: tl.constexpr, LEVELS: tl.constexpr,
+):
+    b = tl.program_id(1).to(tl.int64)
+    lk = tl.program_id(0).to(tl.int64) * BL + tl.arange(0, BL)
+    m = lk < n_lakes
+    pp = p_ptr + lk * 9
+    emax = tl.load(pp + 1, mask=m, other=0.0)
+    we = tl.load(pp + 2, mask=m, other=0.0)
+    cw = tl.load(pp + 3, mask=m, other=0.0)
+    lw = tl.load(pp + 4, mask=m, other=0.0)
+    ld = tl.load(pp + 5, mask=m, other=0.0)
+    eo = tl.load(pp + 6, mask=m, other=0.0)
+    co = tl.load(pp + 7, mask=m, other=0.0)
+    ao = tl.load(pp + 8, mask=m, other=0.0)
+    h = tl.load(h0_ptr + b * n_lakes + lk, mask=m, other=0.0)
+    rate = tl.load(rate_ptr + lk, mask=m, other=0.0)
+    xp = x_ptr + b * sxb + lk * sxl
+    qp = q_ptr + b * sqb + lk * sql
+    # the inflow of the next 3 steps is in flight while a step is computed: the loads
+    # (independent of the level) do not wait on the chain of sub-steps
+    i1 = tl.load(xp, mask=m & (n_steps > 0), other=0.0)
+    i2 = tl.load(xp + sxs, mask=m & (n_steps > 1), other=0.0)
+    i3 = tl.load(xp + 2 * sxs, mask=m & (n_steps > 2), other=0.0)
+    xn = xp + 3 * sxs  # the inflow of step t + 3 (pointers step on: no int32 offsets)
+    lp = lev_ptr + b * sqb + lk * sql
+    for t in range(0, n_steps):
+        if LEVELS:
+            tl.store(lp, h, mask=m)
+            lp += sqs
+        i = i1
+        i1 = i2
+        i2 = i3
+        i3 = tl.load(xn, mask=m & (t + 3 < n_steps), other=0.0)
+        xn += sxs
+        q1 = _discharge(h, emax, we, cw, lw, ld, eo, co, ao)
+        q2 = _discharge(h + (i - q1) * rate / 3.0, emax, we, cw, lw, ld, eo, co, ao)
+        q3 = _discharge(h + (i - q2) * rate * (2.0 / 3.0), emax, we, cw, lw, ld, eo, co, ao)
+        q = 0.25 * q1 + 0.75 * q3
+        h = h + (i - q) * rate
+        tl.store(qp, q, mask=m)
+        qp += sqs
+    tl.store(h_ptr + b * n_lakes + lk, h, mask=m)
+
+
+@triton.jit
+def _pos_pow15_d(x):
+    """``(x ** 1.5, 1.5 x ** 0.5)`` where ``x > 0``, else ``(0, 0)``."""
+    xp = tl.where(x > 0, x, 0.0)
+    r = tl.sqrt(xp)
+    return xp * r, 1.5 * r
+
+
+@triton.jit
+def _discharge_adjoint(g, h, emax, we, cw, lw, ld, eo, co, ao):
+    """For an adjoint ``g`` of ``Q(h)``: ``(g dQ/dh, g dQ/d(emax, we, cw, lw, ld, eo, co,
+    ao))``, torch's conventions at the kinks (a tie of the weir head's ``min`` splits its
+    gradient in halves; ``x ** p`` at ``x <= 0`` has none)."""
+    a = h - we
+    c = emax - we
+    below = a < c
+    tie = a == c
+    du_dh = tl.where(below, 1.0, tl.where(tie, 0.5, 0.0))
+    du_dmax = tl.where(below, 0.0, tl.where(tie, 0.5, 1.0))
+    pu, dpu = _pos_pow15_d(tl.minimum(a, c))
+    pw, dpw = _pos_pow15_d(h - emax)
+    v = 2.0 * 9.81 * (h - eo)
+    sv = tl.sqrt(tl.where(v > 0, v, 0.0))
+    dsv = tl.where(v > 0, 0.5 / tl.where(v > 0, sv, 1.0), 0.0) * (2.0 * 9.81)
+    weir_u = cw * lw * dpu
+    over_w = cw * lw * ld * dpw
+    gh = g * (weir_u * du_dh + co * ao * dsv + over_w)
+    g_emax = g * (weir_u * du_dmax - over_w)
+    g_we = -g * weir_u
+    g_cw = g * (lw * pu + lw * ld * pw)
+    g_lw = g * (cw * pu + cw * ld * pw)
+    g_ld = g * (cw * lw * pw)
+    g_eo = -g * co * ao * dsv
+    g_co = g * ao * sv
+    g_ao = g * co * sv
+    return gh, g_emax, g_we, g_cw, g_lw, g_ld, g_eo, g_co, g_ao
+
+
+@triton.jit
+def _level_pool_bwd_kernel(
+    x_ptr,  # [B, L, S] float64 inflow at its LAST step, strides sxb, sxl, sxs
+    lev_ptr,  # [B, L, S] float64 elevation before each step, at its last step, strides s?q
+    gq_ptr,  # [B, L, S] float64 adjoint of the outflow, at its last step, strides sg?
+    p_ptr,  # [L, 9] float64 parameters, contiguous
+    rate_ptr,  # [L] float64 dt / area
+    gh_ptr,  # [B, L] float64 in: adjoint of the end elevation; out: of the start elevation
+    gx_ptr,  # [B, L, S] float64 adjoint of the inflow, at its last step, strides of x
+    gp_ptr,  # [B, L, 10] float64 out: adjoints of the 9 parameters and of the rate
+    n_lakes, n_steps,
+    sxb, sxl, sxs, sqb, sql, sqs, sgb, sgl, sgs,
+    BL: tl.constexpr,
+):
+    b = tl.program_id(1).to(tl.int64)
+    lk = tl.program_id(0).to(tl.int64) * BL + tl.arange(0, BL)
+    m = lk < n_lakes
+    pp = p_ptr + lk * 9
+    emax = tl.load(pp + 1, mask=m, other=0.0)
+    we = tl.load(pp + 2, mask=m, other=0.0)
+    cw = tl.load(pp + 3, mask=m, other=0.0)
+    lw = tl.load(pp + 4, mask=m, other=0.0)
+    ld = tl.load(pp + 5, mask=m, other=0.0)
+    eo = tl.load(pp + 6, mask=m, other=0.0)
+    co = tl.load(pp + 7, mask=m, other=0.0)
+    ao = tl.load(pp + 8, mask=m, other=0.0)
+    rate = tl.load(rate_ptr + lk, mask=m, other=0.0)
+    gh = tl.load(gh_ptr + b * n_lakes + lk, mask=m, other=0.0)
+    zero = gh * 0.0
+    a_emax = zero
+    a_we = zero
+    a_cw = zero
+    a_lw = zero
+    a_ld = zero
+    a_eo = zero
+    a_co = zero
+    a_ao = zero
+    a_rate = zero
+    # the pointers start at the last step (the launcher's views) and step backwards
+    xp = x_ptr + b * sxb + lk * sxl
+    hp = lev_ptr + b * sqb + lk * sql
+    gp = gq_ptr + b * sgb + lk * sgl
+    gxp = gx_ptr + b * sxb + lk * sxl
+    for _ in range(0, n_steps):  # steps S - 1 .. 0
+        i = tl.load(xp, mask=m, other=0.0)
+        h = tl.load(hp, mask=m, other=0.0)
+        g_out = tl.load(gp, mask=m, other=0.0)
+        # the forward step again (its stage values)
+        q1 = _discharge(h, emax, we, cw, lw, ld, eo, co, ao)
+        h2 = h + (i - q1) * rate / 3.0
+        q2 = _discharge(h2, emax, we, cw, lw, ld, eo, co, ao)
+        h3 = h + (i - q2) * rate * (2.0 / 3.0)
+        q3 = _discharge(h3, emax, we, cw, lw, ld, eo, co, ao)
+        q = 0.25 * q1 + 0.75 * q3
+        # h' = h + (i - q) rate; the output is q
+        gq = g_out - gh * rate
+        gi = gh * rate
+        a_rate += gh * (i - q)
+        gq1 = 0.25 * gq
+        gq3 = 0.75 * gq
+        gh3, d0, d1, d2, d3, d4, d5, d6, d7 = _discharge_adjoint(gq3, h3, emax, we, cw, lw,
+                                                                  ld, eo, co, ao)
+        a_emax += d0
+        a_we += d1
+        a_cw += d2
+        a_lw += d3
+        a_ld += d4
+        a_eo += d5
+        a_co += d6
+        a_ao += d7
+        # h3 = h + (i - q2) rate 2/3
+        gi += gh3 * rate * (2.0 / 3.0)
+        gq2 = -gh3 * rate * (2.0 / 3.0)
+        a_rate += gh3 * (i - q2) * (2.0 / 3.0)
+        gh2, d0, d1, d2, d3, d4, d5, d6, d7 = _discharge_adjoint(gq2, h2, emax, we, cw, lw,
+                                                                  ld, eo, co, ao)
+        a_emax += d0
+        a_we += d1
+        a_cw += d2
+        a_lw += d3
+        a_ld += d4
+        a_eo += d5
+        a_co += d6
+        a_ao += d7
+        # h2 = h + (i - q1) rate / 3
+        gi += gh2 * rate / 3.0
+        gq1 += -gh2 * rate / 3.0
+        a_rate += gh2 * (i - q1) / 3.0
+        gh1, d0, d1, d2, d3, d4, d5, d6, d7 = _discharge_adjoint(gq1, h, emax, we, cw, lw,
+                                                                  ld, eo, co, ao)
+        a_emax += d0
+        a_we += d1
+        a_cw += d2
+        a_lw += d3
+        a_ld += d4
+        a_eo += d5
+        a_co += d6
+        a_ao += d7
+        gh = gh + gh3 + gh2 + gh1
+        tl.store(gxp, gi, mask=m)
+        xp -= sxs
+        hp -= sqs
+        gp -= sgs
+        gxp -= sxs
+    tl.store(gh_ptr + b * n_lakes + lk, gh, mask=m)
+    go = gp_ptr + (b * n_lakes + lk) * 10
+    tl.store(go + 1, a_emax, mask=m)
+    tl.store(go + 2, a_we, mask=m)
+    tl.store(go + 3, a_cw, mask=m)
+    tl.store(go + 4, a_lw, mask=m)
+    tl.store(go + 5, a_ld, mask=m)
+    tl.store(go + 6, a_eo, mask=m)
+    tl.store(go + 7, a_co, mask=m)
+    tl.store(go + 8, a_ao, mask=m)
+    tl.store(go + 9, a_rate, mask=m)
