@@ -36,6 +36,17 @@ def _discharge(h, emax, we, cw, lw, ld, eo, co, ao):
 
 
 @triton.jit
+def _load_params(p_ptr, lk, m):
+    """The outlet parameters of lakes ``lk`` (``m``: the real ones) from ``[L, 9]`` rows in
+    LEVEL_POOL_PARAMS order (column 0, the area, enters as ``rate``)."""
+    pp = p_ptr + lk * 9
+    return (tl.load(pp + 1, mask=m, other=0.0), tl.load(pp + 2, mask=m, other=0.0),
+            tl.load(pp + 3, mask=m, other=0.0), tl.load(pp + 4, mask=m, other=0.0),
+            tl.load(pp + 5, mask=m, other=0.0), tl.load(pp + 6, mask=m, other=0.0),
+            tl.load(pp + 7, mask=m, other=0.0), tl.load(pp + 8, mask=m, other=0.0))
+
+
+@triton.jit
 def _level_pool_fwd_kernel(
     x_ptr,  # [B, L, S] float64 inflow (m3/s, step means), strides sxb, sxl, sxs
     p_ptr,  # [L, 9] float64 parameters (LEVEL_POOL_PARAMS order), contiguous
@@ -51,15 +62,7 @@ def _level_pool_fwd_kernel(
     b = tl.program_id(1).to(tl.int64)
     lk = tl.program_id(0).to(tl.int64) * BL + tl.arange(0, BL)
     m = lk < n_lakes
-    pp = p_ptr + lk * 9
-    emax = tl.load(pp + 1, mask=m, other=0.0)
-    we = tl.load(pp + 2, mask=m, other=0.0)
-    cw = tl.load(pp + 3, mask=m, other=0.0)
-    lw = tl.load(pp + 4, mask=m, other=0.0)
-    ld = tl.load(pp + 5, mask=m, other=0.0)
-    eo = tl.load(pp + 6, mask=m, other=0.0)
-    co = tl.load(pp + 7, mask=m, other=0.0)
-    ao = tl.load(pp + 8, mask=m, other=0.0)
+    emax, we, cw, lw, ld, eo, co, ao = _load_params(p_ptr, lk, m)
     h = tl.load(h0_ptr + b * n_lakes + lk, mask=m, other=0.0)
     rate = tl.load(rate_ptr + lk, mask=m, other=0.0)
     xp = x_ptr + b * sxb + lk * sxl
@@ -145,15 +148,7 @@ def _level_pool_bwd_kernel(
     b = tl.program_id(1).to(tl.int64)
     lk = tl.program_id(0).to(tl.int64) * BL + tl.arange(0, BL)
     m = lk < n_lakes
-    pp = p_ptr + lk * 9
-    emax = tl.load(pp + 1, mask=m, other=0.0)
-    we = tl.load(pp + 2, mask=m, other=0.0)
-    cw = tl.load(pp + 3, mask=m, other=0.0)
-    lw = tl.load(pp + 4, mask=m, other=0.0)
-    ld = tl.load(pp + 5, mask=m, other=0.0)
-    eo = tl.load(pp + 6, mask=m, other=0.0)
-    co = tl.load(pp + 7, mask=m, other=0.0)
-    ao = tl.load(pp + 8, mask=m, other=0.0)
+    emax, we, cw, lw, ld, eo, co, ao = _load_params(p_ptr, lk, m)
     rate = tl.load(rate_ptr + lk, mask=m, other=0.0)
     gh = tl.load(gh_ptr + b * n_lakes + lk, mask=m, other=0.0)
     zero = gh * 0.0

@@ -23,9 +23,8 @@ import numpy as np
 import torch
 
 from ._common import NullProgress, Progress, phase
-from ._common import device as device_of
 from ._initial import initial_offsets
-from ._inputs import RouteInputs, routing_options
+from ._inputs import RouteInputs
 
 __all__ = ["lake_facts", "route_single_lakes"]
 
@@ -80,16 +79,11 @@ def route_single_lakes(
     from ..io import digest
     from ..partition import partition_network
     from ..routing import LakeRouter
-    from ._route import _open_store
+    from ._route import _open_store, _run_context
 
-    rt, part_cfg = cfg["routing"], cfg["partition"]
-    net, forcing = inputs.network, inputs.forcing
-    steps = forcing.n_steps
-    device = device_of(rt["device"])
-    options = routing_options(cfg)
+    rt, part_cfg, net, forcing, steps, device, options, keep, kept = _run_context(
+        cfg, inputs, keep)
     dtype = options.dtype
-    keep = np.zeros(0, np.int64) if keep is None else keep
-    kept = np.zeros((keep.size, steps), np.dtype(rt["dtype"]))
     engine = _engine(rt["engine"], device)
     t0 = time.perf_counter()
 

@@ -195,6 +195,18 @@ def _offset(values: np.ndarray) -> np.ndarray | None:
     return np.asarray(values[0], np.float64) if np.any(values) else None
 
 
+def _run_context(cfg: dict[str, Any], inputs: RouteInputs, keep: np.ndarray | None
+                 ) -> tuple[Any, ...]:
+    """What a one-device route reads first: ``(routing section, partition section, network,
+    forcing, steps, device, RoutingOptions, keep [k], kept [k, T] zeros in the run's
+    dtype)``."""
+    rt, forcing = cfg["routing"], inputs.forcing
+    keep = np.zeros(0, np.int64) if keep is None else keep
+    return (rt, cfg["partition"], inputs.network, forcing, forcing.n_steps,
+            device_of(rt["device"]), routing_options(cfg), keep,
+            np.zeros((keep.size, forcing.n_steps), np.dtype(rt["dtype"])))
+
+
 def route_single(
     cfg: dict[str, Any],
     inputs: RouteInputs,
@@ -228,14 +240,9 @@ def route_single(
         from ._lakes import route_single_lakes
 
         return route_single_lakes(cfg, inputs, progress=progress, keep=keep, write=write)
-    rt, part_cfg = cfg["routing"], cfg["partition"]
-    net, forcing = inputs.network, inputs.forcing
-    steps = forcing.n_steps
-    device = device_of(rt["device"])
-    options = routing_options(cfg)
+    rt, part_cfg, net, forcing, steps, device, options, keep, kept = _run_context(
+        cfg, inputs, keep)
     dtype = options.dtype
-    keep = np.zeros(0, np.int64) if keep is None else keep
-    kept = np.zeros((keep.size, steps), np.dtype(rt["dtype"]))
     start = _initial_state(rt)
     base, acc = initial_offsets(rt, inputs) if start is None else (
         _offset(start.inflow_offset), _offset(start.discharge_offset))
