@@ -126,3 +126,15 @@ class Chromium:
                     self.proc.kill()
             if self.loop is not None:
                 self.loop.close()
+
+
+def wait_for(cond, what: str, timeout: float = 60.0):
+    """Poll ``cond()`` every 50 ms until it returns something truthy (returned); TimeoutError
+    naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise TimeoutError(f"waited {timeout} s for {what}")

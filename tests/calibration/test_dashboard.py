@@ -16,6 +16,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+from _cdp import wait_for
 
 from hydroscale.calibration import Calibrator, GaugeObservations
 from hydroscale.calibration.dashboard import attach_dashboard
@@ -84,18 +85,6 @@ def _calibrator(**options) -> Calibrator:
                       **options)
 
 
-def _wait(cond, what: str, timeout: float = 60.0):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise TimeoutError(f"waited {timeout} s for {what}")
-
-
 def _update(base: str, query: str = "") -> dict:
     return json.loads(_get(base + "calibration/update.json" + query))
 
@@ -116,9 +105,9 @@ def test_page_state_and_control_over_http(client, tmp_path):
     run = threading.Thread(target=cal.run, args=(10**6,), daemon=True)
     run.start()
     try:
-        _wait(lambda: cal.iteration >= 2, "two iterations")
+        wait_for(lambda: cal.iteration >= 2, "two iterations")
         # the page state is published every `interval`: wait until it shows both iterations
-        _wait(lambda: json.loads(_get(base + "calibration/state.json"))["iteration"] >= 2,
+        wait_for(lambda: json.loads(_get(base + "calibration/state.json"))["iteration"] >= 2,
               "the page to show two iterations")
         state = json.loads(_get(base + "calibration/state.json"))
         assert state["state"] == "running" and state["engine"] == "levels"
@@ -143,7 +132,7 @@ def test_page_state_and_control_over_http(client, tmp_path):
         gauge = int(cal.observations.ids[1])
         first = json.loads(_get(base + f"calibration/hydrograph.json?gauge={gauge}"))
         assert first == {"gauge": gauge, "pending": True}
-        h = _wait(lambda: (lambda x: x if x.get("current") else None)(json.loads(
+        h = wait_for(lambda: (lambda x: x if x.get("current") else None)(json.loads(
             _get(base + f"calibration/hydrograph.json?gauge={gauge}"))), "the hydrograph")
         np.testing.assert_allclose(h["observed"]["value"], cal.observations.values[1])
         np.testing.assert_allclose(h["first"]["value"], cal.first_guess[1], rtol=1e-6)
@@ -153,13 +142,13 @@ def test_page_state_and_control_over_http(client, tmp_path):
             "action": "lr", "lr": 0.002}
         assert _post(base, link.token, {"action": "checkpoint"})["queued"] == {
             "action": "checkpoint"}
-        _wait(lambda: len(cal.actions) >= 2, "the two actions")
+        wait_for(lambda: len(cal.actions) >= 2, "the two actions")
         lr_act, ck_act = cal.actions[:2]
         assert (lr_act["action"], lr_act["lr_from"], lr_act["lr_to"]) == ("lr", 0.01, 0.002)
         assert lr_act["source"] == "page"
         assert ck_act["action"] == "checkpoint"
         assert ck_act["path"].endswith(f"calibration-{ck_act['iteration']:08d}.pt")
-        _wait(lambda: cal.iteration >= lr_act["iteration"] + 2, "two more iterations")
+        wait_for(lambda: cal.iteration >= lr_act["iteration"] + 2, "two more iterations")
         lrs = list(cal.history["lr"])  # the rate of each iteration's step
         assert set(lrs[:lr_act["iteration"]]) == {0.01}
         assert set(lrs[lr_act["iteration"]:]) == {0.002}
@@ -169,17 +158,17 @@ def test_page_state_and_control_over_http(client, tmp_path):
                                     headers={"Content-Type": "application/json",
                                              TOKEN_HEADER: link.token}), expected=400)
         assert "learning rate must be a number > 0" in status
-        _wait(lambda: len(json.loads(_get(base + "calibration/state.json"))["actions"]) >= 2,
+        wait_for(lambda: len(json.loads(_get(base + "calibration/state.json"))["actions"]) >= 2,
               "the page to show the actions")
         assert _control(base, link.token, "pause") == {"requested": "paused"}
-        _wait(lambda: cal.control.paused, "the pause to reach the calibrator")
+        wait_for(lambda: cal.control.paused, "the pause to reach the calibrator")
         assert _control(base, link.token, "resume") == {"requested": "running"}
-        _wait(lambda: not cal.control.paused, "the resume")
+        wait_for(lambda: not cal.control.paused, "the resume")
         assert _control(base, link.token, "stop") == {"requested": "stopped"}
         run.join(timeout=60)
         assert not run.is_alive() and cal.control.stopped and cal.end_reason == "stopped"
         assert [a["action"] for a in cal.actions][-3:] == ["pause", "resume", "stop"]
-        _wait(lambda: json.loads(_get(base + "calibration/state.json"))["state"] == "stopped",
+        wait_for(lambda: json.loads(_get(base + "calibration/state.json"))["state"] == "stopped",
               "the page to show the stop")
     finally:
         cal.control.stop()
@@ -206,7 +195,7 @@ def test_page_follows_a_distributed_calibration(client):
     run = threading.Thread(target=cal.run, args=(10**6,), daemon=True)
     run.start()
     try:
-        state = _wait(lambda: (lambda s: s if s["engine"] == "distributed"
+        state = wait_for(lambda: (lambda s: s if s["engine"] == "distributed"
                                and s["iteration"] >= 2 else None)(
             json.loads(_get(base + "calibration/state.json"))), "two distributed iterations")
         assert state["engine"] == "distributed" and state["state"] == "running"
@@ -254,7 +243,7 @@ def running(client, logs):
     run = threading.Thread(target=cal.run, args=(10**6,), daemon=True)
     run.start()
     try:
-        _wait(lambda: cal.iteration >= 1 and _requested(base) == "running",
+        wait_for(lambda: cal.iteration >= 1 and _requested(base) == "running",
               "the calibration to start")
         yield cal, link, base
     finally:
@@ -269,7 +258,7 @@ def _assert_unchanged(cal, base: str) -> None:
     held = cal.iteration
     # the link applies the page's request at every iteration: two more iterations later the
     # calibrator would be paused or stopped had anything been requested
-    _wait(lambda: cal.iteration >= held + 2, "two more iterations")
+    wait_for(lambda: cal.iteration >= held + 2, "two more iterations")
     assert cal.control.state == "running"
 
 
@@ -335,11 +324,11 @@ def test_same_origin_control_with_the_page_token(running, logs):
     assert len(link.token) >= 32 and embedded == link.token
     assert link.token not in _get(base + "calibration/state.json")
     assert _control(base, embedded, "pause") == {"requested": "paused"}
-    _wait(lambda: cal.control.paused, "the pause to reach the calibrator")
+    wait_for(lambda: cal.control.paused, "the pause to reach the calibrator")
     assert _control(base, embedded, "resume") == {"requested": "running"}
-    _wait(lambda: not cal.control.paused, "the resume")
+    wait_for(lambda: not cal.control.paused, "the resume")
     assert _control(base, embedded, "stop") == {"requested": "stopped"}
-    _wait(lambda: cal.control.stopped, "the stop")
+    wait_for(lambda: cal.control.stopped, "the stop")
     assert link.token not in logs.text
     _assert_no_traceback(logs)
 

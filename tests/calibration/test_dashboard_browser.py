@@ -9,12 +9,11 @@ from __future__ import annotations
 import copy
 import logging
 import threading
-import time
 
 import numpy as np
 import pytest
 import torch
-from _cdp import Chromium, find_chromium
+from _cdp import Chromium, find_chromium, wait_for
 
 from hydroscale.calibration import DistributedCalibrator, GaugeObservations
 from hydroscale.calibration.dashboard import attach_dashboard
@@ -32,16 +31,6 @@ DEEP = """function hsDeep(sel, root) { root = root || document;
   root.querySelectorAll('*').forEach(function (e) {
     if (e.shadowRoot) { out = out.concat(hsDeep(sel, e.shadowRoot)); } });
   return out; }"""
-
-
-def _wait(cond, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise TimeoutError(f"waited {timeout} s for {what}")
 
 
 def _problem():
@@ -106,7 +95,7 @@ def test_page_drives_a_two_worker_calibration(tmp_path, caplog):
             browser = Chromium(binary, str(tmp_path / "profile"))
             browser.send("Emulation.setDeviceMetricsOverride", width=1400, height=1800,
                          deviceScaleFactor=1, mobile=False)
-            _wait(lambda: cal.iteration >= 1, "the first iteration")
+            wait_for(lambda: cal.iteration >= 1, "the first iteration")
             browser.navigate(base + "calibration")
             browser.wait_for("document.body && document.body.getAttribute('data-hs-updates')"
                              " >= 1")
@@ -160,11 +149,11 @@ def test_page_drives_a_two_worker_calibration(tmp_path, caplog):
             # a new learning rate from the page changes the very next step
             browser.eval("document.getElementById('hs-lr-input').value = '0.25'")
             browser.eval("document.getElementById('hs-lr-set').click()")
-            act = _wait(lambda: next((a for a in cal.actions if a["action"] == "lr"), None),
+            act = wait_for(lambda: next((a for a in cal.actions if a["action"] == "lr"), None),
                         "the learning-rate action")
             assert (act["lr_from"], act["lr_to"], act["source"]) == (0.01, 0.25, "page")
             at = act["iteration"]
-            _wait(lambda: cal.iteration >= at + 2 and at + 1 in steps, "two more iterations")
+            wait_for(lambda: cal.iteration >= at + 2 and at + 1 in steps, "two more iterations")
             browser.wait_for("document.getElementById('hs-actions').textContent"
                              ".indexOf('0.25') >= 0")
             browser.wait_for("document.getElementById('hs-lr').textContent == '0.25'")
@@ -185,7 +174,7 @@ def test_page_drives_a_two_worker_calibration(tmp_path, caplog):
                          "'{\"action\": \"stop\"}', headers: {'Content-Type': 'text/plain'}})"
                          ".then(function () { window.hsSimple = 'sent'; })")
             browser.wait_for("window.hsSimple")
-            _wait(lambda: "cross-origin request refused" in caplog.text, "the refusal")
+            wait_for(lambda: "cross-origin request refused" in caplog.text, "the refusal")
             browser.eval(f"fetch('{other}', {{method: 'POST', body: JSON.stringify({{action: "
                          "'stop'}), headers: {'Content-Type': 'application/json', "
                          "'X-Hydroscale-Token': hsToken}}).then(function () { "
@@ -193,7 +182,7 @@ def test_page_drives_a_two_worker_calibration(tmp_path, caplog):
                          "window.hsCors = 'failed: ' + e; })")
             assert browser.wait_for("window.hsCors").startswith("failed")
             held = cal.iteration
-            _wait(lambda: cal.iteration >= held + 2, "two more iterations")
+            wait_for(lambda: cal.iteration >= held + 2, "two more iterations")
             assert cal.control.state == "running"
             # pause, resume and stop from the page
             browser.eval("document.getElementById('hs-pause').click()")
