@@ -6,13 +6,11 @@ import numpy as np
 
 from ._format import format_ids
 
-__all__ = ["NetworkError", "check_ids", "kahn_levels", "repeated", "resolve_downstream"]
+__all__ = ["NetworkError", "check_ids", "repeated", "resolve_downstream"]
 
 
 class NetworkError(ValueError):
     """A river network that breaks the contract of DESIGN §1 (in-tree forest, unique ids)."""
-
-
 
 
 def repeated(values: np.ndarray) -> np.ndarray:
@@ -78,37 +76,3 @@ def resolve_downstream(
         )
     down = np.where(is_outlet, -1, order[pos]).astype(np.int64)
     return down
-
-
-def kahn_levels(ids: np.ndarray, down: np.ndarray) -> np.ndarray:
-    """Topological levels of an in-tree forest (0 = headwater; level = longest upstream path).
-
-    Vectorised Kahn's algorithm: one numpy pass per level.  Reaches left without a level lie on
-    a cycle, which is reported by id.
-    """
-    n = down.size
-    self_loop = np.flatnonzero(down == np.arange(n))
-    if self_loop.size:
-        raise NetworkError(f"reach(es) {format_ids(ids[self_loop])} flow into themselves (a cycle)")
-    has_down = down >= 0
-    indeg = np.bincount(down[has_down], minlength=n).astype(np.int64)
-    level = np.full(n, -1, dtype=np.int32)
-    frontier = np.flatnonzero(indeg == 0)
-    lv = 0
-    while frontier.size:
-        level[frontier] = lv
-        d = down[frontier]
-        d = d[d >= 0]
-        if d.size == 0:
-            break
-        u, c = np.unique(d, return_counts=True)
-        indeg[u] -= c
-        frontier = u[indeg[u] == 0]
-        lv += 1
-    left = np.flatnonzero(level < 0)
-    if left.size:
-        raise NetworkError(
-            f"the network has a cycle through {left.size} reach(es) {format_ids(ids[left])}; "
-            "river networks must be forests of in-trees (fix the downstream ids of these reaches)"
-        )
-    return level
