@@ -1,14 +1,19 @@
 """The level-by-level engine: one device, windowed kernels, differentiable ("levels").
 
 :class:`LevelRouter` applies the routing recursion of DESIGN §1,
-``Q_j = h_j ⊛ (r_j + Σ_{i upstream of j} Q_i)``, one topological level at a time, with every
-reach's sub-step kernel truncated to ``window`` routing steps (the truncated mass per reach is
-reported in :attr:`LevelRouter.truncated_mass`).  Its cost is ``O(B · N · T · f · K)``
-multiply-adds in depthwise convolutions plus one small kernel launch series per level, and its
-autograd graph holds one ``[B, N, T·f]`` tensor per level, so it suits CPU calibration of
-networks up to ~10⁵ reaches and short periods, where building block-sparse path kernels
-(:class:`hydroscale.routing.StagedRouter`) at every iteration costs more than it saves.  The
-float64 oracle :func:`hydroscale.routing.route_oracle` is its reference in the tests.
+``Q_j = h_j ⊛ (r_j + Σ_{i upstream of j} Q_i)`` with every reach's sub-step kernel truncated
+to ``window`` routing steps (the truncated mass per reach is reported in
+:attr:`LevelRouter.truncated_mass`).  It sweeps the network by chain rounds
+(:attr:`hydroscale.network.RiverNetwork.chains`), not by topological level: each round is a
+batch of independent unbranched chains, routed by a prefix scan of the reaches' affine maps,
+so a sweep takes O(log N) rounds of O(log chain length) steps whatever the depth (a single
+chain of 2·10⁶ reaches: one round of 21 steps, where a sweep by level needed 2·10⁶).  Its cost
+is ``O(B · N · T · f · K)`` multiply-adds in depthwise convolutions (more along long chains,
+whose composed kernels reach the run's length) and its autograd graph holds a few
+``[B, n, T·f]`` tensors per step, so it suits CPU routing and calibration, where building
+block-sparse path kernels (:class:`hydroscale.routing.StagedRouter`) costs more than it
+saves.  The float64 oracle :func:`hydroscale.routing.route_oracle` is its reference in the
+tests.
 """
 
 from __future__ import annotations
@@ -54,33 +59,40 @@ class LevelRouter(Routed):
         self._set_options(options, routing, device)
         self.network = network
         self.truncated_mass: np.ndarray | None = None
-        order = np.asarray(network.topo_order, dtype=np.int64)
-        ptr = np.asarray(network.level_ptr, dtype=np.int64)
+        chains = network.chains
+        order = np.asarray(chains.order, dtype=np.int64)
+        ptr = np.asarray(chains.round_ptr, dtype=np.int64)
         down = np.asarray(network.downstream, dtype=np.int64)
         inv = np.empty_like(order)
         inv[order] = np.arange(order.size)
         dev = self.device
         self._order = torch.as_tensor(order, device=dev)
         self._inv = torch.as_tensor(inv, device=dev)
-        levels = np.asarray(network.levels, dtype=np.int64)
+        rounds = np.repeat(np.arange(chains.n_rounds), np.diff(ptr))[inv]  # round of each reach
         self._sizes = np.diff(ptr).tolist()
-        # Each level gathers the outflow of its reaches that have a downstream reach once,
-        # sorted by the downstream reach's level, and splits it into one share per target
-        # level; level t adds the shares it receives (in source-level order) to its runoff.
+        self._pos: list[tuple[torch.Tensor, int]] = []
+        # Each round gathers the outflow of its chains' tails that have a downstream reach
+        # once, sorted by the downstream reach's round, and splits it into one share per
+        # target round; round t adds the shares it receives (in source-round order) to its
+        # inflow.  Within a chain, the prefix scan carries the flow.
         self._send: list[tuple[torch.Tensor, list[int], list[int]] | None] = []
-        tgt_parts: list[list[np.ndarray]] = [[] for _ in range(network.n_levels)]
-        for lv in range(network.n_levels):
-            a, b = int(ptr[lv]), int(ptr[lv + 1])
+        tgt_parts: list[list[np.ndarray]] = [[] for _ in range(chains.n_rounds)]
+        for r in range(chains.n_rounds):
+            a, b = int(ptr[r]), int(ptr[r + 1])
+            pos = chains.position[a:b]
+            self._pos.append((torch.as_tensor(pos, device=dev), int(pos.max(initial=0))))
+            tail = np.ones(b - a, dtype=bool)
+            tail[:-1] = pos[1:] == 0
             d = down[order[a:b]]
-            rows = np.flatnonzero(d >= 0)
+            rows = np.flatnonzero(tail & (d >= 0))
             if rows.size == 0:
                 self._send.append(None)
                 continue
-            tl = levels[d[rows]]
-            srt = np.argsort(tl, kind="stable")
-            rows, tl = rows[srt], tl[srt]
-            targets, counts = np.unique(tl, return_counts=True)
-            local = inv[d[rows]] - ptr[tl]
+            tr = rounds[d[rows]]
+            srt = np.argsort(tr, kind="stable")
+            rows, tr = rows[srt], tr[srt]
+            targets, counts = np.unique(tr, return_counts=True)
+            local = inv[d[rows]] - ptr[tr]
             for t, piece in zip(targets, np.split(local, np.cumsum(counts)[:-1])):
                 tgt_parts[int(t)].append(piece)
             self._send.append(
@@ -153,19 +165,19 @@ class LevelRouter(Routed):
         h = self.kernels(params).to(r.dtype)
         self.check_window(int(r.shape[-1]))
         w = h.index_select(0, self._order)
-        x = spread_to_substeps(r, self.f).index_select(1, self._order)  # topo order
+        x = spread_to_substeps(r, self.f).index_select(1, self._order)  # chain-round order
         xs = torch.split(x, self._sizes, dim=1)
         ws = torch.split(w, self._sizes, dim=0)
         outs: list[torch.Tensor] = []
         pending: list[list[torch.Tensor]] = [[] for _ in self._sizes]
-        for lv, (xl, wl) in enumerate(zip(xs, ws)):
+        for rd, (xl, wl) in enumerate(zip(xs, ws)):
             u = xl
-            if pending[lv]:
-                u = u.index_add(1, self._tgt[lv], torch.cat(pending[lv], dim=1))
-                pending[lv] = []
-            y = _causal_depthwise(u, wl)
+            if pending[rd]:
+                u = u.index_add(1, self._tgt[rd], torch.cat(pending[rd], dim=1))
+                pending[rd] = []
+            y = _chain_scan(u, wl, *self._pos[rd])
             outs.append(y)
-            send = self._send[lv]
+            send = self._send[rd]
             if send is not None:
                 rows, counts, targets = send
                 for t, share in zip(targets, torch.split(y.index_select(1, rows), counts, 1)):
@@ -176,33 +188,55 @@ class LevelRouter(Routed):
     __call__ = forward
 
 
+def _chain_scan(u: torch.Tensor, h: torch.Tensor, position: torch.Tensor,
+                top: int) -> torch.Tensor:
+    """Discharge ``[B, n, L]`` of one round of chains: ``Q_k = h_k ⊛ (u_k + Q_{k-1})`` along
+    each chain (``Q_{-1} = 0`` above a head), for inflow ``u`` ``[B, n, L]``, kernels ``h``
+    ``[n, K]`` and ``position`` ``[n]`` (0 at heads; ``top`` its maximum).
+
+    Each reach is the affine map ``Q ↦ h_k ⊛ Q + h_k ⊛ u_k``; a Hillis-Steele prefix scan
+    composes them in ``ceil(log2(top + 1))`` steps, whose kernels ``h_k ⊛ … ⊛ h_{k-s+1}``
+    grow to at most ``L`` taps (causality: nothing beyond the run acts).  The arithmetic is
+    the same linear convolution as a reach-by-reach sweep, in another order.
+    """
+    q = _causal_depthwise(u, h)
+    a = h
+    length = u.shape[-1]
+    s = 1
+    while s <= top:
+        act = torch.nonzero(position >= s).squeeze(1)
+        prt = act - s
+        ha = a.index_select(0, act)
+        contrib = _causal_depthwise(q.index_select(1, prt), ha)
+        if 2 * s <= top:  # the composed kernels are needed by a later step
+            taps = min(length, 2 * a.shape[-1] - 1)
+            a = F.pad(a, (0, taps - a.shape[-1]))
+            composed = _causal_depthwise(a.index_select(0, prt).unsqueeze(0), ha)[0]
+            a = a.index_copy(0, act, composed)
+        q = q.index_add(1, act, contrib)
+        s *= 2
+    return q
+
+
 def _causal_depthwise(u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """``y[b, i, t] = Σ_k h[i, k] u[b, i, t - k]`` for ``u`` ``[B, n, L]``, ``h`` ``[n, K]``:
-    zero-padded FFT for large levels, direct sums over the taps for small ones."""
-    b, n, length = u.shape
+    a grouped (depthwise) ``conv1d`` for short kernels, a zero-padded FFT for long ones."""
     taps = h.shape[-1]
-    if n * length * taps >= _FFT_THRESHOLD:
+    if taps > _FFT_TAPS:
         return causal_conv_fft(u, h)
-    win = F.pad(u, (taps - 1, 0)).unfold(-1, taps, 1)  # [B, n, L, K]: win[..., t, j] = u[t-K+1+j]
-    return (win * torch.flip(h, dims=(-1,)).unsqueeze(1)).sum(-1)
+    return F.conv1d(F.pad(u, (taps - 1, 0)), torch.flip(h, dims=(-1,)).unsqueeze(1),
+                    groups=h.shape[0])
 
 
-_FFT_THRESHOLD = 1 << 16
+#: kernels longer than this (taps) convolve by FFT: ~2x faster than direct sums there on CPU
+_FFT_TAPS = 256
 
 
 def path_truncation(network: RiverNetwork, reach_mass: np.ndarray) -> np.ndarray:
     """``[N]`` for every reach, the largest sum of the truncated masses ``reach_mass`` of the
     reaches on a path ending there: a bound of the mass a levels run cuts off that path."""
     m = np.nan_to_num(np.asarray(reach_mass, np.float64), nan=0.0)
-    acc, up = m.copy(), np.zeros_like(m)
-    order, ptr, down = network.topo_order, network.level_ptr, network.downstream
-    for lv in range(network.n_levels):
-        idx = order[ptr[lv] : ptr[lv + 1]]
-        acc[idx] = m[idx] + up[idx]
-        d = down[idx]
-        ok = d >= 0
-        np.maximum.at(up, d[ok], acc[idx[ok]])
-    return acc
+    return network.path_max_sum(m)
 
 
 def auto_level_window(
