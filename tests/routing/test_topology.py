@@ -100,7 +100,8 @@ def test_auto_takes_the_block_sparse_engine_when_substep_arrays_do_not_fit(
 
 
 def test_chain_scan_gradients_match_the_oracle():
-    net = _caterpillar(9)  # 2 rounds; the stem is one chain of 9 (4 scan steps)
+    # 2 rounds; the stem is one chain of 40: blocks of 16, then a scan over the 3 blocks
+    net = _caterpillar(40)
     rng = np.random.default_rng(7)
     n = net.n_reaches
     p0 = np.stack([rng.uniform(0.3, 1.5, n), rng.uniform(0.1, 0.3, n)], 1)
