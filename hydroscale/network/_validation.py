@@ -6,7 +6,7 @@ import numpy as np
 
 from ._format import format_ids
 
-__all__ = ["NetworkError", "check_ids", "repeated", "resolve_downstream"]
+__all__ = ["NetworkError", "check_ids", "kahn_levels", "repeated", "resolve_downstream"]
 
 
 class NetworkError(ValueError):
@@ -76,3 +76,42 @@ def resolve_downstream(
         )
     down = np.where(is_outlet, -1, order[pos]).astype(np.int64)
     return down
+
+
+def kahn_levels(ids: np.ndarray, down: np.ndarray,
+                max_passes: int | None = None) -> np.ndarray | None:
+    """Topological levels of an in-tree forest (0 = headwater; level = longest upstream path).
+
+    Vectorised Kahn's algorithm: one numpy pass per level, over that level's reaches only
+    (fast on wide networks: ~1,300 passes for 10⁷ reaches).  Reaches left without a level lie
+    on a cycle, which is reported by id.  Returns None after ``max_passes`` passes when
+    levels remain (a deep network: :func:`~._chains.chain_rounds` takes O(log N) rounds).
+    """
+    n = down.size
+    self_loop = np.flatnonzero(down == np.arange(n))
+    if self_loop.size:
+        raise NetworkError(f"reach(es) {format_ids(ids[self_loop])} flow into themselves (a cycle)")
+    has_down = down >= 0
+    indeg = np.bincount(down[has_down], minlength=n).astype(np.int64)
+    level = np.full(n, -1, dtype=np.int32)
+    frontier = np.flatnonzero(indeg == 0)
+    lv = 0
+    while frontier.size:
+        if max_passes is not None and lv >= max_passes:
+            return None
+        level[frontier] = lv
+        d = down[frontier]
+        d = d[d >= 0]
+        if d.size == 0:
+            break
+        u, c = np.unique(d, return_counts=True)
+        indeg[u] -= c
+        frontier = u[indeg[u] == 0]
+        lv += 1
+    left = np.flatnonzero(level < 0)
+    if left.size:
+        raise NetworkError(
+            f"the network has a cycle through {left.size} reach(es) {format_ids(ids[left])}; "
+            "river networks must be forests of in-trees (fix the downstream ids of these reaches)"
+        )
+    return level

@@ -40,8 +40,10 @@ def _sweep_path_max_sum(net: RiverNetwork, w: np.ndarray) -> np.ndarray:
     return v
 
 
+# deeper than the constructor's 4,096 Kahn passes: levels come from the chain rounds
 @pytest.mark.parametrize("make, size, rounds, levels", [
-    (_chain, 3000, 1, 3000), (_star, 3000, 2, 2), (_caterpillar, 1500, 2, 1500),
+    (_chain, 5000, 1, 5000), (_star, 3000, 2, 2), (_caterpillar, 4500, 2, 4500),
+    (_chain, 300, 1, 300),
 ])
 def test_deep_and_wide_networks_take_few_rounds(make, size, rounds, levels):
     net = make(size)
@@ -83,6 +85,13 @@ def test_path_max_sum_equals_a_sweep_on_a_random_forest():
     assert np.allclose(net.path_max_sum(w), _sweep_path_max_sum(net, w), rtol=1e-12, atol=0)
     with pytest.raises(ValueError, match=r"weights must be \[N = 4000"):
         net.path_max_sum(w[:5])
+
+
+def test_a_cycle_below_a_deep_chain_is_named():
+    ids = np.arange(1, 5003)
+    down = np.append(ids[1:5001], [5002, 5001])  # 1 -> ... -> 5001 -> 5002 -> 5001
+    with pytest.raises(NetworkError, match=r"cycle through 2 reach\(es\) \[5001, 5002\]"):
+        RiverNetwork.from_arrays(ids, down)
 
 
 def test_reaches_below_a_cycle_are_named():
