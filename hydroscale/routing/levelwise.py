@@ -19,6 +19,7 @@ tests.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import numpy as np
@@ -120,7 +121,7 @@ class LevelRouter(Routed):
             h64 = h.detach() if h.dtype == torch.float64 else irf_kernel(
                 self.spec, p.detach().to(self.device, torch.float64), self.window * self.f,
                 self.f, allow_unstable=True)
-            self.truncated_mass = (1.0 - h64.sum(-1) / self.f).abs().cpu().numpy()
+            self.truncated_mass = (1.0 - h64.sum(-1)).abs().cpu().numpy()
         return h
 
     def check_window(self, run_steps: int | None, what: str = "the levels engine") -> None:
@@ -165,40 +166,92 @@ class LevelRouter(Routed):
         h = self.kernels(params).to(r.dtype)
         self.check_window(int(r.shape[-1]))
         w = h.index_select(0, self._order)
-        x = spread_to_substeps(r, self.f).index_select(1, self._order)  # chain-round order
+        # runoff in round order at step resolution; each round spreads its own rows to
+        # sub-steps and averages its discharge back at once, so no [B, N, T·f] array is
+        # ever whole: the peak is the largest round's sub-step arrays
+        x = r.index_select(1, self._order)
         xs = torch.split(x, self._sizes, dim=1)
         ws = torch.split(w, self._sizes, dim=0)
         outs: list[torch.Tensor] = []
         pending: list[list[torch.Tensor]] = [[] for _ in self._sizes]
         for rd, (xl, wl) in enumerate(zip(xs, ws)):
-            u = xl
+            u = spread_to_substeps(xl, self.f)
             if pending[rd]:
                 u = u.index_add(1, self._tgt[rd], torch.cat(pending[rd], dim=1))
                 pending[rd] = []
-            y = _chain_scan(u, wl, *self._pos[rd])
-            outs.append(y)
+            y = _chain_route(u, wl, *self._pos[rd])
             send = self._send[rd]
             if send is not None:
                 rows, counts, targets = send
                 for t, share in zip(targets, torch.split(y.index_select(1, rows), counts, 1)):
                     pending[t].append(share)
-        q = torch.cat(outs, dim=1).index_select(1, self._inv)
-        return average_substeps(q, self.f)
+            outs.append(average_substeps(y, self.f))
+            del u, y
+        return torch.cat(outs, dim=1).index_select(1, self._inv)
 
     __call__ = forward
 
 
-def _chain_scan(u: torch.Tensor, h: torch.Tensor, position: torch.Tensor,
-                top: int) -> torch.Tensor:
+def _chain_route(u: torch.Tensor, h: torch.Tensor, position: torch.Tensor,
+                 top: int) -> torch.Tensor:
     """Discharge ``[B, n, L]`` of one round of chains: ``Q_k = h_k ⊛ (u_k + Q_{k-1})`` along
     each chain (``Q_{-1} = 0`` above a head), for inflow ``u`` ``[B, n, L]``, kernels ``h``
     ``[n, K]`` and ``position`` ``[n]`` (0 at heads; ``top`` its maximum).
 
-    Each reach is the affine map ``Q ↦ h_k ⊛ Q + h_k ⊛ u_k``, and :func:`_affine_scan`
-    composes them along the chains.  The arithmetic is the same linear convolution as a
-    reach-by-reach sweep, in another order.
+    Each reach is the affine map ``Q ↦ h_k ⊛ Q + h_k ⊛ u_k``.  Long chains of cheap
+    convolutions (short runs: a 2·10⁶-reach chain of 8 steps) take the prefix scan of
+    :func:`_affine_scan` (a few passes over the round, ~9 convolutions per reach); rounds whose
+    convolutions are expensive (long runs at sub-steps) sweep down the chains position by
+    position (``top + 1`` steps, one convolution per reach), whichever costs less by
+    :func:`_scan_pays`.  The arithmetic is the same linear convolution either way.
     """
+    if top == 0 or not _scan_pays(u, h, top):
+        return _chain_sweep(u, h, position, top)
     return _affine_scan(_causal_depthwise(u, h), h, position, top)
+
+
+#: the cost of one Python step of a sweep (index ops and launches), in multiply-adds
+_STEP_COST = 300_000
+
+
+def _conv_cost(length: int, taps: int) -> float:
+    """Multiply-adds (or their FFT equivalent) per output row of :func:`_causal_depthwise`."""
+    if taps <= _FFT_TAPS:
+        return float(length * taps)
+    nfft = 1 << max(1, int(length + taps - 1).bit_length())
+    return 6.0 * nfft * math.log2(nfft)
+
+
+def _scan_pays(u: torch.Tensor, h: torch.Tensor, top: int) -> bool:
+    """Whether the scan's extra convolutions (~8 more per reach, with kernels that grow to
+    the run's length) cost less than a sweep's ``top + 1`` Python steps."""
+    b, n, length = u.shape
+    extra = 8 * b * n * _conv_cost(length, min(length, 16 * h.shape[-1]))
+    return extra < (top + 1) * _STEP_COST
+
+
+def _chain_sweep(u: torch.Tensor, h: torch.Tensor, position: torch.Tensor,
+                 top: int) -> torch.Tensor:
+    """:func:`_chain_route` position by position: ``top + 1`` steps, one convolution per
+    reach (the rows of a round are in chain order, so ``k - 1`` is ``k``'s upstream)."""
+    if top == 0:
+        return _causal_depthwise(u, h)
+    order = torch.argsort(position, stable=True)
+    counts = torch.bincount(position, minlength=top + 1).tolist()
+    rows = torch.split(order, counts)
+    outs: list[torch.Tensor] = []
+    prev_rows = None
+    for p, idx in enumerate(rows):
+        x = u.index_select(1, idx)
+        if p:
+            # k - 1 of each reach at position p sits at position p - 1: its place there
+            at = torch.searchsorted(prev_rows, idx - 1)
+            x = x + outs[-1].index_select(1, at)
+        outs.append(_causal_depthwise(x, h.index_select(0, idx)))
+        prev_rows = idx
+    inv = torch.empty_like(order)
+    inv[order] = torch.arange(order.numel(), device=order.device)
+    return torch.cat(outs, dim=1).index_select(1, inv)
 
 
 #: reaches per block of :func:`_affine_scan`'s two-level scan
@@ -261,13 +314,22 @@ def _scan_steps(q: torch.Tensor, a: torch.Tensor, position: torch.Tensor, top: i
 
 def _causal_depthwise(u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """``y[b, i, t] = Σ_k h[i, k] u[b, i, t - k]`` for ``u`` ``[B, n, L]``, ``h`` ``[n, K]``:
-    a grouped (depthwise) ``conv1d`` for short kernels, a zero-padded FFT for long ones."""
+    a grouped (depthwise) ``conv1d`` for short kernels, zero-padded FFTs for long ones (in
+    blocks of rows: their complex temporaries stay ~``_FFT_BLOCK`` values)."""
     taps = h.shape[-1]
     if taps > _FFT_TAPS:
-        return causal_conv_fft(u, h)
+        n, length = u.shape[1], u.shape[-1]
+        rows = max(1, _FFT_BLOCK // (u.shape[0] * (length + taps)))
+        if rows >= n:
+            return causal_conv_fft(u, h)
+        return torch.cat([causal_conv_fft(u[:, a : a + rows], h[a : a + rows])
+                          for a in range(0, n, rows)], dim=1)
     return F.conv1d(F.pad(u, (taps - 1, 0)), torch.flip(h, dims=(-1,)).unsqueeze(1),
                     groups=h.shape[0])
 
+
+#: complex values per block of rows of the FFT convolution (~64 MB of complex64)
+_FFT_BLOCK = 1 << 23
 
 #: kernels longer than this (taps) convolve by FFT: ~2x faster than direct sums there on CPU
 _FFT_TAPS = 256
@@ -293,11 +355,13 @@ def auto_level_window(
     sets = params if isinstance(params, (list, tuple)) else [params]
     window = min(32, n_steps)
     for s in sets:
-        p = stack_params(spec, s, n=network.n_reaches)
+        # float64: float32 kernels sum to 1 within ~1e-7 per reach, which a path of a few
+        # hundred reaches adds up past the tolerance, so the window would grow to the run
+        p = stack_params(spec, s, n=network.n_reaches).detach().to(torch.float64)
         while window < n_steps:
             h = irf_kernel(spec, p, window * substeps, substeps,
                            allow_unstable=allow_unstable)
-            lost = (1.0 - h.detach().sum(-1).double() / substeps).abs().cpu().numpy()
+            lost = (1.0 - h.detach().sum(-1).double()).abs().cpu().numpy()
             if path_truncation(network, lost).max(initial=0.0) <= tol:
                 break
             window = min(2 * window, n_steps)
