@@ -210,8 +210,9 @@ def _chain_route(u: torch.Tensor, h: torch.Tensor, position: torch.Tensor,
     return _affine_scan(_causal_depthwise(u, h), h, position, top)
 
 
-#: the cost of one Python step of a sweep (index ops and launches), in multiply-adds
-_STEP_COST = 300_000
+#: the cost of one Python step of a sweep (index ops, launches: ~10 ms on a busy 2-core CPU),
+#: in multiply-adds
+_STEP_COST = 10_000_000
 
 
 def _conv_cost(length: int, taps: int) -> float:
