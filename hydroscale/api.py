@@ -45,6 +45,7 @@ from .routing import (
     ENGINE_ENV_VAR,
     RouteState,
     accumulate_reaches,
+    available_bytes,
     check_fits,
     check_runoff,
     downstream_reaches,
@@ -59,13 +60,17 @@ from .routing import (
 )
 from .routing import route_rapid as _route_rapid_tensors
 
-__all__ = ["route", "route_rapid", "accumulate", "upstream", "downstream", "SMALL_WORK"]
+__all__ = ["route", "route_rapid", "accumulate", "upstream", "downstream", "SMALL_WORK",
+           "SMALL_DEPTH"]
 
 logger = logging.getLogger(__name__)
 
 #: Routing problems of at most this many reach-sub-steps (B·N·T·f) go to the simplest engine
 #: (the float64 oracle): no set-up cost, and exact.  Larger ones go to the fastest engine.
 SMALL_WORK = 1 << 20
+#: ... unless the network is deeper than this many levels: the oracle takes one Python step
+#: per level (~1 ms each), the engines a few per chain round whatever the depth
+SMALL_DEPTH = 256
 
 
 # ---------------------------------------------------------------------------- routing
@@ -120,7 +125,10 @@ def route(
     engine : str, optional
         Engine name (see :func:`hydroscale.routing.list_engines`); default: the
         ``HYDROSCALE_ENGINE`` environment variable, else the oracle for small problems
-        (at most :data:`SMALL_WORK` reach-sub-steps) and the best-ranked engine otherwise.
+        (at most :data:`SMALL_WORK` reach-sub-steps, :data:`SMALL_DEPTH` levels) and the
+        best-ranked engine otherwise, or the next one when the sub-step arrays of the
+        best-ranked one would not fit in memory (CPU: "levels", else the block-sparse
+        "torch").
     allow_unstable : bool
         Accept parameters the IRF's check rejects (e.g. Muskingum with a negative C0).
     allow_negative : bool
@@ -259,11 +267,12 @@ def _route_block(
     state = initial if isinstance(initial, RouteState) else None
     stateful = return_state or state is not None
     size = b * n * t * substeps
-    if (engine is None and not os.environ.get(ENGINE_ENV_VAR) and size <= SMALL_WORK
-            and not stateful):
-        engine = "oracle"
-    if stateful and engine is None and not os.environ.get(ENGINE_ENV_VAR):
+    auto = engine is None and not os.environ.get(ENGINE_ENV_VAR)
+    if auto and stateful:
         engine = _best_clustered(r.device)
+    elif auto:
+        small = size <= SMALL_WORK and network.n_levels <= SMALL_DEPTH
+        engine = _fitting_engine(r.device, b, n, t, substeps, work, oracle_first=small)
     eng = select_engine(r.device, explicit=engine)
     if stateful and not eng.clustered:
         raise ValueError(
@@ -328,6 +337,32 @@ def _best_clustered(device: torch.device) -> str:
     specs = [get_engine(name) for name in list_engines()]
     ok = [e for e in specs if e.clustered and e.supports(device.type)]
     return max(ok, key=lambda e: e.rank[device.type]).name
+
+
+def _fitting_engine(device: torch.device, b: int, n: int, t: int, substeps: int,
+                    dtype: torch.dtype, *, oracle_first: bool = False) -> str:
+    """The first engine for ``device`` (the oracle if ``oracle_first``, then by rank) whose
+    memory lower bound (:func:`hydroscale.routing.estimate_engine_bytes`) fits what the
+    device has; the first one when none fits (its memory check then refuses the run, naming
+    the figures).
+
+    On a CPU the "levels" engine ranks first (no path kernels to build; a chain of any
+    depth is one round of its prefix scan) but holds sub-step arrays ``[B, N, T·f]``; a run
+    whose sub-step arrays exceed the memory goes to the block-sparse "torch" engine.
+    """
+    specs = [get_engine(name) for name in list_engines()]
+    ok = sorted((e for e in specs if e.supports(device.type) and e.name != "oracle"),
+                key=lambda e: -e.rank[device.type])
+    if oracle_first:
+        ok.insert(0, get_engine("oracle"))
+    avail, _ = available_bytes(device)
+    for e in ok:
+        if avail is None or estimate_engine_bytes(e.name, n, t, substeps, b, dtype) <= avail:
+            if e is not ok[0]:
+                logger.info("route: engine %s (%s does not fit in %.3g GB)", e.name,
+                            ok[0].name, avail / 1e9)
+            return e.name
+    return ok[0].name
 
 
 def _initial_offsets(network: RiverNetwork, rb: torch.Tensor, initial: Any,

@@ -13,8 +13,6 @@ class NetworkError(ValueError):
     """A river network that breaks the contract of DESIGN §1 (in-tree forest, unique ids)."""
 
 
-
-
 def repeated(values: np.ndarray) -> np.ndarray:
     """The values that occur more than once (sorted, each once)."""
     srt = np.sort(np.asarray(values))
@@ -80,11 +78,14 @@ def resolve_downstream(
     return down
 
 
-def kahn_levels(ids: np.ndarray, down: np.ndarray) -> np.ndarray:
+def kahn_levels(ids: np.ndarray, down: np.ndarray,
+                max_passes: int | None = None) -> np.ndarray | None:
     """Topological levels of an in-tree forest (0 = headwater; level = longest upstream path).
 
-    Vectorised Kahn's algorithm: one numpy pass per level.  Reaches left without a level lie on
-    a cycle, which is reported by id.
+    Vectorised Kahn's algorithm: one numpy pass per level, over that level's reaches only
+    (fast on wide networks: ~1,300 passes for 10⁷ reaches).  Reaches left without a level lie
+    on a cycle, which is reported by id.  Returns None after ``max_passes`` passes when
+    levels remain (a deep network: :func:`~._chains.chain_rounds` takes O(log N) rounds).
     """
     n = down.size
     self_loop = np.flatnonzero(down == np.arange(n))
@@ -96,6 +97,8 @@ def kahn_levels(ids: np.ndarray, down: np.ndarray) -> np.ndarray:
     frontier = np.flatnonzero(indeg == 0)
     lv = 0
     while frontier.size:
+        if max_passes is not None and lv >= max_passes:
+            return None
         level[frontier] = lv
         d = down[frontier]
         d = d[d >= 0]

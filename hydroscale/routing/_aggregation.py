@@ -309,18 +309,23 @@ class PathKernels:
     truncated: torch.Tensor
 
 
+_MASS_BLOCK = 1 << 22
+
+
 def reach_mass(spec: IRFSpec, params: torch.Tensor, n_taps: int, substeps: int) -> torch.Tensor:
     """``[n, 3]`` (mass, mean, variance in sub-steps) of each reach's kernel over ``n_taps``."""
     out = []
     t = torch.arange(n_taps, device=params.device, dtype=torch.float64)
-    step = max(1, (1 << 26) // n_taps)
+    moments = torch.stack([torch.ones_like(t), t, t * t], dim=1)  # [n_taps, 3]
+    # blocks of ~2^22 float64 taps (32 MB): the IRF's own temporaries scale with the block
+    step = max(1, _MASS_BLOCK // n_taps)
     with torch.no_grad():
         for r0 in range(0, params.shape[0], step):
             h = irf_kernel(spec, params[r0 : r0 + step].to(torch.float64), n_taps, substeps,
                            allow_unstable=True)
-            m = h.sum(-1)
-            mean = (h * t).sum(-1) / m
-            var = (h * t * t).sum(-1) / m - mean**2
+            m, first, second = (h @ moments).unbind(-1)
+            mean = first / m
+            var = second / m - mean**2
             out.append(torch.stack([m, mean, var.clamp_min(0)], dim=-1))
     return torch.cat(out) if out else params.new_zeros(0, 3, dtype=torch.float64)
 
@@ -378,6 +383,10 @@ def auto_window(
     return max(k, 2)
 
 
+#: rows of path kernels per block of :func:`fitted_window`
+_FIT_ROWS = 1 << 18
+
+
 def fitted_window(kernels: PathKernels, tolerance: float) -> int:
     """The shortest window (at least 2 steps, at most ``kernels.window``) whose truncated mass
     is at most ``tolerance`` for every pair: the mass beyond the first ``K`` taps of a pair is
@@ -389,13 +398,17 @@ def fitted_window(kernels: PathKernels, tolerance: float) -> int:
     upper bound (:func:`auto_window`) give every shorter window's truncation.
     """
     k0 = kernels.window
-    h = kernels.r_reach.detach().to(torch.float64)
-    if h.shape[0] == 0:
+    rows = kernels.r_reach.shape[0]
+    if rows == 0:
         return min(k0, 2)
-    # beyond[:, j] = truncated + Σ_{k >= j} h[:, k]: the mass beyond the first j taps
-    beyond = torch.flip(torch.cumsum(torch.flip(h, [1]), 1), [1])
-    beyond = beyond + kernels.truncated.to(h.device, torch.float64)[:, None]
-    worst = beyond.abs().amax(0).cpu().numpy()  # [k0]: window j -> worst[j] (j < k0)
+    worst = torch.zeros(k0, dtype=torch.float64, device=kernels.r_reach.device)
+    for a in range(0, rows, _FIT_ROWS):  # in row blocks: a few block-sized temporaries
+        h = kernels.r_reach[a : a + _FIT_ROWS].detach().to(torch.float64)
+        # beyond[:, j] = truncated + Σ_{k >= j} h[:, k]: the mass beyond the first j taps
+        beyond = torch.flip(torch.cumsum(torch.flip(h, [1]), 1), [1])
+        beyond += kernels.truncated[a : a + _FIT_ROWS].to(h.device, torch.float64)[:, None]
+        worst = torch.maximum(worst, beyond.abs().amax(0))
+    worst = worst.cpu().numpy()  # [k0]: window j -> worst[j] (j < k0)
     for k in range(2, k0):
         if worst[k] <= tolerance:
             return k
@@ -445,6 +458,7 @@ def aggregate(
     backend: str = "torch",
     rows: torch.Tensor | None = None,
     on_progress: Callable[[int], Any] | None = None,
+    step_only: bool = False,
 ) -> PathKernels:
     """Aggregate the path kernels of ``plan`` (differentiable w.r.t. ``params``).
 
@@ -469,6 +483,9 @@ def aggregate(
     rows : ``plan.reaches`` on the device of ``params`` (default: copied from the plan).
     on_progress : optional ``on_progress(n)``, called after each hop with the number of
         pairs it aggregated (``plan.n_pairs`` in all; e.g. a progress bar's ``update``).
+    step_only : only ``r_reach`` and ``truncated`` (what fitting a window reads); the
+        polyphase kernels of exits and inlets, ``f`` (or ``f²``) times larger per pair, come
+        back empty.
 
     Returns
     -------
@@ -500,19 +517,23 @@ def aggregate(
                 cur = _TruncConv.apply(prev.index_select(0, hop.parent), h, hop.dst_slot,
                                        save_dtype)
             mprod = mprod.index_select(0, hop.parent) * mass.index_select(0, hop.dst_slot)
-        step, rx, ur, ue = _HopKernels.apply(cur, f, hop.exit_sel, hop.inlet_sel, hop.both_sel)
+        sels = (None, None, None) if step_only else (hop.exit_sel, hop.inlet_sel, hop.both_sel)
+        step, rx, ur, ue = _HopKernels.apply(cur, f, *sels)
         r_reach.append(step)
         trunc.append(mprod - step.detach().to(torch.float64).sum(-1))
-        for sel, part, parts in ((hop.exit_sel, rx, r_exit), (hop.inlet_sel, ur, u_reach),
-                                 (hop.both_sel, ue, u_exit)):
+        for sel, part, parts in zip(sels, (rx, ur, ue), (r_exit, u_reach, u_exit)):
             if sel is not None:
                 parts.append(part)
         prev = cur
         if on_progress is not None:
             on_progress(int(hop.dst_slot.numel()))
 
+    prev = cur = h = None  # the hop buffers go before the parts are joined
+
     def cat(parts: list, shape: tuple) -> torch.Tensor:
-        return torch.cat(parts) if parts else h.new_zeros(shape)
+        out = torch.cat(parts) if parts else params.new_zeros(shape, dtype=dtype)
+        parts.clear()  # one kind at a time: the peak is the parts plus one kind, not two sets
+        return out
 
     return PathKernels(
         window=window,

@@ -30,6 +30,7 @@ __all__ = [
     "format_bytes",
     "parse_bytes",
     "peak_bytes",
+    "release_free_memory",
 ]
 
 MEMORY_ENV_VAR = "HYDROSCALE_MEMORY_LIMIT"
@@ -149,6 +150,32 @@ def peak_bytes(device: Any = "cpu") -> int:
         return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
     except (ImportError, OSError):
         return 0
+
+
+def release_free_memory() -> None:
+    """Hand the heap memory freed so far back to the operating system (glibc's
+    ``malloc_trim(0)``; a no-op where there is none).
+
+    Blocks below glibc's mmap threshold (which grows to 32 MB as large blocks are freed),
+    such as the FFT chunks of a path-kernel aggregation, come from the heap, and freed ones
+    stay in the process's resident set until trimmed: ~0.8 GB after the aggregations of a
+    100k-reach route on CPU, on top of what the next phase allocates.  Called between phases,
+    not per allocation (forcing every block through mmap instead triples the system time).
+    """
+    global _LIBC
+    if _LIBC is None:
+        try:
+            import ctypes
+
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC: Any = None
 
 
 def check_fits(nbytes: int, device: Any, what: str, hint: str, detail: str = "") -> None:

@@ -44,6 +44,7 @@ from ._aggregation import (
     fitted_window,
     plan_pairs,
 )
+from ._memory import release_free_memory
 from ._nodes import NodeRun, NodeStep, write_rows
 from ._options import Routed, RoutingOptions
 from ._rivtree import RivTreeCluster
@@ -525,9 +526,11 @@ class StagedRouter(Routed):
                 pk = aggregate(self.plan, self._device_hops(), self.spec, p, self.f, bound,
                                dtype=torch.float64,
                                backend=select_backend(p.device, self.backend),
-                               on_progress=on_progress)
+                               on_progress=on_progress, step_only=True)
                 k = fitted_window(pk, self.window_tolerance)
                 left = float(pk.truncated.abs().max()) if pk.truncated.numel() else 0.0
+                pk = None
+                release_free_memory()  # the float64 hop buffers, before what comes next
                 if k < bound or left <= self.window_tolerance or bound >= cap:
                     break
                 bound = min(2 * bound, cap)  # the bound is short of the tolerance: longer
@@ -620,9 +623,16 @@ class StagedRouter(Routed):
         )
         k = self.window
         store = self.storage_dtype or self.dtype
-        wr = torch.cat([pk.r_reach, pk.r_exit.reshape(-1, k)]).index_select(0, self._r_w)
-        wu = torch.cat([pk.u_reach.reshape(-1, k), pk.u_exit.reshape(-1, k)])
-        wr, wu = wr.to(store), wu.index_select(0, self._u_w).to(store)
+        release_free_memory()  # the hop loop's freed buffers, before the kernels are copied
+        # each kind's parts are dropped once copied: the peak holds one kind twice, not all
+        both = torch.cat([pk.r_reach, pk.r_exit.reshape(-1, k)])
+        pk.r_reach = pk.r_exit = None
+        wr = both.index_select(0, self._r_w).to(store)
+        both = torch.cat([pk.u_reach.reshape(-1, k), pk.u_exit.reshape(-1, k)])
+        pk.u_reach = pk.u_exit = None
+        wu = both.index_select(0, self._u_w).to(store)
+        del both
+        release_free_memory()
         # per-cluster max on the device: one value per cluster crosses to the host, not one
         # per pair (19M at 1M reaches)
         if self._pair_cluster is None:
