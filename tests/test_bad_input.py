@@ -447,12 +447,14 @@ def test_scheduler_address_answering_another_protocol(handler) -> None:
 
 def test_memory_guard_uses_the_available_figure(monkeypatch) -> None:
     """HYDROSCALE_MEMORY_LIMIT stands for the memory available (here 100 MB): substeps=10**6
-    on 3 reaches x 6 steps needs more and is refused before anything is allocated."""
+    on 3 reaches x 6 steps needs more sub-step arrays than that in the levels engine, which
+    refuses before anything is allocated (``auto`` would pick an engine without them)."""
     monkeypatch.setenv("HYDROSCALE_MEMORY_LIMIT", "100MB")
     with pytest.raises(MemoryError, match=r"route needs at least 0\.\d+ GB \(batch 1 x 3 reaches "
                                           r"x 6 steps x substeps=1000000.*but 0\.1 GB.*"
                                           r"HYDROSCALE_MEMORY_LIMIT.*lower substeps"):
-        hydroscale.route(NET, _runoff(), "linear_storage", {"tau": 1.0}, substeps=10**6)
+        hydroscale.route(NET, _runoff(), "linear_storage", {"tau": 1.0}, substeps=10**6,
+                         engine="levels")
 
 
 def _flow(units=None, reach=(1, 2, 3), steps=4):
