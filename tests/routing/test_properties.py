@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hydroscale.network import RiverNetwork
@@ -19,7 +19,9 @@ from hydroscale.routing import get_engine
 
 f64 = torch.float64
 ENGINES = ["oracle", "torch", "levels"]
-SETTINGS = settings(max_examples=12, deadline=None,
+# derandomized: the same examples on every run (CI must not find a new case by chance; a
+# property is widened by raising max_examples locally)
+SETTINGS = settings(max_examples=12, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -61,12 +63,22 @@ def test_linearity(engine, case, a, b) -> None:
     torch.testing.assert_close(lhs, rhs, rtol=1e-9, atol=1e-9)
 
 
+# one reach with C0 = 0 (2 k x = dt) and the cut at the last step: the case hypothesis found
+_C0_ZERO = (RiverNetwork(np.array([1]), np.array([-1])),
+            torch.tensor([[0.3912, 0.1200, 0.8550, 0.1236]], dtype=torch.float64),
+            torch.tensor([[2.054, 1 / (2 * 2.054)]], dtype=torch.float64), 1)
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 @SETTINGS
 @given(case=forests(), cut=st.integers(1, 15))
+@example(case=_C0_ZERO, cut=3)
 def test_causality(engine, case, cut) -> None:
     net, r, p, f = case
-    cut = min(cut, r.shape[1] - 1)
+    # at least two steps from the cut on: with C0 = 0 the response starts one step late, so
+    # runoff added at the last step alone shows nowhere (found by hypothesis: one reach,
+    # k = 2.054, x = 0.2434 -> 2 k x = dt, cut at the last of 4 steps)
+    cut = min(cut, r.shape[1] - 2)
     changed = r.clone()
     changed[:, cut:] += 5.0
     q0, q1 = _route(engine, net, r, p, f), _route(engine, net, changed, p, f)
