@@ -27,20 +27,9 @@ import numpy as np
 
 import hydroscale
 from hydroscale.network import RiverNetwork, continental_forest
+from hydroscale.network.synthetic import chain_ids, star_ids
 
 STEPS, SUBSTEPS, K, X = 8, 1, 0.3, 0.2
-
-
-def chain_arrays(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Ids 1..n, each draining into the next; n is the outlet."""
-    ids = np.arange(1, n + 1, dtype=np.int64)
-    return ids, np.where(ids < n, ids + 1, 0)
-
-
-def star_arrays(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Id 1 is the outlet; ids 2..n drain into it."""
-    ids = np.arange(1, n + 1, dtype=np.int64)
-    return ids, np.where(ids > 1, 1, 0)
 
 
 def forest_arrays(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +82,7 @@ def main() -> None:
     api_log = logging.getLogger("hydroscale.api")
     api_log.setLevel(logging.DEBUG)
     api_log.addHandler(_SEEN)
-    rows = [("chain", args.chain, chain_arrays), ("star", args.star, star_arrays),
+    rows = [("chain", args.chain, chain_ids), ("star", args.star, star_ids),
             ("forest", args.forest, forest_arrays)]
     print(f"{STEPS} steps, f = {SUBSTEPS}, Muskingum k = {K}, x = {X}, float32, "
           f"median of {args.repeat}")

@@ -15,7 +15,8 @@ import numpy as np
 
 from ._network import RiverNetwork
 
-__all__ = ["random_binary_tree", "basin_sizes", "continental_forest"]
+__all__ = ["random_binary_tree", "basin_sizes", "continental_forest", "caterpillar_ids",
+           "chain_ids", "star_ids"]
 
 logger = logging.getLogger(__name__)
 
@@ -128,3 +129,25 @@ def continental_forest(
     if shuffle:
         net = net.reorder(rng.permutation(n_reaches))
     return net
+
+
+# ------------------------------------------------------------------ extreme topologies
+def chain_ids(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, downstream ids) of a single chain 1 -> 2 -> ... -> n (outlet; 0: none)."""
+    ids = np.arange(1, n + 1)
+    return ids, np.where(ids < n, ids + 1, 0)
+
+
+def star_ids(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, downstream ids) of a star: reaches 2..n all drain into the outlet 1."""
+    ids = np.arange(1, n + 1)
+    return ids, np.where(ids > 1, 1, 0)
+
+
+def caterpillar_ids(stem: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, downstream ids) of a main stem 1 -> 2 -> ... -> stem with a headwater tributary
+    (ids stem + 1 ...) joining each stem reach below the first."""
+    ids = np.arange(1, 2 * stem)
+    down = np.where(ids < stem, ids + 1, 0)
+    down[stem:] = np.arange(2, stem + 1)
+    return ids, down

@@ -8,25 +8,21 @@ import numpy as np
 import pytest
 
 from hydroscale.network import NetworkError, RiverNetwork, continental_forest
+from hydroscale.network.synthetic import caterpillar_ids, chain_ids, star_ids
 
 
 def _chain(n: int) -> RiverNetwork:
-    ids = np.arange(1, n + 1)
-    return RiverNetwork.from_arrays(ids, np.where(ids < n, ids + 1, 0))
+    return RiverNetwork.from_arrays(*chain_ids(n))
 
 
 def _star(n: int) -> RiverNetwork:
-    ids = np.arange(1, n + 1)
-    return RiverNetwork.from_arrays(ids, np.where(ids > 1, 1, 0))
+    return RiverNetwork.from_arrays(*star_ids(n))
 
 
 def _caterpillar(stem: int) -> RiverNetwork:
     """A main stem 1 -> 2 -> ... -> stem, with a headwater tributary joining each stem reach
     below the first (ids stem + 1 ...)."""
-    ids = np.arange(1, 2 * stem)
-    down = np.where(ids < stem, ids + 1, 0)
-    down[stem:] = np.arange(2, stem + 1)
-    return RiverNetwork.from_arrays(ids, down)
+    return RiverNetwork.from_arrays(*caterpillar_ids(stem))
 
 
 def _sweep_path_max_sum(net: RiverNetwork, w: np.ndarray) -> np.ndarray:

@@ -9,26 +9,22 @@ import torch
 
 import hydroscale
 from hydroscale.network import RiverNetwork
+from hydroscale.network.synthetic import caterpillar_ids, chain_ids, star_ids
 from hydroscale.routing import LevelRouter, route_oracle
 
 T, F = 6, 2
 
 
 def _chain(n: int) -> RiverNetwork:
-    ids = np.arange(1, n + 1)
-    return RiverNetwork.from_arrays(ids, np.where(ids < n, ids + 1, 0))
+    return RiverNetwork.from_arrays(*chain_ids(n))
 
 
 def _star(headwaters: int) -> RiverNetwork:
-    ids = np.arange(1, headwaters + 2)
-    return RiverNetwork.from_arrays(ids, np.where(ids > 1, 1, 0))
+    return RiverNetwork.from_arrays(*star_ids(headwaters + 1))
 
 
 def _caterpillar(stem: int) -> RiverNetwork:
-    ids = np.arange(1, 2 * stem)
-    down = np.where(ids < stem, ids + 1, 0)
-    down[stem:] = np.arange(2, stem + 1)
-    return RiverNetwork.from_arrays(ids, down)
+    return RiverNetwork.from_arrays(*caterpillar_ids(stem))
 
 
 def _case(net: RiverNetwork, seed: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
