@@ -38,7 +38,7 @@ from ._adapters import (
     xarray_adapter,
 )
 from .irf import IRFSpec, get_irf
-from .network import RiverNetwork, format_ids
+from .network import RiverNetwork
 from .routing import (
     DISCHARGE_ATTRS,
     DISCHARGE_NAME,
@@ -48,6 +48,7 @@ from .routing import (
     available_bytes,
     check_fits,
     check_runoff,
+    check_steady_inflow,
     downstream_reaches,
     estimate_engine_bytes,
     get_engine,
@@ -402,14 +403,8 @@ def _initial_offsets(network: RiverNetwork, rb: torch.Tensor, initial: Any,
         raise ValueError(f"initial discharge has {int(bad.sum())} NaN or infinite value(s); "
                          f"first at reach id {int(network.ids[j])}: fill them first")
     r_star = steady_inflow(network, q0)
-    neg = r_star < 0
-    if not allow_negative and bool(neg.any()):
-        j = torch.nonzero(neg)[:, 1].unique().cpu().numpy()
-        raise ValueError(
-            f"initial discharge is smaller than the sum of the discharges flowing into "
-            f"{j.size} reach(es), ids {format_ids(network.ids[j])}: the steady state that "
-            "yields it needs negative lateral inflow there (r* = Q0 - upstream(Q0)); pass "
-            "allow_negative=True if losing reaches are meant, or correct the discharge")
+    if not allow_negative:
+        check_steady_inflow(network, r_star)
     return r_star, q0.clone()
 
 

@@ -45,7 +45,11 @@ def route_lake_group(run: Any, ps: Any, spec: Any, group: int, chunk: int, t0: i
     departure from it, :meth:`~hydroscale.routing.LakeLayout.steady_inflow`), the lakes
     start at the level releasing ``q0`` at their outlets and get their feeders' ``q0`` as
     extra inflow; their own discharge is written as it is."""
-    from ._worker import _reaches, block_checksum  # the task helpers of every group
+    from ._worker import (  # the task helpers of every group
+        _reaches,
+        block_checksum,
+        upstream_outflows,
+    )
 
     nodes: LakeNodes = run.lakes
     dev, cs = run.device, run.groups
@@ -71,11 +75,7 @@ def route_lake_group(run: Any, ps: Any, spec: Any, group: int, chunk: int, t0: i
 
         z = RunProgress(spec.output).load_state(prev.group, prev.chunk)
         elev = torch.from_numpy(z["inflow_hist"]).to(dev, torch.float64)
-    outflows = {}
-    for u in upstream:
-        buf = u.buffer if isinstance(u, ChunkResult) else u
-        if buf is not None:
-            outflows[buf.group] = buf.data.to(dev)
+    outflows = upstream_outflows(upstream, dev)
     inflow = nodes.inflow_for(group, outflows) if outflows else None
     with torch.no_grad():
         q, out, done = nodes.step(node_run, x[None].to(dtype), inflow, elev, run.lake_params,

@@ -469,6 +469,17 @@ def _reaches(run: _WorkerRun, a: int, b: int, forcing: Any) -> np.ndarray | torc
     return run.groups.order[a:b]
 
 
+def upstream_outflows(upstream: tuple, dev: torch.device) -> dict[int, torch.Tensor]:
+    """``{upstream group: its exits' outflow on dev}`` from upstream results or bare
+    transfer buffers (None: nothing flowed)."""
+    outflows = {}
+    for u in upstream:
+        buf = u.buffer if isinstance(u, ChunkResult) else u
+        if buf is not None:
+            outflows[buf.group] = buf.data.to(dev)
+    return outflows
+
+
 def block_checksum(x: torch.Tensor) -> torch.Tensor:
     """The float64 sum of a block ``[..., n, T]``: each row summed over time in the block's
     dtype, the row sums added in float64.  One read of the block (``x.sum(dtype=float64)``
@@ -502,11 +513,7 @@ def route_task(data: RunData, spec: PassSpec, group: int, chunk: int, t0: int, t
     ps.timers["read"] += time.perf_counter() - tic
     tic = time.perf_counter()
     state = _prev_state(prev, ps, spec, run, int(group), int(t0), router)
-    outflows = {}
-    for u in upstream:
-        buf = u.buffer if isinstance(u, ChunkResult) else u
-        if buf is not None:
-            outflows[buf.group] = buf.data.to(dev)
+    outflows = upstream_outflows(upstream, dev)
     inflow = router.inflow_for(group, outflows) if outflows else None
     with torch.no_grad():
         q, out, new = router.forward_chunk(group, x[None], inflow, state, kernels)

@@ -40,6 +40,7 @@ from ._nodes import NodeRun
 from ._options import Routed, RoutingOptions
 from ._reach_ops import (
     accumulate_reaches,
+    check_steady_inflow,
     downstream_reaches,
     steady_discharge,
     steady_inflow,
@@ -58,6 +59,7 @@ __all__ = [
     "accumulate_reaches",
     "available_bytes",
     "causal_conv_fft",
+    "check_steady_inflow",
     "check_fits",
     "check_runoff",
     "check_truncation",

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..irf import average_substeps, spread_to_substeps, stack_params
-from ..network import RiverNetwork, format_ids
+from ..network import RiverNetwork
 from ._engines import get_engine
 from ._lake_nodes import LakeNodes
 from ._lakes import LakeLayout, Lakes
@@ -46,6 +46,7 @@ from ._level_pool import (
 )
 from ._nodes import NodeRun
 from ._options import Routed, RoutingOptions
+from ._reach_ops import check_steady_inflow
 from ._rivtree import RivTreeCluster
 from ._router import RouterState, RoutingKernels, StagedRouter
 
@@ -551,13 +552,7 @@ def route_lakes(
     offsets = None
     if initial_discharge is not None:
         offsets = router.steady_offsets(initial_discharge)
-        neg = offsets[0] < 0
-        if not allow_negative and bool(neg.any()):
-            j = torch.nonzero(neg)[:, 1].unique().cpu().numpy()
-            raise ValueError(
-                f"initial discharge is smaller than the sum of the discharges flowing into "
-                f"{j.size} reach(es) outside lakes, ids {format_ids(network.ids[j])}: the "
-                "steady state that yields it needs negative inflow there; pass "
-                "allow_negative=True if losing reaches are meant, or correct the discharge")
+        if not allow_negative:
+            check_steady_inflow(network, offsets[0], where=" outside lakes")
     q = router(runoff, params, lake_params=lake_params, offsets=offsets)
     return q

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..network import RiverNetwork
+from ..network import RiverNetwork, format_ids
 
-__all__ = ["accumulate_reaches", "downstream_reaches", "steady_discharge", "steady_inflow",
-           "upstream_reaches"]
+__all__ = ["accumulate_reaches", "check_steady_inflow", "downstream_reaches", "steady_discharge",
+           "steady_inflow", "upstream_reaches"]
 
 _CACHE: weakref.WeakKeyDictionary[RiverNetwork, dict[Any, Any]] = weakref.WeakKeyDictionary()
 
@@ -96,3 +96,17 @@ def steady_inflow(network: RiverNetwork, q0: torch.Tensor) -> torch.Tensor:
 def steady_discharge(network: RiverNetwork, r: torch.Tensor) -> torch.Tensor:
     """The steady discharge ``[B, N]`` (m³/s) of a constant lateral inflow ``r`` ``[B, N]``."""
     return accumulate_reaches(network, r[..., None])[..., 0]
+
+
+def check_steady_inflow(network: RiverNetwork, r_star: torch.Tensor, *, where: str = "") -> None:
+    """Refuse a steady inflow ``r_star`` ``[B, N]`` that is negative somewhere (the discharge
+    given falls downstream there), naming the reaches; ``where`` qualifies them (e.g.
+    ``" outside lakes"``).  For callers whose user did not allow losing reaches."""
+    neg = r_star < 0
+    if bool(neg.any()):
+        j = torch.nonzero(neg)[:, 1].unique().cpu().numpy()
+        raise ValueError(
+            f"initial discharge is smaller than the sum of the discharges flowing into "
+            f"{j.size} reach(es){where}, ids {format_ids(network.ids[j])}: the steady state "
+            "that yields it needs negative lateral inflow there (r* = Q0 - upstream(Q0)); "
+            "pass allow_negative=True if losing reaches are meant, or correct the discharge")
