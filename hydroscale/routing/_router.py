@@ -50,7 +50,7 @@ from ._options import Routed, RoutingOptions
 from ._rivtree import RivTreeCluster
 from ._transfer import inlet_feed, sum_inflow
 from ._window import check_truncation
-from ._window_cache import load_window, store_window, window_key
+from ._window_cache import cache_dir, load_window, store_window, window_key
 
 __all__ = ["RouterState", "RoutingKernels", "StagedRouter", "LTIRouter"]
 
@@ -505,10 +505,11 @@ class StagedRouter(Routed):
             return k
 
     def _window_key(self, p: torch.Tensor, cap: int) -> str | None:
-        """The window cache's key for parameters ``p`` (None for an IRF outside the
-        catalogue, whose definition may change under the same name)."""
-        if not getattr(self.spec.kernel, "__module__", "").startswith("hydroscale."):
-            return None
+        """The window cache's key for parameters ``p`` (None with the cache off, and for an
+        IRF outside the catalogue, whose definition may change under the same name)."""
+        if cache_dir() is None or not getattr(self.spec.kernel, "__module__", "").startswith(
+                "hydroscale."):
+            return None  # no digest of the parameters when nothing would be looked up
         mine = p[torch.as_tensor(self.plan.reaches, device=p.device)].to(torch.float64)
         only = np.zeros(0, np.int64) if self._routed is None else self._routed
         return window_key(self.clusters.digest(), only, mine.cpu().numpy(), self.spec.name,
