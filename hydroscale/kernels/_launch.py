@@ -45,10 +45,12 @@ class LaunchConfig:
         rather than in block order, so that a launch does not end waiting on a few long ones.
     block_split_history : a forward with an input history (a time chunk after the first)
         runs the block kernel without it and adds the history's share to the first ``K - 1``
-        steps by a second launch over ``2 (K - 1)`` steps.  Off by default: not timed yet.
-        Why: on an H200 a 3M-reach pass of four 3,650-day chunks spent 2.56 s in the block
-        kernel, 0.27 s for the first (no history) and ~0.76 s for each later one, 2.8x per
-        step (the kernel compiled with the history path, ``HAS_IHIST``).
+        steps by a second launch over ``2 (K - 1)`` steps (on by default).  The kernel
+        compiled with the history path (``HAS_IHIST``) is slower in every tile, not only in
+        the first ``K - 1`` steps: on an H200 (1M reaches x 3,650 days, f = 24, window 5,
+        72 registers) a forward with a carried state took 0.2918 s against 0.1211 s without
+        one (2.41x); split, 0.1346 s against 0.1192 s (1.13x).  The GEOGLOWS row (6.84M
+        reaches x 29,220 days in 3,650-day chunks, one H200) went from 24.98 s to 13.89 s.
 
     The block defaults (4 rows, 256 steps, 2 warps, at most 72 registers, prefetch, heavy blocks
     first; 32 steps, 1 warp, 4 entries, no register cap for the kernel gradient) were the
@@ -97,7 +99,7 @@ class LaunchConfig:
     block_grad_w_time: int = 32
     block_grad_w_warps: int = 1
     block_grad_w_entries: int = 4
-    block_split_history: bool = False
+    block_split_history: bool = True
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -17,13 +17,14 @@ def _backends():
 
 
 def _config(algorithm: str):
-    """The launch configuration of a backend variant (``blocks-split``: the block kernel with
-    the input history applied by a second launch), or None for the default."""
+    """The launch configuration of a backend variant (``blocks``: the block kernel reading
+    the input history itself; ``blocks-split``: the history applied by a second launch), or
+    None for the default."""
     if not algorithm:
         return None
     if algorithm == "blocks-split":
         return set_launch_config(conv_algorithm="blocks", block_split_history=True)
-    return set_launch_config(conv_algorithm=algorithm)
+    return set_launch_config(conv_algorithm=algorithm, block_split_history=False)
 
 
 @pytest.mark.parametrize("backend", _backends())
