@@ -304,6 +304,15 @@ class RivTreeCluster:
             memo[engine_order] = key
         return memo[engine_order]
 
+    @property
+    def order_is_identity(self) -> bool:
+        """Whether the engine order is the network's order (computed once)."""
+        memo = self.__dict__
+        if "_order_is_identity" not in memo:
+            memo["_order_is_identity"] = bool(np.array_equal(self.order,
+                                                             np.arange(self.n_reaches)))
+        return memo["_order_is_identity"]
+
     def on_device(self, device: Any) -> dict[str, Any]:
         """The per-reach index arrays the routers of these clusters read, as tensors on
         ``device``, built once per device and shared by every router (a worker builds one

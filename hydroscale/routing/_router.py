@@ -197,8 +197,7 @@ class StagedRouter(Routed):
         self._pair_cluster: torch.Tensor | None = None
         self._pair_seen: np.ndarray | None = None
         self._rows: torch.Tensor | None = None
-        self._engine_order_is_network_order = bool(
-            np.array_equal(cs.order, np.arange(cs.n_reaches)))
+        self._engine_order_is_network_order = cs.order_is_identity
         self.truncated_mass: np.ndarray | None = None
         logger.info(
             "StagedRouter: %d reaches, %d clusters, %d waves, %d + %d paths (f=%d)",
