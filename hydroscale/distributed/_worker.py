@@ -269,10 +269,49 @@ def _ensure(data: RunData) -> _WorkerRun:
 def _router(run: _WorkerRun, key: tuple[int, int], window: int | str) -> StagedRouter:
     with run.lock:
         if key not in run.routers:
-            run.routers[key] = StagedRouter(run.groups, options=run.data.options,
-                                            only=run.batches[key], device=run.device,
-                                            window=window)
+            run.routers[key] = _new_router(run, key, window)
         return run.routers[key]
+
+
+def _new_router(run: _WorkerRun, key: tuple[int, int], window: int | str) -> StagedRouter:
+    return StagedRouter(run.groups, options=run.data.options, only=run.batches[key],
+                        device=run.device, window=window)
+
+
+_SETUP_THREADS = 4  # routers built at once on a GPU worker
+
+
+def _setup_threads(device: torch.device, n_routers: int) -> int:
+    """Threads building ``n_routers`` routers on ``device``: one on a CPU (torch's own
+    threads are busy there), up to ``_SETUP_THREADS`` on a GPU."""
+    return min(_SETUP_THREADS, n_routers) if device.type == "cuda" else 1
+
+
+def _prepared_routers(run: _WorkerRun, keys: list[tuple[int, int]],
+                      window: int | str) -> list[StagedRouter]:
+    """The routers of batches ``keys`` with their layouts built (:meth:`StagedRouter.prepare`).
+
+    On a GPU their index building is host work (numpy, kernel launches, a synchronisation
+    per layout), so up to ``_SETUP_THREADS`` are built at once: numpy and torch release the
+    GIL.  The structures they share on the clusters are built first, once."""
+    missing = [k for k in keys if k not in run.routers]
+    threads = _setup_threads(run.device, len(missing))
+    if missing:
+        run.groups.chain_key(engine_order=True)
+        run.groups.on_device(run.device)
+
+    def build(key: tuple[int, int]) -> tuple[tuple[int, int], StagedRouter]:
+        return key, _new_router(run, key, window).prepare()
+
+    if threads > 1:
+        with ThreadPoolExecutor(threads, thread_name_prefix="hydroscale-setup") as ex:
+            built = list(ex.map(build, missing))
+    else:
+        built = [build(k) for k in missing]
+    with run.lock:
+        for key, r in built:
+            run.routers.setdefault(key, r)
+        return [run.routers[k] for k in keys]
 
 
 def _kernel_bytes(k: RoutingKernels) -> int:
@@ -297,8 +336,6 @@ def _kernels(run: _WorkerRun, key: tuple[int, int], window: int) -> RoutingKerne
                 k = r.aggregate(run.params)
             run.kernel_builds += 1
             run.kernel_bytes_of[key] = _kernel_bytes(k)
-            if run.device.type == "cuda" and run.kernel_budget is None:
-                torch.cuda.empty_cache()  # the aggregation's temporaries
         run.kernels[key] = k
         return k
 
@@ -357,11 +394,9 @@ def setup_task(data: RunData, worker: int) -> dict[str, Any]:
         window = data.options.window
         keys = [k for k in run.batches if k[0] == int(worker)]
         before = torch.cuda.memory_allocated(run.device) if run.device.type == "cuda" else 0
-        routers = [_router(run, k, window) for k in keys]
+        # with the layouts of their groups: measured here, not at the first task
+        routers = _prepared_routers(run, keys, window)
         lap("routers")
-        for r in routers:
-            r.prepare()  # the layouts of its groups: measured here, not at the first task
-        lap("layouts")
         out["routers"] = len(routers)
         out["resident"] = (int(torch.cuda.memory_allocated(run.device) - before)
                            if run.device.type == "cuda" else 0)
@@ -400,6 +435,10 @@ def aggregate_task(data: RunData, worker: int, window: int,
             worst = max(worst, float(m.max()))
             tol = run.routers[key].window_tolerance
             over.update({int(g): float(m[g]) for g in np.flatnonzero(m > tol)})
+    if run.device.type == "cuda":
+        # the aggregations' temporaries, once at the end: after every batch, handing them
+        # back only made the next batch allocate them again from the driver
+        torch.cuda.empty_cache()
     cache.sync(run.device)
     return {"aggregate_s": time.perf_counter() - t, "max_truncated_mass": worst,
             "truncated": over, "peak_bytes": cache.peak_bytes(run.device),
