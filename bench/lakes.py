@@ -131,6 +131,11 @@ def lake_step_seconds(lr, kl, n: int, a: argparse.Namespace, dev: torch.device) 
     return spent[0]
 
 
+def progress(what: str, since: float) -> None:
+    """One line per phase as it ends (a run cut short still shows where its time went)."""
+    print(f"[{time.perf_counter() - since:8.1f} s] {what}", flush=True)
+
+
 def without_lakes(net, part, p, opts, a, dev) -> tuple[float, float, int, int]:
     """Set-up seconds, median pass seconds, waves and window of the same forest without
     lakes."""
@@ -140,6 +145,7 @@ def without_lakes(net, part, p, opts, a, dev) -> tuple[float, float, int, int]:
     with torch.no_grad():
         kp = plain.aggregate(p)
     setup = time.perf_counter() - t0
+    progress(f"plain set-up (window {plain.window})", t0)
     with torch.no_grad():
         fwd = median_pass(lambda r, st: plain(r, kernels=kp, state=st, return_state=True),
                           net.n_reaches, a, dev)
@@ -172,8 +178,11 @@ def main() -> None:
     def part(sub):
         return partition_network(sub, max_reaches=512).cluster_of
 
+    t_start = time.perf_counter()
+    progress(f"network, {lakes.n_lakes} lakes", t_start)
     setup_plain, f_plain, waves_plain, window_plain = without_lakes(net, part, p, opts, a,
                                                                     dev)
+    progress(f"plain passes: median {f_plain:.3f} s", t_start)
     if dev.type == "cuda":
         torch.cuda.empty_cache()  # the lake run's kernels and buffers in their place
     t0 = time.perf_counter()
@@ -181,9 +190,11 @@ def main() -> None:
     with torch.no_grad():
         kl = lr.aggregate(p, run_steps=a.steps)
     setup_lakes = time.perf_counter() - t0
+    progress(f"lake set-up ({lr.n_stages} stages, {lr.clusters.n_waves} waves)", t_start)
     with torch.no_grad():
         f_lakes = median_pass(lambda r, st: lr(r, kernels=kl, state=st, return_state=True),
                               n, a, dev)
+    progress(f"lake passes: median {f_lakes:.3f} s", t_start)
     runs = sum(1 for node, _ in lr.router._schedule() if node)
     lake_s = lake_step_seconds(lr, kl, n, a, dev)
     row = {
