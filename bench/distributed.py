@@ -233,6 +233,11 @@ def scale(b: Bench, net, n: int, keep: bool = False):
         "groups": s.groups, "waves": s.waves, "tasks": s.tasks, "window": s.window,
         "aggregate_s_per_worker": [round(w["aggregate_s"], 1) for w in dr.worker_setup],
         "setup_task_s_per_worker": [round(w["setup_s"], 1) for w in dr.worker_setup],
+        "setup_phases_s_per_worker": [{k: round(v, 2) for k, v in w["phases_s"].items()}
+                                      for w in dr.worker_setup],
+        "aggregate_phases_s_per_worker": [
+            {k: round(v, 2) for k, v in w["aggregate_phases_s"].items()}
+            for w in dr.worker_setup],
         "aggregate_peak_gb": [round(w["peak_bytes"] / 1e9, 2) for w in dr.worker_setup],
         "max_truncated_mass": s.max_truncated_mass,
         "cross_worker_exits": s.plan["cross_worker_exits"],

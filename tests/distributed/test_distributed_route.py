@@ -197,6 +197,11 @@ def test_synthetic_forcing_reused_router_and_io_floor(client, forest, tmp_path):
                            allow_unstable=True, dtype=torch.float64, batch_reaches=40) as dr:
         assert dr.plan.n_groups > plan_waves(net, part, max_group_reaches=None).n_groups
         assert sum(w["routers"] for w in dr.worker_setup) > 2
+        for w in dr.worker_setup:  # where each worker's set-up went
+            assert set(w["phases_s"]) == {"cache", "routers", "window"}
+            agg = w["aggregate_phases_s"]
+            assert agg["first_batch"] > 0 and agg["other_batches"] >= 0
+            assert agg["first_batch"] + agg["other_batches"] == pytest.approx(w["aggregate_s"])
         a = dr.route(forcing, None, CHUNK)
         b = dr.route(forcing, None, 20)  # second pass: state reset, other chunking
     r = (hash_uniform(torch.arange(net.n_reaches), 0, T, 9) * 3.0).numpy()
