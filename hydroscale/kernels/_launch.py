@@ -47,10 +47,11 @@ class LaunchConfig:
         runs the block kernel without it and adds the history's share to the first ``K - 1``
         steps by a second launch over ``2 (K - 1)`` steps (on by default).  The kernel
         compiled with the history path (``HAS_IHIST``) is slower in every tile, not only in
-        the first ``K - 1`` steps: on an H200 (1M reaches x 3,650 days, f = 24, window 5,
-        72 registers) a forward with a carried state took 0.2918 s against 0.1211 s without
-        one (2.41x); split, 0.1346 s against 0.1192 s (1.13x).  The GEOGLOWS row (6.84M
-        reaches x 29,220 days in 3,650-day chunks, one H200) went from 24.98 s to 13.89 s.
+        the first ``K - 1`` steps: on an H200 (``bench/carried_state.py``: 1M reaches x
+        3,650 days, f = 24, window 5, 72 registers) a forward with a carried state took
+        0.2918 s against 0.1211 s without one (2.41x); split, 0.1346 s against 0.1192 s
+        (1.13x).  The GEOGLOWS row (6.84M reaches x 29,220 days in 3,650-day chunks, one
+        H200) went from 24.98 s to 13.89 s.
 
     The block defaults (4 rows, 256 steps, 2 warps, at most 72 registers, prefetch, heavy blocks
     first; 32 steps, 1 warp, 4 entries, no register cap for the kernel gradient) were the
