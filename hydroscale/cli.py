@@ -187,6 +187,21 @@ def _truncation_lines(s: dict[str, Any]) -> list[str]:
             "in-cluster path response beyond the window"]
 
 
+def _lake_lines(s: dict[str, Any]) -> list[str]:
+    """The summary's lakes line (``summary.json``'s ``lakes``): how many, in how many stages,
+    their storage change over the run and the largest one."""
+    lakes = s.get("lakes")
+    if not lakes:
+        return []
+    total = sum(lk["storage_change_m3"] for lk in lakes)
+    big = max(lakes, key=lambda lk: abs(lk["storage_change_m3"]))
+    name = big["name"] or f"lake {big['id']}"
+    stages = max(lk["stage"] for lk in lakes)
+    return [f"  lakes        {len(lakes)} level-pool lakes in {stages} stages, storage change "
+            f"{total:+.3g} m³ over the run (largest: {name}, {big['storage_change_m3']:+.3g} "
+            "m³; all in summary.json)"]
+
+
 def _print_route_summary(s: dict[str, Any]) -> None:
     out = s["outputs"]
     eng = f"{s['engine']} on {s['device']}"
@@ -208,6 +223,7 @@ def _print_route_summary(s: dict[str, Any]) -> None:
         f"{_fmt_rate(s['reach_steps_per_s_wall'])} overall",
     ]
     lines.extend(_truncation_lines(s))
+    lines.extend(_lake_lines(s))
     lines.append(f"  discharge    {out['store'] or '(not written: output.store is null)'}")
     if out["hydrographs"]:
         ids = ", ".join(str(i) for i in out["hydrograph_reaches"])

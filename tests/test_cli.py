@@ -299,6 +299,16 @@ def _check_summary_matches_json(out: str, summary: dict) -> None:
     assert f"window {summary['window']} steps" in out
     assert f"reaches      {summary['reaches']:,}" in out
     assert f"steps        {summary['steps']:,} of" in out
+    lake_lines = [x for x in out.splitlines() if x.strip().startswith("lakes ")]
+    if not summary.get("lakes"):
+        assert not lake_lines
+        return
+    (line,) = lake_lines
+    lakes = summary["lakes"]
+    total = sum(lk["storage_change_m3"] for lk in lakes)
+    stages = max(lk["stage"] for lk in lakes)
+    assert f"{len(lakes)} level-pool lakes in {stages} stages" in line
+    assert f"storage change {total:+.3g} m³" in line
 
 
 def _demo_oracle(steps: int):
