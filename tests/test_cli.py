@@ -411,6 +411,11 @@ def test_demo_on_a_cluster_matches_one_device_and_its_summary(tmp_path, capsys):
     assert summary["lake_groups"] >= 1  # the lakes, as groups of the wave plan
     assert len(summary["lakes"]) == 30  # each with its start and end level from the workers
     assert all(np.isfinite(lk["elevation_end_m"]) for lk in summary["lakes"])
+    for lk in summary["lakes"]:  # and the volumes in and out, which close its balance
+        assert lk["inflow_m3"] >= 0 and lk["outflow_m3"] >= 0
+        assert lk["inflow_m3"] - lk["outflow_m3"] == pytest.approx(
+            lk["storage_change_m3"], abs=1e-6 * max(lk["inflow_m3"], lk["outflow_m3"]) + 1e-3)
+    assert sum(lk["inflow_m3"] > 0 for lk in summary["lakes"]) >= 20
     q = zarr.open_group(str(out / "discharge.zarr"), mode="r")
     net, _, want, _ = _demo_oracle_lakes(6)
     order = net.index_of(np.asarray(q["reach"][:]))

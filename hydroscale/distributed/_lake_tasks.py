@@ -66,37 +66,57 @@ def route_lake_group(run: Any, ps: Any, spec: Any, group: int, chunk: int, t0: i
     if baseline is not None:
         q0 = torch.as_tensor(np.asarray(baseline, np.float64))[None]
         extra, start = nodes.steady_start(node_run, q0, run.lake_params)
+    volumes = None  # [B, l, 2] m³ in and out before this chunk (None: zero)
     if prev is None:
         elev = nodes.initial_elevation(node_run, 1) if baseline is None else start
     elif isinstance(prev, ChunkResult):
         elev = prev.elevation.to(dev, torch.float64)
-    else:  # SavedState: the elevation the interrupted run saved as this group's state
+        volumes = prev.lake_volumes
+    else:  # SavedState: the state the interrupted run saved for this group
         from ..io import RunProgress
 
-        z = RunProgress(spec.output).load_state(prev.group, prev.chunk)
-        elev = torch.from_numpy(z["inflow_hist"]).to(dev, torch.float64)
+        z = torch.from_numpy(RunProgress(spec.output).load_state(prev.group, prev.chunk)
+                             ["inflow_hist"]).to(dev, torch.float64)
+        elev, volumes = _split_saved(z)
     outflows = upstream_outflows(upstream, dev)
     inflow = nodes.inflow_for(group, outflows) if outflows else None
     with torch.no_grad():
         q, out, done = nodes.step(node_run, x[None].to(dtype), inflow, elev, run.lake_params,
                                   extra, out_dtype=dtype)
     checksum = block_checksum(q)
+    moved = torch.stack([done.inflow_volume, done.outflow_volume], -1)
+    volumes = moved if volumes is None else volumes.to(moved) + moved
     ps.timers["route"] += time.perf_counter() - tic
     if ps.writer is not None:
         tic = time.perf_counter()
         block = q[0].to("cpu").numpy()
         ps.timers["d2h"] += time.perf_counter() - tic
-        ps.writer.submit(a, t0, block, (int(group), int(chunk)),
-                         done.elevation.cpu().numpy() if spec.record else None)
+        state = (torch.cat([done.elevation[..., None], volumes], -1).cpu().numpy()
+                 if spec.record else None)
+        ps.writer.submit(a, t0, block, (int(group), int(chunk)), state)
     ps.tasks += 1
     buf = TransferBuffer(int(group), int(chunk), out) if out.shape[1] else None
     empty = q.new_zeros(1, 0, 0)
     return ChunkResult(int(group), int(chunk), empty, empty.new_zeros(1, 0, 0, 0), buf,
-                       checksum, done.elevation)
+                       checksum, done.elevation, volumes)
+
+
+def _split_saved(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(elevation ``[B, l]``, volumes in and out ``[B, l, 2]``) of a lake group's saved state:
+    ``[B, l, 3]`` (elevation, then the volumes since the pass began), or ``[B, l]`` (the
+    elevation alone, as stores written before the volumes were saved: volumes unknown, NaN)."""
+    if z.ndim == 3:
+        return z[..., 0].contiguous(), z[..., 1:].contiguous()
+    return z, torch.full((*z.shape, 2), float("nan"), dtype=z.dtype, device=z.device)
 
 
 def elevation_task(result: ChunkResult | list[ChunkResult], group: int) -> Any:
-    """The lake elevations ``[B, l]`` (m, float64 numpy) a lake group's result carries (of
-    ``group`` in a unit's list of results): the run summary's end levels."""
+    """``[B, l, 3]`` float64 numpy: the lake elevations (m) a lake group's result carries (of
+    ``group`` in a unit's list of results), then the lakes' inflow and outflow volumes (m³)
+    since the pass began: the run summary's end levels and volumes."""
     res = next(r for r in result if r.group == group) if isinstance(result, list) else result
-    return res.elevation.detach().cpu().numpy()
+    vol = res.lake_volumes
+    if vol is None:
+        vol = torch.full((*res.elevation.shape, 2), float("nan"), dtype=torch.float64)
+    return torch.cat([res.elevation.detach().cpu()[..., None].double(),
+                      vol.detach().cpu().double()], -1).numpy()

@@ -125,6 +125,8 @@ class RunSummary:
     recomputed_tasks: int = 0
     run_plan: dict[str, Any] = field(default_factory=dict)
     lake_elevation_end: list[float] | None = None  # [L] m (NaN: not routed by this pass)
+    lake_inflow_m3: list[float] | None = None  # [L] volumes over the pass (NaN: unknown)
+    lake_outflow_m3: list[float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -580,7 +582,7 @@ class DistributedRouter(Closing):
             _wait_logged(results, f"route {pass_id}", on_progress, weight)
             expected = done_keys | set(futs) if progress is not None else set()
             per = _finish(client, self.run_id, pass_id, results, progress, expected)
-            lake_end = self._lake_elevations(futs, c_n - 1, pass_id)
+            lake_end = self._lake_ends(futs, c_n - 1, pass_id)
         except BaseException:
             self._abort(pass_id, [*futs.values(), *bufs.values(), *sums])
             if prepared is not None:
@@ -606,23 +608,26 @@ class DistributedRouter(Closing):
                                 + [s["peak_bytes"]])
                             for a, s in zip(self.addrs, self.worker_setup)],
             per_worker=per, plan=plan.summary(), output_store=output, **summ_reuse,
-            run_plan=run_plan.as_dict(), lake_elevation_end=lake_end,
+            run_plan=run_plan.as_dict(),
+            **({} if lake_end is None else dict(zip(
+                ("lake_elevation_end", "lake_inflow_m3", "lake_outflow_m3"), lake_end))),
         )
         logger.info("%s", summ)
         return summ
 
-    def _lake_elevations(self, futs: dict[tuple[int, int], Any], last: int, pass_id: str
-                         ) -> list[float] | None:
-        """The elevation ``[L]`` (m) of every lake after the pass (batch member 0), read
-        from the last chunk's results of the lake groups (NaN where a resumed pass reused
-        that chunk); None without lakes."""
+    def _lake_ends(self, futs: dict[tuple[int, int], Any], last: int, pass_id: str
+                   ) -> tuple[list[float], list[float], list[float]] | None:
+        """The elevation ``[L]`` (m) of every lake after the pass and its inflow and outflow
+        volumes over the pass (m³; batch member 0), read from the last chunk's results of
+        the lake groups (NaN where a resumed pass reused that chunk, and volumes NaN where
+        it resumed from a store that kept the elevations only); None without lakes."""
         plan = self.plan
         if plan.layout is None:
             return None
         from ._lake_tasks import elevation_task
 
         lay = plan.layout
-        out = np.full(lay.lakes.n_lakes, np.nan)
+        out = np.full((lay.lakes.n_lakes, 3), np.nan)
         got = {int(g): _submit(self.client, elevation_task, futs[(int(g), last)], int(g),
                                addr=self.addrs[int(plan.group_worker[g])],
                                key=f"hydroscale-lake-elevation-{pass_id}-{int(g)}")
@@ -631,7 +636,7 @@ class DistributedRouter(Closing):
             a, b = plan.rows[g]
             lakes = np.unique(lay.reach_lake[plan.order[a:b]])  # as the worker orders them
             out[lakes] = np.asarray(fut.result())[0]
-        return out.tolist()
+        return out[:, 0].tolist(), out[:, 1].tolist(), out[:, 2].tolist()
 
     def _abort(self, pass_id: str, futures: list[Any], timeout: float = 120.0) -> None:
         """After a failed pass: stop it on every worker (queued writes and tasks not started

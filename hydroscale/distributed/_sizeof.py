@@ -95,6 +95,9 @@ class ChunkResult:
     checksum : 0-d float64 tensor, the sum of the chunk's discharge.
     elevation : for a group of lakes, ``[B, L_g]`` float64 water elevation of its lakes
         (m) after the chunk, carried to the next (its histories are then empty); else None.
+    lake_volumes : for a group of lakes, ``[B, L_g, 2]`` float64 inflow and outflow volumes
+        (m³) of its lakes from the start of the pass to the end of the chunk (NaN where a
+        resumed pass did not route the earlier chunks); else None.
     """
 
     group: int
@@ -104,10 +107,12 @@ class ChunkResult:
     buffer: TransferBuffer | None
     checksum: torch.Tensor
     elevation: torch.Tensor | None = None
+    lake_volumes: torch.Tensor | None = None
 
     def __sizeof__(self) -> int:
         return (tensor_nbytes(self.runoff_hist) + tensor_nbytes(self.inflow_hist)
                 + (tensor_nbytes(self.elevation) if self.elevation is not None else 0)
+                + (tensor_nbytes(self.lake_volumes) if self.lake_volumes is not None else 0)
                 + (self.buffer.__sizeof__() if self.buffer is not None else 0) + 128)
 
 
@@ -132,10 +137,12 @@ def _serialize_result(res: ChunkResult) -> tuple[dict, list]:
         tensors.append(res.buffer.data)
     if res.elevation is not None:
         tensors.append(res.elevation)
+    if res.lake_volumes is not None:
+        tensors.append(res.lake_volumes)
     heads, frames = zip(*(_to_frame(t) for t in tensors))
     return {"group": res.group, "chunk": res.chunk, "tensors": list(heads),
-            "buffer": res.buffer is not None, "elevation": res.elevation is not None}, \
-        list(frames)
+            "buffer": res.buffer is not None, "elevation": res.elevation is not None,
+            "lake_volumes": res.lake_volumes is not None}, list(frames)
 
 
 @dask_deserialize.register(ChunkResult)
@@ -144,8 +151,10 @@ def _deserialize_result(header: dict, frames: list) -> ChunkResult:
     g, k = int(header["group"]), int(header["chunk"])
     has_buf = header.get("buffer", len(ts) > 3)
     buf = TransferBuffer(g, k, ts[3]) if has_buf else None
-    elev = ts[-1] if header.get("elevation", False) else None
-    return ChunkResult(g, k, ts[0], ts[1], buf, ts[2], elev)
+    rest = ts[4 if has_buf else 3:]
+    elev = rest.pop(0) if header.get("elevation", False) else None
+    volumes = rest.pop(0) if header.get("lake_volumes", False) else None
+    return ChunkResult(g, k, ts[0], ts[1], buf, ts[2], elev, volumes)
 
 
 _REGISTERED = False

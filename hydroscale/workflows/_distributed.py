@@ -51,11 +51,13 @@ def _forcing_source(cfg: dict[str, Any], inputs: RouteInputs, out_dir: Path,
     return str(path)
 
 
-def _lake_summary(lakes: Any, net: Any, q0: np.ndarray | None, end: list[float]
+def _lake_summary(lakes: Any, net: Any, q0: np.ndarray | None, end: list[float],
+                  vin: list[float] | None = None, vout: list[float] | None = None
                   ) -> list[dict[str, Any]]:
     """The summary's lakes of a cluster run: start level (``ifd``, or releasing the warm
-    start's discharge), end level (from the workers) and storage change (the volumes in and
-    out stay on the workers)."""
+    start's discharge), end level, inflow and outflow volumes over the run (from the
+    workers; None where unknown: a run resumed from a store that kept levels only) and
+    storage change."""
     import torch
 
     from ..routing import (
@@ -72,7 +74,10 @@ def _lake_summary(lakes: Any, net: Any, q0: np.ndarray | None, end: list[float]
         start = initial_elevation(p, torch.tensor(lakes.ifd))
     else:
         start = elevation_for_outflow(p, torch.as_tensor(np.asarray(q0)[lay.outlet]))
-    return lake_facts(None, start[None], np.asarray(end)[None], None, None,
+    def volumes(v: list[float] | None) -> np.ndarray | None:
+        return None if v is None or not np.isfinite(v).all() else np.asarray(v)[None]
+
+    return lake_facts(None, start[None], np.asarray(end)[None], volumes(vin), volumes(vout),
                       layout=(lay, net))
 
 
@@ -187,7 +192,8 @@ def route_distributed_workflow(
             max(p["peak_bytes"], p.get("host_peak_bytes", 0)) for p in summ.per_worker]),
     }
     if lakes is not None and summ.lake_elevation_end is not None:
-        facts["lakes"] = _lake_summary(lakes, net, q0, summ.lake_elevation_end)
+        facts["lakes"] = _lake_summary(lakes, net, q0, summ.lake_elevation_end,
+                                       summ.lake_inflow_m3, summ.lake_outflow_m3)
     if store is None:
         return facts, np.zeros((0, steps), np.float32), None
     return facts, _kept_rows(str(store), net.ids[keep]), store

@@ -42,9 +42,9 @@ def _engine(name: str, device: torch.device) -> str:
 def lake_facts(router: Any, start: torch.Tensor, end: torch.Tensor, vin: torch.Tensor | None,
                vout: torch.Tensor | None, layout: Any = None) -> list[dict[str, Any]]:
     """One entry per lake: id, name, outlet reach, stage, elevations (m), inflow, outflow
-    (None where unknown: a cluster run) and storage change (m³) over the run (batch member
-    0).  ``router``: a LakeRouter, or None with the ``layout`` and network given as
-    ``layout=(LakeLayout, network)``."""
+    (None where unknown: a cluster run resumed from a store that kept levels only) and
+    storage change (m³) over the run (batch member 0).  ``router``: a LakeRouter, or None
+    with the ``layout`` and network given as ``layout=(LakeLayout, network)``."""
     lay, net = (router.layout, router.network) if router is not None else layout
     lakes = lay.lakes
     area = lakes.param("area")

@@ -56,6 +56,10 @@ def test_route_with_lakes_equals_one_device(client, forest, forest_lakes, tmp_pa
     # the lakes' levels after the last chunk, read back from the lake groups
     np.testing.assert_allclose(s.lake_elevation_end, router.last_lakes["elevation_end"][0],
                                rtol=1e-12)
+    # and their inflow and outflow volumes over the run, as one device counts them
+    for key in ("inflow", "outflow"):
+        np.testing.assert_allclose(getattr(s, f"lake_{key}_m3"),
+                                   router.last_lakes[f"{key}_volume"][0], rtol=1e-9)
     lay = LakeLayout.build(net, lakes)
     j = lay.outlet[0]  # the lakes act: their outflow is not their inflow passed on
     assert np.abs(got[j] - got[lay.lake_down[0]]).max() > 0
@@ -100,9 +104,11 @@ def test_warm_start_with_lakes_equals_one_device(client, forest, forest_lakes, t
 
 def test_interrupted_run_with_lakes_resumes_bit_for_bit(client, forest, forest_lakes,
                                                         tmp_path):
-    """A run with lakes cut short by a forcing failure, then resumed: its finished chunks
-    are reused, the lake groups restart from the elevations they saved, and the store and
-    the lakes' end levels equal an undisturbed run's exactly."""
+    """A run with lakes cut short by a forcing failure in its last chunk, then resumed: its
+    finished chunks are reused, or routed again from the state saved after the chunk before
+    them where later groups need their buffers (the lake groups from their saved elevations
+    and volumes), and the store, the lakes' end levels and their volumes equal an
+    undisturbed run's."""
     from hydroscale.io import IOFormatError, RunProgress
 
     net, params, part = forest
@@ -115,16 +121,23 @@ def test_interrupted_run_with_lakes_resumes_bit_for_bit(client, forest, forest_l
 
     ref = run(tmp_path / "ref.zarr")
     out = tmp_path / "resumed.zarr"
-    with pytest.raises(RuntimeError, match=f"forcing unavailable from step {CHUNK + 3}"):
-        run(out, fail_at=CHUNK + 3)  # chunk 0 finishes, chunk 1 fails
+    fail = 2 * CHUNK + 3
+    with pytest.raises(RuntimeError, match=f"forcing unavailable from step {fail}"):
+        run(out, fail_at=fail)  # chunks 0 and 1 finish, chunk 2 fails
     with pytest.raises(IOFormatError, match="incomplete"):
         open_output(str(out), net)
+    # (how far each group got before the pass stopped depends on the machine's timing)
     done = RunProgress(str(out)).done()
-    assert done and {k for _, k in done} == {0}
+    assert done and max(k for _, k in done) <= 1
     lake_groups = np.flatnonzero(plan_waves(net, part, lakes=forest_lakes).group_lake)
-    assert {g for g, _ in done} >= set(lake_groups.tolist())  # their chunk 0 saved
+    assert any(g in lake_groups for g, _ in done)  # some lake group saved its state
     s = run(out)
-    assert s.reused_tasks >= len(done) > 0
+    # each group restarts from the state saved after its last finished chunk (a chunk whose
+    # buffers later groups need may be routed again, from the state saved before it)
+    assert s.reused_tasks > 0 and s.reused_tasks + s.recomputed_tasks >= len(done)
     assert np.array_equal(open_output(str(out), net).values,
                           open_output(str(tmp_path / "ref.zarr"), net).values)
     assert np.array_equal(np.asarray(s.lake_elevation_end), np.asarray(ref.lake_elevation_end))
+    # the volumes since the run began, carried through the saved state
+    np.testing.assert_allclose(s.lake_inflow_m3, ref.lake_inflow_m3, rtol=1e-12)
+    np.testing.assert_allclose(s.lake_outflow_m3, ref.lake_outflow_m3, rtol=1e-12)
