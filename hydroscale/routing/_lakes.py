@@ -24,6 +24,7 @@ import numpy as np
 
 from ..network import RiverNetwork, format_ids
 from ._level_pool import LEVEL_POOL_PARAMS, LEVEL_POOL_UNITS
+from ._rivtree import raise_levels
 
 __all__ = ["LakeError", "LakeLayout", "Lakes"]
 
@@ -290,13 +291,8 @@ class LakeLayout:
                 floor += 1
             grp = ~c_lake & (c_stage == s)
             wave[grp] = floor
-            e = edges[grp[edges[:, 1]]]  # edges into this stage's clusters
-            for _ in range(n_c):
-                new = wave.copy()
-                np.maximum.at(new, e[:, 1], wave[e[:, 0]] + 1)
-                if np.array_equal(new, wave):
-                    break
-                wave = new
+            # the longest paths along the edges into this stage's clusters
+            wave = raise_levels(wave, edges[grp[edges[:, 1]]])
             if grp.any():
                 floor = int(wave[grp].max()) + 1
         return wave

@@ -81,6 +81,18 @@ class RivTree:
         return int(self.inlets.size)
 
 
+def raise_levels(level: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """``level [C]`` raised until every edge ``(src, dst)`` of ``edges [E, 2]`` (a DAG) has
+    ``level[dst] >= level[src] + 1``: the longest-path levels above the given floors, one
+    vectorised pass over the edges per round (at most C rounds)."""
+    for _ in range(level.size):
+        new = level.copy()
+        np.maximum.at(new, edges[:, 1], level[edges[:, 0]] + 1)
+        if np.array_equal(new, level):
+            break
+        level = new
+    return level
+
 class RivTreeCluster:
     """All clusters of a network with their transfer tables, built vectorised.
 
@@ -164,13 +176,7 @@ class RivTreeCluster:
                 raise ValueError(f"wave_of puts clusters {format_ids(cl[down[bad]])} in no "
                                  f"later wave than clusters {format_ids(cl[bad])} feeding them")
         elif cross.size:
-            edges = np.unique(np.stack([src_c, dst_c], axis=1), axis=0)
-            for _ in range(n_clusters):
-                new = wave.copy()
-                np.maximum.at(new, edges[:, 1], wave[edges[:, 0]] + 1)
-                if np.array_equal(new, wave):
-                    break
-                wave = new
+            wave = raise_levels(wave, np.unique(np.stack([src_c, dst_c], axis=1), axis=0))
         self.wave_of = wave
         self.n_waves = int(wave.max()) + 1 if n_clusters else 0
 
