@@ -110,7 +110,7 @@ def _split_saved(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return z, torch.full((*z.shape, 2), float("nan"), dtype=z.dtype, device=z.device)
 
 
-def elevation_task(result: ChunkResult | list[ChunkResult], group: int) -> Any:
+def lake_end_task(result: ChunkResult | list[ChunkResult], group: int) -> Any:
     """``[B, l, 3]`` float64 numpy: the lake elevations (m) a lake group's result carries (of
     ``group`` in a unit's list of results), then the lakes' inflow and outflow volumes (m³)
     since the pass began: the run summary's end levels and volumes."""

@@ -624,11 +624,11 @@ class DistributedRouter(Closing):
         plan = self.plan
         if plan.layout is None:
             return None
-        from ._lake_tasks import elevation_task
+        from ._lake_tasks import lake_end_task
 
         lay = plan.layout
         out = np.full((lay.lakes.n_lakes, 3), np.nan)
-        got = {int(g): _submit(self.client, elevation_task, futs[(int(g), last)], int(g),
+        got = {int(g): _submit(self.client, lake_end_task, futs[(int(g), last)], int(g),
                                addr=self.addrs[int(plan.group_worker[g])],
                                key=f"hydroscale-lake-elevation-{pass_id}-{int(g)}")
                for g in np.flatnonzero(plan.group_lake) if (int(g), last) in futs}
