@@ -208,6 +208,11 @@ def main() -> None:
         (Path(args.out) / "calibration.json").write_text(text)
 
 
+def _say(line: str) -> None:
+    """A progress line on stderr as a phase ends (a run cut off still shows how far it got)."""
+    print(line, file=sys.stderr, flush=True)
+
+
 def _start(args: argparse.Namespace, n_workers: int):
     from hydroscale.distributed import gpus_visible, start_cluster
 
@@ -262,6 +267,7 @@ def _distributed_row(args: argparse.Namespace, n_workers: int) -> dict:
             obs_q = dg.iterate(training=False, step=False, keep_sims=True)["sims"][0]
             window = dg.window
         row["truth_s"] = time.perf_counter() - t0
+        _say(f"observations routed with the true parameters: {row['truth_s']:.1f} s")
         obs = GaugeObservations(net.ids[gauges], obs_q)
         model = FreeParameters("muskingum", net, bounds=bounds, init=start)
         t0 = time.perf_counter()
@@ -270,11 +276,19 @@ def _distributed_row(args: argparse.Namespace, n_workers: int) -> dict:
             row["setup_s"] = time.perf_counter() - t0
             row["window_days"] = dg.window
             row["plan"] = dg.plan.summary()
-            fwd = [dg.iterate(training=False, step=False) for _ in range(3)]  # 1st: warm-up
+            _say(f"set-up {row['setup_s']:.1f} s, window {dg.window}")
+            fwd = []
+            for i in range(3):  # the first is a warm-up
+                fwd.append(dg.iterate(training=False, step=False))
+                _say(f"forward {i}: {fwd[-1]['seconds']:.2f} s")
             row["forward_s_all"] = [r["seconds"] for r in fwd]
             row["forward_s"] = float(np.median(row["forward_s_all"][1:]))
             row["forward_peak_gb"] = [b / 1e9 for b in fwd[-1]["peak_bytes"]]
-            its = [dg.iterate() for _ in range(max(2, args.iterations))]
+            its = []
+            for i in range(max(2, args.iterations)):
+                its.append(dg.iterate())
+                _say(f"iteration {i}: {its[-1]['seconds']:.2f} s, peak "
+                     f"{max(its[-1]['peak_bytes'], default=0) / 1e9:.1f} GB")
             row["iteration_s_all"] = [r["seconds"] for r in its]
             row["iteration_s"] = float(np.median(row["iteration_s_all"][1:]))
             row["iteration_peak_gb"] = [b / 1e9 for b in its[-1]["peak_bytes"]]
