@@ -7,6 +7,12 @@ and each step's outflow is stored as it comes.  Inflow and outflow
 are read and written through strides, so a time-major layout (``[B, S, L]``: the lakes of a
 step contiguous) makes every step's loads and stores coalesced.  ``x ** 1.5`` is ``x sqrt(x)``
 (no ``pow`` in float64).
+
+The loop is a chain of dependent float64 operations (three discharges per step, three square
+roots each), so its length is the latency of that chain.  The square roots are
+:func:`_sqrt_rsqrt`'s: a float32 reciprocal square root refined by Newton steps in float64,
+without branches, where the correctly rounded float64 ``sqrt`` takes a slow-path branch
+that keeps the three of a discharge from overlapping; and no step divides.
 """
 
 from __future__ import annotations
@@ -18,10 +24,25 @@ __all__ = ["_level_pool_bwd_kernel", "_level_pool_fwd_kernel"]
 
 
 @triton.jit
+def _sqrt_rsqrt(x):
+    """``(sqrt(x), 1 / sqrt(x))`` of float64 ``x``, both 0 where ``x <= 1e-36``, to about an
+    ulp: float32's reciprocal square root (relative error ~1e-7), one Newton step for it in
+    float64 (~1e-14), then one for the root (a few ulp).  The cut at 1e-36 keeps the argument
+    a float32 normal (from 1.2e-38); its root, 1e-18 m^0.5, is no discharge to speak of."""
+    pos = x > 1e-36
+    xs = tl.where(pos, x, 1.0)
+    y = tl.math.rsqrt(xs.to(tl.float32)).to(tl.float64)
+    y = y * (1.5 - 0.5 * (xs * y) * y)
+    s = xs * y
+    s = s + (xs - s * s) * (0.5 * y)
+    return tl.where(pos, s, 0.0), tl.where(pos, y, 0.0)
+
+
+@triton.jit
 def _pos_pow15(x):
     """``x ** 1.5`` where ``x > 0``, else 0."""
-    xp = tl.where(x > 0, x, 0.0)
-    return xp * tl.sqrt(xp)
+    r, _ = _sqrt_rsqrt(x)
+    return tl.where(x > 0, x, 0.0) * r
 
 
 @triton.jit
@@ -29,8 +50,8 @@ def _discharge(h, emax, we, cw, lw, ld, eo, co, ao):
     """Weir (head capped at ``emax``) + orifice + overtopping outflow (m3/s) at ``h``."""
     head = tl.minimum(h - we, emax - we)
     weir = cw * lw * _pos_pow15(head)
-    g = 2.0 * 9.81 * (h - eo)
-    orifice = co * ao * tl.sqrt(tl.where(g > 0, g, 0.0))
+    g, _ = _sqrt_rsqrt(2.0 * 9.81 * (h - eo))
+    orifice = co * ao * g
     over = cw * (lw * ld) * _pos_pow15(h - emax)
     return weir + orifice + over
 
@@ -65,6 +86,8 @@ def _level_pool_fwd_kernel(
     emax, we, cw, lw, ld, eo, co, ao = _load_params(p_ptr, lk, m)
     h = tl.load(h0_ptr + b * n_lakes + lk, mask=m, other=0.0)
     rate = tl.load(rate_ptr + lk, mask=m, other=0.0)
+    rate3 = rate / 3.0  # the stages' fractions of a step, once: no division in the loop
+    rate23 = rate * (2.0 / 3.0)
     xp = x_ptr + b * sxb + lk * sxl
     qp = q_ptr + b * sqb + lk * sql
     # the inflow of the next 3 steps is in flight while a step is computed: the loads
@@ -84,8 +107,8 @@ def _level_pool_fwd_kernel(
         i3 = tl.load(xn, mask=m & (t + 3 < n_steps), other=0.0)
         xn += sxs
         q1 = _discharge(h, emax, we, cw, lw, ld, eo, co, ao)
-        q2 = _discharge(h + (i - q1) * rate / 3.0, emax, we, cw, lw, ld, eo, co, ao)
-        q3 = _discharge(h + (i - q2) * rate * (2.0 / 3.0), emax, we, cw, lw, ld, eo, co, ao)
+        q2 = _discharge(h + (i - q1) * rate3, emax, we, cw, lw, ld, eo, co, ao)
+        q3 = _discharge(h + (i - q2) * rate23, emax, we, cw, lw, ld, eo, co, ao)
         q = 0.25 * q1 + 0.75 * q3
         h = h + (i - q) * rate
         tl.store(qp, q, mask=m)
@@ -96,9 +119,8 @@ def _level_pool_fwd_kernel(
 @triton.jit
 def _pos_pow15_d(x):
     """``(x ** 1.5, 1.5 x ** 0.5)`` where ``x > 0``, else ``(0, 0)``."""
-    xp = tl.where(x > 0, x, 0.0)
-    r = tl.sqrt(xp)
-    return xp * r, 1.5 * r
+    r, _ = _sqrt_rsqrt(x)
+    return tl.where(x > 0, x, 0.0) * r, 1.5 * r
 
 
 @triton.jit
@@ -115,8 +137,8 @@ def _discharge_adjoint(g, h, emax, we, cw, lw, ld, eo, co, ao):
     pu, dpu = _pos_pow15_d(tl.minimum(a, c))
     pw, dpw = _pos_pow15_d(h - emax)
     v = 2.0 * 9.81 * (h - eo)
-    sv = tl.sqrt(tl.where(v > 0, v, 0.0))
-    dsv = tl.where(v > 0, 0.5 / tl.where(v > 0, sv, 1.0), 0.0) * (2.0 * 9.81)
+    sv, rv = _sqrt_rsqrt(v)
+    dsv = (0.5 * 2.0 * 9.81) * rv
     weir_u = cw * lw * dpu
     over_w = cw * lw * ld * dpw
     gh = g * (weir_u * du_dh + co * ao * dsv + over_w)
@@ -150,6 +172,8 @@ def _level_pool_bwd_kernel(
     m = lk < n_lakes
     emax, we, cw, lw, ld, eo, co, ao = _load_params(p_ptr, lk, m)
     rate = tl.load(rate_ptr + lk, mask=m, other=0.0)
+    rate3 = rate / 3.0
+    rate23 = rate * (2.0 / 3.0)
     gh = tl.load(gh_ptr + b * n_lakes + lk, mask=m, other=0.0)
     zero = gh * 0.0
     a_emax = zero
@@ -172,9 +196,9 @@ def _level_pool_bwd_kernel(
         g_out = tl.load(gp, mask=m, other=0.0)
         # the forward step again (its stage values)
         q1 = _discharge(h, emax, we, cw, lw, ld, eo, co, ao)
-        h2 = h + (i - q1) * rate / 3.0
+        h2 = h + (i - q1) * rate3
         q2 = _discharge(h2, emax, we, cw, lw, ld, eo, co, ao)
-        h3 = h + (i - q2) * rate * (2.0 / 3.0)
+        h3 = h + (i - q2) * rate23
         q3 = _discharge(h3, emax, we, cw, lw, ld, eo, co, ao)
         q = 0.25 * q1 + 0.75 * q3
         # h' = h + (i - q) rate; the output is q
@@ -194,8 +218,8 @@ def _level_pool_bwd_kernel(
         a_co += d6
         a_ao += d7
         # h3 = h + (i - q2) rate 2/3
-        gi += gh3 * rate * (2.0 / 3.0)
-        gq2 = -gh3 * rate * (2.0 / 3.0)
+        gi += gh3 * rate23
+        gq2 = -gh3 * rate23
         a_rate += gh3 * (i - q2) * (2.0 / 3.0)
         gh2, d0, d1, d2, d3, d4, d5, d6, d7 = _discharge_adjoint(gq2, h2, emax, we, cw, lw,
                                                                   ld, eo, co, ao)
@@ -208,9 +232,9 @@ def _level_pool_bwd_kernel(
         a_co += d6
         a_ao += d7
         # h2 = h + (i - q1) rate / 3
-        gi += gh2 * rate / 3.0
-        gq1 += -gh2 * rate / 3.0
-        a_rate += gh2 * (i - q1) / 3.0
+        gi += gh2 * rate3
+        gq1 += -gh2 * rate3
+        a_rate += gh2 * (i - q1) * (1.0 / 3.0)
         gh1, d0, d1, d2, d3, d4, d5, d6, d7 = _discharge_adjoint(gq1, h, emax, we, cw, lw,
                                                                   ld, eo, co, ao)
         a_emax += d0
