@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..kernels import warm_up
 from ..network import RiverNetwork
 from ..routing import RivTreeCluster, RouterState, RoutingKernels, RoutingOptions, StagedRouter
 from . import _cache as cache
@@ -394,8 +395,13 @@ def setup_task(data: RunData, worker: int) -> dict[str, Any]:
         window = data.options.window
         keys = [k for k in run.batches if k[0] == int(worker)]
         before = torch.cuda.memory_allocated(run.device) if run.device.type == "cuda" else 0
+        # the kernel compiler's state loads beside the routers (not in the first aggregation)
+        warm = threading.Thread(target=warm_up, args=(run.device,), daemon=True,
+                                name="hydroscale-warm-up")
+        warm.start()
         # with the layouts of their groups: measured here, not at the first task
         routers = _prepared_routers(run, keys, window)
+        warm.join()
         lap("routers")
         out["routers"] = len(routers)
         out["resident"] = (int(torch.cuda.memory_allocated(run.device) - before)

@@ -31,6 +31,8 @@ carrying ``hist = xx[..., -(K - 1):]`` gives exactly the unchunked result.
   its rows written or added in place into the rows of one or two larger tensors
   (:class:`RowTarget`), which the block kernels do directly (an inference pass then makes no
   per-call output, copy or sum).
+- :func:`warm_up` ``(device)``: the compiler's per-process state loaded by one tiny launch
+  (a fresh worker calls it while it builds its routers).
 - :func:`select_backend` ``(device, explicit=None)``: ``"triton"`` on CUDA when importable,
   ``"torch"`` otherwise; ``$HYDROSCALE_KERNEL_BACKEND`` overrides.
 - :func:`path_conv_reference`: the same operation in plain torch ops (autograd through torch).
@@ -63,6 +65,7 @@ from ._path_conv import (
     path_conv_sum_into,
     select_backend,
     triton_available,
+    warm_up,
 )
 from ._recursive import extend_recursive, extend_recursive_reference
 from ._reference import path_conv_reference
@@ -89,4 +92,5 @@ __all__ = [
     "select_backend",
     "set_launch_config",
     "triton_available",
+    "warm_up",
 ]

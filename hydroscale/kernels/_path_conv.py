@@ -66,6 +66,21 @@ def select_backend(device: torch.device | str, explicit: str | None = None) -> s
     return name
 
 
+
+def warm_up(device: torch.device | str) -> bool:
+    """Load the kernel compiler's per-process state now, by one tiny Triton launch where
+    :func:`select_backend` picks Triton: its cache key (a hash of the Triton installation,
+    ~0.4 s on an H200 host), its back end's imports (~0.1 s), the driver and the launcher.
+    A fresh worker process otherwise pays them in its first aggregation; it calls this on a
+    thread while it builds its routers.  Returns whether a kernel was launched."""
+    dev = torch.device(device)
+    if dev.type != "cuda" or select_backend(dev) != "triton":
+        return False
+    from ._hash import hash_uniform
+
+    hash_uniform(torch.zeros(1, dtype=torch.int64, device=dev), 0, 1, 0, backend="triton")
+    return True
+
 def _check(
     x: torch.Tensor, w: torch.Tensor, layout: PathLayout, hist: torch.Tensor | None
 ) -> None:
