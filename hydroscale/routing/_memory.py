@@ -152,9 +152,10 @@ def peak_bytes(device: Any = "cpu") -> int:
         return 0
 
 
-def release_free_memory() -> None:
+def release_free_memory(device: Any = None) -> None:
     """Hand the heap memory freed so far back to the operating system (glibc's
-    ``malloc_trim(0)``; a no-op where there is none).
+    ``malloc_trim(0)``; a no-op where there is none, and for work on a ``device`` other than
+    the CPU: its buffers are not on the heap, and trimming a large worker's heap is not free).
 
     Blocks below glibc's mmap threshold (which grows to 32 MB as large blocks are freed),
     such as the FFT chunks of a path-kernel aggregation, come from the heap, and freed ones
@@ -163,6 +164,8 @@ def release_free_memory() -> None:
     not per allocation (forcing every block through mmap instead triples the system time).
     """
     global _LIBC
+    if device is not None and torch.device(device).type != "cpu":
+        return
     if _LIBC is None:
         try:
             import ctypes

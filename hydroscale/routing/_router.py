@@ -530,7 +530,7 @@ class StagedRouter(Routed):
                 k = fitted_window(pk, self.window_tolerance)
                 left = float(pk.truncated.abs().max()) if pk.truncated.numel() else 0.0
                 pk = None
-                release_free_memory()  # the float64 hop buffers, before what comes next
+                release_free_memory(p.device)  # the float64 hop buffers, before what comes next
                 if k < bound or left <= self.window_tolerance or bound >= cap:
                     break
                 bound = min(2 * bound, cap)  # the bound is short of the tolerance: longer
@@ -623,7 +623,7 @@ class StagedRouter(Routed):
         )
         k = self.window
         store = self.storage_dtype or self.dtype
-        release_free_memory()  # the hop loop's freed buffers, before the kernels are copied
+        release_free_memory(p.device)  # the hop loop's freed buffers, before the kernels are copied
         # each kind's parts are dropped once copied: the peak holds one kind twice, not all
         both = torch.cat([pk.r_reach, pk.r_exit.reshape(-1, k)])
         pk.r_reach = pk.r_exit = None
@@ -632,7 +632,7 @@ class StagedRouter(Routed):
         pk.u_reach = pk.u_exit = None
         wu = both.index_select(0, self._u_w).to(store)
         del both
-        release_free_memory()
+        release_free_memory(p.device)
         # per-cluster max on the device: one value per cluster crosses to the host, not one
         # per pair (19M at 1M reaches)
         if self._pair_cluster is None:
