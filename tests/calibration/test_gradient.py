@@ -51,7 +51,8 @@ def _rel(a, b):
 
 
 @pytest.mark.parametrize("loss, how", [
-    ("nse", {}),  # rematerialised forward, kernel graph kept through the iteration
+    # rematerialised forward, kernel graph kept through the iteration
+    ("nse", {"rematerialise": True, "kernel_graph": "keep"}),
     ("vnmse", {"rematerialise": False, "kernel_graph": "recompute"}),
 ])
 def test_gradient_equals_single_device_autograd(client, forest, twin, loss, how,
@@ -66,9 +67,9 @@ def test_gradient_equals_single_device_autograd(client, forest, twin, loss, how,
                              **how) as dg:
         plan = dg.plan
         assert plan.cross_worker_exits() > 0 and plan.n_waves >= 3
-        # the wave-run keywords reach the runtime (its defaults where not given)
-        assert (dg.runtime.waves["rematerialise"], dg.runtime.waves["kernel_graph"]) == \
-            (how.get("rematerialise", True), how.get("kernel_graph", "keep"))
+        # the wave-run keywords reach the runtime and its memory plan keeps them
+        assert (dg.memory_plan.rematerialise, dg.memory_plan.kernel_graph) == \
+            (how["rematerialise"], how["kernel_graph"]) and dg.memory_plan.chosen == "given"
         assert len({int(w) for w in plan.group_worker[plan.group_of[obs.index_in(net)]]}) == 2
         got = dg.gradient()
         half = np.arange(len(obs)) % 2 == 0
