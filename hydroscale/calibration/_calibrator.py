@@ -206,7 +206,7 @@ class Calibrator(CalibrationLoop):
         return plan_device_calibration(
             n_reaches=self.network.n_reaches, n_steps=self.observations.n_steps,
             batch=int(self.runoff.shape[0]), substeps=o.substeps,
-            window=r.window if block else None,
+            window=getattr(r, "window", None),
             kernel_rows=r.kernel_rows() if block else None,
             pairs=r.plan.n_pairs if block else None,
             n_exits=r.clusters.n_exits if block else 0,
