@@ -40,8 +40,8 @@ as a warning naming the estimate.  If no strategy fits it raises
 :class:`~hydroscale.routing.RunTooLargeError`.
 
 Calibrated against one H200 (``bench/calibration.py --workers 1 --reaches 3000000 --days
-3650 --kernel-graph recompute``, with today's ``--rematerialise yes``: f = 24, K = 14, float32 with float64 aggregation, 74 groups,
-200 gauges, ``recompute`` + rematerialisation): measured training peak 54.67 GB; from that
+3650 --kernel-graph recompute --rematerialise yes``: f = 24, K = 14, float32 with float64
+aggregation, 74 groups, 200 gauges): measured training peak 54.67 GB; from that
 partition's group sizes, kernel rows and pairs, and the routers' bytes counted on a CPU (80 B
 per kernel row), this module estimates 66.5 GB, an upper bound 22% above (and 113.6 GB for
 ``recompute`` without rematerialisation, 216 GB for ``keep`` + rematerialisation, 263 GB
