@@ -27,11 +27,14 @@ observations routed on the workers with the true parameters, then
 pass (the same runtime, loss only: ``iterate(training=False)``) and iterations (forward waves,
 backward waves, tree reduction, Adam on every worker), both timed after a warm-up; peak device
 memory per worker of each, per-worker phase times, and the ratio.  Rows go to
-``calibration_distributed.json`` in ``--out``.  ``--kernel-graph recompute`` aggregates the
-path kernels again in the backward instead of keeping their autograd graph through the
-iteration (less device memory, one more aggregation per iteration); ``--no-remat`` keeps
-every group's forward graph for its backward instead of routing it again (one routing pass
-less per iteration, more device memory).
+``calibration_distributed.json`` in ``--out``.  By default the memory plan
+(:func:`~hydroscale.routing.plan_calibration`, against each worker's memory or
+``--memory-limit``) picks how graphs are kept, and each row reports its strategy and
+planned peak per worker beside the measured ones.  ``--kernel-graph recompute`` aggregates
+the path kernels again in the backward instead of keeping their autograd graph through the
+iteration (less device memory, one more aggregation per iteration); ``--rematerialise no``
+(``--no-remat``) keeps every group's forward graph for its backward instead of routing it
+again (one routing pass less per iteration, more device memory).
 """
 
 from __future__ import annotations
@@ -110,12 +113,22 @@ def main() -> None:
     ap.add_argument("--placement", default="basins", choices=["basins", "partition"])
     ap.add_argument("--batch-reaches", type=int, default=262144,
                     help="distributed mode: most reaches per group (task)")
-    ap.add_argument("--kernel-graph", default="keep", choices=["keep", "recompute"])
+    ap.add_argument("--kernel-graph", default="auto", choices=["auto", "keep", "recompute"],
+                    help="distributed mode: keep the kernels' autograd graph through the "
+                    "iteration, aggregate them again in the backward, or auto (the memory "
+                    "plan's choice: the fastest that fits)")
+    ap.add_argument("--rematerialise", default="auto", choices=["auto", "yes", "no"],
+                    help="distributed mode: route each group again in the backward (yes), "
+                    "keep its forward graph (no), or auto (the memory plan's choice)")
+    ap.add_argument("--memory-limit", default=None, metavar="SIZE",
+                    help="distributed mode: memory each worker may use in the plan, e.g. "
+                    "80GB (default what each worker has)")
     ap.add_argument("--aggregate-dtype", default="float64", choices=["float64", "float32"],
                     help="distributed mode: arithmetic of the path-kernel aggregation")
     ap.add_argument("--no-remat", action="store_true",
-                    help="distributed mode: keep each group's forward graph for its backward "
-                    "instead of routing it again (one routing pass less, more memory)")
+                    help="distributed mode: --rematerialise no (keep each group's forward "
+                    "graph for its backward instead of routing it again: one routing pass "
+                    "less, more memory)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.workers:
@@ -256,7 +269,10 @@ def _distributed_row(args: argparse.Namespace, n_workers: int) -> dict:
         opts = dict(substeps=args.substeps, window=window, lr=args.lr,
                     warmup=min(30, args.days // 4), allow_unstable=True,
                     placement=args.placement, batch_reaches=args.batch_reaches,
-                    kernel_graph=args.kernel_graph, rematerialise=not args.no_remat,
+                    kernel_graph=args.kernel_graph,
+                    rematerialise=False if args.no_remat else
+                    {"auto": "auto", "yes": True, "no": False}[args.rematerialise],
+                    memory_limit=args.memory_limit,
                     aggregate_dtype=getattr(torch, args.aggregate_dtype))
         # observations: routed on the workers with the true parameters
         t0 = time.perf_counter()
@@ -276,7 +292,16 @@ def _distributed_row(args: argparse.Namespace, n_workers: int) -> dict:
             row["setup_s"] = time.perf_counter() - t0
             row["window_days"] = dg.window
             row["plan"] = dg.plan.summary()
-            _say(f"set-up {row['setup_s']:.1f} s, window {dg.window}")
+            row["memory_plan"] = dg.memory_plan.as_dict()
+            row["strategy"] = dg.memory_plan.strategy
+            row["planned_peak_gb"] = [b / 1e9 for b in dg.memory_plan.peaks()]
+            row["planned_peak_gb_per_strategy"] = {
+                k: [w.peaks[k] / 1e9 for w in dg.memory_plan.workers]
+                for k in dg.memory_plan.workers[0].peaks}
+            _say(f"set-up {row['setup_s']:.1f} s, window {dg.window}, memory plan "
+                 f"{row['strategy']} ({dg.memory_plan.chosen}), planned peak "
+                 f"{max(row['planned_peak_gb']):.1f} GB")
+            _say(dg.memory_plan.table())
             fwd = []
             for i in range(3):  # the first is a warm-up
                 fwd.append(dg.iterate(training=False, step=False))
@@ -314,7 +339,8 @@ def _distributed(args: argparse.Namespace) -> None:
     for w in args.workers:
         row = _distributed_row(args, w)
         res["rows"].append(row)
-        print(json.dumps({k: v for k, v in row.items() if k not in ("plan",)}, default=float),
+        print(json.dumps({k: v for k, v in row.items() if k not in ("plan", "memory_plan")},
+                         default=float),
               flush=True)
     text = json.dumps(res, indent=1, default=float)
     print(text)

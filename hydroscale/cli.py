@@ -455,9 +455,19 @@ def _calibrate(args: argparse.Namespace) -> int:
     cfg = _load(args, "calibrate", values)
     if args.check:
         return _show_config(cfg)
-    from .workflows import run_calibrate
+    from .workflows import plan_calibrate, run_calibrate
 
     client = None
+    if args.plan:
+        progress = _progress_factory(not args.no_progress)
+        if cfg["cluster"] is not None:
+            client = _start_cluster(cfg["cluster"], args.verbose)
+        try:
+            print(plan_calibrate(cfg, progress=progress, client=client).table())
+        finally:
+            if client is not None:
+                _close_cluster(client, args.verbose)
+        return EXIT_OK
     if cfg["cluster"] is not None:
         from .calibration.dashboard import page_url, tunnel_hint
 
@@ -483,6 +493,10 @@ def _calibrate(args: argparse.Namespace) -> int:
         f"  median NSE   {s['nse_median']['first']:.4f} -> {s['nse_median']['last']:.4f} "
         f"(training period)",
     ]
+    if s.get("planned_peak_gb"):
+        lines.append(f"  memory       {s['memory_strategy']}: planned "
+                     f"{', '.join(f'{x:.2f}' for x in s['planned_peak_gb'])} GB, measured "
+                     f"{', '.join(f'{x:.2f}' for x in s['measured_peak_gb'])} GB per worker")
     if s.get("param_rel_error_median"):
         for name, e in s["param_rel_error_median"].items():
             lines.append(f"  {name:<12} median relative error vs truth {e['first_guess']:.3f} "
@@ -764,7 +778,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "hydroscale calibrate workflows/calibrate.yaml --iterations 200 "
                       "--set calibration.lr=0.1",
                       "hydroscale calibrate workflows/calibrate.yaml --resume",
-                      "hydroscale calibrate workflows/calibrate.yaml --cluster local-cpu")),
+                      "hydroscale calibrate workflows/calibrate.yaml --cluster local-cpu",
+                      "hydroscale calibrate workflows/calibrate.yaml --plan --memory-limit 80GB")),
     )
     _workflow_args(cal, "calibrate")
     _network_flags(cal, partition=False)
@@ -773,6 +788,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="optimiser iterations (calibration.iterations)")
     cal.add_argument("--resume", action="store_true",
                      help="continue from the latest checkpoint (calibration.resume)")
+    cal.add_argument("--plan", action="store_true",
+                     help="print the memory plan (how autograd graphs are kept, each "
+                     "worker's estimated peak in GB against its limit) and stop before the "
+                     "first iteration")
+    cal.add_argument("--memory-limit", metavar="SIZE", dest="memory_limit",
+                     help="memory each device or worker may use, e.g. 80GB "
+                     "(routing.memory_limit)")
     cal.set_defaults(func=_calibrate)
 
     val = sub.add_parser("validate", help="check workflow files (exit 2 if any is invalid)",

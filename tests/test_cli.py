@@ -451,9 +451,63 @@ def test_calibrate_command(tmp_path, capsys):
     assert s["iterations"] == 3
     assert "hydroscale calibrate: done" in out and "tau" in out
     assert f"{s['loss']['first']:.4g} -> {s['loss']['last']:.4g}" in out
+    # the memory plan beside the measured peak (one device: one figure each)
+    assert s["memory_strategy"] == "keep+no-remat"
+    assert len(s["planned_peak_gb"]) == len(s["measured_peak_gb"]) == 1
+    assert f"memory       keep+no-remat: planned {s['planned_peak_gb'][0]:.2f} GB" in out
     assert main(["calibrate", path, "--param", "tau=1"]) == EXIT_USAGE
     assert "calibrate fits the parameters" in capsys.readouterr().err
     assert main(["calibrate", path, "--set", "observations.truth=null"]) == EXIT_USAGE
     assert "observations.truth: required" in capsys.readouterr().err
     assert main(["calibrate", "--show-schema"]) == EXIT_OK
     assert "model.init" in capsys.readouterr().out
+
+
+def _plan_rows(out: str) -> list[list[str]]:
+    """The per-worker rows of a printed plan (the lines after its column header)."""
+    lines = out.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("worker  groups"))
+    rows = []
+    for line in lines[head + 1:]:
+        if not line.split() or not line.split()[0].isdigit():
+            break
+        rows.append(line.split())
+    return rows
+
+
+def test_calibrate_plan_on_one_device(tmp_path, capsys):
+    """--plan prints the memory plan (per-worker GB against the limit) and stops before the
+    first iteration; a limit it cannot fit is an error naming estimate, limit and setting."""
+    wf = small_calibrate(tmp_path / "c")
+    wf["routing"]["engine"] = "torch"
+    path = _write(tmp_path / "cal.yaml", wf)
+    assert main(["calibrate", path, "--plan", "--memory-limit", "2GB",
+                 "--no-progress"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert out.startswith("plan: calibration (torch), kernel_graph keep, rematerialise no")
+    (row,) = _plan_rows(out)
+    assert row[:3] == ["0", "1", "80"] and row[-1] == "2.00"  # worker, groups, reaches, GB
+    assert 0 <= float(row[-2]) < 2.0 and "keep+no-remat" in out
+    assert not (tmp_path / "c" / "history.json").exists()  # no iteration ran
+    assert main(["calibrate", path, "--plan", "--memory-limit", "1kB",
+                 "--no-progress"]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "does not fit" in err and "needs" in err and "1e-06 GB" in err
+    assert "(memory_limit)" in err and "raise memory_limit" in err
+
+
+def test_calibrate_plan_on_a_local_cluster(tmp_path, capsys):
+    """On a cluster the wave runtime's plan: one row per worker, the strategy chosen."""
+    wf = small_calibrate(tmp_path / "c")
+    wf["routing"].update(engine="auto", max_reaches=16)
+    path = _write(tmp_path / "cal.yaml", wf)
+    assert main(["calibrate", path, "--plan", "--cluster", "local-cpu", "--memory-limit",
+                 "3GB", "--no-progress"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "plan: calibration (waves), kernel_graph keep, rematerialise no (the fastest " \
+           "that fits)" in out
+    rows = _plan_rows(out)
+    assert [r[0] for r in rows] == ["0", "1"] and all(r[-1] == "3.00" for r in rows)
+    assert sum(int(r[2]) for r in rows) == 80  # every reach on one worker
+    assert not (tmp_path / "c" / "history.json").exists()
+

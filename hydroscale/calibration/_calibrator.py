@@ -24,12 +24,18 @@ from ..irf import bound_corners
 from ..models import ParameterModel
 from ..network import RiverNetwork
 from ..routing import (
+    CalibrationPlan,
     LevelRouter,
     RivTreeCluster,
     RoutingOptions,
     StagedRouter,
+    available_bytes,
     get_engine,
+    parse_bytes,
+    plan_device_calibration,
+    recursive_aggregation,
     select_engine,
+    tensor_bytes,
 )
 from ._control import CalibrationControl
 from ._loop import CalibrationLoop, checked_periods, latest_checkpoint, read_checkpoint
@@ -76,6 +82,12 @@ class Calibrator(CalibrationLoop):
         ``max_reaches`` (routing options given here amend ``options``).
     control : a :class:`CalibrationControl` (a new one when None).
     device : where to route (default: the model's device).
+    memory_limit : bytes (or ``"80GB"``) the calibration may use on the device; default
+        what it has (:func:`~hydroscale.routing.available_bytes`:
+        ``$HYDROSCALE_MEMORY_LIMIT``, a GPU's free memory, the host's available memory).
+        An iteration's peak is estimated before the first
+        (:func:`~hydroscale.routing.plan_device_calibration`, :attr:`memory_plan`); one
+        that cannot fit raises :class:`~hydroscale.routing.RunTooLargeError`.
     """
 
     def __init__(
@@ -91,6 +103,7 @@ class Calibrator(CalibrationLoop):
         engine_options: dict[str, Any] | None = None,
         control: CalibrationControl | None = None,
         device: Any = None,
+        memory_limit: int | str | None = None,
         **keywords: Any,
     ) -> None:
         routing, cal, eng_opts = calibrator_options(model, options, calibration,
@@ -136,6 +149,8 @@ class Calibrator(CalibrationLoop):
         self.allow_unstable = routing.allow_unstable
         self.engine_options = eng_opts
         self.router, self.engine_name = self._make_router(engine)
+        #: the memory plan of an iteration (:class:`~hydroscale.routing.CalibrationPlan`)
+        self.memory_plan = self._plan_memory(memory_limit)
         self.optimizer = make_optimizer(cal.optimizer, list(self.model.parameters()), cal.lr)
         logger.info("Calibrator: %d reaches, %d gauges, engine %s, loss %s",
                     network.n_reaches, len(self.gauges), self.engine_name, cal.loss)
@@ -177,6 +192,28 @@ class Calibrator(CalibrationLoop):
                            **opts)
 
         return route, name
+
+    def _plan_memory(self, memory_limit: int | str | None) -> CalibrationPlan:
+        """The iteration's memory plan on the device; refuses one that cannot fit."""
+        size = lambda t: t.numel() * t.element_size()  # noqa: E731
+        limit = ((parse_bytes(memory_limit), "memory_limit") if memory_limit is not None
+                 else available_bytes(self.device))
+        work = (size(self.runoff) + size(self._obs) + sum(size(b) for b in self.model.buffers())
+                + 4 * sum(size(p) for p in self.model.parameters()))  # value, grad, 2 moments
+        r, o = self.router, self.routing
+        block = isinstance(r, StagedRouter)
+        store = o.storage_dtype or o.dtype
+        return plan_device_calibration(
+            n_reaches=self.network.n_reaches, n_steps=self.observations.n_steps,
+            batch=int(self.runoff.shape[0]), substeps=o.substeps,
+            window=getattr(r, "window", None),
+            kernel_rows=r.kernel_rows() if block else None,
+            pairs=r.plan.n_pairs if block else None,
+            n_exits=r.clusters.n_exits if block else 0,
+            routers=tensor_bytes(r) if isinstance(r, (StagedRouter, LevelRouter)) else 0,
+            work=work, itemsize=store.itemsize, aggregate_itemsize=o.aggregate_dtype.itemsize,
+            recursive=block and recursive_aggregation(r.options, self.device),
+            engine=self.engine_name, limit=limit, what=f"calibration on {self.device}")
 
     def _corners(self) -> list[torch.Tensor]:
         """The corners of the model's bounds ``[N, P]`` on the device (float64)."""

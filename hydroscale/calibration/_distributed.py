@@ -56,7 +56,8 @@ class DistributedCalibrator(CalibrationLoop, Closing):
     partition : a :class:`~hydroscale.partition.Partition` placed on the cluster's workers;
         default ``partition_network(network, max_reaches=max_reaches, n_workers=W)``.
     engine_options : more options of :class:`DistributedGradient` (``plan``,
-        ``placement``, ``batch_reaches``, ``kernel_graph``, ``rematerialise``,
+        ``placement``, ``batch_reaches``, ``kernel_graph``, ``rematerialise`` (both
+        ``"auto"``: the calibration plan's choice, :attr:`memory_plan`), ``memory_limit``,
         ``worker_timeout``, ...; routing options given here amend ``options``).
     snapshot_dir : per-iteration snapshots for worker-loss recovery (default
         ``<checkpoint_dir>/snapshots``, or a temporary folder without ``checkpoint_dir``;
@@ -110,6 +111,12 @@ class DistributedCalibrator(CalibrationLoop, Closing):
         logger.info("DistributedCalibrator: %d reaches, %d gauges, %d workers, loss %s",
                     network.n_reaches, len(observations), self.engine.n_workers, cal.loss)
 
+    @property
+    def memory_plan(self) -> Any:
+        """The calibration plan (:class:`~hydroscale.routing.CalibrationPlan`) of the run:
+        the strategy chosen for keeping graphs and every worker's estimated peak."""
+        return self.engine.memory_plan
+
     # ------------------------------------------------------------------ one iteration
     def _progress(self, phase: str, wave: int, waves: int) -> None:
         done = getattr(self.engine.runtime, "groups_done", None) or {}
@@ -128,7 +135,8 @@ class DistributedCalibrator(CalibrationLoop, Closing):
     def step(self) -> dict[str, Any]:
         """One iteration on the workers (forward waves, backward waves, tree reduction,
         optimiser steps); returns its record (as :meth:`Calibrator.step`, plus
-        ``worker_memory``: peak device bytes per worker, 0 on CPU, and ``recoveries``)."""
+        ``worker_memory``: peak device bytes per worker, 0 on CPU, beside the memory plan's
+        estimate, and ``recoveries``)."""
         use = self._sample_gauges()
         first = self.first_guess is None  # the first iteration returns every gauge's series
         watched = self.watched()
@@ -144,8 +152,10 @@ class DistributedCalibrator(CalibrationLoop, Closing):
         metrics = {k: res[k] for k in ("nse", "kge", "bias", "val_nse", "val_kge", "val_bias",
                                        "val_loss") if k in res}
         rec = self._record(res["loss"], res["seconds"], metrics)
-        rec["worker_memory"] = [{"worker": a, "peak_bytes": int(b)}
-                                for a, b in zip(self.engine.addrs, res["peak_bytes"])]
+        planned = res.get("planned_peak_bytes") or [None] * len(res["peak_bytes"])
+        rec["worker_memory"] = [{"worker": a, "peak_bytes": int(b), "planned_bytes": p}
+                                for a, b, p in zip(self.engine.addrs, res["peak_bytes"],
+                                                   planned)]
         rec["worker_timers"] = [{"worker": a, **{k: float(v) for k, v in t.items()}}
                                 for a, t in zip(self.engine.addrs, res["timers"])]
         rec["device_memory"] = float(max(res["peak_bytes"], default=0))

@@ -51,7 +51,8 @@ logger = logging.getLogger(__name__)
 
 # the keywords of a DistributedGradient that configure its wave run (WaveRuntime's defaults)
 _RUNTIME_KEYWORDS = ("plan", "placement", "batch_reaches", "kernel_graph", "rematerialise",
-                     "worker_timeout", "max_recoveries", "poll", "lakes", "dt", "train_lakes")
+                     "memory_limit", "worker_timeout", "max_recoveries", "poll", "lakes", "dt",
+                     "train_lakes")
 
 
 class DistributedGradient(Closing):
@@ -87,7 +88,9 @@ class DistributedGradient(Closing):
     **keywords : routing or calibration options by name (they amend the two objects), and
         the keywords of the wave run, passed to
         :class:`~hydroscale.distributed.WaveRuntime` (its defaults): ``plan``,
-        ``placement``, ``batch_reaches``, ``kernel_graph``, ``rematerialise``,
+        ``placement``, ``batch_reaches``, ``kernel_graph``, ``rematerialise`` (both
+        ``"auto"`` by default: the fastest way of keeping graphs that the calibration plan
+        finds to fit, see :attr:`memory_plan`), ``memory_limit``,
         ``worker_timeout``, ``max_recoveries``, ``poll``; ``lakes`` (level-pool
         :class:`~hydroscale.routing.Lakes` routed as lake groups) with ``dt`` (the routing
         step, s) and ``train_lakes`` (names of the level-pool parameters trained, e.g.
@@ -162,15 +165,15 @@ class DistributedGradient(Closing):
         self.lake_columns = self._lake_columns(lakes, train)
         self.runtime = WaveRuntime(
             client, network, partition, routing, self._work, max_steps=observations.n_steps,
-            recoverable=self.snapshot_dir is not None,
+            recoverable=self.snapshot_dir is not None, batch=self.batch,
             label="distributed calibration (model bounds)", **runtime)
         self.plan, self.n_workers = self.runtime.plan, self.runtime.n_workers
         self._snapshot()
         self.setup_s = time.perf_counter() - tic
         logger.info("DistributedGradient %s: %d groups, %d waves on %d workers, %d gauges, "
-                    "set up in %.2f s (window %d)", self.run_id, self.plan.n_groups,
+                    "set up in %.2f s (window %d, %s)", self.run_id, self.plan.n_groups,
                     self.plan.n_waves, self.n_workers, len(self.gauges), self.setup_s,
-                    self.window)
+                    self.window, self.memory_plan.strategy)
 
     # ------------------------------------------------------------------ the workers' work
     @property
@@ -180,6 +183,12 @@ class DistributedGradient(Closing):
     @property
     def window(self) -> int:
         return self.runtime.window
+
+    @property
+    def memory_plan(self) -> Any:
+        """The calibration plan (:class:`~hydroscale.routing.CalibrationPlan`): the strategy
+        chosen and every worker's estimated peak."""
+        return self.runtime.memory_plan
 
     @property
     def addrs(self) -> list[str]:
@@ -317,7 +326,9 @@ class DistributedGradient(Closing):
         dict: ``loss`` (float), per-gauge ``nse``, ``kge`` (and ``val_nse``, ``val_kge``)
         ``[G]`` of the routed parameters (and ``bias``, ``val_bias``: relative volume error;
         ``val_loss``: the per-gauge loss on the validation period),
-        ``peak_bytes`` and ``timers`` per worker, ``sims`` ``[B, G, T or L]`` (with
+        ``peak_bytes`` and ``timers`` per worker, ``planned_peak_bytes`` (the memory plan's
+        estimate per worker), ``strategy`` (its ``kernel_graph+remat`` choice), ``sims``
+        ``[B, G, T or L]`` (with
         ``keep_sims``), ``watched``, ``param_counts`` (histograms of the parameters after the
         step, summed over workers; None without a step), ``seconds``, ``recoveries``.
         """
@@ -338,6 +349,10 @@ class DistributedGradient(Closing):
         if training and step:
             self.iteration += 1
         out = self._assemble(per, keep_sims, windows)
+        plan = self.memory_plan
+        if plan is not None:
+            out["planned_peak_bytes"] = plan.peaks()
+            out["strategy"] = plan.strategy
         out["seconds"] = time.perf_counter() - t0
         out["recoveries"] = attempts
         return out

@@ -147,6 +147,17 @@ class GaugeWork:
         self.sims: dict[int, np.ndarray] = {}
         self.counts: dict[str, np.ndarray] | None = None
 
+    def memory_bytes(self) -> int:
+        """Device bytes the work holds through a pass (for the calibration plan): its
+        trainable tensors with their gradients and the optimiser's two moments, the model's
+        buffers, the observations and what the source keeps on the device."""
+        size = lambda t: t.numel() * t.element_size()  # noqa: E731
+        trained = sum(size(p) for p in self.shared_parameters() + self.local_parameters())
+        buffers = sum(size(b) for b in self.model.buffers())
+        obs = sum(size(g.obs) for g in self.gauges.values())
+        held = getattr(self.source, "memory_bytes", None)
+        return 4 * trained + buffers + obs + (int(held()) if held is not None else 0)
+
     def set_lr(self, lr: float) -> float:
         """Learning rate ``lr`` for every following optimiser step (kept over a restore)."""
         self.lr_override = float(lr)

@@ -135,6 +135,13 @@ class TensorSource:
         local = [self._blocks[g] for g in sorted(self._blocks)] if self.trainable else []
         return {"shared": [], "local": local}
 
+    def memory_bytes(self) -> int:
+        """Device bytes of the runoff blocks beyond the trainable ones (those are counted
+        with the parameters)."""
+        if self.trainable:
+            return 0
+        return sum(x.numel() * x.element_size() for x in self._blocks.values())
+
     def gradients(self, groups: Any) -> dict[int, np.ndarray]:
         """``dLoss/d(runoff)`` per group (zeros where none flowed back)."""
         out = {}
@@ -293,6 +300,12 @@ class RunoffModelSource:
         self.static = None if self.static is None else self.static.to(dev)
         self._groups = {g: (p, c.to(dev)) for g, (p, c) in self._groups.items()}
         self._dtype = ctx.dtype
+
+    def memory_bytes(self) -> int:
+        """Device bytes of the forcings and static attributes (the model's parameters are
+        counted with the trainable tensors)."""
+        held = [self.forcings] + ([] if self.static is None else [self.static])
+        return sum(x.numel() * x.element_size() for x in held)
 
     def _runoff(self, group: int, reaches: np.ndarray) -> torch.Tensor:
         if group not in self._groups:

@@ -35,7 +35,14 @@ import numpy as np
 
 from ..network import RiverNetwork
 from ..partition import Partition
-from ..routing import RoutingOptions, WindowTruncationError, check_truncation
+from ..routing import (
+    CalibrationPlan,
+    RoutingOptions,
+    WindowTruncationError,
+    check_truncation,
+    parse_bytes,
+    plan_calibration,
+)
 from ._plan import WavePlan, map_workers, plan_waves
 from ._recovery import wait_for_workers, worker_addresses
 from ._waves import (
@@ -45,6 +52,7 @@ from ._waves import (
     end_task,
     forward_task,
     setup_task,
+    strategy_task,
     sum_task,
     teardown_task,
     truncation_task,
@@ -88,10 +96,22 @@ class WaveRuntime:
     plan, placement, batch_reaches : the wave plan (default :func:`plan_waves` of the
         partition with groups of at most ``batch_reaches`` reaches and ``placement``).
     kernel_graph : ``"keep"`` (the kernels' autograd graph is kept from the start of a pass
-        to each group's backward: one aggregation per pass) or ``"recompute"``.
-    rematerialise : the backward of a group routes it again with autograd (only the inlet
-        inflow of every group is kept between the waves), or takes the graph its forward
-        kept (one routing pass less, the graphs of all the worker's groups in memory).
+        to each group's backward: one aggregation per pass), ``"recompute"`` or ``"auto"``
+        (default: the calibration plan's choice, see below).
+    rematerialise : True: the backward of a group routes it again with autograd (only the
+        inlet inflow of every group is kept between the waves); False: it takes the graph
+        its forward kept (one routing pass less, the graphs of all the worker's groups in
+        memory); ``"auto"`` (default): the plan's choice.
+    memory_limit : bytes (or ``"80GB"``) each worker may use in the calibration plan;
+        default what each worker reports (``$HYDROSCALE_MEMORY_LIMIT``, a GPU's memory, a
+        CPU worker's Dask ``memory_limit``).  At set-up, once the window is known,
+        :func:`~hydroscale.routing.plan_calibration` estimates every worker's peak in a
+        training pass of ``batch`` series of ``max_steps`` steps for the four ways of
+        keeping graphs and picks the fastest that fits (:attr:`memory_plan`, logged);
+        a value given for ``kernel_graph``/``rematerialise`` is kept (a warning when it
+        does not fit), and :class:`~hydroscale.routing.RunTooLargeError` is raised when
+        nothing fits.  With no limit known: ``"keep"`` and rematerialisation.
+    batch : the series routed together per pass (B), for the plan.
     recoverable : restore from the work's snapshots when a worker is lost.
     worker_timeout, max_recoveries, poll : seconds to wait for lost workers, recoveries
         allowed per pass, seconds between checks of the cluster while waiting.
@@ -116,8 +136,10 @@ class WaveRuntime:
         plan: WavePlan | None = None,
         placement: str = "partition",
         batch_reaches: int = 262144,
-        kernel_graph: str = "keep",
-        rematerialise: bool = True,
+        kernel_graph: str = "auto",
+        rematerialise: bool | str = "auto",
+        memory_limit: int | str | None = None,
+        batch: int = 1,
         recoverable: bool = True,
         worker_timeout: float = 120.0,
         max_recoveries: int = 3,
@@ -126,8 +148,12 @@ class WaveRuntime:
         lakes: Any = None,
         dt: float | None = None,
     ) -> None:
-        if kernel_graph not in ("keep", "recompute"):
-            raise ValueError(f"kernel_graph must be 'keep' or 'recompute', got {kernel_graph!r}")
+        if kernel_graph not in ("auto", "keep", "recompute"):
+            raise ValueError(f"kernel_graph must be 'auto', 'keep' or 'recompute', got "
+                             f"{kernel_graph!r}")
+        if rematerialise != "auto" and not isinstance(rematerialise, (bool, np.bool_)):
+            raise ValueError(f"rematerialise must be 'auto', True or False, got "
+                             f"{rematerialise!r}")
         self.client, self.network = client, network
         self.options, self.label = options, label
         self.work_for = work_for
@@ -144,7 +170,9 @@ class WaveRuntime:
             for u in self.plan.upstream[g].tolist():
                 downstream[int(u)].append(g)
         self.downstream = downstream
-        self.waves = {"kernel_graph": kernel_graph, "rematerialise": bool(rematerialise),
+        self.waves = {"kernel_graph": kernel_graph,
+                      "rematerialise": rematerialise if rematerialise == "auto"
+                      else bool(rematerialise),
                       "max_steps": None if max_steps is None else int(max_steps),
                       "lakes": None if self.plan.layout is None else self.plan.layout.lakes,
                       "dt": None if dt is None else float(dt)}
@@ -163,6 +191,10 @@ class WaveRuntime:
         self.addrs: list[str] = []
         self.window = 0
         self.worker_setup: list[dict[str, Any]] = []
+        self.memory_limit = None if memory_limit is None else parse_bytes(memory_limit)
+        self.batch = int(batch)
+        #: the calibration plan of the run (set at set-up; see ``memory_limit``)
+        self.memory_plan: CalibrationPlan | None = None
         self.setup()
 
     # ------------------------------------------------------------------ set-up
@@ -203,6 +235,39 @@ class WaveRuntime:
         self.worker_setup = info
         if self.max_steps is None or self.window < int(self.max_steps):
             self._check_window()
+        try:
+            self.memory_plan = self.plan_memory()
+        except Exception:
+            self.close()
+            raise
+        kg, remat = self.memory_plan.kernel_graph, self.memory_plan.rematerialise
+        self._on_workers(strategy_task, self.run_id, kg, remat,
+                         tag=f"strategy-{self.run_id}")
+
+    def plan_memory(self, n_steps: int | None = None, batch: int | None = None,
+                    memory_limit: int | str | None = None) -> CalibrationPlan:
+        """The calibration plan (:func:`~hydroscale.routing.plan_calibration`) of a training
+        pass of ``batch`` series (default the run's) of ``n_steps`` steps (default
+        ``max_steps``; the window where unknown) from what the workers reported at set-up,
+        against ``memory_limit`` (default the run's, else each worker's own figure)."""
+        o = self.options
+        limit = self.memory_limit if memory_limit is None else parse_bytes(memory_limit)
+        limits = [(limit, "memory_limit") if limit is not None
+                  else tuple(i["memory_limit"]) for i in self.worker_setup]
+        workers = [{"groups": i["sizes"], "kernel_rows": i["kernel_rows"],
+                    "pairs": i["pairs"], "resident": i["resident"], "work": i["work_bytes"]}
+                   for i in self.worker_setup]
+        store = o.storage_dtype or o.dtype
+        steps = n_steps or self.max_steps or self.window
+        return plan_calibration(
+            workers, window=self.window, substeps=o.substeps, n_steps=int(steps),
+            batch=int(batch or self.batch), itemsize=store.itemsize,
+            aggregate_itemsize=o.aggregate_dtype.itemsize,
+            save_itemsize=min(o.dtype.itemsize, o.aggregate_dtype.itemsize),
+            recursive=any(i["recursive"] for i in self.worker_setup),
+            differentiable_input=any(i["differentiable_input"] for i in self.worker_setup),
+            limits=limits, kernel_graph=self.waves["kernel_graph"],
+            rematerialise=self.waves["rematerialise"], what=self.label)
 
     def _check_window(self) -> None:
         """Refuse, before any pass, a window that cuts off more than the tolerance of an

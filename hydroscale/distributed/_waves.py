@@ -36,6 +36,8 @@ from ..routing import (
     RoutingKernels,
     RoutingOptions,
     StagedRouter,
+    recursive_aggregation,
+    tensor_bytes,
 )
 from . import _cache as cache
 from ._sizeof import TransferBuffer
@@ -142,6 +144,7 @@ class _WaveRun:
     lakes: LakeNodes | None = None  # the lake groups' step (runs with lakes)
     lake_p: torch.Tensor | None = None  # the work's lake parameters [L, P] of the pass
     lake_leaf: torch.Tensor | None = None  # their leaf copy the lake groups read
+    options: RoutingOptions | None = None  # the routing the run was set up with
 
     @property
     def device(self) -> torch.device:
@@ -178,9 +181,12 @@ def _get(run_id: str) -> _WaveRun:
 def setup_task(run_id: str, worker_index: int, ids: np.ndarray, downstream: np.ndarray,
                group_of: np.ndarray, mine: np.ndarray, options: RoutingOptions,
                waves: dict[str, Any], work: Any) -> dict[str, Any]:
-    """Build this worker's part of a wave run; returns its auto window and timings.
+    """Build this worker's part of a wave run; returns its auto window, timings and what the
+    calibration planner needs (:func:`_plan_facts`).
 
-    ``waves``: ``kernel_graph`` (``"keep"``/``"recompute"``), ``rematerialise`` (bool),
+    ``waves``: ``kernel_graph`` (``"keep"``/``"recompute"``/``"auto"``),
+    ``rematerialise`` (bool or ``"auto"``; the choice of ``"auto"`` comes later, from the
+    calibration plan, see :func:`strategy_task`),
     ``max_steps`` (the longest routed series, capping the auto window) and, for a plan cut
     at lakes, ``lakes`` (:class:`~hydroscale.routing.Lakes`) and ``dt`` (s)."""
     t = time.perf_counter()
@@ -192,8 +198,13 @@ def setup_task(run_id: str, worker_index: int, ids: np.ndarray, downstream: np.n
     if waves.get("lakes") is not None:
         nodes = LakeNodes(cs, LakeLayout.build(net, waves["lakes"]), dt=float(waves["dt"]),
                           substeps=options.substeps, device=dev)
-    routers = {int(g): StagedRouter(cs, options=options, only=[int(g)], device=dev)
+    before = torch.cuda.memory_allocated(dev) if dev.type == "cuda" else 0
+    # with the layouts of their groups (else built at the first pass): measured here
+    routers = {int(g): StagedRouter(cs, options=options, only=[int(g)], device=dev).prepare()
                for g in mine.tolist() if nodes is None or not nodes.is_lake_cluster[g]}
+    cache.sync(dev)
+    resident = (int(torch.cuda.memory_allocated(dev) - before) if dev.type == "cuda"
+                else tensor_bytes(*routers.values()))
     rows = np.sort(np.concatenate([cs.cluster_reaches(int(g)) for g in mine.tolist()])) \
         if mine.size else np.zeros(0, np.int64)
     ctx = WaveContext(net, cs, mine, rows, dev, options.dtype, int(worker_index))
@@ -208,11 +219,15 @@ def setup_task(run_id: str, worker_index: int, ids: np.ndarray, downstream: np.n
                           torch.as_tensor(inl[dst == d] - int(cs.inlet_ptr_cluster[d, 0]),
                                           device=dev))
                          for d in np.unique(dst).tolist()]
-    run = _WaveRun(run_id, ctx, routers, work, feeds, waves["kernel_graph"],
-                   bool(waves["rematerialise"]), lakes=nodes)
+    # the calibration plan's strategy is set once the window is known (strategy_task);
+    # until then (and where none is planned) today's default: keep + rematerialise
+    kg, remat = waves["kernel_graph"], waves["rematerialise"]
+    run = _WaveRun(run_id, ctx, routers, work, feeds, "keep" if kg == "auto" else kg,
+                   True if remat == "auto" else bool(remat), lakes=nodes, options=options)
     cache.runs()[run_id] = run
     out: dict[str, Any] = {"device": str(dev), "groups": int(mine.size),
                            "reaches": int(rows.size)}
+    out.update(_plan_facts(run, resident))
     if options.window == "auto":  # fitted for every parameter the run may use
         out["window"] = max((r.auto_window(c, max_steps=waves.get("max_steps"))
                              for c in run.corners() for r in routers.values()), default=2)
@@ -221,6 +236,37 @@ def setup_task(run_id: str, worker_index: int, ids: np.ndarray, downstream: np.n
     cache.sync(dev)
     out["setup_s"] = time.perf_counter() - t
     return out
+
+
+def _plan_facts(run: _WaveRun, resident: int) -> dict[str, Any]:
+    """What the calibration planner needs of this worker
+    (:func:`~hydroscale.routing.plan_calibration`): per own group ``[reaches, exits,
+    inlets]``, its router's kernel rows and path pairs (0 for a group of lakes), the bytes
+    the routers hold, the work's (its optional ``memory_bytes()``), whether the runoff is
+    differentiable, and the memory this worker may use."""
+    cs, mine = run.ctx.groups, run.ctx.mine
+    sizes = np.stack([np.diff(cs.reach_ptr_cluster[mine], axis=1)[:, 0],
+                      np.diff(cs.exit_ptr_cluster[mine], axis=1)[:, 0],
+                      np.diff(cs.inlet_ptr_cluster[mine], axis=1)[:, 0]], axis=1) \
+        if mine.size else np.zeros((0, 3), np.int64)
+    routers = [run.routers.get(int(g)) for g in mine.tolist()]
+    work_bytes = getattr(run.work, "memory_bytes", None)
+    return {"sizes": sizes.tolist(),
+            "kernel_rows": [0 if r is None else int(r.kernel_rows()) for r in routers],
+            "pairs": [0 if r is None else int(r.plan.n_pairs) for r in routers],
+            "resident": int(resident),
+            "work_bytes": int(work_bytes()) if work_bytes is not None else 0,
+            "differentiable_input": bool(getattr(run.work, "differentiable_input", False)),
+            "recursive": recursive_aggregation(run.options, run.device),
+            "memory_limit": cache.memory_limit(run.device)}
+
+
+def strategy_task(run_id: str, kernel_graph: str, rematerialise: bool) -> bool:
+    """Set how the run's training passes keep their autograd graphs (the calibration plan's
+    choice: ``kernel_graph`` ``"keep"``/``"recompute"``, ``rematerialise``)."""
+    run = _get(run_id)
+    run.kernel_graph, run.remat = str(kernel_graph), bool(rematerialise)
+    return True
 
 
 def window_task(run_id: str, window: int) -> bool:

@@ -2,6 +2,13 @@
 path kernels: "torch", "triton") and LevelRouter (level by level: "levels", preferred on CPU)."""
 
 from . import _engines_builtin  # noqa: F401  (registers the torch and triton engines)
+from ._calibration_plan import (
+    CalibrationPlan,
+    CalibrationWorkerPlan,
+    plan_calibration,
+    plan_device_calibration,
+    recursive_aggregation,
+)
 from ._cf import DISCHARGE_ATTRS, DISCHARGE_NAME
 from ._engines import (
     ENGINE_ENV_VAR,
@@ -35,6 +42,7 @@ from ._memory import (
     format_bytes,
     parse_bytes,
     peak_bytes,
+    tensor_bytes,
 )
 from ._nodes import NodeRun
 from ._options import Routed, RoutingOptions
@@ -58,6 +66,8 @@ from .rapid import rapid_coefficients, route_rapid
 __all__ = [
     "accumulate_reaches",
     "available_bytes",
+    "CalibrationPlan",
+    "CalibrationWorkerPlan",
     "causal_conv_fft",
     "check_steady_inflow",
     "check_fits",
@@ -93,8 +103,11 @@ __all__ = [
     "NodeRun",
     "parse_bytes",
     "peak_bytes",
+    "plan_calibration",
+    "plan_device_calibration",
     "plan_run",
     "rapid_coefficients",
+    "recursive_aggregation",
     "register_engine",
     "restart_fingerprint",
     "RestartMismatchError",
@@ -117,6 +130,7 @@ __all__ = [
     "steady_discharge",
     "steady_inflow",
     "substep_params",
+    "tensor_bytes",
     "upstream_reaches",
     "WindowTruncationError",
     "WorkerPlan",

@@ -31,6 +31,7 @@ __all__ = [
     "parse_bytes",
     "peak_bytes",
     "release_free_memory",
+    "tensor_bytes",
 ]
 
 MEMORY_ENV_VAR = "HYDROSCALE_MEMORY_LIMIT"
@@ -200,3 +201,36 @@ def check_fits(nbytes: int, device: Any, what: str, hint: str, detail: str = "")
         f" but {format_bytes(avail)} are available on {torch.device(device)} ({source}): "
         f"{hint}"
     )
+
+
+def tensor_bytes(*objects: Any, seen: set[int] | None = None) -> int:
+    """Bytes of the distinct tensor storages held by ``objects``: tensors, and the tensors
+    reachable through dicts, lists, tuples and the attributes of hydroscale objects (a
+    router's index tensors and path layouts, the network arrays it shares), each storage
+    counted once -- also across calls given the same ``seen`` set (storage addresses).
+
+    What a structure keeps resident where no allocator figure exists (a CPU worker), or
+    before it runs."""
+    seen = set() if seen is None else seen
+    visited: set[int] = set()
+    total = 0
+    stack = list(objects)
+    while stack:
+        o = stack.pop()
+        if isinstance(o, torch.Tensor):
+            st = o.untyped_storage()
+            key = st.data_ptr()
+            if key and key not in seen:
+                seen.add(key)
+                total += int(st.nbytes())
+            continue
+        if id(o) in visited:
+            continue
+        visited.add(id(o))
+        if isinstance(o, dict):
+            stack.extend(o.values())
+        elif isinstance(o, (list, tuple)):
+            stack.extend(o)
+        elif type(o).__module__.startswith("hydroscale") and hasattr(o, "__dict__"):
+            stack.extend(vars(o).values())
+    return total

@@ -32,7 +32,7 @@ from ._spec import (
 # Loading and validating a workflow imports neither torch nor dask (the command line answers
 # --help, --check and `validate` quickly); running one imports them when it starts.
 _RUNNERS = {
-    "._calibrate": ("run_calibrate", "twin_gauges"),
+    "._calibrate": ("plan_calibrate", "run_calibrate", "twin_gauges"),
     "._inputs": ("RouteInputs", "build_forcing", "build_inputs", "build_network",
                  "build_params"),
     "._rapid": ("run_rapid_namelist",),
@@ -43,7 +43,7 @@ _RUNNERS = {
 __getattr__, __dir__ = lazy_exports(__name__, _RUNNERS)
 
 if TYPE_CHECKING:
-    from ._calibrate import run_calibrate, twin_gauges
+    from ._calibrate import plan_calibrate, run_calibrate, twin_gauges
     from ._inputs import RouteInputs, build_forcing, build_inputs, build_network, build_params
     from ._rapid import run_rapid_namelist
     from ._route import RouteResult, hydrograph_reaches, plan_route, route_single, run_route
@@ -66,6 +66,7 @@ __all__ = [
     "describe",
     "hydrograph_reaches",
     "load_workflow",
+    "plan_calibrate",
     "route_single",
     "run_benchmark",
     "run_calibrate",

@@ -33,7 +33,7 @@ from ._common import NullProgress, Progress, output_folder_lock
 from ._common import device as device_of
 from ._inputs import RouteInputs, build_inputs, build_params, routing_options
 
-__all__ = ["run_calibrate", "twin_gauges"]
+__all__ = ["plan_calibrate", "run_calibrate", "twin_gauges"]
 
 logger = logging.getLogger(__name__)
 
@@ -148,9 +148,11 @@ def _distributed(cfg: dict[str, Any], client: Any, inputs: RouteInputs, runoff: 
     net = inputs.network
     part = partition_network(net, max_reaches=cfg["routing"]["max_reaches"],
                              n_workers=len(worker_addresses(client)))
+    limit = cfg["routing"].get("memory_limit")
     return DistributedCalibrator(
         client, net, runoff, obs, model, partition=part, options=routing_options(cfg),
-        calibration=calibration_options(cfg, inputs.forcing.n_steps))
+        calibration=calibration_options(cfg, inputs.forcing.n_steps),
+        engine_options={} if limit is None else {"memory_limit": limit})
 
 
 def run_calibrate(cfg: dict[str, Any], *, progress: Progress = NullProgress,
@@ -164,10 +166,25 @@ def run_calibrate(cfg: dict[str, Any], *, progress: Progress = NullProgress,
         return _run_calibrate(cfg, progress, client)
 
 
-def _run_calibrate(cfg: dict[str, Any], progress: Progress, client: Any) -> dict[str, Any]:
+def plan_calibrate(cfg: dict[str, Any], *, client: Any = None,
+                   progress: Progress = NullProgress) -> Any:
+    """The memory plan of a validated ``calibrate`` workflow
+    (:class:`~hydroscale.routing.CalibrationPlan`): the calibrator is set up (on one device,
+    or on ``client``'s workers, whose wave runtime plans it) and closed before any
+    iteration.  Raises :class:`~hydroscale.routing.RunTooLargeError` when nothing fits."""
+    cal, *_ = _setup(cfg, progress, client, dashboard=False)
+    try:
+        return cal.memory_plan
+    finally:
+        if client is not None:
+            cal.close()
+
+
+def _setup(cfg: dict[str, Any], progress: Progress, client: Any, dashboard: bool = True
+           ) -> tuple[Any, RouteInputs, Any, Any, Any, Any, str | None]:
+    """``(calibrator, inputs, observations, truth, model, device, dashboard URL)``."""
     from ..calibration import Calibrator
 
-    t_start = time.perf_counter()
     rt = cfg["routing"]
     inputs = build_inputs(cfg, progress)
     net, f = inputs.network, inputs.forcing
@@ -176,11 +193,12 @@ def _run_calibrate(cfg: dict[str, Any], progress: Progress, client: Any) -> dict
     dtype = torch.float64 if rt["dtype"] == "float64" else torch.float32
     page = None
     if client is not None:
-        from ..calibration.dashboard import attach_dashboard
-
         model = _model(cfg, inputs, dtype)
         cal = _distributed(cfg, client, inputs, runoff, obs, model)
-        page = attach_dashboard(cal, client).url
+        if dashboard:
+            from ..calibration.dashboard import attach_dashboard
+
+            page = attach_dashboard(cal, client).url
         device = f"{cal.engine.n_workers} workers"
     else:
         device = device_of(rt["device"])
@@ -191,13 +209,51 @@ def _run_calibrate(cfg: dict[str, Any], progress: Progress, client: Any) -> dict
         cal = Calibrator(
             net, torch.from_numpy(runoff), obs, model, options=routing_options(cfg),
             calibration=calibration_options(cfg, f.n_steps), engine=rt["engine"],
-            engine_options=engine_options, device=device)
+            engine_options=engine_options, device=device,
+            memory_limit=rt.get("memory_limit"))
+    return cal, inputs, obs, truth, model, device, page
+
+
+def _run_calibrate(cfg: dict[str, Any], progress: Progress, client: Any) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    cal, inputs, obs, truth, model, device, page = _setup(cfg, progress, client)
     try:
         return _calibrate(cfg, cal, inputs, obs, truth, model, device, page, t_start,
                           progress)
     finally:
         if client is not None:
             cal.close()
+
+
+class _PeakWatch:
+    """The largest measured peak per worker over the iterations (a listener): the workers'
+    ``worker_memory`` on a cluster, ``device_memory`` on one GPU."""
+
+    def __init__(self) -> None:
+        self.peaks: list[int] = []
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event.get("kind") != "iteration":
+            return
+        got = [int(w["peak_bytes"]) for w in event.get("worker_memory", [])]
+        if not got and event.get("device_memory") is not None:
+            got = [int(event["device_memory"])]
+        if len(got) != len(self.peaks):
+            self.peaks = [0] * len(got)
+        self.peaks = [max(a, b) for a, b in zip(self.peaks, got)]
+
+
+def calibration_memory_facts(plan: Any, measured: list[int]) -> dict[str, Any]:
+    """The summary's memory figures: the plan's strategy, and per worker (one device: one)
+    its estimated peak beside the measured one and the limit, in GB."""
+    return {
+        "memory_strategy": plan.strategy,
+        "memory_strategy_chosen": plan.chosen,
+        "planned_peak_gb": [round(w.peak / 1e9, 3) for w in plan.workers],
+        "measured_peak_gb": [round(m / 1e9, 3) for m in measured],
+        "memory_limit_gb": [None if w.limit is None else round(w.limit / 1e9, 3)
+                            for w in plan.workers],
+    }
 
 
 def _calibrate(cfg: dict[str, Any], cal: Any, inputs: RouteInputs, obs: Any, truth: Any,
@@ -220,6 +276,8 @@ def _calibrate(cfg: dict[str, Any], cal: Any, inputs: RouteInputs, obs: Any, tru
     bar = progress("calibrate", cc["iterations"], "it")
     bar.update(cal.iteration)
     cal.add_listener(lambda e: bar.update(1) if e["kind"] == "iteration" else None)
+    peaks = _PeakWatch()
+    cal.add_listener(peaks)
     t0 = time.perf_counter()
     history = cal.run(cc["iterations"], target_nse=cc["target_nse"])
     train_s = time.perf_counter() - t0
@@ -254,6 +312,14 @@ def _calibrate(cfg: dict[str, Any], cal: Any, inputs: RouteInputs, obs: Any, tru
                     "checkpoints": str(out / "checkpoints"),
                     "hydrographs": None if fig is None else str(fig)},
     }
+    plan = getattr(cal, "memory_plan", None)
+    if plan is not None:
+        measured = peaks.peaks
+        if not measured:  # one CPU device: the process's resident peak
+            from ..routing import peak_bytes
+
+            measured = [peak_bytes(device if isinstance(device, torch.device) else "cpu")]
+        summary.update(calibration_memory_facts(plan, measured))
     if truth is not None:
         rel = (params - truth).abs() / truth.abs().clamp_min(1e-12)
         first_p = _model(cfg, inputs, torch.float64)().detach()

@@ -288,6 +288,10 @@ CAL_ROUTING = {
                     "response (a given window is checked there)", minimum=1, also=("auto",)),
     "max_reaches": Field("int", 512, "most reaches per cluster (torch/triton engines and "
                          "cluster runs)", minimum=1),
+    "memory_limit": Field("any", None, "memory each device (cluster: each worker) may use, "
+                          "e.g. 80GB; null = what it has (the calibration plan keeps the "
+                          "autograd graphs that fit, or refuses the run before it starts)",
+                          check=_check_memory),
 }
 
 OBSERVATIONS = {

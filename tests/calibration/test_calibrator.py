@@ -160,3 +160,37 @@ def test_records_train_and_validation_metrics_of_the_routed_parameters(one_torch
     assert cal.history["val_nse_median"][0] == pytest.approx(float(va_nse.median()), rel=1e-9)
     assert cal.history["loss"][0] == pytest.approx(float((1 - tr_kge).mean()), rel=1e-9)
     assert cal.history["loss"][1] < cal.history["loss"][0]
+
+
+def test_one_device_calibrator_plans_and_refuses(monkeypatch):
+    """The Calibrator's memory plan counts its router's kernels and the network's forward
+    graph; with too little memory it refuses before the first iteration."""
+    from hydroscale.routing import MEMORY_ENV_VAR, RunTooLargeError
+    from hydroscale.routing._run_plan import SLACK
+
+    net = continental_forest(60, seed=1)
+    t = 16
+    runoff = torch.rand(net.n_reaches, t, generator=torch.Generator().manual_seed(0))
+    obs = GaugeObservations(net.ids[:3], np.random.default_rng(0).uniform(1, 2, (3, t)))
+
+    def make(**kw):
+        model = FreeParameters("muskingum", net, {"k": (0.3, 0.8), "x": (0.1, 0.3)},
+                               dtype=torch.float64)
+        return Calibrator(net, runoff, obs, model, substeps=2, window=t, engine="torch",
+                          engine_options={"max_reaches": 16}, dtype=torch.float64, **kw)
+
+    cal = make(memory_limit="1GB")
+    plan, w = cal.memory_plan, cal.memory_plan.workers[0]
+    assert plan.strategy == "keep+no-remat" and plan.engine == "torch" and plan.fits
+    assert (w.limit, w.limit_source) == (10**9, "memory_limit")
+    r = cal.router
+    assert r.window == t and w.kernels == r.kernel_rows() * t * 8  # float64 taps
+    # the network's runoff and discharge kept for the backward, and its transfer buffer
+    assert w.forward_graphs == (2 * net.n_reaches + 2 * r.clusters.n_exits) * t * 8
+    assert w.work >= net.n_reaches * t * 8 + 4 * net.n_reaches * 2 * 8
+    assert "worker" in plan.table() and "keep+no-remat" in plan.table()
+    monkeypatch.setenv(MEMORY_ENV_VAR, str(int(w.peak * SLACK)))
+    with pytest.raises(RunTooLargeError, match=rf"calibration on cpu does not fit.*needs "
+                       rf"{w.peak / 1e9:.3g} GB.*{MEMORY_ENV_VAR}=.*--cluster.*routing.window"
+                       rf".*memory_limit"):
+        make()

@@ -19,6 +19,7 @@ from hydroscale.calibration.losses import gauge_loss
 from hydroscale.models import AttributeMLP, FreeParameters
 from hydroscale.network import RiverNetwork
 from hydroscale.routing import route_oracle
+from hydroscale.routing._run_plan import SLACK
 
 T = 30
 F = 2  # sub-steps: the transfer buffers cross groups at sub-step resolution
@@ -51,7 +52,8 @@ def _rel(a, b):
 
 
 @pytest.mark.parametrize("loss, how", [
-    ("nse", {}),  # rematerialised forward, kernel graph kept through the iteration
+    # rematerialised forward, kernel graph kept through the iteration
+    ("nse", {"rematerialise": True, "kernel_graph": "keep"}),
     ("vnmse", {"rematerialise": False, "kernel_graph": "recompute"}),
 ])
 def test_gradient_equals_single_device_autograd(client, forest, twin, loss, how,
@@ -66,9 +68,9 @@ def test_gradient_equals_single_device_autograd(client, forest, twin, loss, how,
                              **how) as dg:
         plan = dg.plan
         assert plan.cross_worker_exits() > 0 and plan.n_waves >= 3
-        # the wave-run keywords reach the runtime (its defaults where not given)
-        assert (dg.runtime.waves["rematerialise"], dg.runtime.waves["kernel_graph"]) == \
-            (how.get("rematerialise", True), how.get("kernel_graph", "keep"))
+        # the wave-run keywords reach the runtime and its memory plan keeps them
+        assert (dg.memory_plan.rematerialise, dg.memory_plan.kernel_graph) == \
+            (how["rematerialise"], how["kernel_graph"]) and dg.memory_plan.chosen == "given"
         assert len({int(w) for w in plan.group_worker[plan.group_of[obs.index_in(net)]]}) == 2
         got = dg.gradient()
         half = np.arange(len(obs)) % 2 == 0
@@ -86,6 +88,44 @@ def test_gradient_equals_single_device_autograd(client, forest, twin, loss, how,
     assert _rel(got["runoff"], r.grad) < 1e-5
     # reaches upstream of no gauge get no gradient, both ways
     assert np.array_equal(got["model"]["raw"].numpy() == 0, ref.raw.grad.numpy() == 0)
+
+
+def test_memory_plan_strategies_give_the_same_gradient(client, forest, twin, one_torch_thread):
+    """With memory to spare the plan keeps every graph (keep + no rematerialisation); a
+    memory_limit that only the leanest strategy fits makes it aggregate again and route again
+    in the backward (recompute + rematerialise): the same loss and gradients.  The plan is
+    returned in the reports beside the measured peaks.  (Groups of at most 16 reaches: many
+    per worker, so that keeping all their kernel graphs costs more than recomputing one.)"""
+    net, _, part = forest
+    runoff, obs, start = twin
+    got, plans = [], []
+    limit = None
+    for _ in range(2):
+        model = FreeParameters("muskingum", net, BOUNDS, init=start, dtype=torch.float64)
+        with DistributedGradient(client, net, part, model, obs,
+                                 TensorSource(runoff, trainable=True), substeps=F, window=T,
+                                 warmup=WARMUP, dtype=torch.float64, allow_unstable=True,
+                                 snapshot_dir=False, memory_limit=limit,
+                                 batch_reaches=16) as dg:
+            plan = dg.memory_plan
+            res = dg.iterate(training=True, step=False)
+            assert res["planned_peak_bytes"] == plan.peaks() and res["strategy"] == \
+                plan.strategy and len(res["peak_bytes"]) == 2
+            got.append(dg.gradient())
+            plans.append(plan)
+        if limit is None:  # the second run: just enough for the leanest strategy
+            assert plan.strategy == "keep+no-remat" and plan.chosen == "auto"
+            need = max(w.peaks["recompute+remat"] for w in plan.workers)
+            limit = int(need / SLACK) + 1
+            for name in ("keep+no-remat", "recompute+no-remat", "keep+remat"):
+                assert any(w.peaks[name] > limit * SLACK for w in plan.workers), name
+    assert plans[1].strategy == "recompute+remat" and plans[1].chosen == "auto"
+    assert [w.limit for w in plans[1].workers] == [limit] * 2
+    (a, b) = got
+    assert b["loss"] == pytest.approx(a["loss"], rel=1e-6)
+    assert _rel(b["model"]["raw"], a["model"]["raw"]) <= 1e-6
+    assert _rel(b["runoff"], a["runoff"]) <= 1e-6
+    assert np.abs(a["model"]["raw"].numpy()).max() > 0  # a real gradient
 
 
 def test_unknown_keyword_is_refused_before_the_cluster_is_used(forest, twin):
