@@ -329,6 +329,8 @@ def begin_task(run_id: str, pass_args: Any, training: bool) -> bool:
         run.lake_leaf = lp.to(run.device, torch.float64).requires_grad_(
             run.training and run.lake_p is not None and run.lake_p.requires_grad)
     keep = run.training and run.kernel_graph == "keep"
+    run.tick("begin", t0)  # the work's pass, its parameters
+    t0 = time.perf_counter()
     for g, r in run.routers.items():
         with torch.set_grad_enabled(keep):
             k = r.aggregate(run.p_leaf)
@@ -457,6 +459,7 @@ def backward_task(run_id: str, group: int, *downstream: Any) -> TransferBuffer |
     elif kern is None:  # kernel_graph="recompute": aggregate again, with the graph
         with torch.enable_grad():
             kern = run.routers[g].aggregate(run.p_leaf)
+        run.tick("reaggregate", t1)  # (a share of kernel_backward)
     kd = graph.kernels
     pairs = [] if kd is None else [(w, gr) for w, gr in zip((kern.wr, kern.wu),
                                                             (kd.wr.grad, kd.wu.grad))
