@@ -20,7 +20,7 @@ from ..network import RiverNetwork
 from ..partition import Partition
 from ..routing import LakeLayout, Lakes, RivTreeCluster
 
-__all__ = ["WavePlan", "map_workers", "place_basins", "plan_waves"]
+__all__ = ["WavePlan", "batch_groups", "map_workers", "place_basins", "plan_waves"]
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +222,25 @@ def plan_waves(network: RiverNetwork, partition: Partition, *,
                     layout, group_lake if layout is not None else None)
     logger.info("wave plan: %s", plan.summary())
     return plan
+
+
+def batch_groups(groups: list[int], sizes: np.ndarray, limit: int) -> list[list[int]]:
+    """``groups`` (in order) cut into batches of at most ``limit`` reaches (``sizes[g]``
+    reaches each; a larger group is a batch of its own): the groups whose path kernels one
+    router aggregates at once, in one set of launches.  A worker's aggregation is bound by
+    its launches, not its arithmetic, so batching its small groups divides its cost."""
+    out: list[list[int]] = []
+    cur: list[int] = []
+    acc = 0
+    for g in groups:
+        if cur and acc + int(sizes[g]) > int(limit):
+            out.append(cur)
+            cur, acc = [], 0
+        cur.append(int(g))
+        acc += int(sizes[g])
+    if cur:
+        out.append(cur)
+    return out
 
 
 def map_workers(client: Any, n_workers: int) -> list[str]:

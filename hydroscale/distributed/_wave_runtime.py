@@ -174,6 +174,7 @@ class WaveRuntime:
                       "rematerialise": rematerialise if rematerialise == "auto"
                       else bool(rematerialise),
                       "max_steps": None if max_steps is None else int(max_steps),
+                      "batch_reaches": int(batch_reaches),
                       "lakes": None if self.plan.layout is None else self.plan.layout.lakes,
                       "dt": None if dt is None else float(dt)}
         self.max_steps = max_steps
@@ -254,8 +255,8 @@ class WaveRuntime:
         limit = self.memory_limit if memory_limit is None else parse_bytes(memory_limit)
         limits = [(limit, "memory_limit") if limit is not None
                   else tuple(i["memory_limit"]) for i in self.worker_setup]
-        workers = [{"groups": i["sizes"], "kernel_rows": i["kernel_rows"],
-                    "pairs": i["pairs"], "resident": i["resident"], "work": i["work_bytes"]}
+        workers = [{"groups": i["sizes"], "batches": i["batches"],
+                    "resident": i["resident"], "work": i["work_bytes"]}
                    for i in self.worker_setup]
         store = o.storage_dtype or o.dtype
         steps = n_steps or self.max_steps or self.window

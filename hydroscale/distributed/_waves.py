@@ -40,6 +40,7 @@ from ..routing import (
     tensor_bytes,
 )
 from . import _cache as cache
+from ._plan import batch_groups
 from ._sizeof import TransferBuffer
 
 __all__ = ["WaveContext", "WaveWork"]
@@ -125,7 +126,7 @@ class _Graph:
 class _WaveRun:
     run_id: str
     ctx: WaveContext
-    routers: dict[int, StagedRouter]
+    routers: dict[int, StagedRouter]  # per batch of groups (see batch_of)
     work: Any
     feeds: dict[int, list[tuple[int, torch.Tensor, torch.Tensor]]]
     kernel_graph: str
@@ -145,6 +146,12 @@ class _WaveRun:
     lake_p: torch.Tensor | None = None  # the work's lake parameters [L, P] of the pass
     lake_leaf: torch.Tensor | None = None  # their leaf copy the lake groups read
     options: RoutingOptions | None = None  # the routing the run was set up with
+    batch_of: dict[int, int] = field(default_factory=dict)  # group -> its batch
+    batches: dict[int, list[int]] = field(default_factory=dict)  # batch -> its groups
+    # per pass: each batch's kernels as one leaf (its groups' graphs accumulate their
+    # gradients in it) and its groups still to go backward
+    kern_leaf: dict[int, RoutingKernels] = field(default_factory=dict)
+    pending: dict[int, int] = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
@@ -199,9 +206,15 @@ def setup_task(run_id: str, worker_index: int, ids: np.ndarray, downstream: np.n
         nodes = LakeNodes(cs, LakeLayout.build(net, waves["lakes"]), dt=float(waves["dt"]),
                           substeps=options.substeps, device=dev)
     before = torch.cuda.memory_allocated(dev) if dev.type == "cuda" else 0
-    # with the layouts of their groups (else built at the first pass): measured here
-    routers = {int(g): StagedRouter(cs, options=options, only=[int(g)], device=dev).prepare()
-               for g in mine.tolist() if nodes is None or not nodes.is_lake_cluster[g]}
+    # one router per batch of groups (up to batch_reaches reaches): its kernels are
+    # aggregated in one set of launches, not one per group; with the layouts of its groups
+    # (else built at the first pass): measured here
+    linear = [int(g) for g in mine.tolist() if nodes is None or not nodes.is_lake_cluster[g]]
+    batches = dict(enumerate(batch_groups(
+        linear, np.diff(cs.reach_ptr_cluster, axis=1).ravel(),
+        int(waves.get("batch_reaches") or 262144))))
+    routers = {b: StagedRouter(cs, options=options, only=gs, device=dev).prepare()
+               for b, gs in batches.items()}
     cache.sync(dev)
     resident = (int(torch.cuda.memory_allocated(dev) - before) if dev.type == "cuda"
                 else tensor_bytes(*routers.values()))
@@ -223,7 +236,9 @@ def setup_task(run_id: str, worker_index: int, ids: np.ndarray, downstream: np.n
     # until then (and where none is planned) today's default: keep + rematerialise
     kg, remat = waves["kernel_graph"], waves["rematerialise"]
     run = _WaveRun(run_id, ctx, routers, work, feeds, "keep" if kg == "auto" else kg,
-                   True if remat == "auto" else bool(remat), lakes=nodes, options=options)
+                   True if remat == "auto" else bool(remat), lakes=nodes, options=options,
+                   batch_of={g: b for b, gs in batches.items() for g in gs},
+                   batches=batches)
     cache.runs()[run_id] = run
     out: dict[str, Any] = {"device": str(dev), "groups": int(mine.size),
                            "reaches": int(rows.size)}
@@ -241,19 +256,20 @@ def setup_task(run_id: str, worker_index: int, ids: np.ndarray, downstream: np.n
 def _plan_facts(run: _WaveRun, resident: int) -> dict[str, Any]:
     """What the calibration planner needs of this worker
     (:func:`~hydroscale.routing.plan_calibration`): per own group ``[reaches, exits,
-    inlets]``, its router's kernel rows and path pairs (0 for a group of lakes), the bytes
-    the routers hold, the work's (its optional ``memory_bytes()``), whether the runoff is
-    differentiable, and the memory this worker may use."""
+    inlets]``, per batch of groups (one router, one aggregation) ``[reaches, kernel rows,
+    path pairs]``, the bytes the routers hold, the work's (its optional
+    ``memory_bytes()``), whether the runoff is differentiable, and the memory this worker
+    may use."""
     cs, mine = run.ctx.groups, run.ctx.mine
     sizes = np.stack([np.diff(cs.reach_ptr_cluster[mine], axis=1)[:, 0],
                       np.diff(cs.exit_ptr_cluster[mine], axis=1)[:, 0],
                       np.diff(cs.inlet_ptr_cluster[mine], axis=1)[:, 0]], axis=1) \
         if mine.size else np.zeros((0, 3), np.int64)
-    routers = [run.routers.get(int(g)) for g in mine.tolist()]
+    reach_count = np.diff(cs.reach_ptr_cluster, axis=1).ravel()
     work_bytes = getattr(run.work, "memory_bytes", None)
     return {"sizes": sizes.tolist(),
-            "kernel_rows": [0 if r is None else int(r.kernel_rows()) for r in routers],
-            "pairs": [0 if r is None else int(r.plan.n_pairs) for r in routers],
+            "batches": [[int(reach_count[run.batches[b]].sum()), int(r.kernel_rows()),
+                         int(r.plan.n_pairs)] for b, r in run.routers.items()],
             "resident": int(resident),
             "work_bytes": int(work_bytes()) if work_bytes is not None else 0,
             "differentiable_input": bool(getattr(run.work, "differentiable_input", False)),
@@ -282,12 +298,13 @@ def truncation_task(run_id: str) -> dict[int, float]:
     run = _get(run_id)
     over: dict[int, float] = {}
     for p in run.corners():
-        for g, r in run.routers.items():
+        for b, r in run.routers.items():
             with torch.no_grad():
                 kern = r.aggregate(p, agg_dtype=torch.float64, check=False)
-            m = float(np.nan_to_num(kern.truncated_mass[g]))
-            if m > r.window_tolerance:
-                over[g] = max(over.get(g, 0.0), m)
+            for g in run.batches[b]:
+                m = float(np.nan_to_num(kern.truncated_mass[g]))
+                if m > r.window_tolerance:
+                    over[g] = max(over.get(g, 0.0), m)
     return over
 
 
@@ -312,6 +329,7 @@ def begin_task(run_id: str, pass_args: Any, training: bool) -> bool:
     run.work.begin(pass_args, run.training)
     run.value, run.parts = None, {}
     run.inflow, run.graphs, run.kern, run.kern_det, run.timers = {}, {}, {}, {}, {}
+    run.kern_leaf, run.pending = {}, {b: len(gs) for b, gs in run.batches.items()}
     for p in run.work.shared_parameters() + run.work.local_parameters():
         p.grad = None
     if run.device.type == "cuda":
@@ -331,12 +349,14 @@ def begin_task(run_id: str, pass_args: Any, training: bool) -> bool:
     keep = run.training and run.kernel_graph == "keep"
     run.tick("begin", t0)  # the work's pass, its parameters
     t0 = time.perf_counter()
-    for g, r in run.routers.items():
+    for b, r in run.routers.items():
         with torch.set_grad_enabled(keep):
             k = r.aggregate(run.p_leaf)
         if keep:
-            run.kern[g] = k
-        run.kern_det[g] = _detached(k)
+            run.kern[b] = k
+        run.kern_det[b] = _detached(k)
+        if run.training:  # the leaf the groups' graphs read (their gradients add up in it)
+            run.kern_leaf[b] = _detached(k, grad=True)
     run.tick("aggregate", t0)
     return True
 
@@ -351,9 +371,9 @@ def _inflow(run: _WaveRun, g: int, upstream: tuple) -> torch.Tensor | None:
     outflows = {u.group: u.data.to(run.device) for u in upstream if u is not None}
     if not outflows:
         return None
-    if g not in run.routers:  # a group of lakes
+    if g not in run.batch_of:  # a group of lakes
         return run.lakes.inflow_for(g, outflows)
-    return run.routers[g].inflow_for(g, outflows)
+    return run.routers[run.batch_of[g]].inflow_for(g, outflows)
 
 
 def _route(run: _WaveRun, g: int, x: torch.Tensor, inflow: torch.Tensor | None,
@@ -361,8 +381,8 @@ def _route(run: _WaveRun, g: int, x: torch.Tensor, inflow: torch.Tensor | None,
     """Group ``g`` over the whole period from a zero state (lakes: from their ``ifd``
     elevation, with the pass's lake parameters): discharge ``[B, n_g, T]`` and exit outflow
     ``[B, n_exit, f, T]``."""
-    if g in run.routers:
-        q, out, _ = run.routers[g].forward_chunk(g, x, inflow, None, kernels)
+    if g in run.batch_of:  # kernels: its batch's
+        q, out, _ = run.routers[run.batch_of[g]].forward_chunk(g, x, inflow, None, kernels)
         return q, out
     nodes = run.lakes
     node_run = nodes.run_of(g)
@@ -374,13 +394,14 @@ def _route(run: _WaveRun, g: int, x: torch.Tensor, inflow: torch.Tensor | None,
 
 def _forward_graph(run: _WaveRun, g: int, inflow: torch.Tensor | None, record: bool
                    ) -> tuple[_Graph, torch.Tensor]:
-    """Route group ``g`` with autograd from leaf copies of its inputs and kernels; returns
-    the graph and the discharge ``[B, n_g, T]``."""
+    """Route group ``g`` with autograd from leaf copies of its inputs and its batch's kernel
+    leaf (shared by the batch's groups); returns the graph and the discharge ``[B, n_g,
+    T]``."""
     x = run.work.read(g, run.ctx.reaches(g)).detach().requires_grad_(
         bool(run.work.differentiable_input))
     if inflow is not None:
         inflow = inflow.detach().requires_grad_(True)
-    kd = _detached(run.kern_det[g], grad=True) if g in run.routers else None
+    kd = run.kern_leaf[run.batch_of[g]] if g in run.batch_of else None
     with torch.enable_grad():
         q, out = _route(run, g, x, inflow, kd)
         part = run.work.objective(g, q, record)
@@ -403,7 +424,7 @@ def forward_task(run_id: str, group: int, begin: Any, *upstream: TransferBuffer 
     else:
         x = run.work.read(g, run.ctx.reaches(g))
         with torch.no_grad():
-            q, out = _route(run, g, x, inflow, run.kern_det.get(g))
+            q, out = _route(run, g, x, inflow, run.kern_det.get(run.batch_of.get(g)))
             part = run.work.objective(g, q, True)
         if run.training:
             run.inflow[g] = inflow
@@ -428,9 +449,9 @@ def backward_task(run_id: str, group: int, *downstream: Any) -> TransferBuffer |
              if isinstance(d, TransferBuffer) and d.chunk < 0}
     graph = run.graphs.pop(g, None)
     if graph is None and not grads and not run.work.contributes(g):
-        run.kern.pop(g, None)  # nothing reaches the value through this group
-        run.inflow.pop(g, None)
+        run.inflow.pop(g, None)  # nothing reaches the value through this group
         run.tick("backward", t0)
+        _group_done(run, g)
         return None
     if graph is None:
         graph, _ = _forward_graph(run, g, run.inflow.pop(g, None), False)
@@ -447,33 +468,47 @@ def backward_task(run_id: str, group: int, *downstream: Any) -> TransferBuffer |
         roots.append(graph.out)
         seeds.append(seed)
     if not roots:  # nothing reaches the value through this group
-        run.kern.pop(g, None)
         run.tick("backward", t0)
+        _group_done(run, g)
         return None
     torch.autograd.backward(roots, seeds)
-    run.tick("backward", t0)
-    t1 = time.perf_counter()
-    kern = run.kern.pop(g, None)
-    if graph.kernels is None:  # a group of lakes: its gradient is in the lakes' leaf
-        pass
-    elif kern is None:  # kernel_graph="recompute": aggregate again, with the graph
-        with torch.enable_grad():
-            kern = run.routers[g].aggregate(run.p_leaf)
-        run.tick("reaggregate", t1)  # (a share of kernel_backward)
-    kd = graph.kernels
-    pairs = [] if kd is None else [(w, gr) for w, gr in zip((kern.wr, kern.wu),
-                                                            (kd.wr.grad, kd.wu.grad))
-                                   if gr is not None]
-    if pairs:
-        torch.autograd.backward([w for w, _ in pairs], [gr.to(w.dtype) for w, gr in pairs])
-    del kern
+    del roots, seeds
     if graph.x.grad is not None:
         run.work.input_backward(g, run.ctx.reaches(g), graph.x.grad)
-    run.tick("kernel_backward", t1)
+    run.tick("backward", t0)
+    _group_done(run, g)
     inflow = graph.inflow
     if inflow is None or inflow.grad is None:
         return None
     return TransferBuffer(g, -1, inflow.grad.detach())
+
+
+def _group_done(run: _WaveRun, g: int) -> None:
+    """Count group ``g``'s backward as done; after the last group of its batch, take the
+    batch's kernel gradients (accumulated in its leaf by its groups) back through its
+    aggregation, kept (``kernel_graph="keep"``) or run again with the graph
+    (``"recompute"``), into the parameters: one backward per batch, not per group."""
+    b = run.batch_of.get(g)
+    if b is None:  # a group of lakes: its gradient is in the lakes' leaf
+        return
+    run.pending[b] -= 1
+    if run.pending[b]:
+        return
+    t1 = time.perf_counter()
+    leaf, kern = run.kern_leaf.pop(b, None), run.kern.pop(b, None)
+    grads = [] if leaf is None else [g_ for g_ in (leaf.wr.grad, leaf.wu.grad)]
+    if any(gr is not None for gr in grads):
+        if kern is None:  # kernel_graph="recompute": aggregate again, with the graph
+            with torch.enable_grad():
+                kern = run.routers[b].aggregate(run.p_leaf)
+            run.tick("reaggregate", t1)  # (a share of kernel_backward)
+        pairs = [(w, gr) for w, gr in zip((kern.wr, kern.wu), grads)
+                 if gr is not None and w.requires_grad]
+        if pairs:
+            torch.autograd.backward([w for w, _ in pairs],
+                                    [gr.to(w.dtype) for w, gr in pairs])
+    del kern, leaf, grads
+    run.tick("kernel_backward", t1)
 
 
 def end_task(run_id: str, *done: Any) -> dict[str, Any]:
@@ -518,6 +553,7 @@ def update_task(run_id: str, total: dict[str, Any], iteration: int, step: bool
                 p.grad = torch.zeros_like(p)
     run.work.step(int(iteration), bool(step and run.training))
     run.kern, run.kern_det, run.inflow, run.graphs = {}, {}, {}, {}
+    run.kern_leaf, run.pending = {}, {}
     run.p_leaf = run.params_own = run.lake_p = run.lake_leaf = None
     run.tick("update", t0)
     return {"value": float(total["value"]), **run.work.report(),

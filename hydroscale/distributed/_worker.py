@@ -44,6 +44,7 @@ from ..kernels import warm_up
 from ..network import RiverNetwork
 from ..routing import RivTreeCluster, RouterState, RoutingKernels, RoutingOptions, StagedRouter
 from . import _cache as cache
+from ._plan import batch_groups
 from ._sizeof import ChunkResult, TransferBuffer
 
 logger = logging.getLogger(__name__)
@@ -224,22 +225,13 @@ def _home_batches(data: RunData, groups: RivTreeCluster,
     """Batches ``(home worker, i) -> groups``: each home worker's groups in order, cut every
     ``batch_reaches`` reaches (or one group): what bounds device memory at aggregation.
     Groups marked in ``skip`` (lakes: no path kernels) are left out."""
-    limit = int(data.batch_reaches)
     sizes = np.diff(groups.reach_ptr_cluster, axis=1).ravel()
     out: dict[tuple[int, int], list[int]] = {}
     for w in np.unique(data.group_worker).tolist():
-        cur: list[int] = []
-        acc, i = 0, 0
-        for g in np.flatnonzero(data.group_worker == w).tolist():
-            if skip is not None and skip[g]:
-                continue
-            if cur and acc + int(sizes[g]) > limit:
-                out[(int(w), i)] = cur
-                cur, acc, i = [], 0, i + 1
-            cur.append(int(g))
-            acc += int(sizes[g])
-        if cur:
-            out[(int(w), i)] = cur
+        mine = [g for g in np.flatnonzero(data.group_worker == w).tolist()
+                if skip is None or not skip[g]]
+        for i, batch in enumerate(batch_groups(mine, sizes, int(data.batch_reaches))):
+            out[(int(w), i)] = batch
     return out
 
 

@@ -2,17 +2,20 @@
 before the first one, and the fastest way of keeping autograd graphs that fits.
 
 A training iteration of the wave runtime (:mod:`hydroscale.distributed`) holds on each
-worker's device, per group ``g`` of ``n_g`` reaches, ``e_g`` exits, ``i_g`` inlets, ``P_g``
-path pairs and ``R_g`` kernel rows (``K`` window taps, ``f`` sub-steps, ``L = K f``, ``T``
-steps, batch ``B``; ``s`` bytes per stored value, ``a`` per aggregation value):
+worker's device, per group ``g`` of ``n_g`` reaches, ``e_g`` exits and ``i_g`` inlets, and
+per batch ``u`` of groups (one router aggregates a batch's kernels at once) of ``n_u``
+reaches, ``P_u`` path pairs and ``R_u`` kernel rows (``K`` window taps, ``f`` sub-steps,
+``L = K f``, ``T`` steps, batch ``B``; ``s`` bytes per stored value, ``a`` per aggregation
+value):
 
 - **routers**: their path layouts and index tensors (measured at set-up) and the hop index
   tensors of the aggregation (:data:`PAIR_INDEX_BYTES` per pair, built at its first run);
-- **kernels**: every group's path kernels, detached, ``R_g K s``;
-- **kernel graph** (``kernel_graph="keep"``): every group's aggregation graph from the start
-  of the iteration to the group's backward: the sub-step kernels of every hop ``[P_g, L]``
-  (each saved once in ``a`` with the recursive hops of the Triton backend; in ``save_dtype``
-  with FFT hops) and the reaches' own kernels ``[n_g, L]`` (twice: the IRF's graph);
+- **kernels**: every batch's path kernels, detached, ``R_u K s``;
+- **kernel graph** (``kernel_graph="keep"``): every batch's aggregation graph from the
+  start of the iteration to its last group's backward: the sub-step kernels of every hop
+  ``[P_u, L]`` (each saved once in ``a`` with the recursive hops of the Triton backend; in
+  ``save_dtype`` with FFT hops) and the reaches' own kernels ``[n_u, L]`` (twice: the IRF's
+  graph);
 - **inflow** (rematerialised forward): every group's inlet inflow ``[B, i_g, f, T]``, kept
   from its forward to its backward; **buffers**: the exits' transfer buffers ``[B, e_g, f,
   T]`` (their outflow in the forward, their gradient in the backward) waiting for the group
@@ -23,9 +26,12 @@ steps, batch ``B``; ``s`` bytes per stored value, ``a`` per aggregation value):
 - per routing task (the largest group): its forward (:data:`TASK_REACH_ARRAYS` ``[B, n_g,
   T]`` arrays, :data:`TASK_CHANNEL_ARRAYS` ``[B, f, T]`` per exit and inlet), or its
   backward: the rematerialised forward and the gradients (:data:`BACKWARD_REACH_ARRAYS`, one
-  more for a differentiable runoff, :data:`BACKWARD_CHANNEL_ARRAYS`), the kernel gradients
-  ``R_g K (s + a)``, and the backward through its kernels: with ``"recompute"`` the group's
-  aggregation graph and its outputs ``R_g K (3 a + s)``, plus the hop gradients ``3 n_g L a``;
+  more for a differentiable runoff, :data:`BACKWARD_CHANNEL_ARRAYS`);
+- the kernel gradients of the groups gone backward, added up in their batch's leaf until
+  its last group is done (at most the kernels' size again), then the backward through the
+  largest batch's kernels: its gradients in ``a`` (``R_u K a``) and the hop gradients ``3
+  n_u L a``, and with ``"recompute"`` its aggregation graph and outputs made again (``R_u K
+  (3 a + s)``);
 - the **work**: observations, parameters with their gradients and optimiser state, a runoff
   tensor held on the worker (what the work reports).
 
@@ -102,11 +108,12 @@ def strategy_name(kernel_graph: str, rematerialise: bool) -> str:
 class CalibrationWorkerPlan:
     """One worker's estimate (bytes) of a training iteration.
 
-    ``routers``, ``kernels``, ``kernel_graph`` (every group's, with ``"keep"``), ``inflow``
+    ``routers``, ``kernels``, ``kernel_graph`` (every batch's, with ``"keep"``), ``inflow``
     (kept between the waves), ``buffers`` (transfer buffers), ``forward_graphs`` (every
     group's, without rematerialisation; beyond its inflow), ``aggregation`` (the largest
-    group's aggregation temporaries), ``task`` (the largest forward task), ``backward`` (the
-    largest group's backward, routing and kernels, with ``"keep"``) and ``recompute`` (what
+    batch's aggregation temporaries), ``task`` (the largest forward task), ``backward`` (the
+    largest group's routing backward and the largest batch's kernel backward, with
+    ``"keep"``) and ``recompute`` (what
     ``"recompute"`` adds to it), ``work``; ``peaks``: the estimated peak of each strategy
     (:func:`strategy_name` keys); ``peak``: the chosen one's; ``limit``: what it is compared
     with (None: unknown) and where that comes from.
@@ -214,40 +221,49 @@ class CalibrationPlan:
         return "\n".join(lines)
 
 
-def _groups(w: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``[G, 3]`` sizes, ``[G]`` kernel rows, ``[G]`` pairs of a worker's report."""
+def _groups(w: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """A worker's report as ``[G, 3]`` group sizes ``[reaches, exits, inlets]`` and ``[U,
+    3]`` aggregation units ``[reaches, kernel rows, pairs]``: its ``batches`` (the groups one
+    router aggregates at once), or one unit per group from per-group ``kernel_rows`` and
+    ``pairs``."""
     g = np.asarray(w.get("groups", []), dtype=np.int64).reshape(-1, 3)
+    if "batches" in w:
+        return g, np.asarray(w["batches"], dtype=np.int64).reshape(-1, 3)
     rows = np.asarray(w.get("kernel_rows", np.zeros(len(g))), dtype=np.int64).reshape(-1)
     pairs = np.asarray(w.get("pairs", np.zeros(len(g))), dtype=np.int64).reshape(-1)
     if rows.size != len(g) or pairs.size != len(g):
         raise ValueError(f"a worker's report needs one kernel_rows and pairs entry per group: "
                          f"{len(g)} groups, {rows.size} kernel_rows, {pairs.size} pairs")
-    return g, rows, pairs
+    return g, np.stack([g[:, 0], rows, pairs], axis=1)
 
 
 def _worker_plan(i: int, w: dict[str, Any], limit: tuple[int | None, str], *, k: int, f: int,
                  t: int, b: int, item: int, agg: int, save: int, recursive: bool,
                  differentiable_input: bool) -> CalibrationWorkerPlan:
-    g, rows, pairs = _groups(w)
+    g, units = _groups(w)
     n, e, inl = g[:, 0], g[:, 1], g[:, 2]
+    un, rows, pairs = units[:, 0], units[:, 1], units[:, 2]
     length = k * f
     bt = b * t * item  # bytes of one [B, 1, T] row
-    # the aggregation graph of each group: every hop's sub-step kernels, saved once
-    # (recursive hops) or each extended hop's input in the save dtype (FFT hops), and the
-    # reaches' own kernels with the IRF's graph
+    # the aggregation graph of each unit (a batch of groups): every hop's sub-step kernels,
+    # saved once (recursive hops) or each extended hop's input in the save dtype (FFT
+    # hops), and the reaches' own kernels with the IRF's graph
     if recursive:
-        graph = (pairs + 2 * n) * length * agg
+        graph = (pairs + 2 * un) * length * agg
     else:
-        graph = np.maximum(pairs - n, 0) * length * save + 2 * n * length * agg
+        graph = np.maximum(pairs - un, 0) * length * save + 2 * un * length * agg
     outputs = rows * k * (3 * agg + item)  # the step kernels, joined, gathered, stored
-    hops = HOP_ARRAYS * n * length * agg
+    hops = HOP_ARRAYS * un * length * agg
     agg_temp = outputs + hops  # an aggregation without graph, beyond the kernels it leaves
     fwd_task = (TASK_REACH_ARRAYS * n + TASK_CHANNEL_ARRAYS * f * (e + inl)) * bt
     reach_arrays = BACKWARD_REACH_ARRAYS + (1 if differentiable_input else 0)
-    bwd_routing = (reach_arrays * n + BACKWARD_CHANNEL_ARRAYS * f * (e + inl)) * bt \
-        + rows * k * (item + agg)
-    bwd_keep = bwd_routing + hops  # the backward through a kept graph: its hop gradients
-    bwd_recompute = bwd_keep + graph + outputs
+    # a group's backward routes it; its kernels' gradients add up in its unit's leaf (held
+    # until the unit's last group is done: at most every unit's, ``kernels`` again), then
+    # go back through the unit's aggregation with its hop gradients and, with "recompute",
+    # its graph made again
+    bwd_routing = (reach_arrays * n + BACKWARD_CHANNEL_ARRAYS * f * (e + inl)) * bt
+    kernel_bwd = rows * k * agg + hops
+    top = lambda a: int(a.max()) if a.size else 0  # noqa: E731
     routers = int(w.get("resident", 0)) + int(pairs.sum()) * PAIR_INDEX_BYTES
     kernels = int((rows * k * item).sum())
     work = int(w.get("work", 0))
@@ -255,7 +271,8 @@ def _worker_plan(i: int, w: dict[str, Any], limit: tuple[int | None, str], *, k:
     buffers = int((e * f).sum()) * bt
     fwd_graphs = int((n + e * f).sum()) * bt
     keep_graph = int(graph.sum())
-    top = lambda a: int(a.max()) if a.size else 0  # noqa: E731
+    bwd_keep = top(bwd_routing) + top(kernel_bwd)
+    bwd_recompute = top(bwd_routing) + top(kernel_bwd + graph + outputs)
     base = routers + kernels + work
     peaks = {}
     for kg, remat in STRATEGIES:
@@ -263,13 +280,13 @@ def _worker_plan(i: int, w: dict[str, Any], limit: tuple[int | None, str], *, k:
             + (0 if remat else fwd_graphs)
         begin = base + (keep_graph if kg == "keep" else 0) + top(agg_temp)
         forward = held + top(fwd_task)
-        backward = held + top(bwd_keep if kg == "keep" else bwd_recompute)
+        backward = held + kernels + (bwd_keep if kg == "keep" else bwd_recompute)
         peaks[strategy_name(kg, remat)] = max(begin, forward, backward)
     return CalibrationWorkerPlan(
         worker=i, groups=len(g), reaches=int(n.sum()), routers=routers, kernels=kernels,
         kernel_graph=keep_graph, inflow=inflow, buffers=buffers, forward_graphs=fwd_graphs,
-        aggregation=top(agg_temp), task=top(fwd_task), backward=top(bwd_keep),
-        recompute=top(bwd_recompute) - top(bwd_keep), work=work, peaks=peaks, peak=0,
+        aggregation=top(agg_temp), task=top(fwd_task), backward=bwd_keep,
+        recompute=bwd_recompute - bwd_keep, work=work, peaks=peaks, peak=0,
         limit=None if limit[0] is None else int(limit[0]), limit_source=str(limit[1]))
 
 
@@ -351,8 +368,10 @@ def plan_calibration(
     Parameters
     ----------
     workers : one dict per worker (what the wave runtime's set-up reports): ``groups``
-        ``[[reaches, exits, inlets] per group]``, ``kernel_rows`` and ``pairs`` (one per
-        group), ``resident`` (bytes its routers hold) and ``work`` (bytes of its work).
+        ``[[reaches, exits, inlets] per group]``, ``batches`` ``[[reaches, kernel rows,
+        pairs] per batch]`` (the groups one router aggregates at once; or ``kernel_rows``
+        and ``pairs`` per group: a batch each), ``resident`` (bytes its routers hold) and
+        ``work`` (bytes of its work).
     window, substeps, n_steps, batch : K (steps), f, T (steps routed per pass), B.
     itemsize, aggregate_itemsize : bytes per stored value (runoff, kernels) and per value
         of the aggregation; ``save_itemsize``: of the sub-step kernels the FFT hops save

@@ -47,23 +47,28 @@ def test_estimate_by_hand():
     assert w.aggregation == 100 * 4 * 28 + 3 * 10 * 12 * 8 == 14080
     # forward task: 4 reach rows, 3 f rows per exit/inlet
     assert w.task == max((4 * 10 + 9 * 2) * row, (4 * 5 + 9 * 3) * row) == 4640
-    # backward: 3 reach rows, 4 f rows per exit/inlet, kernel grads rows K (4 + 8), hop grads
-    bwd_keep = [(3 * 10 + 12 * 2) * row + 100 * 4 * 12 + 3 * 10 * 12 * 8,
-                (3 * 5 + 12 * 3) * row + 50 * 4 * 12 + 3 * 5 * 12 * 8]
-    assert bwd_keep == [12000, 7920] and w.backward == 12000
-    bwd_rec = [bwd_keep[0] + graph[0] + 100 * 4 * 28, bwd_keep[1] + graph[1] + 50 * 4 * 28]
-    assert w.recompute == max(bwd_rec) - 12000 == 16000
+    # backward: the largest group's routing (3 reach rows, 4 f rows per exit/inlet), then
+    # the largest unit's kernel backward (its kernel gradients in float64, rows K 8, and 3
+    # hop arrays n L 8; with "recompute" its graph and outputs made again), while every
+    # unit's leaf gradients (the kernels' size again) are held
+    routing = max((3 * 10 + 12 * 2) * row, (3 * 5 + 12 * 3) * row)
+    kernel_bwd = [100 * 4 * 8 + 3 * 10 * 12 * 8, 50 * 4 * 8 + 3 * 5 * 12 * 8]
+    assert routing == 4320 and kernel_bwd == [6080, 3040]
+    assert w.backward == routing + max(kernel_bwd) == 10400
+    rec = routing + max(kernel_bwd[0] + graph[0] + 100 * 4 * 28,
+                        kernel_bwd[1] + graph[1] + 50 * 4 * 28)
+    assert w.recompute == rec - 10400 == 16000
     base = w.routers + w.kernels + 500
     held = base + w.buffers + w.inflow
     want = {
         "keep+no-remat": max(base + 6912 + 14080, held + 6912 + 1920 + 4640,
-                             held + 6912 + 1920 + 12000),
-        "recompute+no-remat": max(base + 14080, held + 1920 + 4640, held + 1920 + 28000),
-        "keep+remat": max(base + 6912 + 14080, held + 6912 + 4640, held + 6912 + 12000),
-        "recompute+remat": max(base + 14080, held + 4640, held + 28000),
+                             held + 6912 + 1920 + 2400 + 10400),
+        "recompute+no-remat": max(base + 14080, held + 1920 + 4640, held + 1920 + 2400 + rec),
+        "keep+remat": max(base + 6912 + 14080, held + 6912 + 4640, held + 6912 + 2400 + 10400),
+        "recompute+remat": max(base + 14080, held + 4640, held + 2400 + rec),
     }
-    assert w.peaks == want == {"keep+no-remat": 26940, "recompute+no-remat": 36028,
-                               "keep+remat": 25900, "recompute+remat": 34108}
+    assert w.peaks == want == {"keep+no-remat": 27740, "recompute+no-remat": 36828,
+                               "keep+remat": 25900, "recompute+remat": 34908}
     # no limit known: today's default, keep + rematerialise
     assert (p.kernel_graph, p.rematerialise, p.chosen) == ("keep", True, "unknown limit")
     assert w.peak == want["keep+remat"]
@@ -73,6 +78,16 @@ def test_estimate_by_hand():
                                          + (12 - 5) * 12 * 4 + 2 * 5 * 12 * 8)
     # the plan round-trips through its dict (the run summary)
     assert CalibrationPlan.from_dict(p.as_dict()) == p
+    # the wave runtime reports batches of groups (one router, one aggregation each): the
+    # kernel parts are the batch's, the routing parts still the groups'
+    one = [{"groups": _tiny()[0]["groups"], "batches": [[15, 150, 42]], "resident": 1000,
+            "work": 500}]
+    b = plan_calibration(one, window=4, substeps=3, n_steps=20, itemsize=4,
+                         aggregate_itemsize=8, recursive=True).workers[0]
+    assert b.kernel_graph == (42 + 2 * 15) * 12 * 8
+    assert b.aggregation == 150 * 4 * 28 + 3 * 15 * 12 * 8
+    assert b.backward == routing + 150 * 4 * 8 + 3 * 15 * 12 * 8
+    assert (b.task, b.inflow, b.buffers, b.kernels) == (w.task, w.inflow, w.buffers, w.kernels)
 
 
 def _many_groups():
