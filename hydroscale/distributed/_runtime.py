@@ -254,11 +254,12 @@ def _finish(client: Any, run_id: str, pass_id: str, futs: list[Any], progress: A
         ffuts = {a: _submit(client, finish_task, run_id, pass_id, *fs, addr=a, strict=True,
                             key=f"hydroscale-finish-{pass_id}-{attempt}-{i}")
                  for i, (a, fs) in enumerate(mine.items())}
-        lost, tic = False, time.monotonic()
-        while not all(f.done() for f in ffuts.values()):
-            time.sleep(0.05)
-            if time.monotonic() - tic > 1.0:  # a pinned task never runs on a lost worker
-                tic = time.monotonic()
+        lost = False
+        while True:  # woken as the flushes end (polling every 50 ms cost up to 50 ms a pass)
+            try:
+                wait(list(ffuts.values()), timeout=1.0)
+                break
+            except TimeoutError:  # a pinned task never runs on a lost worker
                 if set(ffuts) - set(worker_addresses(client).values()):
                     lost = True
                     client.cancel([f for f in ffuts.values() if not f.done()])
