@@ -53,3 +53,15 @@ def test_threaded_routers_equal_sequential_ones(monkeypatch):
             assert torch.equal(a, b)
     # built once: a second call returns the same routers without building
     assert _worker._prepared_routers(run, keys, 4) == built
+
+
+def test_batch_groups_cuts_at_the_reach_limit():
+    """Groups in order, a new batch where the next would pass the limit; a group larger than
+    the limit is a batch of its own (hand-made sizes)."""
+    from hydroscale.distributed._plan import batch_groups
+
+    sizes = np.array([5, 3, 4, 10, 1, 1, 2])
+    assert batch_groups([0, 1, 2, 3, 4, 5, 6], sizes, 8) == [[0, 1], [2], [3], [4, 5, 6]]
+    assert batch_groups([6, 4, 0], sizes, 8) == [[6, 4, 0]]
+    assert batch_groups([3], sizes, 1) == [[3]]
+    assert batch_groups([], sizes, 8) == []
