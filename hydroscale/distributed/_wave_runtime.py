@@ -2,7 +2,7 @@
 a tree sum across workers, and a step on every worker (DESIGN §3, "Backward wave").
 
 :class:`WaveRuntime` sets a run up on the workers of a Dask cluster (the network, one router
-per group, the kernel window fitted or checked for every parameter the run may use, and per
+per batch of a worker's groups, the kernel window fitted or checked for every parameter the run may use, and per
 worker a picklable *work* object that says what is optimised, see :mod:`._waves`) and runs
 passes, all tasks submitted at once and pinned to their group's worker:
 
@@ -11,7 +11,8 @@ passes, all tasks submitted at once and pinned to their group's worker:
    objective) and returns its own buffer;
 2. *backward waves* (training): one task per group in reverse order receives the gradients
    of its exits, rematerialises its forward with autograd, backpropagates, accumulates the
-   gradient of its kernels into the parameters and returns the gradient of its inlet inflow;
+   gradient of its kernels (into the parameters once its batch's last group is done) and
+   returns the gradient of its inlet inflow;
 3. the value and the gradients of the shared tensors are summed in a binary tree of tasks
    over the workers, never through the client;
 4. every worker's work steps (its optimiser, whose state stays on the worker).
@@ -94,9 +95,12 @@ class WaveRuntime:
         is set up anew.
     max_steps : the longest series a pass routes (steps).
     plan, placement, batch_reaches : the wave plan (default :func:`plan_waves` of the
-        partition with groups of at most ``batch_reaches`` reaches and ``placement``).
+        partition with groups of at most ``batch_reaches`` reaches and ``placement``); a
+        worker's groups are also aggregated in batches of at most ``batch_reaches``
+        reaches.
     kernel_graph : ``"keep"`` (the kernels' autograd graph is kept from the start of a pass
-        to each group's backward: one aggregation per pass), ``"recompute"`` or ``"auto"``
+        to its batch's last backward: one aggregation per pass), ``"recompute"`` (the batch
+        is aggregated again, with the graph, after its last backward) or ``"auto"``
         (default: the calibration plan's choice, see below).
     rematerialise : True: the backward of a group routes it again with autograd (only the
         inlet inflow of every group is kept between the waves); False: it takes the graph

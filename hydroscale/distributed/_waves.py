@@ -5,10 +5,12 @@ a picklable object given per worker by the driver (a calibration's objective, pa
 model, runoff source and optimiser; see :class:`WaveWork`).
 
 Per run id a worker keeps a :class:`_WaveRun` in the one worker cache (:mod:`._cache`): the
-network and its groups, one :class:`~hydroscale.routing.StagedRouter` per group of its own
-(so the path kernels of one group are one tensor, whose gradient is exactly that group's),
-the work, and the per-pass state (kernels, the inlet inflow of every group, the partial
-value).  One pass is, per worker: :func:`begin_task` (parameters and path kernels), one
+network and its groups, one :class:`~hydroscale.routing.StagedRouter` per batch of its own
+groups (up to ``batch_reaches`` reaches: a batch's kernels are aggregated in one set of
+launches, and are one autograd leaf in which its groups' backwards add their gradients,
+taken back through the aggregation once the batch's last group is done), the work, and the
+per-pass state (kernels, the inlet inflow of every group, the partial value).  One pass is,
+per worker: :func:`begin_task` (parameters and path kernels), one
 :func:`forward_task` per group in topological order (the whole period in one task, from a
 zero state), and when training one :func:`backward_task` per group in reverse order
 (rematerialise the forward with autograd, or take the graph it kept; backpropagate the
