@@ -2,8 +2,9 @@
 a tree sum across workers, and a step on every worker (DESIGN §3, "Backward wave").
 
 :class:`WaveRuntime` sets a run up on the workers of a Dask cluster (the network, one router
-per batch of a worker's groups, the kernel window fitted or checked for every parameter the run may use, and per
-worker a picklable *work* object that says what is optimised, see :mod:`._waves`) and runs
+per batch of a worker's groups, the kernel window fitted or checked for every parameter the
+run may use, and per worker a picklable *work* object that says what is optimised, see
+:mod:`._waves`) and runs
 passes, all tasks submitted at once and pinned to their group's worker:
 
 1. *forward waves*: one task per group in topological order routes the whole period from
