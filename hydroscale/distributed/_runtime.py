@@ -54,7 +54,9 @@ from ..routing import (
     Lakes,
     RoutingOptions,
     RunPlan,
+    RunTooLargeError,
     check_truncation,
+    is_out_of_memory,
     parse_bytes,
     plan_run,
 )
@@ -187,6 +189,12 @@ def _wait_logged(futures: list[Any], what: str, on_progress: Any = None,
             logger.info("%s: %d/%d tasks done", what, done, n)
     if first is not None:
         err = first.exception()
+        if is_out_of_memory(err):
+            raise RunTooLargeError(
+                f"{what}: task {first.key} ran out of device memory ({err}), beyond the run "
+                f"plan's estimate (`hydroscale route --plan` prints it): set memory_limit "
+                f"below the device's memory, or lower the time chunk, batch_reaches or the "
+                f"window") from err
         raise RuntimeError(f"{what}: task {first.key} failed: {err!r}") from err
 
 

@@ -4,8 +4,8 @@ a tree sum across workers, and a step on every worker (DESIGN §3, "Backward wav
 :class:`WaveRuntime` sets a run up on the workers of a Dask cluster (the network, one router
 per batch of a worker's groups, the kernel window fitted or checked for every parameter the
 run may use, and per worker a picklable *work* object that says what is optimised, see
-:mod:`._waves`) and runs
-passes, all tasks submitted at once and pinned to their group's worker:
+:mod:`._waves`) and runs passes, all tasks submitted at once and pinned to their group's
+worker:
 
 1. *forward waves*: one task per group in topological order routes the whole period from
    the transfer buffers of its upstream groups, adds its share of the value (the work's
@@ -40,8 +40,11 @@ from ..partition import Partition
 from ..routing import (
     CalibrationPlan,
     RoutingOptions,
+    RunTooLargeError,
     WindowTruncationError,
     check_truncation,
+    format_bytes,
+    is_out_of_memory,
     parse_bytes,
     plan_calibration,
 )
@@ -371,6 +374,8 @@ class WaveRuntime:
                     if f.status != "finished":
                         self._check_workers()
                         err = f.exception() if f.status == "error" else None
+                        if is_out_of_memory(err):
+                            raise RunTooLargeError(self._out_of_memory(f.key, err)) from err
                         raise RuntimeError(f"wave run: task {f.key} {f.status}: {err!r}"
                                            ) from err
                     ph, g = phase_of.pop(id(f))
@@ -386,6 +391,22 @@ class WaveRuntime:
         except IterationInterrupted:
             self.client.cancel(pending)
             raise
+
+    def _out_of_memory(self, key: str, err: BaseException) -> str:
+        """The message of a task that ran out of device memory: the plan's strategy and
+        estimate beside the limit, and the settings to change."""
+        p = self.memory_plan
+        plan = "no memory plan was made"
+        if p is not None:
+            peaks = ", ".join(format_bytes(w.peak) for w in p.workers)
+            limits = ", ".join("unknown" if w.limit is None else format_bytes(w.limit)
+                               for w in p.workers)
+            plan = (f"the memory plan ({p.strategy}, {p.chosen}) estimated {peaks} per worker "
+                    f"against {limits}")
+        return (f"{self.label}: task {key} ran out of device memory ({err}); {plan}: leave "
+                f"kernel_graph and rematerialise to 'auto', set memory_limit below the "
+                f"device's memory, lower batch_reaches (routing.max_reaches), the window or "
+                f"substeps, calibrate on shorter windows or use more workers")
 
     def _report(self, left: dict[str, np.ndarray], shown: dict[str, int]) -> None:
         """Call :attr:`progress` with the waves completed, in each phase's order."""

@@ -23,6 +23,7 @@ import torch
 __all__ = [
     "MEMORY_ENV_VAR",
     "RunTooLargeError",
+    "is_out_of_memory",
     "available_bytes",
     "check_fits",
     "estimate_engine_bytes",
@@ -51,6 +52,16 @@ _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "p
 class RunTooLargeError(MemoryError):
     """A run whose memory estimate exceeds the memory available (raised before allocating);
     the message gives both figures and the setting to change."""
+
+
+def is_out_of_memory(err: BaseException | None) -> bool:
+    """Whether ``err`` is a device allocator's out-of-memory error: torch's
+    ``OutOfMemoryError``, also as a Dask worker sends it back (the same class where torch is
+    importable, else its name and message)."""
+    if err is None:
+        return False
+    return (isinstance(err, torch.OutOfMemoryError) or type(err).__name__ == "OutOfMemoryError"
+            or str(err).startswith("CUDA out of memory"))
 
 
 def parse_bytes(text: str | int | float) -> int:
