@@ -20,7 +20,8 @@ from ..network import RiverNetwork
 from ..partition import Partition
 from ..routing import LakeLayout, Lakes, RivTreeCluster
 
-__all__ = ["WavePlan", "batch_groups", "map_workers", "place_basins", "plan_waves"]
+__all__ = ["WavePlan", "batch_groups", "group_sizes", "map_workers", "place_basins",
+           "plan_waves"]
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +223,15 @@ def plan_waves(network: RiverNetwork, partition: Partition, *,
                     layout, group_lake if layout is not None else None)
     logger.info("wave plan: %s", plan.summary())
     return plan
+
+
+def group_sizes(groups: RivTreeCluster, which: np.ndarray) -> np.ndarray:
+    """``[G, 3]`` int64 ``[reaches, exits, inlets]`` of groups ``which`` (what a worker's
+    set-up reports to the run planners)."""
+    which = np.asarray(which, dtype=np.int64)
+    return np.stack([np.diff(ptr[which], axis=1)[:, 0] for ptr in (
+        groups.reach_ptr_cluster, groups.exit_ptr_cluster, groups.inlet_ptr_cluster)],
+        axis=1) if which.size else np.zeros((0, 3), np.int64)
 
 
 def batch_groups(groups: list[int], sizes: np.ndarray, limit: int) -> list[list[int]]:

@@ -42,7 +42,7 @@ from ..routing import (
     tensor_bytes,
 )
 from . import _cache as cache
-from ._plan import batch_groups
+from ._plan import batch_groups, group_sizes
 from ._sizeof import TransferBuffer
 
 __all__ = ["WaveContext", "WaveWork"]
@@ -214,7 +214,7 @@ def setup_task(run_id: str, worker_index: int, ids: np.ndarray, downstream: np.n
     linear = [int(g) for g in mine.tolist() if nodes is None or not nodes.is_lake_cluster[g]]
     batches = dict(enumerate(batch_groups(
         linear, np.diff(cs.reach_ptr_cluster, axis=1).ravel(),
-        int(waves.get("batch_reaches") or 262144))))
+        int(waves["batch_reaches"]))))
     routers = {b: StagedRouter(cs, options=options, only=gs, device=dev).prepare()
                for b, gs in batches.items()}
     cache.sync(dev)
@@ -262,14 +262,10 @@ def _plan_facts(run: _WaveRun, resident: int) -> dict[str, Any]:
     path pairs]``, the bytes the routers hold, the work's (its optional
     ``memory_bytes()``), whether the runoff is differentiable, and the memory this worker
     may use."""
-    cs, mine = run.ctx.groups, run.ctx.mine
-    sizes = np.stack([np.diff(cs.reach_ptr_cluster[mine], axis=1)[:, 0],
-                      np.diff(cs.exit_ptr_cluster[mine], axis=1)[:, 0],
-                      np.diff(cs.inlet_ptr_cluster[mine], axis=1)[:, 0]], axis=1) \
-        if mine.size else np.zeros((0, 3), np.int64)
+    cs = run.ctx.groups
     reach_count = np.diff(cs.reach_ptr_cluster, axis=1).ravel()
     work_bytes = getattr(run.work, "memory_bytes", None)
-    return {"sizes": sizes.tolist(),
+    return {"sizes": group_sizes(cs, run.ctx.mine).tolist(),
             "batches": [[int(reach_count[run.batches[b]].sum()), int(r.kernel_rows()),
                          int(r.plan.n_pairs)] for b, r in run.routers.items()],
             "resident": int(resident),
@@ -498,7 +494,7 @@ def _group_done(run: _WaveRun, g: int) -> None:
         return
     t1 = time.perf_counter()
     leaf, kern = run.kern_leaf.pop(b, None), run.kern.pop(b, None)
-    grads = [] if leaf is None else [g_ for g_ in (leaf.wr.grad, leaf.wu.grad)]
+    grads = [] if leaf is None else [leaf.wr.grad, leaf.wu.grad]
     if any(gr is not None for gr in grads):
         if kern is None:  # kernel_graph="recompute": aggregate again, with the graph
             with torch.enable_grad():

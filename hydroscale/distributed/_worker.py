@@ -44,7 +44,7 @@ from ..kernels import warm_up
 from ..network import RiverNetwork
 from ..routing import RivTreeCluster, RouterState, RoutingKernels, RoutingOptions, StagedRouter
 from . import _cache as cache
-from ._plan import batch_groups
+from ._plan import batch_groups, group_sizes
 from ._sizeof import ChunkResult, TransferBuffer
 
 logger = logging.getLogger(__name__)
@@ -378,10 +378,7 @@ def setup_task(data: RunData, worker: int) -> dict[str, Any]:
     mine = np.flatnonzero(data.group_worker == int(worker))
     cs = run.groups
     out: dict[str, Any] = {"device": str(run.device), "groups": int(mine.size)}
-    out["sizes"] = np.stack([np.diff(cs.reach_ptr_cluster[mine], axis=1)[:, 0],
-                             np.diff(cs.exit_ptr_cluster[mine], axis=1)[:, 0],
-                             np.diff(cs.inlet_ptr_cluster[mine], axis=1)[:, 0]],
-                            axis=1).tolist() if mine.size else []
+    out["sizes"] = group_sizes(cs, mine).tolist()
     out["memory_limit"] = cache.memory_limit(run.device)
     if data.options is not None:
         window = data.options.window
