@@ -29,7 +29,7 @@ import torch
 
 from ..irf import get_irf
 from ..routing import select_engine
-from ._common import NullProgress, Progress, output_folder_lock
+from ._common import NullProgress, Progress, output_folder_lock, peak_facts
 from ._common import device as device_of
 from ._inputs import RouteInputs, build_inputs, build_params, routing_options
 
@@ -246,14 +246,8 @@ class _PeakWatch:
 def calibration_memory_facts(plan: Any, measured: list[int]) -> dict[str, Any]:
     """The summary's memory figures: the plan's strategy, and per worker (one device: one)
     its estimated peak beside the measured one and the limit, in GB."""
-    return {
-        "memory_strategy": plan.strategy,
-        "memory_strategy_chosen": plan.chosen,
-        "planned_peak_gb": [round(w.peak / 1e9, 3) for w in plan.workers],
-        "measured_peak_gb": [round(m / 1e9, 3) for m in measured],
-        "memory_limit_gb": [None if w.limit is None else round(w.limit / 1e9, 3)
-                            for w in plan.workers],
-    }
+    return {"memory_strategy": plan.strategy, "memory_strategy_chosen": plan.chosen,
+            **peak_facts([w.as_dict() for w in plan.workers], measured)}
 
 
 def _calibrate(cfg: dict[str, Any], cal: Any, inputs: RouteInputs, obs: Any, truth: Any,

@@ -17,7 +17,7 @@ from ..network import RiverNetwork
 if TYPE_CHECKING:
     from ._inputs import RouteInputs
 
-__all__ = ["NullProgress", "Progress", "device", "input_paths", "memory_facts",
+__all__ = ["NullProgress", "Progress", "device", "input_paths", "memory_facts", "peak_facts",
            "output_folder_lock", "partition_inputs", "phase"]
 
 logger = logging.getLogger(__name__)
@@ -119,11 +119,17 @@ def output_folder_lock(out_dir: Path) -> Any:
 def memory_facts(run_plan: dict[str, Any], measured: list[int]) -> dict[str, Any]:
     """The summary's memory figures: per worker (one device: one) the plan's estimated peak
     beside the measured one, in GB, with the plan's residency and time chunk."""
+    return {"memory_residency": run_plan["residency"],
+            "memory_time_chunk": run_plan["time_chunk"],
+            **peak_facts(run_plan["workers"], measured)}
+
+
+def peak_facts(workers: list[dict[str, Any]], measured: list[int]) -> dict[str, Any]:
+    """Per worker of a plan (a run plan's or a calibration plan's ``workers`` as dicts) its
+    estimated ``peak`` beside the ``measured`` one and its ``limit``, in GB."""
     return {
-        "memory_residency": run_plan["residency"],
-        "memory_time_chunk": run_plan["time_chunk"],
-        "planned_peak_gb": [round(w["peak"] / 1e9, 3) for w in run_plan["workers"]],
+        "planned_peak_gb": [round(w["peak"] / 1e9, 3) for w in workers],
         "measured_peak_gb": [round(m / 1e9, 3) for m in measured],
         "memory_limit_gb": [None if w["limit"] is None else round(w["limit"] / 1e9, 3)
-                            for w in run_plan["workers"]],
+                            for w in workers],
     }
