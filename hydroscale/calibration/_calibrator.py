@@ -195,11 +195,10 @@ class Calibrator(CalibrationLoop):
 
     def _plan_memory(self, memory_limit: int | str | None) -> CalibrationPlan:
         """The iteration's memory plan on the device; refuses one that cannot fit."""
-        size = lambda t: t.numel() * t.element_size()  # noqa: E731
         limit = ((parse_bytes(memory_limit), "memory_limit") if memory_limit is not None
                  else available_bytes(self.device))
-        work = (size(self.runoff) + size(self._obs) + sum(size(b) for b in self.model.buffers())
-                + 4 * sum(size(p) for p in self.model.parameters()))  # value, grad, 2 moments
+        work = (tensor_bytes(self.runoff, self._obs, *self.model.buffers())
+                + 4 * tensor_bytes(*self.model.parameters()))  # value, grad, 2 moments
         r, o = self.router, self.routing
         block = isinstance(r, StagedRouter)
         store = o.storage_dtype or o.dtype

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..irf import to_bounded
+from ..routing import tensor_bytes
 from ._optim import make_optimizer
 from ._sources import source_parameters, window_index
 from ._summary import parameter_counts
@@ -151,12 +152,10 @@ class GaugeWork:
         """Device bytes the work holds through a pass (for the calibration plan): its
         trainable tensors with their gradients and the optimiser's two moments, the model's
         buffers, the observations and what the source keeps on the device."""
-        size = lambda t: t.numel() * t.element_size()  # noqa: E731
-        trained = sum(size(p) for p in self.shared_parameters() + self.local_parameters())
-        buffers = sum(size(b) for b in self.model.buffers())
-        obs = sum(size(g.obs) for g in self.gauges.values())
-        held = getattr(self.source, "memory_bytes", None)
-        return 4 * trained + buffers + obs + (int(held()) if held is not None else 0)
+        trained = tensor_bytes(*self.shared_parameters(), *self.local_parameters())
+        held = tensor_bytes(*self.model.buffers(), *(g.obs for g in self.gauges.values()))
+        source = getattr(self.source, "memory_bytes", None)
+        return 4 * trained + held + (int(source()) if source is not None else 0)
 
     def set_lr(self, lr: float) -> float:
         """Learning rate ``lr`` for every following optimiser step (kept over a restore)."""

@@ -46,6 +46,7 @@ from torch import nn
 from ..distributed import WaveContext
 from ..io import as_forcing
 from ..models import CatchmentInterpolator, RunoffModel
+from ..routing import tensor_bytes
 
 __all__ = ["ForcingRunoff", "RunoffModelSource", "TensorSource", "as_runoff_source",
            "pull_runoff_model", "source_parameters", "window_index"]
@@ -140,7 +141,7 @@ class TensorSource:
         with the parameters)."""
         if self.trainable:
             return 0
-        return sum(x.numel() * x.element_size() for x in self._blocks.values())
+        return tensor_bytes(*self._blocks.values())
 
     def gradients(self, groups: Any) -> dict[int, np.ndarray]:
         """``dLoss/d(runoff)`` per group (zeros where none flowed back)."""
@@ -304,8 +305,7 @@ class RunoffModelSource:
     def memory_bytes(self) -> int:
         """Device bytes of the forcings and static attributes (the model's parameters are
         counted with the trainable tensors)."""
-        held = [self.forcings] + ([] if self.static is None else [self.static])
-        return sum(x.numel() * x.element_size() for x in held)
+        return tensor_bytes(self.forcings, self.static)
 
     def _runoff(self, group: int, reaches: np.ndarray) -> torch.Tensor:
         if group not in self._groups:
