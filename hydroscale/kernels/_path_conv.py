@@ -66,7 +66,6 @@ def select_backend(device: torch.device | str, explicit: str | None = None) -> s
     return name
 
 
-
 def warm_up(device: torch.device | str) -> bool:
     """Load the kernel compiler's per-process state now, by one tiny Triton launch where
     :func:`select_backend` picks Triton: its cache key (a hash of the Triton installation,
@@ -80,6 +79,7 @@ def warm_up(device: torch.device | str) -> bool:
 
     hash_uniform(torch.zeros(1, dtype=torch.int64, device=dev), 0, 1, 0, backend="triton")
     return True
+
 
 def _check(
     x: torch.Tensor, w: torch.Tensor, layout: PathLayout, hist: torch.Tensor | None

@@ -65,7 +65,7 @@ from typing import Any
 import numpy as np
 
 from ._memory import RunTooLargeError, estimate_engine_bytes, format_bytes
-from ._run_plan import SLACK, TASK_CHANNEL_ARRAYS, TASK_REACH_ARRAYS
+from ._run_plan import SLACK, TASK_CHANNEL_ARRAYS, TASK_REACH_ARRAYS, gb_cell
 
 __all__ = ["CalibrationPlan", "CalibrationWorkerPlan", "STRATEGIES", "plan_calibration",
            "plan_device_calibration", "recursive_aggregation", "strategy_name"]
@@ -189,7 +189,7 @@ class CalibrationPlan:
     def table(self) -> str:
         """The plan as text: the strategy, one line per worker in GB, and every strategy's
         estimated peak per worker."""
-        g = lambda n: "-" if n is None else f"{n / 1e9:.2f}"  # noqa: E731
+        g = gb_cell
         how = {"auto": "the fastest that fits", "given": "as given",
                "unknown limit": "the default: no memory limit known"}.get(self.chosen,
                                                                           self.chosen)

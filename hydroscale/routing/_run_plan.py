@@ -56,6 +56,11 @@ TASK_REACH_ARRAYS = 4
 TASK_CHANNEL_ARRAYS = 3
 
 
+def gb_cell(n: int | None) -> str:
+    """Bytes as a plan table's cell: GB with two decimals, ``-`` where unknown."""
+    return "-" if n is None else f"{n / 1e9:.2f}"
+
+
 @dataclass
 class WorkerPlan:
     """One worker's estimate (bytes) and what it keeps resident.
@@ -114,7 +119,7 @@ class RunPlan:
 
     def table(self) -> str:
         """The plan as text: one line per worker, in GB."""
-        g = lambda n: "-" if n is None else f"{n / 1e9:.2f}"  # noqa: E731
+        g = gb_cell
         lines = [
             f"plan: kernels {self.residency}, time chunk {self.time_chunk} steps"
             + (f" (asked {self.requested_time_chunk})"
