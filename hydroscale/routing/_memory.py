@@ -56,12 +56,10 @@ class RunTooLargeError(MemoryError):
 
 def is_out_of_memory(err: BaseException | None) -> bool:
     """Whether ``err`` is a device allocator's out-of-memory error: torch's
-    ``OutOfMemoryError``, also as a Dask worker sends it back (the same class where torch is
-    importable, else its name and message)."""
-    if err is None:
-        return False
-    return (isinstance(err, torch.OutOfMemoryError) or type(err).__name__ == "OutOfMemoryError"
-            or str(err).startswith("CUDA out of memory"))
+    ``OutOfMemoryError`` (as a Dask worker sends it back too), or its message in another
+    exception."""
+    return err is not None and (isinstance(err, torch.OutOfMemoryError)
+                                or str(err).startswith("CUDA out of memory"))
 
 
 def parse_bytes(text: str | int | float) -> int:
