@@ -186,6 +186,7 @@ class StagedRouter(Routed):
             routed = np.flatnonzero(~self._is_node)
         self._routed = routed
         self._node_runs: dict[Any, Any] = {}
+        self._schedule_of: tuple[int, tuple[tuple[bool, tuple[int, int]], ...]] | None = None
         self.plan = plan_pairs(cs, routed)
         self._exit_mask = cs.exit_of_reach >= 0
         self._inlet_mask = cs.inlet_of_reach >= 0
@@ -258,9 +259,16 @@ class StagedRouter(Routed):
         node clusters are left out (:meth:`_schedule`)."""
         return [key for node, key in self._schedule() if not node]
 
-    def _schedule(self) -> list[tuple[bool, tuple[int, int]]]:
+    def _schedule(self) -> tuple[tuple[bool, tuple[int, int]], ...]:
         """``(is_node, rank range)`` in rank order: the batches of path-routed clusters and
-        the runs of node clusters (consecutive node clusters of one wave)."""
+        the runs of node clusters (consecutive node clusters of one wave); built once per
+        ``max_batch_reaches`` (every call routes by it: at 50k clusters the loop that cuts
+        it took ~70 ms)."""
+        if self._schedule_of is None or self._schedule_of[0] != self.max_batch:
+            self._schedule_of = (self.max_batch, self._cut_schedule())
+        return self._schedule_of[1]
+
+    def _cut_schedule(self) -> tuple[tuple[bool, tuple[int, int]], ...]:
         cs = self.clusters
         by_rank = np.argsort(self._crank)
         sizes = np.diff(cs.reach_ptr_cluster[by_rank], axis=1)[:, 0]
@@ -275,7 +283,7 @@ class StagedRouter(Routed):
             acc += sizes[k]
         if cs.n_clusters:
             out.append((bool(node[start]), (start, cs.n_clusters)))
-        return out
+        return tuple(out)
 
     def _node_run(self, key: tuple[int, int]) -> NodeRun:
         """The node clusters of ranks ``key`` (built once)."""
