@@ -179,9 +179,9 @@ class LakeRouter(Routed):
         net, lay, dev = self.network, self.layout, self.device
         base = (RivTreeCluster.by_basin(net).cluster_of if self._partition is None
                 else np.asarray(self._partition(net), np.int64))
-        cluster_of, lake_cluster = lay.cut(net, base)
         # the lakes of a stage in one wave: one fused level-pool loop per lake stage
-        self.clusters = RivTreeCluster(net, cluster_of, lay.stage_waves(net, cluster_of))
+        cluster_of, lake_cluster, wave_of = lay.wave_cut(net, base)
+        self.clusters = RivTreeCluster(net, cluster_of, wave_of)
         self.router = StagedRouter(self.clusters, self.options, device=dev,
                                    nodes=np.unique(lake_cluster))
         down = net.downstream

@@ -266,11 +266,12 @@ class LakeLayout:
 
     def stage_waves(self, network: RiverNetwork, cluster_of: Any) -> np.ndarray:
         """Waves ``[C]`` of a partition cut at the lakes (:meth:`cut`) in which the lakes of
-        each stage share one wave, alone: the clusters outside lakes of stage 0 first (in
-        their longest-path levels), then the lakes of stage 1, then the clusters whose
-        largest stage is 1, ...
-        On one device each wave of lakes is one fused level-pool loop, so a network has as
-        many loops as lake stages (not as many as waves holding a lake)."""
+        each stage share one wave: the clusters outside lakes at their longest-path levels,
+        the lakes of stage ``s`` all in the wave after the last of the clusters that feed any
+        of them.  On one device each wave of lakes is one fused level-pool loop, so a network
+        has as many loops as lake stages (not as many as waves holding a lake); a cluster
+        waits only for what feeds it (a main stem below a stage's lakes that feeds no later
+        lake runs beside the later stages, not before them)."""
         cl = np.asarray(cluster_of, dtype=np.int64)
         n_c = int(cl.max()) + 1 if cl.size else 0
         lake = self.reach_lake >= 0
@@ -284,18 +285,32 @@ class LakeLayout:
         edges = (np.unique(np.stack([cl[cross], cl[down[cross]]], 1), axis=0) if cross.size
                  else np.zeros((0, 2), np.int64))
         wave = np.zeros(n_c, np.int64)
-        floor = 0
         for s in range(self.n_stages + 1):
-            if s:
-                wave[c_lake & (c_stage == s)] = floor
-                floor += 1
+            if s:  # every cluster feeding a lake of stage s has a stage below s: placed
+                lk = c_lake & (c_stage == s)
+                into = edges[lk[edges[:, 1]]]
+                wave[lk] = int(wave[into[:, 0]].max()) + 1 if into.size else 0
             grp = ~c_lake & (c_stage == s)
-            wave[grp] = floor
             # the longest paths along the edges into this stage's clusters
             wave = raise_levels(wave, edges[grp[edges[:, 1]]])
-            if grp.any():
-                floor = int(wave[grp].max()) + 1
         return wave
+
+    def wave_cut(self, network: RiverNetwork, cluster_of: Any
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`cut` and :meth:`stage_waves` for one device: ``(cluster_of [N],
+        lake_cluster [L], wave_of [C])``, the clusters numbered by wave and, within a wave,
+        the clusters outside lakes first (one run of batches, then one run of lakes: a wave
+        holding a stage's lakes steps them in one loop)."""
+        cl, lake_cluster = self.cut(network, cluster_of)
+        wave = self.stage_waves(network, cl)
+        n_c = wave.size
+        c_lake = np.zeros(n_c, bool)
+        c_lake[lake_cluster] = True
+        new_id = np.empty(n_c, np.int64)
+        new_id[np.lexsort((np.arange(n_c), c_lake, wave))] = np.arange(n_c)
+        wave_of = np.empty_like(wave)
+        wave_of[new_id] = wave
+        return new_id[cl], new_id[lake_cluster], wave_of
 
     def steady_inflow(self, network: RiverNetwork, q0: Any) -> np.ndarray:
         """The warm start of the block-sparse lake paths (:class:`LakeRouter` with a

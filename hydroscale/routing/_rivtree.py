@@ -103,7 +103,7 @@ class RivTreeCluster:
         order of the cluster DAG (any such assignment is valid; clusters need not be
         connected).
     wave_of : optional int ``[C]`` wave of every cluster (each edge must go to a later wave;
-        waves may be empty), e.g. :meth:`~hydroscale.routing.LakeLayout.stage_waves`;
+        waves may be empty), e.g. :meth:`~hydroscale.routing.LakeLayout.wave_cut`;
         default the longest-path level of the cluster DAG.
 
     Attributes (numpy int64 unless said otherwise)

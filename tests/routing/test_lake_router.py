@@ -247,11 +247,24 @@ def test_block_sparse_path_cuts_one_cluster_at_the_lakes(seed, f):
     feeders = [j for j in range(net.n_reaches) if lay.reach_lake[j] < 0 and down[j] >= 0
                and lay.reach_lake[down[j]] >= 0]
     assert cs.n_exits == len(feeders) + int((lay.lake_down >= 0).sum())
-    # the lakes of a stage share one wave, alone: one fused level-pool loop per stage
+    # the lakes of a stage share one wave, after the last cluster feeding any of them; the
+    # other clusters sit at their longest-path levels (waiting only for what feeds them);
+    # within a wave the linear clusters come first: one fused level-pool loop per stage
     lake_c = np.unique(cs.cluster_of[lake_idx])
     assert np.unique(cs.wave_of[lake_c]).size == router.n_stages
-    assert not np.isin(cs.wave_of[np.setdiff1d(np.arange(cs.n_clusters), lake_c)],
-                       cs.wave_of[lake_c]).any()
+    src = np.flatnonzero(down >= 0)
+    src = src[cs.cluster_of[src] != cs.cluster_of[down[src]]]
+    pred = [cs.wave_of[cs.cluster_of[src[cs.cluster_of[down[src]] == c]]]
+            for c in range(cs.n_clusters)]
+    asap = np.array([p.max() + 1 if p.size else 0 for p in pred])
+    linear = np.setdiff1d(np.arange(cs.n_clusters), lake_c)
+    np.testing.assert_array_equal(cs.wave_of[linear], asap[linear])
+    c_stage = np.array([lay.lake_stage[lay.reach_lake[cs.cluster_reaches(int(c))[0]]]
+                        for c in lake_c])
+    for st in range(1, router.n_stages + 1):
+        assert np.unique(cs.wave_of[lake_c[c_stage == st]]).size == 1
+        assert cs.wave_of[lake_c[c_stage == st]][0] == asap[lake_c[c_stage == st]].max()
+    assert sum(node for node, _ in sr._schedule()) == router.n_stages
     q = router(torch.tensor(runoff)[None], torch.tensor(np.stack([k, x], 1)))
     ref = oracle_with_lakes(net, runoff, k, x, lakes, f)
     np.testing.assert_allclose(q[0].numpy(), ref, rtol=1e-6, atol=1e-9 * ref.max())
@@ -261,6 +274,38 @@ def test_block_sparse_path_cuts_one_cluster_at_the_lakes(seed, f):
     torch.testing.assert_close(q2, q, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="in no later wave"):
         RivTreeCluster(net, cs.cluster_of, np.zeros(cs.n_clusters, np.int64))
+
+
+def test_stage_waves_wait_only_for_what_feeds_them():
+    """Two basins, every reach its own cluster (indices):
+
+        A: 0 -> L1(1) -> 2 -> 3 -> 4 -> 5          (a long main stem below a stage-1 lake)
+        B: 6 -> L2(7) -> 8 -> L3(9) -> 10           (a stage-2 lake below a stage-1 lake)
+
+    Lakes L1, L2 (stage 1) share wave 1; L3 (stage 2) runs at wave 3, right after reach 8
+    (wave 2), not after A's main stem (waves 2-5); reach 10 at wave 4.  Within a wave the
+    linear clusters come first, so each stage is one node run (one fused loop), and the
+    routing equals the oracle's."""
+    down = np.array([1, 2, 3, 4, 5, -1, 7, 8, 9, 10, -1])
+    net = RiverNetwork(np.arange(1, 12), down)
+    rng = np.random.default_rng(4)
+    lakes = Lakes.from_members({1: [2], 2: [8], 3: [10]}, lake_params(rng, 3),
+                               rng.uniform(0.5, 0.9, 3))
+    router = LakeRouter(net, lakes, irf="muskingum", substeps=2, dt=DT, engine="torch",
+                        dtype=torch.float64, window_tolerance=1e-12,
+                        partition=lambda sub: np.arange(sub.n_reaches))
+    cs = router.clusters
+    wave = cs.wave_of[cs.cluster_of]
+    np.testing.assert_array_equal(wave, [0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4])
+    assert router.n_stages == 2
+    # waves 0-5: {0, 6}, {L1, L2}, {2, 8}, {3} then {L3}, {4, 10}, {5}
+    assert [node for node, _ in router.router._schedule()] == [
+        False, True, False, False, True, False, False]
+    k, x = muskingum(net, 4)
+    runoff = rng.uniform(0.0, 3.0, (net.n_reaches, 12))
+    q = router(torch.tensor(runoff)[None], torch.tensor(np.stack([k, x], 1)))
+    ref = oracle_with_lakes(net, runoff, k, x, lakes, 2)
+    np.testing.assert_allclose(q[0].numpy(), ref, rtol=1e-6, atol=1e-9 * ref.max())
 
 
 def test_warm_start_block_sparse_equals_stage_path():
