@@ -118,6 +118,9 @@ def _block_conv_kernel(
     R_inb=0,
     TERMB: tl.constexpr = False,
     HAS_IHISTB: tl.constexpr = False,
+    n_split=1,  # SPLIT: programs per (block, tile), each over its share of the entries
+    split_stride=0,  # SPLIT: elements between the outputs of consecutive shares
+    SPLIT: tl.constexpr = False,
 ):
     """Forward (causal, ``REVERSE=False``) or input gradient (anti-causal) of one block.
 
@@ -126,9 +129,16 @@ def _block_conv_kernel(
     rows are read through their strides, with IN2 from two tensors the same way (see
     ``_block_accumulate``).  With
     TERMB (forward) a second term, whose layout cuts the output rows into the same blocks,
-    adds its entries into the same tile before the one store."""
+    adds its entries into the same tile before the one store.  With SPLIT, ``n_split``
+    programs share each (block, tile): program ``s`` sums the ``s``-th of ``n_split``
+    consecutive parts of the block's entries (and of TERMB's) and stores its partial sum
+    ``s * split_stride`` elements further into ``out`` (the launcher adds the parts up): a
+    launch with few blocks then no longer waits on its heaviest block's whole loop."""
     pid = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
+    if SPLIT:
+        sp = pid % n_split
+        pid = pid // n_split
     blk = tl.load(order_ptr + pid // n_tiles)
     t0 = t_origin + (pid % n_tiles) * BT
     t = t0 + tl.arange(0, BT)
@@ -136,6 +146,10 @@ def _block_conv_kernel(
     rows = tl.load(rows_ptr + blk * C + cc)
     start = tl.load(ptr_ptr + blk)
     end = tl.load(ptr_ptr + blk + 1)
+    if SPLIT:
+        per = (end - start + n_split - 1) // n_split
+        start = start + sp * per
+        end = tl.minimum(end, start + per)
     acc = tl.zeros([C, BT], dtype=ACC_DTYPE)
     if REVERSE:
         interior = (t0 >= 0) & (t0 + BT + K - 1 <= T)
@@ -154,6 +168,10 @@ def _block_conv_kernel(
     if TERMB:  # a contiguous forward input
         startb = tl.load(ptrb_ptr + blk)
         endb = tl.load(ptrb_ptr + blk + 1)
+        if SPLIT:
+            perb = (endb - startb + n_split - 1) // n_split
+            startb = startb + sp * perb
+            endb = tl.minimum(endb, startb + perb)
         sbb = (b * 0 + R_inb) * T  # int64
         if interior:
             acc = _block_accumulate(acc, xb_ptr, ihistb_ptr, wdb_ptr, otherb_ptr, startb, endb,
@@ -168,6 +186,8 @@ def _block_conv_kernel(
     first = rows < split
     row_ptr = tl.where(first, out_ptr + (b * R_out + out_row0 + rows) * T,
                        out2_ptr + (b * R_out2 + out2_row0 - split + rows) * T)
+    if SPLIT:
+        row_ptr += sp.to(tl.int64) * split_stride
     optrs = row_ptr[:, None] + t[None, :]
     omask = ok & ((t >= 0) & (t < T))[None, :]
     if ACCUMULATE:

@@ -230,16 +230,51 @@ def _block_launch(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, split
         second = dict(xb_ptr=xb, ihistb_ptr=hb if has_hb else xb, wdb_ptr=_packed_taps(wb, rbb),
                       ptrb_ptr=rbb.ptr, otherb_ptr=rbb.other, R_inb=xb.shape[1], TERMB=True,
                       HAS_IHISTB=has_hb)
-    _block_conv_kernel[(rb.n_blocks * n_tiles, batch)](
+    n_split = _entry_splits(cfg, rb, n_tiles * batch)
+    targets = (out, out, out2, out.shape[1], out2.shape[1], out_row0, out2_row0, split)
+    if n_split > 1:  # partial sums [n_split, B, n_dst, T], added up below
+        n_dst = layout.n_dst
+        parts = torch.empty(n_split, batch, n_dst, n_t, dtype=_acc_dtype(x.dtype)[0],
+                            device=x.device)
+        targets = (parts, parts, parts, n_dst, n_dst, 0, 0, n_dst)
+        second.update(n_split=n_split, split_stride=batch * n_dst * n_t, SPLIT=True)
+    o1, oh, o2, r_out, r_out2, row0, row2, cut = targets
+    _block_conv_kernel[(rb.n_blocks * n_tiles * n_split, batch)](
         x, hist if has_hist else x, _packed_taps(w, rb), rb.rows, rb.ptr, rb.other,
-        _block_order(cfg, rb), out, out, out2,
-        n_t, n_src, out.shape[1], n_tiles, 0, out2.shape[1], out_row0, out2_row0, split,
+        _block_order(cfg, rb), o1, oh, o2,
+        n_t, n_src, r_out, n_tiles, 0, r_out2, row0, row2, cut,
         x, 0, 0, n_src, *x.stride(), *x.stride(),
         K=k, BT=bt, C=rb.c, REVERSE=False, HAS_IHIST=has_hist, HAS_OHIST=False,
         ACC_DTYPE=_acc_dtype(x.dtype)[1], PREFETCH=cfg.block_prefetch,
-        num_warps=cfg.block_warps, ACCUMULATE=accumulate,
+        num_warps=cfg.block_warps, ACCUMULATE=accumulate and n_split == 1,
         **second, **_register_cap(cfg.block_max_registers),
     )
+    if n_split > 1:
+        _write_parts(parts.sum(0), out, out_row0, out2, out2_row0, split, accumulate)
+
+
+def _entry_splits(cfg, rb: RowBlocks, per_block: int) -> int:
+    """Programs per (block, tile) of a block forward launch of ``rb.n_blocks * per_block``
+    programs: 1, or for a launch of fewer than ``cfg.block_small_launch`` programs as many
+    as bring it there, at most ``cfg.block_small_splits`` (see ``LaunchConfig``)."""
+    programs = rb.n_blocks * per_block
+    if not rb.complete or programs == 0 or programs >= cfg.block_small_launch:
+        return 1
+    return max(1, min(cfg.block_small_splits, cfg.block_small_launch // programs))
+
+
+def _write_parts(total: torch.Tensor, out: torch.Tensor, out_row0: int, out2: torch.Tensor,
+                 out2_row0: int, split: int, accumulate: bool) -> None:
+    """Destination rows ``total [B, n_dst, T]``: row ``d < split`` into ``out[:, out_row0 +
+    d]``, the others into ``out2[:, out2_row0 + d - split]``, written or added."""
+    for dst, row0, rows in ((out, out_row0, total[:, :split]),
+                            (out2, out2_row0, total[:, split:])):
+        if rows.shape[1]:
+            tgt = dst[:, row0:row0 + rows.shape[1]]
+            if accumulate:
+                tgt.add_(rows)
+            else:
+                tgt.copy_(rows)
 
 
 def _gradient_rows(grad, n_dst: int, dtype: torch.dtype) -> RowTarget:

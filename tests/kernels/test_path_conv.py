@@ -443,6 +443,12 @@ def test_empty_layout():
         dict(conv_algorithm="blocks", block_rows=4, block_grad_w_entries=2, order=True),
         dict(conv_algorithm="blocks", block_rows=2, block_grad_w_entries=4,
              block_grad_w_time=16, block_grad_w_warps=2),
+        # a launch this small splits its blocks' entries unless block_small_splits=1
+        dict(conv_algorithm="blocks", block_small_splits=1),
+        dict(conv_algorithm="blocks", block_small_splits=1, block_rows=2,
+             block_prefetch=False, order=True),
+        dict(conv_algorithm="blocks", block_small_splits=2, block_rows=8, order=True),
+        dict(conv_algorithm="blocks", block_small_splits=16, block_rows=1, block_time=16),
     ],
 )
 def test_triton_launch_configs(make_case, config):
