@@ -6,7 +6,7 @@ runtime (a group of lakes, one task per time chunk).  A lake's inflow is the run
 reaches, constant over the ``f`` sub-steps of each step, plus the ``f`` polyphase channels of
 its inlets (the exits of the clusters feeding it); its outflow leaves as the ``f`` channels of
 its outlet, an exit.  All lakes of a call run in one fused time loop
-(:func:`~hydroscale.routing.route_level_pool`, float64 state).
+(:func:`~hydroscale.routing.route_level_pool`'s loop, float64 state).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ._lakes import LakeLayout
-from ._level_pool import elevation_for_outflow, level_pool_params, route_level_pool
+from ._level_pool import elevation_for_outflow, level_pool_params, step_level_pool
 from ._nodes import NodeRun
 from ._rivtree import RivTreeCluster
 from ._transfer import inlet_feed, sum_inflow
@@ -161,7 +161,8 @@ class LakeNodes:
         runoff : ``[B, n, T]`` runoff of the run's reaches (m³/s, step means).
         inflow : ``[B, n_inlet, f, T]`` sub-step inflow of its inlets, or None.
         elevation : ``[B, l]`` start elevation (m) of the run's lakes (:meth:`lakes_of`).
-        params : :meth:`params` (all lakes; rows of the run's are taken).
+        params : :meth:`params` (all lakes, checked there; rows of the run's are taken: the
+            step does not check them again, nor wait for the device).
         extra_inflow : optional constant inflow ``[B, l]`` (m³/s) per lake (a warm start's
             discharge of the reaches feeding it).
         out_dtype : dtype of the discharge and outflow returned (default float64; the lake
@@ -185,7 +186,7 @@ class LakeNodes:
         pk = {name: v.index_select(0, lakes) for name, v in params.items()}
         n_in = 0 if inflow is None else int(inflow.shape[1])
         piece = max(1, min(t, int(self.max_elements) // max(1, b * f * max(n_l, n_in))))
-        h, dqs, outs = elevation, [], []
+        h, dqs, outs = elevation.to(torch.float64), [], []
         vin = vout = torch.zeros(b, n_l, dtype=torch.float64, device=runoff.device)
         for a in range(0, t, piece):
             e = min(t, a + piece)
@@ -201,7 +202,7 @@ class LakeNodes:
                                                    inflow[..., a:e].to(torch.float64))
             if extra_inflow is not None:
                 sub = sub.add_(extra_inflow.to(torch.float64)[:, None, None, :])
-            out, h = route_level_pool(sub.view(b, tt * f, n_l).transpose(1, 2), pk, dt_sub, h)
+            out, h = step_level_pool(sub.view(b, tt * f, n_l).transpose(1, 2), pk, dt_sub, h)
             o4 = out.view(b, n_l, tt, f)  # a view of the time-major [B, tt f, l] output
             dqs.append(o4.mean(-1).index_select(1, mem).to(od))
             outs.append(o4.transpose(2, 3).index_select(1, ex).to(od))

@@ -275,6 +275,24 @@ def route_level_pool(
         h = h.unsqueeze(0).expand(b, n)
     if tuple(h.shape) != (b, n):
         raise ValueError(f"elevation must be [L={n}] or [B={b}, L={n}], got {tuple(h.shape)}")
+    return step_level_pool(x, p, dt, h, return_elevation=return_elevation, backend=backend)
+
+
+def step_level_pool(
+    x: torch.Tensor,
+    p: Mapping[str, torch.Tensor],
+    dt: float,
+    h: torch.Tensor,
+    *,
+    return_elevation: bool = False,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`route_level_pool` on inputs already checked: float64 inflow ``[B, L, S]``,
+    parameters from :func:`level_pool_params` (``[L]`` each, on ``x``'s device), the step
+    ``dt`` (s, > 0) and the elevation ``[B, L]`` (float64).  Nothing here waits for the
+    device (the parameter checks do, twice: a caller stepping the same lakes chunk after
+    chunk checks them once)."""
+    b, n, s = x.shape
     from ..kernels import select_backend, triton_available
 
     if (not return_elevation and s and select_backend(x.device, backend) == "triton"
