@@ -205,7 +205,8 @@ ROUTING = {
                           check=_check_memory),
     "lakes": Field("str", "none", "lakes and reservoirs: none (their reaches route as river "
                    "reaches) or level_pool (NWM's level-pool reservoirs of network.lakes, "
-                   "stepped at the sub-step; one device)", choices=("none", "level_pool")),
+                   "stepped at the sub-step; one device or a cluster)",
+                   choices=("none", "level_pool")),
     "initial_state": Field("str", None, "restart: continue the run whose output.final_state "
                            "wrote this file (.npz; same network, parameters, IRF, substeps, "
                            "window, partition and step length, forcing from the step after "
