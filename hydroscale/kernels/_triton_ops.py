@@ -231,18 +231,17 @@ def _block_launch(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, split
                       ptrb_ptr=rbb.ptr, otherb_ptr=rbb.other, R_inb=xb.shape[1], TERMB=True,
                       HAS_IHISTB=has_hb)
     n_split = _entry_splits(cfg, rb, n_tiles * batch)
-    targets = (out, out, out2, out.shape[1], out2.shape[1], out_row0, out2_row0, split)
+    o1, o2, row0, row2, cut = out, out2, out_row0, out2_row0, split
     if n_split > 1:  # partial sums [n_split, B, n_dst, T], added up below
         n_dst = layout.n_dst
-        parts = torch.empty(n_split, batch, n_dst, n_t, dtype=_acc_dtype(x.dtype)[0],
-                            device=x.device)
-        targets = (parts, parts, parts, n_dst, n_dst, 0, 0, n_dst)
+        o1 = o2 = parts = torch.empty(n_split, batch, n_dst, n_t,
+                                      dtype=_acc_dtype(x.dtype)[0], device=x.device)
+        row0, row2, cut = 0, 0, n_dst
         second.update(n_split=n_split, split_stride=batch * n_dst * n_t, SPLIT=True)
-    o1, oh, o2, r_out, r_out2, row0, row2, cut = targets
     _block_conv_kernel[(rb.n_blocks * n_tiles * n_split, batch)](
         x, hist if has_hist else x, _packed_taps(w, rb), rb.rows, rb.ptr, rb.other,
-        _block_order(cfg, rb), o1, oh, o2,
-        n_t, n_src, r_out, n_tiles, 0, r_out2, row0, row2, cut,
+        _block_order(cfg, rb), o1, o1, o2,
+        n_t, n_src, o1.shape[-2], n_tiles, 0, o2.shape[-2], row0, row2, cut,
         x, 0, 0, n_src, *x.stride(), *x.stride(),
         K=k, BT=bt, C=rb.c, REVERSE=False, HAS_IHIST=has_hist, HAS_OHIST=False,
         ACC_DTYPE=_acc_dtype(x.dtype)[1], PREFETCH=cfg.block_prefetch,
