@@ -25,6 +25,9 @@ __all__ = ["LEVEL_POOL_COLUMNS", "level_pool_adjoint", "level_pool_steps"]
 LEVEL_POOL_COLUMNS = 9
 
 _LAKES = 32  # lakes per program (float64 registers: 9 parameters + state per lake)
+# one warp per program: its 32 lanes are the 32 lakes (more warps would step copies of them);
+# on an H200, 800 lakes x 8,760 steps took 0.40 us a step against 0.50 with 4 warps
+_WARPS = 1
 
 
 def level_pool_steps(inflow: torch.Tensor, params: torch.Tensor, dt: float,
@@ -74,7 +77,7 @@ def level_pool_steps(inflow: torch.Tensor, params: torch.Tensor, dt: float,
         grid = (triton.cdiv(n, _LAKES), b)
         _triton_level_pool._level_pool_fwd_kernel[grid](
             inflow, p, rate, h0, q, h, lev, n, s, *inflow.stride(), *q.stride(), BL=_LAKES,
-            LEVELS=bool(return_levels))
+            LEVELS=bool(return_levels), num_warps=_WARPS)
     else:
         h.copy_(h0)
     return (q, h, lev) if return_levels else (q, h)
@@ -115,7 +118,8 @@ def level_pool_adjoint(inflow: torch.Tensor, params: torch.Tensor, dt: float,
         last = slice(s - 1, s)  # views at the last step: the kernel walks backwards
         _triton_level_pool._level_pool_bwd_kernel[grid](
             inflow[..., last], levels[..., last], gq[..., last], p, rate, gh, gx[..., last],
-            gp, n, s, *inflow.stride(), *levels.stride(), *gq.stride(), BL=_LAKES)
+            gp, n, s, *inflow.stride(), *levels.stride(), *gq.stride(), BL=_LAKES,
+            num_warps=_WARPS)
     gp = gp.sum(0)
     g_params = gp[:, :9].clone()
     g_params[:, 0] = -gp[:, 9] * rate / p[:, 0]  # rate = dt / area

@@ -116,6 +116,9 @@ def _block_conv_kernel(
     ptrb_ptr=None,  # [G + 1] CSR pointer of its entries (same blocks of output rows)
     otherb_ptr=None,  # [Eb] its input row of each entry
     R_inb=0,
+    xb_sb=0,  # strides of xb (batch, row, time): the history launch reads zeros, stride 0
+    xb_sr=0,
+    xb_st=0,
     TERMB: tl.constexpr = False,
     HAS_IHISTB: tl.constexpr = False,
     n_split=1,  # SPLIT: programs per (block, tile), each over its share of the entries
@@ -165,22 +168,23 @@ def _block_conv_kernel(
                                 b, R_in, t, cc, in2_ptr, in_row0, in2_row0, in_split,
                                 in_sb, in_sr, in_st, in2_sb, in2_sr, in2_st, T,
                                 K, C, REVERSE, True, HAS_IHIST, PREFETCH, IN2)
-    if TERMB:  # a contiguous forward input
+    if TERMB:  # a forward input, read through its strides
         startb = tl.load(ptrb_ptr + blk)
         endb = tl.load(ptrb_ptr + blk + 1)
         if SPLIT:
             perb = (endb - startb + n_split - 1) // n_split
             startb = startb + sp * perb
             endb = tl.minimum(endb, startb + perb)
-        sbb = (b * 0 + R_inb) * T  # int64
         if interior:
             acc = _block_accumulate(acc, xb_ptr, ihistb_ptr, wdb_ptr, otherb_ptr, startb, endb,
-                                    b, R_inb, t, cc, xb_ptr, 0, 0, R_inb, sbb, T, 1, sbb, T, 1,
-                                    T, K, C, REVERSE, False, HAS_IHISTB, PREFETCH, False)
+                                    b, R_inb, t, cc, xb_ptr, 0, 0, R_inb, xb_sb, xb_sr, xb_st,
+                                    xb_sb, xb_sr, xb_st, T, K, C, REVERSE, False, HAS_IHISTB,
+                                    PREFETCH, False)
         else:
             acc = _block_accumulate(acc, xb_ptr, ihistb_ptr, wdb_ptr, otherb_ptr, startb, endb,
-                                    b, R_inb, t, cc, xb_ptr, 0, 0, R_inb, sbb, T, 1, sbb, T, 1,
-                                    T, K, C, REVERSE, True, HAS_IHISTB, PREFETCH, False)
+                                    b, R_inb, t, cc, xb_ptr, 0, 0, R_inb, xb_sb, xb_sr, xb_st,
+                                    xb_sb, xb_sr, xb_st, T, K, C, REVERSE, True, HAS_IHISTB,
+                                    PREFETCH, False)
     ok = (rows >= 0)[:, None]
     # one pointer per row: rows < split into out (from row out_row0), the others into out2
     first = rows < split

@@ -173,10 +173,12 @@ def _block_forward(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, spli
     if ``d < split``, else into ``out2[:, out2_row0 + d - split]`` (written, or added when
     ``accumulate``); ``term_b``, a second term ``(x, w, layout, hist)`` with the same
     destination blocks, is summed in the same launch.  With ``block_split_history`` the
-    histories are applied by :func:`_add_history` after a launch without them."""
+    histories are applied by :func:`_add_history` after a launch without them, unless the
+    launch is smaller than ``block_fold_history_below`` programs."""
     k = w.shape[1]
     hb = None if term_b is None else term_b[3]
-    if cfg.block_split_history and k > 1 and (hist is not None or hb is not None):
+    if (cfg.block_split_history and k > 1 and (hist is not None or hb is not None)
+            and _programs(cfg, layout, x.shape) >= cfg.block_fold_history_below):
         plain_b = None if term_b is None else (*term_b[:3], None)
         _block_forward(cfg, x, w, layout, None, out, out_row0, out2, out2_row0, split,
                        accumulate, plain_b)
@@ -189,28 +191,41 @@ def _block_forward(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, spli
 def _add_history(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, split,
                  term_b) -> None:
     """Add the inputs' histories' share of the output, which only reaches its first ``K -
-    1`` steps: the same kernels over ``[hist, zeros]`` (``2 (K - 1)`` steps), whose last
-    ``K - 1`` output steps are ``Σ_{k > t} w_k hist[K - 1 + t - k]``, added to the output's
-    first ``min(T, K - 1)`` steps of the same rows."""
+    1`` steps: one launch of ``K - 1`` steps over zero inputs (a stride-0 view, nothing
+    copied: a transfer buffer's history has ``n_exit f`` rows) with the histories, whose
+    output is ``Σ_{k > t} w_k hist[K - 1 + t - k]``, added to the output's first ``min(T, K -
+    1)`` steps of the same rows.  A term without history is left out of the launch."""
     k1 = w.shape[1] - 1
     n_t = x.shape[2]
+    terms = [tm for tm in ((x, w, layout, hist), term_b) if tm is not None and tm[3] is not None]
+    (xa, wa, la, ha), term = terms[0], (terms[1] if len(terms) > 1 else None)
+    zero = x.new_zeros(())
 
-    def padded(xt, ht):
-        h = ht if ht is not None else xt.new_zeros(xt.shape[0], xt.shape[1], k1)
-        return torch.cat([h.to(xt.dtype), h.new_zeros(h.shape[0], h.shape[1], k1).to(
-            xt.dtype)], -1)
+    def zeros(xt):  # the inputs after the history: zeros, read through stride 0
+        return zero.to(xt.dtype).expand(xt.shape[0], xt.shape[1], k1)
 
-    xs = padded(x, hist)
-    term = None if term_b is None else (padded(term_b[0], term_b[3]), *term_b[1:3], None)
+    if term is not None:
+        term = (zeros(term[0]), *term[1:])
     n_dst = layout.n_dst
-    ys = torch.zeros(x.shape[0], n_dst, 2 * k1, device=x.device, dtype=out.dtype)
-    _block_launch(cfg, xs, w, layout, None, ys, 0, ys, 0, n_dst, False, term)
+    ys = torch.empty(x.shape[0], n_dst, k1, device=x.device, dtype=out.dtype)
+    _block_launch(cfg, zeros(xa), wa, la, ha, ys, 0, ys, 0, n_dst, False, term)
     steps = min(n_t, k1)
-    share = ys[:, :, k1:k1 + steps]
+    share = ys[:, :, :steps]
     if split:
         out[:, out_row0:out_row0 + split, :steps] += share[:, :split]
     if n_dst > split:
         out2[:, out2_row0:out2_row0 + n_dst - split, :steps] += share[:, split:]
+
+
+def _tiles(cfg, n_t: int) -> tuple[int, int]:
+    """``(steps per tile, tiles)`` of a block forward launch over ``n_t`` steps."""
+    bt = min(cfg.block_time, max(16, triton.next_power_of_2(n_t)))
+    return bt, triton.cdiv(n_t, bt)
+
+
+def _programs(cfg, layout: PathLayout, shape: tuple) -> int:
+    """Programs of a block forward launch over an input ``[B, S, T]`` (before any split)."""
+    return layout.blocks("dst", cfg.block_rows).n_blocks * _tiles(cfg, shape[2])[1] * shape[0]
 
 
 def _block_launch(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, split,
@@ -220,15 +235,15 @@ def _block_launch(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, split
     k = w.shape[1]
     has_hist = hist is not None and k > 1
     rb = layout.blocks("dst", cfg.block_rows)
-    bt = min(cfg.block_time, max(16, triton.next_power_of_2(n_t)))
-    n_tiles = triton.cdiv(n_t, bt)
+    bt, n_tiles = _tiles(cfg, n_t)
     second = {}
     if term_b is not None:
         xb, wb, lb, hb = term_b
         rbb = lb.blocks("dst", cfg.block_rows)
         has_hb = hb is not None and k > 1
         second = dict(xb_ptr=xb, ihistb_ptr=hb if has_hb else xb, wdb_ptr=_packed_taps(wb, rbb),
-                      ptrb_ptr=rbb.ptr, otherb_ptr=rbb.other, R_inb=xb.shape[1], TERMB=True,
+                      ptrb_ptr=rbb.ptr, otherb_ptr=rbb.other, R_inb=xb.shape[1],
+                      xb_sb=xb.stride(0), xb_sr=xb.stride(1), xb_st=xb.stride(2), TERMB=True,
                       HAS_IHISTB=has_hb)
     n_split = _entry_splits(cfg, rb, n_tiles * batch)
     o1, o2, row0, row2, cut = out, out2, out_row0, out2_row0, split

@@ -22,8 +22,12 @@ def _config(algorithm: str):
     None for the default."""
     if not algorithm:
         return None
-    if algorithm == "blocks-split":
-        return set_launch_config(conv_algorithm="blocks", block_split_history=True)
+    if algorithm == "blocks-split":  # split whatever the launch's size
+        return set_launch_config(conv_algorithm="blocks", block_split_history=True,
+                                 block_fold_history_below=0)
+    if algorithm == "blocks-fold":  # the default: a small launch reads its histories itself
+        return set_launch_config(conv_algorithm="blocks", block_split_history=True,
+                                 block_fold_history_below=1 << 30)
     return set_launch_config(conv_algorithm=algorithm, block_split_history=False)
 
 
@@ -70,11 +74,15 @@ def test_bad_targets_and_gradients_are_refused(make_case):
                        backend="torch")
 
 
-@pytest.mark.parametrize("steps", [2, 40])
-def test_split_history_pair_launch_equals_the_oracle(make_case, steps, monkeypatch):
-    """Two terms with histories summed into two targets by one launch, the histories then
-    applied by a second launch (``block_split_history``), also when the chunk is shorter
-    than the history: the float64 oracle's values."""
+@pytest.mark.parametrize("mode", ["blocks-split", "blocks-fold"])
+@pytest.mark.parametrize("steps,with_hist", [(2, "both"), (40, "both"), (40, "first"),
+                                             (2, "second")])
+def test_split_history_pair_launch_equals_the_oracle(make_case, steps, with_hist, mode,
+                                                     monkeypatch):
+    """Two terms summed into two targets by one launch, the histories (of both terms, or
+    of one) then applied by a second launch over zero inputs (``block_split_history``), or,
+    for a launch under ``block_fold_history_below`` programs, read in the same launch; also
+    when the chunk is shorter than the history: the float64 oracle's values."""
     if TRITON_DEVICE is None:
         pytest.skip("needs triton (a GPU, or TRITON_INTERPRET=1 on CPU)")
     from hydroscale.kernels import _triton_ops, path_conv_sum_into
@@ -87,19 +95,23 @@ def test_split_history_pair_launch_equals_the_oracle(make_case, steps, monkeypat
     la, xa, wa, ha, sa, da = make_case(1, 5, 6, steps, 5, 12, heavy_dst=2, heavy=4)
     xb = torch.randn(1, 5, steps, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     hb = torch.randn(1, 5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    if with_hist == "first":
+        hb = None
+    if with_hist == "second":
+        ha = None
     expect = (brute_force(xa, wa, sa, da, 6, ha) + brute_force(xb, wa, sa, da, 6, hb))
     dev = TRITON_DEVICE
     first = torch.zeros(1, 2, steps, dtype=torch.float64, device=dev)
     second = torch.zeros(1, 4, steps, dtype=torch.float64, device=dev)
-    previous = _config("blocks-split")
+    previous = _config(mode)
     try:
         with torch.no_grad():
             f, s = path_conv_sum_into(
-                [(xa.to(dev), wa.to(dev), la.to(dev), ha.to(dev)),
-                 (xb.to(dev), wa.to(dev), la.to(dev), hb.to(dev))],
+                [(xa.to(dev), wa.to(dev), la.to(dev), None if ha is None else ha.to(dev)),
+                 (xb.to(dev), wa.to(dev), la.to(dev), None if hb is None else hb.to(dev))],
                 RowTarget(first, 0, second, 0, split=2), backend="triton")
     finally:
         set_launch_config(previous)
     got = torch.cat([f.cpu(), s.cpu()], 1)
-    assert calls  # the histories went through the second launch
+    assert bool(calls) == (mode == "blocks-split")  # the histories' second launch, or none
     torch.testing.assert_close(got, expect, rtol=1e-10, atol=1e-10)
