@@ -13,7 +13,6 @@ ALGORITHMS = ("auto", "blocks", "toeplitz")
 BLOCKS_MAX_TAPS = 32  # "auto" takes the block kernels up to this window
 BLOCKS_LIMIT_TAPS = 64  # the block kernels unroll the taps: never beyond this window
 REGISTER_FIELDS = ("block_max_registers", "block_grad_w_max_registers")  # 0 or 24..255
-COUNT_FIELDS = ("block_fold_history_below",)  # any count >= 0
 
 
 @dataclass(frozen=True)
@@ -53,10 +52,10 @@ class LaunchConfig:
         0.2918 s against 0.1211 s without one (2.41x); split, 0.1346 s against 0.1192 s
         (1.13x).  The GEOGLOWS row (6.84M reaches x 29,220 days in 3,650-day chunks, one
         H200) went from 24.98 s to 13.89 s.
-    block_fold_history_below : a block forward launch of fewer programs than this (a small
-        wave: its time is its heaviest block's loop, not the tiles' arithmetic) reads the
-        histories itself, in the tiles that reach them, instead of a second launch that
-        would take about as long again; 0: always split.
+    block_history_stream : on CUDA, the history launch runs on a second stream beside the
+        launch without the history (it reads only the carried state), and the main stream
+        waits for it before adding its share: a small wave's two launches, each as long as its
+        heaviest block's loop, overlap instead of following each other.
     block_small_launch, block_small_splits : a block forward launch of fewer than
         ``block_small_launch`` programs (a small wave, too few to fill the GPU) lasts as long
         as its heaviest block's loop over its entries (an exit row of a cluster has one per
@@ -116,7 +115,7 @@ class LaunchConfig:
     block_grad_w_warps: int = 1
     block_grad_w_entries: int = 4
     block_split_history: bool = True
-    block_fold_history_below: int = 4096
+    block_history_stream: bool = True
     block_small_launch: int = 4096
     block_small_splits: int = 8
 
@@ -133,9 +132,6 @@ class LaunchConfig:
             elif f.name in REGISTER_FIELDS:
                 if not isinstance(v, int) or isinstance(v, bool) or not (v == 0 or 24 <= v <= 255):
                     raise ValueError(f"LaunchConfig.{f.name} must be 0 or 24..255, got {v!r}")
-            elif f.name in COUNT_FIELDS:
-                if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                    raise ValueError(f"LaunchConfig.{f.name} must be an int >= 0, got {v!r}")
             elif not isinstance(v, int) or isinstance(v, bool) or v < 1 or v & (v - 1):
                 raise ValueError(f"LaunchConfig.{f.name} must be a power of two, got {v!r}")
         if self.conv_bm < 16 or self.grad_w_bm < 16:

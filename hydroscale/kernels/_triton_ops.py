@@ -173,30 +173,60 @@ def _block_forward(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, spli
     if ``d < split``, else into ``out2[:, out2_row0 + d - split]`` (written, or added when
     ``accumulate``); ``term_b``, a second term ``(x, w, layout, hist)`` with the same
     destination blocks, is summed in the same launch.  With ``block_split_history`` the
-    histories are applied by :func:`_add_history` after a launch without them, unless the
-    launch is smaller than ``block_fold_history_below`` programs."""
+    histories' share is computed by :func:`_history_share` (on CUDA with
+    ``block_history_stream``, on a second stream, beside the launch without them) and then
+    added."""
     k = w.shape[1]
     hb = None if term_b is None else term_b[3]
-    if (cfg.block_split_history and k > 1 and (hist is not None or hb is not None)
-            and _programs(cfg, layout, x.shape) >= cfg.block_fold_history_below):
-        plain_b = None if term_b is None else (*term_b[:3], None)
-        _block_forward(cfg, x, w, layout, None, out, out_row0, out2, out2_row0, split,
-                       accumulate, plain_b)
-        _add_history(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, split, term_b)
+    if not (cfg.block_split_history and k > 1 and (hist is not None or hb is not None)):
+        _block_launch(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, split,
+                      accumulate, term_b)
         return
-    _block_launch(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, split, accumulate,
-                  term_b)
+    plain_b = None if term_b is None else (*term_b[:3], None)
+    side = _side_stream(x.device) if cfg.block_history_stream and x.is_cuda else None
+    if side is None:
+        share = _history_share(cfg, x, w, layout, hist, term_b, out.dtype)
+    else:
+        for lay in (layout, None if term_b is None else term_b[2]):
+            if lay is not None:  # built (and cached) on the main stream
+                lay.blocks("dst", cfg.block_rows)
+        main = torch.cuda.current_stream(x.device)
+        side.wait_stream(main)  # the histories and taps are written
+        with torch.cuda.stream(side):
+            share = _history_share(cfg, x, w, layout, hist, term_b, out.dtype)
+        share.record_stream(main)  # read by the main stream's additions below
+    _block_launch(cfg, x, w, layout, None, out, out_row0, out2, out2_row0, split, accumulate,
+                  plain_b)
+    if side is not None:
+        main.wait_stream(side)
+    steps = min(x.shape[2], k - 1)
+    share = share[:, :, :steps]
+    if split:
+        out[:, out_row0:out_row0 + split, :steps] += share[:, :split]
+    if layout.n_dst > split:
+        out2[:, out2_row0:out2_row0 + layout.n_dst - split, :steps] += share[:, split:]
 
 
-def _add_history(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, split,
-                 term_b) -> None:
-    """Add the inputs' histories' share of the output, which only reaches its first ``K -
-    1`` steps: one launch of ``K - 1`` steps over zero inputs (a stride-0 view, nothing
-    copied: a transfer buffer's history has ``n_exit f`` rows) with the histories, whose
-    output is ``Σ_{k > t} w_k hist[K - 1 + t - k]``, added to the output's first ``min(T, K -
-    1)`` steps of the same rows.  A term without history is left out of the launch."""
+_SIDE_STREAMS: dict = {}
+
+
+def _side_stream(device: torch.device) -> torch.cuda.Stream:
+    """The stream that runs the history launches of ``device`` (one per device, made once)."""
+    key = torch.device(device).index
+    if key is None:
+        key = torch.cuda.current_device()
+    if key not in _SIDE_STREAMS:
+        _SIDE_STREAMS[key] = torch.cuda.Stream(device=key)
+    return _SIDE_STREAMS[key]
+
+
+def _history_share(cfg, x, w, layout, hist, term_b, dtype: torch.dtype) -> torch.Tensor:
+    """The inputs' histories' share ``[B, n_dst, K - 1]`` of the output, which only reaches
+    its first ``K - 1`` steps: one launch of ``K - 1`` steps over zero inputs (a stride-0
+    view, nothing copied: a transfer buffer's history has ``n_exit f`` rows) with the
+    histories, whose output is ``Σ_{k > t} w_k hist[K - 1 + t - k]``.  A term without history
+    is left out of the launch."""
     k1 = w.shape[1] - 1
-    n_t = x.shape[2]
     terms = [tm for tm in ((x, w, layout, hist), term_b) if tm is not None and tm[3] is not None]
     (xa, wa, la, ha), term = terms[0], (terms[1] if len(terms) > 1 else None)
     zero = x.new_zeros(())
@@ -207,25 +237,15 @@ def _add_history(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, split,
     if term is not None:
         term = (zeros(term[0]), *term[1:])
     n_dst = layout.n_dst
-    ys = torch.empty(x.shape[0], n_dst, k1, device=x.device, dtype=out.dtype)
+    ys = torch.empty(x.shape[0], n_dst, k1, device=x.device, dtype=dtype)
     _block_launch(cfg, zeros(xa), wa, la, ha, ys, 0, ys, 0, n_dst, False, term)
-    steps = min(n_t, k1)
-    share = ys[:, :, :steps]
-    if split:
-        out[:, out_row0:out_row0 + split, :steps] += share[:, :split]
-    if n_dst > split:
-        out2[:, out2_row0:out2_row0 + n_dst - split, :steps] += share[:, split:]
+    return ys
 
 
 def _tiles(cfg, n_t: int) -> tuple[int, int]:
     """``(steps per tile, tiles)`` of a block forward launch over ``n_t`` steps."""
     bt = min(cfg.block_time, max(16, triton.next_power_of_2(n_t)))
     return bt, triton.cdiv(n_t, bt)
-
-
-def _programs(cfg, layout: PathLayout, shape: tuple) -> int:
-    """Programs of a block forward launch over an input ``[B, S, T]`` (before any split)."""
-    return layout.blocks("dst", cfg.block_rows).n_blocks * _tiles(cfg, shape[2])[1] * shape[0]
 
 
 def _block_launch(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, split,

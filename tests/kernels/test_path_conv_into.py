@@ -22,12 +22,8 @@ def _config(algorithm: str):
     None for the default."""
     if not algorithm:
         return None
-    if algorithm == "blocks-split":  # split whatever the launch's size
-        return set_launch_config(conv_algorithm="blocks", block_split_history=True,
-                                 block_fold_history_below=0)
-    if algorithm == "blocks-fold":  # the default: a small launch reads its histories itself
-        return set_launch_config(conv_algorithm="blocks", block_split_history=True,
-                                 block_fold_history_below=1 << 30)
+    if algorithm == "blocks-split":
+        return set_launch_config(conv_algorithm="blocks", block_split_history=True)
     return set_launch_config(conv_algorithm=algorithm, block_split_history=False)
 
 
@@ -74,23 +70,25 @@ def test_bad_targets_and_gradients_are_refused(make_case):
                        backend="torch")
 
 
-@pytest.mark.parametrize("mode", ["blocks-split", "blocks-fold"])
+@pytest.mark.parametrize("stream", [True, False])
 @pytest.mark.parametrize("steps,with_hist", [(2, "both"), (40, "both"), (40, "first"),
                                              (2, "second")])
-def test_split_history_pair_launch_equals_the_oracle(make_case, steps, with_hist, mode,
+def test_split_history_pair_launch_equals_the_oracle(make_case, steps, with_hist, stream,
                                                      monkeypatch):
     """Two terms summed into two targets by one launch, the histories (of both terms, or
-    of one) then applied by a second launch over zero inputs (``block_split_history``), or,
-    for a launch under ``block_fold_history_below`` programs, read in the same launch; also
-    when the chunk is shorter than the history: the float64 oracle's values."""
+    of one) applied by a second launch over zero inputs (``block_split_history``; on CUDA
+    with ``block_history_stream`` on a second stream), also when the chunk is shorter than
+    the history: the float64 oracle's values."""
     if TRITON_DEVICE is None:
         pytest.skip("needs triton (a GPU, or TRITON_INTERPRET=1 on CPU)")
     from hydroscale.kernels import _triton_ops, path_conv_sum_into
 
     calls = []
-    real = _triton_ops._add_history
-    monkeypatch.setattr(_triton_ops, "_add_history",
-                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = _triton_ops._history_share
+    monkeypatch.setattr(_triton_ops, "_history_share",
+                        lambda *a, **k: calls.append(torch.cuda.current_stream()
+                                                     if torch.cuda.is_available() else 1)
+                        or real(*a, **k))
 
     la, xa, wa, ha, sa, da = make_case(1, 5, 6, steps, 5, 12, heavy_dst=2, heavy=4)
     xb = torch.randn(1, 5, steps, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
@@ -103,7 +101,8 @@ def test_split_history_pair_launch_equals_the_oracle(make_case, steps, with_hist
     dev = TRITON_DEVICE
     first = torch.zeros(1, 2, steps, dtype=torch.float64, device=dev)
     second = torch.zeros(1, 4, steps, dtype=torch.float64, device=dev)
-    previous = _config(mode)
+    previous = set_launch_config(conv_algorithm="blocks", block_split_history=True,
+                                 block_history_stream=stream)
     try:
         with torch.no_grad():
             f, s = path_conv_sum_into(
@@ -113,5 +112,7 @@ def test_split_history_pair_launch_equals_the_oracle(make_case, steps, with_hist
     finally:
         set_launch_config(previous)
     got = torch.cat([f.cpu(), s.cpu()], 1)
-    assert bool(calls) == (mode == "blocks-split")  # the histories' second launch, or none
+    assert calls  # the histories went through the second launch
+    if torch.device(dev).type == "cuda":  # on the side stream, or the main one
+        assert (calls[0] != torch.cuda.current_stream()) == stream
     torch.testing.assert_close(got, expect, rtol=1e-10, atol=1e-10)
