@@ -55,7 +55,10 @@ class LaunchConfig:
     block_history_stream : on CUDA, the history launch runs on a second stream beside the
         launch without the history (it reads only the carried state), and the main stream
         waits for it before adding its share: a small wave's two launches, each as long as its
-        heaviest block's loop, overlap instead of following each other.
+        heaviest block's loop, overlap instead of following each other.  On an H200
+        (``bench/lakes.py`` at 3M reaches, 3,650 days in 365-day chunks, one call): with
+        15,000 lakes (181 waves) 3.468 -> 3.247 s, without lakes (51 waves) 2.046 -> 1.928 s;
+        the discharge is the same bits either way.
     block_small_launch, block_small_splits : a block forward launch of fewer than
         ``block_small_launch`` programs (a small wave, too few to fill the GPU) lasts as long
         as its heaviest block's loop over its entries (an exit row of a cluster has one per
