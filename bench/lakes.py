@@ -24,7 +24,7 @@ Options::
 
     python bench/lakes.py [--reaches 100000] [--steps 365] [--time-chunk 365]
                           [--substeps 24] [--lake-fraction 0.01] [--engine torch|triton]
-                          [--device cuda] [--repeat 3] [--json F]
+                          [--device cuda] [--repeat 3] [--time-pieces 1] [--json F]
 """
 
 from __future__ import annotations
@@ -163,6 +163,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--time-pieces", type=int, default=1,
+                    help="RoutingOptions.time_pieces of both runs (pieces of each chunk's "
+                         "steps, one batch apart, each on its own CUDA stream)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     dev = torch.device(a.device)
@@ -173,7 +176,7 @@ def main() -> None:
                      dtype=torch.float32, device=dev)
     lakes = random_lakes(net, a.lake_fraction, a.seed)
     opts = dict(irf="muskingum", substeps=a.substeps, allow_unstable=True,
-                backend=a.engine, device=dev)
+                backend=a.engine, device=dev, time_pieces=a.time_pieces)
 
     def part(sub):
         return partition_network(sub, max_reaches=512).cluster_of
@@ -199,7 +202,8 @@ def main() -> None:
     lake_s = lake_step_seconds(lr, kl, n, a, dev)
     row = {
         "reaches": n, "steps": a.steps, "time_chunk": a.time_chunk, "substeps": a.substeps,
-        "engine": a.engine, "device": str(dev), "lakes": lakes.n_lakes,
+        "engine": a.engine, "device": str(dev), "time_pieces": a.time_pieces,
+        "lakes": lakes.n_lakes,
         "lake_reaches": int(lakes.reach_ids.size), "stages": lr.n_stages,
         "lake_loops_per_chunk": runs, "waves_plain": waves_plain,
         "waves_lakes": int(lr.clusters.n_waves), "window_plain": window_plain,

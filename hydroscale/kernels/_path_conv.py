@@ -331,6 +331,10 @@ def path_conv_sum_into(
     layouts, name, precision, flat = _prepare_terms(terms, backend, precision,
                                                     "path_conv_sum_into", same_dtype=False)
     _check_target(target, layouts[0].n_dst, flat[0])
+    if target.steps is not None and torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (*flat, target.first, target.second)):
+        raise ValueError("RowTarget.steps writes part of the output: a forward without "
+                         "gradients only (call it under torch.no_grad())")
     if target.first is target.second:
         raise ValueError("path_conv_sum_into needs two different target tensors (give a "
                          "zero-row tensor as the unused one)")
@@ -419,6 +423,10 @@ def path_conv_into(
 def _check_target(target: RowTarget, n: int, x: torch.Tensor) -> None:
     if not 0 <= target.split <= n:
         raise ValueError(f"RowTarget.split must lie in [0, {n}], got {target.split}")
+    a, b = target.window(x.shape[2])
+    if not 0 <= a <= b <= x.shape[2]:
+        raise ValueError(f"RowTarget.steps must be (a, b) with 0 <= a <= b <= T={x.shape[2]}, "
+                         f"got {target.steps}")
     for what, (t, row0, rows) in zip(("first", "second"), target.parts(n)):
         if t.ndim != 3 or t.shape[0] != x.shape[0] or t.shape[2] != x.shape[2] or not (
                 0 <= row0 and row0 + rows <= t.shape[1]):
@@ -433,9 +441,10 @@ def _write_term(x, w, layout, hist, target: RowTarget, backend, precision) -> No
     if backend == "triton" and _triton_ops.path_conv_forward_into(x, w, layout, hist, target):
         return
     y = _forward_term(x, w, layout, hist, backend, precision)
+    a, b = target.window(x.shape[2])
     d0 = 0
     for out, row0, rows in target.parts(layout.n_dst):
-        dst, part = out[:, row0 : row0 + rows], y[:, d0 : d0 + rows]
+        dst, part = out[:, row0 : row0 + rows, a:b], y[:, d0 : d0 + rows, a:b]
         d0 += rows
         if target.accumulate:
             dst += part.to(dst.dtype)

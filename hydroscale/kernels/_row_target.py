@@ -16,7 +16,11 @@ class RowTarget:
     output rows: destination row ``d < split`` in ``first[:, first_row + d]``, the others in
     ``second[:, second_row + d - split]`` (both ``[B, R, T]``), written, or added to what is
     there when ``accumulate``.  The backward of ``path_conv_sum_into`` reads the output
-    gradient from the same rows of the two tensors' gradients."""
+    gradient from the same rows of the two tensors' gradients.
+
+    ``steps = (a, b)`` writes only the output steps ``a .. b - 1`` and leaves the others as
+    they are (a forward without gradients: a router's time pieces, each launched when the
+    inputs it reads are written); None writes all."""
 
     first: torch.Tensor
     first_row: int
@@ -24,6 +28,11 @@ class RowTarget:
     second_row: int
     split: int
     accumulate: bool = False
+    steps: tuple[int, int] | None = None
+
+    def window(self, n_t: int) -> tuple[int, int]:
+        """``(a, b)``: the output steps written of a ``T = n_t`` output."""
+        return (0, n_t) if self.steps is None else (int(self.steps[0]), int(self.steps[1]))
 
     @classmethod
     def whole(cls, y: torch.Tensor) -> RowTarget:
@@ -46,13 +55,13 @@ class RowTarget:
         if self.first is self.second:
             t = self.first if ready(self.first) else self._as(self.first, dtype)
             return RowTarget(t, self.first_row, t, self.second_row, self.split,
-                             self.accumulate)
+                             self.accumulate, self.steps)
         out = []
         for t, row0, rows in self.parts(n_dst):
             if not ready(t):
                 t, row0 = self._as(t[:, row0 : row0 + rows], dtype), 0
             out += [t, row0]
-        return RowTarget(*out, self.split, self.accumulate)
+        return RowTarget(*out, self.split, self.accumulate, self.steps)
 
     @staticmethod
     def _as(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:

@@ -124,6 +124,8 @@ def _block_conv_kernel(
     n_split=1,  # SPLIT: programs per (block, tile), each over its share of the entries
     split_stride=0,  # SPLIT: elements between the outputs of consecutive shares
     SPLIT: tl.constexpr = False,
+    t_stop=0,  # HAS_STOP: no output step from t_stop on is stored (a time piece)
+    HAS_STOP: tl.constexpr = False,
 ):
     """Forward (causal, ``REVERSE=False``) or input gradient (anti-causal) of one block.
 
@@ -193,7 +195,10 @@ def _block_conv_kernel(
     if SPLIT:
         row_ptr += sp.to(tl.int64) * split_stride
     optrs = row_ptr[:, None] + t[None, :]
-    omask = ok & ((t >= 0) & (t < T))[None, :]
+    if HAS_STOP:
+        omask = ok & ((t >= 0) & (t < t_stop))[None, :]
+    else:
+        omask = ok & ((t >= 0) & (t < T))[None, :]
     if ACCUMULATE:
         acc += tl.load(optrs, mask=omask, other=0.0).to(ACC_DTYPE)
     tl.store(optrs, acc, mask=omask)

@@ -132,7 +132,8 @@ def path_conv_forward_into(
         return False
     if layout.n_dst and x.shape[0] and x.shape[2]:
         _block_forward(cfg, x, w, layout, hist, target.first, target.first_row, target.second,
-                       target.second_row, target.split, target.accumulate)
+                       target.second_row, target.split, target.accumulate,
+                       steps=target.window(x.shape[2]))
     return True
 
 
@@ -153,7 +154,8 @@ def path_conv_forward_pair_into(term_a: tuple, term_b: tuple, target) -> bool:
         return False
     if la.n_dst and xa.shape[0] and xa.shape[2]:
         _block_forward(cfg, xa, wa, la, ha, target.first, target.first_row, target.second,
-                       target.second_row, target.split, target.accumulate, (xb, wb, lb, hb))
+                       target.second_row, target.split, target.accumulate, (xb, wb, lb, hb),
+                       steps=target.window(xa.shape[2]))
     return True
 
 
@@ -168,19 +170,23 @@ def _same_dst_blocks(la: PathLayout, lb: PathLayout) -> bool:
 
 
 def _block_forward(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, split,
-                   accumulate, term_b: tuple | None = None) -> None:
+                   accumulate, term_b: tuple | None = None, steps: tuple | None = None) -> None:
     """Launch the block forward kernel: destination row ``d`` into ``out[:, out_row0 + d]``
     if ``d < split``, else into ``out2[:, out2_row0 + d - split]`` (written, or added when
-    ``accumulate``); ``term_b``, a second term ``(x, w, layout, hist)`` with the same
-    destination blocks, is summed in the same launch.  With ``block_split_history`` the
-    histories' share is computed by :func:`_history_share` (on CUDA with
-    ``block_history_stream``, on a second stream, beside the launch without them) and then
-    added."""
+    ``accumulate``), output steps ``steps = (a, b)`` only (default all); ``term_b``, a second
+    term ``(x, w, layout, hist)`` with the same destination blocks, is summed in the same
+    launch.  With ``block_split_history`` the histories' share is computed by
+    :func:`_history_share` (on CUDA with ``block_history_stream``, on a second stream, beside
+    the launch without them) and then added."""
     k = w.shape[1]
+    a, b = steps if steps is not None else (0, x.shape[2])
     hb = None if term_b is None else term_b[3]
+    if a >= k - 1:  # the histories do not reach these steps
+        hist, hb = None, None
+        term_b = None if term_b is None else (*term_b[:3], None)
     if not (cfg.block_split_history and k > 1 and (hist is not None or hb is not None)):
         _block_launch(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, split,
-                      accumulate, term_b)
+                      accumulate, term_b, (a, b))
         return
     plain_b = None if term_b is None else (*term_b[:3], None)
     side = _side_stream(x.device) if cfg.block_history_stream and x.is_cuda else None
@@ -196,15 +202,15 @@ def _block_forward(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, spli
             share = _history_share(cfg, x, w, layout, hist, term_b, out.dtype)
         share.record_stream(main)  # read by the main stream's additions below
     _block_launch(cfg, x, w, layout, None, out, out_row0, out2, out2_row0, split, accumulate,
-                  plain_b)
+                  plain_b, (a, b))
     if side is not None:
         main.wait_stream(side)
-    steps = min(x.shape[2], k - 1)
-    share = share[:, :, :steps]
+    stop = min(b, k - 1)
+    share = share[:, :, a:stop]
     if split:
-        out[:, out_row0:out_row0 + split, :steps] += share[:, :split]
+        out[:, out_row0:out_row0 + split, a:stop] += share[:, :split]
     if layout.n_dst > split:
-        out2[:, out2_row0:out2_row0 + layout.n_dst - split, :steps] += share[:, split:]
+        out2[:, out2_row0:out2_row0 + layout.n_dst - split, a:stop] += share[:, split:]
 
 
 _SIDE_STREAMS: dict = {}
@@ -249,13 +255,18 @@ def _tiles(cfg, n_t: int) -> tuple[int, int]:
 
 
 def _block_launch(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, split,
-                  accumulate, term_b: tuple | None = None) -> None:
-    """One launch of the block forward kernel (see :func:`_block_forward`)."""
+                  accumulate, term_b: tuple | None = None, steps: tuple | None = None
+                  ) -> None:
+    """One launch of the block forward kernel (see :func:`_block_forward`) over the output
+    steps ``steps = (a, b)`` (default all): tiles from step ``a``, stores below ``b``."""
     batch, n_src, n_t = x.shape
     k = w.shape[1]
     has_hist = hist is not None and k > 1
     rb = layout.blocks("dst", cfg.block_rows)
-    bt, n_tiles = _tiles(cfg, n_t)
+    a, b = steps if steps is not None else (0, n_t)
+    if b <= a:
+        return
+    bt, n_tiles = _tiles(cfg, b - a)
     second = {}
     if term_b is not None:
         xb, wb, lb, hb = term_b
@@ -276,15 +287,16 @@ def _block_launch(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, split
     _block_conv_kernel[(rb.n_blocks * n_tiles * n_split, batch)](
         x, hist if has_hist else x, _packed_taps(w, rb), rb.rows, rb.ptr, rb.other,
         _block_order(cfg, rb), o1, o1, o2,
-        n_t, n_src, o1.shape[-2], n_tiles, 0, o2.shape[-2], row0, row2, cut,
+        n_t, n_src, o1.shape[-2], n_tiles, a, o2.shape[-2], row0, row2, cut,
         x, 0, 0, n_src, *x.stride(), *x.stride(),
         K=k, BT=bt, C=rb.c, REVERSE=False, HAS_IHIST=has_hist, HAS_OHIST=False,
         ACC_DTYPE=_acc_dtype(x.dtype)[1], PREFETCH=cfg.block_prefetch,
         num_warps=cfg.block_warps, ACCUMULATE=accumulate and n_split == 1,
-        **second, **_register_cap(cfg.block_max_registers),
+        t_stop=b, HAS_STOP=b < n_t, **second, **_register_cap(cfg.block_max_registers),
     )
     if n_split > 1:
-        _write_parts(parts.sum(0), out, out_row0, out2, out2_row0, split, accumulate)
+        _write_parts(parts[..., a:b].sum(0), out, out_row0, out2, out2_row0, split,
+                     accumulate, a)
 
 
 def _entry_splits(cfg, rb: RowBlocks, per_block: int) -> int:
@@ -298,13 +310,15 @@ def _entry_splits(cfg, rb: RowBlocks, per_block: int) -> int:
 
 
 def _write_parts(total: torch.Tensor, out: torch.Tensor, out_row0: int, out2: torch.Tensor,
-                 out2_row0: int, split: int, accumulate: bool) -> None:
-    """Destination rows ``total [B, n_dst, T]``: row ``d < split`` into ``out[:, out_row0 +
-    d]``, the others into ``out2[:, out2_row0 + d - split]``, written or added."""
+                 out2_row0: int, split: int, accumulate: bool, t0: int = 0) -> None:
+    """Destination rows ``total [B, n_dst, T']`` (output steps ``t0 .. t0 + T' - 1``): row
+    ``d < split`` into ``out[:, out_row0 + d]``, the others into ``out2[:, out2_row0 + d -
+    split]``, written or added."""
+    t1 = t0 + total.shape[2]
     for dst, row0, rows in ((out, out_row0, total[:, :split]),
                             (out2, out2_row0, total[:, split:])):
         if rows.shape[1]:
-            tgt = dst[:, row0:row0 + rows.shape[1]]
+            tgt = dst[:, row0:row0 + rows.shape[1], t0:t1]
             if accumulate:
                 tgt.add_(rows)
             else:

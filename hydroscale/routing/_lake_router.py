@@ -35,7 +35,7 @@ import torch
 from ..irf import average_substeps, spread_to_substeps, stack_params
 from ..network import RiverNetwork
 from ._engines import get_engine
-from ._lake_nodes import LakeNodes
+from ._lake_nodes import LakeNodes, LakeStep
 from ._lakes import LakeLayout, Lakes
 from ._level_pool import (
     LEVEL_POOL_PARAMS,
@@ -426,21 +426,34 @@ class LakeRouter(Routed):
             q0_in = torch.zeros(b, self.lakes.n_lakes, dtype=torch.float64,
                                 device=self.device).index_add(
                 1, lake, offsets[1].index_select(1, src).to(torch.float64))
-        parts = []
         nodes = self.nodes
+        runs: dict = {}  # run key -> its LakeStep so far (the router's time pieces continue it)
 
         def step(run: NodeRun, runoff: torch.Tensor, inflow: torch.Tensor | None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
             lakes = nodes.lakes_of(run)
+            before = runs.get(run.key)
+            if before is None:
+                start = elev.index_select(1, lakes)
+            else:  # a later time piece (on CUDA, on another stream than the one before)
+                start = before.elevation
+                if start.is_cuda:
+                    for v in (before.elevation, before.inflow_volume, before.outflow_volume):
+                        v.record_stream(torch.cuda.current_stream(v.device))
             dq, out, done = nodes.step(
-                run, runoff, inflow, elev.index_select(1, lakes), lp,
+                run, runoff, inflow, start, lp,
                 None if q0_in is None else q0_in.index_select(1, lakes), out_dtype=r.dtype)
-            parts.append(done)
+            if before is not None:
+                done = LakeStep(done.lakes, done.elevation,
+                                before.inflow_volume + done.inflow_volume,
+                                before.outflow_volume + done.outflow_volume)
+            runs[run.key] = done
             return dq, out
 
         rs = state.stages[0] if state.stages else None
         out = self.router(r, kernels=kern, state=rs, return_state=return_state,
                           node_step=step)
+        parts = list(runs.values())
         q, new = out if return_state else (out, None)
         if offsets is not None:
             q = q + offsets[1].to(q.dtype)[..., None]

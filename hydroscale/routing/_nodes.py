@@ -46,7 +46,9 @@ class NodeRun:
 
 
 #: ``step(run, runoff [B, n, T], inflow [B, n_inlet, f, T] or None) -> (discharge [B, n, T],
-#: outflow [B, n_exit, f, T])`` (m³/s; differentiable)
+#: outflow [B, n_exit, f, T])`` (m³/s; differentiable).  With ``time_pieces`` a forward calls
+#: it once per piece of its steps, in time order: the step carries its nodes' state from one
+#: call for a run to the next (on CUDA a piece's call runs on that piece's stream)
 NodeStep = Callable[[NodeRun, torch.Tensor, "torch.Tensor | None"],
                     tuple[torch.Tensor, torch.Tensor]]
 

@@ -48,6 +48,7 @@ from ._memory import release_free_memory
 from ._nodes import NodeRun, NodeStep, write_rows
 from ._options import Routed, RoutingOptions
 from ._rivtree import RivTreeCluster
+from ._time_pieces import TimePieces
 from ._transfer import inlet_feed, sum_inflow
 from ._window import check_truncation
 from ._window_cache import cache_dir, load_window, store_window, window_key
@@ -299,13 +300,20 @@ class StagedRouter(Routed):
         return self._node_runs[key]
 
     def _step_nodes(self, key: tuple[int, int], node_step: NodeStep, r: torch.Tensor,
-                    transfer: torch.Tensor, q: torch.Tensor
+                    transfer: torch.Tensor, q: torch.Tensor,
+                    steps: tuple[int, int] | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the node clusters of ranks ``key``: their inlets' inflow summed from the
         transfer buffer (written by earlier waves), the step, its outflow written into the
-        buffer's rows of their exits and its discharge into ``q`` (engine order)."""
+        buffer's rows of their exits and its discharge into ``q`` (engine order); over the
+        steps ``steps = (a, b)`` only (default all: a time piece, the step called once per
+        piece in time order, carrying its state)."""
         run = self._node_run(key)
         cs, f = self.clusters, self.f
+        if steps is not None:  # views of the piece's steps (written in place)
+            a, e = steps
+            return self._step_nodes(key, node_step, r[..., a:e], transfer[..., a:e],
+                                    q[..., a:e])
         b, _, t = r.shape
         dev = r.device
         if ("idx", key, str(dev)) not in self._node_runs:
@@ -738,27 +746,19 @@ class StagedRouter(Routed):
         q = r.new_empty(b, cs.n_reaches, t)
         transfer = r.new_empty(b, cs.n_exits * f, t)
         hist_x = None if state is None else self._exit_hist(state.inflow_hist)
-        bi = -1
-        for node, key in schedule:
-            if node:
-                transfer, q = self._step_nodes(key, node_step, r, transfer, q)
-                continue
-            bi += 1
-            g = groups[bi]
-            if g.contiguous:
-                rg = r[:, g.r0 : g.r0 + g.n]
-                hr = None if state is None else state.runoff_hist[:, g.r0 : g.r0 + g.n]
-            else:
-                rg = r.index_select(1, g.reaches)
-                hr = None if state is None else state.runoff_hist.index_select(1, g.reaches)
-            terms = [self._term(rg, wr[bi], g.layout_r, hr)]
-            if g.i1 > g.i0:
-                layout_x, dup = self._exit_layout(g)
-                terms.append((transfer, wu[bi] if dup is None else wu[bi].index_select(0, dup),
-                              layout_x, hist_x))
-            transfer, q = path_conv_sum_into(
-                terms, RowTarget(transfer, g.e0 * f, q, g.r0, g.n_ef), backend=self.backend,
-                precision=self.precision)
+        if self.time_pieces > 1 and t > 1 and not torch.is_grad_enabled():
+            self._route_pieces(schedule, groups, wr, wu, r, state, hist_x, transfer, q,
+                               node_step)
+        else:
+            bi = -1
+            for node, key in schedule:
+                if node:
+                    transfer, q = self._step_nodes(key, node_step, r, transfer, q)
+                    continue
+                bi += 1
+                g = groups[bi]
+                rg, hr = self._batch_runoff(g, r, state)
+                transfer, q = self._route_batch(g, wr[bi], wu[bi], rg, hr, hist_x, transfer, q)
         if not self._engine_order_is_network_order:
             q = q.index_select(1, torch.as_tensor(cs.position, device=q.device))
         if not return_state:
@@ -770,6 +770,54 @@ class StagedRouter(Routed):
         return q, new
 
     __call__ = forward
+
+    def _batch_runoff(self, g: _Group, r: torch.Tensor, state: RouterState | None
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The runoff of group ``g``'s reaches ``[B, n, T]`` and their carried history."""
+        if g.contiguous:
+            return (r[:, g.r0 : g.r0 + g.n],
+                    None if state is None else state.runoff_hist[:, g.r0 : g.r0 + g.n])
+        return (r.index_select(1, g.reaches),
+                None if state is None else state.runoff_hist.index_select(1, g.reaches))
+
+    def _route_batch(self, g: _Group, wr: torch.Tensor, wu: torch.Tensor, rg: torch.Tensor,
+                     hr: torch.Tensor | None, hist_x: torch.Tensor | None,
+                     transfer: torch.Tensor, q: torch.Tensor,
+                     steps: tuple[int, int] | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Route group ``g`` (its runoff ``rg`` and the exit channels feeding its inlets, read
+        in ``transfer``) into its rows of ``transfer`` and ``q``, output steps ``steps``
+        (default all)."""
+        terms = [self._term(rg, wr, g.layout_r, hr)]
+        if g.i1 > g.i0:
+            layout_x, dup = self._exit_layout(g)
+            terms.append((transfer, wu if dup is None else wu.index_select(0, dup), layout_x,
+                          hist_x))
+        return path_conv_sum_into(
+            terms, RowTarget(transfer, g.e0 * self.f, q, g.r0, g.n_ef, steps=steps),
+            backend=self.backend, precision=self.precision)
+
+    def _route_pieces(self, schedule: tuple, groups: list[_Group], wr: list, wu: list,
+                      r: torch.Tensor, state: RouterState | None, hist_x: torch.Tensor | None,
+                      transfer: torch.Tensor, q: torch.Tensor, node_step: NodeStep | None
+                      ) -> None:
+        """:meth:`forward`'s batches over ``time_pieces`` pieces of the steps
+        (:class:`~._time_pieces.TimePieces`), written in place into ``transfer`` and ``q``
+        (no gradients)."""
+        pieces = TimePieces(r.shape[-1], self.time_pieces, r.device)
+        bi = -1
+        with pieces:
+            for node, key in schedule:
+                if node:
+                    pieces.run(lambda p, w, key=key: self._step_nodes(
+                        key, node_step, r, transfer, q, steps=w))
+                    continue
+                bi += 1
+                g = groups[bi]
+                rg, hr = self._batch_runoff(g, r, state)
+                pieces.shared(rg, hr)
+                pieces.run(lambda p, w, g=g, j=bi, rg=rg, hr=hr: self._route_batch(
+                    g, wr[j], wu[j], rg, hr, hist_x, transfer, q, steps=w))
 
     @staticmethod
     def _roll(hist: torch.Tensor | None, x: torch.Tensor, k: int) -> torch.Tensor:

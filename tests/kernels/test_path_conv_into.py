@@ -116,3 +116,54 @@ def test_split_history_pair_launch_equals_the_oracle(make_case, steps, with_hist
     if torch.device(dev).type == "cuda":  # on the side stream, or the main one
         assert (calls[0] != torch.cuda.current_stream()) == stream
     torch.testing.assert_close(got, expect, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_steps_write_only_their_window(make_case, backend):
+    """``RowTarget.steps``: three windows (one inside the history's reach, one crossing a
+    tile, one to the end) written one after another give the oracle; steps outside a window
+    keep their values."""
+    from hydroscale.kernels import path_conv_sum_into
+
+    layout, x, w, hist, src, dst = make_case(2, 6, 5, 300, 4, 14, heavy_dst=3, heavy=6)
+    expect = brute_force(x, w, src, dst, 5, hist)
+    name, _, algorithm = backend.partition(":")
+    dev = TRITON_DEVICE if name == "triton" else "cpu"
+    g = torch.Generator().manual_seed(4)
+    first = torch.randn(2, 3, 300, generator=g, dtype=torch.float64)
+    second = torch.randn(2, 4, 300, generator=g, dtype=torch.float64)
+    f0, s0 = first.clone(), second.clone()
+    first, second = first.to(dev), second.to(dev)
+    previous = _config(algorithm)
+    try:
+        with torch.no_grad():
+            for i, steps in enumerate([(0, 2), (2, 261), (261, 300)]):
+                if i == 1:  # only one window written so far
+                    torch.testing.assert_close(first[:, 1:3, 2:].cpu(), f0[:, 1:3, 2:],
+                                               rtol=0, atol=0)
+                path_conv_sum_into([(x.to(dev), w.to(dev), layout.to(dev), hist.to(dev))],
+                                   RowTarget(first, 1, second, 1, split=2, steps=steps),
+                                   backend=name)
+    finally:
+        if previous is not None:
+            set_launch_config(previous)
+    torch.testing.assert_close(first[:, 1:3].cpu(), expect[:, :2], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(second[:, 1:4].cpu(), expect[:, 2:], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(first[:, 0].cpu(), f0[:, 0], rtol=0, atol=0)
+    torch.testing.assert_close(second[:, 0].cpu(), s0[:, 0], rtol=0, atol=0)
+
+
+def test_steps_refuse_gradients_and_bad_windows(make_case):
+    from hydroscale.kernels import path_conv_sum_into
+
+    layout, x, w, hist, _, _ = make_case(1, 3, 4, 20, 3, 6)
+    first, second = torch.zeros(1, 2, 20, dtype=torch.float64), torch.zeros(1, 2, 20,
+                                                                             dtype=torch.float64)
+    with pytest.raises(ValueError, match="a forward without gradients only"):
+        path_conv_sum_into([(x, w.requires_grad_(True), layout, None)],
+                           RowTarget(first, 0, second, 0, split=2, steps=(0, 5)),
+                           backend="torch")
+    with pytest.raises(ValueError, match=r"RowTarget.steps must be \(a, b\)"):
+        path_conv_sum_into([(x, w.detach(), layout, None)],
+                           RowTarget(first, 0, second, 0, split=2, steps=(5, 30)),
+                           backend="torch")
