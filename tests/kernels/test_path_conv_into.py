@@ -27,18 +27,27 @@ def _config(algorithm: str):
     return set_launch_config(conv_algorithm=algorithm, block_split_history=False)
 
 
+def _case(make_case, backend: str, first_rows: int, seed: int):
+    """The target tests' case: ``(layout, x, w, hist)`` with 5 destination rows, its float64
+    oracle ``[2, 5, 300]``, the backend's name, algorithm and device, and random targets
+    ``[2, first_rows, 300]`` and ``[2, 4, 300]`` (float64, on the CPU)."""
+    layout, x, w, hist, src, dst = make_case(2, 6, 5, 300, 4, 14, heavy_dst=3, heavy=6)
+    expect = brute_force(x, w, src, dst, 5, hist)
+    name, _, algorithm = backend.partition(":")
+    dev = TRITON_DEVICE if name == "triton" else "cpu"
+    g = torch.Generator().manual_seed(seed)
+    first = torch.randn(2, first_rows, 300, generator=g, dtype=torch.float64)
+    second = torch.randn(2, 4, 300, generator=g, dtype=torch.float64)
+    return (layout, x, w, hist), expect, name, algorithm, dev, first, second
+
+
 @pytest.mark.parametrize("backend", _backends())
 @pytest.mark.parametrize("accumulate", [False, True])
 def test_rows_land_in_both_targets(make_case, backend, accumulate):
     """Rows d < split go to first[:, 2 + d], the others to second[:, 1 + d - split]; every
     other row keeps its value; accumulate adds to what was there."""
-    layout, x, w, hist, src, dst = make_case(2, 6, 5, 300, 4, 14, heavy_dst=3, heavy=6)
-    expect = brute_force(x, w, src, dst, 5, hist)  # [2, 5, 300], float64 oracle
-    name, _, algorithm = backend.partition(":")
-    dev = TRITON_DEVICE if name == "triton" else "cpu"
-    g = torch.Generator().manual_seed(3)
-    first = torch.randn(2, 6, 300, generator=g, dtype=torch.float64)
-    second = torch.randn(2, 4, 300, generator=g, dtype=torch.float64)
+    (layout, x, w, hist), expect, name, algorithm, dev, first, second = _case(
+        make_case, backend, 6, 3)
     f0, s0 = first.clone(), second.clone()
     target = RowTarget(first.to(dev), 2, second.to(dev), 1, split=2, accumulate=accumulate)
     previous = _config(algorithm)
@@ -125,13 +134,8 @@ def test_steps_write_only_their_window(make_case, backend):
     keep their values."""
     from hydroscale.kernels import path_conv_sum_into
 
-    layout, x, w, hist, src, dst = make_case(2, 6, 5, 300, 4, 14, heavy_dst=3, heavy=6)
-    expect = brute_force(x, w, src, dst, 5, hist)
-    name, _, algorithm = backend.partition(":")
-    dev = TRITON_DEVICE if name == "triton" else "cpu"
-    g = torch.Generator().manual_seed(4)
-    first = torch.randn(2, 3, 300, generator=g, dtype=torch.float64)
-    second = torch.randn(2, 4, 300, generator=g, dtype=torch.float64)
+    (layout, x, w, hist), expect, name, algorithm, dev, first, second = _case(
+        make_case, backend, 3, 4)
     f0, s0 = first.clone(), second.clone()
     first, second = first.to(dev), second.to(dev)
     previous = _config(algorithm)

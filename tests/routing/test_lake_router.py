@@ -114,6 +114,17 @@ def muskingum(net: RiverNetwork, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return rng.uniform(0.7, 1.5, net.n_reaches), rng.uniform(0.02, 0.1, net.n_reaches)
 
 
+def lake_case(seed: int, runoff_seed: int, shape: tuple[int, int], low: float = 0.0):
+    """A two-tree forest with :func:`lakes_on` lakes: ``(net, lakes, k, x, p [N, 2], runoff
+    [B, N, T])`` (runoff U(low, 3) m3/s, ``shape = (B, T)``)."""
+    net = random_forest([14, 9], seed)
+    lakes = lakes_on(net, seed)
+    k, x = muskingum(net, seed)
+    rng = np.random.default_rng(runoff_seed)
+    runoff = torch.tensor(rng.uniform(low, 3.0, (shape[0], net.n_reaches, shape[1])))
+    return net, lakes, k, x, torch.tensor(np.stack([k, x], 1)), runoff
+
+
 @pytest.mark.parametrize("engine", ["oracle", "torch"])
 @pytest.mark.parametrize("seed,f", [(0, 1), (1, 2), (2, 3)])
 def test_matches_oracle(engine, seed, f):
@@ -312,12 +323,7 @@ def test_warm_start_block_sparse_equals_stage_path():
     """A warm start (steady offsets) with unsteady runoff: the one-router path (offset-free
     discharge across stages, the feeders' start discharge added to the lakes' inflow) gives
     what the stage path of the oracle engine gives, also across two time chunks."""
-    net = random_forest([14, 9], 2)
-    lakes = lakes_on(net, 2)
-    k, x = muskingum(net, 2)
-    p = torch.tensor(np.stack([k, x], 1))
-    rng = np.random.default_rng(21)
-    runoff = torch.tensor(rng.uniform(0.5, 3.0, (1, net.n_reaches, 18)))
+    net, lakes, k, x, p, runoff = lake_case(2, 21, (1, 18), low=0.5)
     kw = dict(irf="muskingum", substeps=2, dt=DT, dtype=torch.float64, window_tolerance=1e-12)
     # a start discharge: the accumulated runoff of 2 m3/s per reach
     q0 = torch.tensor(np.asarray(hydroscale.accumulate(net, np.full(net.n_reaches, 2.0))))[None]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from _engine_cases import random_forest
-from test_lake_router import DT, lakes_on, muskingum, oracle_with_lakes
+from test_lake_router import DT, lake_case, oracle_with_lakes
 
 from hydroscale.kernels import triton_available
 from hydroscale.partition import partition_network
@@ -38,12 +38,7 @@ def _chunks(route, runoff: torch.Tensor, cuts: list[int]):
 @pytest.mark.parametrize("engine,pieces", LAKE_CASES)
 def test_lake_pieces_equal_one_piece_and_the_oracle(engine, pieces, monkeypatch):
     monkeypatch.setenv("HYDROSCALE_KERNEL_BACKEND", engine)
-    net = random_forest([14, 9], 3)
-    lakes = lakes_on(net, 3)
-    k, x = muskingum(net, 3)
-    p = torch.tensor(np.stack([k, x], 1))
-    rng = np.random.default_rng(4)
-    runoff = torch.tensor(rng.uniform(0.0, 3.0, (2, net.n_reaches, 23)))
+    net, lakes, k, x, p, runoff = lake_case(3, 4, (2, 23))
     kw = dict(irf="muskingum", substeps=2, dt=DT, dtype=torch.float64, window_tolerance=1e-12,
               engine=engine)
     one = LakeRouter(net, lakes, **kw)
