@@ -205,12 +205,7 @@ def _block_forward(cfg, x, w, layout, hist, out, out_row0, out2, out2_row0, spli
                   plain_b, (a, b))
     if side is not None:
         main.wait_stream(side)
-    stop = min(b, k - 1)
-    share = share[:, :, a:stop]
-    if split:
-        out[:, out_row0:out_row0 + split, a:stop] += share[:, :split]
-    if layout.n_dst > split:
-        out2[:, out2_row0:out2_row0 + layout.n_dst - split, a:stop] += share[:, split:]
+    _write_parts(share[:, :, a:min(b, k - 1)], out, out_row0, out2, out2_row0, split, True, a)
 
 
 _SIDE_STREAMS: dict = {}
@@ -226,6 +221,18 @@ def _side_stream(device: torch.device) -> torch.cuda.Stream:
     return _SIDE_STREAMS[key]
 
 
+_ZEROS: dict = {}
+
+
+def _zero(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A zero scalar of ``dtype`` on ``device``, made once (read only, through stride-0
+    views: no fill launch per call)."""
+    key = (str(device), dtype)
+    if key not in _ZEROS:
+        _ZEROS[key] = torch.zeros((), dtype=dtype, device=device)
+    return _ZEROS[key]
+
+
 def _history_share(cfg, x, w, layout, hist, term_b, dtype: torch.dtype) -> torch.Tensor:
     """The inputs' histories' share ``[B, n_dst, K - 1]`` of the output, which only reaches
     its first ``K - 1`` steps: one launch of ``K - 1`` steps over zero inputs (a stride-0
@@ -235,10 +242,9 @@ def _history_share(cfg, x, w, layout, hist, term_b, dtype: torch.dtype) -> torch
     k1 = w.shape[1] - 1
     terms = [tm for tm in ((x, w, layout, hist), term_b) if tm is not None and tm[3] is not None]
     (xa, wa, la, ha), term = terms[0], (terms[1] if len(terms) > 1 else None)
-    zero = x.new_zeros(())
 
     def zeros(xt):  # the inputs after the history: zeros, read through stride 0
-        return zero.to(xt.dtype).expand(xt.shape[0], xt.shape[1], k1)
+        return _zero(xt.device, xt.dtype).expand(xt.shape[0], xt.shape[1], k1)
 
     if term is not None:
         term = (zeros(term[0]), *term[1:])

@@ -259,8 +259,7 @@ class LakeLayout:
             raise LakeError("the partition cut at the lakes has a cycle")
         is_lake = np.zeros(n_c, dtype=bool)
         is_lake[piece[lake]] = True
-        new_id = np.empty(n_c, dtype=np.int64)
-        new_id[np.lexsort((np.arange(n_c), is_lake, level))] = np.arange(n_c)
+        new_id = _lakes_last(level, is_lake)
         cl = new_id[piece]
         return cl, cl[self.outlet]
 
@@ -306,8 +305,7 @@ class LakeLayout:
         n_c = wave.size
         c_lake = np.zeros(n_c, bool)
         c_lake[lake_cluster] = True
-        new_id = np.empty(n_c, np.int64)
-        new_id[np.lexsort((np.arange(n_c), c_lake, wave))] = np.arange(n_c)
+        new_id = _lakes_last(wave, c_lake)
         wave_of = np.empty_like(wave)
         wave_of[new_id] = wave
         return new_id[cl], new_id[lake_cluster], wave_of
@@ -335,6 +333,15 @@ class LakeLayout:
     def stage_lakes(self, stage: int) -> np.ndarray:
         """Indices of the lakes of ``stage`` (ascending)."""
         return np.flatnonzero(self.lake_stage == stage)
+
+
+def _lakes_last(level: np.ndarray, is_lake: np.ndarray) -> np.ndarray:
+    """New ids ``[C]`` of clusters numbered by ``level`` and, within a level, the clusters
+    outside lakes first (then by their old id)."""
+    n_c = level.size
+    new_id = np.empty(n_c, np.int64)
+    new_id[np.lexsort((np.arange(n_c), is_lake, level))] = np.arange(n_c)
+    return new_id
 
 
 def _stages(network: RiverNetwork, reach_lake: np.ndarray, outlet: np.ndarray,

@@ -308,12 +308,12 @@ class StagedRouter(Routed):
         buffer's rows of their exits and its discharge into ``q`` (engine order); over the
         steps ``steps = (a, b)`` only (default all: a time piece, the step called once per
         piece in time order, carrying its state)."""
-        run = self._node_run(key)
-        cs, f = self.clusters, self.f
         if steps is not None:  # views of the piece's steps (written in place)
             a, e = steps
             return self._step_nodes(key, node_step, r[..., a:e], transfer[..., a:e],
                                     q[..., a:e])
+        run = self._node_run(key)
+        cs, f = self.clusters, self.f
         b, _, t = r.shape
         dev = r.device
         if ("idx", key, str(dev)) not in self._node_runs:
