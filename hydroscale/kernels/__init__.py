@@ -45,6 +45,9 @@ carrying ``hist = xx[..., -(K - 1):]`` gives exactly the unchunked result.
   time loop in one Triton kernel (a program per block of lakes walking every step in
   registers) and :func:`level_pool_adjoint` (its backward: the steps walked backwards from
   the stored levels); :func:`hydroscale.routing.route_level_pool` wraps them.
+- :func:`reuse_packed_taps`: a context in which the block kernels pack the taps of one
+  weight tensor once for all its launches (a forward's time pieces launch each batch's
+  weights once per piece).
 - :class:`LaunchConfig`, :func:`set_launch_config`, :func:`get_launch_config`: Triton tile
   sizes, warps, paths per iteration and the algorithm (speed only; ``$HYDROSCALE_KERNEL_LAUNCH``
   overrides).
@@ -69,6 +72,7 @@ from ._path_conv import (
 )
 from ._recursive import extend_recursive, extend_recursive_reference
 from ._reference import path_conv_reference
+from ._tap_reuse import reuse_packed_taps
 
 __all__ = [
     "BACKENDS",
@@ -89,6 +93,7 @@ __all__ = [
     "path_conv_reference",
     "path_conv_sum",
     "path_conv_sum_into",
+    "reuse_packed_taps",
     "select_backend",
     "set_launch_config",
     "triton_available",

@@ -11,6 +11,7 @@ from ._blocks import RowBlocks
 from ._launch import get_launch_config, use_blocks
 from ._layout import PathLayout
 from ._row_target import RowTarget
+from ._tap_reuse import packed_once
 from ._triton_block_kernels import _block_conv_kernel, _block_grad_w_kernel, _pack_taps_kernel
 from ._triton_kernels import _path_conv_fwd_kernel, _path_conv_grad_w_kernel
 
@@ -69,15 +70,19 @@ def _block_order(cfg, rb: RowBlocks) -> torch.Tensor:
 def _packed_taps(w: torch.Tensor, rb: RowBlocks) -> torch.Tensor:
     """``[E, K, C]`` taps of every (entry, slot) cell of the blocks, zeros where no path
     (one Triton pass: a torch gather needed a copy of ``w`` with a zero row, the gather and a
-    transposing copy, ~10 ms of a 1M-reach forward)."""
-    n_paths, k = w.shape
-    out = torch.empty(rb.other.numel(), k, rb.c, dtype=w.dtype, device=w.device)
-    n_out = out.numel()
-    if n_out:
-        block = 1024
-        _pack_taps_kernel[(triton.cdiv(n_out, block),)](
-            w, rb.path, out, n_out, n_paths, K=k, C=rb.c, BLOCK=block)
-    return out
+    transposing copy, ~10 ms of a 1M-reach forward); packed once per ``w`` and ``rb`` within
+    :func:`~._tap_reuse.reuse_packed_taps`."""
+    def pack() -> torch.Tensor:
+        n_paths, k = w.shape
+        out = torch.empty(rb.other.numel(), k, rb.c, dtype=w.dtype, device=w.device)
+        n_out = out.numel()
+        if n_out:
+            block = 1024
+            _pack_taps_kernel[(triton.cdiv(n_out, block),)](
+                w, rb.path, out, n_out, n_paths, K=k, C=rb.c, BLOCK=block)
+        return out
+
+    return packed_once(w, rb, pack)
 
 
 def path_conv_forward(
