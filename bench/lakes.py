@@ -42,41 +42,12 @@ from hydroscale.kernels import hash_uniform
 from hydroscale.network import continental_forest
 from hydroscale.partition import partition_network
 from hydroscale.routing import (
-    LEVEL_POOL_PARAMS,
     LakeRouter,
     Lakes,
     RivTreeCluster,
     StagedRouter,
+    auto_pieces,
 )
-
-
-def random_lakes(net, fraction: float, seed: int) -> Lakes:
-    """Two-reach lakes (a reach and one reach upstream of it), ~``fraction`` of the reaches."""
-    rng = np.random.default_rng(seed)
-    down = net.downstream
-    up_of = np.full(net.n_reaches, -1)
-    has = np.flatnonzero(down >= 0)
-    up_of[down[has]] = has  # one upstream reach of each reach (the last one written)
-    cand = rng.permutation(np.flatnonzero(up_of >= 0))
-    taken = np.zeros(net.n_reaches, bool)
-    members: dict[int, np.ndarray] = {}
-    want = int(fraction * net.n_reaches) // 2
-    for j in cand:
-        if len(members) >= want:
-            break
-        u = up_of[j]
-        if taken[j] or taken[u]:
-            continue
-        taken[[j, u]] = True
-        members[len(members) + 1] = net.ids[[j, u]]
-    n = len(members)
-    cols = dict(area=rng.uniform(1e6, 1e7, n), max_elevation=np.full(n, 12.0),
-                weir_elevation=np.full(n, 10.5), weir_coefficient=np.full(n, 0.4),
-                weir_length=np.full(n, 20.0), dam_length=np.full(n, 10.0),
-                orifice_elevation=np.full(n, 5.0), orifice_coefficient=np.full(n, 0.1),
-                orifice_area=np.ones(n))
-    params = np.stack([cols[c] for c in LEVEL_POOL_PARAMS], 1)
-    return Lakes.from_members(members, params, rng.uniform(0.6, 0.9, n))
 
 
 def pass_seconds(route, n: int, steps: int, chunk: int, seed: int, dev: torch.device
@@ -169,9 +140,11 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--time-pieces", type=int, default=1,
+    ap.add_argument("--time-pieces", type=lambda v: v if v == "auto" else int(v),
+                    default="auto",
                     help="RoutingOptions.time_pieces of both runs (pieces of each chunk's "
-                         "steps, one batch apart, each on its own CUDA stream)")
+                         "steps, one batch apart, each on its own CUDA stream; default "
+                         "'auto', the library's choice, printed as pieces_plain/pieces_lakes)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     dev = torch.device(a.device)
@@ -180,7 +153,7 @@ def main() -> None:
     n = net.n_reaches
     p = torch.tensor(np.stack([rng.uniform(1, 3, n) / 24.0, rng.uniform(0.1, 0.3, n)], 1),
                      dtype=torch.float32, device=dev)
-    lakes = random_lakes(net, a.lake_fraction, a.seed)
+    lakes = Lakes.synthetic(net, a.lake_fraction, a.seed)
     opts = dict(irf="muskingum", substeps=a.substeps, allow_unstable=True,
                 backend=a.engine, device=dev, time_pieces=a.time_pieces)
 
@@ -205,10 +178,13 @@ def main() -> None:
                               n, a, dev)
     progress(f"lake passes: median {f_lakes:.3f} s", t_start)
     runs = sum(1 for node, _ in lr.router._schedule() if node)
+    chunk = dict(n_reaches=n, n_steps=min(a.steps, a.time_chunk), substeps=a.substeps)
     lake_s = lake_step_seconds(lr, kl, n, a, dev)
     row = {
         "reaches": n, "steps": a.steps, "time_chunk": a.time_chunk, "substeps": a.substeps,
         "engine": a.engine, "device": str(dev), "time_pieces": a.time_pieces,
+        "pieces_plain": auto_pieces(a.time_pieces, device=dev, has_nodes=False, **chunk),
+        "pieces_lakes": auto_pieces(a.time_pieces, device=dev, has_nodes=True, **chunk),
         "lakes": lakes.n_lakes,
         "lake_reaches": int(lakes.reach_ids.size), "stages": lr.n_stages,
         "lake_loops_per_chunk": runs, "waves_plain": waves_plain,

@@ -59,13 +59,16 @@ from ._restart import RestartMismatchError, RouteState, restart_fingerprint, rou
 from ._rivtree import RivTree, RivTreeCluster
 from ._router import LTIRouter, RouterState, RoutingKernels, StagedRouter
 from ._run_plan import RunPlan, WorkerPlan, plan_run
+from ._time_pieces import AUTO_PIECES_WORK, auto_pieces
 from ._window import WindowTruncationError, check_truncation
 from .levelwise import LevelRouter
 from .oracle import causal_conv_fft, route_oracle
 from .rapid import rapid_coefficients, route_rapid
 
 __all__ = [
+    "AUTO_PIECES_WORK",
     "accumulate_reaches",
+    "auto_pieces",
     "available_bytes",
     "CalibrationPlan",
     "CalibrationWorkerPlan",

@@ -134,6 +134,36 @@ class Lakes:
         lake_of = np.repeat(np.arange(ids.size), [p.size for p in parts])
         return cls(ids, reach_ids, lake_of, params, ifd, tuple(names))
 
+    @classmethod
+    def synthetic(cls, network: RiverNetwork, fraction: float = 0.01, seed: int = 0) -> Lakes:
+        """Two-reach level-pool lakes (a reach and one reach upstream of it, none sharing a
+        reach) on about ``fraction`` of ``network``'s reaches: the benchmarks' lakes
+        (``bench/lakes.py``).  Areas U(1, 10) km², weir crest 10.5 m, orifice 5 m, maximum
+        12 m, start depth ``ifd`` U(0.6, 0.9); ids 1..L."""
+        rng = np.random.default_rng(seed)
+        down = network.downstream
+        up_of = np.full(network.n_reaches, -1)
+        has = np.flatnonzero(down >= 0)
+        up_of[down[has]] = has  # one upstream reach of each reach (the last one written)
+        taken = np.zeros(network.n_reaches, bool)
+        members: dict[int, np.ndarray] = {}
+        want = int(fraction * network.n_reaches) // 2
+        for j in rng.permutation(np.flatnonzero(up_of >= 0)):
+            if len(members) >= want:
+                break
+            u = up_of[j]
+            if not (taken[j] or taken[u]):
+                taken[[j, u]] = True
+                members[len(members) + 1] = network.ids[[j, u]]
+        n = len(members)
+        cols = dict(area=rng.uniform(1e6, 1e7, n), max_elevation=np.full(n, 12.0),
+                    weir_elevation=np.full(n, 10.5), weir_coefficient=np.full(n, 0.4),
+                    weir_length=np.full(n, 20.0), dam_length=np.full(n, 10.0),
+                    orifice_elevation=np.full(n, 5.0), orifice_coefficient=np.full(n, 0.1),
+                    orifice_area=np.ones(n))
+        params = np.stack([cols[c] for c in LEVEL_POOL_PARAMS], 1)
+        return cls.from_members(members, params, rng.uniform(0.6, 0.9, n))
+
     def initial_elevation(self) -> np.ndarray:
         """NWM's start elevation ``E_o + ifd (E_max - E_o)`` (m) ``[L]``."""
         eo = self.param("orifice_elevation")

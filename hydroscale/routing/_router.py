@@ -33,7 +33,13 @@ import numpy as np
 import torch
 
 from ..irf import irf_kernel, stack_params
-from ..kernels import PathLayout, RowTarget, path_conv_sum_into, select_backend
+from ..kernels import (
+    PathLayout,
+    RowTarget,
+    path_conv_sum_into,
+    reuse_packed_taps,
+    select_backend,
+)
 from ..network import format_ids
 from ._aggregation import (
     MAX_AUTO_WINDOW,
@@ -48,7 +54,7 @@ from ._memory import release_free_memory
 from ._nodes import NodeRun, NodeStep, write_rows
 from ._options import Routed, RoutingOptions
 from ._rivtree import RivTreeCluster
-from ._time_pieces import TimePieces
+from ._time_pieces import TimePieces, auto_pieces
 from ._transfer import inlet_feed, sum_inflow
 from ._window import check_truncation
 from ._window_cache import cache_dir, load_window, store_window, window_key
@@ -156,7 +162,8 @@ class StagedRouter(Routed):
     ----------
     clusters : the partitioned network.
     options : the routing (:class:`~hydroscale.routing.RoutingOptions`: irf, substeps, window,
-        window_tolerance, dtypes, backend, precision, allow_unstable, max_batch_reaches);
+        window_tolerance, dtypes, backend, precision, allow_unstable, max_batch_reaches,
+        time_pieces);
         ``**routing`` keywords build or amend it (``irf="muskingum"``, ``substeps=24``, ...).
         A window that leaves more than ``window_tolerance`` out of a path is refused:
         routing from a zero state checks it against the series routed; with a carried state
@@ -746,8 +753,11 @@ class StagedRouter(Routed):
         q = r.new_empty(b, cs.n_reaches, t)
         transfer = r.new_empty(b, cs.n_exits * f, t)
         hist_x = None if state is None else self._exit_hist(state.inflow_hist)
-        if self.time_pieces > 1 and t > 1 and not torch.is_grad_enabled():
-            self._route_pieces(schedule, groups, wr, wu, r, state, hist_x, transfer, q,
+        pieces = 1 if t == 1 or torch.is_grad_enabled() else auto_pieces(
+            self.time_pieces, device=r.device, has_nodes=bool(self._is_node.any()),
+            n_reaches=cs.n_reaches, n_steps=t, substeps=f)
+        if pieces > 1:
+            self._route_pieces(pieces, schedule, groups, wr, wu, r, state, hist_x, transfer, q,
                                node_step)
         else:
             bi = -1
@@ -758,7 +768,8 @@ class StagedRouter(Routed):
                 bi += 1
                 g = groups[bi]
                 rg, hr = self._batch_runoff(g, r, state)
-                transfer, q = self._route_batch(g, wr[bi], wu[bi], rg, hr, hist_x, transfer, q)
+                transfer, q = self._route_batch(g, wr[bi], self._exit_taps(g, wu[bi]), rg, hr,
+                                                hist_x, transfer, q)
         if not self._engine_order_is_network_order:
             q = q.index_select(1, torch.as_tensor(cs.position, device=q.device))
         if not return_state:
@@ -786,25 +797,32 @@ class StagedRouter(Routed):
                      steps: tuple[int, int] | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """Route group ``g`` (its runoff ``rg`` and the exit channels feeding its inlets, read
-        in ``transfer``) into its rows of ``transfer`` and ``q``, output steps ``steps``
-        (default all)."""
+        in ``transfer`` through the taps ``wu`` of :meth:`_exit_taps`) into its rows of
+        ``transfer`` and ``q``, output steps ``steps`` (default all)."""
         terms = [self._term(rg, wr, g.layout_r, hr)]
         if g.i1 > g.i0:
-            layout_x, dup = self._exit_layout(g)
-            terms.append((transfer, wu if dup is None else wu.index_select(0, dup), layout_x,
-                          hist_x))
+            terms.append((transfer, wu, self._exit_layout(g)[0], hist_x))
         return path_conv_sum_into(
             terms, RowTarget(transfer, g.e0 * self.f, q, g.r0, g.n_ef, steps=steps),
             backend=self.backend, precision=self.precision)
 
-    def _route_pieces(self, schedule: tuple, groups: list[_Group], wr: list, wu: list,
-                      r: torch.Tensor, state: RouterState | None, hist_x: torch.Tensor | None,
+    def _exit_taps(self, g: _Group, wu: torch.Tensor) -> torch.Tensor:
+        """The taps of group ``g``'s exit layout (:meth:`_exit_layout`) from its rows ``wu``
+        of U: ``wu`` itself, or one row per feeder where an inlet has several."""
+        if g.i1 == g.i0:
+            return wu
+        dup = self._exit_layout(g)[1]
+        return wu if dup is None else wu.index_select(0, dup)
+
+    def _route_pieces(self, n_pieces: int, schedule: tuple, groups: list[_Group], wr: list,
+                      wu: list, r: torch.Tensor, state: RouterState | None,
+                      hist_x: torch.Tensor | None,
                       transfer: torch.Tensor, q: torch.Tensor, node_step: NodeStep | None
                       ) -> None:
-        """:meth:`forward`'s batches over ``time_pieces`` pieces of the steps
+        """:meth:`forward`'s batches over ``n_pieces`` pieces of the steps
         (:class:`~._time_pieces.TimePieces`), written in place into ``transfer`` and ``q``
         (no gradients)."""
-        pieces = TimePieces(r.shape[-1], self.time_pieces, r.device)
+        pieces = TimePieces(r.shape[-1], n_pieces, r.device)
         bi = -1
         with pieces:
             for node, key in schedule:
@@ -815,9 +833,12 @@ class StagedRouter(Routed):
                 bi += 1
                 g = groups[bi]
                 rg, hr = self._batch_runoff(g, r, state)
-                pieces.shared(rg, hr)
-                pieces.run(lambda p, w, g=g, j=bi, rg=rg, hr=hr: self._route_batch(
-                    g, wr[j], wu[j], rg, hr, hist_x, transfer, q, steps=w))
+                wu_g = self._exit_taps(g, wu[bi])  # one tensor for every piece (taps reused)
+                pieces.shared(rg, hr, wu_g)
+                with reuse_packed_taps():  # the batch's taps packed once for its pieces
+                    pieces.run(lambda p, w, g=g, j=bi, rg=rg, hr=hr, wu_g=wu_g:
+                               self._route_batch(g, wr[j], wu_g, rg, hr, hist_x, transfer, q,
+                                                 steps=w))
 
     @staticmethod
     def _roll(hist: torch.Tensor | None, x: torch.Tensor, k: int) -> torch.Tensor:

@@ -22,7 +22,15 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["TimePieces"]
+__all__ = ["AUTO_PIECES_WORK", "TimePieces", "auto_pieces"]
+
+# reach sub-steps of one call (reaches x steps x sub-steps) from which ``time_pieces="auto"``
+# cuts a forward with lakes into 2 pieces.  On one H200, 1% of the reaches in lakes, 365-day
+# chunks at 24 sub-steps (bench/lakes.py): at 200k reaches (1.8e9) 2 pieces took 170-190 ms a
+# chunk against 75-80 ms in one, side by side (the launches of the second piece, not the GPU,
+# set the pace); at 3M reaches (2.6e10) the decade took 2.90-3.17 s in three runs against
+# 3.25 s in one piece (another day's run).  Between the two it is not yet measured.
+AUTO_PIECES_WORK = 1e10
 
 _STREAMS: dict = {}
 
@@ -34,6 +42,17 @@ def _piece_streams(device: torch.device, n: int) -> list:
     while len(have) < n:
         have.append(torch.cuda.Stream(device=key))
     return have[:n]
+
+
+def auto_pieces(requested: int | str, *, device: Any, has_nodes: bool, n_reaches: int,
+                n_steps: int, substeps: int) -> int:
+    """The pieces of a forward without gradients: ``requested``, or for ``"auto"`` 2 on
+    CUDA where the network has node clusters (the sequential loops the pieces overlap) and
+    the call routes at least :data:`AUTO_PIECES_WORK` reach sub-steps, else 1."""
+    if requested != "auto":
+        return int(requested)
+    big = int(n_reaches) * int(n_steps) * int(substeps) >= AUTO_PIECES_WORK
+    return 2 if torch.device(device).type == "cuda" and has_nodes and big else 1
 
 
 class TimePieces:

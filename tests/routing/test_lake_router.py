@@ -230,6 +230,25 @@ def test_layout_errors_name_the_lakes():
     assert lay.reach_stage.tolist() == [1, 1, 1, 0, 1]
 
 
+def test_synthetic_lakes_are_two_connected_reaches():
+    """Lakes.synthetic: about ``fraction`` of the reaches in two-reach lakes (a reach and one
+    reach draining into it), no reach in two lakes, valid NWM parameters, reproducible."""
+    from hydroscale.network import continental_forest
+
+    net = continental_forest(5000, seed=4)
+    lakes = Lakes.synthetic(net, 0.02, seed=1)
+    assert lakes.n_lakes == 50 and lakes.reach_ids.size == 100
+    assert np.unique(lakes.reach_ids).size == 100
+    pos = net.index_of(lakes.reach_ids).reshape(-1, 2)
+    assert (net.downstream[pos[:, 1]] == pos[:, 0]).all()  # the second drains into the first
+    assert ((lakes.ifd >= 0.6) & (lakes.ifd <= 0.9)).all()
+    assert (lakes.param("weir_elevation") < lakes.param("max_elevation")).all()
+    LakeLayout.build(net, lakes)  # a layout the router accepts
+    again = Lakes.synthetic(net, 0.02, seed=1)
+    assert np.array_equal(again.reach_ids, lakes.reach_ids)
+    assert not np.array_equal(Lakes.synthetic(net, 0.02, seed=2).reach_ids, lakes.reach_ids)
+
+
 @pytest.mark.parametrize("seed,f", [(3, 3), (5, 2)])
 def test_block_sparse_path_cuts_one_cluster_at_the_lakes(seed, f):
     """A partition with the whole network in one cluster (lakes in its middle): each lake
