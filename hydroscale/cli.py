@@ -235,7 +235,7 @@ def _print_route_summary(s: dict[str, Any]) -> None:
 def _start_cluster(config: Any, verbose: int) -> Any:
     import distributed  # noqa: F401  (configures its loggers, which we then quieten)
 
-    from .distributed import start_cluster
+    from .distributed import start_cluster, worker_addresses
 
     if verbose < 1:
         import warnings
@@ -245,7 +245,7 @@ def _start_cluster(config: Any, verbose: int) -> Any:
     print(f"hydroscale: starting the Dask cluster ({config}) ...", flush=True)
     t0 = time.perf_counter()
     client = start_cluster(None if config == "auto" else config)
-    n = len(client.scheduler_info().get("workers", {}))
+    n = len(worker_addresses(client))
     print(f"hydroscale: Dask cluster with {n} workers started in "
           f"{time.perf_counter() - t0:.1f} s; dashboard: {client.dashboard_link}", flush=True)
     return client

@@ -2,11 +2,11 @@
 
 ::
 
-    from hydroscale.distributed import start_cluster, route_distributed
+    from hydroscale.distributed import route_distributed, start_cluster, worker_addresses
 
     client = start_cluster()                       # local-cuda if GPUs are visible
     part = partition_network(net, max_reaches=16384, travel_time=tt, max_travel_time=3.0,
-                             n_workers=len(client.scheduler_info()["workers"]))
+                             n_workers=len(worker_addresses(client)))
     summary = route_distributed(client, net, part, "forcing.zarr", "discharge.zarr", params,
                                 time_chunk=730, irf="muskingum", substeps=24)
 

@@ -38,6 +38,8 @@ from typing import Any
 
 import yaml
 
+from ._recovery import worker_addresses
+
 __all__ = [
     "CONFIG_KINDS",
     "ClusterConfigError",
@@ -541,5 +543,5 @@ def start_cluster(config: str | os.PathLike | dict[str, Any] | None = None,
     if cfg.get("wait_for_workers"):
         client.wait_for_workers(cfg["wait_for_workers"])
     logger.info("cluster %s (%s): %d workers, dashboard %s", kind, cfg["source"],
-                len(client.scheduler_info().get("workers", {})), client.dashboard_link)
+                len(worker_addresses(client)), client.dashboard_link)
     return client

@@ -19,6 +19,7 @@ import numpy as np
 from ..network import RiverNetwork
 from ..partition import Partition
 from ..routing import LakeLayout, Lakes, RivTreeCluster
+from ._recovery import worker_addresses
 
 __all__ = ["WavePlan", "batch_groups", "group_sizes", "map_workers", "place_basins",
            "plan_waves"]
@@ -259,9 +260,8 @@ def map_workers(client: Any, n_workers: int) -> list[str]:
     Workers are taken in the order of their names (Dask-CUDA names them by GPU index),
     then addresses.  A partition built for W workers runs on a cluster of exactly W workers.
     """
-    info = client.scheduler_info(n_workers=-1)["workers"] if _takes_n(client) else \
-        client.scheduler_info()["workers"]
-    addrs = sorted(info, key=lambda a: (str(info[a].get("name", "")), a))
+    named = worker_addresses(client)
+    addrs = [a for _, a in sorted(named.items(), key=lambda kv: (kv[0], kv[1]))]
     if len(addrs) != n_workers:
         raise ValueError(
             f"the partition places clusters on {n_workers} workers but the cluster has "
@@ -269,12 +269,3 @@ def map_workers(client: Any, n_workers: int) -> list[str]:
             f"{n_workers} workers"
         )
     return addrs
-
-
-def _takes_n(client: Any) -> bool:
-    import inspect
-
-    try:
-        return "n_workers" in inspect.signature(client.scheduler_info).parameters
-    except (TypeError, ValueError):
-        return False

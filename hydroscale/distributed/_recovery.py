@@ -49,12 +49,18 @@ class WorkersLost(RuntimeError):
 
 def worker_addresses(client: Any) -> dict[str, str]:
     """``{worker name: address}`` of the workers the scheduler knows now (running or
-    restarting workers that have registered)."""
+    restarting workers that have registered), asked of the scheduler on each call.
+
+    Not ``client.scheduler_info()``: it stores the fresh answer in the client's cached
+    identity and returns that attribute, which the client's periodic refresh (it asks for no
+    per-worker information) may replace in between, so a busy machine saw a cluster of
+    0 workers.
+    """
     try:
-        info = client.scheduler_info(n_workers=-1)["workers"]
-    except TypeError:  # older distributed: no n_workers argument
-        info = client.scheduler_info()["workers"]
-    return {str(w.get("name", a)): a for a, w in info.items()}
+        info = client.sync(client.scheduler.identity, n_workers=-1)
+    except TypeError:  # older distributed: identity takes no n_workers and lists them all
+        info = client.sync(client.scheduler.identity)
+    return {str(w.get("name", a)): a for a, w in info["workers"].items()}
 
 
 def wait_for_workers(client: Any, n_workers: int, timeout: float = 120.0,

@@ -110,12 +110,17 @@ def route_distributed_workflow(
     """Route on the cluster of ``client``; returns (run facts, discharge of ``keep`` [k, T],
     output store path).  ``plan_only``: set the workers up, return the run plan
     (``facts["run_plan"]``) and stop."""
-    from ..distributed import DistributedRouter, plan_waves, route_distributed
+    from ..distributed import (
+        DistributedRouter,
+        plan_waves,
+        route_distributed,
+        worker_addresses,
+    )
 
     rt, pc, out = cfg["routing"], cfg["partition"], cfg["output"]
     out_dir = Path(out["dir"])
     net = inputs.network
-    workers = len(client.scheduler_info().get("workers", {}))
+    workers = len(worker_addresses(client))
     n_workers = pc["workers"] or workers
     if n_workers != workers:
         raise ValueError(f"partition.workers = {n_workers} but the cluster has {workers} "

@@ -127,8 +127,12 @@ def test_local_cluster_binds_to_loopback(client):
 
     from distributed.comm import get_address_host
 
+    from hydroscale.distributed import worker_addresses
+
     assert get_address_host(client.scheduler.address) == "127.0.0.1"
-    for addr in client.scheduler_info()["workers"]:
+    addrs = list(worker_addresses(client).values())
+    assert len(addrs) == 2
+    for addr in addrs:
         assert get_address_host(addr) == "127.0.0.1"
     assert urlparse(client.dashboard_link).hostname == "127.0.0.1"
     http = client.cluster.scheduler.http_server

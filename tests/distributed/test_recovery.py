@@ -69,6 +69,26 @@ def test_helpers_map_workers_by_name(client):
         wait_for_workers(client, 3, timeout=0.5)
 
 
+def test_worker_lists_ignore_the_clients_periodic_refresh(client, monkeypatch):
+    """The client's cached identity is replaced every few seconds by an answer without
+    per-worker information; a worker list read from it after its own refresh saw 0 workers on a
+    busy machine.  Here every refresh of the cache is that answer: the lists still ask the
+    scheduler and find both workers."""
+    from distributed.client import SchedulerInfo
+
+    from hydroscale.distributed import map_workers
+
+    async def periodic_refresh(n_workers=0):
+        client._scheduler_identity = SchedulerInfo(await client.scheduler.identity(n_workers=0))
+
+    monkeypatch.setattr(client, "_update_scheduler_info", periodic_refresh)
+    assert client.scheduler_info(n_workers=-1)["workers"] == {}  # the race, made certain
+    now = worker_addresses(client)
+    assert sorted(now) == ["0", "1"]
+    assert map_workers(client, WORKERS) == [now["0"], now["1"]]
+    assert wait_for_workers(client, WORKERS, timeout=5.0) == [now["0"], now["1"]]
+
+
 def test_worker_killed_mid_run_gives_identical_output(client, forest, reference, tmp_path):
     ref, ref_values = reference
     out = tmp_path / "killed.zarr"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from hydroscale.distributed import route_distributed
+from hydroscale.distributed import route_distributed, worker_addresses
 from hydroscale.io import SyntheticForcing, hash_uniform, open_output
 from hydroscale.routing import route_oracle
 
@@ -25,7 +25,8 @@ def test_route_over_tls_equals_the_oracle(forest, tmp_path):
     client = start_cluster("local-tls", dashboard_address="127.0.0.1:0")
     try:
         assert client.scheduler.address.startswith("tls://127.0.0.1:")
-        assert all(a.startswith("tls://127.0.0.1:") for a in client.scheduler_info()["workers"])
+        addrs = list(worker_addresses(client).values())
+        assert addrs and all(a.startswith("tls://127.0.0.1:") for a in addrs)
         assert get_address_host(client.scheduler.address) == "127.0.0.1"
         assert urlparse(client.dashboard_link).hostname == "127.0.0.1"
         assert client.security.require_encryption
