@@ -11,6 +11,7 @@ so the context may close while those streams still read it.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -18,31 +19,39 @@ import torch
 
 __all__ = ["reuse_packed_taps", "packed_once"]
 
-_OPEN: list[dict] = []  # one cache per open context (innermost last)
+_LOCAL = threading.local()  # .open: one cache per open context of this thread, innermost last
+
+
+def _open() -> list[dict]:
+    if not hasattr(_LOCAL, "open"):
+        _LOCAL.open = []
+    return _LOCAL.open
 
 
 @contextmanager
 def reuse_packed_taps() -> Iterator[None]:
     """Within the context, the taps of the same weight tensor and blocks are packed once
-    (the packings are dropped on exit)."""
-    _OPEN.append({})
+    (the packings are dropped on exit; the context is the calling thread's)."""
+    caches = _open()
+    caches.append({})
     try:
         yield
     finally:
-        _OPEN.pop()
+        caches.pop()
 
 
 def packed_once(w: torch.Tensor, blocks: object, pack: Callable[[], torch.Tensor]
                 ) -> torch.Tensor:
     """``pack()``, or the packing kept for the same ``w`` and ``blocks`` in an open
     :func:`reuse_packed_taps` (``w``'s version counter unchanged since)."""
-    if not _OPEN:
+    caches = _open()
+    if not caches:
         return pack()
     try:
         version = w._version
     except RuntimeError:  # an inference tensor: no version counter, no reuse
         return pack()
-    cache = _OPEN[-1]
+    cache = caches[-1]
     key = (id(w), id(blocks))
     hit = cache.get(key)
     if hit is not None and hit[0] is w and hit[1] is blocks and hit[2] == version:

@@ -93,3 +93,18 @@ def test_block_launches_reuse_taps_until_the_weights_change(make_case, monkeypat
         torch.testing.assert_close(got, expect, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(out.cpu(), brute_force(x, w * 0.5, src, dst, 5, hist),
                                rtol=1e-10, atol=1e-10)
+
+
+def test_the_context_is_the_threads_own():
+    """Another thread's launches pack as if no context were open."""
+    import threading
+
+    w, blocks = torch.ones(2, 2), object()
+    calls, pack = _counting(w)
+    with reuse_packed_taps():
+        packed_once(w, blocks, pack)
+        t = threading.Thread(target=lambda: [packed_once(w, blocks, pack) for _ in range(2)])
+        t.start()
+        t.join()
+        packed_once(w, blocks, pack)
+    assert len(calls) == 3  # once here, twice in the other thread
