@@ -19,7 +19,7 @@ import numpy as np
 from ..network import RiverNetwork
 from ..partition import Partition
 from ..routing import LakeLayout, Lakes, RivTreeCluster
-from ._recovery import worker_addresses
+from ._recovery import in_worker_order, worker_addresses
 
 __all__ = ["WavePlan", "batch_groups", "group_sizes", "map_workers", "place_basins",
            "plan_waves"]
@@ -260,8 +260,7 @@ def map_workers(client: Any, n_workers: int) -> list[str]:
     Workers are taken in the order of their names (Dask-CUDA names them by GPU index),
     then addresses.  A partition built for W workers runs on a cluster of exactly W workers.
     """
-    named = worker_addresses(client)
-    addrs = [a for _, a in sorted(named.items(), key=lambda kv: (kv[0], kv[1]))]
+    addrs = in_worker_order(worker_addresses(client))
     if len(addrs) != n_workers:
         raise ValueError(
             f"the partition places clusters on {n_workers} workers but the cluster has "

@@ -63,6 +63,12 @@ def worker_addresses(client: Any) -> dict[str, str]:
     return {str(w.get("name", a)): a for a, w in info["workers"].items()}
 
 
+def in_worker_order(named: dict[str, str]) -> list[str]:
+    """The addresses of ``{worker name: address}`` (:func:`worker_addresses`) in the order of
+    the partition's workers: by name (Dask-CUDA names workers by GPU index), then address."""
+    return [a for _, a in sorted(named.items())]
+
+
 def wait_for_workers(client: Any, n_workers: int, timeout: float = 120.0,
                      poll: float = 0.25) -> list[str]:
     """Block until the cluster has exactly ``n_workers`` workers; return their addresses.
@@ -92,7 +98,7 @@ def wait_for_workers(client: Any, n_workers: int, timeout: float = 120.0,
     while True:
         seen = worker_addresses(client)
         if len(seen) == int(n_workers):
-            return [a for _, a in sorted(seen.items(), key=lambda kv: (kv[0], kv[1]))]
+            return in_worker_order(seen)
         if time.monotonic() >= deadline:
             raise WorkersLost(
                 f"waited {timeout:g} s for {n_workers} workers, the cluster has {len(seen)}: "
