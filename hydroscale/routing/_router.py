@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -155,6 +155,18 @@ def _split_rows(t: torch.Tensor, ranges: list[tuple[int, int]]) -> list[torch.Te
     return [pieces[(a, b)] if (a, b) in pieces else t[a:b] for a, b in ranges]
 
 
+class _Feeders(NamedTuple):
+    """Which exits feed which inlets, on the router's device: the exits feeding inlet ``c``
+    are ``exits[ptr[c]:ptr[c + 1]]`` (grouped by inlet), ``inlet`` the inlet each of those
+    feeds; ``fed`` the inlets with a feeder and ``first_feeder`` the first of each."""
+
+    ptr: torch.Tensor
+    exits: torch.Tensor
+    inlet: torch.Tensor
+    fed: torch.Tensor
+    first_feeder: torch.Tensor
+
+
 class StagedRouter(Routed):
     """Route all clusters of a :class:`RivTreeCluster` on one device, wave after wave.
 
@@ -201,7 +213,8 @@ class StagedRouter(Routed):
         self._build_rows()
         self._groups: dict[Any, _Group] = {}
         self._hops = None
-        self._feed: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._feed: _Feeders | None = None
+        self._position: torch.Tensor | None = None
         self._feed_of: dict[int, Any] = {}
         self._pair_cluster: torch.Tensor | None = None
         self._pair_seen: np.ndarray | None = None
@@ -431,7 +444,7 @@ class StagedRouter(Routed):
             return None
         if "exit" not in g.layouts_u:
             f, (ua, ub) = self.f, g.rows_u
-            ptr, feeder = self._feeders()
+            ptr, feeder = self._feeders()[:2]
             s = self._u_src[ua:ub]  # inlet channel c f + a
             c, a = s // f, s % f
             n_feed = ptr[c + 1] - ptr[c]
@@ -445,38 +458,38 @@ class StagedRouter(Routed):
             g.layouts_u["exit"] = (layout, None if bool((n_feed == 1).all()) else dup)
         return g.layouts_u["exit"]
 
-    def _feeders(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(ptr [n_inlet + 1], exits)``: the exits feeding inlet ``c`` are
-        ``exits[ptr[c]:ptr[c + 1]]`` (device tensors, built once)."""
+    def _feeders(self) -> _Feeders:
+        """Which exits feed which inlets (device tensors, built once: a forward copies no
+        index to the device and waits for it on no mask)."""
         if self._feed is None:
             cs = self.clusters
             ok = np.flatnonzero(cs.exit_inlet >= 0)
             exits = ok[np.argsort(cs.exit_inlet[ok], kind="stable")]
             ptr = np.zeros(cs.n_inlets + 1, np.int64)
             np.cumsum(np.bincount(cs.exit_inlet[ok], minlength=cs.n_inlets), out=ptr[1:])
-            self._feed = (torch.as_tensor(ptr, device=self.device),
-                          torch.as_tensor(exits, device=self.device))
+            fed = np.flatnonzero(ptr[1:] > ptr[:-1])
+            t = lambda a: torch.as_tensor(a, device=self.device)  # noqa: E731
+            self._feed = _Feeders(t(ptr), t(exits), t(cs.exit_inlet[exits]), t(fed),
+                                  t(exits[ptr[fed]]))
         return self._feed
 
     def _exit_hist(self, inflow_hist: torch.Tensor) -> torch.Tensor:
         """Inlet history ``[B, n_inlet, f, K - 1]`` as history of the transfer buffer's rows
         ``[B, n_exit f, K - 1]``: each inlet's on its first feeder, zeros on the others (the
         feeders' paths share their kernels, so the history adds up the same)."""
-        ptr, feeder = self._feeders()
+        fd = self._feeders()
         b, _, f, k1 = inflow_hist.shape
         out = inflow_hist.new_zeros(b, self.clusters.n_exits, f, k1)
-        fed = ptr[1:] > ptr[:-1]
-        out[:, feeder[ptr[:-1][fed]]] = inflow_hist[:, fed]
+        out.index_copy_(1, fd.first_feeder, inflow_hist.index_select(1, fd.fed))
         return out.reshape(b, -1, k1)
 
     def _inlet_sum(self, exits: torch.Tensor) -> torch.Tensor:
         """Inlet inflow ``[B, n_inlet, f, T]``: the sum of the exit outflow ``[B, n_exit, f,
         T]`` of each inlet's feeders."""
-        ptr, feeder = self._feeders()
-        cs = self.clusters
+        fd = self._feeders()
         b, _, f, t = exits.shape
-        inlet = torch.as_tensor(cs.exit_inlet, device=exits.device)[feeder]
-        return exits.new_zeros(b, cs.n_inlets, f, t).index_add_(1, inlet, exits[:, feeder])
+        return exits.new_zeros(b, self.clusters.n_inlets, f, t).index_add_(
+            1, fd.inlet, exits.index_select(1, fd.exits))
 
     def prepare(self) -> StagedRouter:
         """Build the path layouts of every wave now (else on first use), the transfer-buffer
@@ -771,7 +784,9 @@ class StagedRouter(Routed):
                 transfer, q = self._route_batch(g, wr[bi], self._exit_taps(g, wu[bi]), rg, hr,
                                                 hist_x, transfer, q)
         if not self._engine_order_is_network_order:
-            q = q.index_select(1, torch.as_tensor(cs.position, device=q.device))
+            if self._position is None or self._position.device != q.device:
+                self._position = torch.as_tensor(cs.position, device=q.device)
+            q = q.index_select(1, self._position)
         if not return_state:
             return q
         tail = transfer.detach().view(b, cs.n_exits, f, t)[..., max(0, t - (k - 1)) :]
