@@ -766,9 +766,7 @@ class StagedRouter(Routed):
         q = r.new_empty(b, cs.n_reaches, t)
         transfer = r.new_empty(b, cs.n_exits * f, t)
         hist_x = None if state is None else self._exit_hist(state.inflow_hist)
-        pieces = 1 if t == 1 or torch.is_grad_enabled() else auto_pieces(
-            self.time_pieces, device=r.device, has_nodes=bool(self._is_node.any()),
-            n_reaches=cs.n_reaches, n_steps=t, substeps=f)
+        pieces = self.pieces_for(r)
         if pieces > 1:
             self._route_pieces(pieces, schedule, groups, wr, wu, r, state, hist_x, transfer, q,
                                node_step)
@@ -796,6 +794,16 @@ class StagedRouter(Routed):
         return q, new
 
     __call__ = forward
+
+    def pieces_for(self, runoff: torch.Tensor) -> int:
+        """The time pieces :meth:`forward` routes ``runoff`` ``[B, N, T]`` in (1 with
+        gradients: see ``time_pieces``)."""
+        t = int(runoff.shape[-1])
+        if t == 1 or torch.is_grad_enabled():
+            return 1
+        return auto_pieces(self.time_pieces, device=runoff.device,
+                           has_nodes=bool(self._is_node.any()),
+                           n_reaches=self.clusters.n_reaches, n_steps=t, substeps=self.f)
 
     def _batch_runoff(self, g: _Group, r: torch.Tensor, state: RouterState | None
                       ) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -126,11 +126,14 @@ def test_auto_pieces_cut_only_big_cuda_forwards_with_nodes():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("pieces", [2, 3])
-def test_pieces_on_cuda_streams_equal_one_piece(pieces):
+@pytest.mark.parametrize("pieces,dtype", [(2, torch.float64), (3, torch.float64),
+                                          (2, torch.float32)])
+def test_pieces_on_cuda_streams_equal_one_piece(pieces, dtype):
     """On a GPU each piece runs on its own stream: a forest of 30,000 reaches with 1% of them
-    in lakes, float64, three chunks with state, equals the forward in one piece (discharge,
-    lake levels) and is the same on a second run (no race between the streams)."""
+    in lakes, three chunks with state, equals the forward in one piece (discharge, lake
+    levels) and agrees with a second run (no race between the streams): to 1e-12 in
+    float64; in float32 the pieces add the partial sums of the small launches in another
+    order, so to 1e-5 of the largest discharge."""
     from hydroscale.kernels import hash_uniform
     from hydroscale.network import continental_forest
 
@@ -140,7 +143,7 @@ def test_pieces_on_cuda_streams_equal_one_piece(pieces):
     lakes = Lakes.synthetic(net, 0.01, seed=3)
     p = torch.tensor(np.stack([rng.uniform(1, 3, net.n_reaches) / 24.0,
                                rng.uniform(0.1, 0.3, net.n_reaches)], 1), device=dev)
-    kw = dict(irf="muskingum", substeps=6, dt=DT, dtype=torch.float64, engine="triton",
+    kw = dict(irf="muskingum", substeps=6, dt=DT, dtype=dtype, engine="triton",
               backend="triton", device=dev, allow_unstable=True,
               partition=lambda s: partition_network(s, max_reaches=512).cluster_of)
     one = LakeRouter(net, lakes, time_pieces=1, **kw)
@@ -148,7 +151,7 @@ def test_pieces_on_cuda_streams_equal_one_piece(pieces):
     kern = one.aggregate(p, run_steps=120)
     idx = torch.arange(net.n_reaches, device=dev)
     runoff = torch.cat([hash_uniform(idx, 40 * c, 40 * (c + 1), 0)[None] for c in range(3)],
-                       -1).double()
+                       -1).to(dtype)
 
     def route(router):
         return lambda r, st: router(r, kernels=kern, state=st, return_state=True)
@@ -158,9 +161,12 @@ def test_pieces_on_cuda_streams_equal_one_piece(pieces):
     qq, _ = _chunks(route(cut), runoff, [40, 80, 120])
     scale = float(q1.abs().max())
     assert scale > 0
-    torch.testing.assert_close(qp, q1, rtol=1e-12, atol=1e-12 * scale)
-    torch.testing.assert_close(qq, qp, rtol=0, atol=0)
-    torch.testing.assert_close(sp.elevation, s1.elevation, rtol=1e-12, atol=1e-12)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(qp, q1, rtol=tol, atol=tol * scale)
+    # (a repeat may differ in the last bits: the device adds three or more inflows into one
+    # inlet or lake with atomics, in any order; a race between the streams is off by far more)
+    torch.testing.assert_close(qq, qp, rtol=tol, atol=tol * scale)
+    torch.testing.assert_close(sp.elevation, s1.elevation, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("seed", range(6))
