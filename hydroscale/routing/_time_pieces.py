@@ -28,9 +28,11 @@ __all__ = ["AUTO_PIECES_WORK", "TimePieces", "auto_pieces"]
 # cuts a forward with lakes into 2 pieces.  On one H200, 1% of the reaches in lakes, 365-day
 # chunks at 24 sub-steps (bench/lakes.py): at 200k reaches (1.8e9) 2 pieces took 170-190 ms a
 # chunk against 75-80 ms in one, side by side (a profile points at the host: twice the
-# launches, each ~0.5 ms of Python per batch and piece); at 3M reaches (2.6e10) the decade
-# took 2.90-3.17 s in three runs against 3.25 s in one piece (another day's run).  Between
-# the two it is not yet measured.
+# launches, each ~0.5 ms of Python per batch and piece); at 3M reaches (2.6e10), three decades
+# side by side in one process, 3.23-3.24 s in one piece, 2.71-2.78 s in two and 2.61-2.83 s in
+# three (1.93 s without lakes; a profile shows the GPU busy 99% of a chunk's span in two
+# pieces, so the host no longer sets the time there).  Between the two sizes it is not yet
+# measured.
 AUTO_PIECES_WORK = 1e10
 
 _STREAMS: dict = {}
