@@ -444,7 +444,8 @@ class StagedRouter(Routed):
             return None
         if "exit" not in g.layouts_u:
             f, (ua, ub) = self.f, g.rows_u
-            ptr, feeder = self._feeders()[:2]
+            fd = self._feeders()
+            ptr, feeder = fd.ptr, fd.exits
             s = self._u_src[ua:ub]  # inlet channel c f + a
             c, a = s // f, s % f
             n_feed = ptr[c + 1] - ptr[c]
